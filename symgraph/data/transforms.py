@@ -1,0 +1,419 @@
+"""Point-cloud transforms (PyG ``BaseTransform``s) for symmetry experiments.
+
+Every transform takes a ``Data`` with ``pos [P, 3]`` (and optionally ``normal [P, 3]``,
+``x [P, C]``) and returns a transformed shallow copy; tensors are replaced, never edited
+in place, so the dataset's stored tensors stay untouched.
+
+- :class:`NormalizeUnitSphere` — centre and scale into the unit ball (normals kept unit).
+- :class:`SamplePointsFixed` — sub- or up-sample a cloud to exactly ``num_points``.
+- :class:`DeduplicatePoints` — drop repeated coordinates.
+- :class:`RandomGroupRotation` — apply an element drawn uniformly from a group ``G ≤ O(3)``
+  (``group.sample``) to ``pos`` and ``normal``; unlike PyG's ``RandomRotate`` (one axis,
+  an angle range) the element is Haar-uniform over whatever group is chosen.
+- :class:`KNNGraph`, :class:`RadiusGraph` — neighbour graphs via :mod:`symgraph.graph`
+  (no torch-cluster needed), with clear errors for too few points or NaN coordinates.
+- :class:`NormalsAsFeatures` / :func:`normals_as_features` — normals as a ``1x1o`` input.
+
+Duplicate points: allowed everywhere. They give zero-length edges in kNN / radius graphs,
+which are harmless for the forward pass of the implicit kernels (the radial embedding of
+distance 0 is finite, and e3nn's spherical harmonics of degree >= 1 are exactly 0 at the
+zero vector, so such an edge carries no direction). Gradients *with respect to positions*
+through ``|x_j - x_i|`` are undefined at 0; use :class:`DeduplicatePoints` first when that
+matters (or when duplicates would waste kNN slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+
+from symgraph.checks import check_finite
+from symgraph.graph import knn_graph, radius_graph
+
+__all__ = [
+    "NORMAL_IRREPS",
+    "GroupSampler",
+    "NormalizeUnitSphere",
+    "SamplePointsFixed",
+    "DeduplicatePoints",
+    "RandomGroupRotation",
+    "KNNGraph",
+    "RadiusGraph",
+    "NormalsAsFeatures",
+    "normals_as_features",
+]
+
+#: Irreps of a unit normal used as an input feature. e3nn's ``1o`` basis is Cartesian
+#: ``(x, y, z)``, so ``x = normal`` needs no change of basis.
+NORMAL_IRREPS = "1x1o"
+
+
+@runtime_checkable
+class GroupSampler(Protocol):
+    """Anything with ``sample(n, generator=None, dtype=...) -> Tensor [n, 3, 3]``.
+
+    :class:`symgraph.groups` groups satisfy it; so does any small stand-in.
+    """
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> Tensor: ...
+
+
+def _get_pos(data: Data, who: str) -> Tensor:
+    """``data.pos`` as a finite floating ``[P, 3]`` tensor, or a clear error naming ``who``."""
+    pos = getattr(data, "pos", None)
+    if pos is None:
+        raise ValueError(f"{who}: expected a Data with `pos` [P, 3], got a Data without `pos`")
+    if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+        got = f"shape {list(pos.shape)}" if isinstance(pos, Tensor) else type(pos).__name__
+        raise ValueError(f"{who}: expected `pos` of shape [P, 3], got {got}")
+    if not pos.is_floating_point():
+        raise TypeError(f"{who}: expected a floating-point `pos`, got dtype {pos.dtype}")
+    bad = ~torch.isfinite(pos)
+    if bool(bad.any()):
+        rows = bad.any(dim=1).nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"{who}: expected finite coordinates in `pos`, got {int(bad.any(dim=1).sum())} "
+            f"points with NaN/inf (first rows {rows}); remove or impute them first"
+        )
+    return pos
+
+
+def _get_vectors(data: Data, key: str, num_points: int, who: str) -> Tensor:
+    value = data[key]
+    if not isinstance(value, Tensor) or value.shape != (num_points, 3):
+        got = f"shape {list(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{who}: expected `{key}` of shape [{num_points}, 3], got {got}")
+    return check_finite(value, f"{who}: `{key}`")
+
+
+def _unit(normal: Tensor) -> Tensor:
+    """Rows scaled to unit length; all-zero rows stay zero."""
+    return torch.nn.functional.normalize(normal, dim=1)
+
+
+def _make_generator(seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None
+    if not isinstance(seed, int):
+        raise TypeError(f"seed: expected an int or None, got {type(seed).__name__} {seed!r}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _graph_sizes(data: Data, num_points: int) -> list[int]:
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        return [num_points]
+    return [int(c) for c in torch.bincount(batch) if c > 0]
+
+
+def _drop_edges(data: Data) -> None:
+    for key in ("edge_index", "edge_attr", "edge_weight"):
+        if key in data:
+            del data[key]
+
+
+class NormalizeUnitSphere(BaseTransform):
+    """Centre the cloud and scale it so the farthest point lies on the unit sphere.
+
+    The same normalisation as PointNet++'s ``pc_normalize``: ``pos <- (pos - c) / s`` with
+    ``c`` the centroid (``center="mean"``) or the bounding-box centre (``"bbox"``) and
+    ``s = max_i |pos_i - c|``. Normals are unaffected by translation and uniform scaling;
+    they are re-normalised to unit length (all-zero normals stay zero). A cloud whose
+    points all coincide (``s = 0``) is only centred.
+
+    Shapes: ``pos [P, 3] -> [P, 3]``, ``normal [P, 3] -> [P, 3]``.
+    """
+
+    def __init__(self, center: str = "mean") -> None:
+        if center not in ("mean", "bbox"):
+            raise ValueError(f"center: expected 'mean' or 'bbox', got {center!r}")
+        self.center = center
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "NormalizeUnitSphere")
+        if pos.shape[0] == 0:
+            raise ValueError("NormalizeUnitSphere: expected at least one point, got 0")
+        if self.center == "mean":
+            c = pos.mean(dim=0)
+        else:
+            c = (pos.amin(dim=0) + pos.amax(dim=0)) / 2
+        pos = pos - c
+        scale = pos.norm(dim=1).max()
+        data.pos = pos / scale if scale > 0 else pos
+        if "normal" in data:
+            data.normal = _unit(_get_vectors(data, "normal", pos.shape[0], "NormalizeUnitSphere"))
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(center={self.center!r})"
+
+
+class SamplePointsFixed(BaseTransform):
+    """Sub- or up-sample a cloud to exactly ``num_points`` points.
+
+    ``P >= num_points``: a random subset without replacement. ``P < num_points``: every
+    point once plus ``num_points - P`` random repeats (duplicates; see the module note).
+    The order is random either way. Per-point tensors named in ``keys`` are indexed
+    together; graph edges (``edge_index``, ``edge_attr``) are dropped, build graphs after
+    sampling.
+
+    Args:
+        num_points: the fixed count ``P'``.
+        seed: seeds a private ``torch.Generator`` (the sequence of draws is then
+            reproducible in a single process); ``None`` uses torch's global RNG.
+        keys: per-point attributes ``[P, ...]`` to index along with ``pos``.
+
+    Shapes: ``pos [P, 3] -> [P', 3]``, likewise ``normal`` and ``x``.
+    """
+
+    def __init__(
+        self,
+        num_points: int,
+        seed: int | None = None,
+        keys: Sequence[str] = ("pos", "normal", "x"),
+    ) -> None:
+        if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 1:
+            raise ValueError(f"num_points: expected a positive int, got {num_points!r}")
+        self.num_points = num_points
+        self.seed = seed
+        self.generator = _make_generator(seed)
+        self.keys = tuple(keys)
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "SamplePointsFixed")
+        p, n = pos.shape[0], self.num_points
+        if p == 0:
+            raise ValueError("SamplePointsFixed: expected a cloud with at least one point, got 0")
+        perm = torch.randperm(p, generator=self.generator)
+        if p >= n:
+            index = perm[:n]
+        else:
+            extra = torch.randint(p, (n - p,), generator=self.generator)
+            index = torch.cat([perm, extra])
+            index = index[torch.randperm(n, generator=self.generator)]
+        index = index.to(pos.device)
+        for key in self.keys:
+            if key in data and isinstance(data[key], Tensor):
+                if data[key].shape[0] != p:
+                    raise ValueError(
+                        f"SamplePointsFixed: expected `{key}` with {p} rows (one per point), "
+                        f"got shape {list(data[key].shape)}"
+                    )
+                data[key] = data[key][index]
+        _drop_edges(data)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_points}, seed={self.seed})"
+
+
+class DeduplicatePoints(BaseTransform):
+    """Remove points whose coordinates repeat an earlier point (the first one is kept).
+
+    Args:
+        decimals: round coordinates to this many decimals before comparing (``None``:
+            exact equality).
+        keys: per-point attributes indexed together with ``pos``.
+
+    Shapes: ``pos [P, 3] -> [P_unique, 3]``; graph edges are dropped.
+    """
+
+    def __init__(
+        self, decimals: int | None = None, keys: Sequence[str] = ("pos", "normal", "x")
+    ) -> None:
+        self.decimals = decimals
+        self.keys = tuple(keys)
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "DeduplicatePoints")
+        p = pos.shape[0]
+        if p == 0:
+            return data
+        key_pos = pos if self.decimals is None else torch.round(pos, decimals=self.decimals)
+        _, inverse = torch.unique(key_pos, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), p, dtype=torch.long, device=pos.device)
+        first.scatter_reduce_(0, inverse, torch.arange(p, device=pos.device), reduce="amin")
+        index = torch.sort(first).values
+        if index.numel() == p:
+            return data
+        for key in self.keys:
+            if key in data and isinstance(data[key], Tensor) and data[key].shape[0] == p:
+                data[key] = data[key][index]
+        _drop_edges(data)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(decimals={self.decimals})"
+
+
+class RandomGroupRotation(BaseTransform):
+    """Act on the cloud with an element ``g`` drawn uniformly from a group ``G ≤ O(3)``.
+
+    ``g = group.sample(1, generator, dtype=float64)[0]`` (Haar measure for continuous
+    groups, uniform over the elements for finite ones). Every attribute in ``keys`` is a
+    set of vectors transformed as ``v <- v g^T`` (row vectors), computed in float64 and
+    cast back: positions rotate about the origin (normalise first), and surface normals
+    transform the same way under reflections too (an outward normal stays outward).
+    Put ``"x"`` in ``keys`` when ``x`` holds the normals as ``1o`` features.
+
+    Args:
+        group: any object with ``sample(n, generator=None, dtype=...) -> [n, 3, 3]``
+            (a :mod:`symgraph.groups` group).
+        keys: attributes ``[P, 3]`` to transform; those absent from a Data are skipped,
+            except ``pos`` which must be present.
+        seed: seeds a private ``torch.Generator`` passed to ``group.sample``.
+        store: also keep the element as ``data.rotation [1, 3, 3]`` (float64), which
+            batches to ``[B, 3, 3]``.
+    """
+
+    def __init__(
+        self,
+        group: GroupSampler,
+        keys: Sequence[str] = ("pos", "normal"),
+        seed: int | None = None,
+        store: bool = False,
+    ) -> None:
+        if not callable(getattr(group, "sample", None)):
+            raise TypeError(
+                "group: expected an object with a sample(n, generator=None, dtype=...) "
+                f"method (a symgraph.groups group), got {type(group).__name__}"
+            )
+        self.group = group
+        self.keys = tuple(keys)
+        self.seed = seed
+        self.generator = _make_generator(seed)
+        self.store = store
+
+    def sample_element(self) -> Tensor:
+        """One group element ``[3, 3]`` (float64), checked to be orthogonal."""
+        g = self.group.sample(1, generator=self.generator, dtype=torch.float64)
+        if not isinstance(g, Tensor) or g.shape != (1, 3, 3):
+            got = f"shape {list(g.shape)}" if isinstance(g, Tensor) else type(g).__name__
+            raise ValueError(f"group.sample(1): expected a tensor [1, 3, 3], got {got}")
+        g = g[0].to(torch.float64)
+        err = (g @ g.T - torch.eye(3, dtype=g.dtype, device=g.device)).abs().max()
+        if not bool(err < 1e-5):
+            raise ValueError(
+                "group.sample(1): expected an orthogonal matrix, got "
+                f"|g g^T - I| = {float(err):.2e}"
+            )
+        return g
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "RandomGroupRotation")
+        g = self.sample_element().to(pos.device)
+        for key in self.keys:
+            if key not in data:
+                continue
+            value = _get_vectors(data, key, pos.shape[0], "RandomGroupRotation")
+            data[key] = (value.to(torch.float64) @ g.T).to(value.dtype)
+        if self.store:
+            data.rotation = g[None]
+        return data
+
+    def __repr__(self) -> str:
+        name = getattr(self.group, "name", type(self.group).__name__)
+        return f"{type(self).__name__}({name}, keys={self.keys}, seed={self.seed})"
+
+
+class KNNGraph(BaseTransform):
+    """``edge_index`` of the ``k`` nearest neighbours of every point (:func:`knn_graph`).
+
+    Edges point neighbour -> centre (``edge_index[1]`` is the centre), every centre has
+    exactly ``k`` incoming edges. Works on a single cloud or on a batch (``data.batch``).
+
+    Errors: NaN/inf coordinates -> ``ValueError``; a cloud with fewer than ``k + 1``
+    points (``k`` with ``loop=True``) -> ``ValueError`` naming ``k`` and the count, unless
+    ``clip=True``, in which case such a cloud gets ``P - 1`` neighbours per point (the
+    degree is then no longer constant across clouds). Duplicate points are allowed (they
+    give zero-length edges).
+
+    Shapes: ``pos [P, 3] -> edge_index [2, P * k]``.
+    """
+
+    def __init__(self, k: int, loop: bool = False, clip: bool = False) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k: expected a positive int, got {k!r}")
+        self.k, self.loop, self.clip = k, loop, clip
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "KNNGraph")
+        need = self.k if self.loop else self.k + 1
+        smallest = min(_graph_sizes(data, pos.shape[0]))
+        if smallest < need and not self.clip:
+            raise ValueError(
+                f"KNNGraph: k={self.k} needs at least {need} points per cloud, got a cloud "
+                f"with {smallest} points; lower k, upsample with SamplePointsFixed, or pass "
+                "clip=True"
+            )
+        data.edge_index = knn_graph(pos, self.k, getattr(data, "batch", None), loop=self.loop)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k}, loop={self.loop}, clip={self.clip})"
+
+
+class RadiusGraph(BaseTransform):
+    """``edge_index`` of all pairs closer than ``r`` (:func:`radius_graph`).
+
+    At most ``max_num_neighbors`` (the nearest) per centre. Isolated points are allowed.
+    NaN/inf coordinates -> ``ValueError``. Shapes: ``pos [P, 3] -> edge_index [2, E]``.
+    """
+
+    def __init__(self, r: float, loop: bool = False, max_num_neighbors: int | None = 32) -> None:
+        if not isinstance(r, (int, float)) or not r > 0 or r == float("inf"):
+            raise ValueError(f"r: expected a positive finite radius, got {r!r}")
+        self.r, self.loop, self.max_num_neighbors = float(r), loop, max_num_neighbors
+
+    def forward(self, data: Data) -> Data:
+        pos = _get_pos(data, "RadiusGraph")
+        data.edge_index = radius_graph(
+            pos, self.r, getattr(data, "batch", None), self.loop, self.max_num_neighbors
+        )
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(r={self.r}, max_num_neighbors={self.max_num_neighbors})"
+
+
+def normals_as_features(data: Data, cat: bool = False) -> Data:
+    """Set ``data.x = data.normal`` (``[P, 3]``, irreps :data:`NORMAL_IRREPS` = ``"1x1o"``).
+
+    e3nn's ``1o`` basis is Cartesian ``(x, y, z)``, so no change of basis is needed. With
+    ``cat=True`` and an existing ``x [P, C]``, ``x = [x, normal]`` (``[P, C + 3]``): the
+    representation of ``x`` becomes ``<old irreps> + 1x1o``. Edits ``data`` and returns it.
+    """
+    if "normal" not in data:
+        raise ValueError("normals_as_features: expected a Data with `normal` [P, 3], got none")
+    num = data.pos.shape[0] if "pos" in data else data.normal.shape[0]
+    normal = _get_vectors(data, "normal", num, "normals_as_features")
+    if cat and "x" in data and data.x is not None:
+        x = data.x
+        if x.dim() != 2 or x.shape[0] != num:
+            raise ValueError(
+                f"normals_as_features: expected `x` of shape [{num}, C], got {list(x.shape)}"
+            )
+        data.x = torch.cat([x, normal.to(x.dtype)], dim=1)
+    else:
+        data.x = normal
+    return data
+
+
+class NormalsAsFeatures(BaseTransform):
+    """Transform form of :func:`normals_as_features` (``x = normal``, irreps ``1x1o``)."""
+
+    def __init__(self, cat: bool = False) -> None:
+        self.cat = cat
+
+    def forward(self, data: Data) -> Data:
+        return normals_as_features(data, cat=self.cat)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cat={self.cat})"

@@ -1,0 +1,130 @@
+"""Neighbour graphs built from positions, without torch-cluster.
+
+Both builders follow torch-cluster's conventions, so they are drop-in replacements:
+``edge_index[1]`` is the centre node and ``edge_index[0]`` its neighbour, i.e. messages
+flow ``edge_index[0] -> edge_index[1]`` (PyG's ``source_to_target``). When
+``torch_cluster`` is importable it is used; otherwise distances are computed in chunks
+so that memory stays bounded (``chunk_size`` rows of the distance matrix at a time).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from symgraph.checks import check_batch, check_positions
+
+try:  # optional accelerator, used when present
+    import torch_cluster as _torch_cluster
+except ImportError:  # pragma: no cover - depends on the environment
+    _torch_cluster = None
+
+__all__ = ["radius_graph", "knn_graph"]
+
+_CHUNK_ELEMENTS = 1 << 24  # entries of the distance matrix held at once
+
+
+def _graph_ranges(batch: Tensor | None, num_nodes: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` node ranges of each graph of a sorted ``batch``."""
+    if batch is None or num_nodes == 0:
+        return [(0, num_nodes)]
+    counts = torch.bincount(batch).tolist()
+    ranges, start = [], 0
+    for count in counts:
+        if count:
+            ranges.append((start, start + count))
+        start += count
+    return ranges
+
+
+def _row_chunks(start: int, stop: int, width: int) -> list[tuple[int, int]]:
+    rows = max(1, _CHUNK_ELEMENTS // max(width, 1))
+    return [(a, min(a + rows, stop)) for a in range(start, stop, rows)]
+
+
+def radius_graph(
+    pos: Tensor,
+    r: float,
+    batch: Tensor | None = None,
+    loop: bool = False,
+    max_num_neighbors: int | None = None,
+) -> Tensor:
+    """All pairs closer than ``r`` within the same graph.
+
+    Args:
+        pos: ``[N, 3]`` (or ``[N, D]``) positions.
+        r: cutoff radius (strict ``<`` comparison, as torch-cluster).
+        batch: ``[N]`` sorted graph index of each node, or ``None`` for one graph.
+        loop: keep self-loops.
+        max_num_neighbors: keep at most this many (the nearest) neighbours per centre.
+
+    Returns:
+        ``edge_index [2, E]`` (int64) with ``edge_index[1]`` the centre node.
+    """
+    check_positions(pos, "pos", dims=None)
+    batch = check_batch(batch, pos.shape[0])
+    if not r > 0:
+        raise ValueError(f"radius_graph: `r` must be a positive number, got {r!r}")
+    if _torch_cluster is not None and pos.device.type != "mps":
+        kwargs = {"max_num_neighbors": max_num_neighbors or pos.shape[0]}
+        return _torch_cluster.radius_graph(pos, r, batch, loop, **kwargs)
+    edges = []
+    for start, stop in _graph_ranges(batch, pos.shape[0]):
+        block = pos[start:stop]
+        for a, b in _row_chunks(start, stop, stop - start):
+            dist = torch.cdist(pos[a:b], block)
+            mask = dist < r
+            if not loop:
+                rows = torch.arange(b - a, device=pos.device)
+                mask[rows, rows + (a - start)] = False
+            if max_num_neighbors is not None:
+                dist = dist.masked_fill(~mask, float("inf"))
+                k = min(max_num_neighbors, dist.shape[1])
+                keep = torch.topk(dist, k, dim=1, largest=False).indices
+                limited = torch.zeros_like(mask)
+                limited.scatter_(1, keep, True)
+                mask &= limited
+            centre, neighbour = mask.nonzero(as_tuple=True)
+            edges.append(torch.stack([neighbour + start, centre + a]))
+    if not edges:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
+    return torch.cat(edges, dim=1)
+
+
+def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
+    """The ``k`` nearest neighbours of every node within its graph.
+
+    Every centre gets exactly ``min(k, n_graph - (not loop))`` incoming edges, ordered by
+    centre (``edge_index[1]`` sorted), which lets the convolution use its constant-degree
+    batched path.
+
+    Args:
+        pos: ``[N, 3]`` positions.
+        k: neighbours per node (positive int).
+        batch: ``[N]`` sorted graph index, or ``None``.
+        loop: count the node itself as a neighbour.
+
+    Returns:
+        ``edge_index [2, N * k']`` (int64), ``edge_index[1]`` the centre node.
+    """
+    check_positions(pos, "pos", dims=None)
+    batch = check_batch(batch, pos.shape[0])
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"knn_graph: `k` must be a positive int, got {k!r}")
+    edges = []
+    for start, stop in _graph_ranges(batch, pos.shape[0]):
+        block = pos[start:stop]
+        kk = min(k, (stop - start) - (0 if loop else 1))
+        if kk <= 0:
+            continue
+        for a, b in _row_chunks(start, stop, stop - start):
+            dist = torch.cdist(pos[a:b], block)
+            if not loop:
+                rows = torch.arange(b - a, device=pos.device)
+                dist[rows, rows + (a - start)] = float("inf")
+            nearest = torch.topk(dist, kk, dim=1, largest=False).indices
+            centre = torch.arange(a, b, device=pos.device).repeat_interleave(kk)
+            edges.append(torch.stack([nearest.reshape(-1) + start, centre]))
+    if not edges:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
+    return torch.cat(edges, dim=1)

@@ -1,0 +1,239 @@
+"""The space of equivariant linear maps Hom_G(ρ_in, ρ_out), solved block by block.
+
+For one pair of blocks ``(a, b)`` the maps ``W: a -> b`` with ``ρ_b(h) W = W ρ_a(h)`` for
+every discrete generator ``h`` and ``dρ_b(A) W = W dρ_a(A)`` for every Lie generator ``A``
+form the nullspace of a stacked constraint matrix (the method of Finzi, Welling and
+Wilson, 2021). It is solved once per distinct ``(G, a, b)`` and cached. A map between
+direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients for every block pair, so
+even large representations cost only a few small solves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from symgraph.groups.matrix_group import MatrixGroup
+from symgraph.groups.rep import Block, ProductBlock, Rep
+
+__all__ = [
+    "block_hom_basis", "equivariant_basis", "EquivariantBasis", "BlockPair", "clear_cache",
+    "bilinear_basis", "BilinearBasis", "BlockTriple",
+]  # fmt: skip
+
+_NULL_TOL = 1e-8
+
+
+def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
+    d_in, d_out = block_in.dim, block_out.dim
+    eye_in = torch.eye(d_in, dtype=torch.float64)
+    eye_out = torch.eye(d_out, dtype=torch.float64)
+    rows = []
+    if len(group.discrete_generators):
+        r_in = block_in.rho(group.discrete_generators)
+        r_out = block_out.rho(group.discrete_generators)
+        rows.append(_commutator_rows(r_in, r_out, eye_in, eye_out))
+    if len(group.lie_generators):
+        r_in = block_in.drho(group.lie_generators)
+        r_out = block_out.drho(group.lie_generators)
+        rows.append(_commutator_rows(r_in, r_out, eye_in, eye_out))
+    if not rows:  # trivial group: every matrix
+        return torch.eye(d_out * d_in, dtype=torch.float64).reshape(-1, d_out, d_in)
+    constraints = torch.cat(rows)
+    _, s, vh = torch.linalg.svd(constraints, full_matrices=True)
+    rank = int((s > _NULL_TOL * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
+    basis = vh[rank:].reshape(-1, d_out, d_in)
+    return _canonical(basis)
+
+
+def _commutator_rows(r_in: Tensor, r_out: Tensor, eye_in: Tensor, eye_out: Tensor) -> Tensor:
+    """Rows of ``vec(ρ_out W - W ρ_in) = 0`` for row-major ``vec(W)``, ``W [d_out, d_in]``."""
+    left = torch.einsum("kab,cd->kacbd", r_out, eye_in)
+    right = torch.einsum("ab,kdc->kacbd", eye_out, r_in)
+    k, d_out, d_in = r_out.shape[0], eye_out.shape[0], eye_in.shape[0]
+    return (left - right).reshape(k * d_out * d_in, d_out * d_in)
+
+
+def _canonical(basis: Tensor) -> Tensor:
+    """A deterministic orthonormal basis of the same span (QR of the reduced row form)."""
+    if basis.shape[0] == 0:
+        return basis
+    flat = basis.reshape(basis.shape[0], -1)
+    q, _ = torch.linalg.qr(flat.T)  # [D, n], orthonormal columns spanning the space
+    # fix signs so that the largest entry of each basis vector is positive
+    idx = q.abs().argmax(dim=0)
+    signs = torch.sign(q[idx, torch.arange(q.shape[1])])
+    q = q * signs
+    q[q.abs() < 1e-14] = 0.0
+    return q.T.reshape(basis.shape).contiguous()
+
+
+def block_hom_basis(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
+    """Orthonormal basis ``[n, d_out, d_in]`` (float64) of Hom_G(block_in, block_out), cached.
+
+    Cache keys use each block's ``key``; blocks with equal keys share one solve.
+    """
+    key = (group.key, block_in.key, block_out.key)
+    if key not in _CACHE:
+        _CACHE[key] = _solve(group, block_in, block_out)
+    return _CACHE[key]
+
+
+_CACHE: dict[tuple, Tensor] = {}
+
+
+def clear_cache() -> None:
+    """Forget every cached solve (for cold-start benchmarks)."""
+    _CACHE.clear()
+
+
+@dataclass(frozen=True)
+class BlockPair:
+    """One block pair of a map ``rep_in -> rep_out``: which slices and which small basis."""
+
+    index_in: int
+    index_out: int
+    mul_in: int
+    mul_out: int
+    slice_in: slice
+    slice_out: slice
+    basis: Tensor  # [n, d_out, d_in] orthonormal, float64
+
+    @property
+    def num(self) -> int:
+        """Number of free coefficients: ``mul_out * mul_in * n``."""
+        return self.mul_out * self.mul_in * self.basis.shape[0]
+
+
+class EquivariantBasis:
+    """Hom_G(rep_in, rep_out) as a list of :class:`BlockPair` s.
+
+    ``dim`` is the dimension of the space; ``to_dense()`` materialises the orthonormal basis
+    ``[dim, rep_out.dim, rep_in.dim]``; ``matrix(w)`` maps coefficients ``[dim]`` to the map
+    ``[rep_out.dim, rep_in.dim]`` without materialising the dense basis.
+    """
+
+    def __init__(self, rep_in: Rep, rep_out: Rep) -> None:
+        if rep_in.group != rep_out.group:
+            raise ValueError(
+                "equivariant_basis: rep_in and rep_out must belong to the same group, got "
+                f"{rep_in.group.name} and {rep_out.group.name}"
+            )
+        self.rep_in, self.rep_out = rep_in, rep_out
+        group = rep_in.group
+        pairs = []
+        for j, ((mul_in, b_in), s_in) in enumerate(zip(rep_in.blocks, rep_in.slices())):
+            for i, ((mul_out, b_out), s_out) in enumerate(zip(rep_out.blocks, rep_out.slices())):
+                basis = block_hom_basis(group, b_in, b_out)
+                if basis.shape[0]:
+                    pairs.append(BlockPair(j, i, mul_in, mul_out, s_in, s_out, basis))
+        self.pairs: tuple[BlockPair, ...] = tuple(pairs)
+        self.dim = sum(p.num for p in self.pairs)
+
+    def matrix(self, weights: Tensor) -> Tensor:
+        """The map ``[rep_out.dim, rep_in.dim]`` with coefficients ``weights [dim]``."""
+        if weights.shape != (self.dim,):
+            raise ValueError(f"weights: expected shape [{self.dim}], got {list(weights.shape)}")
+        out = weights.new_zeros(self.rep_out.dim, self.rep_in.dim)
+        start = 0
+        for p in self.pairs:
+            w = weights[start : start + p.num].reshape(p.mul_out, p.mul_in, -1)
+            start += p.num
+            block = torch.einsum("umk,kab->uamb", w, p.basis.to(weights))
+            out[p.slice_out, p.slice_in] = block.reshape(p.slice_out.stop - p.slice_out.start, -1)
+        return out
+
+    def to_dense(self) -> Tensor:
+        """The orthonormal basis ``[dim, rep_out.dim, rep_in.dim]`` (float64)."""
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return (
+            torch.stack([self.matrix(e) for e in eye])
+            if self.dim
+            else eye.new_zeros(0, self.rep_out.dim, self.rep_in.dim)
+        )
+
+    def __repr__(self) -> str:
+        return f"EquivariantBasis({self.rep_in.short()} -> {self.rep_out.short()}, dim={self.dim})"
+
+
+def equivariant_basis(rep_in: Rep, rep_out: Rep) -> EquivariantBasis:
+    """Hom_G(rep_in, rep_out): an orthonormal basis, solved per block pair and cached.
+
+    Args:
+        rep_in: input representation.
+        rep_out: output representation of the same group.
+
+    Returns:
+        An :class:`EquivariantBasis`; ``.dim`` is the dimension of the space and
+        ``.to_dense()`` the basis ``[dim, rep_out.dim, rep_in.dim]``.
+    """
+    if not isinstance(rep_in, Rep) or not isinstance(rep_out, Rep):
+        raise TypeError(
+            f"equivariant_basis: expected two Reps, got {type(rep_in).__name__} and "
+            f"{type(rep_out).__name__}"
+        )
+    return EquivariantBasis(rep_in, rep_out)
+
+
+@dataclass(frozen=True)
+class BlockTriple:
+    """One block triple of a bilinear map ``rep_a ⊗ rep_b -> rep_out``."""
+
+    index_a: int
+    index_b: int
+    index_out: int
+    mul_a: int
+    mul_b: int
+    mul_out: int
+    slice_a: slice
+    slice_b: slice
+    slice_out: slice
+    basis: Tensor  # [n, d_out, d_a, d_b] orthonormal, float64
+
+    @property
+    def num(self) -> int:
+        return self.mul_out * self.mul_a * self.mul_b * self.basis.shape[0]
+
+
+class BilinearBasis:
+    """Hom_G(rep_a ⊗ rep_b, rep_out), solved per block triple (the Clebsch–Gordan paths of G).
+
+    ``tensor(w)`` maps coefficients ``[dim]`` to the bilinear form ``[out.dim, a.dim, b.dim]``.
+    """
+
+    def __init__(self, rep_a: Rep, rep_b: Rep, rep_out: Rep) -> None:
+        if not rep_a.group == rep_b.group == rep_out.group:
+            raise ValueError(
+                "bilinear_basis: all representations must belong to the same group, got "
+                f"{rep_a.group.name}, {rep_b.group.name} and {rep_out.group.name}"
+            )
+        self.rep_a, self.rep_b, self.rep_out = rep_a, rep_b, rep_out
+        group = rep_a.group
+        triples = []
+        for ia, ((mul_a, block_a), s_a) in enumerate(zip(rep_a.blocks, rep_a.slices())):
+            for ib, ((mul_b, block_b), s_b) in enumerate(zip(rep_b.blocks, rep_b.slices())):
+                product = ProductBlock(
+                    Rep(group=group, blocks=[(1, block_a)]), Rep(group=group, blocks=[(1, block_b)])
+                )
+                for io, ((mul_o, block_o), s_o) in enumerate(zip(rep_out.blocks, rep_out.slices())):
+                    basis = block_hom_basis(group, product, block_o)
+                    if basis.shape[0]:
+                        basis = basis.reshape(-1, block_o.dim, block_a.dim, block_b.dim)
+                        triples.append(
+                            BlockTriple(ia, ib, io, mul_a, mul_b, mul_o, s_a, s_b, s_o, basis)
+                        )
+        self.triples: tuple[BlockTriple, ...] = tuple(triples)
+        self.dim = sum(t.num for t in self.triples)
+
+    def __repr__(self) -> str:
+        return (
+            f"BilinearBasis({self.rep_a.short()} ⊗ {self.rep_b.short()} -> "
+            f"{self.rep_out.short()}, dim={self.dim})"
+        )
+
+
+def bilinear_basis(rep_a: Rep, rep_b: Rep, rep_out: Rep) -> BilinearBasis:
+    """Equivariant bilinear maps ``rep_a × rep_b -> rep_out``, solved per block triple, cached."""
+    return BilinearBasis(rep_a, rep_b, rep_out)

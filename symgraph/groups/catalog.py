@@ -1,0 +1,170 @@
+"""The catalog of named subgroups of O(3) (the names users type).
+
+Axis conventions: planar groups act about the z axis; "flip" is the π rotation about the
+x axis, ``diag(1, -1, -1)``; the vertical mirror is ``y -> -y``, ``diag(1, -1, 1)``; the
+horizontal mirror is ``z -> -z``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from symgraph.groups.matrix_group import MatrixGroup
+
+__all__ = [
+    "Trivial", "Inversion", "Mirror", "C", "D", "SO2", "O2Dihedral", "O2Conical",
+    "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral", "FullOctahedral", "Icosahedral",
+    "SO3", "O3", "GROUPS", "group_from_name",
+]  # fmt: skip
+
+_EYE = torch.eye(3, dtype=torch.float64)
+_INVERSION = -_EYE
+_FLIP_X = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+_MIRROR_Z = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+_MIRROR_Y = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def _skew(axis: tuple[float, float, float]) -> Tensor:
+    x, y, z = axis
+    return torch.tensor([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]], dtype=torch.float64)
+
+
+_LX, _LY, _LZ = _skew((1, 0, 0)), _skew((0, 1, 0)), _skew((0, 0, 1))
+
+
+def _rotation(axis: tuple[float, float, float], angle: float) -> Tensor:
+    a = torch.tensor(axis, dtype=torch.float64)
+    k = _skew(tuple((a / a.norm()).tolist()))
+    return _EYE + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+
+
+def Trivial() -> MatrixGroup:  # noqa: N802 - group names are capitalised like classes
+    """The trivial group {I}."""
+    return MatrixGroup(name="Trivial")
+
+
+def Inversion() -> MatrixGroup:  # noqa: N802
+    """{I, -I}: point reflection through the origin."""
+    return MatrixGroup(discrete=[_INVERSION], name="Inversion")
+
+
+def Mirror() -> MatrixGroup:  # noqa: N802
+    """{I, diag(1, 1, -1)}: the reflection z -> -z."""
+    return MatrixGroup(discrete=[_MIRROR_Z], name="Mirror")
+
+
+def C(n: int) -> MatrixGroup:  # noqa: N802
+    """Cyclic group of ``n`` rotations about z."""
+    _check_order(n, "C")
+    return MatrixGroup(discrete=[_rotation((0, 0, 1), 2 * math.pi / n)], name=f"C({n})")
+
+
+def D(n: int) -> MatrixGroup:  # noqa: N802
+    """Dihedral group of order ``2n``: C(n) about z plus the π flip about x."""
+    _check_order(n, "D")
+    return MatrixGroup(discrete=[_rotation((0, 0, 1), 2 * math.pi / n), _FLIP_X], name=f"D({n})")
+
+
+def SO2() -> MatrixGroup:  # noqa: N802
+    """All rotations about the z axis."""
+    return MatrixGroup(lie=[_LZ], name="SO2")
+
+
+def O2Dihedral() -> MatrixGroup:  # noqa: N802
+    """SO(2) about z plus the π flip about x (z -> -z on the flipped component)."""
+    return MatrixGroup(discrete=[_FLIP_X], lie=[_LZ], name="O2Dihedral")
+
+
+def O2Conical() -> MatrixGroup:  # noqa: N802
+    """SO(2) about z plus a mirror through a vertical plane (y -> -y); z stays fixed."""
+    return MatrixGroup(discrete=[_MIRROR_Y], lie=[_LZ], name="O2Conical")
+
+
+def SO2Inversion() -> MatrixGroup:  # noqa: N802
+    """SO(2) about z times {I, -I}."""
+    return MatrixGroup(discrete=[_INVERSION], lie=[_LZ], name="SO2Inversion")
+
+
+def O2Full() -> MatrixGroup:  # noqa: N802
+    """The full cylinder group: O(2) (dihedral) about z times {I, -I}."""
+    return MatrixGroup(discrete=[_FLIP_X, _INVERSION], lie=[_LZ], name="O2Full")
+
+
+def Tetrahedral() -> MatrixGroup:  # noqa: N802
+    """The 12 rotations of a regular tetrahedron (vertices at alternate cube corners)."""
+    return MatrixGroup(
+        discrete=[_rotation((0, 0, 1), math.pi), _rotation((1, 1, 1), 2 * math.pi / 3)],
+        name="Tetrahedral",
+    )
+
+
+def Octahedral() -> MatrixGroup:  # noqa: N802
+    """The 24 rotations of the axis-aligned cube."""
+    return MatrixGroup(
+        discrete=[_rotation((0, 0, 1), math.pi / 2), _rotation((1, 0, 0), math.pi / 2)],
+        name="Octahedral",
+    )
+
+
+def FullOctahedral() -> MatrixGroup:  # noqa: N802
+    """The 48 symmetries of the cube: Octahedral times {I, -I}."""
+    return MatrixGroup(
+        discrete=[
+            _rotation((0, 0, 1), math.pi / 2),
+            _rotation((1, 0, 0), math.pi / 2),
+            _INVERSION,
+        ],
+        name="FullOctahedral",
+    )
+
+
+def Icosahedral() -> MatrixGroup:  # noqa: N802
+    """The 60 rotations of the icosahedron with vertices at cyclic permutations of (0, ±1, ±φ)."""
+    phi = (1 + math.sqrt(5)) / 2
+    return MatrixGroup(
+        discrete=[
+            _rotation((0, 1, phi), 2 * math.pi / 5),
+            _rotation((1, 1, 1), 2 * math.pi / 3),
+        ],
+        name="Icosahedral",
+    )
+
+
+def SO3() -> MatrixGroup:  # noqa: N802
+    """All rotations."""
+    return MatrixGroup(lie=[_LX, _LY, _LZ], name="SO3")
+
+
+def O3() -> MatrixGroup:  # noqa: N802
+    """All rotations and reflections."""
+    return MatrixGroup(discrete=[_INVERSION], lie=[_LX, _LY, _LZ], name="O3")
+
+
+def _check_order(n: object, name: str) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name}(n): `n` must be a positive int, got {n!r}")
+
+
+GROUPS = {
+    "Trivial": Trivial, "Inversion": Inversion, "Mirror": Mirror, "SO2": SO2,
+    "O2Dihedral": O2Dihedral, "O2Conical": O2Conical, "SO2Inversion": SO2Inversion,
+    "O2Full": O2Full, "Tetrahedral": Tetrahedral, "Octahedral": Octahedral,
+    "FullOctahedral": FullOctahedral, "Icosahedral": Icosahedral, "SO3": SO3, "O3": O3,
+}  # fmt: skip
+"""Groups without parameters, by name. ``C(n)`` and ``D(n)`` are spelled ``C4``, ``D6`` …"""
+
+
+def group_from_name(name: str) -> MatrixGroup:
+    """``"SO3"``, ``"O2Dihedral"``, ``"C4"``, ``"D6"`` … -> the group.
+
+    Unknown names raise ``ValueError`` listing the valid ones.
+    """
+    if name in GROUPS:
+        return GROUPS[name]()
+    if len(name) > 1 and name[0] in "CD" and name[1:].isdigit() and int(name[1:]) > 0:
+        return (C if name[0] == "C" else D)(int(name[1:]))
+    valid = ", ".join(list(GROUPS) + ["C<n>", "D<n>"])
+    raise ValueError(f"group: unknown group name {name!r}; expected one of {valid}")

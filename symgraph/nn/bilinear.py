@@ -1,0 +1,90 @@
+"""Equivariant bilinear maps ``rep_a × rep_b -> rep_out`` (tensor products restricted to G)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from symgraph.groups import MatrixGroup, Rep, as_rep, bilinear_basis
+from symgraph.nn.exact_buffers import ExactBufferModule
+
+__all__ = ["EquivariantBilinear"]
+
+
+class EquivariantBilinear(ExactBufferModule):
+    """``y_c = Σ_ab W[c, a, b] x_a z_b`` with ``W ∈ Hom_G(rep_a ⊗ rep_b, rep_out)``.
+
+    The weight tensor is assembled from the per-triple bases of :func:`bilinear_basis` (for
+    SO(3)/O(3) these are the Clebsch–Gordan paths, for subgroups there are more).
+
+    Args:
+        rep_a, rep_b: the two input representations.
+        rep_out: the output representation.
+        group: the group when representations are given as strings.
+
+    Shapes:
+        ``a [..., rep_a.dim], b [..., rep_b.dim] -> [..., rep_out.dim]``.
+    """
+
+    def __init__(
+        self,
+        rep_a: Rep | str | o3.Irreps,
+        rep_b: Rep | str | o3.Irreps,
+        rep_out: Rep | str | o3.Irreps,
+        group: MatrixGroup | None = None,
+    ) -> None:
+        super().__init__()
+        if group is None and isinstance(rep_a, Rep):
+            group = rep_a.group
+        self.rep_a = as_rep(rep_a, group, "rep_a")
+        self.rep_b = as_rep(rep_b, self.rep_a.group, "rep_b")
+        self.rep_out = as_rep(rep_out, self.rep_a.group, "rep_out")
+        self.basis = bilinear_basis(self.rep_a, self.rep_b, self.rep_out)
+        self.weights = nn.ParameterList()
+        self._fan_in = [0] * len(self.rep_out.blocks)
+        for index, triple in enumerate(self.basis.triples):
+            n, d_out = triple.basis.shape[:2]
+            self.register_exact_buffer(f"_basis_{index}", triple.basis * math.sqrt(d_out))
+            self.weights.append(
+                nn.Parameter(torch.empty(triple.mul_out, triple.mul_a, triple.mul_b, n))
+            )
+            self._fan_in[triple.index_out] += triple.mul_a * triple.mul_b * n
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weights ``N(0, 1/fan_in)`` per output block."""
+        for triple, weight in zip(self.basis.triples, self.weights):
+            nn.init.normal_(weight, std=1.0 / math.sqrt(max(self._fan_in[triple.index_out], 1)))
+
+    def weight_tensor(self, like: Tensor | None = None) -> Tensor:
+        """The bilinear form ``[rep_out.dim, rep_a.dim, rep_b.dim]``."""
+        reference = self.weights[0] if len(self.weights) else like
+        if reference is None:
+            reference = torch.empty(0)
+        out = reference.new_zeros(self.rep_out.dim, self.rep_a.dim, self.rep_b.dim)
+        for index, (t, weight) in enumerate(zip(self.basis.triples, self.weights)):
+            basis = getattr(self, f"_basis_{index}")
+            block = torch.einsum("uvwk,kcab->ucvawb", weight, basis)
+            shape = (
+                t.slice_out.stop - t.slice_out.start,
+                t.slice_a.stop - t.slice_a.start,
+                t.slice_b.stop - t.slice_b.start,
+            )
+            out[t.slice_out, t.slice_a, t.slice_b] = block.reshape(shape)
+        return out
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """``a [..., rep_a.dim], b [..., rep_b.dim] -> [..., rep_out.dim]``."""
+        self.rep_a.check_features(a, "a")
+        self.rep_b.check_features(b, "b")
+        w = self.weight_tensor(like=a)
+        return torch.einsum("cab,...a,...b->...c", w, a, b)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.rep_a.short()} ⊗ {self.rep_b.short()} -> {self.rep_out.short()}, "
+            f"group={self.rep_a.group.name}, weights={self.basis.dim}"
+        )

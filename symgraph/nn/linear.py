@@ -1,0 +1,130 @@
+"""Equivariant linear maps between representations of a group G ≤ O(3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from symgraph.groups import MatrixGroup, Rep, as_rep, block_hom_basis, equivariant_basis
+from symgraph.nn.exact_buffers import ExactBufferModule
+
+__all__ = ["EquivariantLinear", "invariant_subspace"]
+
+
+def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
+    """Per block of ``rep``: ``(block index, basis [n, d])`` of its G-invariant vectors (n > 0)."""
+    trivial = Rep("0e", rep.group).blocks[0][1]
+    out = []
+    for index, (_, block) in enumerate(rep.blocks):
+        basis = block_hom_basis(rep.group, trivial, block)  # [n, d, 1]
+        if basis.shape[0]:
+            out.append((index, basis[..., 0]))
+    return out
+
+
+class EquivariantLinear(ExactBufferModule):
+    """``y = W x + b`` with ``W ∈ Hom_G(rep_in, rep_out)`` and ``b`` G-invariant.
+
+    The weight is ``Σ_k w_k B_k`` over the block-pair basis of :func:`equivariant_basis`
+    (each small basis scaled by ``sqrt(d_out)`` so that unit-variance inputs give roughly
+    unit-variance outputs with the default initialisation); the bias lives only on the
+    invariant components of the output (``0e`` and, for subgroups, e.g. the z component of
+    ``1o`` under SO(2)).
+
+    Args:
+        rep_in: input representation (Rep, e3nn Irreps or irreps string).
+        rep_out: output representation.
+        group: the group, when the representations are given as strings (default O(3)).
+        bias: learn an invariant bias.
+
+    Shapes:
+        ``x [..., rep_in.dim] -> [..., rep_out.dim]``.
+    """
+
+    def __init__(
+        self,
+        rep_in: Rep | str | o3.Irreps,
+        rep_out: Rep | str | o3.Irreps,
+        group: MatrixGroup | None = None,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if group is None and isinstance(rep_in, Rep):
+            group = rep_in.group
+        self.rep_in = as_rep(rep_in, group, "rep_in")
+        self.rep_out = as_rep(rep_out, self.rep_in.group, "rep_out")
+        self.basis = equivariant_basis(self.rep_in, self.rep_out)
+        self.weights = nn.ParameterList()
+        self._fan_in = [0] * len(self.rep_out.blocks)
+        for index, pair in enumerate(self.basis.pairs):
+            d_out = pair.basis.shape[1]
+            self.register_exact_buffer(f"_basis_{index}", pair.basis * math.sqrt(d_out))
+            self.weights.append(
+                nn.Parameter(torch.empty(pair.mul_out, pair.mul_in, pair.basis.shape[0]))
+            )
+            self._fan_in[pair.index_out] += pair.mul_in * pair.basis.shape[0]
+        self.biases = nn.ParameterList()
+        self._bias_blocks: list[int] = []
+        if bias:
+            for index, (block_index, vectors) in enumerate(invariant_subspace(self.rep_out)):
+                mul = self.rep_out.blocks[block_index][0]
+                self.register_exact_buffer(f"_bias_basis_{index}", vectors)
+                self.biases.append(nn.Parameter(torch.empty(mul, vectors.shape[0])))
+                self._bias_blocks.append(block_index)
+        self.reset_parameters()
+
+    @property
+    def irreps_in(self) -> o3.Irreps | None:
+        return self.rep_in.irreps
+
+    @property
+    def irreps_out(self) -> o3.Irreps | None:
+        return self.rep_out.irreps
+
+    def reset_parameters(self) -> None:
+        """Weights ``N(0, 1/fan_in)`` per output block, biases zero."""
+        for pair, weight in zip(self.basis.pairs, self.weights):
+            fan_in = max(self._fan_in[pair.index_out], 1)
+            nn.init.normal_(weight, std=1.0 / math.sqrt(fan_in))
+        for bias in self.biases:
+            nn.init.zeros_(bias)
+
+    def weight_matrix(self, like: Tensor | None = None) -> Tensor:
+        """The dense equivariant matrix ``[rep_out.dim, rep_in.dim]`` (dtype/device of ``like``)."""
+        reference = self.weights[0] if len(self.weights) else like
+        if reference is None:
+            reference = torch.empty(0)
+        out = reference.new_zeros(self.rep_out.dim, self.rep_in.dim)
+        for index, (pair, weight) in enumerate(zip(self.basis.pairs, self.weights)):
+            basis = getattr(self, f"_basis_{index}")
+            block = torch.einsum("umk,kab->uamb", weight, basis)
+            rows = pair.slice_out.stop - pair.slice_out.start
+            out[pair.slice_out, pair.slice_in] = block.reshape(rows, -1)
+        return out
+
+    def bias_vector(self) -> Tensor | None:
+        """The invariant bias ``[rep_out.dim]`` (``None`` without bias)."""
+        if not len(self.biases):
+            return None
+        out = self.biases[0].new_zeros(self.rep_out.dim)
+        slices = self.rep_out.slices()
+        for index, (block_index, bias) in enumerate(zip(self._bias_blocks, self.biases)):
+            vectors = getattr(self, f"_bias_basis_{index}")
+            out[slices[block_index]] = (bias @ vectors).reshape(-1)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [..., rep_in.dim] -> [..., rep_out.dim]``."""
+        self.rep_in.check_features(x, "x")
+        y = x @ self.weight_matrix(like=x).T
+        bias = self.bias_vector()
+        return y if bias is None else y + bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.rep_in.short()} -> {self.rep_out.short()}, group={self.rep_in.group.name}, "
+            f"weights={self.basis.dim}, bias={len(self.biases) > 0}"
+        )

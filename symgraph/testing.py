@@ -1,0 +1,110 @@
+"""Testing tools: the equivariance error of any module under random group elements.
+
+Example:
+    >>> err = equivariance_error(mlp, G, [x], [rep_in], rep_out)
+    >>> err = equivariance_error(conv, G, [x, pos, edge_index], [rep_in, "pos", None], rep_out)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from symgraph.groups import MatrixGroup, Rep
+
+__all__ = ["equivariance_error", "transform", "equivariance_error_per_element"]
+
+Spec = Rep | str | None
+"""How an argument transforms: a Rep (``x -> x ρ(g)^T``), ``"pos"`` (rotated and, when the
+module is translation-equivariant, translated), ``"vector"`` (rotated, never translated),
+or ``None`` (left untouched: ``edge_index``, ``batch``, invariant attributes …)."""
+
+
+def transform(value, spec: Spec, g: Tensor, shift: Tensor | None) -> object:
+    """Apply one element ``g [3, 3]`` (and translation ``shift [3]``) to ``value`` per ``spec``."""
+    if spec is None:
+        return value
+    g = g.to(value)
+    if isinstance(spec, Rep):
+        return value @ spec.rho(g[None])[0].T
+    if spec in ("pos", "vector"):
+        out = value @ g.T
+        if spec == "pos" and shift is not None:
+            out = out + shift.to(value)
+        return out
+    raise ValueError(f"spec: expected a Rep, 'pos', 'vector' or None, got {spec!r}")
+
+
+def _elements(group: MatrixGroup, num: int, generator: torch.Generator | None) -> Tensor:
+    if group.is_finite:
+        return group.elements()
+    return group.sample(num, generator=generator, dtype=torch.float64)
+
+
+def equivariance_error_per_element(
+    module: Callable,
+    group: MatrixGroup,
+    args: Sequence,
+    arg_specs: Sequence[Spec],
+    out_spec: Spec,
+    num_elements: int = 8,
+    translate: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Relative errors ``‖f(g·args) − g·f(args)‖ / ‖f(args)‖`` for each element used.
+
+    Returns:
+        ``(elements [M, 3, 3], errors [M])``; all elements for finite groups, else
+        ``num_elements`` Haar samples.
+    """
+    if len(args) != len(arg_specs):
+        raise ValueError(
+            f"arg_specs: expected one spec per argument ({len(args)}), got {len(arg_specs)}"
+        )
+    with torch.no_grad():
+        reference = module(*args)
+        # outputs that vanish identically (e.g. no equivariant map exists) are compared
+        # absolutely, at the scale 1e-3 per entry, instead of dividing noise by noise
+        scale = reference.norm().clamp_min(1e-3 * reference.numel() ** 0.5)
+        elements = _elements(group, num_elements, generator)
+        errors = []
+        for g in elements:
+            shift = torch.randn(3, generator=generator, dtype=torch.float64) if translate else None
+            moved = [transform(a, s, g, shift) for a, s in zip(args, arg_specs)]
+            expected = transform(reference, out_spec, g, shift)
+            errors.append((module(*moved) - expected).norm() / scale)
+    return elements, torch.stack(errors)
+
+
+def equivariance_error(
+    module: Callable,
+    group: MatrixGroup,
+    args: Sequence,
+    arg_specs: Sequence[Spec],
+    out_spec: Spec,
+    num_elements: int = 8,
+    translate: bool = True,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Max relative equivariance error of ``module`` over group elements.
+
+    Args:
+        module: any callable ``module(*args) -> Tensor``.
+        group: the group whose elements are tried (all of them when finite).
+        args: the inputs.
+        arg_specs: per argument, how it transforms (see :data:`Spec`).
+        out_spec: how the output transforms: a Rep, ``"pos"``/``"vector"``, or ``None``
+            (invariant output).
+        num_elements: Haar samples for continuous groups.
+        translate: also translate ``"pos"`` arguments by a random vector.
+
+    Returns:
+        ``max_g ‖f(ρ_in(g)x) − ρ_out(g)f(x)‖ / ‖f(x)‖`` (the denominator floored at
+        ``1e-3 · sqrt(numel)`` so that an identically vanishing output is judged absolutely).
+    """
+    _, errors = equivariance_error_per_element(
+        module, group, args, arg_specs, out_spec, num_elements, translate, generator
+    )
+    return float(errors.max())

@@ -1,0 +1,218 @@
+"""Smoke-plume simulator, its dataset, and the real ocean-current sample."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from symgraph.data.fluids import (
+    PlumeConfig,
+    SmokePlumeDataset,
+    load_ocean_currents,
+    simulate_plume,
+    simulate_plumes,
+    spectral_divergence,
+)
+from symgraph.lattice import FieldLayout, Lattice, rotate_field
+
+SMALL = PlumeConfig(size=32, initial_vorticity=1.0, inflow_position=(0.1, -0.3))
+
+
+def _rotated_run(config: PlumeConfig, frames: int, k: int = 1):
+    """(rotate(simulate(x0)), simulate(rotate(x0))) in float64."""
+    gen = torch.Generator().manual_seed(3)
+    w0 = torch.randn(config.size, config.size, generator=gen, dtype=torch.float64)
+    vel, rho = simulate_plume(config, frames, initial_vorticity=w0, dtype=torch.float64)
+    w0_rot = rotate_field(w0[None, None], k)[0, 0]
+    vel_r, rho_r = simulate_plume(
+        config.rotated(k), frames, initial_vorticity=w0_rot, dtype=torch.float64
+    )
+    return (rotate_field(vel, k, "1x1o"), rotate_field(rho, k)), (vel_r, rho_r)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def test_shapes_and_incompressibility():
+    vel, rho = simulate_plume(SMALL, 30, torch.Generator().manual_seed(0))
+    assert vel.shape == (30, 2, 32, 32) and rho.shape == (30, 1, 32, 32)
+    assert vel.dtype == torch.float32 and bool(torch.isfinite(vel).all())
+    div = spectral_divergence(vel.double(), SMALL.length)
+    scale = vel.abs().max() * 2 * math.pi / SMALL.spacing  # |grad u| bound
+    assert float(div.abs().max() / scale) < 1e-6
+    assert float(rho.amax()) > 0.1  # smoke is being injected and carried
+
+
+def test_incompressible_with_walls_and_plume_rises_in_force_direction():
+    cfg = SMALL.replace(walls=2, initial_vorticity=0.0, inflow_position=(0.0, -0.3))
+    vel, rho = simulate_plume(cfg, 40, dtype=torch.float64)
+    div = spectral_divergence(vel, cfg.length)
+    assert float(div.abs().max()) < 1e-8 * float(vel.abs().max()) / cfg.spacing
+    fx, fy = cfg.force()
+    assert abs(fx) < 1e-12 and fy > 0  # inflow below the centre, force towards it
+    n = cfg.size
+    y = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * cfg.spacing
+    centroid = [float((r[0].sum(1) * y).sum() / r.sum()) for r in rho[[5, -1]]]
+    assert centroid[1] > centroid[0] + 0.02  # the smoke moves up (+y)
+    assert float(vel[:, :, :2].abs().max()) < 0.2 * float(vel.abs().max())  # quiet walls
+
+
+def test_deterministic_under_a_seed():
+    a = simulate_plume(SMALL, 10, torch.Generator().manual_seed(7))
+    b = simulate_plume(SMALL, 10, torch.Generator().manual_seed(7))
+    c = simulate_plume(SMALL, 10, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_batched_equals_single():
+    configs = [SMALL, SMALL.rotated(1).replace(buoyancy=1.5)]
+    w0 = torch.randn(2, 32, 32)
+    vel, rho = simulate_plumes(configs, 8, initial_vorticity=w0, dtype=torch.float64)
+    for i, cfg in enumerate(configs):
+        v1, r1 = simulate_plume(cfg, 8, initial_vorticity=w0[i], dtype=torch.float64)
+        assert torch.allclose(vel[i], v1, atol=1e-12) and torch.allclose(rho[i], r1, atol=1e-12)
+
+
+@pytest.mark.parametrize("k, walls", [(1, 0), (2, 0), (3, 2)])
+def test_symmetric_dynamics_commute_with_rotations(k, walls):
+    cfg = SMALL.replace(walls=walls)
+    (vel_a, rho_a), (vel_b, rho_b) = _rotated_run(cfg, 40, k)
+    assert _rel(vel_a, vel_b) < 1e-10 and _rel(rho_a, rho_b) < 1e-10
+
+
+@pytest.mark.parametrize("breaking", [0.1, 0.5])
+def test_symmetry_breaking_breaks_rotations(breaking):
+    cfg = SMALL.replace(symmetry_breaking=breaking)
+    (vel_a, rho_a), (vel_b, rho_b) = _rotated_run(cfg, 40)
+    assert _rel(vel_a, vel_b) > 1e-2 and _rel(rho_a, rho_b) > 1e-2
+
+
+def test_force_direction_and_knob():
+    cfg = PlumeConfig(inflow_position=(0.3, 0.0), buoyancy=2.0)
+    assert cfg.force() == pytest.approx((-2.0, 0.0), abs=1e-12)  # towards the centre
+    rot = cfg.rotated(1)
+    assert rot.inflow_position == pytest.approx((0.0, 0.3))
+    assert rot.force() == pytest.approx((0.0, -2.0), abs=1e-12)  # turned with the inflow
+    up = cfg.replace(symmetry_breaking=1.0)
+    assert up.force() == pytest.approx((0.0, 2.0), abs=1e-12)  # global gravity only
+    assert up.rotated(1).force() == pytest.approx(up.force())
+
+
+def test_bad_configs_and_blow_up_are_reported():
+    with pytest.raises(ValueError, match="symmetry_breaking"):
+        PlumeConfig(symmetry_breaking=1.5)
+    with pytest.raises(ValueError, match="size"):
+        PlumeConfig(size=33)
+    with pytest.raises(ValueError, match="dt: diffusion is unstable"):
+        PlumeConfig(viscosity=0.1)
+    with pytest.raises(ValueError, match="inflow_position"):
+        PlumeConfig(inflow_position=(0.7, 0.0))
+    with pytest.raises(ValueError, match="initial_vorticity"):
+        simulate_plume(SMALL, 2, initial_vorticity=torch.zeros(16, 16))
+    with pytest.raises(ValueError, match="finite"):
+        simulate_plume(SMALL, 2, initial_vorticity=torch.full((32, 32), float("nan")))
+    with pytest.raises(RuntimeError, match="unstable|blew up"):
+        simulate_plume(
+            SMALL.replace(buoyancy=0.0, dt=0.05, viscosity=0.0),
+            5,
+            initial_vorticity=torch.randn(32, 32) * 200,
+        )
+
+
+# --------------------------------------------------------------------------- dataset
+
+TINY = dict(
+    num_train_simulations=2,
+    num_domain_simulations=1,
+    frames=12,
+    future_frames=5,
+    input_frames=3,
+    target_frames=2,
+    base_config=PlumeConfig(size=16, initial_vorticity=1.0, warmup_steps=4),
+    seed=5,
+)
+
+
+def test_dataset_splits_and_items():
+    train = SmokePlumeDataset(split="train", symmetry_breaking=0.2, **TINY)
+    future = SmokePlumeDataset(split="future", symmetry_breaking=0.2, **TINY)
+    domain = SmokePlumeDataset(split="domain", symmetry_breaking=0.2, **TINY)
+    assert len(train) == 2 * (7 - 5 + 1) and len(future) == 2 * 1 and len(domain) == 3
+    x, y = train[0]
+    assert x.shape == (3, 2, 16, 16) and y.shape == (2, 2, 16, 16)
+    assert torch.equal(train.data, future.data)  # same simulations, later frames
+    assert future.window(0) == (0, 7)
+    # training inflows near the axes, domain inflows near the diagonals
+    for cfg in train.configs:
+        angle = cfg.inflow_angle % (math.pi / 2)
+        assert min(angle, math.pi / 2 - angle) <= math.pi / 8 + 1e-9
+    for cfg in domain.configs:
+        assert abs(cfg.inflow_angle % (math.pi / 2) - math.pi / 4) <= math.pi / 8 + 1e-9
+        assert cfg.symmetry_breaking == 0.2
+    both = SmokePlumeDataset(split="train", fields="velocity+density", **TINY)
+    assert both[0][0].shape == (3, 3, 16, 16) and both.layout == "1x1o + 1x0e"
+    layout = FieldLayout(both.layout)
+    assert layout.to_nodes(both[0][0]).shape == (3 * 256, 4)
+
+
+def test_dataset_is_deterministic_and_cached_atomically(tmp_path):
+    a = SmokePlumeDataset(tmp_path, "domain", **TINY)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].startswith("smoke_plume_") and files[0].endswith(".pt")
+    b = SmokePlumeDataset(tmp_path, "domain", **TINY)  # read from the cache
+    c = SmokePlumeDataset(None, "domain", **TINY)  # regenerated in memory
+    assert torch.equal(a.data, b.data) and torch.equal(a.data, c.data)
+    other = SmokePlumeDataset(tmp_path, "domain", **{**TINY, "seed": 6})
+    assert not torch.equal(other.data, a.data)
+    assert len(list(tmp_path.iterdir())) == 2  # one file per parameter set, no leftovers
+
+
+def test_dataset_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        SmokePlumeDataset(split="test", **TINY)
+    with pytest.raises(ValueError, match="frames"):
+        SmokePlumeDataset(**{**TINY, "future_frames": 2})
+    with pytest.raises(ValueError, match="symmetry_breaking"):
+        SmokePlumeDataset(symmetry_breaking=-0.1, **TINY)
+
+
+# --------------------------------------------------------------------------- ocean sample
+
+
+def test_ocean_currents_sample_loads(shared_data):
+    folder = shared_data / "fluids" / "ocean_currents"
+    data = load_ocean_currents(folder / "ocean_current_sample.npy")
+    assert data.shape == (50, 2, 64, 64) and data.dtype == torch.float32
+    assert data.is_contiguous() and bool(torch.isfinite(data).all())
+    assert float(data.std()) == pytest.approx(0.615, abs=0.01)
+    assert torch.equal(load_ocean_currents(folder), data)  # a folder works too
+    from_pt = load_ocean_currents(folder / "ocean_current_sample.pt")
+    assert torch.equal(from_pt, data)
+    # velocity frames map onto the lattice as 1o node features, and back
+    lattice = Lattice((64, 64))
+    layout = FieldLayout("1x1o")
+    nodes = layout.to_nodes(data[:4], lattice)
+    assert nodes.shape == (4 * 4096, 3) and torch.equal(
+        layout.to_field(nodes, lattice, 4), data[:4]
+    )
+
+
+def test_ocean_currents_bad_files(tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((50, 3, 8, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"expected a velocity sequence of shape \[T, 2, H, W\]"):
+        load_ocean_currents(bad)
+    with pytest.raises(FileNotFoundError):
+        load_ocean_currents(tmp_path / "missing.npy")
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((2, 2, 4, 4), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        load_ocean_currents(nan)

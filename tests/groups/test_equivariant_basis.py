@@ -1,0 +1,95 @@
+"""The equivariant-basis solver: dimensions from characters and known values, orthonormality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import symgraph as sg
+from symgraph.groups import Rep, equivariant_basis, group_from_name
+
+FINITE = ["Trivial", "Inversion", "Mirror", "C3", "C4", "D3", "D6", "Tetrahedral",
+          "Octahedral", "FullOctahedral", "Icosahedral"]  # fmt: skip
+ALL = FINITE + ["SO2", "O2Dihedral", "O2Conical", "SO2Inversion", "O2Full", "SO3", "O3"]
+
+irrep_strategy = st.builds(
+    lambda l, p: f"{l}{p}", st.integers(min_value=0, max_value=3), st.sampled_from("eo")
+)
+rep_strategy = st.lists(
+    st.tuples(st.integers(min_value=1, max_value=3), irrep_strategy), min_size=1, max_size=4
+).map(lambda items: " + ".join(f"{m}x{ir}" for m, ir in items))
+
+
+def character_dimension(group, rep_in: Rep, rep_out: Rep) -> float:
+    g = group.elements()
+    chi_in = rep_in.rho(g).diagonal(dim1=1, dim2=2).sum(-1)
+    chi_out = rep_out.rho(g).diagonal(dim1=1, dim2=2).sum(-1)
+    return float((chi_in * chi_out).mean())
+
+
+@pytest.mark.parametrize("name", FINITE)
+@settings(max_examples=8, deadline=None)
+@given(text_in=rep_strategy, text_out=rep_strategy)
+def test_dimension_equals_character_formula(name, text_in, text_out):
+    group = group_from_name(name)
+    rep_in, rep_out = Rep(text_in, group), Rep(text_out, group)
+    expected = character_dimension(group, rep_in, rep_out)
+    assert equivariant_basis(rep_in, rep_out).dim == round(expected)
+    assert abs(expected - round(expected)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["C4", "D3", "Octahedral"])
+def test_regular_representation_dimension(name):
+    group = group_from_name(name)
+    reg = Rep.regular(group)
+    mixed = Rep("0e + 1o + 2e", group)
+    assert equivariant_basis(reg, reg).dim == group.order
+    assert equivariant_basis(reg, mixed).dim == round(character_dimension(group, reg, mixed))
+
+
+KNOWN = [
+    ("SO3", "1o", "1o", 1), ("SO3", "1o", "0e", 0), ("SO3", "1o", "1e", 1), ("SO3", "2e", "2e", 1),
+    ("O3", "1o", "1e", 0), ("O3", "0o", "0e", 0), ("O3", "1o", "1o", 1),
+    ("SO2", "1o", "1o", 3), ("SO2", "1o", "0e", 1), ("SO2", "2e", "2e", 5), ("SO2", "2e", "1o", 3),
+    ("O2Dihedral", "1o", "0e", 0), ("O2Dihedral", "1o", "1o", 2), ("O2Dihedral", "1o", "0o", 0),
+    ("O2Conical", "1o", "0o", 0), ("SO2Inversion", "1e", "0e", 1),
+    ("O2Conical", "1o", "0e", 1), ("O2Conical", "1o", "1o", 2),
+    ("SO2Inversion", "1o", "0e", 0), ("SO2Inversion", "1o", "1o", 3),
+    ("Trivial", "2e", "1o", 15),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,a,b,dim", KNOWN)
+def test_known_dimensions(name, a, b, dim):
+    group = group_from_name(name)
+    assert equivariant_basis(Rep(a, group), Rep(b, group)).dim == dim
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_basis_is_orthonormal_and_equivariant(name):
+    group = group_from_name(name)
+    rep_in, rep_out = Rep("2x0e + 1o + 2e + 0o", group), Rep("0e + 2x1o + 1e + 3o", group)
+    basis = equivariant_basis(rep_in, rep_out)
+    dense = basis.to_dense()
+    flat = dense.reshape(basis.dim, -1)
+    assert torch.allclose(flat @ flat.T, torch.eye(basis.dim, dtype=torch.float64), atol=1e-12)
+    g = group.sample(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r_in, r_out = rep_in.rho(g), rep_out.rho(g)
+    err = (r_out[:, None] @ dense[None] - dense[None] @ r_in[:, None]).abs().max()
+    assert float(err) < 1e-12
+
+
+def test_large_representation_is_cheap_and_cached():
+    rep = Rep("64x0e + 32x1o + 16x2e", sg.groups.SO3())
+    basis = equivariant_basis(rep, rep)
+    assert basis.dim == 64 * 64 + 32 * 32 + 16 * 16
+    assert len(basis.pairs) == 3  # only the non-zero block pairs are kept
+    again = equivariant_basis(rep, rep)
+    assert again.pairs[0].basis is basis.pairs[0].basis, "solves are cached"
+
+
+def test_mismatched_groups_raise():
+    with pytest.raises(ValueError, match="same group"):
+        equivariant_basis(Rep("1o", sg.groups.SO3()), Rep("1o", sg.groups.SO2()))

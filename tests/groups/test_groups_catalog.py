@@ -1,0 +1,110 @@
+"""Groups of the catalog: generators, elements, Haar sampling, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import symgraph as sg
+from symgraph.groups import MatrixGroup, group_from_name
+
+FINITE = {
+    "Trivial": 1, "Inversion": 2, "Mirror": 2, "C4": 4, "C6": 6, "D3": 6, "D4": 8,
+    "Tetrahedral": 12, "Octahedral": 24, "FullOctahedral": 48, "Icosahedral": 60,
+}  # fmt: skip
+CONTINUOUS = {
+    "SO2": 1, "O2Dihedral": 2, "O2Conical": 2, "SO2Inversion": 2, "O2Full": 4, "SO3": 1, "O3": 2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name,order", FINITE.items())
+def test_finite_group_order_and_closure(name, order):
+    group = group_from_name(name)
+    elements = group.elements()
+    assert group.order == order and elements.shape == (order, 3, 3)
+    assert torch.allclose(elements[0], torch.eye(3, dtype=torch.float64))
+    products = (elements[:, None] @ elements[None]).reshape(-1, 9)
+    dist = torch.cdist(
+        products, elements.reshape(-1, 9), compute_mode="donot_use_mm_for_euclid_dist"
+    )
+    dist = dist.min(dim=1).values
+    assert float(dist.max()) < 1e-10, "the element list is closed under multiplication"
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(elements.transpose(1, 2) @ elements, eye.expand(order, 3, 3), atol=1e-12)
+
+
+@pytest.mark.parametrize("name,components", CONTINUOUS.items())
+def test_continuous_group_samples(name, components):
+    group = group_from_name(name)
+    assert group.order == math.inf and group.num_components == components
+    g = group.sample(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(g.transpose(1, 2) @ g, eye.expand(500, 3, 3), atol=1e-12)
+    dets = torch.linalg.det(g).round()
+    if components == 1:
+        assert bool((dets == 1).all())
+    if name == "SO2":
+        z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        assert torch.allclose(g @ z, z.expand(500, 3), atol=1e-12)
+
+
+def test_so3_sampling_is_haar():
+    """Haar SO(3): E[R] = 0 and trace R has mean 0 and variance 1."""
+    g = sg.groups.SO3().sample(
+        20000, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    assert float(g.mean(0).abs().max()) < 0.03
+    trace = g.diagonal(dim1=1, dim2=2).sum(-1)
+    assert abs(float(trace.mean())) < 0.03 and abs(float(trace.var()) - 1.0) < 0.05
+
+
+def test_so2_angles_uniform():
+    g = sg.groups.SO2().sample(
+        20000, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    angle = torch.atan2(g[:, 1, 0], g[:, 0, 0])
+    hist = torch.histc(angle, bins=8, min=-math.pi, max=math.pi) / 20000
+    assert float((hist - 1 / 8).abs().max()) < 0.015
+
+
+def test_finite_sampling_uses_every_element():
+    group = sg.groups.D(3)
+    g = group.sample(300, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    dist = torch.cdist(g.reshape(-1, 9), group.elements().reshape(-1, 9))
+    assert float(dist.min(1).values.max()) < 1e-12
+    assert len(set(dist.argmin(1).tolist())) == 6
+
+
+def test_custom_group_from_generators():
+    rot = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    group = MatrixGroup(discrete=[rot, -torch.eye(3)], name="C4h-like")
+    assert group.order == 8
+    assert "C4h-like" in repr(group) and "order 8" in repr(group)
+
+
+def test_bad_generators_raise():
+    with pytest.raises(ValueError, match="orthogonal"):
+        MatrixGroup(discrete=[2 * torch.eye(3)])
+    with pytest.raises(ValueError, match="skew"):
+        MatrixGroup(lie=[torch.eye(3)])
+    with pytest.raises(ValueError, match="3x3"):
+        MatrixGroup(discrete=[torch.eye(2)])
+    lx = torch.tensor([[0.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    ly = torch.tensor([[0.0, 0, 1], [0, 0, 0], [-1, 0, 0]])
+    with pytest.raises(ValueError, match="2-dimensional"):
+        MatrixGroup(lie=[lx, ly])
+    with pytest.raises(ValueError, match="rotation axis"):
+        MatrixGroup(discrete=[sg.groups.Octahedral().elements()[5]], lie=[lx])
+
+
+def test_unknown_group_name_lists_valid_ones():
+    with pytest.raises(ValueError, match="SO3.*C<n>"):
+        group_from_name("SO4")
+    assert group_from_name("D6").order == 12
+
+
+def test_elements_of_continuous_group_raises():
+    with pytest.raises(ValueError, match="continuous"):
+        sg.groups.SO3().elements()

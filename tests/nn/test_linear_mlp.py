@@ -1,0 +1,146 @@
+"""EquivariantLinear and EquivariantMLP: equivariance for every group, learning, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn.util.test import assert_equivariant
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import symgraph as sg
+from symgraph.groups import GROUPS, Rep, group_from_name
+from symgraph.nn import EquivariantLinear, EquivariantMLP
+from symgraph.testing import equivariance_error
+
+CATALOG = list(GROUPS) + ["C5", "D4"]
+REP_IN = "3x0e + 2x1o + 1e + 2e + 0o"
+REP_OUT = "2x0e + 1o + 2x1e + 2o + 3o"
+HIDDEN = "8x0e + 2x0o + 4x1o + 4x1e + 2x2e + 2x2o"
+
+irrep_strategy = st.builds(
+    lambda m, l, p: f"{m}x{l}{p}",
+    st.integers(min_value=1, max_value=3),
+    st.integers(min_value=0, max_value=3),
+    st.sampled_from("eo"),
+)
+rep_strategy = st.lists(irrep_strategy, min_size=1, max_size=4).map(" + ".join)
+
+
+@pytest.mark.parametrize("name", CATALOG)
+@pytest.mark.parametrize("dtype,bound", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_linear_equivariance(name, dtype, bound):
+    group = group_from_name(name)
+    layer = EquivariantLinear(REP_IN, REP_OUT, group=group).to(dtype)
+    with torch.no_grad():
+        for bias in layer.biases:
+            bias.normal_()
+    x = torch.randn(16, layer.rep_in.dim, dtype=dtype)
+    assert equivariance_error(layer, group, [x], [layer.rep_in], layer.rep_out) < bound
+
+
+@pytest.mark.parametrize("name", CATALOG)
+@pytest.mark.parametrize("nonlinearity", ["gate", "norm"])
+@pytest.mark.parametrize("dtype,bound", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_mlp_equivariance(name, nonlinearity, dtype, bound):
+    group = group_from_name(name)
+    mlp = EquivariantMLP(
+        REP_IN, REP_OUT, hidden=HIDDEN, group=group, nonlinearity=nonlinearity, bilinear=True
+    )
+    mlp = mlp.to(dtype)
+    x = torch.randn(16, mlp.rep_in.dim, dtype=dtype)
+    assert equivariance_error(mlp, group, [x], [mlp.rep_in], mlp.rep_out) < bound
+
+
+@settings(max_examples=15, deadline=None)
+@given(text_in=rep_strategy, text_out=rep_strategy, name=st.sampled_from(CATALOG))
+def test_random_representations_float64(text_in, text_out, name):
+    group = group_from_name(name)
+    mlp = EquivariantMLP(text_in, text_out, hidden=HIDDEN, group=group, layers=1).double()
+    x = torch.randn(4, mlp.rep_in.dim, dtype=torch.float64)
+    assert equivariance_error(mlp, group, [x], [mlp.rep_in], mlp.rep_out, num_elements=3) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["C4", "D3", "Octahedral"])
+def test_regular_representation_mlp(name):
+    group = group_from_name(name)
+    reg = Rep.regular(group)
+    rep_in, rep_out = 2 * reg + Rep("1o", group), reg + Rep("0e + 1o", group)
+    mlp = EquivariantMLP(rep_in, rep_out, hidden=4 * reg + Rep("2x1o", group)).double()
+    x = torch.randn(8, rep_in.dim, dtype=torch.float64)
+    assert equivariance_error(mlp, group, [x], [rep_in], rep_out) < 1e-10
+
+
+def test_e3nn_assert_equivariant_on_o3_mlp():
+    mlp = EquivariantMLP("4x0e + 2x1o + 1e", "2x0e + 1o + 2e", hidden=HIDDEN, bilinear=True)
+    assert_equivariant(mlp, irreps_in=[mlp.irreps_in], irreps_out=[mlp.irreps_out])
+
+
+def test_bias_only_on_invariant_components():
+    so3 = EquivariantLinear("2x0e", "0e + 1o", group=sg.groups.SO3())
+    so2 = EquivariantLinear("2x0e", "0e + 1o", group=sg.groups.SO2())
+    for layer in (so3, so2):
+        with torch.no_grad():
+            for weight in layer.weights:
+                weight.zero_()
+            for bias in layer.biases:
+                bias.fill_(1.0)
+    assert torch.equal(so3(torch.zeros(1, 2))[0], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    # under rotations about z the z component of a vector is invariant: a bias is allowed there
+    assert torch.equal(so2(torch.zeros(1, 2))[0], torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert len(EquivariantLinear("0e", "1o").biases) == 0
+
+
+def test_double_keeps_exact_bases():
+    mlp = EquivariantMLP("2x0e + 1o", "1o + 2e")  # built in float32
+    mlp = mlp.double()
+    x = torch.randn(5, mlp.rep_in.dim, dtype=torch.float64)
+    assert equivariance_error(mlp, sg.groups.O3(), [x], [mlp.rep_in], mlp.rep_out) < 1e-12
+
+
+def _fit(mlp, x, target, steps):
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+    first = None
+    for _ in range(steps):
+        loss = (mlp(x) - target).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return first, loss.item()
+
+
+def test_gated_mlp_learns_an_equivariant_target():
+    """f(s, v) = tanh(s) v + s² v: scalar-dependent scaling of a vector; loss falls 100x."""
+    mlp = EquivariantMLP("0e + 1o", "1o", hidden="16x0e + 8x1o", layers=2)
+    x = torch.randn(512, 4)
+    s, v = x[:, :1], x[:, 1:]
+    first, last = _fit(mlp, x, torch.tanh(s) * v + s**2 * v, 800)
+    assert last < first / 100
+
+
+def test_bilinear_mlp_learns_a_norm_dependent_target():
+    """f(v) = |v|² v + 0.5 v needs |v|, which only the bilinear term can build; loss falls 100x."""
+    mlp = EquivariantMLP("1o", "1o", hidden="16x0e + 8x1o", layers=2, bilinear=True)
+    x = torch.randn(512, 3)
+    first, last = _fit(mlp, x, (x * x).sum(-1, keepdim=True) * x + 0.5 * x, 800)
+    assert last < first / 100
+
+
+def test_bad_input_messages():
+    layer = EquivariantLinear("2x1o", "0e")
+    with pytest.raises(ValueError, match="last dimension 6"):
+        layer(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="irreps string"):
+        EquivariantLinear("2x1z", "0e")
+    with pytest.raises(ValueError, match="representation of SO3"):
+        EquivariantLinear(Rep("1o", sg.groups.SO3()), Rep("1o", sg.groups.SO2()))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        EquivariantMLP("1o", "1o", nonlinearity="relu")
+
+
+def test_irreps_attributes_and_repr():
+    layer = EquivariantLinear("2x0e + 1o", "1o", group=sg.groups.SO2())
+    assert str(layer.irreps_in) == "2x0e+1x1o"
+    assert "SO2" in repr(layer) and "2x0e + 1x1o -> 1x1o" in repr(layer)
+    assert EquivariantLinear(Rep.regular(sg.groups.C(3)), "0e").irreps_in is None
