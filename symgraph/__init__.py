@@ -6,9 +6,9 @@
 >>> lin = sg.nn.EquivariantLinear(rep, rep)
 """
 
-from symgraph import graph, groups, nn, testing
+from symgraph import graph, groups, nn, ops, testing
 from symgraph.groups import Rep, equivariant_basis
 
 __version__ = "0.1.0"
 
-__all__ = ["Rep", "equivariant_basis", "graph", "groups", "nn", "testing", "__version__"]
+__all__ = ["Rep", "equivariant_basis", "graph", "groups", "nn", "ops", "testing", "__version__"]

@@ -1,6 +1,14 @@
 """Datasets, generators and converters: point clouds, fluids (lattices), molecules."""
 
 from symgraph.data.modelnet40 import ModelNet40
+from symgraph.data.molecules import (
+    ATOM_FEATURE_DIM,
+    BOND_FEATURE_DIM,
+    from_ase,
+    from_geometry,
+    from_rdkit,
+)
+from symgraph.data.qm9 import QM9
 from symgraph.data.shapes import ProceduralShapes
 from symgraph.data.transforms import (
     DeduplicatePoints,
@@ -13,6 +21,12 @@ from symgraph.data.transforms import (
 )
 
 __all__ = [
+    "ATOM_FEATURE_DIM",
+    "BOND_FEATURE_DIM",
+    "QM9",
+    "from_ase",
+    "from_geometry",
+    "from_rdkit",
     "ModelNet40",
     "ProceduralShapes",
     "DeduplicatePoints",

@@ -37,7 +37,7 @@ def gate_rep(rep: Rep) -> Rep:
     return rep + Rep(f"{num_gates}x0e", rep.group) if num_gates else rep
 
 
-def _scalar_activation(block, x: Tensor) -> Tensor:
+def _scalar_activation(block: IrrepBlock | RegularBlock, x: Tensor) -> Tensor:
     if isinstance(block, IrrepBlock) and block.parity == -1:
         return torch.tanh(x)
     return F.silu(x)
@@ -48,7 +48,8 @@ class Gate(nn.Module):
 
     Scalars and regular blocks go through their pointwise activation; every copy of another
     block is scaled by ``sigmoid`` of its own invariant gate, taken from the trailing
-    ``0e`` channels of the input.
+    ``0e`` channels of the input. Consecutive blocks of the same kind are processed as one
+    contiguous run (one SiLU for all leading scalars, one product for all gated blocks).
 
     Shapes:
         ``x [..., gate_rep(rep).dim] -> [..., rep.dim]``.
@@ -58,22 +59,44 @@ class Gate(nn.Module):
         super().__init__()
         self.rep = rep
         self.rep_in = gate_rep(rep)
-        self._gated = set(gated_blocks(rep))
+        gated_set = set(gated_blocks(rep))
+        runs: list[list] = []  # [kind, start, stop]
+        gate_index = []
+        used = 0
+        for index, ((mul, block), where) in enumerate(zip(rep.blocks, rep.slices())):
+            if index in gated_set:
+                kind = "gate"
+                gate_index += torch.arange(used, used + mul).repeat_interleave(block.dim).tolist()
+                used += mul
+            elif isinstance(block, IrrepBlock) and block.parity == -1:
+                kind = "tanh"
+            else:
+                kind = "silu"
+            if runs and runs[-1][0] == kind and runs[-1][2] == where.start:
+                runs[-1][2] = where.stop
+            else:
+                runs.append([kind, where.start, where.stop])
+        self.runs = [tuple(r) for r in runs]
+        self.num_gates = used
+        self.register_buffer(
+            "gate_index", torch.tensor(gate_index, dtype=torch.long), persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         self.rep_in.check_features(x, "x")
-        gates = torch.sigmoid(x[..., self.rep.dim :])
-        outputs, used = [], 0
-        for index, ((mul, block), where) in enumerate(zip(self.rep.blocks, self.rep.slices())):
-            part = x[..., where]
-            if index in self._gated:
-                gate = gates[..., used : used + mul]
-                used += mul
-                part = part.reshape(*part.shape[:-1], mul, block.dim) * gate[..., None]
-                outputs.append(part.reshape(*part.shape[:-2], mul * block.dim))
+        gates = torch.sigmoid(x[..., self.rep.dim :]) if self.num_gates else None
+        outputs, gate_offset = [], 0
+        for kind, start, stop in self.runs:
+            values = x[..., start:stop]
+            if kind == "silu":
+                outputs.append(F.silu(values))
+            elif kind == "tanh":
+                outputs.append(torch.tanh(values))
             else:
-                outputs.append(_scalar_activation(block, part))
-        return torch.cat(outputs, dim=-1) if outputs else x[..., :0]
+                index = self.gate_index[gate_offset : gate_offset + stop - start]
+                gate_offset += stop - start
+                outputs.append(values * gates.index_select(-1, index))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
 
     def extra_repr(self) -> str:
         return f"{self.rep_in.short()} -> {self.rep.short()}"

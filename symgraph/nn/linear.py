@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from symgraph.groups import MatrixGroup, Rep, as_rep, block_hom_basis, equivariant_basis
 from symgraph.nn.exact_buffers import ExactBufferModule
 
-__all__ = ["EquivariantLinear", "invariant_subspace"]
+__all__ = ["EquivariantLinear", "InvariantBias", "invariant_subspace"]
 
 
 def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
@@ -23,6 +23,43 @@ def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
         if basis.shape[0]:
             out.append((index, basis[..., 0]))
     return out
+
+
+class InvariantBias(ExactBufferModule):
+    """Adds a learned G-invariant vector of ``rep``: only invariant components get a bias.
+
+    Shapes:
+        ``x [..., rep.dim] -> [..., rep.dim]``.
+    """
+
+    def __init__(self, rep: Rep) -> None:
+        super().__init__()
+        self.rep = rep
+        self.biases = nn.ParameterList()
+        self._blocks: list[int] = []
+        for index, (block_index, vectors) in enumerate(invariant_subspace(rep)):
+            self.register_exact_buffer(f"_vectors_{index}", vectors)
+            self.biases.append(nn.Parameter(torch.zeros(rep.blocks[block_index][0], len(vectors))))
+            self._blocks.append(block_index)
+        self.dim = sum(b.numel() for b in self.biases)
+
+    def reset_parameters(self) -> None:
+        for bias in self.biases:
+            nn.init.zeros_(bias)
+
+    def vector(self, like: Tensor) -> Tensor:
+        """The bias ``[rep.dim]`` in the dtype/device of ``like``."""
+        out = like.new_zeros(self.rep.dim)
+        slices = self.rep.slices()
+        for index, (block_index, bias) in enumerate(zip(self._blocks, self.biases)):
+            out[slices[block_index]] = (bias @ getattr(self, f"_vectors_{index}")).reshape(-1)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.vector(x) if self.dim else x
+
+    def extra_repr(self) -> str:
+        return f"{self.rep.short()}, invariant parameters={self.dim}"
 
 
 class EquivariantLinear(ExactBufferModule):
@@ -66,14 +103,7 @@ class EquivariantLinear(ExactBufferModule):
                 nn.Parameter(torch.empty(pair.mul_out, pair.mul_in, pair.basis.shape[0]))
             )
             self._fan_in[pair.index_out] += pair.mul_in * pair.basis.shape[0]
-        self.biases = nn.ParameterList()
-        self._bias_blocks: list[int] = []
-        if bias:
-            for index, (block_index, vectors) in enumerate(invariant_subspace(self.rep_out)):
-                mul = self.rep_out.blocks[block_index][0]
-                self.register_exact_buffer(f"_bias_basis_{index}", vectors)
-                self.biases.append(nn.Parameter(torch.empty(mul, vectors.shape[0])))
-                self._bias_blocks.append(block_index)
+        self.bias = InvariantBias(self.rep_out) if bias else None
         self.reset_parameters()
 
     @property
@@ -89,8 +119,8 @@ class EquivariantLinear(ExactBufferModule):
         for pair, weight in zip(self.basis.pairs, self.weights):
             fan_in = max(self._fan_in[pair.index_out], 1)
             nn.init.normal_(weight, std=1.0 / math.sqrt(fan_in))
-        for bias in self.biases:
-            nn.init.zeros_(bias)
+        if self.bias is not None:
+            self.bias.reset_parameters()
 
     def weight_matrix(self, like: Tensor | None = None) -> Tensor:
         """The dense equivariant matrix ``[rep_out.dim, rep_in.dim]`` (dtype/device of ``like``)."""
@@ -105,26 +135,14 @@ class EquivariantLinear(ExactBufferModule):
             out[pair.slice_out, pair.slice_in] = block.reshape(rows, -1)
         return out
 
-    def bias_vector(self) -> Tensor | None:
-        """The invariant bias ``[rep_out.dim]`` (``None`` without bias)."""
-        if not len(self.biases):
-            return None
-        out = self.biases[0].new_zeros(self.rep_out.dim)
-        slices = self.rep_out.slices()
-        for index, (block_index, bias) in enumerate(zip(self._bias_blocks, self.biases)):
-            vectors = getattr(self, f"_bias_basis_{index}")
-            out[slices[block_index]] = (bias @ vectors).reshape(-1)
-        return out
-
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., rep_in.dim] -> [..., rep_out.dim]``."""
         self.rep_in.check_features(x, "x")
         y = x @ self.weight_matrix(like=x).T
-        bias = self.bias_vector()
-        return y if bias is None else y + bias
+        return y if self.bias is None else self.bias(y)
 
     def extra_repr(self) -> str:
         return (
             f"{self.rep_in.short()} -> {self.rep_out.short()}, group={self.rep_in.group.name}, "
-            f"weights={self.basis.dim}, bias={len(self.biases) > 0}"
+            f"weights={self.basis.dim}, bias={self.bias is not None and self.bias.dim > 0}"
         )

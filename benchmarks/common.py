@@ -1,0 +1,88 @@
+"""Shared measuring tools for the benchmarks: wall time and peak memory of a callable.
+
+Peak memory on CPU is the rise of the process's resident-set high-water mark (Linux
+``VmHWM``, reset through ``/proc/self/clear_refs`` before each measurement, with freed heap
+memory handed back by ``malloc_trim`` first); on CUDA it is ``max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+__all__ = ["measure", "machine_line", "peak_memory_mib"]
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float:
+    """Peak extra memory (MiB) while running ``fn`` once."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    _reset_peak()
+    before = _status_kib("VmRSS")
+    fn()
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return float("nan")
+    return max(peak - before, 0) / 1024
+
+
+def measure(
+    fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = "cpu"
+) -> dict[str, float]:
+    """Median wall time (s) over ``repeats`` runs after ``warmup``, and peak memory (MiB)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return {"time_s": statistics.median(times), "peak_mib": peak_memory_mib(fn, device)}
+
+
+def machine_line() -> str:
+    """One line describing the machine, threads and torch build."""
+    return (
+        f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}, python {platform.python_version()}"
+    )

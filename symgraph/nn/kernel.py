@@ -1,0 +1,162 @@
+"""Implicit steerable kernels: a G-equivariant MLP maps a relative position (and invariant
+edge/node attributes) to a kernel in Hom_G(ρ_in, ρ_out) (Zhdanov, Hoffmann, Cesa, 2023).
+
+The MLP's body turns ``[radial basis ⊕ edge attrs ⊕ node attrs (scalars), Y_1..Y_lmax(x̂)]``
+into hidden equivariant features ``h ∈ ρ_h``, multiplied by a smooth cutoff envelope. Its
+last layer is linear, ``W: ρ_h → Hom(ρ_in, ρ_out)``, which is the same thing as an
+equivariant bilinear map ``W̃: ρ_h ⊗ ρ_in → ρ_out``. The convolution never builds
+``K = W(h)`` per edge: it sums ``h ⊗ f`` over neighbours and applies ``W̃`` per node
+(see :mod:`symgraph.ops`). ``ImplicitKernel.forward`` still materialises ``K`` for users
+who want to look at it and for the dense lattice path.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from symgraph.groups import MatrixGroup, Rep, as_rep
+from symgraph.nn.bilinear import EquivariantBilinear
+from symgraph.nn.embedding import (
+    RadialEmbedding,
+    cosine_cutoff,
+    direction_embedding,
+    spherical_harmonics_rep,
+)
+from symgraph.nn.mlp import EquivariantMLPLayer
+
+__all__ = ["ImplicitKernel", "default_kernel_hidden"]
+
+
+def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
+    """``"8x0e + 4x1o + 2x2e + …"``: the irrep types of the direction embedding.
+
+    Linear maps and gates never create irrep types that their input lacks under O(3), so
+    hidden channels of other types (e.g. ``1e``) would stay zero; the types ``Y_l`` carry are
+    the ones the kernel basis is made of (radial profiles times spherical harmonics).
+    """
+    parts = [f"{scalars}x0e"]
+    for l in range(1, lmax + 1):
+        parts.append(f"{max(mul // l, 1)}x{l}{'e' if l % 2 == 0 else 'o'}")
+    return " + ".join(parts)
+
+
+class ImplicitKernel(nn.Module):
+    """A G-equivariant MLP producing convolution kernels ``K(x_ij, e_ij) ∈ Hom(ρ_in, ρ_out)``.
+
+    Equivariance: ``K(g x, e) = ρ_out(g) K(x, e) ρ_in(g)^{-1}`` for every g in G, for any
+    compact G ≤ O(3) of the catalog; invariant attributes enter as scalars at no cost.
+
+    Args:
+        rep_in, rep_out: representations of the convolution's input and output features.
+        group: the group (when the representations are strings; default O(3)).
+        edge_dim: number of scalar edge attributes (bond-type one-hot, distances …).
+        node_dim: number of scalar node attributes of each endpoint (atom types …).
+        hidden: the hidden representation ρ_h of the kernel MLP (default:
+            :func:`default_kernel_hidden` of ``lmax``).
+        layers: number of hidden (linear + gate) layers, at least 1.
+        lmax: highest spherical-harmonic degree of the direction embedding.
+        num_radial: size of the Gaussian radial basis.
+        cutoff: radius where the kernel vanishes smoothly (``None``: no envelope).
+        r_max: range of the radial basis when ``cutoff`` is ``None``.
+
+    Shapes:
+        ``hidden_features(rel [E, 3], edge_attr [E, edge_dim], node_src [E, node_dim],
+        node_dst [E, node_dim]) -> [E, ρ_h.dim]``; ``forward(...) -> [E, ρ_out.dim, ρ_in.dim]``.
+    """
+
+    def __init__(
+        self,
+        rep_in: Rep | str | o3.Irreps,
+        rep_out: Rep | str | o3.Irreps,
+        group: MatrixGroup | None = None,
+        edge_dim: int = 0,
+        node_dim: int = 0,
+        hidden: Rep | str | o3.Irreps | None = None,
+        layers: int = 2,
+        lmax: int = 2,
+        num_radial: int = 8,
+        cutoff: float | None = None,
+        r_max: float = 5.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("edge_dim", edge_dim), ("node_dim", node_dim)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers: expected an int ≥ 1, got {layers!r}")
+        if cutoff is not None and not cutoff > 0:
+            raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
+        if group is None and isinstance(rep_in, Rep):
+            group = rep_in.group
+        self.rep_in = as_rep(rep_in, group, "rep_in")
+        group = self.rep_in.group
+        self.rep_out = as_rep(rep_out, group, "rep_out")
+        self.rep_hidden = as_rep(hidden or default_kernel_hidden(lmax), group, "hidden")
+        self.edge_dim, self.node_dim, self.lmax, self.cutoff = edge_dim, node_dim, lmax, cutoff
+        self.radial = RadialEmbedding(num_radial, cutoff if cutoff is not None else r_max)
+        num_scalars = num_radial + edge_dim + 2 * node_dim
+        self.rep_embedding = Rep(f"{num_scalars}x0e", group) + spherical_harmonics_rep(lmax, group)
+        body, current = [], self.rep_embedding
+        for _ in range(layers):
+            body.append(EquivariantMLPLayer(current, self.rep_hidden, "gate", True, False))
+            current = self.rep_hidden
+        self.body = nn.Sequential(*body)
+        self.head = EquivariantBilinear(self.rep_hidden, self.rep_in, self.rep_out)
+
+    def reset_parameters(self) -> None:
+        for layer in self.body:
+            layer.reset_parameters()
+        self.head.reset_parameters()
+
+    def embed(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """The MLP input ``[E, rep_embedding.dim]``: scalars first, then ``Y_1..Y_lmax``."""
+        distance = rel.norm(dim=-1)
+        parts = [self.radial(distance)]
+        if self.edge_dim:
+            parts.append(edge_attr.to(rel))
+        if self.node_dim:
+            parts += [node_src.to(rel), node_dst.to(rel)]
+        parts.append(direction_embedding(rel, self.lmax))
+        return torch.cat(parts, dim=-1)
+
+    def hidden_features(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """``h_ij ∈ ρ_h`` times the cutoff envelope: ``[E, rep_hidden.dim]``."""
+        h = self.body(self.embed(rel, edge_attr, node_src, node_dst))
+        if self.cutoff is not None:
+            h = h * cosine_cutoff(rel.norm(dim=-1), self.cutoff)[:, None]
+        return h
+
+    def forward(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """The kernels ``K [E, rep_out.dim, rep_in.dim]`` (materialised; for inspection)."""
+        h = self.hidden_features(rel, edge_attr, node_src, node_dst)
+        weight = self.head.weight_tensor(like=h)  # [out, hidden, in]
+        return (h @ weight.transpose(0, 1).reshape(self.rep_hidden.dim, -1)).reshape(
+            -1, self.rep_out.dim, self.rep_in.dim
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.rep_in.short()} -> {self.rep_out.short()}, group={self.rep_in.group.name}, "
+            f"hidden={self.rep_hidden.short()}, lmax={self.lmax}, edge_dim={self.edge_dim}, "
+            f"node_dim={self.node_dim}, cutoff={self.cutoff}"
+        )

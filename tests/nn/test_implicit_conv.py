@@ -1,0 +1,206 @@
+"""ImplicitSteerableConv: equivariance for every group, learning, gradients, compile, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn.util.test import assert_equivariant
+from torch_geometric.data import Batch, Data
+
+import symgraph as sg
+from symgraph.graph import knn_graph, radius_graph
+from symgraph.groups import GROUPS, group_from_name
+from symgraph.nn import ImplicitKernel, ImplicitSteerableConv
+from symgraph.testing import equivariance_error
+
+CATALOG = list(GROUPS) + ["C3", "D4"]
+IN, OUT = "3x0e + 2x1o + 1x2e", "2x0e + 2x1o + 1x1e + 0o"
+
+
+def random_graph(num_nodes=24, edge_dim=3, node_dim=2, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.randn(num_nodes, 3, generator=gen, dtype=dtype)
+    edge_index = radius_graph(pos, 2.0)
+    edge_attr = torch.randn(edge_index.shape[1], edge_dim, generator=gen, dtype=dtype)
+    node_attr = torch.randn(num_nodes, node_dim, generator=gen, dtype=dtype)
+    return pos, edge_index, edge_attr, node_attr
+
+
+def make_conv(group, **kwargs):
+    conv = ImplicitSteerableConv(IN, OUT, group=group, edge_dim=3, node_dim=2, cutoff=2.0, **kwargs)
+    with torch.no_grad():
+        for bias in conv.bias.biases:
+            bias.normal_()
+    return conv
+
+
+@pytest.mark.parametrize("name", CATALOG)
+@pytest.mark.parametrize("dtype,bound", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_equivariance_every_group(name, dtype, bound):
+    group = group_from_name(name)
+    conv = make_conv(group).to(dtype)
+    pos, edge_index, edge_attr, node_attr = random_graph(dtype=dtype)
+    x = torch.randn(pos.shape[0], conv.rep_in.dim, dtype=dtype)
+
+    def f(x, pos):
+        return conv(x, pos, edge_index, edge_attr, node_attr)
+
+    err = equivariance_error(f, group, [x, pos], [conv.rep_in, "pos"], conv.rep_out, num_elements=4)
+    assert err < bound
+
+
+def test_equivariance_on_batched_graphs():
+    group = sg.groups.SO2()
+    conv = make_conv(group).double()
+    graphs = []
+    for seed in range(3):
+        pos, edge_index, edge_attr, node_attr = random_graph(10 + 3 * seed, seed=seed)
+        x = torch.randn(pos.shape[0], conv.rep_in.dim, dtype=torch.float64)
+        graphs.append(Data(x=x, pos=pos, edge_index=edge_index, edge_attr=edge_attr, a=node_attr))
+    batch = Batch.from_data_list(graphs)
+
+    def f(x, pos):
+        return conv(x, pos, batch.edge_index, batch.edge_attr, batch.a)
+
+    assert (
+        equivariance_error(f, group, [batch.x, batch.pos], [conv.rep_in, "pos"], conv.rep_out)
+        < 1e-10
+    )
+    # each graph of the batch is convolved on its own
+    single = conv(
+        graphs[1].x, graphs[1].pos, graphs[1].edge_index, graphs[1].edge_attr, graphs[1].a
+    )
+    out = f(batch.x, batch.pos)
+    assert torch.allclose(out[batch.batch == 1], single, atol=1e-12)
+
+
+def test_e3nn_assert_equivariant_o3():
+    conv = ImplicitSteerableConv("4x0e + 2x1o", "2x0e + 1x1o + 1x2e", cutoff=2.0)
+    pos, edge_index, _, _ = random_graph(16, dtype=torch.float32)
+
+    def f(x, pos):
+        return conv(x, pos, edge_index)
+
+    assert_equivariant(
+        f,
+        irreps_in=[conv.irreps_in, "cartesian_points"],
+        irreps_out=[conv.irreps_out],
+        args_in=[torch.randn(16, conv.rep_in.dim), pos],
+    )
+
+
+@pytest.mark.parametrize("backend", ["padded", "scatter"])
+def test_backends_and_block_sizes_agree(backend):
+    conv = make_conv(sg.groups.O3(), backend="auto").double()
+    pos, edge_index, edge_attr, node_attr = random_graph(40)
+    perm = torch.randperm(edge_index.shape[1])  # unsorted edges
+    edge_index, edge_attr = edge_index[:, perm], edge_attr[perm]
+    x = torch.randn(40, conv.rep_in.dim, dtype=torch.float64)
+    reference = conv(x, pos, edge_index, edge_attr, node_attr)
+    conv.backend = backend
+    assert torch.allclose(conv(x, pos, edge_index, edge_attr, node_attr), reference, atol=1e-12)
+    knn = knn_graph(pos, 6)
+    conv.backend = "regular"
+    regular = conv(x, pos, knn, torch.zeros(knn.shape[1], 3, dtype=torch.float64), node_attr)
+    conv.backend = backend
+    other = conv(x, pos, knn, torch.zeros(knn.shape[1], 3, dtype=torch.float64), node_attr)
+    assert torch.allclose(regular, other, atol=1e-12)
+
+
+def test_never_builds_per_edge_kernels_but_matches_them():
+    """The node-wise contraction equals the explicit Σ_j K_ij f_j with materialised kernels."""
+    conv = make_conv(sg.groups.Octahedral(), self_interaction=False).double()
+    conv.bias = None
+    pos, edge_index, edge_attr, node_attr = random_graph(20)
+    x = torch.randn(20, conv.rep_in.dim, dtype=torch.float64)
+    src, dst = edge_index
+    kernels = conv.kernel(pos[src] - pos[dst], edge_attr, node_attr[src], node_attr[dst])
+    explicit = torch.zeros(20, conv.rep_out.dim, dtype=torch.float64)
+    explicit.index_add_(0, dst, (kernels @ x[src, :, None])[..., 0])
+    assert torch.allclose(conv(x, pos, edge_index, edge_attr, node_attr), explicit, atol=1e-12)
+
+
+def test_kernel_is_steerable_and_vanishes_at_cutoff():
+    group = sg.groups.D(6)
+    kernel = ImplicitKernel("2x0e + 1o", "1o + 2e", group=group, edge_dim=2, cutoff=1.5).double()
+    rel = torch.randn(7, 3, dtype=torch.float64)
+    attr = torch.randn(7, 2, dtype=torch.float64)
+    g = group.elements()[5]
+    rho_in, rho_out = kernel.rep_in.rho(g[None])[0], kernel.rep_out.rho(g[None])[0]
+    rotated = kernel(rel @ g.T, attr)
+    expected = rho_out @ kernel(rel, attr) @ rho_in.T
+    assert torch.allclose(rotated, expected, atol=1e-12)
+    far = torch.tensor([[1.5, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    assert kernel(far, torch.zeros(2, 2, dtype=torch.float64)).abs().max().item() == 0.0
+
+
+def test_gradients_reach_every_parameter():
+    conv = make_conv(sg.groups.SO3())
+    pos, edge_index, edge_attr, node_attr = random_graph(dtype=torch.float32)
+    x = torch.randn(pos.shape[0], conv.rep_in.dim)
+    conv(x, pos, edge_index, edge_attr, node_attr).square().sum().backward()
+    for name, parameter in conv.named_parameters():
+        assert parameter.grad is not None and bool(parameter.grad.abs().sum() > 0), name
+
+
+def test_no_edges_and_isolated_nodes_give_self_interaction_and_bias():
+    conv = make_conv(sg.groups.O3())
+    pos = torch.randn(5, 3)
+    x = torch.randn(5, conv.rep_in.dim)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    expected = conv.bias(conv.self_linear(x))
+    out = conv(x, pos, empty, torch.zeros(0, 3), torch.zeros(5, 2))
+    assert torch.allclose(out, expected) and bool(torch.isfinite(out).all())
+    edge_index = torch.tensor([[0], [1]])  # node 4 has no neighbour
+    conv_mean = make_conv(sg.groups.O3(), aggr="mean")
+    out = conv_mean(x, pos, edge_index, torch.zeros(1, 3), torch.zeros(5, 2))
+    assert torch.allclose(out[4], conv_mean.bias(conv_mean.self_linear(x))[4])
+
+
+def _compiled_matches_eager(backend: str) -> None:
+    torch._dynamo.reset()
+    conv = make_conv(sg.groups.SO2(), checkpoint=False)
+    pos, edge_index, edge_attr, node_attr = random_graph(dtype=torch.float32)
+    x = torch.randn(pos.shape[0], conv.rep_in.dim)
+    eager = conv(x, pos, edge_index, edge_attr, node_attr)
+    compiled = torch.compile(conv, backend=backend)
+    assert torch.allclose(compiled(x, pos, edge_index, edge_attr, node_attr), eager, atol=1e-5)
+
+
+def test_torch_compile_matches_eager():
+    """Dynamo capture and AOT autograd (the inductor code generation is the slow test)."""
+    _compiled_matches_eager("aot_eager")
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_matches_eager():
+    _compiled_matches_eager("inductor")
+
+
+def test_bad_input_names_the_argument():
+    conv = make_conv(sg.groups.O3())
+    pos, edge_index, edge_attr, node_attr = random_graph(8, dtype=torch.float32)
+    x = torch.randn(8, conv.rep_in.dim)
+    with pytest.raises(ValueError, match=r"pos: expected shape \[N, 3\]"):
+        conv(x, pos[:, :2], edge_index, edge_attr, node_attr)
+    with pytest.raises(ValueError, match=r"x: expected shape \[N, 14\]"):
+        conv(x[:, :5], pos, edge_index, edge_attr, node_attr)
+    with pytest.raises(ValueError, match=r"edge_index: expected node indices in \[0, 8\)"):
+        conv(x, pos, edge_index + 8, edge_attr, node_attr)
+    with pytest.raises(TypeError, match="edge_index: expected an int64"):
+        conv(x, pos, edge_index.float(), edge_attr, node_attr)
+    with pytest.raises(ValueError, match=r"edge_index: expected shape \[2, E\]"):
+        conv(x, pos, edge_index[:1], edge_attr, node_attr)
+    with pytest.raises(ValueError, match="edge_attr: expected shape"):
+        conv(x, pos, edge_index, edge_attr[:, :2], node_attr)
+    bad = pos.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="pos: expected finite values"):
+        conv(x, bad, edge_index, edge_attr, node_attr)
+    with pytest.raises(ValueError, match="aggr"):
+        ImplicitSteerableConv("0e", "0e", aggr="max")
+
+
+def test_repr_is_informative():
+    text = repr(make_conv(sg.groups.SO2()))
+    assert "ImplicitSteerableConv" in text and "group=SO2" in text and "edge_dim=3" in text
