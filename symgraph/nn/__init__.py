@@ -7,6 +7,7 @@ from symgraph.nn.embedding import RadialEmbedding, cosine_cutoff, direction_embe
 from symgraph.nn.kernel import ImplicitKernel, default_kernel_hidden
 from symgraph.nn.linear import EquivariantLinear, InvariantBias, invariant_subspace
 from symgraph.nn.mlp import EquivariantMLP, EquivariantMLPLayer
+from symgraph.nn.readout import EquivariantLayerNorm, InvariantReadout
 from symgraph.nn.relaxed_group import GroupPooling, RelaxedGroupConv
 from symgraph.nn.relaxed_steerable import RelaxedSteerableConv, symmetry_breaking_basis
 from symgraph.nn.relaxed_utils import (
@@ -17,6 +18,8 @@ from symgraph.nn.relaxed_utils import (
 )
 
 __all__ = [
+    "EquivariantLayerNorm",
+    "InvariantReadout",
     "GroupPooling",
     "RelaxedGroupConv",
     "RelaxedSteerableConv",

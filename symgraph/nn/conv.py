@@ -8,9 +8,16 @@ from torch_geometric.nn import MessagePassing
 
 from symgraph.checks import check_edge_attr, check_edge_index, check_features, check_positions
 from symgraph.groups import MatrixGroup, Rep, as_rep
+from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
 from symgraph.ops import implicit_convolution
+from symgraph.ops.lattice_conv import (
+    lattice_convolution,
+    lattice_degree,
+    lattice_edge_count,
+    lattice_weight,
+)
 
 __all__ = ["ImplicitSteerableConv"]
 
@@ -49,6 +56,16 @@ class ImplicitSteerableConv(MessagePassing):
         ``x [N, rep_in.dim], pos [N, 3], edge_index [2, E], edge_attr [E, edge_dim],
         node_attr [N, node_dim] -> [N, rep_out.dim]``. ``rel [E, 3]`` may replace the
         relative positions (e.g. minimum-image offsets on periodic lattices).
+
+    Lattices. Passing ``lattice=`` says that the graph is the stencil graph of ``B``
+    copies of that :class:`~symgraph.lattice.Lattice` (``lattice_graph(lattice, B)``, with
+    or without self loops) and ``x`` is in ``field_to_nodes`` order. A layer without edge or
+    node attributes then takes the fast path (:mod:`symgraph.ops.lattice_conv`): the kernel
+    is evaluated once at the stencil offsets and applied as one dense ``conv2d``/``conv3d``
+    (circular padding on periodic axes, zeros on bounded ones), with the self-interaction
+    folded into the centre tap -- the same numbers as message passing up to rounding.
+    ``rel`` is then ignored (the offsets are the lattice's). Layers with attributes use
+    message passing, the lattice graph being a graph like any other.
     """
 
     def __init__(
@@ -124,13 +141,19 @@ class ImplicitSteerableConv(MessagePassing):
         edge_attr: Tensor | None = None,
         node_attr: Tensor | None = None,
         rel: Tensor | None = None,
+        lattice: Lattice | None = None,
     ) -> Tensor:
-        """Convolve ``x [N, rep_in.dim]`` over the graph; returns ``[N, rep_out.dim]``."""
+        """Convolve ``x [N, rep_in.dim]`` over the graph; returns ``[N, rep_out.dim]``.
+
+        ``lattice``: the graph is ``lattice_graph(lattice, B)`` (see the class docstring).
+        """
         pos = check_positions(pos, "pos")
         num_nodes = pos.shape[0]
         x = check_features(x, self.rep_in.dim, "x", num_nodes)
         edge_index = check_edge_index(edge_index, num_nodes).long()
         num_edges = edge_index.shape[1]
+        if lattice is not None and not (self.edge_dim or self.node_attr_dim):
+            return self._lattice_forward(x, num_edges, lattice)
         edge_attr = check_edge_attr(edge_attr, num_edges, self.edge_dim)
         if self.node_attr_dim:
             node_attr = check_features(node_attr, self.node_attr_dim, "node_attr", num_nodes)
@@ -153,6 +176,41 @@ class ImplicitSteerableConv(MessagePassing):
         if self.self_linear is not None:
             out = out + self.self_linear(x)
         return out if self.bias is None else self.bias(out)
+
+    def _lattice_forward(self, x: Tensor, num_edges: int, lattice: Lattice) -> Tensor:
+        """The fast path: the kernel at the stencil offsets as one dense convolution."""
+        if not isinstance(lattice, Lattice):
+            raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
+        if x.shape[0] % lattice.num_cells:
+            raise ValueError(
+                f"lattice: {x.shape[0]} nodes are not a whole number of copies of a "
+                f"{list(lattice.shape)} lattice ({lattice.num_cells} cells)"
+            )
+        copies = x.shape[0] // lattice.num_cells
+        counts = {loops: copies * lattice_edge_count(lattice, loops) for loops in (True, False)}
+        if num_edges not in counts.values():
+            raise ValueError(
+                f"edge_index: {num_edges} edges do not form lattice_graph(lattice, {copies}) "
+                f"of {lattice} (expected {counts[True]} with self loops, {counts[False]} "
+                "without)"
+            )
+        self_loops = num_edges == counts[True]
+        weight = lattice_weight(
+            self.kernel, lattice, self_loops=self_loops, dtype=x.dtype, device=x.device
+        )
+        bias = None if self.bias is None else self.bias.vector(x)
+        if self.aggr == "mean":
+            degree = lattice_degree(lattice, self_loops=self_loops, dtype=x.dtype, device=x.device)
+            out = lattice_convolution(x, weight, lattice, degree=degree)
+            if self.self_linear is not None:
+                out = out + self.self_linear(x)
+            return out if bias is None else out + bias
+        if self.self_linear is not None:  # W_self x_i is the centre tap of the kernel
+            centre = weight.new_zeros(lattice.kernel_size)
+            centre[lattice.radius] = 1
+            taps = self.self_linear.weight_matrix(x)
+            weight = weight + taps.reshape(*taps.shape, *([1] * lattice.dim)) * centre
+        return lattice_convolution(x, weight, lattice, bias=bias)
 
     def __repr__(self) -> str:
         return (

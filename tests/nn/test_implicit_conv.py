@@ -204,3 +204,19 @@ def test_bad_input_names_the_argument():
 def test_repr_is_informative():
     text = repr(make_conv(sg.groups.SO2()))
     assert "ImplicitSteerableConv" in text and "group=SO2" in text and "edge_dim=3" in text
+
+
+@pytest.mark.parametrize("name", ["SO2", "O3", "D4", "Octahedral"])
+def test_readout_and_layer_norm_are_equivariant(name):
+    group = group_from_name(name)
+    rep = sg.Rep("3x0e + 2x1o + 1x2e + 0o", group)
+    norm = sg.nn.EquivariantLayerNorm(rep).double()
+    readout = sg.nn.InvariantReadout(rep, reduce="mean").double()
+    x = torch.randn(12, rep.dim, dtype=torch.float64)
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    assert equivariance_error(norm, group, [x], [rep], rep) < 1e-10
+    pooled = readout(x, batch)
+    assert pooled.shape == (2, readout.num_invariants)
+    assert equivariance_error(lambda x: readout(x, batch), group, [x], [rep], None) < 1e-10
+    expected_invariants = {"SO2": 3 + 2 + 1 + 1, "O3": 3, "D4": 3 + 1 + 1, "Octahedral": 3 + 1}
+    assert readout.num_invariants == expected_invariants[name]

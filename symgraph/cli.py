@@ -1,0 +1,228 @@
+"""The ``symgraph`` command: ``symgraph train JOB [flags]`` and ``symgraph evaluate RUN_DIR``.
+
+``python -m symgraph ...`` is the same command, and so is
+``torchrun --nproc_per_node=2 -m symgraph train JOB ...`` (data parallel, gloo on CPU,
+nccl on CUDA). ``symgraph train --help`` lists the jobs; ``symgraph train JOB --help`` the
+flags, common and the job's own. Jobs live in the registry of ``symgraph.train.jobs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from symgraph.train.checkpoint import load_checkpoint
+from symgraph.train.distributed import init_distributed, shutdown_distributed
+from symgraph.train.files import read_json, write_json
+from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, take_subset
+from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
+from symgraph.train.tasks import Task
+
+__all__ = ["main", "build_parser"]
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=10, help="epochs in total (default 10)")
+    group.add_argument(
+        "--batch-size", type=int, default=32, help="global batch size, over all processes"
+    )
+    group.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+    group.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    group.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
+    group.add_argument(
+        "--scheduler",
+        choices=("none", "cosine", "plateau"),
+        default="none",
+        help="learning-rate schedule per epoch (plateau: halve after 5 epochs without progress)",
+    )
+    group.add_argument("--grad-clip", type=float, default=None, help="max global gradient norm")
+    group.add_argument("--seed", type=int, default=0, help="seed of data, split and model")
+    group.add_argument(
+        "--subset", type=int, default=None, help="keep the first N items of each split"
+    )
+    group.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
+    run = parser.add_argument_group("run folder")
+    run.add_argument("--out", default=f"runs/{job}", help=f"run folder (default runs/{job})")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also checkpoint every K optimiser steps (default 0: each epoch only)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser(jobs: dict[str, Job]) -> argparse.ArgumentParser:
+    """The argument parser, with one ``train`` sub-command per job of ``jobs``."""
+    parser = argparse.ArgumentParser(
+        prog="symgraph", description="Train and evaluate symgraph models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train a job; writes a run folder")
+    train_jobs = train.add_subparsers(dest="job", required=True, metavar="JOB", title="jobs")
+    for name in sorted(jobs):
+        job = jobs[name]
+        job_parser = train_jobs.add_parser(name, help=job.help, description=job.help)
+        _add_common_arguments(job_parser, name)
+        job.add_arguments(job_parser.add_argument_group(f"{name} job"))
+    ev = commands.add_parser("evaluate", help="test metrics of a run folder's checkpoint")
+    ev.add_argument("run_dir", type=Path, help="a run folder written by `symgraph train`")
+    ev.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="best.pt or checkpoint.pt"
+    )
+    ev.add_argument("--device", default=None, help="default: the run's --device")
+    ev.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    return parser
+
+
+def _scheduler_factory(name: str, epochs: int, task: Task):
+    if name == "cosine":
+        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if name == "plateau":
+        return lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=task.mode, factor=0.5, patience=5
+        )
+    return None
+
+
+def _build(args: argparse.Namespace) -> tuple[JobSpec, Task]:
+    """Seed, build the job, apply ``--subset``, fit the task on the training split."""
+    seed_everything(args.seed)
+    spec = get_job(args.job)(args)
+    if args.subset is not None:
+        spec = take_subset(spec, args.subset)
+    return spec, spec.resolved_task()
+
+
+def _units(task: Task, metrics: dict[str, float]) -> dict[str, str]:
+    return {name: task.units.get(name, "") for name in metrics}
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train; the test metrics on rank 0, ``None`` on the other ranks."""
+    dist = init_distributed(args.device)
+    try:
+        spec, task = _build(args)
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            grad_clip=args.grad_clip,
+            eval_batch_size=args.eval_batch_size,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+            device=args.device,
+        )
+        trainer = Trainer(
+            spec.model,
+            task,
+            spec.train,
+            spec.val,
+            spec.test,
+            args.out,
+            config,
+            optimizer=spec.optimizer,
+            scheduler=spec.scheduler or _scheduler_factory(args.scheduler, args.epochs, task),
+            callbacks=spec.callbacks,
+            extra_losses=spec.extra_losses,
+            split=spec.split_indices(),
+            run_config={"job": args.job, "args": vars(args)},
+            dist=dist,
+            resume=args.resume,
+        )
+        metrics = trainer.fit()
+        return {"metrics": metrics, "units": _units(task, metrics)} if dist.is_main else None
+    finally:
+        shutdown_distributed(dist)
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Evaluate a run folder's checkpoint on its test split; ``None`` on ranks other than 0."""
+    run_dir: Path = args.run_dir
+    config = read_json(run_dir / RUN_FILES["config"])
+    if "job" not in config or "args" not in config:
+        raise ValueError(
+            f"{run_dir / RUN_FILES['config']} names no job: the run was not started by "
+            "`symgraph train`"
+        )
+    saved = argparse.Namespace(**config["args"])
+    saved.device = args.device or saved.device
+    dist = init_distributed(saved.device)
+    try:
+        spec, task = _build(saved)
+        recorded = read_json(run_dir / RUN_FILES["split"])
+        if spec.split_indices() != recorded:
+            raise ValueError(
+                f"the job rebuilt a split different from {run_dir / RUN_FILES['split']}"
+            )
+        name = RUN_FILES["best" if args.checkpoint == "best" else "checkpoint"]
+        state = load_checkpoint(run_dir / name, dist.device)
+        model = spec.model.to(dist.device)
+        model.load_state_dict(state["model"])
+        task.load_state_dict(state["task"])
+        batch_size = args.batch_size or saved.eval_batch_size or saved.batch_size
+        metrics = evaluate(model, spec.test, task, batch_size=batch_size, dist=dist)
+        result = {
+            "metrics": metrics,
+            "units": _units(task, metrics),
+            "checkpoint": name,
+            "epoch": state["epoch"],
+        }
+        if not dist.is_main:
+            return None
+        write_json(run_dir / EVALUATION_FILE, result)
+        return result
+    finally:
+        shutdown_distributed(dist)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (tests replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    """Progress messages of ``symgraph.*`` to stderr, once per process."""
+    logger = logging.getLogger("symgraph")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits with 2 on bad usage)."""
+    parser = build_parser(load_jobs())
+    args = parser.parse_args(argv)
+    _configure_logging()
+    try:
+        result = _train(args) if args.command == "train" else _evaluate(args)
+    except (FileExistsError, FileNotFoundError) as err:
+        print(f"symgraph: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,45 @@
+"""Training machinery shared by every job: loop, tasks, checkpoints, DDP, job registry.
+
+>>> from symgraph.train import Trainer, TrainConfig, RegressionTask
+>>> # Trainer(model, task, train, val, test, "runs/demo", TrainConfig(epochs=5)).fit()
+
+Modules: ``loop`` (Trainer, evaluate), ``tasks`` (what to optimise and report),
+``checkpoint`` (atomic saves, random states), ``sampler`` / ``loader`` (the data order),
+``distributed`` (torchrun), ``split`` (random splits), ``callbacks``, ``records``
+(metrics.csv, curve.png), ``files`` (atomic writes), ``jobs`` (the registry of
+``symgraph train JOB``), ``toy`` (the built-in demo job).
+"""
+
+from symgraph.train.callbacks import Callback, ExtraLoss
+from symgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from symgraph.train.distributed import DistContext, init_distributed, shutdown_distributed
+from symgraph.train.jobs import JOBS, JobSpec, arg, get_job, register_job
+from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
+from symgraph.train.sampler import GlobalBatchSampler
+from symgraph.train.split import random_split_indices
+from symgraph.train.tasks import ClassificationTask, RegressionTask, Task
+
+__all__ = [
+    "JOBS",
+    "RUN_FILES",
+    "Callback",
+    "ClassificationTask",
+    "DistContext",
+    "ExtraLoss",
+    "GlobalBatchSampler",
+    "JobSpec",
+    "RegressionTask",
+    "Task",
+    "TrainConfig",
+    "Trainer",
+    "arg",
+    "evaluate",
+    "get_job",
+    "init_distributed",
+    "load_checkpoint",
+    "random_split_indices",
+    "register_job",
+    "save_checkpoint",
+    "seed_everything",
+    "shutdown_distributed",
+]

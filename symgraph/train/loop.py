@@ -1,0 +1,616 @@
+"""The training loop shared by every job: :class:`Trainer`, :class:`TrainConfig`, :func:`evaluate`.
+
+A run folder holds::
+
+    config.json     every setting of the run (the trainer's and the caller's, e.g. CLI args)
+    split.json      indices of the train / val / test items
+    checkpoint.pt   the latest state (each epoch, and every ``checkpoint_every`` steps)
+    best.pt         the state with the best validation ``task.monitor``
+    metrics.csv     one row per epoch: epoch, step, train_loss, val_*, lr, wall_time
+    curve.png       learning curves (redrawn at most every 30 s, and at the end)
+    test.json       test metrics of best.pt, in the task's units
+
+Exact resume: the data order is a function of ``(seed, epoch)``, and a checkpoint holds the
+step within the epoch, the random states and the running sums of the epoch's loss. A run
+killed after step ``k`` and resumed from a checkpoint of step ``k`` ends with the same
+parameters, bit for bit on CPU, as a run never interrupted (``num_workers=0``; with workers,
+randomness inside the dataset's transforms is reseeded per epoch, not per step).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from symgraph.train.callbacks import Callback, ExtraLoss
+from symgraph.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from symgraph.train.distributed import DistContext, all_reduce_gradients, resolve_device
+from symgraph.train.files import read_json, remove_stale_temporaries, write_json
+from symgraph.train.loader import make_loader, move_to
+from symgraph.train.records import plot_learning_curves, write_metrics_csv
+from symgraph.train.sampler import GlobalBatchSampler
+from symgraph.train.split import dataset_indices
+from symgraph.train.tasks import Task
+
+__all__ = ["TrainConfig", "Trainer", "evaluate", "seed_everything", "RUN_FILES"]
+
+logger = logging.getLogger("symgraph.train")
+
+OptimizerFactory = Callable[[nn.Module], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+_PLOT_INTERVAL_S = 30.0  # drawing curve.png takes about a second
+
+#: File names inside a run folder.
+RUN_FILES = {
+    "config": "config.json",
+    "split": "split.json",
+    "checkpoint": "checkpoint.pt",
+    "best": "best.pt",
+    "metrics": "metrics.csv",
+    "curve": "curve.png",
+    "test": "test.json",
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the loop (all of them go to ``config.json``).
+
+    Attributes:
+        epochs: epochs to train in total (a resumed run continues up to this number).
+        batch_size: the global batch size (split across ranks under torchrun).
+        lr, weight_decay: of the default optimiser (Adam) when none is given.
+        seed: seeds the random states and the data order.
+        checkpoint_every: also checkpoint every this many optimiser steps (0: only at the
+            end of each epoch); a kill then loses at most that many steps.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        eval_batch_size: batch size of validation and test (``None``: ``batch_size``).
+        drop_last: drop each epoch's last incomplete training batch.
+        num_workers: data-loader worker processes.
+        scheduler_interval: step the scheduler each ``"epoch"`` or each ``"step"``.
+        progress: show a tqdm bar (only on rank 0 and only when stderr is a terminal).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... (ignored when a ``DistContext`` is given).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 0
+    grad_clip: float | None = None
+    eval_batch_size: int | None = None
+    drop_last: bool = False
+    num_workers: int = 0
+    scheduler_interval: Literal["epoch", "step"] = "epoch"
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
+        if self.eval_batch_size is not None:
+            positive["eval_batch_size"] = self.eval_batch_size
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"TrainConfig: {name} must be >= 1, got {value}")
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"TrainConfig: checkpoint_every must be >= 0 (0: each epoch only), "
+                f"got {self.checkpoint_every}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig: grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"TrainConfig: scheduler_interval must be 'epoch' or 'step', "
+                f"got {self.scheduler_interval!r}"
+            )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    task: Task,
+    *,
+    batch_size: int = 256,
+    dist: DistContext | None = None,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Mean of each of ``task.metrics`` over every item of ``dataset`` (over all ranks).
+
+    The model must already be on ``dist.device`` (CPU by default). Sums are accumulated in
+    float64, so the result barely depends on the batch size or the number of ranks.
+
+    Raises:
+        ValueError: empty dataset, or a metric that is not one value per item.
+    """
+    dist = dist or DistContext()
+    if len(dataset) == 0:
+        raise ValueError("evaluate: dataset is empty")
+    sampler = GlobalBatchSampler(
+        len(dataset), batch_size, shuffle=False, rank=dist.rank, world_size=dist.world_size
+    )
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in make_loader(dataset, sampler, num_workers):
+                if batch is None:
+                    continue
+                for name, values in task.metrics(model, move_to(batch, dist.device)).items():
+                    if values.dim() != 1:
+                        raise ValueError(
+                            f"evaluate: {type(task).__name__}.metrics()[{name!r}] must hold one "
+                            f"value per item, shape [n]; got {tuple(values.shape)}"
+                        )
+                    sums[name] = sums.get(name, 0.0) + values.detach().double().sum()
+                    counts[name] = counts.get(name, 0) + values.numel()
+    finally:
+        model.train(was_training)
+    names = sorted({name for names in dist.all_gather_objects(sorted(sums)) for name in names})
+    totals = torch.tensor(
+        [float(sums.get(n, 0.0)) for n in names] + [float(counts.get(n, 0)) for n in names],
+        dtype=torch.float64,
+        device=dist.device,
+    )
+    totals = dist.all_reduce_sum(totals).cpu().tolist()
+    return {name: totals[i] / totals[len(names) + i] for i, name in enumerate(names)}
+
+
+class Trainer:
+    """Train ``model`` on ``task``, writing a run folder; see the module docstring.
+
+    Args:
+        model: any ``nn.Module``; moved to the device.
+        task: loss and metrics (``symgraph.train.tasks``).
+        train, val, test: datasets (PyG or any torch ``Dataset``), all non-empty.
+        run_dir: the run folder (created).
+        config: loop settings.
+        optimizer: ``model -> Optimizer`` (default Adam with ``config.lr``, ``weight_decay``).
+        scheduler: ``optimizer -> scheduler`` or ``None``; ``ReduceLROnPlateau`` is stepped
+            with the validation ``task.monitor``.
+        callbacks: hooks, see ``callbacks.py``.
+        extra_losses: ``(model, batch) -> scalar`` terms added to the task loss.
+        split: ``{"train": [...], "val": [...], "test": [...]}`` for ``split.json``
+            (default: inferred from the datasets, see ``split.dataset_indices``).
+        run_config: what else ``config.json`` should record (e.g. the CLI arguments).
+        dist: the process group context (default: one process on ``config.device``).
+        resume: continue from ``run_dir/checkpoint.pt`` if it exists. Without it, a run
+            folder that already holds a checkpoint is refused.
+
+    After :meth:`fit`, ``trainer.history`` holds the rows of ``metrics.csv`` and the model
+    holds the *last* parameters (``best.pt`` the best ones).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        train: Dataset,
+        val: Dataset,
+        test: Dataset,
+        run_dir: str | Path,
+        config: TrainConfig | None = None,
+        *,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        callbacks: Sequence[Callback] = (),
+        extra_losses: Sequence[ExtraLoss] = (),
+        split: dict[str, Sequence[int]] | None = None,
+        run_config: dict[str, Any] | None = None,
+        dist: DistContext | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config or TrainConfig()
+        for name, dataset in (("train", train), ("val", val), ("test", test)):
+            if len(dataset) == 0:
+                raise ValueError(f"Trainer: the {name} dataset is empty")
+        self.dist = dist or DistContext(device=resolve_device(self.config.device))
+        self.model = model.to(self.dist.device)
+        self.task = task
+        self.datasets = {"train": train, "val": val, "test": test}
+        self.run_dir = Path(run_dir)
+        if optimizer is None:
+            cfg = self.config
+            optimizer = lambda m: torch.optim.Adam(  # noqa: E731
+                m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            )
+        self.optimizer = optimizer(self.model)
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        if (
+            isinstance(self.scheduler, ReduceLROnPlateau)
+            and self.config.scheduler_interval != "epoch"
+        ):
+            raise ValueError(
+                "Trainer: ReduceLROnPlateau needs the validation metric, so "
+                f"scheduler_interval must be 'epoch', got {self.config.scheduler_interval!r}"
+            )
+        self.callbacks = list(callbacks)
+        self.extra_losses = list(extra_losses)
+        self.split = {
+            name: [int(i) for i in (split[name] if split else dataset_indices(ds))]
+            for name, ds in self.datasets.items()
+        }
+        self.run_config = dict(run_config or {})
+        self.resume = resume
+        #: user state saved in every checkpoint (tensors, numbers, strings, lists, dicts).
+        self.extra_state: dict[str, Any] = {}
+        # progress of the run; all of it is in the checkpoint
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._elapsed_before = 0.0
+        self._started = time.perf_counter()
+        self._last_plot = self._started
+
+    # ------------------------------------------------------------------ paths
+    def path(self, key: str) -> Path:
+        """Path of a run file, ``key`` one of :data:`RUN_FILES`."""
+        return self.run_dir / RUN_FILES[key]
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> dict[str, float]:
+        """Train up to ``config.epochs`` epochs, then evaluate ``best.pt`` on the test set.
+
+        Returns:
+            the test metrics (also written to ``test.json``).
+        """
+        self._prepare_run_dir()
+        if self.resume and self.path("checkpoint").is_file():
+            self._restore(load_checkpoint(self.path("checkpoint"), self.dist.device))
+        else:
+            seed_everything(self.config.seed + self.dist.rank)
+            self.dist.broadcast_module(self.model)
+        self._started = self._last_plot = time.perf_counter()
+        sampler = GlobalBatchSampler(
+            len(self.datasets["train"]),
+            self.config.batch_size,
+            shuffle=True,
+            seed=self.config.seed,
+            drop_last=self.config.drop_last,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        if sampler.num_batches == 0:
+            raise ValueError(
+                f"Trainer: drop_last with batch_size={self.config.batch_size} leaves no batch "
+                f"of the {len(self.datasets['train'])} training items"
+            )
+        while self.epoch < self.config.epochs:
+            self._train_epoch(sampler)
+            self._end_epoch()
+        if self.dist.is_main:
+            self._write_records(plot=True)
+        return self._test()
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_run_dir(self) -> None:
+        """Check the folder (every rank, so that all raise alike), then write on rank 0."""
+        if not self.resume and self.path("checkpoint").is_file():
+            raise FileExistsError(
+                f"Trainer: {self.run_dir} already holds a checkpoint; pass resume=True "
+                "(--resume) to continue it, or choose another run folder (--out)"
+            )
+        if self.resume and self.path("split").is_file():
+            if read_json(self.path("split")) != self.split:
+                raise ValueError(
+                    f"Trainer: the datasets' split differs from {self.path('split')}; "
+                    "resuming would train on other data (same job, seed and --subset?)"
+                )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            write_json(self.path("split"), self.split, indent=None)
+            write_json(
+                self.path("config"),
+                {
+                    **self.run_config,
+                    "train": asdict(self.config),
+                    "world_size": self.dist.world_size,
+                    "device": str(self.dist.device),
+                    "model": type(self.model).__name__,
+                    "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                    "task": type(self.task).__name__,
+                },
+            )
+        self.dist.barrier()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state["seed"] != self.config.seed:
+            raise ValueError(
+                f"Trainer: checkpoint was trained with seed {state['seed']}, resuming with "
+                f"seed {self.config.seed} would change the data order; use --seed {state['seed']}"
+            )
+        if state["step_in_epoch"] and state["batch_size"] != self.config.batch_size:
+            raise ValueError(
+                f"Trainer: checkpoint stopped mid-epoch with batch_size {state['batch_size']}, "
+                f"got batch_size {self.config.batch_size}"
+            )
+        if len(state["callbacks"]) != len(self.callbacks):
+            raise ValueError(
+                f"Trainer: checkpoint holds state of {len(state['callbacks'])} callbacks, "
+                f"this trainer has {len(self.callbacks)}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.task.load_state_dict(state["task"])
+        for callback, cb_state in zip(self.callbacks, state["callbacks"]):
+            callback.load_state_dict(cb_state)
+        self.extra_state = state["extra"]
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best_metric = state["best_metric"]
+        self.best_epoch = state["best_epoch"]
+        self.history = state["history"]
+        self._loss_sum = state["loss_sum"]
+        self._loss_count = state["loss_count"]
+        self._elapsed_before = state["elapsed"]
+        if len(state["rng"]) == self.dist.world_size:
+            restore_rng_state(state["rng"][self.dist.rank])
+        else:
+            logger.warning(
+                "checkpoint was written by %d processes, resuming with %d: random states "
+                "are reseeded (the data order is unchanged)",
+                len(state["rng"]),
+                self.dist.world_size,
+            )
+            seed_everything(self.config.seed + self.dist.rank + self.global_step)
+        if not self.dist.is_main:
+            return
+        logger.info(
+            "resumed %s at epoch %d, step %d of the epoch (global step %d)",
+            self.path("checkpoint"),
+            self.epoch + 1,
+            self.step_in_epoch,
+            self.global_step,
+        )
+
+    # ------------------------------------------------------------------ training
+    def _show_progress(self) -> bool:
+        return self.config.progress and self.dist.is_main and sys.stderr.isatty()
+
+    def _train_epoch(self, sampler: GlobalBatchSampler) -> None:
+        sampler.set_epoch(self.epoch, start_batch=self.step_in_epoch)
+        loader = make_loader(self.datasets["train"], sampler, self.config.num_workers)
+        last_val = self.history[-1].get(f"val_{self.task.monitor}") if self.history else None
+        bar = tqdm(
+            total=sampler.num_batches,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            disable=not self._show_progress(),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        try:
+            for batch in loader:
+                self._train_step(batch)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                if self.scheduler is not None and self.config.scheduler_interval == "step":
+                    self.scheduler.step()
+                for callback in self.callbacks:
+                    callback.on_step_end(self, self.global_step)
+                every = self.config.checkpoint_every
+                if every and self.global_step % every == 0:
+                    self._save(improved=False)
+                postfix = {"loss": f"{self._loss_sum / max(self._loss_count, 1):.4g}"}
+                if last_val is not None:
+                    postfix[f"val_{self.task.monitor}"] = f"{last_val:.4g}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+
+    def _train_step(self, batch: Any) -> None:
+        """One optimiser step on this rank's shard (``None``: empty shard) of a global batch."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.zeros(4, dtype=torch.float64, device=self.dist.device)
+        if batch is not None:
+            batch = move_to(batch, self.dist.device)
+            loss, n = self.task.loss(self.model, batch)
+            extras = [fn(self.model, batch) for fn in self.extra_losses]
+            extra = sum(extras, torch.zeros((), device=loss.device, dtype=loss.dtype))
+            stats[0], stats[1], stats[2], stats[3] = loss.detach() * n, n, 1, extra.detach()
+        # global item count and number of ranks with data, to weight the local loss
+        sum_loss, count, ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()
+        if not (math.isfinite(sum_loss) and math.isfinite(sum_extra)) or count == 0:
+            raise FloatingPointError(
+                f"Trainer: training loss is {sum_loss / max(count, 1)} (extra losses "
+                f"{sum_extra}, {count:.0f} items) at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch + 1}"
+            )
+        if batch is not None:
+            if self.dist.is_distributed:
+                objective = loss * (n / count) + extra / ranks_with_data
+            else:
+                objective = loss + extra if self.extra_losses else loss
+            objective.backward()
+        all_reduce_gradients(self.model.parameters(), self.dist)
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self._loss_sum += sum_loss
+        self._loss_count += int(count)
+
+    def _end_epoch(self) -> None:
+        val = evaluate(
+            self.model,
+            self.datasets["val"],
+            self.task,
+            batch_size=self.config.eval_batch_size or self.config.batch_size,
+            dist=self.dist,
+            num_workers=self.config.num_workers,
+        )
+        monitor = self.task.monitor
+        if monitor not in val:
+            raise ValueError(
+                f"Trainer: task.monitor={monitor!r} is not among the metrics {sorted(val)}"
+            )
+        value = val[monitor]
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"Trainer: validation {monitor} is {value} after epoch {self.epoch + 1}"
+            )
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None and self.config.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                self.scheduler.step(value)
+            else:
+                self.scheduler.step()
+        improved = self.best_metric is None or (
+            value < self.best_metric if self.task.mode == "min" else value > self.best_metric
+        )
+        if improved:
+            self.best_metric, self.best_epoch = value, self.epoch + 1
+        self.history.append(
+            {
+                "epoch": self.epoch + 1,
+                "step": self.global_step,
+                "train_loss": self._loss_sum / self._loss_count,
+                **{f"val_{name}": v for name, v in val.items()},
+                "lr": lr,
+                "wall_time": self._elapsed(),
+            }
+        )
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, self.epoch)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._loss_sum, self._loss_count = 0.0, 0
+        self._save(improved=improved)
+        if self.dist.is_main:
+            self._write_records(plot=time.perf_counter() - self._last_plot > _PLOT_INTERVAL_S)
+            unit = self.task.units.get(monitor, "")
+            logger.info(
+                "epoch %d/%d  train_loss %.5g  val_%s %.5g%s%s  lr %.3g",
+                self.epoch,
+                self.config.epochs,
+                self.history[-1]["train_loss"],
+                monitor,
+                value,
+                f" {unit}" if unit else "",
+                "  (best)" if improved else "",
+                lr,
+            )
+
+    # ------------------------------------------------------------------ files
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "seed": self.config.seed,
+            "batch_size": self.config.batch_size,
+            "rng": rng,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+            "elapsed": self._elapsed(),
+            "task": self.task.state_dict(),
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "extra": self.extra_state,
+        }
+
+    def _save(self, improved: bool) -> None:
+        """Checkpoint (and ``best.pt`` first when ``improved``); every rank must call it."""
+        rng = self.dist.all_gather_objects(capture_rng_state())
+        if self.dist.is_main:
+            state = self._state(rng)
+            if improved:
+                save_checkpoint(self.path("best"), state)
+            save_checkpoint(self.path("checkpoint"), state)
+        self.dist.barrier()
+
+    def _write_records(self, plot: bool) -> None:
+        """Rewrite ``metrics.csv``, and ``curve.png`` when ``plot``."""
+        if not self.history:
+            return
+        write_metrics_csv(self.history, self.path("metrics"))
+        if plot:
+            monitor = self.task.monitor
+            plot_learning_curves(
+                self.history, self.path("curve"), monitor, self.task.units.get(monitor, "")
+            )
+            self._last_plot = time.perf_counter()
+
+    def _test(self) -> dict[str, float]:
+        """Evaluate ``best.pt`` on the test set; the model keeps its last parameters."""
+        best = load_checkpoint(self.path("best"), self.dist.device)
+        last = {key: value.clone() for key, value in self.model.state_dict().items()}
+        self.model.load_state_dict(best["model"])
+        try:
+            metrics = evaluate(
+                self.model,
+                self.datasets["test"],
+                self.task,
+                batch_size=self.config.eval_batch_size or self.config.batch_size,
+                dist=self.dist,
+                num_workers=self.config.num_workers,
+            )
+        finally:
+            self.model.load_state_dict(last)
+        if self.dist.is_main:
+            write_json(
+                self.path("test"),
+                {
+                    "metrics": metrics,
+                    "units": {name: self.task.units.get(name, "") for name in metrics},
+                    "checkpoint": RUN_FILES["best"],
+                    "best_epoch": best["best_epoch"],
+                },
+            )
+            logger.info(
+                "test (best epoch %s): %s",
+                best["best_epoch"],
+                ", ".join(
+                    f"{k} {v:.5g} {self.task.units.get(k, '')}".rstrip() for k, v in metrics.items()
+                ),
+            )
+        return metrics

@@ -1,0 +1,92 @@
+"""SteerableMoleculeNet: invariance / equivariance of predictions, learning, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import symgraph as sg
+from symgraph.data import from_ase
+from symgraph.models import SteerableMoleculeNet
+from symgraph.testing import transform
+
+
+def molecules():
+    from ase.build import molecule
+
+    return Batch.from_data_list([from_ase(molecule(n)) for n in ("CH3CH2OH", "C6H6", "HCN")])
+
+
+def moved(batch, g, shift):
+    out = batch.clone()
+    out.pos = transform(batch.pos, "pos", g, shift)
+    return out
+
+
+@pytest.mark.parametrize("group", ["O3", "SO3", "SO2", "D4"])
+def test_scalar_predictions_are_invariant(group):
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(group=group, hidden="8x0e + 2x1o + 1x2e", num_layers=2).double()
+    batch = molecules()
+    batch.pos, batch.x, batch.edge_attr = (
+        batch.pos.double(),
+        batch.x.double(),
+        batch.edge_attr.double(),
+    )
+    reference = model(batch)
+    for g in model.group.sample(3, dtype=torch.float64):
+        out = model(moved(batch, g, torch.randn(3, dtype=torch.float64)))
+        assert torch.allclose(out, reference, atol=1e-10 * reference.abs().max().item())
+
+
+def test_dipole_readout_is_equivariant():
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=2, dipole=True).double()
+    batch = molecules()
+    batch.pos, batch.x, batch.edge_attr = (
+        batch.pos.double(),
+        batch.x.double(),
+        batch.edge_attr.double(),
+    )
+    reference = model(batch)
+    assert reference.shape == (3, 3)
+    for g in sg.groups.O3().sample(3, dtype=torch.float64):
+        out = model(moved(batch, g, torch.randn(3, dtype=torch.float64)))
+        assert torch.allclose(out, reference @ g.T, atol=1e-10 * reference.abs().max().item())
+
+
+def test_learns_on_real_qm9(shared_data, tmp_path):
+    from torch_geometric.loader import DataLoader
+
+    from symgraph.data.qm9 import QM9, target_index
+
+    dataset = QM9(tmp_path, source="csv", csv_files=[shared_data / "qm9" / "qm9pack_first200.csv"])
+    index = target_index("U0")
+    y = dataset._data.y[:, index]
+    mean, std = y.mean(), y.std()
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="16x0e + 4x1o", num_layers=2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(dataset[:64], batch_size=32, shuffle=True)
+    losses = []
+    for _ in range(25):
+        for batch in loader:
+            loss = (model(batch)[:, 0] - (batch.y[:, index] - mean) / std).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert sum(losses[-4:]) / 4 < 0.3 * sum(losses[:4]) / 4
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="readout"):
+        SteerableMoleculeNet(readout="max")
+    with pytest.raises(ValueError, match="group: unknown group name"):
+        SteerableMoleculeNet(group="SO4")
+    model = SteerableMoleculeNet(hidden="4x0e", num_layers=1)
+    batch = molecules()
+    batch.x = batch.x[:, :5]
+    with pytest.raises(ValueError, match=r"data.x: expected atom features \[N, 13\]"):
+        model(batch)

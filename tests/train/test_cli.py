@@ -1,0 +1,65 @@
+"""The ``symgraph`` command: train the toy job, evaluate its run folder, usage errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from symgraph.cli import main
+from symgraph.train.jobs import JOBS, JobSpec, get_job, register_job
+
+TOY = ["--num-graphs", "40", "--hidden", "8", "--batch-size", "8", "--no-progress"]
+
+
+def run(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_train_then_evaluate_reproduces_the_test_metric(tmp_path, capsys):
+    out = tmp_path / "run"
+    trained = run(capsys, ["train", "toy", "--epochs", "2", "--out", str(out), *TOY])
+    recorded = json.loads((out / "test.json").read_text())
+    assert recorded["metrics"] == trained["metrics"]
+    assert trained["units"]["mae"] == "a.u."
+    evaluated = run(capsys, ["evaluate", str(out)])
+    assert evaluated["metrics"] == pytest.approx(recorded["metrics"], rel=1e-9)
+    assert json.loads((out / "evaluation.json").read_text())["checkpoint"] == "best.pt"
+    config = json.loads((out / "config.json").read_text())
+    assert config["job"] == "toy" and config["args"]["num_graphs"] == 40
+
+
+def test_rerun_needs_resume_and_resume_extends(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), "--subset", "16", *TOY]
+    run(capsys, [*args, "--epochs", "1"])
+    assert main([*args, "--epochs", "1"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    run(capsys, [*args, "--epochs", "2", "--resume"])
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
+    assert len(json.loads((out / "split.json").read_text())["train"]) == 16
+
+
+def test_unknown_job_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "no-such-job"])
+    assert exit_info.value.code == 2
+    assert "toy" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="valid jobs: .*toy"):
+        get_job("no-such-job")
+
+
+def test_register_job_refuses_a_second_job_of_the_same_name():
+    def other(args) -> JobSpec:
+        """Another toy."""
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_job("toy")(other)
+    assert JOBS["toy"].help.startswith("Synthetic regression")
+
+
+def test_evaluate_needs_a_run_folder(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""Tasks: standardised regression reported in physical units, classification accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from symgraph.train.tasks import ClassificationTask, RegressionTask
+
+
+class Constant(nn.Module):
+    """Predicts ``value`` (standardised) for every item of ``x [n, ...]``."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], *self.value.shape)
+
+
+class Fixed(nn.Module):
+    """Returns the same ``output`` whatever the input."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output
+
+
+def test_statistics_come_from_the_given_split_and_mae_is_in_physical_units():
+    y = torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])
+    task = RegressionTask.from_dataset(
+        TensorDataset(torch.zeros(3, 1), y), target_index=1, unit_scale=1000.0, unit_name="meV"
+    )
+    assert task.mean.item() == pytest.approx(30.0)
+    assert task.std.item() == pytest.approx((800 / 3) ** 0.5)
+    batch = (torch.zeros(3, 1), y)
+    # predicting the mean (standardised 0): |error| = 20, 0, 20 in dataset units
+    metrics = task.metrics(Constant(torch.zeros(())), batch)
+    assert torch.allclose(metrics["mae"], torch.tensor([20000.0, 0.0, 20000.0]))
+    loss, n = task.loss(Constant(torch.zeros(())), batch)
+    assert n == 3 and loss.item() == pytest.approx(1.0)  # variance of standardised targets
+    assert task.units["mae"] == "meV"
+
+
+def test_regression_state_roundtrip_and_errors():
+    task = RegressionTask(0, mean=2.0, std=4.0, unit_scale=27.2, unit_name="eV")
+    other = RegressionTask(0)
+    other.load_state_dict(task.state_dict())
+    assert other.mean.item() == 2.0 and other.std.item() == 4.0 and other.units["mae"] == "eV"
+    with pytest.raises(ValueError, match="target_index"):
+        RegressionTask(1).load_state_dict(task.state_dict())
+    with pytest.raises(ValueError, match="std must be > 0"):
+        RegressionTask(std=0.0)
+    with pytest.raises(ValueError, match="constant"):
+        RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), torch.ones(4)))
+    batch = (torch.zeros(3, 1), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="model output has shape"):
+        RegressionTask(0).loss(Constant(torch.zeros(2)), batch)
+
+
+def test_regression_on_graph_batches(toy_splits):
+    train, _, _ = toy_splits
+    task = RegressionTask.from_dataset(train)
+    ys = torch.cat([train[i].y for i in range(len(train))]).double()
+    assert task.mean.item() == pytest.approx(ys.mean().item(), rel=1e-6)
+    assert task.std.item() == pytest.approx(ys.std(unbiased=False).item(), rel=1e-6)
+
+
+def test_classification_loss_and_accuracy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    batch = (torch.zeros(3, 1), torch.tensor([0, 1, 1]))
+    task = ClassificationTask()
+    model = Fixed(logits)
+    metrics = task.metrics(model, batch)
+    assert metrics["accuracy"].tolist() == [1.0, 1.0, 0.0]
+    loss, n = task.loss(model, batch)
+    assert n == 3 and loss.item() == pytest.approx(metrics["loss"].mean().item())
+    with pytest.raises(ValueError, match="labels"):
+        task.loss(model, (torch.zeros(2, 1), torch.tensor([0, 1])))
+    assert task.monitor == "accuracy" and task.mode == "max"

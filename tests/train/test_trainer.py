@@ -1,0 +1,207 @@
+"""The training loop: run-folder files, exact resume after a crash, hooks, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from symgraph.train import Callback, ClassificationTask, RegressionTask, TrainConfig, Trainer
+from symgraph.train.checkpoint import load_checkpoint
+from symgraph.train.toy import ToyGCN
+
+
+class Crash(Exception):
+    """The simulated kill."""
+
+
+class CrashAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step == self.step:
+            raise Crash(f"killed after step {step}")
+
+
+class CountSteps(Callback):
+    """A callback with state, which must survive a resume."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_step_end(self, trainer, step):
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def noisy_penalty(model, batch):
+    """An extra loss drawing from the global torch RNG: exact resume needs its state."""
+    weight = 1e-3 * torch.randn(())
+    return weight * sum(p.square().sum() for p in model.parameters())
+
+
+def make_trainer(splits, run_dir, *, callbacks=(), resume=False, every=1, epochs=3):
+    torch.manual_seed(123)
+    train, val, test = splits
+    return Trainer(
+        ToyGCN(4, 8),
+        RegressionTask.from_dataset(train, unit_name="a.u."),
+        train,
+        val,
+        test,
+        run_dir,
+        TrainConfig(epochs=epochs, batch_size=7, seed=3, checkpoint_every=every, progress=False),
+        callbacks=callbacks,
+        extra_losses=[noisy_penalty],
+        resume=resume,
+    )
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def without_time(rows):
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def straight_run(toy_splits, tmp_path_factory):
+    """An uninterrupted 3-epoch run (5 steps per epoch)."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    counter = CountSteps()
+    trainer = make_trainer(toy_splits, run_dir, callbacks=[counter])
+    test_metrics = trainer.fit()
+    return trainer, run_dir, test_metrics, counter
+
+
+def test_run_folder_files(straight_run, toy_splits):
+    trainer, run_dir, test_metrics, counter = straight_run
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {
+        "config.json",
+        "split.json",
+        "checkpoint.pt",
+        "best.pt",
+        "metrics.csv",
+        "curve.png",
+        "test.json",
+    }
+    rows = read_rows(run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [5, 10, 15]
+    assert set(rows[0]) == {"epoch", "step", "train_loss", "val_loss", "val_mae", "lr", "wall_time"}
+    assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split == {
+        name: list(ds.indices()) for name, ds in zip(["train", "val", "test"], toy_splits)
+    }
+    record = json.loads((run_dir / "test.json").read_text())
+    assert record["metrics"] == pytest.approx(test_metrics)
+    assert record["units"]["mae"] == "a.u."
+    best_epoch = min(rows, key=lambda r: float(r["val_mae"]))["epoch"]
+    assert record["best_epoch"] == int(best_epoch)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["batch_size"] == 7 and config["model"] == "ToyGCN"
+    assert counter.count == 15
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir())
+
+
+@pytest.mark.parametrize("every", [1, 0])
+def test_crash_mid_epoch_then_resume_is_exact(straight_run, toy_splits, tmp_path, every):
+    trainer, straight_dir, test_metrics, _ = straight_run
+    with pytest.raises(Crash):
+        make_trainer(toy_splits, tmp_path, callbacks=[CrashAt(8), CountSteps()], every=every).fit()
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    # with K = 1 only the step in flight is lost; with K = 0 the epoch restarts
+    assert saved["global_step"] == (7 if every else 5)
+    counter = CountSteps()
+    resumed = make_trainer(
+        toy_splits, tmp_path, callbacks=[CrashAt(-1), counter], every=every, resume=True
+    )
+    assert resumed.fit() == pytest.approx(test_metrics, rel=0, abs=0)
+    for (name, a), b in zip(
+        trainer.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    assert counter.count == 15  # the callback's own state resumed too
+    assert without_time(read_rows(tmp_path / "metrics.csv")) == without_time(
+        read_rows(straight_dir / "metrics.csv")
+    )
+
+
+def test_existing_run_needs_resume_and_finished_run_only_retests(straight_run, toy_splits):
+    _, run_dir, test_metrics, _ = straight_run
+    with pytest.raises(FileExistsError, match="resume"):
+        make_trainer(toy_splits, run_dir).fit()
+    again = make_trainer(toy_splits, run_dir, callbacks=[CountSteps()], resume=True)
+    assert again.fit() == pytest.approx(test_metrics)
+    assert again.global_step == 15
+
+
+def test_resume_rejects_other_split_or_seed(straight_run, toy_splits):
+    _, run_dir, _, _ = straight_run
+    train, val, test = toy_splits
+    with pytest.raises(ValueError, match="split differs"):
+        make_trainer((train[1:], val, test), run_dir, callbacks=[CountSteps()], resume=True).fit()
+    other_seed = make_trainer(toy_splits, run_dir, callbacks=[CountSteps()], resume=True)
+    other_seed.config.seed = 4
+    with pytest.raises(ValueError, match="seed 3"):
+        other_seed.fit()
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_plain_tensor_classification(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 2, generator=generator)
+    data = TensorDataset(x, (x[:, 0] * x[:, 1] > 0).long())
+    trainer = Trainer(
+        MLP(),
+        ClassificationTask(),
+        torch.utils.data.Subset(data, range(64)),
+        torch.utils.data.Subset(data, range(64, 80)),
+        torch.utils.data.Subset(data, range(80, 96)),
+        tmp_path,
+        TrainConfig(epochs=2, batch_size=16, lr=1e-2, progress=False, grad_clip=1.0),
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+    )
+    metrics = trainer.fit()
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [float(r["lr"]) for r in rows] == [1e-2, 5e-3]
+    assert json.loads((tmp_path / "split.json").read_text())["test"] == list(range(80, 96))
+
+
+def test_non_finite_loss_raises(toy_splits, tmp_path):
+    trainer = make_trainer(toy_splits, tmp_path)
+    trainer.extra_losses = [lambda model, batch: torch.tensor(float("nan"))]
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        trainer.fit()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainConfig(checkpoint_every=-1)
+    with pytest.raises(ValueError, match="scheduler_interval"):
+        TrainConfig(scheduler_interval="batch")
