@@ -6,7 +6,7 @@ EXTRAS ?= test,qm9
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow lint demo bench clean
+.PHONY: setup test test-slow lint demo showcase bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,14 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 demo: setup
+	$(PY) examples/qm9_demo.py
+
+showcase: setup
 	$(PY) examples/equivariance_showcase.py
 
 bench: setup
 	$(PY) benchmarks/basis.py
+	$(PY) benchmarks/conv.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ from symgraph.train.jobs import JobSpec, arg, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import RegressionTask
 
-__all__ = ["qm9", "build_qm9_dataset", "INTENSIVE_TARGETS", "DipoleNorm"]
+__all__ = ["qm9", "build_qm9_dataset", "build_qm9_model", "INTENSIVE_TARGETS", "DipoleNorm"]
 
 INTENSIVE_TARGETS = ("mu", "homo", "lumo", "gap")
 """Targets pooled with a mean over atoms; the others (energies, alpha, r2, Cv) are summed."""
@@ -51,6 +51,26 @@ def build_qm9_dataset(args: argparse.Namespace):
     )
 
 
+def build_qm9_model(args: argparse.Namespace) -> nn.Module:
+    """The model the flags describe (``DipoleNorm``-wrapped with ``--dipole``)."""
+    from symgraph.data.qm9 import TARGETS, target_index
+    from symgraph.groups import group_from_name
+    from symgraph.models import SteerableMoleculeNet
+
+    name = TARGETS[target_index(args.target)]
+    model = SteerableMoleculeNet(
+        group=group_from_name(args.group),
+        hidden=args.hidden,
+        num_layers=args.layers,
+        cutoff=args.cutoff,
+        use_edge_attr=not args.no_edge_attr,
+        use_node_attr=not args.no_node_attr,
+        readout="mean" if name in INTENSIVE_TARGETS else "sum",
+        dipole=args.dipole,
+    )
+    return DipoleNorm(model) if args.dipole else model
+
+
 @register_job(
     "qm9",
     arguments=[
@@ -78,30 +98,17 @@ def build_qm9_dataset(args: argparse.Namespace):
 def qm9(args: argparse.Namespace) -> JobSpec:
     """QM9 molecular property regression with SteerableMoleculeNet."""
     from symgraph.data.qm9 import REPORT_FACTOR, REPORT_UNITS, TARGETS, target_index
-    from symgraph.groups import group_from_name
-    from symgraph.models import SteerableMoleculeNet
 
     index = target_index(args.target)
     name = TARGETS[index]
-    group = group_from_name(args.group)
     if args.dipole and name != "mu":
         raise ValueError(f"--dipole: only for target 'mu', got target {name!r}")
     dataset = build_qm9_dataset(args)
     counts = [int(f) if f >= 1 else f for f in args.split]
     train, val, test = random_split_indices(len(dataset), counts, seed=args.seed)
-    model = SteerableMoleculeNet(
-        group=group,
-        hidden=args.hidden,
-        num_layers=args.layers,
-        cutoff=args.cutoff,
-        use_edge_attr=not args.no_edge_attr,
-        use_node_attr=not args.no_node_attr,
-        readout="mean" if name in INTENSIVE_TARGETS else "sum",
-        dipole=args.dipole,
-    )
+    model = build_qm9_model(args)
     unit_scale, unit_name = REPORT_FACTOR[name], REPORT_UNITS[name]
     if args.dipole:
-        model = DipoleNorm(model)
 
         def task(_train) -> RegressionTask:  # |μ| is predicted directly, in Debye
             return RegressionTask(index, 0.0, 1.0, unit_scale, unit_name)

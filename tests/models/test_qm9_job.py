@@ -1,0 +1,75 @@
+"""The qm9 job end to end on real QM9 rows: CLI train, evaluate, resume, predict, the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from symgraph.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def first200(shared_data) -> Path:
+    return shared_data / "qm9" / "qm9pack_first200.csv"
+
+
+def train_args(csv: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "qm9", "--source", "csv", "--csv", str(csv), "--root", str(out.parent / "data"),
+        "--hidden", "8x0e + 2x1o", "--layers", "1", "--batch-size", "16", "--no-progress",
+        "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_train_evaluate_predict(first200, tmp_path):
+    from ase.build import molecule
+
+    from symgraph.train.predict import load_qm9_run, predict
+
+    run = tmp_path / "run"
+    assert main(train_args(first200, run, "--epochs", "2", "--target", "U0")) == 0
+    for name in ("config.json", "split.json", "metrics.csv", "curve.png", "test.json", "best.pt"):
+        assert (run / name).exists(), name
+    test = json.loads((run / "test.json").read_text())
+    assert test["units"]["mae"] == "meV" and test["metrics"]["mae"] > 0
+    assert main(["evaluate", str(run)]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["metrics"]["mae"] == pytest.approx(test["metrics"]["mae"], rel=1e-5)
+    model, task = load_qm9_run(run)
+    values = predict((model, task), [molecule("CH3CH2OH"), molecule("HCN")])
+    assert values.shape == (2,) and bool(torch.isfinite(values).all())
+
+
+def test_kill_and_resume_loses_nothing(first200, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = ("--epochs", "2", "--checkpoint-every", "1", "--target", "homo")
+    assert main(train_args(first200, straight, *common)) == 0
+    assert main(train_args(first200, resumed, "--epochs", "1", "--checkpoint-every", "1",
+                           "--target", "homo")) == 0  # fmt: skip
+    assert main(train_args(first200, resumed, *common, "--resume")) == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_target_and_group_list_valid_names(first200, tmp_path):
+    with pytest.raises(ValueError, match="homo"):
+        main(train_args(first200, tmp_path / "a", "--target", "enthalpy"))
+    with pytest.raises(ValueError, match="SO3"):
+        main(train_args(first200, tmp_path / "b", "--group", "SO4"))
+
+
+def test_demo_quick(first200, tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import qm9_demo
+    finally:
+        sys.path.pop(0)
+    result = qm9_demo.main(["--quick", "--csv", str(first200), "--out", str(tmp_path / "demo")])
+    assert result["baseline"] > 0 and result["mae"] > 0
