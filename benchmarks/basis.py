@@ -48,7 +48,9 @@ def dense_nullspace(rep: Rep) -> int:
     mats = torch.cat(gens)
     d = rep.dim
     eye = torch.eye(d, dtype=torch.float64)
-    rows = [torch.kron(m, eye) - torch.kron(eye, m.T.contiguous()) for m in mats]  # vec(rho W - W rho)
+    rows = [
+        torch.kron(m, eye) - torch.kron(eye, m.T.contiguous()) for m in mats
+    ]  # vec(rho W - W rho)
     constraints = torch.cat(rows)
     s = torch.linalg.svdvals(constraints)
     return int((s < 1e-8 * s.max()).sum()) + max(0, d * d - s.numel())

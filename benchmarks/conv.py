@@ -125,12 +125,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="only N=4000, k=16, C=32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip NNConv above this")
+    parser.add_argument(
+        "--configs", nargs="*", default=None, metavar="N,k,C",
+        help="only these configurations, e.g. 4000,16,32 16000,16,32",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    grid = (
-        [(4000, 16, 32)]
-        if args.quick
-        else list(itertools.product([1000, 4000, 16000], [8, 16, 32], [16, 32, 64]))
-    )
+    if args.configs:
+        grid = [tuple(int(v) for v in c.split(",")) for c in args.configs]
+    elif args.quick:
+        grid = [(4000, 16, 32)]
+    else:
+        grid = list(itertools.product([1000, 4000, 16000], [8, 16, 32], [16, 32, 64]))
     print(f"machine: {machine_line()}")
     print(
         "| N | k | C (dim) | symgraph ms | NNConv ms | e3nn ms | NNConv/ours time | "
