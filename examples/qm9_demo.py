@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
         schedule = ["--epochs", "2", "--batch-size", "16", "--layers", "1"]
     else:
         data = ["--source", "qm9pack", "--subset-size", "6000", "--root", "data/qm9-demo"]
-        schedule = ["--epochs", "6", "--batch-size", "32", "--lr", "2e-3", "--scheduler", "cosine"]
+        schedule = ["--epochs", "6", "--batch-size", "32", "--lr", "5e-3", "--scheduler", "cosine"]
     command = ["train", "qm9", "--target", args.target, "--out", args.out, *data, *schedule]
     symgraph_main([*command, *extra])
 
