@@ -6,7 +6,7 @@ EXTRAS ?= test,qm9
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow lint demo showcase bench clean
+.PHONY: setup test test-slow test-triton lint demo showcase bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: setup lint
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# Triton kernels on the CPU through Triton's interpreter (installs the triton extra).
+test-triton: setup
+	$(PY) -m pip install -e ".[triton]"
+	TRITON_INTERPRET=1 $(PY) -m pytest -m triton tests/ops
 
 demo: setup
 	$(PY) examples/qm9_demo.py

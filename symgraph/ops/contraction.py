@@ -2,7 +2,7 @@
 
 ``T_i = Σ_{j -> i} h_ij ⊗ f_j``  (``h [E, A]`` hidden kernel features, ``f [E, B]`` source
 features) is all the convolution needs per node; the kernel's last (bilinear) layer is
-applied to ``T_i`` afterwards. Three backends compute the same numbers:
+applied to ``T_i`` afterwards. Four backends compute the same numbers:
 
 - ``"regular"``: every node has the same in-degree ``k`` and edges are grouped by receiver
   in node order (kNN graphs, periodic lattices): one batched matmul
@@ -10,10 +10,13 @@ applied to ``T_i`` afterwards. Three backends compute the same numbers:
 - ``"padded"``: general graphs: edges sorted by receiver are laid into ``[N, k_max, ·]``
   slots (zero padding) and contracted by one batched matmul;
 - ``"scatter"``: per-edge outer products in bounded chunks, summed with ``index_add_`` (or
-  ``torch_scatter`` when it is installed); used when padding would waste too much memory.
+  ``torch_scatter`` when it is installed); used when padding would waste too much memory;
+- ``"triton"``: the fused segment kernel of :mod:`symgraph.ops.fused` (no padding, no
+  per-edge products in memory); CUDA only, or CPU under ``TRITON_INTERPRET=1`` for tests.
 
-``backend="auto"`` picks in that order. Layers call :func:`neighbour_outer_sum`; they never
-choose a backend themselves.
+``backend="auto"`` picks in that order, except that irregular graphs on CUDA use
+``"triton"`` when Triton is installed (:func:`symgraph.ops.fused.use_triton`). Layers call
+:func:`neighbour_outer_sum`; they never choose a backend themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = ["EdgeLayout", "neighbour_outer_sum", "BACKENDS"]
 
-BACKENDS = ("auto", "regular", "padded", "scatter")
+BACKENDS = ("auto", "regular", "padded", "scatter", "triton")
 _MAX_PADDING_FACTOR = 4.0
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -105,18 +108,27 @@ def neighbour_outer_sum(
         dst: ``[E]`` receiver of each edge.
         num_nodes: N.
         layout: a precomputed :class:`EdgeLayout` of ``dst`` (computed when ``None``).
-        backend: ``"auto"``, ``"regular"``, ``"padded"`` or ``"scatter"``.
+        backend: ``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"`` or ``"triton"``.
     """
     layout = layout or EdgeLayout.from_receivers(dst, num_nodes)
     num_a, num_b = h.shape[1], f.shape[1]
     if layout.k_max == 0:
         return h.new_zeros(num_nodes, num_a, num_b)
     chosen = layout.choose(backend)
+    if backend == "auto" and chosen != "regular" and h.is_cuda:
+        from symgraph.ops import fused
+
+        chosen = "triton" if fused.use_triton(h, f) else chosen
     if chosen == "regular":
         k = layout.k_max
         return h.reshape(num_nodes, k, num_a).transpose(1, 2) @ f.reshape(num_nodes, k, num_b)
     if layout.order is not None:
         h, f, dst = h[layout.order], f[layout.order], dst[layout.order]
+    if chosen == "triton":
+        from symgraph.ops import fused
+
+        ptr = torch.cat([layout.degree.new_zeros(1), torch.cumsum(layout.degree, 0)])
+        return fused.outer_sum_csr(h, f, ptr)
     if chosen == "padded":
         k = layout.k_max
         slots = num_nodes * k

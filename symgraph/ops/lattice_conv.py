@@ -1,0 +1,221 @@
+"""The regular-lattice fast path: a graph convolution on a lattice graph as a dense conv.
+
+On the stencil graph of a :class:`~symgraph.lattice.Lattice`
+(:func:`symgraph.lattice.lattice_graph`) every edge ``j -> i`` has one of the ``K`` stencil
+offsets ``d`` as its relative position, so a kernel that depends on the relative position
+only takes ``K`` distinct values. Evaluated once at the offsets (times the spacing), it is a
+dense ``conv2d``/``conv3d`` weight (:func:`symgraph.lattice.stencil_to_kernel`), and
+
+    out_i = Σ_{j -> i} K(x_j − x_i) f_j
+
+is that convolution with circular padding on periodic axes and zero padding on bounded
+ones (missing neighbours contribute nothing; a ``"disc"`` stencil has zeros outside).
+Node features stay in :func:`symgraph.lattice.field_to_nodes` order ``[B * N, C]``: they
+are viewed, without a copy, as a channels-last field ``[B, C, *shape]``.
+
+- :func:`stencil_relative_positions` -- ``[K, 3]`` offsets in Cartesian ``(x, y, z)``;
+- :func:`lattice_edge_count` -- edges of one copy of the stencil graph;
+- :func:`lattice_weight` -- evaluate a kernel once and build the dense weight;
+- :func:`lattice_convolution` -- apply it, ``"add"`` or ``"mean"`` aggregation
+  (:func:`lattice_degree`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from symgraph.checks import check_tensor
+from symgraph.lattice import Lattice, stencil_offsets, stencil_to_kernel
+
+__all__ = [
+    "KernelFn",
+    "stencil_relative_positions",
+    "lattice_edge_count",
+    "lattice_weight",
+    "lattice_convolution",
+    "lattice_degree",
+]
+
+#: ``rel [K, 3] -> K [K, C_out, C_in]``: a kernel of the relative position only (e.g. an
+#: :class:`~symgraph.nn.ImplicitKernel` without edge or node attributes).
+KernelFn = Callable[[Tensor], Tensor]
+
+
+def _check_lattice(lattice: object) -> Lattice:
+    if not isinstance(lattice, Lattice):
+        raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
+    return lattice
+
+
+def _offsets(lattice: Lattice, self_loops: bool) -> Tensor:
+    """``[K, dim]`` integer stencil offsets, without the centre when ``not self_loops``."""
+    offsets = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil)
+    return offsets if self_loops else offsets[offsets.abs().sum(1) > 0]
+
+
+def stencil_relative_positions(
+    lattice: Lattice,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``[K, 3]`` relative positions neighbour − centre of the stencil, Cartesian ``(x, y, z)``.
+
+    Row ``k`` is stencil offset ``k`` (:func:`symgraph.lattice.stencil_offsets` order) times
+    the spacing, axes flipped from array order ``(y, x)``/``(z, y, x)``; ``z = 0`` in 2D. These
+    are exactly the ``offsets`` of :func:`symgraph.lattice.lattice_graph`.
+    """
+    lattice = _check_lattice(lattice)
+    offsets = _offsets(lattice, True).to(torch.float64)
+    spacing = torch.tensor(lattice.spacing, dtype=torch.float64)
+    rel = (offsets * spacing).flip(-1)
+    if lattice.dim == 2:
+        rel = torch.cat([rel, torch.zeros_like(rel[:, :1])], dim=1)
+    return rel.to(dtype=dtype, device=device)
+
+
+def lattice_edge_count(lattice: Lattice, self_loops: bool = True) -> int:
+    """Number of edges of one copy of ``lattice_graph(lattice, self_loops=self_loops)``.
+
+    A periodic axis of size ``n`` gives every offset ``n`` centres; a bounded one ``n − |d|``.
+    """
+    lattice = _check_lattice(lattice)
+    total = 0
+    for offset in _offsets(lattice, self_loops).tolist():
+        total += math.prod(
+            n if periodic else n - abs(d)
+            for n, periodic, d in zip(lattice.shape, lattice.periodic, offset)
+        )
+    return total
+
+
+def lattice_weight(
+    kernel: KernelFn,
+    lattice: Lattice,
+    *,
+    self_loops: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Evaluate ``kernel`` once at the stencil offsets: the dense convolution weight.
+
+    Args:
+        kernel: ``rel [K, 3] -> [K, C_out, C_in]``, e.g. an ``ImplicitKernel``.
+        lattice: gives the stencil, spacing and kernel size.
+        self_loops: whether the graph has the centre tap (``False``: its weight is zero).
+        dtype, device: of the relative positions handed to ``kernel``.
+
+    Returns:
+        ``[C_out, C_in, kH, kW]`` (2D) or ``[C_out, C_in, kD, kH, kW]`` (3D), zero where the
+        stencil has no offset, for :func:`lattice_convolution`.
+    """
+    rel = stencil_relative_positions(lattice, dtype, device)
+    values = check_tensor(kernel(rel), "kernel(rel)")
+    if values.dim() != 3 or values.shape[0] != rel.shape[0]:
+        raise ValueError(
+            f"kernel: expected kernels [K={rel.shape[0]}, C_out, C_in] at the {rel.shape[0]} "
+            f"stencil offsets, got shape {list(values.shape)}"
+        )
+    if not self_loops:
+        keep = _offsets(lattice, True).abs().sum(1) > 0
+        values = values * keep.to(values)[:, None, None]
+    return stencil_to_kernel(values.permute(1, 2, 0), lattice)
+
+
+def _pad_periodic(cells: Tensor, lattice: Lattice) -> Tensor:
+    """Wrap ``[B, *shape, C]`` around by ``radius`` on every periodic axis (channels last)."""
+    for axis, (n, radius, periodic) in enumerate(
+        zip(lattice.shape, lattice.radius, lattice.periodic), start=1
+    ):
+        if periodic and radius:
+            head, tail = cells.narrow(axis, 0, radius), cells.narrow(axis, n - radius, radius)
+            cells = torch.cat([tail, cells, head], dim=axis)
+    return cells
+
+
+def _conv(cells: Tensor, weight: Tensor, lattice: Lattice, bias: Tensor | None) -> Tensor:
+    """Channels-last convolution ``[B, *shape, C_in] -> [B, C_out, *shape]`` (a strided view).
+
+    Periodic axes are wrapped by :func:`_pad_periodic`, bounded ones zero-padded by the conv.
+    The field stays channels last (``x``'s memory order), which the CPU/GPU conv kernels
+    take natively: no transposing copy in or out.
+    """
+    padded = _pad_periodic(cells, lattice).movedim(-1, 1)
+    padding = tuple(0 if periodic else r for r, periodic in zip(lattice.radius, lattice.periodic))
+    if lattice.dim == 2:
+        weight = weight.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(padded, weight, bias, padding=padding)
+    weight = weight.contiguous(memory_format=torch.channels_last_3d)
+    return F.conv3d(padded, weight, bias, padding=padding)
+
+
+def lattice_convolution(
+    x: Tensor,
+    weight: Tensor,
+    lattice: Lattice,
+    *,
+    bias: Tensor | None = None,
+    degree: Tensor | None = None,
+) -> Tensor:
+    """``out_i = Σ_{j -> i} W[k(j − i)] x_j (+ bias)`` over the stencil graph, as one conv.
+
+    Args:
+        x: ``[B * N, C_in]`` node features in ``field_to_nodes`` order (``N`` cells).
+        weight: ``[C_out, C_in, *kernel_size]`` from :func:`lattice_weight`.
+        lattice: the grid: circular padding on periodic axes, zeros on bounded ones.
+        bias: optional ``[C_out]`` added to every node.
+        degree: optional ``[*shape]`` per-cell divisor (the ``"mean"`` aggregation: see
+            :func:`lattice_degree`), applied before the bias.
+
+    Returns:
+        ``[B * N, C_out]``, the same numbers (up to rounding) as the message-passing sum.
+    """
+    lattice = _check_lattice(lattice)
+    x, weight = check_tensor(x, "x"), check_tensor(weight, "weight")
+    cells = lattice.num_cells
+    if x.dim() != 2 or x.shape[0] % cells:
+        raise ValueError(
+            f"x: expected [B * {cells}, C] node features of a {list(lattice.shape)} lattice, "
+            f"got shape {list(x.shape)}"
+        )
+    expected = (weight.shape[0], x.shape[1], *lattice.kernel_size)
+    if tuple(weight.shape) != expected:
+        raise ValueError(
+            f"weight: expected shape {list(expected)} (C_out, C_in = x's {x.shape[1]} channels, "
+            f"kernel size of the lattice), got {list(weight.shape)}"
+        )
+    batch = x.shape[0] // cells
+    # [B * N, C] row-major over cells is a channels-last field: a view, no copy
+    cells_last = x.reshape(batch, *lattice.shape, x.shape[1])
+    out = _conv(cells_last, weight, lattice, None if degree is not None else bias)
+    if degree is not None:
+        out = out / degree
+        if bias is not None:
+            out = out + bias.reshape(-1, *([1] * lattice.dim))
+    return out.movedim(1, -1).reshape(x.shape[0], weight.shape[0])
+
+
+def lattice_degree(
+    lattice: Lattice,
+    *,
+    self_loops: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``[*shape]`` in-degree of every cell in the stencil graph (at least 1).
+
+    The divisor of the ``"mean"`` aggregation: the number of stencil offsets (without the
+    centre when ``not self_loops``) whose neighbour exists -- all of them on periodic axes,
+    fewer within ``radius`` of a bounded edge.
+    """
+    lattice = _check_lattice(lattice)
+    taps = torch.ones(_offsets(lattice, True).shape[0], dtype=dtype, device=device)
+    if not self_loops:
+        taps = taps * (_offsets(lattice, True).abs().sum(1) > 0).to(taps)
+    mask = stencil_to_kernel(taps, lattice)[None, None]
+    ones = torch.ones(1, *lattice.shape, 1, dtype=dtype, device=device)
+    return _conv(ones, mask, lattice, None)[0, 0].clamp_min(1)

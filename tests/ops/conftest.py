@@ -1,0 +1,11 @@
+"""Markers of the ops tests."""
+
+from __future__ import annotations
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "triton: Triton kernels run in the CPU interpreter (TRITON_INTERPRET=1); slow, "
+        "run with `make test-triton`",
+    )

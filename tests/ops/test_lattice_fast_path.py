@@ -1,0 +1,160 @@
+"""The lattice fast path (one dense conv) against message passing on the lattice graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symgraph.groups import group_from_name
+from symgraph.lattice import FieldLayout, Lattice, lattice_graph
+from symgraph.nn import ImplicitSteerableConv
+from symgraph.nn.relaxed_implicit import RelaxedImplicitSteerableConv
+from symgraph.ops.lattice_conv import (
+    lattice_convolution,
+    lattice_degree,
+    lattice_edge_count,
+    lattice_weight,
+    stencil_relative_positions,
+)
+
+LATTICES = {
+    "2d-periodic": Lattice((6, 7), radius=1),
+    "2d-bounded-disc": Lattice((7, 6), radius=2, periodic=False, stencil="disc"),
+    "2d-mixed": Lattice((5, 6), radius=1, periodic=(True, False)),
+    "2d-periodic-rect": Lattice((6, 8), radius=(1, 2)),
+    "3d-periodic": Lattice((3, 4, 5), radius=1),
+    "3d-bounded": Lattice((3, 4, 4), radius=1, periodic=False),
+}
+LAYOUT_IN, LAYOUT_OUT = "2x0e + 2x1o", "1x0e + 1x1o"  # planar fields: scalars and vectors
+
+
+def make_conv(group_name: str, aggr: str = "add", dtype=torch.float64, relaxed=False):
+    cls = RelaxedImplicitSteerableConv if relaxed else ImplicitSteerableConv
+    conv = cls(LAYOUT_IN, LAYOUT_OUT, group=group_from_name(group_name), aggr=aggr, r_max=3.0)
+    with torch.no_grad():
+        for bias in conv.bias.biases:
+            bias.normal_()
+        if relaxed:
+            conv.kernel.head.strength.fill_(0.7)
+    return conv.to(dtype)
+
+
+def random_nodes(lattice: Lattice, batch: int, dtype) -> torch.Tensor:
+    """Node features of random planar fields (vectors with z = 0), in field_to_nodes order."""
+    layout = FieldLayout(LAYOUT_IN, dim=lattice.dim)
+    field = torch.randn(batch, layout.field_channels, *lattice.shape, dtype=dtype)
+    return layout.to_nodes(field)
+
+
+def both_paths(conv, lattice, batch, dtype, self_loops=True):
+    graph = lattice_graph(lattice, batch, self_loops=self_loops, dtype=dtype)
+    x = random_nodes(lattice, batch, dtype).requires_grad_()
+    slow = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
+    fast = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
+    return x, slow, fast
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
+
+
+@pytest.mark.parametrize("name", list(LATTICES))
+@pytest.mark.parametrize("group_name", ["C4", "D4", "SO2", "O3"])
+def test_fast_path_matches_message_passing(name, group_name):
+    lattice = LATTICES[name]
+    conv = make_conv(group_name, dtype=torch.float32)
+    _, slow, fast = both_paths(conv, lattice, batch=2, dtype=torch.float32)
+    assert fast.shape == slow.shape == (2 * lattice.num_cells, conv.rep_out.dim)
+    assert relative_error(fast, slow) < 1e-5
+    conv = conv.double()
+    _, slow, fast = both_paths(conv, lattice, batch=3, dtype=torch.float64)
+    assert relative_error(fast, slow) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["2d-periodic", "2d-bounded-disc", "3d-bounded"])
+@pytest.mark.parametrize("aggr", ["add", "mean"])
+@pytest.mark.parametrize("self_loops", [True, False])
+def test_aggregations_and_self_loops(name, aggr, self_loops):
+    lattice = LATTICES[name]
+    conv = make_conv("C4", aggr)
+    _, slow, fast = both_paths(conv, lattice, 2, torch.float64, self_loops)
+    assert relative_error(fast, slow) < 1e-12
+
+
+@pytest.mark.parametrize("relaxed", [False, True])
+def test_gradients_agree(relaxed):
+    lattice = LATTICES["2d-mixed"]
+    conv = make_conv("D4", relaxed=relaxed)
+    x, slow, fast = both_paths(conv, lattice, 2, torch.float64)
+    weights = torch.randn_like(slow)
+    params = [p for p in conv.parameters() if p.requires_grad]
+    grads_slow = torch.autograd.grad((slow * weights).sum(), [x, *params], allow_unused=True)
+    grads_fast = torch.autograd.grad((fast * weights).sum(), [x, *params], allow_unused=True)
+    for a, b in zip(grads_fast, grads_slow):
+        if b is None:
+            assert a is None or float(a.abs().max()) == 0.0
+            continue
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_layers_with_attributes_keep_message_passing():
+    lattice = LATTICES["2d-periodic"]
+    conv = ImplicitSteerableConv(LAYOUT_IN, LAYOUT_OUT, group=group_from_name("C4"), edge_dim=1)
+    graph = lattice_graph(lattice, 1)
+    x = random_nodes(lattice, 1, torch.float32)
+    edge_attr = torch.randn(graph.edge_index.shape[1], 1)
+    plain = conv(x, graph.pos, graph.edge_index, edge_attr, rel=graph.offsets)
+    given = conv(x, graph.pos, graph.edge_index, edge_attr, rel=graph.offsets, lattice=lattice)
+    assert torch.equal(plain, given)
+
+
+# --------------------------------------------------------------------------- the ops
+
+
+@pytest.mark.parametrize("name", list(LATTICES))
+def test_edge_counts_degrees_and_offsets_match_the_graph(name):
+    lattice = LATTICES[name]
+    for self_loops in (True, False):
+        graph = lattice_graph(lattice, 1, self_loops=self_loops, dtype=torch.float64)
+        assert lattice_edge_count(lattice, self_loops) == graph.edge_index.shape[1]
+        degree = torch.bincount(graph.edge_index[1], minlength=lattice.num_cells)
+        expected = degree.clamp_min(1).double().reshape(lattice.shape)
+        assert torch.equal(
+            lattice_degree(lattice, self_loops=self_loops, dtype=torch.float64), expected
+        )
+    rel = stencil_relative_positions(lattice, torch.float64)
+    graph = lattice_graph(lattice, 1, dtype=torch.float64)
+    assert torch.equal(rel[graph.stencil_index], graph.offsets)
+
+
+def test_weight_is_the_kernel_at_the_offsets():
+    lattice = Lattice((5, 5), spacing=0.5, radius=2, stencil="disc")
+    weight = lattice_weight(lambda rel: rel[:, :, None].expand(-1, 3, 2), lattice)
+    assert weight.shape == (3, 2, 5, 5)
+    assert float(weight[0, 0, 2, 4]) == 1.0  # offset (dy, dx) = (0, 2) at x = 2 * 0.5
+    assert float(weight[1, 1, 0, 2]) == -1.0  # (dy, dx) = (-2, 0): y = -1
+    assert float(weight.abs()[..., 0, 0].sum()) == 0.0  # a disc has no corner taps
+
+
+def test_bad_input_names_the_argument():
+    lattice = LATTICES["2d-periodic"]
+    conv = make_conv("C4", dtype=torch.float32)
+    graph = lattice_graph(lattice, 2)
+    x = random_nodes(lattice, 2, torch.float32)
+    with pytest.raises(ValueError, match="edge_index: .* edges do not form"):
+        conv(x, graph.pos, graph.edge_index[:, :-3], lattice=lattice)
+    other = Lattice((7, 6), radius=1)
+    with pytest.raises(ValueError, match="lattice: 84 nodes"):
+        conv(x, graph.pos, graph.edge_index, lattice=Lattice((5, 5)))
+    with pytest.raises(TypeError, match="lattice: expected a Lattice"):
+        conv(x, graph.pos, graph.edge_index, lattice=(6, 7))
+    with pytest.raises(ValueError, match="edge_index: 84 edges"):
+        conv(x, graph.pos, graph.edge_index[:, :84], lattice=other)
+    with pytest.raises(ValueError, match=r"x: expected shape \[N, 8\]"):
+        conv(x[:, :5], graph.pos, graph.edge_index, lattice=lattice)
+    with pytest.raises(ValueError, match="weight: expected shape"):
+        lattice_convolution(x, torch.zeros(3, 8, 5, 5), lattice)
+    with pytest.raises(ValueError, match="kernel: expected kernels"):
+        lattice_weight(lambda rel: torch.zeros(2, 3, 3), lattice)
+    with pytest.raises(ValueError, match="radius: non-square stencil"):
+        Lattice((8, 8), radius=(1, 2), periodic=(True, False))

@@ -1,0 +1,201 @@
+"""The fused Triton kernels against float64 torch references, in Triton's CPU interpreter.
+
+Tests marked ``triton`` run the kernels themselves: ``TRITON_INTERPRET=1`` must be in the
+environment before Triton is first imported (``torch_geometric`` imports it), as
+``make test-triton`` does; they are skipped without Triton or without the interpreter. The
+unmarked tests check dispatch and input validation, which need neither Triton nor a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+from symgraph.ops import fused
+from symgraph.ops.contraction import neighbour_outer_sum
+
+# relative tolerance (to the largest reference entry) per compute dtype
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+DTYPES = list(TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """:mod:`symgraph.ops.triton_kernels` built for the CPU interpreter."""
+    if not fused.triton_available():
+        pytest.skip("Triton is not installed")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs TRITON_INTERPRET=1 in the environment (make test-triton)")
+    from symgraph.ops import triton_kernels
+
+    assert triton_kernels.INTERPRET
+    return triton_kernels
+
+
+def _graph(seed: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Unsorted ``(src, dst, num_nodes, num_senders)``: empty receivers and one hub node."""
+    gen = torch.Generator().manual_seed(seed)
+    num_nodes = int(torch.randint(6, 16, (1,), generator=gen))
+    num_senders = int(torch.randint(4, 20, (1,), generator=gen))
+    num_edges = int(torch.randint(10, 60, (1,), generator=gen))
+    dst = torch.randint(0, num_nodes, (num_edges,), generator=gen)
+    dst[dst % 3 == 1] = 0  # receivers 1, 4, 7, … have no edges
+    hub = torch.full((150 + 7 * seed,), num_nodes - 1)  # one node of very high degree
+    dst = torch.cat([dst, hub])
+    src = torch.randint(0, num_senders, (dst.shape[0],), generator=gen)
+    perm = torch.randperm(dst.shape[0], generator=gen)
+    return src[perm], dst[perm], num_nodes, num_senders
+
+
+def _rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    error = (value.detach().double() - reference.detach()).abs().max()
+    return float(error / reference.detach().abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_outer_sum_matches_float64(kernels, dtype, seed):
+    src, dst, num_nodes, num_senders = _graph(seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    num_a, num_b = (5, 7) if seed < 2 else (37, 19)  # 37 > one A block of the kernel
+    h = torch.randn(dst.shape[0], num_a, generator=gen).to(dtype)
+    x = torch.randn(num_senders, num_b, generator=gen).to(dtype)
+    grad = torch.randn(num_nodes, num_a, num_b, generator=gen).to(dtype)
+
+    h64, x64 = h.double().requires_grad_(), x.double().requires_grad_()
+    ref = neighbour_outer_sum(h64, x64[src], dst, num_nodes, backend="scatter")
+    ref_h, ref_x = torch.autograd.grad(ref, (h64, x64), grad.double())
+
+    for deterministic in (True, False):
+        h_, x_ = h.clone().requires_grad_(), x.clone().requires_grad_()
+        out = fused.fused_outer_sum(
+            h_, x_, src, dst, num_nodes, backend="triton", deterministic=deterministic
+        )
+        assert out.dtype == dtype and out.shape == ref.shape
+        grad_h, grad_x = torch.autograd.grad(out, (h_, x_), grad)
+        assert _rel_error(out, ref) < TOLERANCE[dtype]
+        assert _rel_error(grad_h, ref_h) < TOLERANCE[dtype]
+        assert _rel_error(grad_x, ref_x) < TOLERANCE[dtype]
+        empty = torch.bincount(dst, minlength=num_nodes) == 0
+        assert empty.any() and (out[empty] == 0).all()
+
+
+@pytest.mark.triton
+def test_deterministic_backward_is_bitwise_reproducible(kernels):
+    src, dst, num_nodes, num_senders = _graph(3)
+    h = torch.randn(dst.shape[0], 6, requires_grad=True)
+    x = torch.randn(num_senders, 9, requires_grad=True)
+    grads = []
+    for _ in range(2):
+        out = fused.fused_outer_sum(h, x, src, dst, num_nodes, backend="triton", deterministic=True)
+        grads.append(torch.autograd.grad(out.square().sum(), (h, x)))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.triton
+def test_neighbour_outer_sum_triton_backend(kernels):
+    src, dst, num_nodes, num_senders = _graph(4)
+    h = torch.randn(dst.shape[0], 8, dtype=torch.float64)
+    f = torch.randn(dst.shape[0], 11, dtype=torch.float64)
+    ref = neighbour_outer_sum(h, f, dst, num_nodes, backend="scatter")
+    h32 = h.float().requires_grad_()
+    out = neighbour_outer_sum(h32, f.float(), dst, num_nodes, backend="triton")
+    assert _rel_error(out, ref) < TOLERANCE[torch.float32]
+    (grad_h,) = torch.autograd.grad(out.sum(), h32)
+    ref_h = f.sum(1, keepdim=True).expand_as(h)  # d/dh_ea Σ_b h_ea f_eb
+    assert _rel_error(grad_h, ref_h) < TOLERANCE[torch.float32]
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("reduce", fused.REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_segment_reduce_matches_float64(kernels, reduce, dtype):
+    gen = torch.Generator().manual_seed(7)
+    num_segments, num_f = 9, 70  # 70 > one feature block of the kernel
+    index = torch.randint(0, num_segments - 1, (40,), generator=gen)
+    index[index == 2] = 3  # segments 2 and 8 are empty
+    index = torch.cat([index, torch.full((120,), 5)])[torch.randperm(160, generator=gen)]
+    x = torch.randn(index.shape[0], num_f, generator=gen)
+    if reduce == "max":  # distinct integers per column (exact in bfloat16): no ties
+        x = torch.stack([torch.randperm(x.shape[0], generator=gen) for _ in range(num_f)], 1)
+        x = x - x.shape[0] // 2
+    x = x.to(dtype)
+    grad = torch.randn(num_segments, num_f, generator=gen).to(dtype)
+
+    x64 = x.double().requires_grad_()
+    ref = fused.segment_reduce(x64, index, num_segments, reduce, backend="torch")
+    (ref_x,) = torch.autograd.grad(ref, x64, grad.double())
+    x_ = x.clone().requires_grad_()
+    out = fused.segment_reduce(x_, index, num_segments, reduce, backend="triton")
+    (grad_x,) = torch.autograd.grad(out, x_, grad)
+    assert out.dtype == dtype
+    assert _rel_error(out, ref) < TOLERANCE[dtype]
+    assert _rel_error(grad_x, ref_x) < TOLERANCE[dtype]
+    assert (out[[2, 8]] == 0).all()
+
+
+@pytest.mark.triton
+def test_index_input_is_sorted_or_converted(kernels):
+    src, dst, num_nodes, num_senders = _graph(5)
+    h = torch.randn(dst.shape[0], 4)
+    x = torch.randn(num_senders, 3)
+    ref = neighbour_outer_sum(h.double(), x.double()[src], dst, num_nodes, backend="scatter")
+    strided_src = torch.stack([src, src], 1)[:, 0]  # non-contiguous
+    assert not strided_src.is_contiguous()
+    for s, d in ((strided_src, dst), (src.int(), dst.int())):
+        out = fused.fused_outer_sum(h, x, s, d, num_nodes, backend="triton")
+        assert _rel_error(out, ref) < TOLERANCE[torch.float32]
+
+
+def test_bad_indices_are_rejected():
+    h, x = torch.randn(5, 3), torch.randn(4, 2)
+    dst = torch.tensor([0, 0, 1, 2, 2])
+    with pytest.raises(TypeError, match="src"):
+        fused.fused_outer_sum(h, x, torch.zeros(5), dst, 3, backend="torch")
+    with pytest.raises(TypeError, match="dst"):
+        fused.fused_outer_sum(h, x, torch.zeros(5, dtype=torch.long), dst.bool(), 3)
+    with pytest.raises(ValueError, match=r"src: entries must lie in \[0, 4\)"):
+        fused.fused_outer_sum(h, x, torch.tensor([0, 1, 2, 3, 4]), dst, 3)
+    with pytest.raises(ValueError, match="src: expected shape"):
+        fused.fused_outer_sum(h, x, torch.tensor([0, 1]), dst, 3)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        fused.outer_sum_csr(h, h, torch.tensor([0, 3, 2, 5]))
+    with pytest.raises(ValueError, match="ptr: expected CSR offsets"):
+        fused.outer_sum_csr(h, h, torch.tensor([0, 2, 4]))
+    with pytest.raises(ValueError, match="reduce"):
+        fused.segment_reduce(x, torch.zeros(4, dtype=torch.long), 1, "min")
+
+
+def test_cpu_dispatch_never_selects_triton():
+    h, f = torch.randn(6, 3), torch.randn(6, 2)
+    dst = torch.tensor([2, 0, 0, 1, 2, 2])  # irregular and unsorted
+    assert not fused.use_triton(h, f)
+    out = neighbour_outer_sum(h, f, dst, 4)
+    assert torch.equal(out, neighbour_outer_sum(h, f, dst, 4, backend="padded"))
+    src = torch.tensor([0, 1, 2, 3, 4, 5])
+    assert torch.equal(fused.fused_outer_sum(h, f, src, dst, 4), out)
+
+
+class _CudaStandIn:
+    """Quacks like a CUDA float tensor for :func:`fused.use_triton` (no GPU needed)."""
+
+    is_cuda = True
+    dtype = torch.float32
+
+    def is_floating_point(self) -> bool:
+        return True
+
+
+def test_cuda_without_triton_warns_once(monkeypatch):
+    monkeypatch.setattr(fused, "triton_available", lambda: False)
+    fused._warn_no_triton.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not fused.use_triton(_CudaStandIn())
+        assert not fused.use_triton(_CudaStandIn())
+    assert len([w for w in caught if "Triton is not installed" in str(w.message)]) == 1
+    fused._warn_no_triton.cache_clear()
