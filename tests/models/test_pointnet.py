@@ -1,0 +1,266 @@
+"""SteerablePointNet: invariance for every catalog group, pooling, learning, bad input, the
+``modelnet40`` job and the example."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+from symgraph.data import ProceduralShapes
+from symgraph.groups import GROUPS, group_from_name
+from symgraph.models import SteerablePointNet
+from symgraph.models.pooling import farthest_point_sampling, knn_bipartite
+from symgraph.testing import equivariance_error
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = dict(hidden="4x0e + 2x1o + 1x2e", k=5, ratio=0.5, mlp_hidden=16)
+
+
+def clouds(num: int = 2, points: int = 20, dtype=torch.float64, seed: int = 0):
+    """Random clouds in general position (distance ties have probability zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.randn(num * points, 3, generator=gen, dtype=dtype)
+    normal = F.normalize(torch.randn(num * points, 3, generator=gen, dtype=dtype), dim=1)
+    return pos, normal, torch.arange(num).repeat_interleave(points)
+
+
+def small_model(group, **kwargs) -> SteerablePointNet:
+    torch.manual_seed(0)
+    return SteerablePointNet(3, group, **{**SMALL, **kwargs}).double().eval()
+
+
+# --------------------------------------------------------------------------- symmetry
+@pytest.mark.parametrize("name", [*GROUPS, "C3", "D4"])
+def test_logits_invariant_under_every_catalog_group(name: str) -> None:
+    group = group_from_name(name)
+    model = small_model(group)
+    pos, normal, batch = clouds()
+    gen = torch.Generator().manual_seed(1)
+    err = equivariance_error(
+        lambda p, n: model.classify(p, n, batch), group, [pos, normal], ["pos", "vector"], None,
+        num_elements=4, generator=gen,
+    )  # fmt: skip
+    assert err < 1e-10, f"{name}: relative invariance error {err:.2e}"
+
+
+def test_model_of_a_small_group_sees_larger_rotations() -> None:
+    """The invariance test is not vacuous: a trivial-group model is not SO(3)-invariant."""
+    model = small_model("Trivial")
+    pos, normal, batch = clouds()
+    gen = torch.Generator().manual_seed(2)
+    err = equivariance_error(
+        lambda p, n: model.classify(p, n, batch), group_from_name("SO3"), [pos, normal],
+        ["pos", "vector"], None, num_elements=2, generator=gen,
+    )  # fmt: skip
+    assert err > 1e-3
+
+
+def test_translation_and_scale_invariance() -> None:
+    model = small_model("O3", use_normals=False)
+    pos, _, batch = clouds()
+    ref = model.classify(pos, None, batch)
+    moved = model.classify(3.7 * pos + torch.tensor([1.0, -2.0, 5.0], dtype=pos.dtype), None, batch)
+    assert (moved - ref).abs().max() < 1e-10 * ref.abs().max()
+
+
+def test_forward_takes_a_pyg_batch_and_training_mode_is_invariant_too() -> None:
+    model = small_model("SO3").train()
+    pos, normal, batch = clouds(num=3)
+    data = Batch.from_data_list(
+        [Data(pos=pos[batch == i], normal=normal[batch == i]) for i in range(3)]
+    )
+    g = group_from_name("SO3").sample(1, dtype=torch.float64)[0]
+    out = model(data)
+    assert out.shape == (3, 3)
+    assert torch.allclose(model.classify(pos @ g.T, normal @ g.T, batch), out, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- pooling
+def test_farthest_point_sampling() -> None:
+    pos, _, batch = clouds(num=2, points=10)
+    index, new_batch = farthest_point_sampling(pos, 0.35, batch)
+    assert new_batch.tolist() == [0] * 4 + [1] * 4  # ceil(0.35 * 10) = 4 per cloud
+    first = pos[:10] - pos[:10].mean(0)
+    assert int(index[0]) == int(first.norm(dim=1).argmax())  # starts farthest from centroid
+    chosen = pos[index[:2]]
+    rest = torch.cdist(pos[:10], chosen).min(dim=1).values
+    assert int(index[2]) == int(rest.argmax())  # then farthest from the chosen set
+    g = group_from_name("O3").sample(1, dtype=torch.float64)[0]
+    moved, _ = farthest_point_sampling(pos @ g.T + 1.0, 0.35, batch)
+    assert moved.tolist() == index.tolist()
+    assert len(farthest_point_sampling(pos[:10], 0.3)[0]) == 3  # not 4 by rounding
+
+
+def test_farthest_point_sampling_with_duplicates_picks_distinct_points() -> None:
+    pos = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]])
+    index, _ = farthest_point_sampling(pos, 1.0)
+    assert sorted(index.tolist()) == [0, 1, 2, 3]
+
+
+def test_knn_bipartite_matches_brute_force() -> None:
+    pos, _, batch = clouds(num=2, points=12)
+    index, new_batch = farthest_point_sampling(pos, 0.25, batch)
+    src, dst = knn_bipartite(pos, pos[index], 4, batch, new_batch)
+    assert dst.tolist() == torch.arange(6).repeat_interleave(4).tolist()
+    for target in range(6):
+        cloud = batch == new_batch[target]
+        dist = (pos - pos[index[target]]).norm(dim=1).masked_fill(~cloud, math.inf)
+        expected = set(dist.topk(4, largest=False).indices.tolist())
+        assert set(src[dst == target].tolist()) == expected
+        assert int(index[target]) in expected  # a sampled point finds itself
+
+
+# --------------------------------------------------------------------------- tta
+def test_test_time_augmentation_averages_over_the_group() -> None:
+    model = small_model("Trivial", tta=3, tta_group="C4")
+    pos, normal, batch = clouds()
+    elements = group_from_name("C4").elements()
+    expected = sum(model._logits(pos @ g.T, normal @ g.T, batch) for g in elements) / 4
+    assert torch.allclose(model.classify(pos, normal, batch), expected, atol=1e-12)
+    model.train()  # no augmentation while training
+    assert torch.allclose(model.classify(pos, normal, batch), model._logits(pos, normal, batch))
+    invariant = small_model("SO3", tta=3)  # the model's own group: logits unchanged
+    plain = small_model("SO3")
+    assert torch.allclose(
+        invariant.classify(pos, normal, batch), plain.classify(pos, normal, batch)
+    )
+
+
+# --------------------------------------------------------------------------- learning
+def test_short_training_run_learns_procedural_shapes() -> None:
+    classes = ["ellipsoid", "box", "torus", "cone"]
+    train = ProceduralShapes(48, num_points=48, classes=classes, seed=0)
+    test = ProceduralShapes(32, num_points=48, classes=classes, seed=1)
+    torch.manual_seed(0)
+    model = SteerablePointNet(4, "SO3", hidden="8x0e + 4x1o + 2x2e", k=8, mlp_hidden=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(6):
+        for batch in DataLoader(train, batch_size=8, shuffle=True):
+            loss = F.cross_entropy(model(batch), batch.y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        batch = next(iter(DataLoader(test, batch_size=32)))
+        accuracy = (model(batch).argmax(1) == batch.y).double().mean().item()
+    assert sum(losses[-6:]) < 0.7 * sum(losses[:6])
+    assert accuracy > 0.5, f"accuracy {accuracy:.2f} (chance 0.25)"
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_inputs_give_clear_errors() -> None:
+    model = small_model("SO3")
+    pos, normal, batch = clouds(num=2, points=20)
+    with pytest.raises(ValueError, match=r"k=5\) needs at least k \+ 1 = 6 points.*with 5 points"):
+        model.classify(pos[:25], normal[:25], batch[:25])
+    bad = pos.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="pos: expected finite"):
+        model.classify(bad, normal, batch)
+    bad = normal.clone()
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="normal: expected finite"):
+        model.classify(pos, bad, batch)
+    with pytest.raises(ValueError, match="use_normals=True"):
+        model(Data(pos=pos[:20]))
+    with pytest.raises(ValueError, match="normal: expected shape"):
+        model.classify(pos, normal[:, :2], batch)
+    with pytest.raises(TypeError, match="Data/Batch"):
+        model(pos)
+    with pytest.raises(ValueError, match="unknown group name 'SO4'"):
+        SteerablePointNet(3, "SO4")
+    with pytest.raises(ValueError, match="hidden: expected one representation per stage"):
+        SteerablePointNet(3, "SO3", hidden=["4x0e"], stages=2)
+    with pytest.raises(ValueError, match="ratio"):
+        SteerablePointNet(3, "SO3", ratio=0.0)
+
+
+def test_duplicate_points_are_handled() -> None:
+    """Duplicates give zero-length edges (documented): finite logits, still invariant."""
+    model = small_model("SO3")
+    pos, normal, _ = clouds(num=1, points=12)
+    pos, normal = torch.cat([pos, pos[:6]]), torch.cat([normal, normal[:6]])
+    out = model.classify(pos, normal)
+    g = group_from_name("SO3").sample(1, dtype=torch.float64)[0]
+    assert torch.isfinite(out).all()
+    assert torch.allclose(model.classify(pos @ g.T, normal @ g.T), out, atol=1e-10)
+    same = torch.zeros(10, 3, dtype=torch.float64)  # a cloud of one repeated point
+    assert torch.isfinite(model.classify(same, normal[:10])).all()
+
+
+# --------------------------------------------------------------------------- job
+JOB = [
+    "train", "modelnet40", "--num-shapes", "24", "--num-test-shapes", "8", "--num-points",
+    "24", "--k", "4", "--hidden", "4x0e + 2x1o", "--batch-size", "8", "--no-progress",
+    "--classes", "box", "torus",
+]  # fmt: skip
+
+
+def test_modelnet40_job_writes_a_run_folder(tmp_path: Path, capsys) -> None:
+    from symgraph.cli import main
+
+    out = tmp_path / "run"
+    argv = [*JOB, "--epochs", "1", "--test-rotation", "SO3", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+    for name in ("config.json", "split.json", "checkpoint.pt", "best.pt", "metrics.csv"):
+        assert (out / name).is_file(), name
+    assert (
+        main([*JOB, "--epochs", "2", "--test-rotation", "SO3", "--out", str(out), "--resume"]) == 0
+    )
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # rebuilds the same rotated test set
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]["accuracy"]
+    assert evaluated == pytest.approx(
+        json.loads((out / "test.json").read_text())["metrics"]["accuracy"]
+    )
+
+
+def test_modelnet40_job_on_the_real_sample(shared_data: Path, tmp_path: Path, capsys) -> None:
+    from symgraph.cli import main
+
+    root = shared_data / "modelnet40"
+    if not (root / "modelnet40_normal_resampled").is_dir():
+        pytest.skip("ModelNet40 sample not found")
+    argv = [
+        "train", "modelnet40", "--dataset", "modelnet40", "--root", str(root), "--cache",
+        str(tmp_path / "cache"), "--num-points", "24", "--k", "4", "--hidden", "4x0e + 2x1o",
+        "--epochs", "1", "--subset", "16", "--no-progress", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["metrics"]["accuracy"] <= 1.0
+
+
+def test_modelnet40_job_bad_data_arguments(tmp_path: Path, capsys) -> None:
+    from symgraph.cli import main
+
+    with pytest.raises(ValueError, match="unknown class names \\['unicorn'\\]"):
+        main([*JOB, "unicorn", "--out", str(tmp_path / "a")])
+    empty = tmp_path / "modelnet"
+    (empty / "modelnet40_normal_resampled").mkdir(parents=True)
+    argv = ["train", "modelnet40", "--dataset", "modelnet40", "--root", str(empty)]
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 2  # missing split file: usage error
+    assert "modelnet40_train.txt not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- example
+def test_example_runs_in_quick_mode(tmp_path: Path) -> None:
+    path = REPO / "examples" / "pointcloud_classification.py"
+    spec = importlib.util.spec_from_file_location("pointcloud_classification", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    accuracy = module.main(["--quick", "--out", str(tmp_path)])
+    assert set(accuracy) == {"aligned", "SO(3)-rotated"}
