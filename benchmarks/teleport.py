@@ -1,0 +1,537 @@
+"""Symmetry teleportation benchmark: every job with and without teleportation, same seeds.
+
+Jobs (Zhao, Dehmamy, Walters, Yu, NeurIPS 2022, and GNN training on QM9):
+
+- ``booth``, ``rosenbrock``: gradient descent on the test functions, teleporting along the
+  SO(2) orbit of ``v = φ(x)`` (``L = ‖v‖²``);
+- ``mlp``: the paper's 3-layer leaky-ReLU regression ``‖Y − W3 σ(W2 σ(W1 X))‖²`` (``X [5, 4]``:
+  4 samples, so the data-dependent GL(d) action is exact), SGD, one teleport at step 5;
+- ``gnn``: a PyG GIN (``torch_geometric.nn.models.GIN`` + add-pool + MLP head) regressing the
+  QM9 HOMO-LUMO gap (standardised) on the 12k-molecule subset, teleporting along the
+  positive rescalings found by :func:`symgraph.teleport.find_symmetries`.
+
+For every job: loss against steps and against wall-clock (teleport cost included), the
+wall-clock and steps to reach a fixed training loss (the baseline's final loss), and the
+final test error (GNN). Writes ``teleport_<job>.png`` and ``teleport.md`` under ``--out``
+(default ``benchmarks/out``) and prints the table.
+
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py            # full run (~25 min on 1 core)
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick    # < 60 s smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from symgraph.teleport import SO2ChartSymmetry, Teleport, find_symmetries  # noqa: E402
+
+QM9_DIR = REPO.parent / "shared" / "data" / "qm9"
+
+
+@dataclass
+class Curve:
+    """One training run: per-step loss and cumulative wall-clock (teleports included)."""
+
+    label: str
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # thread CPU time, same points
+    eval_steps: list[int] = field(default_factory=list)  # steps at which ``eval_loss`` is taken
+    eval_loss: list[float] = field(default_factory=list)  # full training-set loss
+    teleport_seconds: float = 0.0
+    teleports: int = 0
+    refused: int = 0
+    test_error: float | None = None
+
+    def tracked(self) -> tuple[list[int], list[float]]:
+        """(steps, loss) used for the threshold: eval losses when present, else per-step."""
+        if self.eval_loss:
+            return self.eval_steps, self.eval_loss
+        return list(range(len(self.loss))), self.loss
+
+
+@dataclass
+class JobResult:
+    job: str
+    runs: list[tuple[Curve, Curve]]  # (baseline, teleport) per seed
+    loss_name: str
+    error_name: str = ""
+    notes: str = ""
+
+
+# ----------------------------------------------------------------------------- shared loop
+def train(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    batches: Callable[[], Sequence[object]],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    label: str,
+    teleporter: Teleport | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+) -> Curve:
+    """Plain loop: teleport (if due) then one optimizer step per batch.
+
+    ``batches()`` gives one epoch of batches. ``evaluate(model)`` (full training-set loss)
+    runs after each epoch outside the timed region.
+    """
+    curve = Curve(label)
+    elapsed, cpu, step = 0.0, 0.0, 0
+    for _ in range(epochs):
+        for batch in batches():
+            start, cpu_start = time.perf_counter(), time.thread_time()
+            if teleporter is not None:
+                result = teleporter(model, batch, optimizer, step=step)
+                if result is not None:
+                    curve.teleports += 1
+                    curve.refused += int(not result.accepted)
+                    curve.teleport_seconds += result.seconds
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            loss.backward()
+            optimizer.step()
+            elapsed += time.perf_counter() - start
+            cpu += time.thread_time() - cpu_start
+            curve.loss.append(float(loss.detach()))
+            curve.seconds.append(elapsed)
+            curve.cpu_seconds.append(cpu)
+            step += 1
+        if evaluate is not None:
+            curve.eval_steps.append(step - 1)
+            curve.eval_loss.append(evaluate(model))
+    return curve
+
+
+def time_to_reach(curve: Curve, threshold: float) -> tuple[int, float, float] | None:
+    """First (steps, wall-clock s, CPU s) at which the tracked loss is ≤ ``threshold``."""
+    steps, values = curve.tracked()
+    for s, v in zip(steps, values):
+        if v <= threshold:
+            return s + 1, curve.seconds[s], curve.cpu_seconds[s]
+    return None
+
+
+# ----------------------------------------------------------------------------- test functions
+class Point(nn.Module):
+    """A 2-D point ``x`` as the only parameter (for the test functions)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        self.x = nn.Parameter(x.clone())
+
+
+def booth(model: Point, _: object = None) -> torch.Tensor:
+    x = model.x
+    return (x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2
+
+
+def rosenbrock(model: Point, _: object = None) -> torch.Tensor:
+    x = model.x
+    return 100 * (x[0] ** 2 - x[1]) ** 2 + (x[0] - 1) ** 2
+
+
+def booth_symmetry() -> SO2ChartSymmetry:
+    """``v = (x₁ + 2x₂ − 7, 2x₁ + x₂ − 5)``, ``L = ‖v‖²``."""
+    return SO2ChartSymmetry(
+        "SO(2) on Booth's v",
+        "x",
+        lambda x: torch.stack([x[0] + 2 * x[1] - 7, 2 * x[0] + x[1] - 5]),
+        lambda v: torch.stack([(-v[0] + 2 * v[1]) / 3 + 1, (2 * v[0] - v[1]) / 3 + 3]),
+    )
+
+
+def rosenbrock_symmetry() -> SO2ChartSymmetry:
+    """``v = (10(x₁² − x₂), x₁ − 1)``, ``L = ‖v‖²``; ``x = (v₂ + 1, (v₂ + 1)² − v₁/10)``."""
+    return SO2ChartSymmetry(
+        "SO(2) on Rosenbrock's v",
+        "x",
+        lambda x: torch.stack([10 * (x[0] ** 2 - x[1]), x[0] - 1]),
+        lambda v: torch.stack([v[1] + 1, (v[1] + 1) ** 2 - v[0] / 10]),
+    )
+
+
+def run_test_function(name: str, seeds: Sequence[int], quick: bool) -> JobResult:
+    """GD with and without SO(2) teleportation on Booth or Rosenbrock."""
+    if name == "booth":
+        loss_fn, sym, lr, steps = booth, booth_symmetry(), 5e-3, 200
+        low, high = torch.tensor([-5.0, -5.0]), torch.tensor([5.0, 5.0])
+        schedule = "at:0"  # one teleport at the start
+    else:
+        loss_fn, sym, lr, steps = rosenbrock, rosenbrock_symmetry(), 1e-4, 2000
+        low, high = torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 3.0])
+        schedule = "every:100"
+    if quick:
+        steps //= 2
+    runs = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        x0 = (low + (high - low) * torch.rand(2, generator=gen)).double()
+        curves = []
+        for use in (False, True):
+            model = Point(x0)
+            tp = Teleport(schedule, loss_fn, steps=5, lr=0.2, symmetries=[sym]) if use else None
+            curves.append(
+                train(
+                    model,
+                    loss_fn,
+                    lambda: [None],
+                    torch.optim.SGD(model.parameters(), lr=lr),
+                    steps,
+                    "GD + teleport" if use else "GD",
+                    tp,
+                )
+            )
+        runs.append((curves[0], curves[1]))
+    return JobResult(name, runs, "loss")
+
+
+# ----------------------------------------------------------------------------- paper MLP
+def run_mlp(seeds: Sequence[int], quick: bool) -> JobResult:
+    """The paper's regression: dims [4, 5, 6, 7, 8], leaky ReLU 0.1, SGD lr 1e-4."""
+    steps = 150 if quick else 300
+    runs = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        # the paper's setup: entries uniform in [0, 1), X: 4 samples of dimension 5
+        x = torch.rand(4, 5, generator=gen, dtype=torch.float64)
+        y = torch.rand(4, 8, generator=gen, dtype=torch.float64)
+        weights = [
+            torch.rand(o, i, generator=gen, dtype=torch.float64)
+            for i, o in ((5, 6), (6, 7), (7, 8))
+        ]
+
+        def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return 0.5 * (model(batch[0]) - batch[1]).pow(2).sum()
+
+        curves = []
+        for use in (False, True):
+            model = nn.Sequential(
+                nn.Linear(5, 6, bias=False),
+                nn.LeakyReLU(0.1),
+                nn.Linear(6, 7, bias=False),
+                nn.LeakyReLU(0.1),
+                nn.Linear(7, 8, bias=False),
+            ).double()
+            with torch.no_grad():
+                for layer, w in zip(model[::2], weights):
+                    layer.weight.copy_(w)
+            tp = None
+            if use:
+                tp = Teleport("at:5", loss_fn, steps=8, lr=0.05, kinds=("gl",))
+            curves.append(
+                train(
+                    model,
+                    loss_fn,
+                    lambda x=x, y=y: [(x, y)],
+                    torch.optim.SGD(model.parameters(), lr=1e-4),
+                    steps,
+                    "SGD + teleport" if use else "SGD",
+                    tp,
+                )
+            )
+        runs.append((curves[0], curves[1]))
+    return JobResult("mlp", runs, "loss")
+
+
+# ----------------------------------------------------------------------------- GNN on QM9
+class GINRegressor(nn.Module):
+    """PyG GIN (3 layers) → global add pool → MLP head; one scalar per graph."""
+
+    def __init__(self, in_channels: int, hidden: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        from torch_geometric.nn.models import GIN
+
+        self.gnn = GIN(in_channels, hidden, layers)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, data) -> torch.Tensor:
+        from torch_geometric.nn import global_add_pool
+
+        h = self.gnn(data.x, data.edge_index)
+        return self.head(global_add_pool(h, data.batch, size=data.num_graphs)).squeeze(-1)
+
+
+def load_qm9(quick: bool, root: Path):
+    """QM9 gap regression data from the shared CSVs (``symgraph.data.qm9``)."""
+    from symgraph.data.qm9 import QM9
+
+    files = sorted(QM9_DIR.glob("qm9pack_subset12k_part*.csv.gz"))
+    if not files:
+        raise FileNotFoundError(f"QM9 subset not found under {QM9_DIR}")
+    subset = 1500 if quick else None
+    dataset = QM9(
+        root, source="csv", csv_files=files, target="gap", subset=subset, cutoff=None, log=False
+    )
+    name = "QM9 12k subset" if not quick else "QM9, first 1500 molecules of the 12k subset"
+    return dataset, f"{name}, HOMO-LUMO gap (eV), bond graph, 80/10/10 split"
+
+
+def synthetic_graphs(n: int, seed: int = 0):
+    """Random geometric graphs with a smooth graph-level target (no data files needed)."""
+    from torch_geometric.data import Data
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        m = int(torch.randint(6, 16, (1,), generator=gen))
+        pos = torch.rand(m, 3, generator=gen) * 3
+        dist = torch.cdist(pos, pos)
+        src, dst = ((dist < 1.2) & (dist > 0)).nonzero(as_tuple=True)
+        x = torch.nn.functional.one_hot(torch.randint(0, 5, (m,), generator=gen), 5).float()
+        y = (x[:, 0] - x[:, 1]).sum() + 0.3 * float(len(src)) / m
+        out.append(Data(x=x, edge_index=torch.stack([src, dst]), y=y.reshape(1, 1)))
+    return out
+
+
+# Teleport settings per optimizer: (name, Teleport keyword arguments). "paper" is Algorithm 1
+# (maximise ‖∇L‖²) with small steps; "descent" maximises the one-step decrease instead.
+GNN_VARIANTS: dict[str, list[tuple[str, dict]]] = {
+    "sgd": [
+        ("paper", dict(objective="grad_norm", steps=3, lr=0.03)),
+        ("descent", dict(objective="descent", steps=5, lr=0.1)),
+    ],
+    "adam": [("paper", dict(objective="grad_norm", steps=3, lr=0.03))],
+}
+
+
+SGD_LR = 0.005
+
+
+def _optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=1e-3)
+    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {name!r}")
+
+
+def run_gnn(
+    dataset,
+    seeds: Sequence[int],
+    description: str,
+    *,
+    epochs: int = 20,
+    optimizer: str = "sgd",
+    schedule: str = "every:100",
+    variants: Sequence[tuple[str, dict]] | None = None,
+    batch_size: int = 64,
+) -> list[JobResult]:
+    """Train a GIN with and without teleportation (one baseline per seed, shared).
+
+    ``dataset``: graphs with ``x [N, F]``, ``edge_index`` and a scalar ``y``. Returns one
+    :class:`JobResult` per teleport variant.
+    """
+    from torch_geometric.loader import DataLoader
+
+    variants = list(variants if variants is not None else GNN_VARIANTS[optimizer])
+    n = len(dataset)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345)).tolist()
+    n_test = max(1, n // 10)
+    test_set = [dataset[i] for i in perm[:n_test]]
+    train_set = [dataset[i] for i in perm[2 * n_test :]]  # perm[n_test:2n_test]: validation
+    ys = torch.cat([d.y.reshape(-1) for d in train_set])
+    mean, std = float(ys.mean()), float(ys.std())
+    in_channels = int(train_set[0].x.shape[1])
+
+    def loss_fn(model: nn.Module, batch) -> torch.Tensor:
+        return (model(batch) - (batch.y.reshape(-1) - mean) / std).pow(2).mean()
+
+    eval_loader = DataLoader(train_set, batch_size=512)
+    test_loader = DataLoader(test_set, batch_size=512)
+
+    def evaluate(model: nn.Module) -> float:
+        with torch.no_grad():
+            total = sum(float(loss_fn(model, b)) * b.num_graphs for b in eval_loader)
+        return total / len(train_set)
+
+    def test_mae(model: nn.Module) -> float:
+        with torch.no_grad():
+            err = sum(
+                float((model(b) * std + mean - b.y.reshape(-1)).abs().sum()) for b in test_loader
+            )
+        return err / len(test_set)
+
+    def one_run(seed: int, label: str, options: dict | None) -> Curve:
+        torch.manual_seed(seed)
+        model = GINRegressor(in_channels)
+        opt = _optimizer(optimizer, model)
+        tp = None
+        if options is not None:
+            options = dict(options)
+            if options.get("objective") == "descent":
+                options["descent_lr"] = opt.param_groups[0]["lr"]
+            tp = Teleport(schedule, loss_fn, **options)
+        loader_gen = torch.Generator().manual_seed(seed)
+        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=loader_gen)
+        curve = train(model, loss_fn, lambda: loader, opt, epochs, label, tp, evaluate)
+        curve.test_error = test_mae(model)
+        return curve
+
+    runs: dict[str, list[tuple[Curve, Curve]]] = {name: [] for name, _ in variants}
+    for seed in seeds:
+        base = one_run(seed, optimizer.upper(), None)
+        for name, options in variants:
+            runs[name].append((base, one_run(seed, f"{optimizer.upper()} + teleport", options)))
+    syms = find_symmetries(GINRegressor(in_channels))
+    results = []
+    for name, options in variants:
+        setting = ", ".join(f"{k}={v}" for k, v in options.items())
+        notes = (
+            f"{description}; PyG GIN(3 layers, 64) + add-pool + MLP head, {optimizer} "
+            f"(batch {batch_size}, {epochs} epochs); {len(syms)} rescaling symmetries; "
+            f"teleport {schedule} on the current minibatch, {setting}"
+        )
+        results.append(
+            JobResult(
+                f"gnn-gin-{optimizer}-{name}",
+                runs[name],
+                "train MSE (standardised)",
+                "test MAE (eV)",
+                notes,
+            )
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------- report
+def summarize(result: JobResult) -> list[str]:
+    """Markdown rows: one per job, aggregated over seeds."""
+    speedups, cpu_speedups, step_ratios, reached, tp_share = [], [], [], 0, []
+    base_err, tele_err, final_b, final_t = [], [], [], []
+    for base, tele in result.runs:
+        threshold = base.tracked()[1][-1]
+        a, b = time_to_reach(base, threshold), time_to_reach(tele, threshold)
+        if b is not None:
+            reached += 1
+            speedups.append(a[1] / max(b[1], 1e-12))
+            cpu_speedups.append(a[2] / max(b[2], 1e-12))
+            step_ratios.append(a[0] / b[0])
+        tp_share.append(tele.teleport_seconds / max(tele.seconds[-1], 1e-12))
+        final_b.append(base.tracked()[1][-1])
+        final_t.append(tele.tracked()[1][-1])
+        if base.test_error is not None:
+            base_err.append(base.test_error)
+            tele_err.append(tele.test_error)
+
+    def gmean(values: list[float]) -> str:
+        if not values:
+            return "not reached"
+        return f"{math.exp(sum(math.log(v) for v in values) / len(values)):.2f}×"
+
+    def mean(values: list[float], fmt: str = ".3g") -> str:
+        return format(sum(values) / len(values), fmt) if values else "—"
+
+    n = len(result.runs)
+    err = f"{mean(base_err, '.4f')} / {mean(tele_err, '.4f')}" if base_err else "—"
+    return [
+        f"| {result.job} | {n} | {gmean(speedups)} ({reached}/{n} reached) | "
+        f"{gmean(cpu_speedups)} | {gmean(step_ratios)} | {100 * sum(tp_share) / n:.1f}% | "
+        f"{mean(final_b)} / {mean(final_t)} | {err} |"
+    ]
+
+
+TABLE_HEADER = [
+    "| job | seeds | wall-clock speed-up to the baseline's final loss | CPU-time speed-up | "
+    "step speed-up | teleport share of wall-clock | final loss (base / teleport) | test error "
+    "(base / teleport) |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def plot(result: JobResult, path: Path) -> None:
+    """Loss against steps and against wall-clock, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (base, tele) in enumerate(result.runs):
+        for curve, color in ((base, "tab:blue"), (tele, "tab:red")):
+            steps, values = curve.tracked()
+            label = curve.label if i == 0 else None
+            xs = [s + 1 for s in steps]
+            axes[0].plot(xs, values, color=color, alpha=0.7, label=label)
+            axes[1].plot(
+                [curve.seconds[s] for s in steps], values, color=color, alpha=0.7, label=label
+            )
+    for ax, xlabel in zip(axes, ("step", "wall-clock (s, teleports included)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(result.loss_name)
+        ax.set_yscale("log")
+        ax.legend()
+    fig.suptitle(f"teleportation: {result.job}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> list[JobResult]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run (< 60 s)")
+    parser.add_argument("--jobs", default="booth,rosenbrock,mlp,gnn")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per job")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--gnn-data", choices=("qm9", "synthetic"), default="qm9")
+    parser.add_argument("--gnn-optimizers", default="sgd,adam")
+    parser.add_argument("--gnn-epochs", type=int, default=None)
+    parser.add_argument("--gnn-schedule", default=None, help="default every:100")
+    parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    results: list[JobResult] = []
+    for job in jobs:
+        start = time.perf_counter()
+        if job in ("booth", "rosenbrock"):
+            results.append(run_test_function(job, seeds, args.quick))
+        elif job == "mlp":
+            results.append(run_mlp(seeds, args.quick))
+        elif job == "gnn":
+            if args.gnn_data == "qm9":
+                dataset, description = load_qm9(args.quick, args.out / "qm9")
+            else:
+                dataset = synthetic_graphs(300 if args.quick else 2000)
+                description = "synthetic random geometric graphs"
+            for opt in args.gnn_optimizers.split(","):
+                results += run_gnn(
+                    dataset,
+                    seeds[:1] if args.quick else seeds[: args.gnn_seeds],
+                    description,
+                    epochs=args.gnn_epochs or (3 if args.quick else 20),
+                    optimizer=opt.strip(),
+                    schedule=args.gnn_schedule or ("every:20" if args.quick else "every:100"),
+                    variants=GNN_VARIANTS[opt.strip()][:1] if args.quick else None,
+                )
+        else:
+            raise SystemExit(f"--jobs: unknown job {job!r} (booth, rosenbrock, mlp, gnn)")
+        print(f"[{job}] {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    lines = list(TABLE_HEADER)
+    for result in results:
+        lines += summarize(result)
+        plot(result, args.out / f"teleport_{result.job}.png")
+    notes = [f"- {r.job}: {r.notes}" for r in results if r.notes]
+    command = "OMP_NUM_THREADS=1 python benchmarks/teleport.py " + " ".join(argv or sys.argv[1:])
+    text = "\n".join([f"Command: `{command.strip()}`", "", *lines, "", *notes]) + "\n"
+    (args.out / "teleport.md").write_text(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()

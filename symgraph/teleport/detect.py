@@ -1,0 +1,290 @@
+"""Finding a model's parameter-space symmetries from its structure.
+
+:func:`find_symmetries` walks every registered container of the model (see
+:mod:`symgraph.teleport.builtins` for the list searched) and runs the rules named in
+``kinds``:
+
+- ``"rescale"`` — chains ``A → pass-through* → B`` where ``A`` has an output side (a linear
+  layer, a conv, a norm's affine) and ``B`` an input side: positive per-unit rescaling,
+  exact and data-free;
+- ``"norm"`` — ``A → pass-through* → normalisation``: the normalisation ignores the scale of
+  its input, so ``A``'s output side may be scaled freely (per channel for batch/graph norm,
+  globally for layer norm). Exact only for ``eps == 0`` and no running statistics; with
+  ``approximate=True`` the others are returned too, flagged ``exact=False``;
+- ``"gated"`` — symgraph's gated equivariant MLP layers: one positive scale per gated copy
+  (see :mod:`symgraph.teleport.gated`), exact and data-free;
+- ``"gl"`` — ``Linear → [LeakyReLU] → Linear`` (nothing else in between but ``Identity`` or
+  ``Dropout(p=0)``): the data-dependent GL(d) action of the paper (opt-in: exact on the
+  teleport batch only, and only for small batches).
+
+Parameters that are shared (appear twice in the model) or frozen are never touched: a
+symmetry that would change one is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from torch import nn
+
+from . import builtins as _builtins  # noqa: F401  (fills the registry)
+from . import gated as _gated  # noqa: F401  (registers the "gated" rule)
+from .base import NoSymmetryError, ParameterSymmetry, ParamSlice
+from .builtins import NORM_SCALE_TYPES
+from .registry import (
+    Stage,
+    container_stages,
+    input_slices,
+    is_passthrough,
+    output_slices,
+    register_rule,
+    registered_names,
+    registered_rules,
+)
+from .symmetries import GLSymmetry, RescaleSymmetry
+
+__all__ = ["find_symmetries", "DEFAULT_KINDS", "describe_search"]
+
+DEFAULT_KINDS: tuple[str, ...] = ("rescale", "norm", "gated")
+
+
+def _containers(model: nn.Module) -> Iterator[tuple[str, nn.Module, list[Stage]]]:
+    for name, module in model.named_modules():
+        stages = container_stages(module, name)
+        if stages:
+            yield name, module, stages
+
+
+def _positions(model: nn.Module) -> dict[str, int]:
+    return {name: i for i, (name, _) in enumerate(model.named_modules())}
+
+
+def _units(slices: list[ParamSlice], params: dict[str, nn.Parameter]) -> int | None:
+    """Common number of units of ``slices``, or ``None`` (missing/frozen/mismatched)."""
+    counts = set()
+    for sl in slices:
+        p = params.get(sl.name)
+        if p is None or not p.requires_grad:
+            return None
+        counts.add(sl.num_units(p))
+    return counts.pop() if len(counts) == 1 else None
+
+
+@register_rule("rescale")
+def rescale_rule(
+    model: nn.Module,
+    *,
+    max_log_scale: float = 2.0,
+    max_imbalance: float | None = 10.0,
+    **_: object,
+):
+    """Positive rescaling between consecutive layers of every registered container."""
+    params = dict(model.named_parameters())
+    pos = _positions(model)
+    found: dict[tuple, RescaleSymmetry] = {}
+    for _cname, _container, stages in _containers(model):
+        provider: tuple[str, list[ParamSlice]] | None = None
+        for name, module in stages:
+            if module is None:
+                provider = None
+                continue
+            if is_passthrough(module):
+                continue
+            ins = input_slices(module, name)
+            if provider is not None and ins:
+                up, down = provider[1], ins
+                n_up, n_down = _units(up, params), _units(down, params)
+                key = tuple(sorted((s.name, s.dim) for s in up + down))
+                if n_up is not None and n_up == n_down and key not in found:
+                    found[key] = RescaleSymmetry(
+                        f"rescale {provider[0]} -> {name}",
+                        up,
+                        down,
+                        n_up,
+                        max_log_scale=max_log_scale,
+                        max_imbalance=max_imbalance,
+                        order=pos.get(provider[0], 0),
+                    )
+            outs = output_slices(module, name)
+            provider = (name, outs) if outs else None
+    return list(found.values())
+
+
+def _norm_scale_kind(module: nn.Module) -> str | None:
+    if not isinstance(module, nn.Module):
+        return None
+    forward = type(module).forward
+    for cls in type(module).__mro__:
+        if cls in NORM_SCALE_TYPES and getattr(cls, "forward", None) is forward:
+            return NORM_SCALE_TYPES[cls]
+    return None
+
+
+def _norm_is_exact(module: nn.Module) -> bool:
+    inner = getattr(module, "module", module)  # PyG BatchNorm wraps torch's
+    eps = getattr(inner, "eps", None)
+    running = bool(getattr(inner, "track_running_stats", False))
+    single = bool(getattr(module, "allow_single_element", False))
+    return eps == 0 and not running and not single
+
+
+@register_rule("norm")
+def norm_scale_rule(
+    model: nn.Module, *, approximate: bool = False, max_log_scale: float = 2.0, **_: object
+):
+    """Scale invariance of the layer in front of a normalisation."""
+    params = dict(model.named_parameters())
+    pos = _positions(model)
+    found: dict[tuple, RescaleSymmetry] = {}
+    for _cname, _container, stages in _containers(model):
+        provider: tuple[str, list[ParamSlice]] | None = None
+        for name, module in stages:
+            if module is None:
+                provider = None
+                continue
+            if is_passthrough(module):
+                continue
+            shape = _norm_scale_kind(module)
+            if provider is not None and shape is not None:
+                exact = _norm_is_exact(module)
+                units = _units(provider[1], params)
+                key = tuple(sorted((s.name, s.dim) for s in provider[1]))
+                if (exact or approximate) and units is not None and key not in found:
+                    found[key] = RescaleSymmetry(
+                        f"scale of {provider[0]} before {name}",
+                        provider[1],
+                        [],
+                        units if shape == "channel" else 1,
+                        kind="norm",
+                        exact=exact,
+                        max_log_scale=max_log_scale,
+                        order=pos.get(provider[0], 0),
+                    )
+            outs = output_slices(module, name)
+            provider = (name, outs) if outs else None
+    return list(found.values())
+
+
+def _gl_linear(module: nn.Module) -> bool:
+    try:
+        from torch_geometric.nn import Linear as PygLinear
+    except ImportError:  # pragma: no cover
+        PygLinear = nn.Linear  # noqa: N806
+    forward = type(module).forward
+    return forward in (nn.Linear.forward, PygLinear.forward) and module.weight.dim() == 2
+
+
+def _gl_neutral(module: nn.Module) -> bool:
+    if type(module) is nn.Identity:
+        return True
+    return type(module) is nn.Dropout and module.p == 0
+
+
+@register_rule("gl")
+def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
+    """The data-dependent GL(d) action on ``Linear → [LeakyReLU] → Linear`` chains."""
+    params = dict(model.named_parameters())
+    pos = _positions(model)
+    found: dict[tuple[str, str], GLSymmetry] = {}
+    for _cname, _container, stages in _containers(model):
+        first: tuple[str, nn.Module] | None = None
+        slope: float | None = None
+        for name, module in stages:
+            if module is None:
+                first = None
+                continue
+            if _gl_neutral(module):
+                continue
+            if type(module) is nn.LeakyReLU and first is not None and slope is None:
+                slope = float(module.negative_slope)
+                if slope <= 0:
+                    first = None
+                continue
+            if isinstance(module, nn.Module) and _gl_linear(module):
+                if first is not None:
+                    fname, fmod = first
+                    names = [f"{fname}.weight", f"{name}.weight"]
+                    if fmod.bias is not None:
+                        names.append(f"{fname}.bias")
+                    usable = all(n in params and params[n].requires_grad for n in names)
+                    if usable and (fname, name) not in found:
+                        act = "LeakyReLU" if slope is not None else "identity"
+                        found[(fname, name)] = GLSymmetry(
+                            f"GL({fmod.weight.shape[0]}) {fname} -> {act} -> {name}",
+                            fname,
+                            name,
+                            int(fmod.weight.shape[0]),
+                            has_bias=fmod.bias is not None,
+                            negative_slope=slope,
+                            max_norm=max_norm,
+                            order=pos.get(fname, 0),
+                        )
+                first, slope = (name, module), None
+                continue
+            first, slope = None, None
+    return list(found.values())
+
+
+def describe_search(model: nn.Module, kinds: Iterable[str]) -> str:
+    """What :func:`find_symmetries` searched, for error messages."""
+    containers = [
+        f"{type(m).__name__} at {name or '<root>'!r}" for name, m, _ in _containers(model)
+    ]
+    tables = registered_names()
+    found = ", ".join(containers[:8]) + (" ..." if len(containers) > 8 else "")
+    return (
+        f"kinds searched: {tuple(kinds)}; containers with a known execution order found in "
+        f"the model: {found or 'none'}. Registered containers: "
+        f"{', '.join(tables['containers'])}. Layers with an input side: "
+        f"{', '.join(tables['layers (input side)'])}. Layers with an output side: "
+        f"{', '.join(tables['layers (output side)'])}. Pass-through activations: "
+        f"{', '.join(tables['pass-through activations'])}. Registered rules: "
+        f"{', '.join(tables['rules'])}. A symmetry needs a chain layer -> pass-through* -> "
+        f"layer inside one such container (e.g. Linear -> ReLU -> Linear in an "
+        f"nn.Sequential); activations called functionally in a custom forward are not "
+        f"visible. Declare your own with symgraph.teleport.register_rule / "
+        f"register_container / register_channel_map, or pass symmetries=[...] to teleport()."
+    )
+
+
+def find_symmetries(
+    model: nn.Module,
+    kinds: Iterable[str] | str = DEFAULT_KINDS,
+    *,
+    approximate: bool = False,
+    raise_if_empty: bool = True,
+    **options: object,
+) -> list[ParameterSymmetry]:
+    """The parameter-space symmetries of ``model`` found by the rules ``kinds``.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        kinds: rule names (default ``("rescale", "norm", "gated")``; add ``"gl"`` for the
+            data-dependent GL(d) action; user rules from :func:`register_rule`).
+        approximate: also return symmetries that hold only approximately (normalisations
+            with ``eps > 0`` or running statistics); they carry ``exact=False``.
+        raise_if_empty: raise :class:`NoSymmetryError` (listing what was searched) when
+            nothing is found; otherwise return ``[]``.
+        **options: passed to every rule (``max_log_scale``, ``max_imbalance`` for rescalings,
+            ``max_norm`` for GL(d)).
+
+    Returns:
+        Symmetries in rule order, then network order.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    rules = registered_rules()
+    unknown = [k for k in kinds if k not in rules]
+    if unknown:
+        raise ValueError(f"kinds: expected names among {sorted(rules)}, got unknown {unknown}")
+    out: list[ParameterSymmetry] = []
+    for kind in kinds:
+        got = rules[kind](model, approximate=approximate, **options)
+        out += [s for s in got if s.exact or approximate]
+    if not out and raise_if_empty:
+        raise NoSymmetryError(
+            f"model: no parameter-space symmetry found in {type(model).__name__}. "
+            + describe_search(model, kinds)
+        )
+    return out

@@ -1,0 +1,206 @@
+"""``Teleport``: a schedule-driven teleportation hook for any training loop.
+
+Call it once per step, *before* the gradient step (Algorithm 1 teleports ``w_t`` and then
+descends from it)::
+
+    tp = Teleport("every:50", loss_fn, steps=10, lr=0.1)
+    for step, batch in enumerate(loader):
+        tp(model, batch, optimizer)            # teleports when the schedule says so
+        optimizer.zero_grad()
+        loss_fn(model, batch).backward()
+        optimizer.step()
+
+Schedules: ``"every:K"`` (steps ``K, 2K, ...``), ``"every:K,until:N"`` (only before step
+``N``), ``"at:5,20,100"``, ``"never"``, a callable ``step -> bool`` or an iterable of step
+numbers. ``Teleport.from_spec("every:K", ...)`` is what a command line
+(``--teleport every:K``) builds.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import ParameterSymmetry
+from .detect import DEFAULT_KINDS, find_symmetries
+from .teleport import LossFn, TeleportResult, teleport
+
+__all__ = ["Teleport", "parse_schedule"]
+
+Schedule = str | Callable[[int], bool] | Iterable[int]
+
+
+def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
+    """Turn a schedule into ``step -> bool``.
+
+    Accepts ``"every:K"``, ``"every:K,until:N"``, ``"at:i,j,k"``, ``"never"``, a callable, or
+    an iterable of step numbers.
+    """
+    if callable(schedule):
+        return schedule
+    if isinstance(schedule, str):
+        spec = schedule.strip().replace(" ", "")
+        if spec == "never":
+            return lambda step: False
+        if spec.startswith("at:"):
+            try:
+                steps = {int(s) for s in spec[3:].split(",") if s}
+            except ValueError:
+                steps = None
+            if steps:
+                return steps.__contains__
+        if spec.startswith("every:"):
+            parts = spec[6:].split(",")
+            try:
+                every = int(parts[0])
+                until = None
+                if len(parts) == 2 and parts[1].startswith("until:"):
+                    until = int(parts[1][6:])
+                elif len(parts) != 1:
+                    raise ValueError
+            except ValueError:
+                every = 0
+            if every > 0:
+                return lambda step: (
+                    step > 0 and step % every == 0 and (until is None or step < until)
+                )
+        raise ValueError(
+            f"schedule: expected 'every:K', 'every:K,until:N', 'at:i,j,...' or 'never' with "
+            f"positive integers, got {schedule!r}"
+        )
+    if isinstance(schedule, Iterable):
+        steps = set()
+        for s in schedule:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise TypeError(f"schedule: expected integer step numbers, got {s!r}")
+            steps.add(s)
+        return steps.__contains__
+    raise TypeError(
+        f"schedule: expected a string, a callable or step numbers, got {type(schedule).__name__}"
+    )
+
+
+class Teleport:
+    """Teleport a model on a schedule, keeping the optimizer state consistent.
+
+    Args:
+        schedule: when to teleport (see :func:`parse_schedule`).
+        loss_fn: ``loss_fn(model, batch) -> scalar``; may also be given per call.
+        steps, lr, normalize, rtol, atol, objective, descent_lr: passed to
+            :func:`~symgraph.teleport.teleport`.
+        symmetries: fixed symmetries; default: found once per model with
+            :func:`~symgraph.teleport.find_symmetries` (``kinds``, ``**find_options``).
+        kinds: detection rules (default ``("rescale", "norm", "gated")``).
+        optimizer_state: ``"transform"`` (default), ``"reset"`` or ``"keep"`` — see
+            :mod:`symgraph.teleport.optim_state`.
+
+    Attributes:
+        history: ``(step, TeleportResult)`` for every teleport made.
+        seconds: total wall-clock time spent teleporting.
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule = "every:100",
+        loss_fn: LossFn | None = None,
+        *,
+        steps: int = 10,
+        lr: float = 0.1,
+        normalize: bool = True,
+        rtol: float | None = None,
+        atol: float | None = None,
+        symmetries: Sequence[ParameterSymmetry] | None = None,
+        kinds: Sequence[str] | str = DEFAULT_KINDS,
+        optimizer_state: str = "transform",
+        objective: str = "grad_norm",
+        descent_lr: float | None = None,
+        **find_options: Any,
+    ) -> None:
+        self.schedule = parse_schedule(schedule)
+        self.spec = schedule if isinstance(schedule, str) else repr(schedule)
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
+        self.loss_fn = loss_fn
+        self.kwargs = dict(
+            steps=steps,
+            lr=lr,
+            normalize=normalize,
+            rtol=rtol,
+            atol=atol,
+            optimizer_state=optimizer_state,
+            objective=objective,
+            descent_lr=descent_lr,
+        )
+        self.symmetries = list(symmetries) if symmetries is not None else None
+        self.kinds = kinds
+        self.find_options = find_options
+        self._found: weakref.WeakKeyDictionary[nn.Module, list[ParameterSymmetry]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.step_count = 0
+        self.history: list[tuple[int, TeleportResult]] = []
+        self.seconds = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: str, loss_fn: LossFn | None = None, **kwargs: Any) -> Teleport:
+        """Build from a command-line spec such as ``"every:50"``."""
+        return cls(spec, loss_fn, **kwargs)
+
+    def symmetries_for(self, model: nn.Module) -> list[ParameterSymmetry]:
+        """The symmetries used for ``model`` (found on first use, then cached)."""
+        if self.symmetries is not None:
+            return self.symmetries
+        if model not in self._found:
+            self._found[model] = find_symmetries(model, self.kinds, **self.find_options)
+        return self._found[model]
+
+    def due(self, step: int) -> bool:
+        """Whether the schedule teleports at ``step``."""
+        return bool(self.schedule(step))
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Any,
+        optimizer: torch.optim.Optimizer | None = None,
+        step: int | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> TeleportResult | None:
+        """Teleport if the schedule says so at ``step`` (default: an internal counter).
+
+        Returns the :class:`TeleportResult`, or ``None`` when no teleport was due.
+        """
+        current = self.step_count if step is None else int(step)
+        self.step_count = current + 1
+        if not self.due(current):
+            return None
+        loss_fn = loss_fn or self.loss_fn
+        if loss_fn is None:
+            raise ValueError(
+                "loss_fn: expected a loss function (here or in Teleport(...)), got None"
+            )
+        result = teleport(
+            model,
+            loss_fn,
+            batch,
+            symmetries=self.symmetries_for(model),
+            optimizer=optimizer,
+            **self.kwargs,
+        )
+        self.history.append((current, result))
+        self.seconds += result.seconds
+        return result
+
+    def reset(self) -> None:
+        """Forget the step counter, the history and the cached symmetries."""
+        self.step_count = 0
+        self.history.clear()
+        self.seconds = 0.0
+        self._found = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"Teleport({self.spec!r}, steps={self.kwargs['steps']}, lr={self.kwargs['lr']})"

@@ -1,0 +1,90 @@
+"""Keeping an optimizer's state consistent with teleported parameters.
+
+For a diagonal action ``w ← c ⊙ w`` that leaves the loss invariant for every ``w``,
+``∇L(c ⊙ w) = ∇L(w) / c``: a gradient seen before the teleport, written in the new
+coordinates, is divided by ``c``. Mode ``"transform"`` transports the moments the same way:
+
+==========================================================  =================
+state entry (torch.optim)                                   new value
+==========================================================  =================
+``exp_avg``, ``momentum_buffer``, ``grad_avg``              ``/ c``
+``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``sum`` ``/ c²``
+``step`` and other scalars                                   unchanged
+any other tensor                                             state reset
+==========================================================  =================
+
+so Adam's next update ``m̂ / (√v̂ + ε)`` is, up to ``ε``, the one it would have made before.
+Parameters changed by a non-diagonal action (GL(d), SO(2) charts) get their state reset.
+Mode ``"reset"`` deletes the state of every changed parameter (the optimizer re-initialises
+it on its next step: Adam's bias correction restarts, so its first step is about
+``lr · sign(grad)``). Mode ``"keep"`` leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["update_optimizer_state", "OPTIMIZER_STATE_MODES"]
+
+OPTIMIZER_STATE_MODES = ("transform", "reset", "keep")
+_FIRST_MOMENTS = {"exp_avg", "momentum_buffer", "grad_avg"}
+_SECOND_MOMENTS = {"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"}
+
+
+def update_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, torch.nn.Parameter],
+    factors: Mapping[str, Tensor | None],
+    mode: str = "transform",
+) -> dict[str, str]:
+    """Update ``optimizer.state`` for the parameters in ``factors``.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        params: parameter name -> parameter (the objects the optimizer holds).
+        factors: parameter name -> broadcastable factor ``c`` of the diagonal action
+            (``None``: not diagonal, reset).
+        mode: ``"transform"``, ``"reset"`` or ``"keep"`` (see the module docstring).
+
+    Returns:
+        parameter name -> what was done (``"transformed"``, ``"reset"``, ``"kept"``,
+        ``"no state"``).
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {optimizer!r}")
+    if mode not in OPTIMIZER_STATE_MODES:
+        raise ValueError(f"mode: expected one of {OPTIMIZER_STATE_MODES}, got {mode!r}")
+    done: dict[str, str] = {}
+    for name, factor in factors.items():
+        param = params[name]
+        state = optimizer.state.get(param)
+        if not state:
+            done[name] = "no state"
+            continue
+        if mode == "keep":
+            done[name] = "kept"
+            continue
+        if mode == "reset" or factor is None or not _transformable(state, param):
+            del optimizer.state[param]
+            done[name] = "reset"
+            continue
+        with torch.no_grad():
+            for key, value in state.items():
+                if key in _FIRST_MOMENTS and value is not None:
+                    value.div_(factor)
+                elif key in _SECOND_MOMENTS and value is not None:
+                    value.div_(factor * factor)
+        done[name] = "transformed"
+    return done
+
+
+def _transformable(state: Mapping[str, object], param: Tensor) -> bool:
+    """Every tensor entry shaped like the parameter must be a known moment."""
+    for key, value in state.items():
+        if isinstance(value, Tensor) and value.shape == param.shape and value.numel() > 1:
+            if key not in _FIRST_MOMENTS | _SECOND_MOMENTS:
+                return False
+    return True

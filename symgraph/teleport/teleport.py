@@ -1,0 +1,406 @@
+"""One teleportation step: ``w ← g·w`` with ``g ≈ argmax_g ‖∇L(g·w)‖²`` (Algorithm 1, line 3).
+
+The group element is found by gradient ascent on its coordinates ``theta``. Every
+evaluation applies the symmetries *functionally* to a dictionary of parameter tensors and
+runs the loss through :func:`torch.func.functional_call`, so ``‖∇_w L‖²`` (first backward,
+``create_graph=True``) can be differentiated once more with respect to ``theta`` (double
+backprop) without touching the model. Only the chosen ``g·w`` is written into the model, and
+only if the loss stayed within the tolerance; otherwise the original tensors are copied back
+(bit-identical) and a :class:`TeleportRefusedWarning` is issued.
+
+During a teleport the model keeps its mode (train/eval), but every loss evaluation
+
+- starts from the same random-number state (the dropout masks are the same each time, and
+  the global RNG is left as it was), and
+- runs on copies of the buffers (batch-norm running statistics are not updated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .base import (
+    NoSymmetryError,
+    ParameterSymmetry,
+    TeleportContext,
+    TeleportRefusedWarning,
+)
+from .detect import DEFAULT_KINDS, find_symmetries
+from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
+
+__all__ = ["teleport", "TeleportResult", "LossFn"]
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+@dataclass
+class TeleportResult:
+    """What one call of :func:`teleport` did.
+
+    Attributes:
+        accepted: ``False`` when the teleport was refused (model left bit-identical).
+        moved: whether the parameters were changed (accepted and ``g ≠ e``).
+        loss_before, loss_after: loss on the batch before and after (``after`` = ``before``
+            when refused or not moved).
+        grad_norm_sq_before, grad_norm_sq_after: ``‖∇L‖²`` over the trainable parameters.
+        objective: the ascent objective at each evaluated point (``‖∇L‖²``, or the one-step
+            decrease for ``objective="descent"``).
+        symmetries: names of the symmetries used.
+        group_params: the chosen coordinates ``theta`` per symmetry (detached).
+        optimizer_state: what was done to each parameter's optimizer state.
+        seconds: wall-clock time of the call.
+        message: why it was refused, or ``""``.
+    """
+
+    accepted: bool
+    moved: bool
+    loss_before: float
+    loss_after: float
+    grad_norm_sq_before: float
+    grad_norm_sq_after: float
+    objective: list[float] = field(default_factory=list)
+    symmetries: tuple[str, ...] = ()
+    group_params: list[Tensor] = field(default_factory=list)
+    optimizer_state: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    message: str = ""
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``, so functional_call can swap parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+class _Evaluator:
+    """Evaluates the loss at given parameters, with fixed randomness and copied buffers."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batch: Any) -> None:
+        self.module = _LossModule(model, loss_fn)
+        self.batch = batch
+        self.buffers = dict(model.named_buffers())
+        devices = {p.device for p in model.parameters()} | {b.device for b in self.buffers.values()}
+        self.cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_states = [torch.cuda.get_rng_state(i) for i in self.cuda]
+
+    @contextlib.contextmanager
+    def _fixed_rng(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=self.cuda):
+            torch.set_rng_state(self.cpu_state)
+            for i, state in zip(self.cuda, self.cuda_states):
+                torch.cuda.set_rng_state(state, i)
+            yield
+
+    def loss(self, params: dict[str, Tensor] | None = None) -> Tensor:
+        tensors = {f"model.{k}": v for k, v in (params or {}).items()}
+        tensors.update({f"model.{k}": b.clone() for k, b in self.buffers.items()})
+        with self._fixed_rng():
+            out = functional_call(self.module, tensors, (self.batch,), strict=False)
+        if not isinstance(out, Tensor) or out.numel() != 1:
+            got = f"shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise TypeError(f"loss_fn: expected a scalar tensor, got {got}")
+        return out.reshape(())
+
+    def capture(self, params: dict[str, Tensor], names: Sequence[str]) -> TeleportContext:
+        model = self.module.model
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f"symmetries: expected module names of the model, got {missing}")
+        seen: dict[str, list[Tensor]] = {n: [] for n in names}
+        handles = [
+            modules[n].register_forward_hook(
+                lambda mod, args, out, n=n: seen[n].append(args[0].detach())
+            )
+            for n in names
+        ]
+        try:
+            with torch.no_grad():
+                self.loss(params)
+        finally:
+            for h in handles:
+                h.remove()
+        inputs = {}
+        for n, got in seen.items():
+            if len(got) > 1:
+                raise ValueError(
+                    f"symmetries: module {n!r} was called {len(got)} times in one loss "
+                    f"evaluation; a data-dependent action needs a module called once"
+                )
+            if got:
+                inputs[n] = got[0]
+        return TeleportContext(inputs=inputs)
+
+
+def _default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    if dtype == torch.float64:
+        return 1e-9, 1e-12
+    return 1e-4, 1e-6
+
+
+def _ascent_step(grad: Tensor | None, theta: Tensor, lr: float, normalize: bool) -> Tensor:
+    if grad is None:
+        return theta
+    if normalize:
+        rms = grad.pow(2).mean().sqrt()
+        if not torch.isfinite(rms) or rms == 0:
+            return theta
+        return theta + lr * grad / rms
+    return theta + lr * grad
+
+
+def teleport(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    steps: int = 10,
+    lr: float = 0.1,
+    *,
+    symmetries: Sequence[ParameterSymmetry] | None = None,
+    kinds: Sequence[str] | str | None = None,
+    normalize: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: str = "transform",
+    objective: str = "grad_norm",
+    descent_lr: float | None = None,
+) -> TeleportResult:
+    """Teleport ``model`` in place to a point of its symmetry orbit with a steeper gradient.
+
+    Args:
+        model: the model; its trainable parameters are the ``w`` of the paper.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batch: anything ``loss_fn`` accepts (a tensor tuple, a PyG ``Batch``, ``None``).
+        steps: gradient-ascent steps on the group coordinates (``0``: only measure).
+        lr: ascent step size. With ``normalize=True`` each step moves every symmetry's
+            coordinates by ``lr · grad / rms(grad)`` (about ``lr`` per coordinate, e.g. a
+            log-scale); with ``normalize=False`` by ``lr · grad`` (the paper's plain ascent).
+        symmetries: the symmetries to use; default :func:`find_symmetries` with ``kinds``.
+        kinds: detection rules when ``symmetries`` is not given (default
+            ``("rescale", "norm", "gated")``).
+        normalize: see ``lr``.
+        rtol, atol: the loss may move by at most ``atol + rtol·|L|`` (defaults: ``1e-4,
+            1e-6`` in float32, ``1e-9, 1e-12`` in float64); otherwise the teleport is refused.
+        optimizer: its state for the changed parameters is updated (see ``optimizer_state``).
+        optimizer_state: ``"transform"`` — for diagonal actions ``w ← c ⊙ w`` the moments are
+            transported like the gradient, ``∇L(c ⊙ w) = ∇L(w) / c``: first moments
+            (``exp_avg``, ``momentum_buffer``) are divided by ``c``, second moments
+            (``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``sum``) by ``c²``; the state
+            of parameters changed by a non-diagonal action (GL(d), SO(2)) is reset.
+            ``"reset"`` — the state of every changed parameter is deleted (Adam restarts its
+            bias correction for them). ``"keep"`` — left as is (stale moments).
+        objective: what the ascent maximises over the orbit: ``"grad_norm"`` — ``‖∇L‖²``
+            (the paper); ``"descent"`` — the decrease of one gradient step from the teleported
+            point, ``L(g·w) − L(g·w − descent_lr · ∇L(g·w))``, which also sees the curvature
+            (``‖∇L‖²`` grows without bound along a rescaling orbit, and a fixed learning rate
+            overshoots at very steep points).
+        descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
+
+    Returns:
+        A :class:`TeleportResult`. The point kept is the evaluated one with the largest
+        ``‖∇L‖²`` (the identity if none beats it).
+
+    Raises:
+        NoSymmetryError: nothing to teleport along (lists what was searched).
+        TeleportBatchError: a data-dependent symmetry cannot act exactly on ``batch``.
+    """
+    start = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+    if objective not in ("grad_norm", "descent"):
+        raise ValueError(f"objective: expected 'grad_norm' or 'descent', got {objective!r}")
+    if objective == "descent" and not (
+        isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
+    ):
+        raise ValueError(
+            f"descent_lr: expected a positive step size with objective='descent', got "
+            f"{descent_lr!r}"
+        )
+    if optimizer_state not in OPTIMIZER_STATE_MODES:
+        raise ValueError(
+            f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
+        )
+
+    if symmetries is None:
+        symmetries = find_symmetries(model, DEFAULT_KINDS if kinds is None else kinds)
+    symmetries = list(symmetries)
+    if not symmetries:
+        raise NoSymmetryError("symmetries: expected at least one symmetry, got an empty list")
+    named = dict(model.named_parameters())
+    for sym in symmetries:
+        if not isinstance(sym, ParameterSymmetry):
+            raise TypeError(f"symmetries: expected ParameterSymmetry objects, got {sym!r}")
+        missing = [n for n in sym.param_names if n not in named]
+        if missing:
+            raise ValueError(
+                f"symmetries: {sym.name!r} names parameters {missing} that the model does not "
+                f"have (it has e.g. {list(named)[:5]})"
+            )
+    trainable = [n for n, p in named.items() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model: expected trainable parameters (requires_grad=True), got none")
+    touched = list(dict.fromkeys(n for s in symmetries for n in s.param_names))
+    dtype = named[touched[0]].dtype
+    default_rtol, default_atol = _default_tolerance(dtype)
+    rtol = default_rtol if rtol is None else float(rtol)
+    atol = default_atol if atol is None else float(atol)
+
+    evaluator = _Evaluator(model, loss_fn, batch)
+    base = {
+        n: (p.detach().requires_grad_(True) if p.requires_grad else p.detach())
+        for n, p in named.items()
+    }
+    needed = list(dict.fromkeys(m for s in symmetries for m in s.input_modules))
+    context = evaluator.capture(base, needed) if needed else TeleportContext(inputs={})
+    states = [s.prepare(base, context) for s in symmetries]
+    order = sorted(range(len(symmetries)), key=lambda i: -symmetries[i].order)
+    like = named[touched[0]]
+
+    def transformed(thetas: list[Tensor]) -> dict[str, Tensor]:
+        params = dict(base)
+        for i in order:
+            params = symmetries[i].act(params, thetas[i], states[i])
+        return params
+
+    def evaluate(thetas: list[Tensor], create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, ‖∇L‖², objective) at ``g(thetas)·w``."""
+        params = transformed(thetas)
+        loss = evaluator.loss(params)
+        inputs = [params[n] for n in trainable]
+        grads = torch.autograd.grad(
+            loss, inputs, create_graph=create_graph or objective == "descent", allow_unused=True
+        )
+        gn2 = sum((g.pow(2).sum() for g in grads if g is not None), loss.new_zeros(()))
+        if objective == "grad_norm":
+            return loss, gn2, gn2
+        ahead = dict(params)
+        for n, g in zip(trainable, grads):
+            if g is not None:
+                ahead[n] = params[n] - descent_lr * g
+        return loss, gn2, loss - evaluator.loss(ahead)
+
+    thetas = [s.identity(like) for s in symmetries]
+    history: list[float] = []
+    best_value, best_thetas, best_gn2 = -math.inf, [t.clone() for t in thetas], math.nan
+    loss_before = gn2_before = math.nan
+    for k in range(steps + 1):
+        last = k == steps
+        current = [t.detach().requires_grad_(not last) for t in thetas]
+        loss, gn2, value_t = evaluate(current, create_graph=not last)
+        value = float(value_t.detach())
+        if k == 0:
+            loss_before, gn2_before = float(loss.detach()), float(gn2.detach())
+        if not math.isfinite(value):
+            break
+        history.append(value)
+        if value > best_value:
+            best_value, best_thetas = value, [t.detach().clone() for t in current]
+            best_gn2 = float(gn2.detach())
+        if last:
+            break
+        grads = torch.autograd.grad(value_t, current, allow_unused=True)
+        with torch.no_grad():
+            thetas = [
+                sym.project(_ascent_step(g, t.detach(), lr, normalize), state)
+                for sym, g, t, state in zip(symmetries, grads, current, states)
+            ]
+
+    names = tuple(s.name for s in symmetries)
+    moved = any(bool(t.abs().max() > 0) for t in best_thetas if t.numel())
+    if not moved:
+        return TeleportResult(
+            True,
+            False,
+            loss_before,
+            loss_before,
+            gn2_before,
+            gn2_before,
+            history,
+            names,
+            best_thetas,
+            {},
+            time.perf_counter() - start,
+            "",
+        )
+
+    with torch.no_grad():
+        new = transformed(best_thetas)
+        saved = {n: named[n].detach().clone() for n in touched}
+        for n in touched:
+            named[n].copy_(new[n])
+        loss_after = float(evaluator.loss(None))
+    tolerance = atol + rtol * abs(loss_before)
+    if not (math.isfinite(loss_after) and abs(loss_after - loss_before) <= tolerance):
+        with torch.no_grad():
+            for n in touched:
+                named[n].copy_(saved[n])
+        message = (
+            f"teleport refused: the loss moved from {loss_before:.6g} to {loss_after:.6g} "
+            f"(|change| {abs(loss_after - loss_before):.3g} > tolerance {tolerance:.3g}); "
+            f"weights restored. Symmetries: {', '.join(names)}"
+        )
+        warnings.warn(message, TeleportRefusedWarning, stacklevel=2)
+        return TeleportResult(
+            False,
+            False,
+            loss_before,
+            loss_before,
+            gn2_before,
+            gn2_before,
+            history,
+            names,
+            best_thetas,
+            {},
+            time.perf_counter() - start,
+            message,
+        )
+
+    done: dict[str, str] = {}
+    if optimizer is not None:
+        factors: dict[str, Tensor | None] = {}
+        for sym, theta in zip(symmetries, best_thetas):
+            got = sym.elementwise_factors(theta, saved)
+            for n in sym.param_names:
+                if got is None or n not in got or factors.get(n, 0) is None:
+                    factors[n] = None
+                else:
+                    factors[n] = got[n] if n not in factors else factors[n] * got[n]
+        done = update_optimizer_state(optimizer, named, factors, optimizer_state)
+    return TeleportResult(
+        True,
+        True,
+        loss_before,
+        loss_after,
+        gn2_before,
+        best_gn2,
+        history,
+        names,
+        best_thetas,
+        done,
+        time.perf_counter() - start,
+        "",
+    )

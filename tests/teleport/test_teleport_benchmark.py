@@ -1,0 +1,58 @@
+"""``benchmarks/teleport.py`` runs and writes its table and plots (no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "teleport_benchmark", REPO / "benchmarks" / "teleport.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_small_job_writes_table_and_plot(bench, tmp_path):
+    (result,) = bench.main(["--quick", "--jobs", "booth", "--seeds", "1", "--out", str(tmp_path)])
+    base, tele = result.runs[0]
+    assert len(base.loss) == len(tele.loss)
+    assert tele.teleports == 1 and tele.refused == 0
+    assert (tmp_path / "teleport_booth.png").stat().st_size > 0
+    assert "| booth | 1 |" in (tmp_path / "teleport.md").read_text()
+
+
+def test_paper_mlp_job_teleports_with_gl(bench):
+    result = bench.run_mlp([0], quick=True)
+    base, tele = result.runs[0]
+    assert tele.teleports == 1 and tele.refused == 0
+    assert len(base.loss) == len(tele.loss) == 150
+
+
+def test_gnn_job_on_synthetic_graphs(bench):
+    graphs = bench.synthetic_graphs(60)
+    (result,) = bench.run_gnn(
+        graphs, [0], "synthetic", epochs=1, optimizer="adam", schedule="every:2", batch_size=16
+    )
+    base, tele = result.runs[0]
+    assert tele.teleports >= 1 and tele.refused == 0
+    assert base.test_error is not None and tele.test_error is not None
+    assert len(base.eval_loss) == len(tele.eval_loss) == 1
+    assert result.job == "gnn-gin-adam-paper"
+    assert bench.summarize(result)[0].startswith("| gnn-gin-adam-paper | 1 |")
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end(bench, tmp_path, shared_data):
+    results = bench.main(["--quick", "--out", str(tmp_path)])
+    assert {r.job for r in results} >= {"booth", "rosenbrock", "mlp", "gnn-gin-sgd-paper"}
+    assert len(list(tmp_path.glob("teleport_*.png"))) == len(results)

@@ -1,0 +1,90 @@
+"""The ``Teleport`` hook: schedules, use in a plain loop, the example script."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from symgraph.teleport import NoSymmetryError, Teleport, parse_schedule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_schedule_strings():
+    every = parse_schedule("every:5")
+    assert [s for s in range(21) if every(s)] == [5, 10, 15, 20]
+    until = parse_schedule("every:5,until:12")
+    assert [s for s in range(21) if until(s)] == [5, 10]
+    at = parse_schedule("at:0, 3,7")
+    assert [s for s in range(10) if at(s)] == [0, 3, 7]
+    assert not any(parse_schedule("never")(s) for s in range(10))
+    assert parse_schedule([2, 4])(4) and not parse_schedule([2, 4])(3)
+    assert parse_schedule(lambda s: s == 1)(1)
+
+
+@pytest.mark.parametrize("bad", ["every:0", "every:x", "sometimes", "at:", "every:5,since:3"])
+def test_parse_schedule_rejects_bad_specs(bad):
+    with pytest.raises(ValueError, match="schedule"):
+        parse_schedule(bad)
+
+
+def test_parse_schedule_rejects_bad_types():
+    with pytest.raises(TypeError, match="schedule"):
+        parse_schedule(3.5)
+    with pytest.raises(TypeError, match="schedule"):
+        parse_schedule([1, "2"])
+
+
+def _loss(model, batch):
+    x, y = batch
+    return (model(x) - y).pow(2).mean()
+
+
+def test_hook_in_plain_loop_teleports_on_schedule():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    x = torch.randn(64, 3, dtype=torch.float64)
+    y = x.sum(dim=1, keepdim=True).sin()
+    tp = Teleport.from_spec("every:4", _loss, steps=3, lr=0.1)
+    for _ in range(13):
+        result = tp(model, (x, y), optimizer)
+        if result is not None:
+            assert result.accepted
+            assert result.loss_after == pytest.approx(result.loss_before, rel=1e-10)
+        optimizer.zero_grad()
+        _loss(model, (x, y)).backward()
+        optimizer.step()
+    assert [step for step, _ in tp.history] == [4, 8, 12]
+    assert tp.seconds > 0
+    assert len(tp.symmetries_for(model)) == 1
+    tp.reset()
+    assert tp.history == [] and tp.step_count == 0
+
+
+def test_hook_needs_a_loss_and_a_symmetry():
+    model = nn.Linear(3, 1).double()
+    batch = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="loss_fn"):
+        Teleport("at:0")(model, batch)
+    with pytest.raises(NoSymmetryError, match="searched"):
+        Teleport("at:0", _loss)(model, batch)
+    assert Teleport("at:1", _loss)(model, batch) is None  # not due: nothing searched
+
+
+def test_example_runs_quick(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "teleport_training_example", REPO / "examples" / "teleport_training.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    out = module.main(["--quick"])
+    assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
+    assert all(torch.isfinite(torch.tensor(out["losses"])))
+    assert "teleport accepted" in capsys.readouterr().out

@@ -1,0 +1,311 @@
+"""``teleport``: steeper gradient, same loss, refusals undone bit for bit, optimizer state."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch_geometric.nn.models import GIN
+
+from symgraph.teleport import (
+    NoSymmetryError,
+    ParamSlice,
+    RescaleSymmetry,
+    SO2ChartSymmetry,
+    TeleportBatchError,
+    TeleportRefusedWarning,
+    find_symmetries,
+    teleport,
+)
+
+
+def mse(model, batch):
+    x, y = batch
+    return (model(x) - y).pow(2).mean()
+
+
+def value(loss_fn, model, batch) -> float:
+    with torch.no_grad():
+        return float(loss_fn(model, batch))
+
+
+def grad_norm_sq(model, loss_fn, batch) -> float:
+    model.zero_grad()
+    loss_fn(model, batch).backward()
+    return float(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None))
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_bit_identical(model, saved) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 16), nn.LeakyReLU(0.1), nn.Linear(16, 2)
+    ).double()
+
+
+def _data(n: int = 64, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    return x, torch.sin(x[:, :2]) + 0.1 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+
+
+def test_teleport_increases_gradient_norm_and_keeps_loss():
+    model, batch = _mlp(), _data()
+    loss0, gn0 = value(mse, model, batch), grad_norm_sq(model, mse, batch)
+    result = teleport(model, mse, batch, steps=10, lr=0.2)
+    assert result.accepted and result.moved
+    loss1, gn1 = value(mse, model, batch), grad_norm_sq(model, mse, batch)
+    assert loss1 == pytest.approx(loss0, rel=1e-12)
+    assert gn1 > 1.5 * gn0
+    assert result.grad_norm_sq_before == pytest.approx(gn0, rel=1e-10)
+    assert result.grad_norm_sq_after == pytest.approx(gn1, rel=1e-10)
+    assert result.objective[0] == pytest.approx(gn0, rel=1e-10)
+    assert max(result.objective) == pytest.approx(result.grad_norm_sq_after)
+
+
+def test_teleport_on_pyg_gnn(graph):
+    x, edge_index = graph(num_nodes=30, num_edges=90)
+    torch.manual_seed(0)
+    model = GIN(4, 16, 3, out_channels=1).double()
+    y = torch.randn(30, 1, dtype=torch.float64)
+
+    def loss_fn(m, b):
+        return (m(b[0], b[1]) - b[2]).pow(2).mean()
+
+    batch = (x, edge_index, y)
+    loss0, gn0 = value(loss_fn, model, batch), grad_norm_sq(model, loss_fn, batch)
+    result = teleport(model, loss_fn, batch, steps=5, lr=0.1)
+    assert result.accepted and result.moved
+    assert value(loss_fn, model, batch) == pytest.approx(loss0, rel=1e-11)
+    assert grad_norm_sq(model, loss_fn, batch) > gn0
+
+
+def test_teleport_gl_paper_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(5, 6, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Linear(6, 7, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Linear(7, 8, bias=False),
+    ).double()
+    batch = (torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64))
+    loss0, gn0 = value(mse, model, batch), grad_norm_sq(model, mse, batch)
+    result = teleport(model, mse, batch, steps=8, lr=0.05, kinds="gl")
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-9)
+    assert grad_norm_sq(model, mse, batch) > gn0
+
+
+def test_gl_batch_too_large_is_reported_and_model_untouched():
+    model = _mlp()
+    model[1] = nn.LeakyReLU(0.2)
+    saved = snapshot(model)
+    with pytest.raises(TeleportBatchError, match="at most 4 linearly independent"):
+        teleport(model, mse, _data(n=32), kinds="gl")
+    assert_bit_identical(model, saved)
+
+
+def test_refused_teleport_leaves_model_and_optimizer_bit_identical():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mse(model, batch).backward()
+    optimizer.step()
+    saved = snapshot(model)
+    saved_state = {k: v.clone() for k, v in optimizer.state[model[4].weight].items()}
+    # not a symmetry: scales the output layer, so the loss moves
+    bogus = RescaleSymmetry("bogus", [ParamSlice("4.weight", 0)], [], 2, kind="custom")
+    with pytest.warns(TeleportRefusedWarning, match="refused"):
+        result = teleport(model, mse, batch, symmetries=[bogus], optimizer=optimizer)
+    assert not result.accepted and not result.moved
+    assert "loss moved" in result.message
+    assert_bit_identical(model, saved)
+    for k, v in optimizer.state[model[4].weight].items():
+        assert torch.equal(v, saved_state[k])
+
+
+def test_steps_zero_only_measures():
+    model, batch = _mlp(), _data()
+    saved = snapshot(model)
+    result = teleport(model, mse, batch, steps=0)
+    assert result.accepted and not result.moved
+    assert result.grad_norm_sq_after == result.grad_norm_sq_before
+    assert_bit_identical(model, saved)
+
+
+def test_dropout_and_batchnorm_in_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(3, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2)
+    ).double()
+    model.train()
+    batch = _data()
+    running = model[1].running_mean.clone()
+    rng = torch.get_rng_state()
+    result = teleport(model, mse, batch, steps=5, lr=0.2)
+    assert result.accepted and result.moved
+    assert torch.equal(model[1].running_mean, running)  # buffers untouched
+    assert torch.equal(torch.get_rng_state(), rng)  # global RNG untouched
+    torch.set_rng_state(rng)
+    loss_after = value(mse, model, batch)
+    assert loss_after == pytest.approx(result.loss_before, rel=1e-10)
+
+
+def test_adam_moments_are_transported():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        mse(model, batch).backward()
+        optimizer.step()
+    before = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer)
+    assert set(result.optimizer_state.values()) == {"transformed"}
+    for name, p in model.named_parameters():
+        # the factor c of w <- c * w, read back from the weights
+        c = p.detach() / weights[name]
+        state, old = optimizer.state[p], before[p]
+        assert torch.allclose(state["exp_avg"], old["exp_avg"] / c, rtol=1e-9)
+        assert torch.allclose(state["exp_avg_sq"], old["exp_avg_sq"] / c**2, rtol=1e-9)
+        assert torch.equal(state["step"], old["step"])
+
+
+def test_optimizer_state_reset_and_gl_reset():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    mse(model, batch).backward()
+    optimizer.step()
+    result = teleport(model, mse, batch, steps=3, optimizer=optimizer, optimizer_state="reset")
+    assert set(result.optimizer_state.values()) == {"reset"}
+    assert model[0].weight not in optimizer.state
+
+    torch.manual_seed(0)
+    gl_model = nn.Sequential(nn.Linear(5, 6), nn.LeakyReLU(0.1), nn.Linear(6, 2)).double()
+    gl_batch = (torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64))
+    optimizer = torch.optim.Adam(gl_model.parameters(), lr=1e-3)
+    mse(gl_model, gl_batch).backward()
+    optimizer.step()
+    result = teleport(gl_model, mse, gl_batch, steps=3, lr=0.05, kinds="gl", optimizer=optimizer)
+    assert result.moved and set(result.optimizer_state.values()) == {"reset"}
+
+
+def test_so2_booth_teleport():
+    class Point(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = nn.Parameter(torch.tensor([-2.0, 4.0], dtype=torch.float64))
+
+    def booth(model, _):
+        x = model.x
+        return (x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2
+
+    sym = SO2ChartSymmetry(
+        "SO(2)",
+        "x",
+        lambda x: torch.stack([x[0] + 2 * x[1] - 7, 2 * x[0] + x[1] - 5]),
+        lambda v: torch.stack([(-v[0] + 2 * v[1]) / 3 + 1, (2 * v[0] - v[1]) / 3 + 3]),
+    )
+    model = Point()
+    loss0, gn0 = value(booth, model, None), grad_norm_sq(model, booth, None)
+    result = teleport(model, booth, None, steps=20, lr=0.1, symmetries=[sym])
+    assert result.accepted and result.moved
+    assert value(booth, model, None) == pytest.approx(loss0, rel=1e-12)
+    assert grad_norm_sq(model, booth, None) > gn0
+
+
+def test_bad_input_is_named():
+    model, batch = _mlp(), _data()
+    with pytest.raises(ValueError, match="steps"):
+        teleport(model, mse, batch, steps=-1)
+    with pytest.raises(ValueError, match="lr"):
+        teleport(model, mse, batch, lr=0.0)
+    with pytest.raises(ValueError, match="optimizer_state"):
+        teleport(model, mse, batch, optimizer_state="magic")
+    with pytest.raises(TypeError, match="loss_fn: expected a scalar"):
+        teleport(model, lambda m, b: m(b[0]), batch)
+    with pytest.raises(ValueError, match="does not have"):
+        teleport(
+            model,
+            mse,
+            batch,
+            symmetries=[RescaleSymmetry("x", [ParamSlice("nope.weight", 0)], [], 2)],
+        )
+    with pytest.raises(NoSymmetryError, match="searched"):
+        teleport(nn.Linear(3, 2).double(), mse, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        teleport(model, mse, batch, steps=2)  # no stray warnings on the normal path
+
+
+def test_found_symmetries_are_reusable():
+    model, batch = _mlp(), _data()
+    syms = find_symmetries(model)
+    first = teleport(model, mse, batch, steps=3, symmetries=syms)
+    second = teleport(model, mse, batch, steps=3, symmetries=syms)
+    assert first.accepted and second.accepted
+    assert second.grad_norm_sq_before == pytest.approx(first.grad_norm_sq_after, rel=1e-9)
+
+
+def test_descent_objective_improves_one_step_decrease():
+    model, batch = _mlp(), _data()
+    eta = 0.05
+
+    def one_step_decrease() -> float:
+        params = dict(model.named_parameters())
+        loss = mse(model, batch)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        with torch.no_grad():
+            ahead = {n: p - eta * g for (n, p), g in zip(params.items(), grads)}
+            after = mse(lambda x: torch.func.functional_call(model, ahead, (x,)), batch)
+        return float(loss.detach() - after)
+
+    before = one_step_decrease()
+    loss0 = value(mse, model, batch)
+    result = teleport(model, mse, batch, steps=8, lr=0.2, objective="descent", descent_lr=eta)
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-12)
+    assert result.objective[0] == pytest.approx(before, rel=1e-9)
+    assert one_step_decrease() > before
+    assert one_step_decrease() == pytest.approx(max(result.objective), rel=1e-9)
+    with pytest.raises(ValueError, match="descent_lr"):
+        teleport(model, mse, batch, objective="descent")
+    with pytest.raises(ValueError, match="objective"):
+        teleport(model, mse, batch, objective="loss")
+
+
+def _log_imbalance(first: nn.Linear, second: nn.Linear) -> torch.Tensor:
+    """log(|incoming weights| / |outgoing weights|) per hidden unit between two layers."""
+    rows = torch.cat([first.weight, first.bias[:, None]], dim=1).norm(dim=1)
+    return (rows / second.weight.norm(dim=0)).log().detach()
+
+
+def test_repeated_teleports_stay_inside_the_imbalance_bound():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    batch = _data()
+    (sym,) = find_symmetries(model, max_imbalance=3.0)
+    assert sym.max_imbalance == 3.0
+    start = _log_imbalance(model[0], model[2])
+    allowed = torch.clamp(start.abs(), min=float(torch.log(torch.tensor(3.0)))) + 1e-9
+    for _ in range(10):
+        assert teleport(model, mse, batch, steps=5, lr=1.0, symmetries=[sym]).accepted
+        assert bool((_log_imbalance(model[0], model[2]).abs() <= allowed).all())
+
+    # without the bound the same teleports drift further and further
+    torch.manual_seed(0)
+    unbounded = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    syms = find_symmetries(unbounded, max_imbalance=None)
+    for _ in range(10):
+        teleport(unbounded, mse, batch, steps=5, lr=1.0, symmetries=syms)
+    assert float(_log_imbalance(unbounded[0], unbounded[2]).abs().max()) > 2 * float(allowed.max())

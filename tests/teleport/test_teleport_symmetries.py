@@ -1,0 +1,375 @@
+"""Every detected or declared symmetry leaves the model output unchanged (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_geometric.nn as pyg_nn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch_geometric.nn.models import GCN, GIN, GraphSAGE
+
+import symgraph.teleport as tp
+from symgraph.teleport import (
+    GLSymmetry,
+    NoSymmetryError,
+    ParamSlice,
+    RescaleSymmetry,
+    SO2ChartSymmetry,
+    TeleportBatchError,
+    find_symmetries,
+)
+
+
+def _seq_plain():
+    return nn.Sequential(
+        nn.Linear(3, 5),
+        nn.ReLU(),
+        nn.Linear(5, 4),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(4, 6),
+        nn.PReLU(6),
+        nn.Identity(),
+        nn.Linear(6, 2),
+    )
+
+
+def _seq_norms():
+    return nn.Sequential(
+        nn.Linear(3, 6),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Linear(6, 6),
+        nn.LayerNorm(6),
+        nn.LeakyReLU(0.1),
+        nn.Linear(6, 4),
+        nn.GroupNorm(2, 4),
+        nn.ReLU(),
+        nn.Linear(4, 2),
+    )
+
+
+def _seq_nested():
+    inner = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 5))
+    return nn.Sequential(
+        inner, nn.ReLU(), nn.Sequential(nn.Linear(5, 4), nn.ReLU()), nn.Linear(4, 1)
+    )
+
+
+def _pyg_mlps():
+    return nn.Sequential(
+        pyg_nn.MLP([3, 8, 8, 6], norm=None, dropout=0.2),
+        nn.ReLU(),
+        pyg_nn.MLP([6, 7, 5], norm="batch_norm", act="leaky_relu"),
+        pyg_nn.MLP([5, 6, 6, 2], norm="layer_norm", act_first=True, plain_last=False),
+    )
+
+
+SEQUENTIAL_MODELS = {
+    "sequential": (_seq_plain, 3),
+    "sequential+norms": (_seq_norms, 3),
+    "nested": (_seq_nested, 3),
+    "pyg-mlp": (_pyg_mlps, 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENTIAL_MODELS))
+@pytest.mark.parametrize("train", [False, True])
+def test_rescale_is_exact_on_mlps(name, train, check_invariant):
+    factory, expected = SEQUENTIAL_MODELS[name]
+    model = factory().double().train(train)
+    syms = find_symmetries(model, kinds="rescale")
+    assert len(syms) == expected, [s.name for s in syms]
+    assert all(s.exact and s.kind == "rescale" for s in syms)
+    x = torch.randn(16, 3, dtype=torch.float64)
+    check_invariant(model, (x,), syms)
+
+
+def _gnn_models():
+    return {
+        "gcn": GCN(4, 16, 3, out_channels=2),
+        "gcn-bn-jk": GCN(4, 16, 3, out_channels=2, norm="batch_norm", jk="last"),
+        "gin": GIN(4, 16, 3, out_channels=2),
+        "gin-bn": GIN(4, 12, 2, out_channels=2, norm="batch_norm", jk="last"),
+        "sage-max": GraphSAGE(4, 16, 3, out_channels=2, aggr="max"),
+        "graphconv-seq": pyg_nn.Sequential(
+            "x, edge_index",
+            [
+                (pyg_nn.GraphConv(4, 8), "x, edge_index -> x"),
+                nn.ReLU(),
+                (pyg_nn.GraphConv(8, 8, aggr="mean"), "x, edge_index -> x"),
+                nn.LeakyReLU(0.3),
+                pyg_nn.Linear(8, 2),
+            ],
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_gnn_models()))
+def test_rescale_is_exact_on_pyg_gnns(name, graph, check_invariant):
+    model = _gnn_models()[name].double().train()
+    syms = find_symmetries(model, kinds="rescale")
+    assert syms, name
+    check_invariant(model, graph(), syms)
+
+
+def test_gnn_detection_finds_cross_conv_pairs():
+    names = [s.name for s in find_symmetries(GIN(4, 16, 3, out_channels=2))]
+    assert "rescale convs.0 -> convs.1" in names
+    assert "rescale convs.0.nn.lins.0 -> convs.0.nn.lins.1" in names
+
+
+def test_pyg_sequential_skips_values_used_twice():
+    class Add(nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    model = pyg_nn.Sequential(
+        "x, edge_index",
+        [
+            (pyg_nn.GCNConv(4, 8), "x, edge_index -> x1"),
+            (nn.ReLU(), "x1 -> x1"),
+            (pyg_nn.GCNConv(8, 8), "x1, edge_index -> x2"),
+            (nn.ReLU(), "x2 -> x2"),
+            (Add(), "x1, x2 -> x3"),
+            (pyg_nn.Linear(8, 2), "x3 -> x3"),
+        ],
+    )
+    assert find_symmetries(model, raise_if_empty=False) == []
+
+
+def test_norm_scale_invariance_exact_only_with_eps_zero(check_invariant):
+    model = nn.Sequential(
+        nn.Linear(3, 6),
+        nn.ReLU(),
+        nn.LayerNorm(6, eps=0.0),
+        nn.Linear(6, 5),
+        pyg_nn.GraphNorm(5, eps=0.0),
+        nn.Linear(5, 2),
+    ).double()
+    syms = find_symmetries(model, kinds="norm")
+    assert [s.size for s in syms] == [1, 5]  # global for layer norm, per channel for graph norm
+    check_invariant(model.train(), (torch.randn(16, 3, dtype=torch.float64),), syms)
+
+    # torch's batch norm needs eps > 0 in training: its scale invariance is only approximate
+    default_eps = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Linear(6, 1)).double()
+    assert find_symmetries(default_eps, kinds="norm", raise_if_empty=False) == []
+    approx = find_symmetries(default_eps, kinds="norm", approximate=True)
+    assert len(approx) == 1 and not approx[0].exact and approx[0].size == 6
+
+
+def test_pyg_norm_scale_invariance(graph, check_invariant):
+    model = GCN(4, 16, 3, out_channels=2, norm="graph_norm", norm_kwargs={"eps": 0.0})
+    model = model.double()
+    syms = find_symmetries(model, kinds=("norm",))
+    assert len(syms) == 2
+    check_invariant(model, graph(), syms)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    widths=st.lists(st.integers(2, 7), min_size=3, max_size=5),
+    slope=st.floats(0.05, 0.9),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_gl_and_rescale_exact_on_random_leaky_mlps(widths, slope, bias, seed, check_invariant):
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(a, b, bias=bias)] + (
+            [nn.LeakyReLU(slope)] if i < len(widths) - 2 else []
+        )
+    model = nn.Sequential(*layers).double()
+    syms = find_symmetries(model, kinds=("gl", "rescale"))
+    assert len(syms) == 2 * (len(widths) - 2)
+    n = min(widths[:-2])  # at most d_in samples for every first layer: the action is exact
+    x = torch.randn(n, widths[0], dtype=torch.float64)
+    check_invariant(model, (x,), syms, scale=0.1, seed=seed, rtol=1e-8)
+
+
+def test_gl_action_exact_paper_mlp(check_invariant):
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Linear(5, 6, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Linear(6, 7, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.Linear(7, 8, bias=False),
+    ).double()
+    syms = find_symmetries(model, kinds="gl")
+    assert [type(s) for s in syms] == [GLSymmetry, GLSymmetry]
+    x = torch.randn(4, 5, dtype=torch.float64)  # 4 samples <= 5 inputs: exact
+    check_invariant(model, (x,), syms, scale=0.1, rtol=1e-9)
+
+
+def test_gl_rejects_batches_it_cannot_act_on_exactly(check_invariant):
+    model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2)).double()
+    (sym,) = find_symmetries(model, kinds="gl")
+    with pytest.raises(TeleportBatchError, match=r"at most 4 linearly independent samples"):
+        check_invariant(model, (torch.randn(5, 3, dtype=torch.float64),), [sym])
+    repeated = torch.randn(1, 3, dtype=torch.float64).repeat(3, 1)
+    with pytest.raises(TeleportBatchError, match=r"rank 1 < 3 samples"):
+        check_invariant(model, (repeated,), [sym])
+
+
+def test_gl_detection_needs_invertible_activation():
+    relu = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert find_symmetries(relu, kinds="gl", raise_if_empty=False) == []
+    dropout = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(), nn.Dropout(0.5), nn.Linear(4, 2))
+    assert find_symmetries(dropout, kinds="gl", raise_if_empty=False) == []
+    linear = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.0), nn.Linear(4, 2))
+    (sym,) = find_symmetries(linear, kinds="gl")
+    assert sym.negative_slope is None
+
+
+def _booth(x):
+    return (x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2
+
+
+def booth_symmetry() -> SO2ChartSymmetry:
+    def to_chart(x):
+        return torch.stack([x[0] + 2 * x[1] - 7, 2 * x[0] + x[1] - 5])
+
+    def from_chart(v):
+        return torch.stack([(-v[0] + 2 * v[1]) / 3 + 1, (2 * v[0] - v[1]) / 3 + 3])
+
+    return SO2ChartSymmetry("SO(2) Booth", "x", to_chart, from_chart)
+
+
+def test_so2_chart_leaves_booth_unchanged():
+    x = torch.tensor([-3.0, 2.5], dtype=torch.float64)
+    sym = booth_symmetry()
+    for angle in (0.3, -1.2, 2.9):
+        new = sym.act({"x": x}, torch.tensor([angle], dtype=torch.float64))["x"]
+        assert not torch.allclose(new, x)
+        assert float(_booth(new)) == pytest.approx(float(_booth(x)), rel=1e-12)
+
+
+def test_param_slice_with_index_scales_blocks(check_invariant):
+    # a "vector" unit spans three hidden channels: scale them together
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    index = torch.tensor([0, 0, 0, 1, 1, 1])
+    sym = RescaleSymmetry(
+        "blocks",
+        [ParamSlice("0.weight", 0, index), ParamSlice("0.bias", 0, index)],
+        [ParamSlice("2.weight", 1, index)],
+        2,
+    )
+    check_invariant(model, (torch.randn(8, 3, dtype=torch.float64),), [sym])
+    assert sym.elementwise_factors(
+        torch.zeros(2, dtype=torch.float64), dict(model.named_parameters())
+    )["0.weight"].shape == (6, 1)
+
+
+def test_no_symmetry_message_lists_what_was_searched():
+    with pytest.raises(NoSymmetryError) as info:
+        find_symmetries(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)))
+    message = str(info.value)
+    for needle in (
+        "Sequential at '<root>'",
+        "torch.nn.ReLU",
+        "torch_geometric.nn.GCNConv",
+        "rescale",
+        "register_rule",
+        "kinds searched",
+    ):
+        assert needle in message
+    with pytest.raises(
+        NoSymmetryError, match="containers with a known execution order found in the model: none"
+    ):
+        find_symmetries(nn.Linear(3, 3))
+
+
+def test_gat_is_not_detected():
+    from torch_geometric.nn.models import GAT
+
+    with pytest.raises(NoSymmetryError, match="GATConv|GAT"):
+        find_symmetries(GAT(4, 8, 2, out_channels=1))
+
+
+def test_subclass_with_new_forward_is_not_trusted():
+    class Reversed(nn.Sequential):
+        def forward(self, x):
+            for module in reversed(self):
+                x = module(x)
+            return x
+
+    model = Reversed(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    assert find_symmetries(model, raise_if_empty=False) == []
+
+
+def test_shared_and_frozen_parameters_are_left_alone():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), shared, nn.ReLU(), shared)
+    names = {n for s in find_symmetries(model, raise_if_empty=False) for n in s.param_names}
+    assert "4.weight" not in names
+    frozen = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    frozen[2].weight.requires_grad_(False)
+    assert find_symmetries(frozen, raise_if_empty=False) == []
+
+
+def test_registry_custom_container_and_rule(check_invariant):
+    class TwoLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    model = TwoLayer().double()
+    with pytest.raises(NoSymmetryError):
+        find_symmetries(model)
+    tp.register_container(
+        TwoLayer,
+        lambda m, prefix: [
+            (f"{prefix}a".lstrip("."), m.a),
+            ("relu", nn.ReLU()),
+            (f"{prefix}b".lstrip("."), m.b),
+        ],
+    )
+    syms = find_symmetries(model)
+    assert [s.name for s in syms] == ["rescale a -> b"]
+    check_invariant(model, (torch.randn(7, 3, dtype=torch.float64),), syms)
+
+    @tp.register_rule("test-output-sign")
+    def _rule(m, **_):
+        return [RescaleSymmetry("b only", [ParamSlice("b.weight", 0)], [], 2, kind="custom")]
+
+    assert [s.name for s in find_symmetries(model, kinds=("test-output-sign",))] == ["b only"]
+    with pytest.raises(ValueError, match="unknown"):
+        find_symmetries(model, kinds=("nope",))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="model"):
+        find_symmetries("not a model")
+    with pytest.raises(ValueError, match="size"):
+        RescaleSymmetry("x", [ParamSlice("w", 0)], [], 0)
+    with pytest.raises(ValueError, match="negative_slope"):
+        GLSymmetry("x", "a", "b", 3, has_bias=True, negative_slope=0.0)
+    with pytest.raises(TypeError, match="module_type"):
+        tp.register_container(int, lambda m, p: [])
+
+
+@pytest.mark.parametrize("group", ["O3", "SO2"])
+def test_gated_equivariant_mlp_scale_is_exact(group, check_invariant):
+    mlp = pytest.importorskip("symgraph.nn.mlp")
+    groups = pytest.importorskip("symgraph.groups")
+    torch.manual_seed(0)
+    model = mlp.EquivariantMLP(
+        "4x0e + 2x1o",
+        "1x0e + 1x1o",
+        hidden="8x0e + 4x1o + 2x2e",
+        layers=2,
+        group=getattr(groups, group)(),
+    ).double()
+    syms = find_symmetries(model, kinds="gated")
+    assert [s.size for s in syms] == [6, 6]  # one unit per gated copy: 4x1o + 2x2e
+    x = torch.randn(10, 4 + 2 * 3, dtype=torch.float64)
+    check_invariant(model, (x,), syms)
