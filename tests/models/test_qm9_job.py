@@ -73,3 +73,33 @@ def test_demo_quick(first200, tmp_path):
         sys.path.pop(0)
     result = qm9_demo.main(["--quick", "--csv", str(first200), "--out", str(tmp_path / "demo")])
     assert result["baseline"] > 0 and result["mae"] > 0
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, argv: list[str]) -> None:
+    import os
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_two_processes_match_one_process_on_qm9(first200, tmp_path):
+    """torchrun-style data parallel (2 CPU processes, gloo) equals one process, same batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    schedule = ("--epochs", "1", "--batch-size", "10", "--subset", "40", "--target", "gap")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert main(train_args(first200, single, *schedule)) == 0  # also builds the data cache
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = train_args(first200, ddp, *schedule)
+    mp.start_processes(_ddp_worker, args=(2, port, argv), nprocs=2, start_method="fork")
+    a = torch.load(single / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(ddp / "checkpoint.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)

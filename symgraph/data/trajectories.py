@@ -1,0 +1,771 @@
+"""Molecular trajectories: MD17-style loaders and a molecular-dynamics generator.
+
+Everything returns a :class:`symgraph.noether.frames.Trajectory` (positions Å, velocities
+Å/fs, energies eV unless ``energy_unit="native"``, forces eV/Å).
+
+Loaders (no network):
+
+- :func:`load_md17` reads one local file or directory in the layouts below, or finds
+  ``molecule``'s MD17 file under a root directory;
+- :class:`MD17` is a per-frame dataset that downloads the official MD17 files from
+  quantum-machine.org when asked (``download=True``).
+
+======================================  ================================================
+layout                                  keys / files
+======================================  ================================================
+MD17 / sGDML npz (kcal/mol, Å)          ``R [T,N,3]``, ``E [T,1]``, ``F [T,N,3]``, ``z [N]``
+revised MD17 npz (kcal/mol, Å)          ``coords``, ``energies``, ``forces``,
+                                        ``nuclear_charges``
+QM7-X npz, one molecule (eV, Å)         ``atXYZ``, ``ePBE0+MBD``, ``totFOR``, ``atNUM [T,N]``
+padded multi-molecule npz (eV, Å)       ``R``, ``E``, ``F``, ``z [T,Nmax]`` zero-padded: use
+                                        :func:`load_padded_molecules`
+DeePMD "npy system" directory (eV, Å)   ``type.raw``, ``type_map.raw``,
+                                        ``set.*/coord.npy``, ``energy.npy``, ``force.npy``,
+                                        ``box.npy`` (or a directory of such systems)
+======================================  ================================================
+
+Generator: :func:`generate_md_trajectory` runs velocity-Verlet NVE dynamics with ase on a
+molecule (an ``ase.Atoms`` or a name of ase's g2 collection such as ``"CH3CH2OH"``) with
+energies and forces from rdkit's MMFF94 (:class:`MMFFCalculator`) or any ase calculator,
+and reports its energy drift (:func:`energy_drift`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from symgraph.noether.frames import Trajectory
+from symgraph.noether.quantities import EV_PER_AMU_A2_PER_FS2
+
+__all__ = [
+    "KCAL_PER_MOL_IN_EV",
+    "MD17",
+    "MMFFCalculator",
+    "energy_drift",
+    "finite_difference_velocities",
+    "generate_md_trajectory",
+    "load_deepmd",
+    "load_md17",
+    "load_padded_molecules",
+    "mol_from_atoms",
+    "stack_trajectories",
+]
+
+#: 1 kcal/mol in eV (ase's constants).
+KCAL_PER_MOL_IN_EV = 0.04336410390059322
+
+
+def _z_of(symbol: str) -> int:
+    from ase.data import atomic_numbers
+
+    if symbol not in atomic_numbers:
+        raise ValueError(f"type_map.raw: unknown element symbol {symbol!r}")
+    return int(atomic_numbers[symbol])
+
+
+# ----------------------------------------------------------------------------------------
+# loaders
+# ----------------------------------------------------------------------------------------
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64)).to(dtype)
+
+
+def _unit_factor(native: str, energy_unit: str) -> tuple[float, str]:
+    if energy_unit == "native":
+        return 1.0, native
+    if energy_unit != "eV":
+        raise ValueError(f"energy_unit: expected 'eV' or 'native', got {energy_unit!r}")
+    return (KCAL_PER_MOL_IN_EV if native == "kcal/mol" else 1.0), "eV"
+
+
+def _from_arrays(
+    z: np.ndarray,
+    pos: np.ndarray,
+    energy: np.ndarray | None,
+    force: np.ndarray | None,
+    native_unit: str,
+    energy_unit: str,
+    dtype: torch.dtype,
+    dt: float | None,
+    info: dict[str, Any],
+    max_frames: int | None,
+) -> Trajectory:
+    factor, unit = _unit_factor(native_unit, energy_unit)
+    sl = slice(None, max_frames)
+    energies = None if energy is None else _tensor(np.reshape(energy, (len(energy),)), dtype)
+    return Trajectory(
+        positions=_tensor(pos[sl], dtype),
+        z=torch.as_tensor(np.asarray(z, dtype=np.int64)),
+        energies=None if energies is None else energies[sl] * factor,
+        forces=None if force is None else _tensor(force[sl], dtype) * factor,
+        dt=dt,
+        energy_unit=unit,
+        info=info,
+    )
+
+
+def _single_z(z: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if z.ndim == 1:
+        return z
+    if z.ndim == 2 and bool((z == z[:1]).all()) and bool((z[0] > 0).all()):
+        return z[0]
+    raise ValueError(
+        f"{path}: `{key}` has shape {list(z.shape)} with different molecules (or zero "
+        f"padding) across frames; a Trajectory holds one set of atoms. Use "
+        f"load_padded_molecules({str(path)!r}) to get one trajectory per molecule"
+    )
+
+
+def _load_npz(
+    path: Path, energy_unit: str, dtype: torch.dtype, dt: float | None, max_frames: int | None
+) -> Trajectory:
+    with np.load(path, allow_pickle=False) as data:
+        keys = set(data.files)
+        info: dict[str, Any] = {"source": str(path)}
+        if {"R", "z"} <= keys:
+            z = _single_z(data["z"], path, "z")
+            if "theory" in keys:
+                info["theory"] = str(data["theory"])
+            if dt is None and path.name.startswith("md17_"):
+                dt = 0.5  # original MD17 trajectories: 0.5 fs between frames
+            unit = "eV" if z.ndim == 1 and data["z"].ndim == 2 else "kcal/mol"
+            return _from_arrays(
+                z,
+                data["R"],
+                data["E"] if "E" in keys else None,
+                data["F"] if "F" in keys else None,
+                unit,
+                energy_unit,
+                dtype,
+                dt,
+                info,
+                max_frames,
+            )
+        if {"coords", "nuclear_charges"} <= keys:  # revised MD17
+            return _from_arrays(
+                data["nuclear_charges"],
+                data["coords"],
+                data.get("energies"),
+                data.get("forces"),
+                "kcal/mol",
+                energy_unit,
+                dtype,
+                dt,
+                info,
+                max_frames,
+            )
+        if {"atXYZ", "atNUM"} <= keys:  # QM7-X
+            z = _single_z(data["atNUM"], path, "atNUM")
+            energy = next((data[k] for k in ("ePBE0+MBD", "ePBE0", "E") if k in keys), None)
+            return _from_arrays(
+                z,
+                data["atXYZ"],
+                energy,
+                data.get("totFOR"),
+                "eV",
+                energy_unit,
+                dtype,
+                dt,
+                info,
+                max_frames,
+            )
+    raise ValueError(
+        f"{path}: unknown npz layout with keys {sorted(keys)}; expected MD17/sGDML "
+        f"(R, E, F, z), revised MD17 (coords, energies, forces, nuclear_charges) or "
+        f"QM7-X (atXYZ, atNUM, ePBE0+MBD, totFOR)"
+    )
+
+
+def load_padded_molecules(
+    path: str | os.PathLike, energy_unit: str = "eV", dtype: torch.dtype = torch.float64
+) -> list[Trajectory]:
+    """One :class:`Trajectory` per run of consecutive frames of the same molecule.
+
+    For npz files whose ``z [T, Nmax]`` is zero-padded (e.g. the QM7-X sample
+    ``qm7x_250_small.npz``: ``R``, ``E``, ``F`` in Å / eV); padding atoms are dropped.
+    """
+    path = Path(path)
+    with np.load(path) as data:
+        if "z" not in data.files or data["z"].ndim != 2 or "R" not in data.files:
+            raise ValueError(
+                f"{path}: expected padded arrays z [T, Nmax] and R [T, Nmax, 3], got keys "
+                f"{sorted(data.files)}"
+            )
+        z, pos = data["z"], data["R"]
+        energy = data["E"] if "E" in data.files else None
+        force = data["F"] if "F" in data.files else None
+    out, start = [], 0
+    for t in range(1, len(z) + 1):
+        if t == len(z) or not np.array_equal(z[t], z[start]):
+            keep = z[start] > 0
+            out.append(
+                _from_arrays(
+                    z[start][keep],
+                    pos[start:t][:, keep],
+                    None if energy is None else energy[start:t],
+                    None if force is None else force[start:t][:, keep],
+                    "eV",
+                    energy_unit,
+                    dtype,
+                    None,
+                    {"source": str(path), "frames": (start, t)},
+                    None,
+                )
+            )
+            start = t
+    return out
+
+
+def _deepmd_system(path: Path) -> tuple[Any, ...]:
+    types = np.loadtxt(path / "type.raw", dtype=np.int64).reshape(-1)
+    type_map_file = path / "type_map.raw"
+    if not type_map_file.is_file():
+        raise ValueError(f"{path}: DeePMD system without type_map.raw (element symbols)")
+    symbols = type_map_file.read_text().split()
+    z = np.array([_z_of(symbols[t]) for t in types], dtype=np.int64)
+    sets = sorted(p for p in path.glob("set.*") if p.is_dir())
+    if not sets:
+        raise ValueError(f"{path}: DeePMD system without set.*/ directories")
+    n = len(z)
+    pos, energy, force, box = [], [], [], []
+    for s in sets:
+        coord = np.load(s / "coord.npy")
+        pos.append(coord.reshape(-1, n, 3))
+        t = pos[-1].shape[0]
+        energy.append(np.load(s / "energy.npy").reshape(t) if (s / "energy.npy").exists() else None)
+        force.append(
+            np.load(s / "force.npy").reshape(t, n, 3) if (s / "force.npy").exists() else None
+        )
+        box.append(np.load(s / "box.npy").reshape(t, 3, 3) if (s / "box.npy").exists() else None)
+    return z, pos, energy, force, box
+
+
+def load_deepmd(
+    path: str | os.PathLike, dtype: torch.dtype = torch.float64, max_frames: int | None = None
+) -> Trajectory:
+    """A DeePMD "npy system" directory (or a directory of systems with the same atoms).
+
+    Frames of all ``set.*`` folders are concatenated (they are snapshots: ``dt`` is None);
+    ``cells`` holds the periodic box rows. Units: Å, eV, eV/Å.
+    """
+    path = Path(path)
+    systems = (
+        [path]
+        if (path / "type.raw").is_file()
+        else sorted(p for p in path.iterdir() if (p / "type.raw").is_file())
+    )
+    if not systems:
+        raise ValueError(f"{path}: expected a DeePMD system (type.raw, set.*/) or a folder of them")
+    z0, pos, energy, force, box = None, [], [], [], []
+    for system in systems:
+        z, p, e, f, b = _deepmd_system(system)
+        if z0 is not None and not np.array_equal(z, z0):
+            raise ValueError(
+                f"{system}: atoms (type.raw) differ from {systems[0]}; load systems separately"
+            )
+        z0 = z
+        pos += p
+        energy += e
+        force += f
+        box += b
+    sl = slice(None, max_frames)
+
+    def cat(parts: list[np.ndarray | None]) -> Tensor | None:
+        if any(x is None for x in parts):
+            return None
+        return _tensor(np.concatenate(parts)[sl], dtype)
+
+    return Trajectory(
+        positions=cat(pos),
+        z=torch.as_tensor(z0),
+        energies=cat(energy),
+        forces=cat(force),
+        cells=cat(box),
+        energy_unit="eV",
+        info={"source": str(path), "systems": [str(s) for s in systems], "pbc": True},
+    )
+
+
+def _candidate_files(root: Path, molecule: str) -> list[Path]:
+    names = [
+        MD17.FILES.get(molecule, ""),
+        f"md17_{molecule}.npz",
+        f"{molecule}.npz",
+        f"{molecule}_dft.npz",
+        f"rmd17_{molecule}.npz",
+    ]
+    if molecule in MD17.FILES and MD17.FILES[molecule].endswith(".zip"):
+        stem = MD17.FILES[molecule][:-4]
+        names = [f"{stem}-train.npz", f"{stem}-test.npz", *names]
+    out = []
+    for name in filter(None, names):
+        for folder in (root, root / molecule, root / molecule / "raw", root / "raw"):
+            out.append(folder / name)
+    return out
+
+
+def load_md17(
+    path_or_root: str | os.PathLike,
+    molecule: str | None = None,
+    *,
+    energy_unit: str = "eV",
+    dtype: torch.dtype = torch.float64,
+    dt: float | None = None,
+    max_frames: int | None = None,
+) -> Trajectory:
+    """Load an MD17-style trajectory from a local file or directory (no network).
+
+    Args:
+        path_or_root: an ``.npz`` file, a DeePMD system directory, or a root directory that
+            holds ``molecule``'s MD17 file (``md17_<molecule>.npz``, the names of
+            :attr:`MD17.FILES`, optionally under ``<molecule>/raw/`` as PyG stores them).
+        molecule: MD17 molecule name (``"ethanol"``, ``"aspirin"``, ...) when
+            ``path_or_root`` is a root directory.
+        energy_unit: ``"eV"`` (convert; MD17 stores kcal/mol) or ``"native"``.
+        dtype: floating dtype of the returned tensors.
+        dt: time between frames in fs (default: 0.5 for original ``md17_*.npz``
+            trajectories, otherwise None: frames are samples, not consecutive).
+        max_frames: keep only the first frames.
+
+    Raises:
+        FileNotFoundError: nothing matching was found (the message says how to download).
+        ValueError: an unknown file layout, or frames of different molecules.
+    """
+    path = Path(path_or_root)
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise ValueError(f"path_or_root: expected an .npz file or a directory, got {path}")
+        return _load_npz(path, energy_unit, dtype, dt, max_frames)
+    if not path.exists():
+        raise FileNotFoundError(f"path_or_root: {path} does not exist")
+    if (path / "type.raw").is_file() or any(
+        (p / "type.raw").is_file() for p in path.iterdir() if p.is_dir()
+    ):
+        return load_deepmd(path, dtype, max_frames)
+    if molecule is None:
+        npz = sorted(path.glob("*.npz"))
+        if len(npz) == 1:
+            return _load_npz(npz[0], energy_unit, dtype, dt, max_frames)
+        raise ValueError(
+            f"molecule: {path} is a directory with {len(npz)} npz files; pass molecule=..."
+            f" (one of {sorted(MD17.FILES)}) or a file path"
+        )
+    for candidate in _candidate_files(path, molecule):
+        if candidate.is_file():
+            return _load_npz(candidate, energy_unit, dtype, dt, max_frames)
+    raise FileNotFoundError(
+        f"load_md17: no file for molecule {molecule!r} under {path}; download it with "
+        f"symgraph.data.trajectories.MD17({str(path)!r}, {molecule!r}, download=True) "
+        f"(from {MD17.BASE_URL})"
+    )
+
+
+def finite_difference_velocities(positions: Tensor, dt: float) -> Tensor:
+    """Velocities ``[T, N, 3]`` (Å/fs) from consecutive positions ``[T, N, 3]`` (Å).
+
+    Central differences inside, one-sided at both ends (MD17 stores no velocities).
+    """
+    if positions.dim() != 3 or positions.shape[0] < 2:
+        raise ValueError(f"positions: expected [T, N, 3] with T >= 2, got {list(positions.shape)}")
+    if not dt > 0:
+        raise ValueError(f"dt: expected a positive time step in fs, got {dt!r}")
+    v = torch.empty_like(positions)
+    v[1:-1] = (positions[2:] - positions[:-2]) / (2 * dt)
+    v[0] = (positions[1] - positions[0]) / dt
+    v[-1] = (positions[-1] - positions[-2]) / dt
+    return v
+
+
+class MD17(torch.utils.data.Dataset):
+    """The MD17 data sets (Chmiela et al. 2017, 2018), one PyG ``Data`` per frame.
+
+    Reads ``root/<file>`` (or ``root/<molecule>/raw/<file>``) when present; otherwise,
+    with ``download=True``, downloads the official file from :attr:`BASE_URL`. Frames are
+    PyG ``Data(z, pos, energy, force)`` in Å and eV (eV/Å); :attr:`trajectory` is the whole
+    :class:`Trajectory`.
+
+    Args:
+        root: directory of the files.
+        molecule: a key of :attr:`FILES` (``"ethanol"``, ``"aspirin"``, ...,
+            ``"ethanol CCSD(T)"`` for the coupled-cluster sets, which have train and test
+            files).
+        split: ``"train"`` or ``"test"`` for the CCSD(T) sets; ignored otherwise.
+        download: fetch the file when it is missing (network needed).
+        dtype: floating dtype.
+    """
+
+    BASE_URL = "http://quantum-machine.org/gdml/data/npz"
+    FILES = {
+        "benzene": "md17_benzene2017.npz",
+        "uracil": "md17_uracil.npz",
+        "naphthalene": "md17_naphthalene.npz",
+        "aspirin": "md17_aspirin.npz",
+        "salicylic acid": "md17_salicylic.npz",
+        "malonaldehyde": "md17_malonaldehyde.npz",
+        "ethanol": "md17_ethanol.npz",
+        "toluene": "md17_toluene.npz",
+        "paracetamol": "paracetamol_dft.npz",
+        "azobenzene": "azobenzene_dft.npz",
+        "benzene CCSD(T)": "benzene_ccsd_t.zip",
+        "aspirin CCSD": "aspirin_ccsd.zip",
+        "malonaldehyde CCSD(T)": "malonaldehyde_ccsd_t.zip",
+        "ethanol CCSD(T)": "ethanol_ccsd_t.zip",
+        "toluene CCSD(T)": "toluene_ccsd_t.zip",
+    }
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        molecule: str = "ethanol",
+        split: str = "train",
+        download: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if molecule not in self.FILES:
+            raise ValueError(f"molecule: expected one of {sorted(self.FILES)}, got {molecule!r}")
+        if split not in ("train", "test"):
+            raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+        self.root, self.molecule, self.split = Path(root), molecule, split
+        path = self.local_path()
+        if path is None:
+            if not download:
+                raise FileNotFoundError(
+                    f"MD17: {self.FILES[molecule]} not found under {self.root}; pass "
+                    f"download=True to fetch it from {self.url}"
+                )
+            self.download()
+            path = self.local_path()
+            if path is None:  # pragma: no cover - depends on the remote archive
+                raise FileNotFoundError(f"MD17: download of {self.url} gave no usable file")
+        self.path = path
+        self.trajectory = load_md17(path, dtype=dtype)
+
+    @property
+    def url(self) -> str:
+        return f"{self.BASE_URL}/{self.FILES[self.molecule]}"
+
+    @property
+    def file_name(self) -> str:
+        name = self.FILES[self.molecule]
+        return f"{name[:-4]}-{self.split}.npz" if name.endswith(".zip") else name
+
+    def local_path(self) -> Path | None:
+        for folder in (self.root, self.root / self.molecule / "raw", self.root / "raw"):
+            if (folder / self.file_name).is_file():
+                return folder / self.file_name
+        return None
+
+    def download(self) -> None:  # pragma: no cover - needs the network
+        from torch_geometric.data import download_url, extract_zip
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = download_url(self.url, str(self.root))
+        if path.endswith(".zip"):
+            extract_zip(path, str(self.root))
+            os.unlink(path)
+
+    def __len__(self) -> int:
+        return len(self.trajectory)
+
+    def __getitem__(self, index: int) -> Any:
+        from torch_geometric.data import Data
+
+        traj = self.trajectory
+        data = Data(z=traj.z, pos=traj.positions[index])
+        if traj.energies is not None:
+            data.energy = traj.energies[index].reshape(1)
+        if traj.forces is not None:
+            data.force = traj.forces[index]
+        return data
+
+
+# ----------------------------------------------------------------------------------------
+# generator
+# ----------------------------------------------------------------------------------------
+
+
+def mol_from_atoms(atoms: Any, charge: int = 0) -> Any:
+    """An rdkit molecule (explicit hydrogens, one conformer) from ``ase.Atoms``.
+
+    Bonds and bond orders are perceived from the 3D geometry with
+    ``rdkit.Chem.rdDetermineBonds.DetermineBonds``.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    lines = [str(len(atoms)), ""]
+    for symbol, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions):
+        lines.append(f"{symbol} {x:.10f} {y:.10f} {z:.10f}")
+    mol = Chem.MolFromXYZBlock("\n".join(lines) + "\n")
+    if mol is None:
+        raise ValueError("atoms: rdkit could not read the geometry as an XYZ block")
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=charge)
+    except Exception as err:  # rdkit raises plain ValueError/RuntimeError
+        raise ValueError(
+            f"atoms: rdkit could not perceive bonds of {atoms.get_chemical_formula()} "
+            f"(charge {charge}): {err}"
+        ) from err
+    return mol
+
+
+def _ase_calculator_base() -> type:
+    from ase.calculators.calculator import Calculator
+
+    return Calculator
+
+
+class MMFFCalculator(_ase_calculator_base()):  # type: ignore[misc]
+    """ase calculator for rdkit's MMFF94 force field (energy in eV, forces in eV/Å).
+
+    The topology (bonds, MMFF atom types) is perceived once, from the first geometry seen
+    (or from ``mol``), and kept fixed: bonds are never broken or formed.
+
+    Args:
+        mol: an rdkit molecule with explicit hydrogens whose atom order matches the
+            ``Atoms`` it will be attached to; built from the atoms when omitted.
+        charge: total charge used for bond perception.
+        variant: ``"MMFF94"`` or ``"MMFF94s"``.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, mol: Any = None, charge: int = 0, variant: str = "MMFF94", **kwargs: Any):
+        super().__init__(**kwargs)
+        if variant not in ("MMFF94", "MMFF94s"):
+            raise ValueError(f"variant: expected 'MMFF94' or 'MMFF94s', got {variant!r}")
+        self.mol, self.charge, self.variant = mol, charge, variant
+        self._ff = None
+
+    def _force_field(self, atoms: Any) -> Any:
+        if self._ff is not None:
+            return self._ff
+        from rdkit.Chem import AllChem
+
+        if self.mol is None:
+            self.mol = mol_from_atoms(atoms, self.charge)
+        if self.mol.GetNumAtoms() != len(atoms):
+            raise ValueError(
+                f"mol: expected {len(atoms)} atoms (with explicit hydrogens), got "
+                f"{self.mol.GetNumAtoms()}"
+            )
+        props = AllChem.MMFFGetMoleculeProperties(self.mol, mmffVariant=self.variant)
+        if props is None:
+            raise ValueError(
+                f"atoms: MMFF94 has no parameters for {atoms.get_chemical_formula()} "
+                f"(unsupported atom types); use another ase calculator"
+            )
+        self._ff = AllChem.MMFFGetMoleculeForceField(self.mol, props)
+        return self._ff
+
+    def calculate(
+        self, atoms: Any = None, properties: Any = ("energy",), system_changes: Any = None
+    ) -> None:
+        from ase.calculators.calculator import all_changes
+
+        super().calculate(atoms, properties, system_changes or all_changes)
+        ff = self._force_field(self.atoms)
+        coords = self.atoms.positions.reshape(-1).tolist()
+        energy = ff.CalcEnergy(coords) * KCAL_PER_MOL_IN_EV
+        grad = np.asarray(ff.CalcGrad(coords), dtype=np.float64).reshape(-1, 3)
+        self.results = {"energy": energy, "forces": -grad * KCAL_PER_MOL_IN_EV}
+
+
+def _make_atoms(atoms_or_name: Any) -> Any:
+    from ase import Atoms
+
+    if isinstance(atoms_or_name, str):
+        from ase.build import molecule
+        from ase.collections import g2
+
+        if atoms_or_name not in g2.names:
+            raise ValueError(
+                f"atoms_or_name: {atoms_or_name!r} is not in ase's g2 collection "
+                f"(e.g. 'CH3CH2OH', 'C6H6', 'H2O'); pass an ase.Atoms for other molecules"
+            )
+        return molecule(atoms_or_name)
+    if isinstance(atoms_or_name, Atoms):
+        return atoms_or_name.copy()
+    raise TypeError(
+        f"atoms_or_name: expected ase.Atoms or a g2 molecule name, "
+        f"got {type(atoms_or_name).__name__}"
+    )
+
+
+def energy_drift(trajectory: Trajectory, kinetic_scale: float = EV_PER_AMU_A2_PER_FS2) -> dict:
+    """Energy conservation of a trajectory with velocities and potential energies.
+
+    Returns:
+        ``{"total_energy": [T] tensor, "drift_per_atom": |E(T−1) − E(0)| / N,
+        "max_fluctuation_per_atom": max_t |E(t) − E(0)| / N, "std_per_atom": std_t E / N}``
+        in the trajectory's energy unit (eV for the generator).
+    """
+    if trajectory.velocities is None or trajectory.energies is None:
+        raise ValueError(
+            "trajectory: expected velocities and potential energies to measure energy drift"
+        )
+    if trajectory.num_graphs != 1:
+        raise ValueError(f"trajectory: expected one molecule, got {trajectory.num_graphs}")
+    v2 = (trajectory.velocities**2).sum(-1)  # [T, N]
+    kinetic = 0.5 * kinetic_scale * (trajectory.masses * v2).sum(-1)
+    total = kinetic + trajectory.energies.reshape(-1)
+    n = trajectory.num_atoms
+    dev = (total - total[0]).abs()
+    return {
+        "total_energy": total,
+        "drift_per_atom": float(dev[-1]) / n,
+        "max_fluctuation_per_atom": float(dev.max()) / n,
+        "std_per_atom": float(total.std()) / n if len(total) > 1 else 0.0,
+    }
+
+
+def generate_md_trajectory(
+    atoms_or_name: Any = "CH3CH2OH",
+    steps: int = 1000,
+    dt_fs: float = 0.5,
+    temperature_K: float = 300.0,
+    calculator: str | Any = "mmff",
+    seed: int = 0,
+    *,
+    save_every: int = 1,
+    relax: bool = True,
+    zero_momentum: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> Trajectory:
+    """Velocity-Verlet NVE molecular dynamics of one molecule with ase.
+
+    Args:
+        atoms_or_name: an ``ase.Atoms`` or a g2 name for ``ase.build.molecule``.
+        steps: integration steps.
+        dt_fs: integration time step in fs.
+        temperature_K: temperature of the initial Maxwell–Boltzmann velocities.
+        calculator: ``"mmff"`` (rdkit MMFF94 via :class:`MMFFCalculator`) or an ase
+            calculator instance.
+        seed: seed of the initial velocities.
+        save_every: keep every ``save_every``-th step (``steps // save_every + 1`` frames).
+        relax: minimise the geometry (BFGS, fmax 0.005 eV/Å) before assigning velocities.
+        zero_momentum: remove the total linear and angular momentum of the initial
+            velocities (both are then conserved at zero by the integrator).
+        dtype: floating dtype of the returned tensors.
+
+    Returns:
+        A :class:`Trajectory` (Å, Å/fs, eV, eV/Å; ``dt = dt_fs * save_every``) whose
+        ``info`` holds the generator settings, its :func:`energy_drift` report
+        (``info["energy_drift"]``), the relaxed ``ase.Atoms`` with its calculator
+        (``info["atoms"]``, e.g. for :class:`~symgraph.noether.AsePotential`) and, for
+        MMFF, the perceived ``info["smiles"]``.
+    """
+    from ase import units
+    from ase.md.velocitydistribution import (
+        MaxwellBoltzmannDistribution,
+        Stationary,
+        ZeroRotation,
+    )
+    from ase.md.verlet import VelocityVerlet
+
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    if not isinstance(save_every, int) or save_every < 1:
+        raise ValueError(f"save_every: expected a positive int, got {save_every!r}")
+    if not dt_fs > 0:
+        raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
+    if not temperature_K >= 0:
+        raise ValueError(f"temperature_K: expected a non-negative number, got {temperature_K!r}")
+    atoms = _make_atoms(atoms_or_name)
+    if isinstance(calculator, str):
+        if calculator.lower() != "mmff":
+            raise ValueError(
+                f"calculator: expected 'mmff' or an ase calculator, got {calculator!r}"
+            )
+        atoms.calc = MMFFCalculator()
+        name = "rdkit MMFF94"
+    else:
+        atoms.calc = calculator
+        name = type(calculator).__name__
+    if relax:
+        from ase.optimize import BFGS
+
+        BFGS(atoms, logfile=None).run(fmax=0.005, steps=500)
+    from ase.md import velocitydistribution
+
+    # ase >= 3.26 renamed MaxwellBoltzmannDistribution to thermalize_momenta
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", MaxwellBoltzmannDistribution)
+    thermalize(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    if zero_momentum:
+        Stationary(atoms)
+        ZeroRotation(atoms)
+    dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
+    pos, vel, energy, force = [], [], [], []
+
+    def record() -> None:
+        pos.append(atoms.get_positions())
+        vel.append(atoms.get_velocities() * units.fs)  # ase velocity unit -> Å/fs
+        energy.append(atoms.get_potential_energy())
+        force.append(atoms.get_forces())
+
+    record()
+    for _ in range(steps // save_every):
+        dyn.run(save_every)
+        record()
+    traj = Trajectory(
+        positions=_tensor(np.stack(pos), dtype),
+        velocities=_tensor(np.stack(vel), dtype),
+        z=torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long),
+        masses=_tensor(atoms.get_masses(), dtype),
+        energies=_tensor(np.array(energy), dtype),
+        forces=_tensor(np.stack(force), dtype),
+        dt=dt_fs * save_every,
+        energy_unit="eV",
+        info={
+            "generator": "ase VelocityVerlet (NVE)",
+            "calculator": name,
+            "formula": atoms.get_chemical_formula(),
+            "steps": steps,
+            "dt_fs": dt_fs,
+            "temperature_K": temperature_K,
+            "seed": seed,
+        },
+    )
+    report = energy_drift(traj)
+    report.pop("total_energy")
+    traj.info["energy_drift"] = report
+    if isinstance(calculator, str):
+        from rdkit import Chem
+
+        traj.info["smiles"] = Chem.MolToSmiles(Chem.RemoveHs(atoms.calc.mol))
+    traj.info["calculator_object"] = atoms.calc
+    traj.info["atoms"] = atoms
+    return traj
+
+
+def stack_trajectories(trajectories: Sequence[Trajectory]) -> Trajectory:
+    """Pack trajectories of equal length into one batch of molecules (``batch`` set)."""
+    if not trajectories:
+        raise ValueError("trajectories: expected at least one Trajectory")
+    t = len(trajectories[0])
+    for i, tr in enumerate(trajectories):
+        if len(tr) != t:
+            raise ValueError(f"trajectories[{i}]: expected {t} frames, got {len(tr)}")
+    batch = torch.cat(
+        [torch.full((tr.num_atoms,), i, dtype=torch.long) for i, tr in enumerate(trajectories)]
+    )
+    vel = None
+    if all(tr.velocities is not None for tr in trajectories):
+        vel = torch.cat([tr.velocities for tr in trajectories], dim=1)
+    return Trajectory(
+        positions=torch.cat([tr.positions for tr in trajectories], dim=1),
+        velocities=vel,
+        z=torch.cat([tr.z for tr in trajectories]),
+        masses=torch.cat([tr.masses for tr in trajectories]),
+        batch=batch,
+        dt=trajectories[0].dt,
+    )

@@ -1,0 +1,125 @@
+"""Potential-energy models for :class:`~symgraph.noether.quantities.TotalEnergy`.
+
+Both follow PyG's energy-model signature ``model(z [N], pos [N, 3], batch [N]) -> [B]``:
+
+- :class:`AsePotential` wraps any ase calculator (rdkit MMFF94 from
+  :mod:`symgraph.data.trajectories`, EMT, ...) as a differentiable torch function: the
+  energy comes from the calculator, its gradient is minus the calculator's forces. It is
+  differentiable once (enough for tailoring, not for second-order meta-gradients).
+- :class:`LennardJones` is a pure-torch pair potential, differentiable to any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from symgraph.checks import check_batch, check_positions
+
+__all__ = ["AsePotential", "LennardJones"]
+
+
+class _CalculatorEnergy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pos: Tensor, batch: Tensor, num_graphs: int, fn: Any) -> Tensor:
+        energies, forces = fn(pos.detach(), batch, num_graphs)
+        ctx.save_for_backward(forces, batch)
+        return energies
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_e: Tensor) -> tuple[Tensor, None, None, None]:
+        forces, batch = ctx.saved_tensors
+        return -forces * grad_e[batch][:, None], None, None, None
+
+
+class AsePotential(nn.Module):
+    """Potential energy of copies of one molecule from an ase calculator -> ``[B]`` (eV).
+
+    Args:
+        atoms: an ``ase.Atoms`` template (its atomic numbers fix the molecule).
+        calculator: an ase calculator; default: ``atoms.calc``.
+
+    Every molecule in the batch must have the template's atomic numbers in the same order.
+    The calculator runs on the CPU in float64; results are cast back to ``pos``'s dtype.
+    """
+
+    def __init__(self, atoms: Any, calculator: Any = None) -> None:
+        super().__init__()
+        calculator = calculator if calculator is not None else getattr(atoms, "calc", None)
+        if calculator is None:
+            raise ValueError("calculator: expected an ase calculator (or atoms.calc), got None")
+        self.atoms = atoms.copy()
+        self.atoms.calc = calculator
+        self.register_buffer(
+            "numbers",
+            torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long),
+            persistent=False,
+        )
+
+    def _evaluate(self, pos: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
+        n = len(self.atoms)
+        coords = pos.cpu().double().numpy().reshape(num_graphs, n, 3)
+        energies = np.empty(num_graphs)
+        forces = np.empty_like(coords)
+        for b in range(num_graphs):
+            self.atoms.positions = coords[b]
+            energies[b] = self.atoms.get_potential_energy()
+            forces[b] = self.atoms.get_forces()
+        e = torch.as_tensor(energies, dtype=pos.dtype, device=pos.device)
+        f = torch.as_tensor(forces.reshape(-1, 3), dtype=pos.dtype, device=pos.device)
+        return e, f
+
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+        pos = check_positions(pos, "pos")
+        batch = check_batch(batch, pos.shape[0])
+        n = len(self.atoms)
+        if pos.shape[0] % n:
+            raise ValueError(
+                f"pos: expected a multiple of {n} atoms (copies of the template molecule), "
+                f"got {pos.shape[0]}"
+            )
+        b = pos.shape[0] // n
+        if not torch.equal(z.long().cpu(), self.numbers.repeat(b).cpu()):
+            raise ValueError(
+                "z: expected the template's atomic numbers "
+                f"{self.numbers.tolist()} repeated per molecule, got {z.tolist()[:n]}..."
+            )
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        expected = torch.arange(b, device=pos.device).repeat_interleave(n)
+        if not torch.equal(batch, expected):
+            raise ValueError(f"batch: expected {b} molecules of {n} atoms each, in order")
+        return _CalculatorEnergy.apply(pos, batch, b, self._evaluate)
+
+
+class LennardJones(nn.Module):
+    """``U = Σ_{i<j} 4ε[(σ/r)¹² − (σ/r)⁶]`` over all pairs of each molecule -> ``[B]``.
+
+    Args:
+        epsilon: well depth (energy unit).
+        sigma: zero-crossing distance (Å).
+    """
+
+    def __init__(self, epsilon: float = 0.01, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.epsilon = float(epsilon)
+        self.sigma = float(sigma)
+
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+        pos = check_positions(pos, "pos")
+        batch = check_batch(batch, pos.shape[0])
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        b = int(batch.max()) + 1 if batch.numel() else 0
+        i, j = torch.triu_indices(pos.shape[0], pos.shape[0], 1, device=pos.device)
+        same = batch[i] == batch[j]
+        i, j = i[same], j[same]
+        r2 = ((pos[i] - pos[j]) ** 2).sum(-1)
+        s6 = (self.sigma**2 / r2) ** 3
+        pair = 4.0 * self.epsilon * (s6 * s6 - s6)
+        return pos.new_zeros(b).index_add(0, batch[i], pair)

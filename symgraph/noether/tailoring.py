@@ -1,0 +1,460 @@
+"""Tailoring: gradient steps on a model's weights at prediction time, per trajectory.
+
+``tailor`` implements PREDICTSEQUENCE of Algorithm 1 of Noether Networks (Alet et al.,
+2021): roll the predictor ``f_θ`` out from ``x_0``, take ``steps`` gradient steps of the
+Noether loss of that rollout on a chosen parameter subset, then roll out again with the
+tailored weights ``θ(x_0)``. Everything runs through :func:`torch.func.functional_call`
+on a dict of parameters, so the model itself is never modified (parameters, buffers and
+``.grad`` stay bit-identical) and, with ``create_graph=True``, the predictions are
+differentiable with respect to the original θ and to the parameters of ``g``.
+
+States are either plain tensors ``[B, d]`` (``model(x) -> next x``) or
+:class:`~symgraph.noether.frames.Frame`\\ s of molecules, for which the model is called as
+``model(pos, vel, z, batch) -> (next_pos, next_vel)`` (e.g.
+:class:`symgraph.models.dynamics.EquivariantDynamics`). Any other state works with a
+custom ``step_fn(call, state) -> next_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from symgraph.noether.frames import Frame, Trajectory
+from symgraph.noether.loss import noether_losses
+
+__all__ = [
+    "ScaleShift",
+    "TailorResult",
+    "select_parameters",
+    "default_step",
+    "rollout",
+    "tailor",
+]
+
+ParamSpec = None | str | Sequence[str] | Callable[[str, Tensor], bool]
+StepFn = Callable[[Callable[..., Any], Any], Any]
+
+
+class ScaleShift(nn.Module):
+    """Elementwise affine ``y = x * weight + bias`` over the last axis (identity at init).
+
+    The per-sample conditional-normalisation layers of the reference implementation: cheap
+    parameters to tailor (``tailor(..., params="scale_shift")``) that start as the identity,
+    so inserting them does not change a trained model.
+
+    Args:
+        num_features: size of the last axis of ``x``.
+
+    Shapes: ``x [..., num_features] -> [..., num_features]``.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.weight.shape[-1]:
+            raise ValueError(
+                f"x: expected last axis of size {self.weight.shape[-1]}, got shape {list(x.shape)}"
+            )
+        return x * self.weight + self.bias
+
+
+class TailorResult(NamedTuple):
+    """What :func:`tailor` returns.
+
+    Attributes:
+        predictions: rollout with the tailored weights, frame 0 being ``x0``: a tensor
+            ``[T + 1, B, d]`` or a :class:`Trajectory` of ``T + 1`` frames.
+        params: the tailored parameters by name (only the selected ones). With
+            ``per_sample=True`` each has a leading axis ``[B, ...]``, one copy per sample.
+        inner_losses: Noether loss before each inner step, ``[steps]`` (or ``[B, steps]``
+            with ``per_sample=True``); detached.
+    """
+
+    predictions: Tensor | Trajectory
+    params: dict[str, Tensor]
+    inner_losses: Tensor
+
+
+def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, Tensor]:
+    """The parameters of ``model`` to tailor, by name.
+
+    Args:
+        params: ``None`` or ``"all"`` (every parameter; frozen ones are tailored too),
+            ``"scale_shift"`` (the parameters of :class:`ScaleShift` submodules), a list of
+            parameter names, or a predicate ``(name, parameter) -> bool``.
+
+    Raises:
+        ValueError: unknown names, or a selection that is empty.
+    """
+    named = dict(model.named_parameters())
+    if params is None or params == "all":
+        chosen = dict(named)
+    elif params == "scale_shift":
+        chosen = {}
+        for prefix, module in model.named_modules():
+            if isinstance(module, ScaleShift):
+                for k, v in module.named_parameters():
+                    chosen[f"{prefix}.{k}" if prefix else k] = v
+    elif isinstance(params, str):
+        raise ValueError(
+            f"params: expected None, 'all', 'scale_shift', a list of names or a predicate, "
+            f"got the string {params!r}"
+        )
+    elif callable(params):
+        chosen = {k: v for k, v in named.items() if params(k, v)}
+    else:
+        names = list(params)
+        unknown = [k for k in names if k not in named]
+        if unknown:
+            raise ValueError(
+                f"params: unknown parameter names {unknown}; the model has {list(named)[:12]}"
+            )
+        chosen = {k: named[k] for k in names}
+    if not chosen:
+        raise ValueError(f"params: the selection {params!r} matches no parameter of the model")
+    return chosen
+
+
+def default_step(call: Callable[..., Any], state: Any) -> Any:
+    """One prediction step: ``call(x)`` for tensors, ``call(pos, vel, z, batch)`` for frames."""
+    if isinstance(state, Tensor):
+        out = call(state)
+        if not isinstance(out, Tensor) or out.shape != state.shape:
+            got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"model: expected the next state with the input's shape {list(state.shape)}, "
+                f"got {got}"
+            )
+        return out
+    if isinstance(state, Frame):
+        out = call(state.pos, state.vel, state.z, state.batch)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ValueError(
+                "model: expected (next_pos [N, 3], next_vel [N, 3]) from "
+                f"model(pos, vel, z, batch), got {type(out).__name__}"
+            )
+        return state.replace(pos=out[0], vel=out[1])
+    raise TypeError(
+        f"x0: expected a tensor [B, d] or a Frame (or pass step_fn), got {type(state).__name__}"
+    )
+
+
+def _stack(states: list[Any]) -> Tensor | Trajectory:
+    if isinstance(states[0], Tensor):
+        return torch.stack(states)
+    if isinstance(states[0], Frame):
+        first = states[0]
+        return Trajectory(
+            torch.stack([s.pos for s in states]),
+            torch.stack([s.vel for s in states]),
+            first.z,
+            first.mass,
+            first.batch,
+        )
+    return states  # type: ignore[return-value]
+
+
+def _module_state(model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Parameters to use plus private copies of the buffers (so none is updated in place)."""
+    state = {k: b.clone() for k, b in model.named_buffers()}
+    state.update(params)
+    return state
+
+
+def rollout(
+    model: nn.Module,
+    x0: Any,
+    horizon: int,
+    params: dict[str, Tensor] | None = None,
+    step_fn: StepFn | None = None,
+) -> Tensor | Trajectory:
+    """Roll ``model`` out for ``horizon`` steps from ``x0``: ``[T + 1, ...]`` or a Trajectory.
+
+    Args:
+        params: parameters to substitute (by name) for this call only.
+    """
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
+    step_fn = step_fn or default_step
+    state = _module_state(model, params or {})
+
+    def call(*args: Any) -> Any:
+        return functional_call(model, state, args)
+
+    states = [x0]
+    for _ in range(horizon):
+        states.append(step_fn(call, states[-1]))
+    return _stack(states)
+
+
+def _clip(grads: list[Tensor], max_norm: float | None, per_sample: bool = False) -> list[Tensor]:
+    """Scale ``grads`` to global norm <= ``max_norm`` (per leading index if ``per_sample``)."""
+    if max_norm is None:
+        return grads
+    if per_sample:
+        sq = sum((g * g).reshape(g.shape[0], -1).sum(-1) for g in grads)  # [B]
+        factor = torch.clamp(max_norm / (torch.sqrt(sq) + 1e-12), max=1.0)
+        return [g * factor.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    factor = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
+    return [g * factor for g in grads]
+
+
+def tailor(
+    model: nn.Module,
+    x0: Any,
+    g: Callable[[Any], Tensor],
+    steps: int = 1,
+    lr: float | Tensor | Sequence[float] = 1e-3,
+    params: ParamSpec = None,
+    *,
+    horizon: int,
+    loss_horizon: int | None = None,
+    create_graph: bool = False,
+    per_sample: bool = False,
+    step_fn: StepFn | None = None,
+    reference: str = "initial",
+    reduction: str = "sum",
+    loss_fn: Callable[[Callable[[Any], Tensor], Any], Tensor] | None = None,
+    max_grad_norm: float | None = None,
+) -> TailorResult:
+    """Tailor ``model`` to ``x0`` with the Noether loss of ``g``, then predict.
+
+    Args:
+        model: the predictor ``f_θ`` (never modified).
+        x0: initial state: a tensor ``[B, d]`` or a :class:`Frame`.
+        g: conserved quantity (see :func:`~symgraph.noether.loss.noether_loss`).
+        steps: number of inner gradient steps (0 gives the untailored prediction).
+        lr: inner learning rate ``λ_in`` (a float or a scalar tensor, e.g. learned), or a
+            sequence of rates for a line search: each inner step tries every rate and keeps,
+            per sample when ``per_sample``, the one with the lowest inner loss, "no step"
+            included, so tailoring never increases the Noether loss (the choice itself is
+            not differentiated).
+        params: which parameters to tailor (see :func:`select_parameters`).
+        horizon: rollout length ``T`` of the returned predictions.
+        loss_horizon: rollout length used by the inner Noether loss (default ``horizon``);
+            a shorter one tailors on the near future and predicts further.
+        create_graph: keep the graph of the inner gradients, so that the predictions can
+            be differentiated (second order) with respect to θ and ``g``'s parameters.
+            With ``False`` the inner gradients are constants (first-order meta-gradient).
+        per_sample: adapt each sample of the batch separately (as the reference does).
+            Tensor states: when only :class:`ScaleShift` parameters are tailored, each
+            gets one copy per sample (``[B, C]``, broadcast against hidden features
+            ``[B, C]``: one batched pass, as the reference's conditional layers); otherwise
+            :func:`torch.func.vmap`. Frames: a loop over molecules. With ``False`` one
+            adaptation is shared by the whole batch (its mean loss is minimised).
+        step_fn: ``step_fn(call, state) -> next_state`` for custom states.
+        reference, reduction: passed to :func:`~symgraph.noether.loss.noether_loss`.
+        loss_fn: a custom inner loss ``loss_fn(g, trajectory) -> scalar`` replacing the
+            Noether loss (``reference``/``reduction`` are then unused).
+        max_grad_norm: clip the inner gradient to this global norm (differentiably; per
+            sample when ``per_sample``).
+
+    Returns:
+        :class:`TailorResult` ``(predictions, params, inner_losses)``.
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
+    selected = select_parameters(model, params)
+    loss_horizon = horizon if loss_horizon is None else loss_horizon
+    if not isinstance(loss_horizon, int) or loss_horizon < 1:
+        raise ValueError(f"loss_horizon: expected a positive int, got {loss_horizon!r}")
+    if loss_fn is None:
+
+        def per_traj(g_: Callable[[Any], Tensor], trajectory: Any) -> Tensor:
+            return noether_losses(g_, trajectory, reference=reference, reduction=reduction)
+
+    else:
+
+        def per_traj(g_: Callable[[Any], Tensor], trajectory: Any) -> Tensor:
+            return loss_fn(g_, trajectory).reshape(1)
+
+    kwargs = dict(
+        g=g,
+        steps=steps,
+        lr=lr,
+        horizon=horizon,
+        loss_horizon=loss_horizon,
+        create_graph=create_graph,
+        step_fn=step_fn,
+        loss_fn=per_traj,
+        max_grad_norm=max_grad_norm,
+    )
+    if not per_sample:
+        return _tailor_shared(model, x0, selected, expand=None, **kwargs)
+    if isinstance(x0, Tensor):
+        if x0.dim() != 2:
+            raise ValueError(
+                f"x0: per_sample=True expects a batch of states [B, d], got {list(x0.shape)}"
+            )
+        if loss_fn is None and _only_scale_shift(model, selected):
+            return _tailor_shared(model, x0, selected, expand=x0.shape[0], **kwargs)
+        return _tailor_vmap(model, x0, selected, **kwargs)
+    if isinstance(x0, Frame):
+        results = [_tailor_shared(model, f, selected, expand=None, **kwargs) for f in x0.split()]
+        preds = [r.predictions for r in results]
+        frames = [Frame.cat([p.frame(t) for p in preds]) for t in range(horizon + 1)]
+        return TailorResult(
+            _stack(frames),
+            {k: torch.stack([r.params[k] for r in results]) for k in selected},
+            torch.stack([r.inner_losses for r in results]),
+        )
+    raise TypeError(
+        f"x0: per_sample=True needs a tensor [B, d] or a Frame, got {type(x0).__name__}"
+    )
+
+
+def _step(
+    current: dict[str, Tensor],
+    names: list[str],
+    grads: list[Tensor],
+    lr: float | Tensor | Sequence[float],
+    loss_now: Tensor,
+    per_copy: bool,
+    evaluate: Callable[[dict[str, Tensor]], Tensor],
+) -> dict[str, Tensor]:
+    """One gradient step; with several rates, keep (per sample) the best by inner loss.
+
+    ``loss_now`` is ``[B]`` (per-sample copies) or the losses of the current parameters;
+    candidate ``0`` (no step) is always included, so the inner loss never increases.
+    """
+    if isinstance(lr, (float, int, Tensor)):
+        return {k: current[k] - lr * gr for k, gr in zip(names, grads)}
+    cands = [{k: current[k] - r * gr for k, gr in zip(names, grads)} for r in lr]
+    with torch.no_grad():
+        scores = [loss_now]
+        for c in cands:
+            try:
+                scores.append(evaluate(c).detach().reshape(loss_now.shape))
+            except ValueError:  # e.g. a model that rejects non-finite positions
+                scores.append(torch.full_like(loss_now, float("inf")))
+        scores = torch.stack([sc if per_copy else sc.mean().reshape(1) for sc in scores])
+        scores = torch.nan_to_num(scores, nan=float("inf"))
+        choice = torch.nn.functional.one_hot(scores.argmin(0), len(cands) + 1)  # [B, C]
+        choice = choice.T.to(grads[0].dtype)  # [C, B]
+    out = {}
+    for k in names:
+        stacked = torch.stack([current[k]] + [c[k] for c in cands])  # [C, (B,) ...]
+        w = choice if per_copy else choice[:, 0]
+        w = w.reshape(*w.shape, *([1] * (stacked.dim() - w.dim())))
+        out[k] = (torch.nan_to_num(stacked) * w).sum(0)
+    return out
+
+
+def _only_scale_shift(model: nn.Module, selected: dict[str, Tensor]) -> bool:
+    ids = {id(p) for m in model.modules() if isinstance(m, ScaleShift) for p in m.parameters()}
+    return all(id(p) in ids for p in selected.values())
+
+
+def _tailor_shared(
+    model: nn.Module,
+    x0: Any,
+    selected: dict[str, Tensor],
+    *,
+    expand: int | None,
+    g: Callable[[Any], Tensor],
+    steps: int,
+    lr: float | Tensor | Sequence[float],
+    horizon: int,
+    loss_horizon: int,
+    create_graph: bool,
+    step_fn: StepFn | None,
+    loss_fn: Callable[..., Tensor],
+    max_grad_norm: float | None,
+) -> TailorResult:
+    """Inner steps on one shared copy of the parameters (``expand=B``: one copy per sample
+    of a ``[B, d]`` batch, for elementwise layers whose weights broadcast over it)."""
+    names = list(selected)
+    if expand is None:
+        current = dict(selected)
+    else:
+        current = {k: v.unsqueeze(0).expand(expand, *v.shape) for k, v in selected.items()}
+    losses = []
+    for _ in range(steps):
+        with torch.enable_grad():
+            # frozen parameters (or updates made under no_grad) become fresh leaves
+            current = {
+                k: v if v.requires_grad else v.detach().requires_grad_(True)
+                for k, v in current.items()
+            }
+            pred = rollout(model, x0, loss_horizon, current, step_fn)
+            per_traj = loss_fn(g, pred)  # [B] (or [1] for custom losses)
+            # per-sample copies: sum, so that each copy gets its own sample's gradient
+            loss = per_traj.sum() if expand is not None else per_traj.mean()
+            inputs = [current[k] for k in names]
+            grads = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+            grads = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(inputs, grads)]
+            if not create_graph:
+                grads = [gr.detach() for gr in grads]
+            grads = _clip(grads, max_grad_norm, per_sample=expand is not None)
+            current = _step(
+                current,
+                names,
+                grads,
+                lr,
+                per_traj.detach(),
+                expand is not None,
+                lambda p: loss_fn(g, rollout(model, x0, loss_horizon, p, step_fn)),
+            )
+        losses.append(per_traj.detach() if expand is not None else loss.detach())
+    pred = rollout(model, x0, horizon, current, step_fn)
+    if expand is not None:
+        inner = torch.stack(losses, -1) if losses else torch.zeros(expand, 0)
+    else:
+        inner = torch.stack(losses) if losses else torch.zeros(0)
+    return TailorResult(pred, current, inner)
+
+
+def _tailor_vmap(
+    model: nn.Module,
+    x0: Tensor,
+    selected: dict[str, Tensor],
+    *,
+    g: Callable[[Any], Tensor],
+    steps: int,
+    lr: float | Tensor | Sequence[float],
+    horizon: int,
+    loss_horizon: int,
+    create_graph: bool,
+    step_fn: StepFn | None,
+    loss_fn: Callable[..., Tensor],
+    max_grad_norm: float | None,
+) -> TailorResult:
+    def inner_loss(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return loss_fn(g, rollout(model, x, loss_horizon, p, step_fn)).sum()
+
+    grad_and_value = torch.func.grad_and_value(inner_loss)
+
+    def one(x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        x = x.unsqueeze(0)
+        current = dict(selected)
+        losses = []
+        for _ in range(steps):
+            grads, value = grad_and_value(current, x)
+            names = list(current)
+            glist = [grads[k] if create_graph else grads[k].detach() for k in names]
+            glist = _clip(glist, max_grad_norm)
+            current = _step(
+                current,
+                names,
+                glist,
+                lr,
+                value.detach().reshape(1),
+                False,
+                lambda p: loss_fn(g, rollout(model, x, loss_horizon, p, step_fn)),
+            )
+            losses.append(value.detach())
+        pred = rollout(model, x, horizon, current, step_fn)[:, 0]
+        inner = torch.stack(losses) if losses else x.new_zeros(0)
+        return pred, current, inner
+
+    pred, params_out, inner = torch.func.vmap(one, out_dims=(1, 0, 0), randomness="same")(x0)
+    return TailorResult(pred, params_out, inner)

@@ -1,0 +1,114 @@
+"""Trajectory loaders on the real samples in ../shared/data/md, and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from symgraph.data.trajectories import (
+    KCAL_PER_MOL_IN_EV,
+    MD17,
+    finite_difference_velocities,
+    load_deepmd,
+    load_md17,
+    load_padded_molecules,
+    stack_trajectories,
+)
+from symgraph.noether import LinearMomentum, Trajectory, quantity_series
+
+
+def test_md17_dft_trajectory(shared_data):
+    path = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
+    traj = load_md17(path)
+    raw = np.load(path)
+    assert traj.positions.shape == (2000, 9, 3) and traj.z.tolist() == [6, 6, 8, 1, 1, 1, 1, 1, 1]
+    assert traj.dt == 0.5 and traj.energy_unit == "eV" and traj.velocities is None
+    torch.testing.assert_close(
+        traj.energies[:3], torch.as_tensor(raw["E"][:3, 0]) * KCAL_PER_MOL_IN_EV
+    )
+    native = load_md17(path, energy_unit="native", max_frames=10, dtype=torch.float32)
+    assert len(native) == 10 and native.energy_unit == "kcal/mol"
+    assert native.positions.dtype == torch.float32
+    # consecutive frames: finite-difference velocities are physical (~0.01 Å/fs at 500 K)
+    vel = finite_difference_velocities(traj.positions[:200], traj.dt)
+    speed = vel.norm(dim=-1).mean()
+    assert 0.002 < float(speed) < 0.05
+    with_v = Trajectory(traj.positions[:200], vel, traj.z, dt=traj.dt)
+    p = quantity_series(LinearMomentum(), with_v)
+    assert p.shape == (200, 1, 3)
+
+
+def test_md17_root_lookup_and_ccsd(shared_data):
+    root = shared_data / "md" / "md17"
+    ccsd = load_md17(root / "ethanol_ccsd_t-train.npz")
+    assert len(ccsd) == 1000 and ccsd.dt is None and "CCSD(T)" in ccsd.info["theory"]
+    found = load_md17(root, "ethanol CCSD(T)", max_frames=5)
+    assert len(found) == 5
+    data = MD17(root, "ethanol CCSD(T)", split="train")
+    assert len(data) == 1000 and data[0].pos.shape == (9, 3) and data[0].energy.shape == (1,)
+    assert data.url == "http://quantum-machine.org/gdml/data/npz/ethanol_ccsd_t.zip"
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        MD17(root, "aspirin")
+    with pytest.raises(FileNotFoundError, match="download"):
+        load_md17(root, "aspirin")
+    with pytest.raises(ValueError, match="molecule"):
+        MD17(root, "caffeine")
+    with pytest.raises(ValueError, match="pass molecule="):
+        load_md17(root)
+
+
+def test_qm7x_files(shared_data):
+    qm7x = shared_data / "md" / "qm7x"
+    conf = load_md17(qm7x / "qm7x_226_100conformers.npz")
+    assert conf.positions.shape == (100, 18, 3) and conf.energy_unit == "eV"
+    assert sorted(set(conf.z.tolist())) == [1, 6]
+    with pytest.raises(ValueError, match="load_padded_molecules"):
+        load_md17(qm7x / "qm7x_250_small.npz")
+    mols = load_padded_molecules(qm7x / "qm7x_250_small.npz")
+    assert sum(len(m) for m in mols) == 2500
+    assert all(bool((m.z > 0).all()) for m in mols)
+    assert 4 <= min(m.num_atoms for m in mols) and max(m.num_atoms for m in mols) <= 23
+
+
+def test_deepmd_water(shared_data):
+    water = shared_data / "md" / "water_dft_pbc"
+    one = load_deepmd(water / "data_1")
+    assert one.positions.shape == (160, 192, 3) and one.cells.shape == (160, 3, 3)
+    assert (one.z == 8).sum() == 64 and (one.z == 1).sum() == 128
+    everything = load_md17(water)
+    assert len(everything) == 400 and everything.energies.shape == (400,)
+    torch.testing.assert_close(
+        everything.cells[0].diagonal(),
+        torch.full((3,), 12.444661, dtype=torch.float64),
+        rtol=1e-6,
+        atol=1e-5,
+    )
+
+
+def test_unknown_layouts_and_stacking(tmp_path):
+    bad = tmp_path / "weird.npz"
+    np.savez(bad, positions=np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="unknown npz layout"):
+        load_md17(bad)
+    with pytest.raises(ValueError, match="expected an .npz file"):
+        (tmp_path / "x.txt").write_text("1")
+        load_md17(tmp_path / "x.txt")
+    with pytest.raises(FileNotFoundError):
+        load_md17(tmp_path / "missing.npz")
+    rmd17 = tmp_path / "rmd17_toy.npz"
+    np.savez(
+        rmd17,
+        coords=np.zeros((3, 2, 3)),
+        energies=np.ones(3),
+        forces=np.zeros((3, 2, 3)),
+        nuclear_charges=np.array([1, 1]),
+    )
+    toy = load_md17(rmd17)
+    torch.testing.assert_close(
+        toy.energies, torch.full((3,), KCAL_PER_MOL_IN_EV, dtype=torch.float64)
+    )
+    both = stack_trajectories([toy, toy])
+    assert both.num_graphs == 2 and both.positions.shape == (3, 4, 3)
+    with pytest.raises(ValueError, match="dt"):
+        finite_difference_velocities(toy.positions, 0.0)

@@ -1,0 +1,101 @@
+"""Trajectory container validation and the Noether loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symgraph.noether import (
+    Frame,
+    KineticEnergy,
+    LinearMomentum,
+    Trajectory,
+    noether_loss,
+    quantity_series,
+)
+
+
+def frames(t: int = 4, n: int = 3) -> list[Frame]:
+    z = torch.tensor([6, 1, 8])[:n]
+    return [
+        Frame(torch.randn(n, 3, dtype=torch.float64), torch.randn(n, 3, dtype=torch.float64), z)
+        for _ in range(t)
+    ]
+
+
+def test_from_frames_stacks_and_flattens():
+    traj = Trajectory.from_frames(frames(), dt=0.5)
+    assert traj.positions.shape == (4, 3, 3) and len(traj) == 4 and traj.num_graphs == 1
+    flat = traj.flatten()
+    assert flat.num_graphs == 4 and flat.batch.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert traj[1:3].positions.shape == (2, 3, 3) and traj[::2].dt == 1.0
+    series = quantity_series(LinearMomentum(), traj)
+    assert series.shape == (4, 1, 3)
+
+
+def test_noether_loss_values():
+    traj = Trajectory.from_frames(frames())
+    ke = KineticEnergy(1.0)
+    values = quantity_series(ke, traj)[:, 0, 0]
+    want = ((values[1:] - values[0]) ** 2).sum()
+    torch.testing.assert_close(noether_loss(ke, traj), want)
+    want_prev = ((values[1:] - values[:-1]) ** 2).mean()
+    torch.testing.assert_close(
+        noether_loss(ke, traj, reference="previous", reduction="mean"), want_prev
+    )
+    # a sequence of frames works the same
+    torch.testing.assert_close(noether_loss(ke, list(frames_of(traj))), want)
+
+
+def frames_of(traj: Trajectory):
+    return [traj.frame(t) for t in range(len(traj))]
+
+
+def test_noether_loss_zero_when_conserved_and_batched():
+    base = frames(1)[0]
+    traj = Trajectory.from_frames([base] * 5)
+    assert noether_loss(LinearMomentum(), traj) == 0
+    # a batch of two molecules: the loss is the mean over molecules
+    two = Frame.cat([base, base])
+    shifted = two.replace(vel=two.vel + torch.cat([torch.zeros(3, 3), torch.ones(3, 3)]).double())
+    traj2 = Trajectory.from_frames([two, shifted])
+    per = quantity_series(LinearMomentum(), traj2)  # [2, 2, 3]
+    assert per.shape == (2, 2, 3)
+    want = ((per[1] - per[0]) ** 2).sum(-1).mean()
+    torch.testing.assert_close(noether_loss(LinearMomentum(), traj2), want)
+
+
+def test_tensor_trajectories():
+    states = torch.randn(6, 8, 2)  # T=6 frames of 8 pendulums (q, p)
+    energy = lambda x: x[..., 1] ** 2 - 3 * torch.cos(x[..., 0])  # noqa: E731
+    loss = noether_loss(energy, states)
+    h = energy(states)
+    torch.testing.assert_close(loss, ((h[1:] - h[:1]) ** 2).sum(0).mean())
+    vec = lambda x: torch.stack([x[..., 0], x[..., 1]], -1)  # noqa: E731
+    assert quantity_series(vec, states).shape == (6, 8, 2)
+
+
+def test_bad_trajectories_raise():
+    fs = frames()
+    with pytest.raises(ValueError, match=r"frames\[2\]: expected 3 atoms"):
+        Trajectory.from_frames(fs[:2] + frames(1, n=2))
+    other = fs[1].replace(z=torch.tensor([6, 1, 7]))
+    with pytest.raises(ValueError, match=r"frames\[1\]: atomic numbers z differ"):
+        Trajectory.from_frames([fs[0], other])
+    with pytest.raises(ValueError, match=r"positions: expected shape \[T, N, 3\]"):
+        Trajectory(torch.zeros(4, 3), z=torch.ones(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"z: expected atomic numbers of shape \[3\]"):
+        Trajectory(torch.zeros(4, 3, 3), z=torch.ones(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="velocities"):
+        Trajectory(torch.zeros(4, 3, 3), torch.zeros(3, 3, 3), z=torch.ones(3, dtype=torch.long))
+    traj = Trajectory.from_frames(fs)
+    with pytest.raises(ValueError, match="g: expected a scalar or a vector per frame"):
+        noether_loss(lambda f: f.pos, traj)  # per atom, not per frame
+    with pytest.raises(ValueError, match="g: expected a scalar or a vector per frame"):
+        noether_loss(lambda x: x[..., None, None] * torch.ones(2, 2), torch.randn(5, 2))
+    with pytest.raises(TypeError, match="g: expected a tensor"):
+        noether_loss(lambda f: 1.0, traj)
+    with pytest.raises(ValueError, match="reference"):
+        noether_loss(LinearMomentum(), traj, reference="first")
+    with pytest.raises(TypeError, match="trajectory"):
+        noether_loss(LinearMomentum(), 3)

@@ -1,0 +1,214 @@
+"""tailor(): leaves the model untouched, returns predictions, is differentiable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from symgraph.noether import ScaleShift, noether_loss, rollout, select_parameters, tailor
+
+
+def energy(x: torch.Tensor) -> torch.Tensor:
+    """Pendulum Hamiltonian of states ``[..., 2]`` = (q, p)."""
+    return x[..., 1] ** 2 + 3 * (1 - torch.cos(x[..., 0]))
+
+
+class Step(nn.Module):
+    """x -> x + MLP(x), with a BatchNorm buffer and a ScaleShift layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(2, 16)
+        self.norm = nn.BatchNorm1d(16)
+        self.cond = ScaleShift(16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * self.out(self.cond(torch.tanh(self.norm(self.inp(x)))))
+
+
+class Plain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), ScaleShift(16), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * self.net(x)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_tailor_leaves_model_untouched_and_predicts():
+    model = Step().train()
+    before = snapshot(model)
+    x0 = torch.randn(8, 2)
+    res = tailor(model, x0, energy, steps=3, lr=1e-2, horizon=5)
+    after = snapshot(model)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k  # bit-identical, buffers included
+    assert all(p.grad is None for p in model.parameters())
+    assert res.predictions.shape == (6, 8, 2)
+    assert torch.equal(res.predictions[0], x0)
+    assert res.inner_losses.shape == (3,)
+    assert set(res.params) == {k for k, _ in model.named_parameters()}
+    assert not torch.equal(res.params["out.weight"], model.out.weight)
+
+
+def test_zero_steps_is_the_plain_rollout_and_loss_decreases():
+    model = Plain()
+    x0 = torch.randn(16, 2)
+    plain = rollout(model, x0, 6)
+    res0 = tailor(model, x0, energy, steps=0, horizon=6)
+    torch.testing.assert_close(res0.predictions, plain)
+    res = tailor(model, x0, energy, steps=5, lr=1e-2, horizon=6)
+    losses = res.inner_losses
+    final = noether_loss(energy, res.predictions)
+    assert final < losses[0]
+    assert bool((losses[1:] <= losses[:-1] + 1e-6).all())
+
+
+def test_gradients_reach_theta_and_phi_only_with_create_graph():
+    model = Plain()
+    phi = nn.Linear(2, 3)
+    g = lambda x: phi(torch.stack([torch.cos(x[..., 0]), x[..., 1] ** 2], -1))  # noqa: E731
+    x0, target = torch.randn(4, 2), torch.randn(7, 4, 2)
+    res = tailor(model, x0, g, steps=1, lr=0.1, horizon=6, create_graph=True)
+    ((res.predictions - target) ** 2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in phi.parameters())
+    # first order: the inner gradient is a constant, so phi gets nothing
+    model.zero_grad(), phi.zero_grad(set_to_none=True)
+    res = tailor(model, x0, g, steps=1, lr=0.1, horizon=6, create_graph=False)
+    ((res.predictions - target) ** 2).mean().backward()
+    assert all(p.grad is None for p in phi.parameters())
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_meta_gradient_matches_finite_differences():
+    torch.manual_seed(1)
+    model = Plain().double()
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+
+    def predict(phi: torch.Tensor) -> torch.Tensor:
+        g = lambda x: (phi * torch.stack([x[..., 0] ** 2, x[..., 1] ** 2], -1)).sum(-1)  # noqa: E731
+        return tailor(model, x0, g, steps=2, lr=0.05, horizon=3, create_graph=True).predictions
+
+    phi = torch.tensor([0.7, 1.3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(predict, (phi,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_per_sample_matches_one_at_a_time(create_graph):
+    model = Plain().double()
+    x0 = torch.randn(5, 2, dtype=torch.float64)
+    batched = tailor(
+        model, x0, energy, steps=2, lr=1e-2, horizon=4, per_sample=True, create_graph=create_graph
+    )
+    assert batched.predictions.shape == (5, 5, 2)
+    assert batched.params["net.0.weight"].shape == (5, 16, 2)
+    assert batched.inner_losses.shape == (5, 2)
+    for b in range(5):
+        one = tailor(model, x0[b : b + 1], energy, steps=2, lr=1e-2, horizon=4)
+        torch.testing.assert_close(batched.predictions[:, b], one.predictions[:, 0])
+        torch.testing.assert_close(batched.params["net.3.bias"][b], one.params["net.3.bias"])
+    if create_graph:
+        batched.predictions.sum().backward()
+        assert model.net[0].weight.grad is not None
+
+
+def test_parameter_selection():
+    model = Plain()
+    assert set(select_parameters(model, "scale_shift")) == {"net.2.weight", "net.2.bias"}
+    assert set(select_parameters(model, ["net.3.bias"])) == {"net.3.bias"}
+    assert set(select_parameters(model, lambda k, p: k.endswith("bias"))) == {
+        "net.0.bias",
+        "net.2.bias",
+        "net.3.bias",
+    }
+    x0 = torch.randn(4, 2)
+    res = tailor(model, x0, energy, steps=1, lr=1e-2, horizon=3, params="scale_shift")
+    assert set(res.params) == {"net.2.weight", "net.2.bias"}
+    with pytest.raises(ValueError, match="unknown parameter names"):
+        select_parameters(model, ["nope"])
+    with pytest.raises(ValueError, match="matches no parameter"):
+        select_parameters(model, lambda k, p: False)
+    with pytest.raises(ValueError, match="params: expected"):
+        select_parameters(model, "some")
+    with pytest.raises(ValueError, match="horizon"):
+        tailor(model, x0, energy, horizon=0)
+    with pytest.raises(ValueError, match="steps"):
+        tailor(model, x0, energy, steps=-1, horizon=2)
+
+
+def test_tailor_under_no_grad_still_adapts():
+    model = Plain()
+    x0 = torch.randn(4, 2)
+    with torch.no_grad():
+        res = tailor(model, x0, energy, steps=2, lr=1e-2, horizon=4)
+    assert res.inner_losses[1] < res.inner_losses[0]
+    assert not res.predictions.requires_grad
+
+
+def test_per_sample_scale_shift_copies_match_one_at_a_time():
+    model = Plain().double()
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    fast = tailor(
+        model,
+        x0,
+        energy,
+        steps=2,
+        lr=0.05,
+        horizon=4,
+        params="scale_shift",
+        per_sample=True,
+        max_grad_norm=0.5,
+    )
+    assert fast.params["net.2.weight"].shape == (4, 16) and fast.inner_losses.shape == (4, 2)
+    for b in range(4):
+        one = tailor(
+            model,
+            x0[b : b + 1],
+            energy,
+            steps=2,
+            lr=0.05,
+            horizon=4,
+            params="scale_shift",
+            max_grad_norm=0.5,
+        )
+        torch.testing.assert_close(fast.predictions[:, b], one.predictions[:, 0])
+        torch.testing.assert_close(fast.params["net.2.bias"][b], one.params["net.2.bias"])
+        torch.testing.assert_close(fast.inner_losses[b], one.inner_losses)
+
+
+def test_loss_horizon_shorter_than_prediction_horizon():
+    model = Plain()
+    x0 = torch.randn(3, 2)
+    res = tailor(model, x0, energy, steps=1, lr=1e-2, horizon=8, loss_horizon=3)
+    assert res.predictions.shape == (9, 3, 2)
+    torch.testing.assert_close(res.predictions, rollout(model, x0, 8, res.params))
+    with pytest.raises(ValueError, match="loss_horizon"):
+        tailor(model, x0, energy, horizon=8, loss_horizon=0)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("params", [None, "scale_shift"])
+def test_line_search_never_increases_the_noether_loss(per_sample, params):
+    from symgraph.noether import noether_losses
+
+    model = Plain()
+    x0 = torch.randn(6, 2) * 2
+    rates = [1e-3, 1e-2, 1e-1, 10.0]  # the last one always overshoots
+    res = tailor(
+        model, x0, energy, steps=2, lr=rates, params=params, horizon=5, per_sample=per_sample
+    )
+    before = noether_losses(energy, rollout(model, x0, 5))
+    after = noether_losses(energy, res.predictions)
+    if per_sample:
+        assert bool((after <= before + 1e-6).all())
+    else:
+        assert after.mean() <= before.mean() + 1e-6
+    assert torch.isfinite(res.predictions).all()
