@@ -1,5 +1,6 @@
 """Datasets, generators and converters: point clouds, fluids (lattices), molecules."""
 
+from symgraph.data import fluids
 from symgraph.data.modelnet40 import ModelNet40
 from symgraph.data.molecules import (
     ATOM_FEATURE_DIM,
@@ -10,6 +11,14 @@ from symgraph.data.molecules import (
 )
 from symgraph.data.qm9 import QM9
 from symgraph.data.shapes import ProceduralShapes
+from symgraph.data.trajectories import (
+    MD17,
+    MMFFCalculator,
+    energy_drift,
+    generate_md_trajectory,
+    load_deepmd,
+    load_md17,
+)
 from symgraph.data.transforms import (
     DeduplicatePoints,
     KNNGraph,
@@ -21,6 +30,13 @@ from symgraph.data.transforms import (
 )
 
 __all__ = [
+    "MD17",
+    "MMFFCalculator",
+    "energy_drift",
+    "fluids",
+    "generate_md_trajectory",
+    "load_deepmd",
+    "load_md17",
     "ATOM_FEATURE_DIM",
     "BOND_FEATURE_DIM",
     "QM9",
