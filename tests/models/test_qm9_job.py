@@ -78,6 +78,7 @@ def test_demo_quick(first200, tmp_path):
 def _ddp_worker(rank: int, world_size: int, port: int, argv: list[str]) -> None:
     import os
 
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),

@@ -43,6 +43,7 @@ def free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, argv: list[str]) -> None:
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
