@@ -9,6 +9,7 @@ from symgraph.nn.linear import EquivariantLinear, InvariantBias, invariant_subsp
 from symgraph.nn.mlp import EquivariantMLP, EquivariantMLPLayer
 from symgraph.nn.readout import EquivariantLayerNorm, InvariantReadout
 from symgraph.nn.relaxed_group import GroupPooling, RelaxedGroupConv
+from symgraph.nn.relaxed_implicit import RelaxedImplicitKernel, RelaxedImplicitSteerableConv
 from symgraph.nn.relaxed_steerable import RelaxedSteerableConv, symmetry_breaking_basis
 from symgraph.nn.relaxed_utils import (
     relaxation_penalty,
@@ -18,6 +19,8 @@ from symgraph.nn.relaxed_utils import (
 )
 
 __all__ = [
+    "RelaxedImplicitKernel",
+    "RelaxedImplicitSteerableConv",
     "EquivariantLayerNorm",
     "InvariantReadout",
     "GroupPooling",

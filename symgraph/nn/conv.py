@@ -6,7 +6,13 @@ from e3nn import o3
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
-from symgraph.checks import check_edge_attr, check_edge_index, check_features, check_positions
+from symgraph.checks import (
+    check_edge_attr,
+    check_edge_index,
+    check_features,
+    check_positions,
+    check_tensor,
+)
 from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
@@ -150,10 +156,10 @@ class ImplicitSteerableConv(MessagePassing):
         pos = check_positions(pos, "pos")
         num_nodes = pos.shape[0]
         x = check_features(x, self.rep_in.dim, "x", num_nodes)
+        if lattice is not None and not (self.edge_dim or self.node_attr_dim):
+            return self._lattice_forward(x, edge_index, lattice)
         edge_index = check_edge_index(edge_index, num_nodes).long()
         num_edges = edge_index.shape[1]
-        if lattice is not None and not (self.edge_dim or self.node_attr_dim):
-            return self._lattice_forward(x, num_edges, lattice)
         edge_attr = check_edge_attr(edge_attr, num_edges, self.edge_dim)
         if self.node_attr_dim:
             node_attr = check_features(node_attr, self.node_attr_dim, "node_attr", num_nodes)
@@ -177,10 +183,18 @@ class ImplicitSteerableConv(MessagePassing):
             out = out + self.self_linear(x)
         return out if self.bias is None else self.bias(out)
 
-    def _lattice_forward(self, x: Tensor, num_edges: int, lattice: Lattice) -> Tensor:
-        """The fast path: the kernel at the stencil offsets as one dense convolution."""
+    def _lattice_forward(self, x: Tensor, edge_index: Tensor, lattice: Lattice) -> Tensor:
+        """The fast path: the kernel at the stencil offsets as one dense convolution.
+
+        ``edge_index`` is never indexed here, so only its shape is checked: its number of
+        edges must be that of ``lattice_graph(lattice, B)`` with or without self loops.
+        """
         if not isinstance(lattice, Lattice):
             raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
+        edge_index = check_tensor(edge_index, "edge_index")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index: expected shape [2, E], got {list(edge_index.shape)}")
+        num_edges = edge_index.shape[1]
         if x.shape[0] % lattice.num_cells:
             raise ValueError(
                 f"lattice: {x.shape[0]} nodes are not a whole number of copies of a "

@@ -3,12 +3,24 @@
 from symgraph.ops.contraction import BACKENDS, EdgeLayout, neighbour_outer_sum
 from symgraph.ops.fused import fused_outer_sum, segment_reduce, triton_available
 from symgraph.ops.implicit_conv import implicit_convolution
+from symgraph.ops.lattice_conv import (
+    lattice_convolution,
+    lattice_degree,
+    lattice_edge_count,
+    lattice_weight,
+    stencil_relative_positions,
+)
 
 __all__ = [
     "BACKENDS",
     "EdgeLayout",
     "fused_outer_sum",
     "implicit_convolution",
+    "lattice_convolution",
+    "lattice_degree",
+    "lattice_edge_count",
+    "lattice_weight",
+    "stencil_relative_positions",
     "neighbour_outer_sum",
     "segment_reduce",
     "triton_available",

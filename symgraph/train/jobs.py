@@ -58,7 +58,12 @@ __all__ = [
 ]
 
 #: Modules that register jobs when imported (add yours here).
-JOB_MODULES: list[str] = ["symgraph.train.toy", "symgraph.train.job_qm9"]
+JOB_MODULES: list[str] = [
+    "symgraph.train.toy",
+    "symgraph.train.job_qm9",
+    "symgraph.train.job_modelnet40",
+    "symgraph.train.job_fluid",
+]
 
 
 @dataclass

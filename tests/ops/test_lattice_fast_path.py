@@ -35,7 +35,7 @@ def make_conv(group_name: str, aggr: str = "add", dtype=torch.float64, relaxed=F
         for bias in conv.bias.biases:
             bias.normal_()
         if relaxed:
-            conv.kernel.head.strength.fill_(0.7)
+            conv.kernel.head.free.normal_()
     return conv.to(dtype)
 
 

@@ -1,0 +1,143 @@
+"""Benchmark: ImplicitSteerableConv on a lattice -- fast path vs message passing vs Conv2d.
+
+Run:  python benchmarks/lattice.py            (128x128 periodic lattice, batches 1 and 8)
+      python benchmarks/lattice.py --quick    (64x64, batch 2, < 2 min)
+
+Forward + backward (sum of squares of the output) of one layer on random fields, three
+ways in one process: the lattice fast path (``conv(..., lattice=lattice)``: the implicit
+kernel evaluated once at the 9 stencil offsets, one ``conv2d``), the message-passing path
+(the same layer and graph without ``lattice=``), and a plain ``torch.nn.Conv2d`` with as
+many channels as the representation has dimensions and the same 3x3 kernel, with circular
+padding (the periodic lattice's boundary). "C = 32" is the representation
+``8x0e + 8x1o`` under C4 (8 scalars and 8 in-plane vectors stored as 3D ``1o`` features:
+8 + 24 = 32 dimensions), in and out; ``Conv2d(32, 32, 3)``. The fast path takes node
+features ``[B * H * W, 32]`` in ``field_to_nodes`` order, Conv2d a ``[B, 32, H, W]`` field.
+
+The three are run in interleaved rounds (the machine may be shared); the table gives the
+median wall time and the median CPU time of the process (less sensitive to other load)
+per forward + backward, the ratios to Conv2d, and the peak extra memory of one call. The
+largest difference between the fast path's and message passing's outputs is checked in
+the same run. Results: ``benchmarks/out/lattice.json`` (``--quick``: ``lattice_quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line, peak_memory_mib  # noqa: E402
+
+from symgraph.groups import C  # noqa: E402
+from symgraph.lattice import Lattice, lattice_graph  # noqa: E402
+from symgraph.nn import ImplicitSteerableConv  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+REP = "8x0e + 8x1o"  # dim 32 = 8 scalars + 8 vectors x 3 components
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of each callable over ``rounds`` interleaved rounds."""
+    for fn in fns.values():  # warm-up
+        fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - c)
+            wall[name].append(time.perf_counter() - w)
+    return {
+        name: {"wall_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name])}
+        for name in fns
+    }
+
+
+def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
+    """Time the three variants on a ``size x size`` periodic lattice with ``batch`` fields."""
+    torch.manual_seed(0)
+    lattice = Lattice((size, size), radius=1, periodic=True)
+    conv = ImplicitSteerableConv(REP, REP, group=C(4), r_max=2.0)
+    graph = lattice_graph(lattice, batch)
+    x = torch.randn(batch * lattice.num_cells, conv.rep_in.dim, requires_grad=True)
+    dense = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode="circular")
+    field = torch.randn(batch, 32, size, size, requires_grad=True)
+
+    def fast() -> None:
+        conv(
+            x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice
+        ).square().sum().backward()
+
+    def message_passing() -> None:
+        conv(x, graph.pos, graph.edge_index, rel=graph.offsets).square().sum().backward()
+
+    def conv2d() -> None:
+        dense(field).square().sum().backward()
+
+    with torch.no_grad():
+        a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
+        b = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
+        difference = float((a - b).abs().max() / b.abs().max())
+    times = interleaved({"fast": fast, "conv2d": conv2d}, rounds)
+    times.update(interleaved({"message_passing": message_passing}, mp_rounds))
+    variants = {"fast": fast, "conv2d": conv2d, "message_passing": message_passing}
+    memory = {name: peak_memory_mib(fn) for name, fn in variants.items()}
+    return {
+        "size": size,
+        "batch": batch,
+        "edges": graph.edge_index.shape[1],
+        "max_relative_difference": difference,
+        "times": times,
+        "peak_mib": memory,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64x64, batch 2")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--mp-rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.batches, args.rounds, args.mp_rounds = 64, "2", 3, 1
+    start = time.perf_counter()
+    results = [run(args.size, int(b), args.rounds, args.mp_rounds) for b in args.batches.split(",")]
+    print(f"# lattice fast path\n\n{machine_line()}\n")
+    print(f"ImplicitSteerableConv {REP} -> {REP} (C4, dim 32), 3x3 stencil, periodic; "
+          "forward + backward\n")  # fmt: skip
+    print("| grid | batch | variant | wall (ms) | CPU (ms) | ratio to Conv2d (wall / CPU) "
+          "| peak MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        base = r["times"]["conv2d"]
+        for name, label in (("conv2d", "Conv2d"), ("fast", "fast path"),
+                            ("message_passing", "message passing")):  # fmt: skip
+            t = r["times"][name]
+            print(
+                f"| {r['size']}x{r['size']} | {r['batch']} | {label} | {1e3 * t['wall_s']:.1f} | "
+                f"{1e3 * t['cpu_s']:.1f} | {t['wall_s'] / base['wall_s']:.2f} / "
+                f"{t['cpu_s'] / base['cpu_s']:.2f} | {r['peak_mib'][name]:.0f} |"
+            )
+    print(
+        "\nmax |fast - message passing| / max |message passing|: "
+        + ", ".join(f"batch {r['batch']}: {r['max_relative_difference']:.1e}" for r in results)
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"lattice{'_quick' if args.quick else ''}.json").write_text(
+        json.dumps({"args": vars(args), "results": results}, indent=2)
+    )
+    print(f"\nwall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

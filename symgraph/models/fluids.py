@@ -1,0 +1,251 @@
+"""Next-frame predictors for 2D fluid fields on a periodic grid, and autoregressive rollouts.
+
+Every model maps the last ``T`` frames ``[B, T, C, H, W]`` of a field with a
+:class:`~symgraph.lattice.FieldLayout` (velocity ``"1x1o"`` -> channels ``(u, v)``; with
+density ``"1x1o + 1x0e"``) to the next frame ``[B, C, H, W]``, as a residual update of the
+last frame on the scale ``scale`` (a typical field magnitude: inputs are divided by it,
+updates multiplied):
+
+- :class:`FluidCNN` -- ``conv``: plain ``torch.nn.Conv2d`` layers (circular padding) and
+  SiLU, the baseline without symmetry;
+- :class:`SteerableFluidNet` -- ``equivariant``: :class:`~symgraph.nn.ImplicitSteerableConv`
+  layers and gated nonlinearities on the periodic lattice graph (through the lattice fast
+  path: one dense conv per layer). Frames become node features of the representation
+  ``T x`` each irrep of the layout (``"3x1o"`` for three velocity frames); the default
+  group ``C4`` is the rotation group of the square grid, for which the model commutes
+  exactly with quarter turns of the field (:func:`symgraph.lattice.rotate_field`);
+- ``relaxed``: the same network of :class:`~symgraph.nn.RelaxedImplicitSteerableConv`
+  layers, exactly equivariant at initialisation, whose non-equivariant pathways may grow
+  where the data break the symmetry (penalty :func:`symgraph.nn.relaxation_penalty`).
+
+:func:`build_fluid_model` builds any of the three by name with comparable parameter
+counts; :func:`rollout` feeds predictions back to forecast several frames.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor, nn
+
+from symgraph.checks import check_finite, check_tensor
+from symgraph.groups import MatrixGroup, Rep, group_from_name
+from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
+from symgraph.nn.activations import Gate, gate_rep
+from symgraph.nn.conv import ImplicitSteerableConv
+from symgraph.nn.relaxed_implicit import RelaxedImplicitSteerableConv
+
+__all__ = ["FluidCNN", "SteerableFluidNet", "build_fluid_model", "rollout", "FLUID_MODELS"]
+
+#: the model names of :func:`build_fluid_model`.
+FLUID_MODELS = ("conv", "equivariant", "relaxed")
+
+
+def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor:
+    """``frames [B, T, C, H, W]`` with ``T = frames_in`` and ``C`` the layout's channels."""
+    frames = check_tensor(frames, "frames")
+    if frames.dim() != 5 or frames.shape[1] != frames_in:
+        raise ValueError(
+            f"frames: expected [B, {frames_in}, {layout.field_channels}, H, W] (the last "
+            f"{frames_in} frames), got shape {list(frames.shape)}"
+        )
+    if frames.shape[2] != layout.field_channels:
+        raise ValueError(
+            f"frames: expected {layout.field_channels} channels per frame for layout "
+            f"'{layout.irreps}', got {frames.shape[2]} (shape {list(frames.shape)})"
+        )
+    if not frames.is_floating_point():
+        raise TypeError(f"frames: expected a floating-point tensor, got dtype {frames.dtype}")
+    return check_finite(frames, "frames")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+class FluidCNN(nn.Module):
+    """``conv``: ``layers`` Conv2d layers of ``hidden`` channels, SiLU, circular padding.
+
+    Args:
+        frames_in: number of past frames ``T``.
+        layout: the field layout of one frame (``FieldLayout`` or its irreps string).
+        hidden: channels of the hidden layers.
+        layers: number of convolutions (at least 2).
+        kernel_size: odd kernel size.
+        scale: typical field magnitude (inputs are divided by it, updates multiplied).
+
+    Shapes:
+        ``frames [B, T, C, H, W] -> [B, C, H, W]``.
+    """
+
+    def __init__(
+        self,
+        frames_in: int,
+        layout: FieldLayout | str = "1x1o",
+        hidden: int = 32,
+        layers: int = 4,
+        kernel_size: int = 3,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("frames_in", frames_in), ("hidden", hidden)):
+            _check_positive(name, value)
+        if not isinstance(layers, int) or layers < 2:
+            raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}")
+        self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
+        self.frames_in, self.scale = frames_in, float(scale)
+        channels = self.layout.field_channels
+        widths = [frames_in * channels] + [hidden] * (layers - 1) + [channels]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, padding_mode="circular")
+            for a, b in zip(widths[:-1], widths[1:])
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        frames = _check_frames(frames, self.layout, self.frames_in)
+        h = frames.flatten(1, 2) / self.scale
+        for index, conv in enumerate(self.convs):
+            h = conv(h)
+            if index < len(self.convs) - 1:
+                h = torch.nn.functional.silu(h)
+        return frames[:, -1] + self.scale * h
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_graph(
+    lattice: Lattice, batch_size: int, dtype: torch.dtype, device: str
+) -> LatticeGraph:
+    return lattice_graph(lattice, batch_size, dtype=dtype, device=device)
+
+
+class SteerableFluidNet(nn.Module):
+    """``equivariant`` / ``relaxed``: implicit steerable convolutions on the periodic grid.
+
+    Args:
+        frames_in: number of past frames ``T``.
+        layout: the field layout of one frame (``FieldLayout`` or its irreps string).
+        hidden: hidden representation (gated: each layer outputs ``gate_rep(hidden)``).
+        layers: number of convolutions (at least 2).
+        group: the symmetry group or its name (``"C4"``, ``"D4"``, ``"SO2"`` ...).
+        radius: stencil radius in cells (kernel size ``2 radius + 1``).
+        relaxed: use :class:`RelaxedImplicitSteerableConv` layers.
+        scale: typical field magnitude (inputs are divided by it, updates multiplied).
+        kernel_options: further arguments of every convolution (``lmax``, ``num_radial``,
+            ``free_hidden`` ...; ``r_max`` defaults to the stencil's reach ``radius √2``).
+
+    Shapes:
+        ``frames [B, T, C, H, W] -> [B, C, H, W]`` on a grid of unit spacing.
+    """
+
+    def __init__(
+        self,
+        frames_in: int,
+        layout: FieldLayout | str = "1x1o",
+        hidden: str = "8x0e + 8x1o",
+        layers: int = 4,
+        group: MatrixGroup | str = "C4",
+        radius: int = 1,
+        relaxed: bool = False,
+        scale: float = 1.0,
+        **kernel_options: object,
+    ) -> None:
+        super().__init__()
+        _check_positive("frames_in", frames_in)
+        _check_positive("radius", radius)
+        if not isinstance(layers, int) or layers < 2:
+            raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
+        self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
+        self.group = group_from_name(group) if isinstance(group, str) else group
+        self.frames_in, self.radius, self.relaxed, self.scale = frames_in, radius, relaxed, scale
+        # node features of T frames, grouped by irrep: "1x1o + 1x0e" -> "Tx1o + Tx0e"
+        columns, parts = [], []
+        size = {"0e": 1, "0o": 1, "1o": 3, "1e": 3}
+        for irrep, column in self.layout.groups:
+            parts.append(f"{frames_in}x{irrep}")
+            for t in range(frames_in):
+                start = t * self.layout.node_dim + column
+                columns.extend(range(start, start + size[irrep]))
+        self.register_buffer("_columns", torch.tensor(columns), persistent=False)
+        rep_in = Rep(" + ".join(parts), self.group)
+        rep_hidden = Rep(hidden, self.group)
+        rep_out = Rep(self.layout.irreps, self.group)
+        options = {"r_max": radius * 2**0.5, **kernel_options}
+        conv = RelaxedImplicitSteerableConv if relaxed else ImplicitSteerableConv
+        reps = [rep_in] + [rep_hidden] * (layers - 1)
+        self.convs = nn.ModuleList()
+        self.gates = nn.ModuleList()
+        for index, rep in enumerate(reps):
+            last = index == layers - 1
+            out = rep_out if last else gate_rep(rep_hidden)
+            self.convs.append(conv(rep, out, **options))
+            if not last:
+                self.gates.append(Gate(rep_hidden))
+
+    def lattice(self, height: int, width: int) -> Lattice:
+        """The periodic unit-spacing lattice of an ``H x W`` field with this stencil."""
+        return Lattice((height, width), radius=self.radius, periodic=True)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        frames = _check_frames(frames, self.layout, self.frames_in)
+        batch, _, _, height, width = frames.shape
+        lattice = self.lattice(height, width)
+        graph = _cached_graph(lattice, batch, frames.dtype, str(frames.device))
+        nodes = self.layout.to_nodes(frames.flatten(0, 1) / self.scale)  # [B*T*N, node_dim]
+        nodes = nodes.reshape(batch, self.frames_in, lattice.num_cells, -1).transpose(1, 2)
+        h = nodes.reshape(batch * lattice.num_cells, -1)[:, self._columns]
+        for index, conv in enumerate(self.convs):
+            h = conv(h, graph.pos, graph.edge_index, lattice=lattice)
+            if index < len(self.gates):
+                h = self.gates[index](h)
+        update = self.layout.to_field(h, lattice, batch)
+        return frames[:, -1] + self.scale * update
+
+
+def build_fluid_model(
+    kind: str,
+    frames_in: int,
+    layout: FieldLayout | str = "1x1o",
+    *,
+    width: int = 16,
+    layers: int = 4,
+    group: MatrixGroup | str = "C4",
+    radius: int = 1,
+    scale: float = 1.0,
+) -> nn.Module:
+    """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
+
+    ``width`` sizes all three alike: the steerable models use ``width/2`` scalars and
+    ``width/2`` vectors (``"8x0e + 8x1o"`` for 16), the CNN ``2 * width`` channels, which
+    gives parameter counts of the same order (see ``benchmarks/relaxed.py``). The kernel
+    size is ``2 radius + 1`` for all.
+    """
+    if kind not in FLUID_MODELS:
+        raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
+    _check_positive("width", width)
+    if kind == "conv":
+        return FluidCNN(frames_in, layout, 2 * width, layers, 2 * radius + 1, scale)
+    half = max(width // 2, 1)
+    return SteerableFluidNet(
+        frames_in, layout, f"{half}x0e + {half}x1o", layers, group, radius,
+        relaxed=kind == "relaxed", scale=scale,
+    )  # fmt: skip
+
+
+def rollout(model: nn.Module, frames: Tensor, steps: int) -> Tensor:
+    """Forecast ``steps`` frames autoregressively: ``[B, T, C, H, W] -> [B, steps, C, H, W]``.
+
+    Each prediction becomes the newest input frame of the next step.
+    """
+    frames = check_tensor(frames, "frames")
+    _check_positive("steps", steps)
+    window = frames
+    predictions = []
+    for _ in range(steps):
+        nxt = model(window)
+        predictions.append(nxt)
+        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
+    return torch.stack(predictions, dim=1)

@@ -1,0 +1,232 @@
+"""Relaxed implicit kernels: an equivariant kernel MLP plus a learned non-equivariant pathway.
+
+The kernel of :class:`RelaxedImplicitKernel` is
+
+    K(x, e) = K_G(x, e) + K_free(x, e),    K_free(x, e) = V(u(x, e), ·)
+
+with ``K_G`` the G-equivariant :class:`~symgraph.nn.ImplicitKernel` and ``K_free`` built
+from a plain MLP of the *raw* relative position ``x`` (its Cartesian components, not only
+invariants), its length and the scalar attributes, so it can depend on directions in a way
+no group element explains. The MLP's features ``u(x, e) ∈ (−1, 1)^H`` (tanh, times the same
+cutoff envelope) meet the input features through an unconstrained bilinear head ``V
+[C_out, H, C_in]``. As ``u`` is bounded, the size of ``V`` alone sets how far the layer is
+from equivariance: its *strength* is ``s = ‖V‖_F / sqrt(C_out)`` (about the output scale of
+the free pathway relative to an equivariant head of unit scale).
+
+``V`` starts at 0 -- the layer is then exactly equivariant and ``relaxation_penalty() =
+s²`` is 0 -- and, being a linear parameter, gets the gradient of the symmetry-breaking
+part of the data from the first step (as ``φ`` of :class:`~symgraph.nn.RelaxedSteerableConv`);
+the penalty decides how far it may grow. Both pathways share the contraction of
+:mod:`symgraph.ops` -- the hidden features are concatenated, ``[h, u]``, and so are the
+heads, ``[W̃, V]`` -- so the message-passing path never builds per-edge matrices and the
+lattice fast path evaluates ``K`` once at the stencil offsets, as for the strict layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from symgraph.groups import MatrixGroup, Rep
+from symgraph.nn.bilinear import EquivariantBilinear
+from symgraph.nn.conv import ImplicitSteerableConv
+from symgraph.nn.embedding import cosine_cutoff
+from symgraph.nn.kernel import ImplicitKernel
+
+__all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv"]
+
+
+class _RelaxedHead(nn.Module):
+    """The heads of both pathways side by side: ``[C_out, A + H, C_in]``."""
+
+    def __init__(self, equivariant: EquivariantBilinear, free_hidden: int) -> None:
+        super().__init__()
+        self.equivariant = equivariant
+        dim_out, dim_in = equivariant.rep_out.dim, equivariant.rep_b.dim
+        self.free = nn.Parameter(torch.zeros(dim_out, free_hidden, dim_in))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Equivariant head as usual, free head ``V = 0`` (exactly equivariant)."""
+        self.equivariant.reset_parameters()
+        nn.init.zeros_(self.free)
+
+    def strength(self) -> Tensor:
+        """``s = ‖V‖_F / sqrt(C_out)``: the size of the free head per output channel."""
+        return self.free.norm() / math.sqrt(self.free.shape[0])
+
+    def weight_tensor(self, like: Tensor | None = None) -> Tensor:
+        """``[W̃, V]`` concatenated along the hidden axis: ``[C_out, A + H, C_in]``."""
+        equivariant = self.equivariant.weight_tensor(like=like)
+        return torch.cat([equivariant, self.free.to(equivariant)], dim=1)
+
+
+class RelaxedImplicitKernel(ImplicitKernel):
+    """``K_G(x, e) + s · K_free(x, e)``: an :class:`ImplicitKernel` with a learned relaxation.
+
+    Args:
+        rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial, cutoff,
+            r_max: the equivariant kernel (see :class:`ImplicitKernel`).
+        free_hidden: width ``H`` of the non-equivariant MLP and of its features ``u``.
+        free_layers: number of hidden (linear + SiLU) layers of that MLP, at least 1.
+
+    Attributes:
+        head: both heads (``head.equivariant`` is ``W̃``, ``head.free`` is ``V``).
+        free_body: the non-equivariant MLP ``[3 + num_radial + edge_dim + 2 node_dim] -> H``.
+
+    Shapes:
+        ``hidden_features(rel [E, 3], edge_attr, node_src, node_dst) -> [E, ρ_h.dim + H]``;
+        ``forward(...) -> [E, ρ_out.dim, ρ_in.dim]``.
+    """
+
+    def __init__(
+        self,
+        rep_in: Rep | str | o3.Irreps,
+        rep_out: Rep | str | o3.Irreps,
+        group: MatrixGroup | None = None,
+        edge_dim: int = 0,
+        node_dim: int = 0,
+        hidden: Rep | str | o3.Irreps | None = None,
+        layers: int = 2,
+        lmax: int = 2,
+        num_radial: int = 8,
+        cutoff: float | None = None,
+        r_max: float = 5.0,
+        free_hidden: int = 8,
+        free_layers: int = 2,
+    ) -> None:
+        super().__init__(
+            rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
+            cutoff, r_max,
+        )  # fmt: skip
+        if not isinstance(free_hidden, int) or free_hidden < 1:
+            raise ValueError(f"free_hidden: expected a positive int, got {free_hidden!r}")
+        if not isinstance(free_layers, int) or free_layers < 1:
+            raise ValueError(f"free_layers: expected an int ≥ 1, got {free_layers!r}")
+        width = 3 + num_radial + edge_dim + 2 * node_dim
+        body: list[nn.Module] = []
+        for _ in range(free_layers):
+            body += [nn.Linear(width, free_hidden), nn.SiLU()]
+            width = free_hidden
+        body[-1] = nn.Tanh()
+        self.free_body = nn.Sequential(*body)
+        self.head = _RelaxedHead(self.head, free_hidden)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for layer in self.free_body:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
+    # ------------------------------------------------------------------ relaxation
+    @property
+    def strength(self) -> Tensor:
+        """The relaxation strength ``s = ‖V‖_F / sqrt(C_out)`` (0 at initialisation)."""
+        return self.head.strength()
+
+    def relaxation_penalty(self) -> Tensor:
+        """``s² = ‖V‖²_F / C_out``: zero exactly when the non-equivariant pathway is off."""
+        return self.head.free.square().sum() / self.head.free.shape[0]
+
+    def relaxation_parameters(self) -> list[nn.Parameter]:
+        """The free head ``V`` and the free MLP (freeze them for the strict layer)."""
+        return [self.head.free, *self.free_body.parameters()]
+
+    # ------------------------------------------------------------------ features
+    def free_features(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """``u_ij ∈ (−1, 1)^H`` of the raw relative position, times the envelope: ``[E, H]``."""
+        distance = rel.norm(dim=-1)
+        parts = [rel, self.radial(distance)]
+        if self.edge_dim:
+            parts.append(edge_attr.to(rel))
+        if self.node_dim:
+            parts += [node_src.to(rel), node_dst.to(rel)]
+        u = self.free_body(torch.cat(parts, dim=-1))
+        if self.cutoff is not None:
+            u = u * cosine_cutoff(distance, self.cutoff)[:, None]
+        return u
+
+    def hidden_features(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """``[h, u]``: equivariant and free hidden features, ``[E, ρ_h.dim + H]``."""
+        h = super().hidden_features(rel, edge_attr, node_src, node_dst)
+        return torch.cat([h, self.free_features(rel, edge_attr, node_src, node_dst)], dim=-1)
+
+    def forward(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """The kernels ``K [E, rep_out.dim, rep_in.dim]`` of both pathways (materialised)."""
+        h = self.hidden_features(rel, edge_attr, node_src, node_dst)
+        weight = self.head.weight_tensor(like=h)  # [out, A + H, in]
+        flat = weight.transpose(0, 1).reshape(h.shape[1], -1)
+        return (h @ flat).reshape(-1, self.rep_out.dim, self.rep_in.dim)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, free_hidden={self.head.free.shape[1]}"
+
+
+class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
+    """:class:`ImplicitSteerableConv` whose kernel is a :class:`RelaxedImplicitKernel`.
+
+    Exactly equivariant at initialisation (strength 0); training may switch the
+    non-equivariant pathway on where the data break the symmetry, at the cost of the
+    penalty ``s²`` that ``symgraph.nn.relaxation_penalty(model)`` collects from the kernel
+    (the relaxed module is ``conv.kernel``, so that the penalty is counted once; freeze it
+    with ``set_relaxation_trainable`` for the strict layer).
+    Everything else -- arguments, shapes, the lattice fast path -- is that of
+    :class:`ImplicitSteerableConv`; ``free_hidden`` and ``free_layers`` size the free MLP.
+    """
+
+    def __init__(
+        self,
+        irreps_in: Rep | str | o3.Irreps,
+        irreps_out: Rep | str | o3.Irreps,
+        group: MatrixGroup | None = None,
+        edge_dim: int = 0,
+        node_dim: int = 0,
+        hidden: Rep | str | o3.Irreps | None = None,
+        layers: int = 2,
+        lmax: int = 2,
+        num_radial: int = 8,
+        cutoff: float | None = None,
+        r_max: float = 5.0,
+        aggr: str = "add",
+        self_interaction: bool = True,
+        bias: bool = True,
+        backend: str = "auto",
+        checkpoint: bool = True,
+        free_hidden: int = 8,
+        free_layers: int = 2,
+    ) -> None:
+        super().__init__(
+            irreps_in, irreps_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
+            cutoff, r_max, aggr, self_interaction, bias, backend, checkpoint,
+        )  # fmt: skip
+        self.kernel = RelaxedImplicitKernel(
+            self.rep_in, self.rep_out, edge_dim=edge_dim, node_dim=node_dim, hidden=hidden,
+            layers=layers, lmax=lmax, num_radial=num_radial, cutoff=cutoff, r_max=r_max,
+            free_hidden=free_hidden, free_layers=free_layers,
+        )  # fmt: skip
+
+    @property
+    def strength(self) -> Tensor:
+        """The kernel's relaxation strength ``s``."""
+        return self.kernel.strength

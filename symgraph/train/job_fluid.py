@@ -1,0 +1,224 @@
+"""The ``fluid`` job: next-frame prediction of smoke plumes, evaluated by rollouts.
+
+``symgraph train fluid --model relaxed --symmetry-breaking 0.2 --frames-in 3 --epochs 20``
+simulates :class:`~symgraph.data.fluids.SmokePlumeDataset` plumes (deterministic from
+``--seed``; cached under ``--data-root`` when given), trains a predictor of
+:mod:`symgraph.models.fluids` (``conv``, ``equivariant`` or ``relaxed``) on windows of the
+training simulations' past, and reports:
+
+- validation (10 % of the training windows, by a seeded split): ``rmse``, the RMSE of an
+  autoregressive rollout of ``--horizon`` frames;
+- test: ``future_rmse`` (the training simulations' future) and ``domain_rmse`` (unseen
+  inflow positions), each also per forecast step, ``future_rmse_h1`` ... (RMSE vs horizon).
+
+The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
+units of the training fields' RMS; relaxed models add ``--relaxation-weight`` times
+:func:`symgraph.nn.relaxation_penalty`. Everything else -- run folder, checkpoints,
+``--resume``, ``symgraph evaluate`` -- is the trainer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from symgraph.train.jobs import JobSpec, arg, register_job
+from symgraph.train.split import random_split_indices
+from symgraph.train.tasks import Task
+
+__all__ = ["FluidRolloutTask", "TaggedWindows", "fluid", "build_fluid_datasets", "SPLIT_TAGS"]
+
+#: tags of the evaluation groups; untagged (``-1``) items report plain ``rmse``.
+SPLIT_TAGS = {"future": 0, "domain": 1}
+_SPLITS = ("train", "future", "domain")
+
+
+class TaggedWindows(Dataset):
+    """Items ``(inputs, targets, tag)`` of a window dataset, ``tag`` an int64 scalar."""
+
+    def __init__(self, dataset: Dataset, tag: int = -1) -> None:
+        self.dataset, self.tag = dataset, int(tag)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, targets = self.dataset[index]
+        return inputs, targets, torch.tensor(self.tag)
+
+
+class FluidRolloutTask(Task):
+    """Rollout loss and RMSE-vs-horizon metrics of a next-frame predictor.
+
+    Batches are ``(inputs [B, T, C, H, W], targets [B, S, C, H, W], tag [B])``. Metrics are
+    per window -- the RMSE over the forecast frames, channels and cells (``*_rmse``) and
+    per forecast step (``*_rmse_h<k>``) -- grouped by tag (``rmse`` for untagged windows,
+    ``future_rmse``, ``domain_rmse``); the trainer averages them over windows.
+
+    Args:
+        horizon: frames forecast by the metrics (at most ``S``).
+        train_horizon: frames forecast by the training loss (at most ``horizon``).
+        scale: the fields' RMS; the loss is the squared error in these units.
+        unit: name of the field unit, for ``units``.
+    """
+
+    monitor = "rmse"
+    mode = "min"
+
+    def __init__(
+        self, horizon: int, train_horizon: int = 1, scale: float = 1.0, unit: str = ""
+    ) -> None:
+        if not 1 <= train_horizon <= horizon:
+            raise ValueError(
+                f"train_horizon: expected 1 <= train_horizon <= horizon={horizon}, "
+                f"got {train_horizon}"
+            )
+        if not scale > 0:
+            raise ValueError(f"scale: expected a positive number, got {scale!r}")
+        self.horizon, self.train_horizon, self.scale = horizon, train_horizon, float(scale)
+        names = ["rmse"] + [f"{group}_rmse" for group in SPLIT_TAGS]
+        self.units = {"loss": "squared error / scale^2"}
+        for name in names:
+            self.units[name] = unit
+            self.units.update({f"{name}_h{k}": unit for k in range(1, horizon + 1)})
+
+    def _rollout(self, model: nn.Module, batch: Any, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+        from symgraph.models.fluids import rollout
+
+        inputs, targets, tag = batch
+        if targets.shape[1] < steps:
+            raise ValueError(
+                f"FluidRolloutTask: targets hold {targets.shape[1]} frames, the task forecasts "
+                f"{steps}; build the dataset with target_frames >= {steps}"
+            )
+        return rollout(model, inputs, steps), targets[:, :steps], tag
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        pred, target, _ = self._rollout(model, batch, self.train_horizon)
+        return ((pred - target) / self.scale).square().mean(), pred.shape[0]
+
+    def metrics(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        pred, target, tag = self._rollout(model, batch, self.horizon)
+        squared = (pred - target).square().flatten(2).mean(dim=2)  # [B, horizon]
+        groups = {"rmse": tag < 0, **{f"{g}_rmse": tag == t for g, t in SPLIT_TAGS.items()}}
+        out = {"loss": squared.mean(dim=1) / self.scale**2}
+        for name, members in groups.items():
+            if bool(members.any()):
+                rows = squared[members]
+                out[name] = rows.mean(dim=1).sqrt()
+                out.update({f"{name}_h{k + 1}": rows[:, k].sqrt() for k in range(self.horizon)})
+        return out
+
+
+def build_fluid_datasets(args: argparse.Namespace) -> dict[str, Dataset]:
+    """The ``"train"``, ``"future"`` and ``"domain"`` window datasets the flags describe."""
+    from symgraph.data.fluids import SmokePlumeDataset
+    from symgraph.data.fluids.dataset import DEFAULT_BASE
+
+    options = dict(
+        symmetry_breaking=args.symmetry_breaking,
+        num_train_simulations=args.simulations,
+        num_domain_simulations=args.domain_simulations,
+        frames=args.frames,
+        future_frames=args.future_frames,
+        input_frames=args.frames_in,
+        target_frames=args.horizon,
+        base_config=DEFAULT_BASE.replace(size=args.grid),
+        seed=args.seed,
+    )
+    if args.data_root is not None:
+        return {s: SmokePlumeDataset(args.data_root, s, **options) for s in _SPLITS}
+    with tempfile.TemporaryDirectory(prefix="symgraph_plumes_") as root:  # simulate once
+        return {s: SmokePlumeDataset(root, s, **options) for s in _SPLITS}
+
+
+def _field_rms(dataset: Dataset) -> float:
+    """RMS of the fields of all simulations behind ``dataset`` (a SmokePlumeDataset)."""
+    return float(dataset.data.double().square().mean().sqrt())
+
+
+@register_job(
+    "fluid",
+    arguments=[
+        arg(
+            "--model",
+            default="relaxed",
+            choices=("relaxed", "equivariant", "conv"),
+            help="predictor (default relaxed)",
+        ),
+        arg(
+            "--symmetry-breaking",
+            type=float,
+            default=0.2,
+            help="rotation-symmetry breaking of the simulated plumes, in [0, 1] (default 0.2)",
+        ),
+        arg("--frames-in", type=int, default=3, help="past frames fed to the model (default 3)"),
+        arg("--horizon", type=int, default=5, help="frames forecast in evaluation (default 5)"),
+        arg(
+            "--train-horizon",
+            type=int,
+            default=1,
+            help="frames forecast by the training loss (default 1)",
+        ),
+        arg(
+            "--relaxation-weight",
+            type=float,
+            default=1.0,
+            help="weight of the relaxation penalty Σ s² (relaxed model; default 1)",
+        ),
+        arg("--width", type=int, default=16, help="model width (see build_fluid_model)"),
+        arg("--layers", type=int, default=4, help="convolution layers (default 4)"),
+        arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
+        arg("--group", default="C4", help="group of the steerable models (default C4)"),
+        arg("--grid", type=int, default=32, help="grid cells per side (default 32)"),
+        arg("--simulations", type=int, default=8, help="training simulations (default 8)"),
+        arg(
+            "--domain-simulations",
+            type=int,
+            default=4,
+            help="simulations of the domain test set (default 4)",
+        ),
+        arg("--frames", type=int, default=60, help="frames per simulation (default 60)"),
+        arg(
+            "--future-frames",
+            type=int,
+            default=20,
+            help="last frames of each simulation kept for the future test set (default 20)",
+        ),
+        arg(
+            "--data-root",
+            default=None,
+            help="cache folder of the simulations (default: simulate in memory)",
+        ),
+    ],
+)
+def fluid(args: argparse.Namespace) -> JobSpec:
+    """Smoke-plume forecasting: CNN, equivariant or relaxed-equivariant predictor."""
+    from symgraph.models.fluids import build_fluid_model
+    from symgraph.nn import relaxation_penalty
+
+    data = build_fluid_datasets(args)
+    scale = _field_rms(data["train"])
+    train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
+    windows = TaggedWindows(data["train"])
+    test = ConcatDataset([TaggedWindows(data[g], t) for g, t in SPLIT_TAGS.items()])
+    model = build_fluid_model(
+        args.model, args.frames_in, data["train"].layout, width=args.width, layers=args.layers,
+        group=args.group, radius=args.radius, scale=scale,
+    )  # fmt: skip
+    weight = float(args.relaxation_weight)
+    extra = [lambda m, _batch: weight * relaxation_penalty(m)] if args.model == "relaxed" else []
+    return JobSpec(
+        model=model,
+        task=FluidRolloutTask(args.horizon, args.train_horizon, scale, "L / time"),
+        train=Subset(windows, train_idx),
+        val=Subset(windows, val_idx),
+        test=test,
+        split={"train": train_idx, "val": val_idx, "test": list(range(len(test)))},
+        extra_losses=extra,
+    )

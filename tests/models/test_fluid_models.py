@@ -1,0 +1,122 @@
+"""Fluid next-frame predictors: grid-rotation equivariance, rollouts, bad input, the ``fluid``
+job and the example in quick mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from symgraph.cli import main as symgraph_main
+from symgraph.lattice import FieldLayout, reflect_field, rotate_field
+from symgraph.models.fluids import FluidCNN, SteerableFluidNet, build_fluid_model, rollout
+from symgraph.nn import relaxation_penalty
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fluid_dynamics.py"
+
+
+def frames(layout: str = "1x1o", batch: int = 2, t: int = 3, size: int = 8, dtype=torch.float32):
+    channels = FieldLayout(layout).field_channels
+    return torch.randn(batch, t, channels, size, size, dtype=dtype)
+
+
+def turn(x: torch.Tensor, k: int, layout: str) -> torch.Tensor:
+    """Rotate every frame of ``[B, T, C, H, W]`` (or ``[B, C, H, W]``) by ``k`` quarter turns."""
+    if x.dim() == 4:
+        return rotate_field(x, k, layout)
+    return rotate_field(x.flatten(0, 1), k, layout).reshape(x.shape)
+
+
+def commutation_error(model, x, layout, k) -> float:
+    with torch.no_grad():
+        expected = turn(model(x), k, layout)
+        return float((model(turn(x, k, layout)) - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("kind", ["equivariant", "relaxed"])
+@pytest.mark.parametrize("layout", ["1x1o", "1x1o + 1x0e"])
+def test_steerable_predictors_commute_with_quarter_turns(kind, layout):
+    torch.manual_seed(0)
+    model = build_fluid_model(kind, 3, layout, width=4, layers=2, scale=0.5)
+    assert float(relaxation_penalty(model).detach()) == 0.0  # relaxed: at initialisation
+    x = frames(layout)
+    for k in (1, 2, 3):
+        assert commutation_error(model, x, layout, k) < 1e-5
+    model = model.double()
+    assert commutation_error(model, x.double(), layout, 1) < 1e-12
+
+
+def test_dihedral_model_commutes_with_reflections():
+    model = SteerableFluidNet(2, "1x1o", "2x0e + 2x1o", layers=2, group="D4").double()
+    x = frames(t=2, dtype=torch.float64)
+    with torch.no_grad():
+        expected = reflect_field(model(x), "y", "1x1o")
+        moved = reflect_field(x.flatten(0, 1), "y", "1x1o").reshape(x.shape)
+        assert torch.allclose(model(moved), expected, atol=1e-12)
+
+
+def test_relaxed_and_plain_cnn_break_the_symmetry():
+    torch.manual_seed(0)
+    relaxed = build_fluid_model("relaxed", 3, width=4, layers=2)
+    with torch.no_grad():
+        for conv in relaxed.convs:
+            conv.kernel.head.free.normal_(std=0.1)
+    assert float(relaxation_penalty(relaxed).detach()) > 0
+    assert commutation_error(relaxed, frames(), "1x1o", 1) > 1e-3
+    assert commutation_error(build_fluid_model("conv", 3, width=4), frames(), "1x1o", 1) > 1e-3
+
+
+def test_rollout_feeds_predictions_back():
+    model = FluidCNN(2, "1x1o", hidden=4, layers=2)
+    x = frames(t=2)
+    out = rollout(model, x, 3)
+    assert out.shape == (2, 3, 2, 8, 8)
+    with torch.no_grad():
+        second = model(torch.stack([x[:, 1], out[:, 0]], dim=1))
+    assert torch.allclose(out[:, 1], second.detach(), atol=1e-6)
+
+
+def test_bad_input_names_the_argument():
+    model = build_fluid_model("equivariant", 3, width=4, layers=2)
+    with pytest.raises(ValueError, match="frames: expected 2 channels per frame"):
+        model(frames("1x1o + 1x0e"))
+    with pytest.raises(ValueError, match=r"frames: expected \[B, 3, 2, H, W\]"):
+        model(frames(t=2))
+    bad = frames()
+    bad[0, 1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="frames: expected finite values"):
+        model(bad)
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        build_fluid_model("unet", 3)
+    with pytest.raises(ValueError, match="steps: expected a positive integer"):
+        rollout(model, frames(), 0)
+
+
+def test_fluid_job_trains_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = [
+        "--model", "relaxed", "--grid", "16", "--simulations", "2", "--domain-simulations",
+        "1", "--frames", "20", "--future-frames", "6", "--frames-in", "2", "--horizon", "2",
+        "--width", "4", "--layers", "2", "--epochs", "1", "--batch-size", "16",
+        "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    assert symgraph_main(["train", "fluid", *flags]) == 0
+    trained = json.loads(capsys.readouterr().out)["metrics"]
+    assert {"future_rmse", "domain_rmse", "future_rmse_h2", "domain_rmse_h1"} <= set(trained)
+    assert json.loads((out / "config.json").read_text())["args"]["symmetry_breaking"] == 0.2
+    assert symgraph_main(["evaluate", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    assert evaluated == pytest.approx(trained, rel=1e-6)
+
+
+def test_example_runs_in_quick_mode(capsys):
+    spec = importlib.util.spec_from_file_location("fluid_dynamics_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--quick"])
+    text = capsys.readouterr().out
+    for kind in ("conv", "equivariant", "relaxed"):
+        assert f"| {kind} |" in text

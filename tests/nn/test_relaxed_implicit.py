@@ -1,0 +1,131 @@
+"""RelaxedImplicitKernel / RelaxedImplicitSteerableConv: exact equivariance at initialisation,
+broken equivariance once the strength moves, the penalty, freezing, learning, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symgraph.graph import radius_graph
+from symgraph.groups import group_from_name
+from symgraph.nn import ImplicitSteerableConv
+from symgraph.nn.relaxed_implicit import RelaxedImplicitKernel, RelaxedImplicitSteerableConv
+from symgraph.nn.relaxed_utils import (
+    relaxation_penalty,
+    relaxation_report,
+    relaxed_modules,
+    set_relaxation_trainable,
+)
+from symgraph.testing import equivariance_error
+
+IN, OUT = "2x0e + 2x1o + 1x2e", "2x0e + 1x1o + 1x0o"
+F64 = torch.float64
+
+
+def cloud(num_nodes: int = 16, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.randn(num_nodes, 3, generator=gen, dtype=F64)
+    edge_index = radius_graph(pos, 2.0, loop=True)
+    edge_attr = torch.randn(edge_index.shape[1], 2, generator=gen, dtype=F64)
+    node_attr = torch.randn(num_nodes, 1, generator=gen, dtype=F64)
+    return pos, edge_index, edge_attr, node_attr
+
+
+def make_conv(group_name: str) -> RelaxedImplicitSteerableConv:
+    group = group_from_name(group_name)
+    return RelaxedImplicitSteerableConv(IN, OUT, group, edge_dim=2, node_dim=1, cutoff=2.0).double()
+
+
+def error(conv, group_name: str) -> float:
+    pos, edge_index, edge_attr, node_attr = cloud()
+    x = torch.randn(pos.shape[0], conv.rep_in.dim, dtype=F64)
+
+    def f(x, pos):
+        return conv(x, pos, edge_index, edge_attr, node_attr)
+
+    group = group_from_name(group_name)
+    return equivariance_error(f, group, [x, pos], [conv.rep_in, "pos"], conv.rep_out, 4)
+
+
+@pytest.mark.parametrize("group_name", ["C4", "D4", "SO2", "O3"])
+def test_exact_at_initialisation_broken_after_perturbing(group_name):
+    conv = make_conv(group_name)
+    assert float(relaxation_penalty(conv).detach()) == 0.0
+    assert error(conv, group_name) < 1e-10
+    with torch.no_grad():
+        conv.kernel.head.free.normal_(std=0.1)
+    free = conv.kernel.head.free
+    expected = float(free.detach().square().sum()) / free.shape[0]
+    assert float(relaxation_penalty(conv).detach()) == pytest.approx(expected)
+    assert float(conv.strength.detach()) == pytest.approx(expected**0.5)
+    assert expected > 0 and error(conv, group_name) > 1e-3
+
+
+def test_initial_layer_computes_the_strict_layer():
+    torch.manual_seed(3)
+    relaxed = make_conv("SO2")
+    strict = ImplicitSteerableConv(IN, OUT, relaxed.group, edge_dim=2, node_dim=1, cutoff=2.0)
+    strict = strict.double()
+    state = {k: v for k, v in relaxed.state_dict().items() if "free" not in k}
+    strict.load_state_dict({k.replace("head.equivariant.", "head."): v for k, v in state.items()})
+    pos, edge_index, edge_attr, node_attr = cloud()
+    x = torch.randn(pos.shape[0], relaxed.rep_in.dim, dtype=F64)
+    out = relaxed(x, pos, edge_index, edge_attr, node_attr)
+    assert torch.allclose(out, strict(x, pos, edge_index, edge_attr, node_attr), atol=1e-12)
+
+
+def test_kernel_materialises_both_pathways():
+    kernel = RelaxedImplicitKernel("1x0e + 1x1o", "1x1o", group_from_name("C4")).double()
+    rel = torch.randn(5, 3, dtype=F64)
+    with torch.no_grad():
+        kernel.head.free.normal_()
+    h = kernel.hidden_features(rel)
+    weight = kernel.head.weight_tensor(like=h)
+    assert h.shape == (5, kernel.rep_hidden.dim + 8)
+    assert torch.equal(weight[:, kernel.rep_hidden.dim :], kernel.head.free)
+    expected = torch.einsum("ea,oai->eoi", h, weight)
+    assert torch.allclose(kernel(rel), expected, atol=1e-12)
+
+
+def test_penalty_report_and_freezing_find_the_kernel():
+    model = torch.nn.Sequential(make_conv("C4"), make_conv("C4"))
+    assert [name for name, _ in relaxed_modules(model)] == ["0.kernel", "1.kernel"]
+    with torch.no_grad():
+        model[1].kernel.head.free.fill_(2.0)  # C_out = 6: ‖V‖² / C_out = 4 * H * C_in
+    report = relaxation_report(model)
+    assert report == {"0.kernel": 0.0, "1.kernel": pytest.approx(4.0 * 8 * model[1].rep_in.dim)}
+    set_relaxation_trainable(model, False)
+    frozen = [p for conv in model for p in conv.kernel.relaxation_parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert model[0].kernel.head.equivariant.weights[0].requires_grad
+
+
+def test_strength_learns_a_symmetry_breaking_target():
+    """A target no equivariant layer can fit (a fixed direction) switches the pathway on."""
+    torch.manual_seed(0)
+    group = group_from_name("C4")
+    conv = RelaxedImplicitSteerableConv("1x0e", "1x1o", group, cutoff=2.0, self_interaction=False)
+    pos = torch.randn(24, 3)
+    edge_index = radius_graph(pos, 2.0, loop=True)
+    x = torch.ones(24, 1)
+    target = torch.tensor([[0.0, 1.0, 0.0]]).expand(24, 3)  # "up", the same everywhere
+    optimizer = torch.optim.Adam(conv.parameters(), lr=0.03)
+    for _ in range(60):
+        loss = (conv(x, pos, edge_index) - target).square().mean()
+        optimizer.zero_grad()
+        (loss + 1e-4 * relaxation_penalty(conv)).backward()
+        optimizer.step()
+    assert abs(float(conv.strength.detach())) > 0.1
+    assert float(loss.detach()) < 0.5 * float(target.square().mean())
+
+
+def test_bad_arguments():
+    group = group_from_name("C4")
+    with pytest.raises(ValueError, match="free_hidden: expected a positive int"):
+        RelaxedImplicitKernel("1x0e", "1x0e", group, free_hidden=0)
+    with pytest.raises(ValueError, match="free_layers: expected an int"):
+        RelaxedImplicitSteerableConv("1x0e", "1x0e", group, free_layers=0)
+    conv = RelaxedImplicitSteerableConv("1x0e + 1x1o", "1x0e", group)
+    pos = torch.randn(5, 3)
+    with pytest.raises(ValueError, match=r"x: expected shape \[N, 4\]"):
+        conv(torch.randn(5, 3), pos, radius_graph(pos, 2.0))
