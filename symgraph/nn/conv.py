@@ -74,6 +74,13 @@ class ImplicitSteerableConv(MessagePassing):
     message passing, the lattice graph being a graph like any other.
     """
 
+    kernel_class: type[ImplicitKernel] = ImplicitKernel
+    """The kernel module built by the constructor (subclasses swap in variants)."""
+
+    def _kernel_options(self) -> dict:
+        """Extra keyword arguments for ``kernel_class`` (none for the equivariant kernel)."""
+        return {}
+
     def __init__(
         self,
         irreps_in: Rep | str | o3.Irreps,
@@ -101,9 +108,10 @@ class ImplicitSteerableConv(MessagePassing):
         self.rep_in = as_rep(irreps_in, group, "irreps_in")
         self.rep_out = as_rep(irreps_out, self.rep_in.group, "irreps_out")
         self.group = self.rep_in.group
-        self.kernel = ImplicitKernel(
+        self.kernel = self.kernel_class(
             self.rep_in, self.rep_out, edge_dim=edge_dim, node_dim=node_dim, hidden=hidden,
             layers=layers, lmax=lmax, num_radial=num_radial, cutoff=cutoff, r_max=r_max,
+            **self._kernel_options(),
         )  # fmt: skip
         self.self_linear = (
             EquivariantLinear(self.rep_in, self.rep_out, bias=False) if self_interaction else None

@@ -216,15 +216,16 @@ class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
         free_hidden: int = 8,
         free_layers: int = 2,
     ) -> None:
+        self._free_options = {"free_hidden": free_hidden, "free_layers": free_layers}
         super().__init__(
             irreps_in, irreps_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
             cutoff, r_max, aggr, self_interaction, bias, backend, checkpoint,
         )  # fmt: skip
-        self.kernel = RelaxedImplicitKernel(
-            self.rep_in, self.rep_out, edge_dim=edge_dim, node_dim=node_dim, hidden=hidden,
-            layers=layers, lmax=lmax, num_radial=num_radial, cutoff=cutoff, r_max=r_max,
-            free_hidden=free_hidden, free_layers=free_layers,
-        )  # fmt: skip
+
+    kernel_class = RelaxedImplicitKernel
+
+    def _kernel_options(self) -> dict:
+        return self._free_options
 
     @property
     def strength(self) -> Tensor:
