@@ -48,11 +48,15 @@ class Gate(nn.Module):
 
     Scalars and regular blocks go through their pointwise activation; every copy of another
     block is scaled by ``sigmoid`` of its own invariant gate, taken from the trailing
-    ``0e`` channels of the input. Consecutive blocks of the same kind are processed as one
-    contiguous run (one SiLU for all leading scalars, one product for all gated blocks).
+    ``0e`` channels of the input. As ``silu(v) = v · sigmoid(v)``, both are one product
+    ``y = x[:D] · sigmoid(x)[m]`` with ``m`` the row of each output component's multiplier
+    (itself for scalars, its gate for gated copies): one sigmoid, one gather, one product,
+    along whichever axis holds the features (``dim=0`` for the feature-major ``[D, E]``
+    layout of :class:`~symgraph.nn.ImplicitKernel`). Pseudo-scalars (``0o``) use ``tanh``.
 
     Shapes:
-        ``x [..., gate_rep(rep).dim] -> [..., rep.dim]``.
+        ``x [..., gate_rep(rep).dim] -> [..., rep.dim]`` (or ``[gate_rep(rep).dim, ...] ->
+        [rep.dim, ...]`` with ``dim=0``).
     """
 
     def __init__(self, rep: Rep) -> None:
@@ -60,43 +64,41 @@ class Gate(nn.Module):
         self.rep = rep
         self.rep_in = gate_rep(rep)
         gated_set = set(gated_blocks(rep))
-        runs: list[list] = []  # [kind, start, stop]
-        gate_index = []
+        multiplier: list[int] = []
+        odd: list[bool] = []
         used = 0
-        for index, ((mul, block), where) in enumerate(zip(rep.blocks, rep.slices())):
+        for index, (mul, block) in enumerate(rep.blocks):
+            start = len(multiplier)
             if index in gated_set:
-                kind = "gate"
-                gate_index += torch.arange(used, used + mul).repeat_interleave(block.dim).tolist()
+                gates = torch.arange(rep.dim + used, rep.dim + used + mul)
+                multiplier += gates.repeat_interleave(block.dim).tolist()
                 used += mul
-            elif isinstance(block, IrrepBlock) and block.parity == -1:
-                kind = "tanh"
             else:
-                kind = "silu"
-            if runs and runs[-1][0] == kind and runs[-1][2] == where.start:
-                runs[-1][2] = where.stop
-            else:
-                runs.append([kind, where.start, where.stop])
-        self.runs = [tuple(r) for r in runs]
+                multiplier += range(start, start + mul * block.dim)
+            pseudo = isinstance(block, IrrepBlock) and block.l == 0 and block.parity == -1
+            odd += [pseudo] * (mul * block.dim)
         self.num_gates = used
         self.register_buffer(
-            "gate_index", torch.tensor(gate_index, dtype=torch.long), persistent=False
+            "multiplier_index", torch.tensor(multiplier, dtype=torch.long), persistent=False
         )
+        self.register_buffer("odd_scalars", torch.tensor(odd, dtype=torch.bool), persistent=False)
+        self.has_odd_scalars = any(odd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.rep_in.check_features(x, "x")
-        gates = torch.sigmoid(x[..., self.rep.dim :]) if self.num_gates else None
-        outputs, gate_offset = [], 0
-        for kind, start, stop in self.runs:
-            values = x[..., start:stop]
-            if kind == "silu":
-                outputs.append(F.silu(values))
-            elif kind == "tanh":
-                outputs.append(torch.tanh(values))
-            else:
-                index = self.gate_index[gate_offset : gate_offset + stop - start]
-                gate_offset += stop - start
-                outputs.append(values * gates.index_select(-1, index))
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+    def forward(self, x: Tensor, dim: int = -1) -> Tensor:
+        """Gate ``x`` with features along ``dim`` (-1: ``[..., D_in]``; 0: ``[D_in, ...]``)."""
+        if dim not in (0, -1, x.dim() - 1):
+            raise ValueError(f"dim: expected 0 or -1, got {dim!r}")
+        if x.dim() == 0 or x.shape[dim] != self.rep_in.dim:
+            raise ValueError(
+                f"x: expected {self.rep_in.dim} features along dim {dim} "
+                f"({self.rep_in.short()}), got shape {list(x.shape)}"
+            )
+        values = x.narrow(dim, 0, self.rep.dim)
+        out = values * torch.sigmoid(x).index_select(dim, self.multiplier_index)
+        if self.has_odd_scalars:
+            shape = [-1 if axis == dim % x.dim() else 1 for axis in range(x.dim())]
+            out = torch.where(self.odd_scalars.reshape(shape), torch.tanh(values), out)
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.rep_in.short()} -> {self.rep.short()}"

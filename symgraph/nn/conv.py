@@ -183,7 +183,7 @@ class ImplicitSteerableConv(MessagePassing):
         node_src = node_attr[src] if self.node_attr_dim else None
         node_dst = node_attr[dst] if self.node_attr_dim else None
         out = implicit_convolution(
-            self.kernel.hidden_features, self.kernel.head.weight_tensor(like=x), x, src, dst,
+            self.kernel.hidden_function(x), self.kernel.head.weight_tensor(like=x), x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
             backend=self.backend, checkpoint=self.checkpoint,
         )  # fmt: skip

@@ -8,9 +8,17 @@ equivariant bilinear map ``W̃: ρ_h ⊗ ρ_in → ρ_out``. The convolution nev
 ``K = W(h)`` per edge: it sums ``h ⊗ f`` over neighbours and applies ``W̃`` per node
 (see :mod:`symgraph.ops`). ``ImplicitKernel.forward`` still materialises ``K`` for users
 who want to look at it and for the dense lattice path.
+
+Speed. The body runs on many edges with narrow layers, so it is evaluated *feature-major*
+(``[features, E]``): every slice of features is then a contiguous block of memory, the
+linear maps are single ``addmm`` calls with weights assembled once per forward
+(:meth:`ImplicitKernel.hidden_function`), and the gates are one sigmoid, one gather and one
+product (:class:`~symgraph.nn.Gate` with ``dim=0``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 from e3nn import o3
@@ -26,7 +34,10 @@ from symgraph.nn.embedding import (
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
 
-__all__ = ["ImplicitKernel", "default_kernel_hidden"]
+__all__ = ["HiddenFunction", "ImplicitKernel", "default_kernel_hidden"]
+
+HiddenFunction = Callable[[Tensor, Tensor | None, Tensor | None, Tensor | None], Tensor]
+"""``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, A]``: a kernel's hidden features."""
 
 
 def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
@@ -116,16 +127,42 @@ class ImplicitKernel(nn.Module):
         edge_attr: Tensor | None = None,
         node_src: Tensor | None = None,
         node_dst: Tensor | None = None,
-    ) -> Tensor:
-        """The MLP input ``[E, rep_embedding.dim]``: scalars first, then ``Y_1..Y_lmax``."""
-        distance = rel.norm(dim=-1)
-        parts = [self.radial(distance)]
+    ) -> list[Tensor]:
+        """The MLP input, feature-major, as its parts ``[d_i, E]`` in the order of
+        ``rep_embedding``: radial basis, edge attributes, source and receiver node attributes,
+        ``Y_1..Y_lmax``. Parts may be transposed views; nothing is concatenated."""
+        parts = [self.radial(rel.norm(dim=-1)).T]
         if self.edge_dim:
-            parts.append(edge_attr.to(rel))
+            parts.append(edge_attr.to(rel).T)
         if self.node_dim:
-            parts += [node_src.to(rel), node_dst.to(rel)]
-        parts.append(direction_embedding(rel, self.lmax))
-        return torch.cat(parts, dim=-1)
+            parts += [node_src.to(rel).T, node_dst.to(rel).T]
+        parts.append(direction_embedding(rel, self.lmax).T)
+        return parts
+
+    def hidden_function(self, like: Tensor) -> HiddenFunction:
+        """The hidden features as a function, with every weight assembled once.
+
+        Call this once per forward and the result for each block of edges: the equivariant
+        weight matrices are built here (in the dtype/device of ``like``), not per call.
+        Returns ``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, rep_hidden.dim]``
+        (a transposed view of the feature-major result).
+        """
+        layers = [_AssembledGateLayer(layer, like) for layer in self.body]
+
+        def hidden(
+            rel: Tensor,
+            edge_attr: Tensor | None = None,
+            node_src: Tensor | None = None,
+            node_dst: Tensor | None = None,
+        ) -> Tensor:
+            h = layers[0](self.embed(rel, edge_attr, node_src, node_dst))
+            for layer in layers[1:]:
+                h = layer([h])
+            if self.cutoff is not None:
+                h = h * cosine_cutoff(rel.norm(dim=-1), self.cutoff)
+            return h.T
+
+        return hidden
 
     def hidden_features(
         self,
@@ -134,11 +171,9 @@ class ImplicitKernel(nn.Module):
         node_src: Tensor | None = None,
         node_dst: Tensor | None = None,
     ) -> Tensor:
-        """``h_ij ∈ ρ_h`` times the cutoff envelope: ``[E, rep_hidden.dim]``."""
-        h = self.body(self.embed(rel, edge_attr, node_src, node_dst))
-        if self.cutoff is not None:
-            h = h * cosine_cutoff(rel.norm(dim=-1), self.cutoff)[:, None]
-        return h
+        """``h_ij ∈ ρ_h`` times the cutoff envelope: ``[E, A]`` (``A = rep_hidden.dim``; a
+        subclass may append features of its own)."""
+        return self.hidden_function(rel)(rel, edge_attr, node_src, node_dst)
 
     def forward(
         self,
@@ -149,10 +184,9 @@ class ImplicitKernel(nn.Module):
     ) -> Tensor:
         """The kernels ``K [E, rep_out.dim, rep_in.dim]`` (materialised; for inspection)."""
         h = self.hidden_features(rel, edge_attr, node_src, node_dst)
-        weight = self.head.weight_tensor(like=h)  # [out, hidden, in]
-        return (h @ weight.transpose(0, 1).reshape(self.rep_hidden.dim, -1)).reshape(
-            -1, self.rep_out.dim, self.rep_in.dim
-        )
+        weight = self.head.weight_tensor(like=h)  # [out, A, in]
+        flat = weight.transpose(0, 1).reshape(h.shape[1], -1)
+        return (h @ flat).reshape(-1, self.rep_out.dim, self.rep_in.dim)
 
     def extra_repr(self) -> str:
         return (
@@ -160,3 +194,30 @@ class ImplicitKernel(nn.Module):
             f"hidden={self.rep_hidden.short()}, lmax={self.lmax}, edge_dim={self.edge_dim}, "
             f"node_dim={self.node_dim}, cutoff={self.cutoff}"
         )
+
+
+class _AssembledGateLayer:
+    """A gated :class:`EquivariantMLPLayer` with its weight assembled, applied feature-major.
+
+    ``parts [d_i, E]`` (the input rows, in order, possibly transposed views) ->
+    ``act(W x + b) [rep_out.dim, E]``: one ``addmm`` per part, then the gate along dim 0.
+    """
+
+    def __init__(self, layer: EquivariantMLPLayer, like: Tensor) -> None:
+        if layer.bilinear is not None:
+            raise ValueError("ImplicitKernel: the kernel MLP has no bilinear terms")
+        self.weight = layer.linear.weight_matrix(like)  # [pre, in]
+        bias = layer.linear.bias
+        self.bias = None if bias is None or not bias.dim else bias.vector(like)[:, None]
+        self.gate = layer.activation
+
+    def __call__(self, parts: Sequence[Tensor]) -> Tensor:
+        z, start = None, 0
+        for part in parts:
+            weight = self.weight[:, start : start + part.shape[0]]
+            start += part.shape[0]
+            if z is None:
+                z = weight @ part if self.bias is None else torch.addmm(self.bias, weight, part)
+            else:
+                z = torch.addmm(z, weight, part)
+        return self.gate(z, dim=0)

@@ -34,7 +34,7 @@ from symgraph.groups import MatrixGroup, Rep
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.embedding import cosine_cutoff
-from symgraph.nn.kernel import ImplicitKernel
+from symgraph.nn.kernel import HiddenFunction, ImplicitKernel
 
 __all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv"]
 
@@ -155,29 +155,21 @@ class RelaxedImplicitKernel(ImplicitKernel):
             u = u * cosine_cutoff(distance, self.cutoff)[:, None]
         return u
 
-    def hidden_features(
-        self,
-        rel: Tensor,
-        edge_attr: Tensor | None = None,
-        node_src: Tensor | None = None,
-        node_dst: Tensor | None = None,
-    ) -> Tensor:
+    def hidden_function(self, like: Tensor) -> HiddenFunction:
         """``[h, u]``: equivariant and free hidden features, ``[E, ρ_h.dim + H]``."""
-        h = super().hidden_features(rel, edge_attr, node_src, node_dst)
-        return torch.cat([h, self.free_features(rel, edge_attr, node_src, node_dst)], dim=-1)
+        equivariant = super().hidden_function(like)
 
-    def forward(
-        self,
-        rel: Tensor,
-        edge_attr: Tensor | None = None,
-        node_src: Tensor | None = None,
-        node_dst: Tensor | None = None,
-    ) -> Tensor:
-        """The kernels ``K [E, rep_out.dim, rep_in.dim]`` of both pathways (materialised)."""
-        h = self.hidden_features(rel, edge_attr, node_src, node_dst)
-        weight = self.head.weight_tensor(like=h)  # [out, A + H, in]
-        flat = weight.transpose(0, 1).reshape(h.shape[1], -1)
-        return (h @ flat).reshape(-1, self.rep_out.dim, self.rep_in.dim)
+        def hidden(
+            rel: Tensor,
+            edge_attr: Tensor | None = None,
+            node_src: Tensor | None = None,
+            node_dst: Tensor | None = None,
+        ) -> Tensor:
+            h = equivariant(rel, edge_attr, node_src, node_dst)
+            u = self.free_features(rel, edge_attr, node_src, node_dst)
+            return torch.cat([h, u], dim=-1)
+
+        return hidden
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, free_hidden={self.head.free.shape[1]}"

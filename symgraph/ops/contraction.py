@@ -121,7 +121,7 @@ def neighbour_outer_sum(
         chosen = "triton" if fused.use_triton(h, f) else chosen
     if chosen == "regular":
         k = layout.k_max
-        return h.reshape(num_nodes, k, num_a).transpose(1, 2) @ f.reshape(num_nodes, k, num_b)
+        return _batched_outer(h.reshape(num_nodes, k, num_a), f.reshape(num_nodes, k, num_b))
     if layout.order is not None:
         h, f, dst = h[layout.order], f[layout.order], dst[layout.order]
     if chosen == "triton":
@@ -134,8 +134,18 @@ def neighbour_outer_sum(
         slots = num_nodes * k
         hp = h.new_zeros(slots, num_a).index_copy(0, layout.slot, h)
         fp = f.new_zeros(slots, num_b).index_copy(0, layout.slot, f)
-        return hp.reshape(num_nodes, k, num_a).transpose(1, 2) @ fp.reshape(num_nodes, k, num_b)
+        return _batched_outer(hp.reshape(num_nodes, k, num_a), fp.reshape(num_nodes, k, num_b))
     return _scatter_outer(h, f, dst, num_nodes)
+
+
+def _batched_outer(h: Tensor, f: Tensor) -> Tensor:
+    """``Σ_k h[n, k, :] ⊗ f[n, k, :]``: ``[N, A, B]``, as a transposed view of ``f^T h``.
+
+    ``bmm(fᵀ, h) [N, B, A]`` runs about twice as fast on CPU as ``bmm(hᵀ, f)`` for the
+    narrow shapes of kernels (and accepts ``h`` as a transposed view without a copy); the
+    caller gets the ``[N, A, B]`` view, and ``.transpose(1, 2)`` of it is contiguous.
+    """
+    return torch.bmm(f.transpose(1, 2), h).transpose(1, 2)
 
 
 def _scatter_outer(h: Tensor, f: Tensor, dst: Tensor, num_nodes: int) -> Tensor:

@@ -21,6 +21,7 @@ from symgraph.ops.contraction import EdgeLayout, neighbour_outer_sum
 __all__ = ["implicit_convolution"]
 
 HiddenFn = Callable[[Tensor, Tensor | None, Tensor | None, Tensor | None], Tensor]
+"""``(rel [e, 3], edge_attr, node_src, node_dst) -> h [e, A]`` (views allowed)."""
 
 
 def _take(value: Tensor | None, index: Tensor | slice) -> Tensor | None:
@@ -65,7 +66,8 @@ def implicit_convolution(
         edge_attr, node_src, node_dst = (_take(v, order) for v in (edge_attr, node_src, node_dst))
     ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
     ptr[1:] = torch.cumsum(layout.degree, 0)
-    flat_weight = weight.reshape(weight.shape[0], -1)
+    # W̃ flattened in (input, hidden) order, the order in which the contraction lays out T
+    flat_weight = weight.transpose(1, 2).reshape(weight.shape[0], -1)
     per_node = max(1, block_edges // max(layout.k_max, 1))
     use_checkpoint = checkpoint and torch.is_grad_enabled()
     starts = ptr.tolist()
@@ -93,9 +95,11 @@ def _block_function(hidden_fn: HiddenFn, num_block_nodes: int, mean: bool, backe
             return x.new_zeros(num_block_nodes, flat_weight.shape[0])
         h = hidden_fn(rel, edge_attr, node_src, node_dst)
         layout = EdgeLayout.from_receivers(dst, num_block_nodes)
-        summed = neighbour_outer_sum(h, x[src], dst, num_block_nodes, layout, backend)
+        f = x.index_select(0, src)
+        summed = neighbour_outer_sum(h, f, dst, num_block_nodes, layout, backend)
+        summed = summed.transpose(1, 2).reshape(num_block_nodes, -1)  # [n, B·A]
         if mean:
-            summed = summed / layout.degree.clamp_min(1).to(summed)[:, None, None]
-        return summed.reshape(num_block_nodes, -1) @ flat_weight.T
+            summed = summed / layout.degree.clamp_min(1).to(summed)[:, None]
+        return summed @ flat_weight.T
 
     return run
