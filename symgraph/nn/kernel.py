@@ -18,7 +18,7 @@ product (:class:`~symgraph.nn.Gate` with ``dim=0``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from e3nn import o3
@@ -127,17 +127,15 @@ class ImplicitKernel(nn.Module):
         edge_attr: Tensor | None = None,
         node_src: Tensor | None = None,
         node_dst: Tensor | None = None,
-    ) -> list[Tensor]:
-        """The MLP input, feature-major, as its parts ``[d_i, E]`` in the order of
-        ``rep_embedding``: radial basis, edge attributes, source and receiver node attributes,
-        ``Y_1..Y_lmax``. Parts may be transposed views; nothing is concatenated."""
-        parts = [self.radial(rel.norm(dim=-1)).T]
+    ) -> Tensor:
+        """The MLP input ``[E, rep_embedding.dim]``: scalars first, then ``Y_1..Y_lmax``."""
+        parts = [self.radial(rel.norm(dim=-1))]
         if self.edge_dim:
-            parts.append(edge_attr.to(rel).T)
+            parts.append(edge_attr.to(rel))
         if self.node_dim:
-            parts += [node_src.to(rel).T, node_dst.to(rel).T]
-        parts.append(direction_embedding(rel, self.lmax).T)
-        return parts
+            parts += [node_src.to(rel), node_dst.to(rel)]
+        parts.append(direction_embedding(rel, self.lmax))
+        return torch.cat(parts, dim=-1)
 
     def hidden_function(self, like: Tensor) -> HiddenFunction:
         """The hidden features as a function, with every weight assembled once.
@@ -155,9 +153,9 @@ class ImplicitKernel(nn.Module):
             node_src: Tensor | None = None,
             node_dst: Tensor | None = None,
         ) -> Tensor:
-            h = layers[0](self.embed(rel, edge_attr, node_src, node_dst))
-            for layer in layers[1:]:
-                h = layer([h])
+            h = self.embed(rel, edge_attr, node_src, node_dst).T  # [D, E], a view
+            for layer in layers:
+                h = layer(h)
             if self.cutoff is not None:
                 h = h * cosine_cutoff(rel.norm(dim=-1), self.cutoff)
             return h.T
@@ -197,11 +195,9 @@ class ImplicitKernel(nn.Module):
 
 
 class _AssembledGateLayer:
-    """A gated :class:`EquivariantMLPLayer` with its weight assembled, applied feature-major.
-
-    ``parts [d_i, E]`` (the input rows, in order, possibly transposed views) ->
-    ``act(W x + b) [rep_out.dim, E]``: one ``addmm`` per part, then the gate along dim 0.
-    """
+    """A gated :class:`EquivariantMLPLayer` with its weight assembled, applied feature-major:
+    ``x [rep_in.dim, E] -> act(W x + b) [rep_out.dim, E]`` (one ``addmm``, then the gate
+    along dim 0)."""
 
     def __init__(self, layer: EquivariantMLPLayer, like: Tensor) -> None:
         if layer.bilinear is not None:
@@ -211,13 +207,6 @@ class _AssembledGateLayer:
         self.bias = None if bias is None or not bias.dim else bias.vector(like)[:, None]
         self.gate = layer.activation
 
-    def __call__(self, parts: Sequence[Tensor]) -> Tensor:
-        z, start = None, 0
-        for part in parts:
-            weight = self.weight[:, start : start + part.shape[0]]
-            start += part.shape[0]
-            if z is None:
-                z = weight @ part if self.bias is None else torch.addmm(self.bias, weight, part)
-            else:
-                z = torch.addmm(z, weight, part)
+    def __call__(self, x: Tensor) -> Tensor:
+        z = self.weight @ x if self.bias is None else torch.addmm(self.bias, self.weight, x)
         return self.gate(z, dim=0)

@@ -139,12 +139,16 @@ def neighbour_outer_sum(
 
 
 def _batched_outer(h: Tensor, f: Tensor) -> Tensor:
-    """``Σ_k h[n, k, :] ⊗ f[n, k, :]``: ``[N, A, B]``, as a transposed view of ``f^T h``.
+    """``Σ_k h[n, k, :] ⊗ f[n, k, :]``: ``[N, A, B]`` from ``h [N, k, A]``, ``f [N, k, B]``.
 
-    ``bmm(fᵀ, h) [N, B, A]`` runs about twice as fast on CPU as ``bmm(hᵀ, f)`` for the
-    narrow shapes of kernels (and accepts ``h`` as a transposed view without a copy); the
-    caller gets the ``[N, A, B]`` view, and ``.transpose(1, 2)`` of it is contiguous.
+    For the narrow shapes of kernels, CPU ``bmm`` is fastest with the operand whose
+    features are contiguous on the right: ``hᵀ f`` when ``h`` is a transposed view of
+    feature-major features (``h.stride(-1) != 1``, as :class:`~symgraph.nn.ImplicitKernel`
+    returns them; no copy), else ``(fᵀ h)ᵀ`` (about twice as fast as ``hᵀ f`` then), given
+    as a transposed view whose ``.transpose(1, 2)`` is contiguous.
     """
+    if h.stride(-1) != 1:
+        return torch.bmm(h.transpose(1, 2), f)
     return torch.bmm(f.transpose(1, 2), h).transpose(1, 2)
 
 

@@ -66,8 +66,6 @@ def implicit_convolution(
         edge_attr, node_src, node_dst = (_take(v, order) for v in (edge_attr, node_src, node_dst))
     ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
     ptr[1:] = torch.cumsum(layout.degree, 0)
-    # W̃ flattened in (input, hidden) order, the order in which the contraction lays out T
-    flat_weight = weight.transpose(1, 2).reshape(weight.shape[0], -1)
     per_node = max(1, block_edges // max(layout.k_max, 1))
     use_checkpoint = checkpoint and torch.is_grad_enabled()
     starts = ptr.tolist()
@@ -77,7 +75,7 @@ def implicit_convolution(
         e0, e1 = starts[node_start], starts[node_stop]
         args = (
             x, src[e0:e1], dst[e0:e1] - node_start, rel[e0:e1], _take(edge_attr, slice(e0, e1)),
-            _take(node_src, slice(e0, e1)), _take(node_dst, slice(e0, e1)), flat_weight,
+            _take(node_src, slice(e0, e1)), _take(node_dst, slice(e0, e1)), weight,
         )  # fmt: skip
         fn = _block_function(hidden_fn, node_stop - node_start, mean, backend)
         if use_checkpoint:
@@ -90,16 +88,19 @@ def implicit_convolution(
 
 
 def _block_function(hidden_fn: HiddenFn, num_block_nodes: int, mean: bool, backend: str):
-    def run(x, src, dst, rel, edge_attr, node_src, node_dst, flat_weight):
+    def run(x, src, dst, rel, edge_attr, node_src, node_dst, weight):
         if src.numel() == 0:
-            return x.new_zeros(num_block_nodes, flat_weight.shape[0])
+            return x.new_zeros(num_block_nodes, weight.shape[0])
         h = hidden_fn(rel, edge_attr, node_src, node_dst)
         layout = EdgeLayout.from_receivers(dst, num_block_nodes)
         f = x.index_select(0, src)
         summed = neighbour_outer_sum(h, f, dst, num_block_nodes, layout, backend)
-        summed = summed.transpose(1, 2).reshape(num_block_nodes, -1)  # [n, B·A]
         if mean:
-            summed = summed / layout.degree.clamp_min(1).to(summed)[:, None]
-        return summed @ flat_weight.T
+            summed = summed / layout.degree.clamp_min(1).to(summed)[:, None, None]
+        # contract T [n, A, B] with W̃ [C, A, B] in the order T is laid out in (no copy of T)
+        if summed.is_contiguous():
+            return summed.reshape(num_block_nodes, -1) @ weight.reshape(weight.shape[0], -1).T
+        summed = summed.transpose(1, 2).reshape(num_block_nodes, -1)
+        return summed @ weight.transpose(1, 2).reshape(weight.shape[0], -1).T
 
     return run
