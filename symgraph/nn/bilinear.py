@@ -9,12 +9,12 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep, as_rep, bilinear_basis
-from symgraph.nn.exact_buffers import ExactBufferModule
+from symgraph.nn.assembly import SparseAssembly, block_entries
 
 __all__ = ["EquivariantBilinear"]
 
 
-class EquivariantBilinear(ExactBufferModule):
+class EquivariantBilinear(nn.Module):
     """``y_c = Σ_ab W[c, a, b] x_a z_b`` with ``W ∈ Hom_G(rep_a ⊗ rep_b, rep_out)``.
 
     The weight tensor is assembled from the per-triple bases of :func:`bilinear_basis` (for
@@ -45,13 +45,24 @@ class EquivariantBilinear(ExactBufferModule):
         self.basis = bilinear_basis(self.rep_a, self.rep_b, self.rep_out)
         self.weights = nn.ParameterList()
         self._fan_in = [0] * len(self.rep_out.blocks)
-        for index, triple in enumerate(self.basis.triples):
-            n, d_out = triple.basis.shape[:2]
-            self.register_exact_buffer(f"_basis_{index}", triple.basis * math.sqrt(d_out))
-            self.weights.append(
-                nn.Parameter(torch.empty(triple.mul_out, triple.mul_a, triple.mul_b, n))
+        dim_a, dim_b = self.rep_a.dim, self.rep_b.dim
+        entries = []
+        for t in self.basis.triples:
+            n, d_out = t.basis.shape[:2]
+            shape = (t.mul_out, t.mul_a, t.mul_b, n)
+            self.weights.append(nn.Parameter(torch.empty(shape)))
+            self._fan_in[t.index_out] += t.mul_a * t.mul_b * n
+            entries.append(
+                block_entries(
+                    t.basis * math.sqrt(d_out),
+                    offsets=(t.slice_out.start, t.slice_a.start, t.slice_b.start),
+                    muls=shape[:3],
+                    strides=(dim_a * dim_b, dim_b, 1),
+                )
             )
-            self._fan_in[triple.index_out] += triple.mul_a * triple.mul_b * n
+        self.assembly = SparseAssembly(
+            (self.rep_out.dim, dim_a, dim_b), entries, [w.numel() for w in self.weights]
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -60,21 +71,9 @@ class EquivariantBilinear(ExactBufferModule):
             nn.init.normal_(weight, std=1.0 / math.sqrt(max(self._fan_in[triple.index_out], 1)))
 
     def weight_tensor(self, like: Tensor | None = None) -> Tensor:
-        """The bilinear form ``[rep_out.dim, rep_a.dim, rep_b.dim]``."""
-        reference = self.weights[0] if len(self.weights) else like
-        if reference is None:
-            reference = torch.empty(0)
-        out = reference.new_zeros(self.rep_out.dim, self.rep_a.dim, self.rep_b.dim)
-        for index, (t, weight) in enumerate(zip(self.basis.triples, self.weights)):
-            basis = getattr(self, f"_basis_{index}")
-            block = torch.einsum("uvwk,kcab->ucvawb", weight, basis)
-            shape = (
-                t.slice_out.stop - t.slice_out.start,
-                t.slice_a.stop - t.slice_a.start,
-                t.slice_b.stop - t.slice_b.start,
-            )
-            out[t.slice_out, t.slice_a, t.slice_b] = block.reshape(shape)
-        return out
+        """The bilinear form ``[rep_out.dim, rep_a.dim, rep_b.dim]`` (dtype/device of the
+        weights, or of ``like`` when there are none)."""
+        return self.assembly(list(self.weights), like)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """``a [..., rep_a.dim], b [..., rep_b.dim] -> [..., rep_out.dim]``."""

@@ -9,6 +9,7 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep, as_rep, block_hom_basis, equivariant_basis
+from symgraph.nn.assembly import SparseAssembly, block_entries
 from symgraph.nn.exact_buffers import ExactBufferModule
 
 __all__ = ["EquivariantLinear", "InvariantBias", "invariant_subspace"]
@@ -62,7 +63,7 @@ class InvariantBias(ExactBufferModule):
         return f"{self.rep.short()}, invariant parameters={self.dim}"
 
 
-class EquivariantLinear(ExactBufferModule):
+class EquivariantLinear(nn.Module):
     """``y = W x + b`` with ``W ∈ Hom_G(rep_in, rep_out)`` and ``b`` G-invariant.
 
     The weight is ``Σ_k w_k B_k`` over the block-pair basis of :func:`equivariant_basis`
@@ -96,13 +97,23 @@ class EquivariantLinear(ExactBufferModule):
         self.basis = equivariant_basis(self.rep_in, self.rep_out)
         self.weights = nn.ParameterList()
         self._fan_in = [0] * len(self.rep_out.blocks)
-        for index, pair in enumerate(self.basis.pairs):
+        entries = []
+        for pair in self.basis.pairs:
             d_out = pair.basis.shape[1]
-            self.register_exact_buffer(f"_basis_{index}", pair.basis * math.sqrt(d_out))
-            self.weights.append(
-                nn.Parameter(torch.empty(pair.mul_out, pair.mul_in, pair.basis.shape[0]))
-            )
+            shape = (pair.mul_out, pair.mul_in, pair.basis.shape[0])
+            self.weights.append(nn.Parameter(torch.empty(shape)))
             self._fan_in[pair.index_out] += pair.mul_in * pair.basis.shape[0]
+            entries.append(
+                block_entries(
+                    pair.basis * math.sqrt(d_out),
+                    offsets=(pair.slice_out.start, pair.slice_in.start),
+                    muls=shape[:2],
+                    strides=(self.rep_in.dim, 1),
+                )
+            )
+        self.assembly = SparseAssembly(
+            (self.rep_out.dim, self.rep_in.dim), entries, [w.numel() for w in self.weights]
+        )
         self.bias = InvariantBias(self.rep_out) if bias else None
         self.reset_parameters()
 
@@ -123,17 +134,9 @@ class EquivariantLinear(ExactBufferModule):
             self.bias.reset_parameters()
 
     def weight_matrix(self, like: Tensor | None = None) -> Tensor:
-        """The dense equivariant matrix ``[rep_out.dim, rep_in.dim]`` (dtype/device of ``like``)."""
-        reference = self.weights[0] if len(self.weights) else like
-        if reference is None:
-            reference = torch.empty(0)
-        out = reference.new_zeros(self.rep_out.dim, self.rep_in.dim)
-        for index, (pair, weight) in enumerate(zip(self.basis.pairs, self.weights)):
-            basis = getattr(self, f"_basis_{index}")
-            block = torch.einsum("umk,kab->uamb", weight, basis)
-            rows = pair.slice_out.stop - pair.slice_out.start
-            out[pair.slice_out, pair.slice_in] = block.reshape(rows, -1)
-        return out
+        """The dense equivariant matrix ``[rep_out.dim, rep_in.dim]`` (dtype/device of the
+        weights, or of ``like`` when there are none)."""
+        return self.assembly(list(self.weights), like)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., rep_in.dim] -> [..., rep_out.dim]``."""
