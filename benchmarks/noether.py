@@ -48,10 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from symgraph.noether import (  # noqa: E402
-    AngularMomentum,
     AsePotential,
-    CombinedQuantity,
-    KineticEnergy,
     LinearMomentum,
     MetaTailoring,
     NeuralConservedQuantity,
@@ -62,6 +59,8 @@ from symgraph.noether import (  # noqa: E402
     tailor,
     trajectory_mse,
 )
+from symgraph.noether.known import known_quantity, typical_scales  # noqa: E402
+from symgraph.noether.metrics import position_rmse, quantity_drift  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 
@@ -360,12 +359,6 @@ def _batch_windows(traj: Trajectory, length: int, batch: int, gen: torch.Generat
     return stack_trajectories([traj[s : s + length + 1] for s in starts])
 
 
-def _energy_series(pred: Trajectory, potential: AsePotential) -> torch.Tensor:
-    q = TotalEnergy(potential)
-    with torch.no_grad():
-        return q(pred.flatten())[:, 0].reshape(len(pred), -1)
-
-
 RATES_B = (1e-4, 1e-3, 1e-2, 1e-1)  # line search of test-time tailoring (clipped steps)
 
 
@@ -400,14 +393,8 @@ def part_b(
 
     # known quantities, each divided by its typical size so that they weigh alike
     potential = AsePotential(atoms, MMFFCalculator())
-    ke = KineticEnergy()(train.flatten()).mean()
-    speed = (train.masses[:, None] * train.velocities.norm(dim=-1).T).sum(0).mean()
-    arm = (train.positions - train.positions.mean(1, keepdim=True)).norm(dim=-1)
-    ang = (train.masses * arm * train.velocities.norm(dim=-1)).sum(-1).mean()
-    known = CombinedQuantity(
-        [TotalEnergy(potential), LinearMomentum(), AngularMomentum()],
-        weights=[1 / float(ke), 1 / float(speed), 1 / float(ang)],
-    )
+    known = known_quantity(("energy", "momentum", "angular"), typical_scales([train]), potential)
+    energy = TotalEnergy(potential)
 
     def task(pred: Trajectory, target: Trajectory) -> torch.Tensor:
         return trajectory_mse(pred, target, velocity_weight=100.0)  # v ~ 0.01 Å/fs
@@ -457,7 +444,6 @@ def part_b(
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     for test in tests:
         x0 = test.frame(0)
-        e_true = _energy_series(test, potential)[0, 0]
         for name, g in methods.items():
             start = time.perf_counter()
             if g is None:
@@ -476,10 +462,8 @@ def part_b(
                     max_grad_norm=1.0,
                 ).predictions
             seconds[name] += time.perf_counter() - start
-            pos = pred.positions.detach()
-            curves[name].append(((pos - test.positions) ** 2).mean(dim=(1, 2)).sqrt().numpy())
-            energy = _energy_series(pred, potential)[:, 0]
-            drifts[name].append(((energy - e_true).abs() / test.num_atoms).numpy())
+            curves[name].append(position_rmse(pred, test)[:, 0].detach().numpy())
+            drifts[name].append(quantity_drift(energy, pred, per_atom=True)[:, 0].numpy())
     result = {
         "molecule": "ethanol (CH3CH2OH), rdkit MMFF94, 300 K",
         "horizon": horizon,

@@ -33,8 +33,6 @@ from symgraph.models.dynamics import EquivariantDynamics  # noqa: E402
 from symgraph.noether import (  # noqa: E402
     AngularMomentum,
     AsePotential,
-    CombinedQuantity,
-    KineticEnergy,
     LinearMomentum,
     TotalEnergy,
     quantity_series,
@@ -42,6 +40,8 @@ from symgraph.noether import (  # noqa: E402
     tailor,
     trajectory_mse,
 )
+from symgraph.noether.known import known_quantity, typical_scales  # noqa: E402
+from symgraph.noether.metrics import position_rmse, quantity_drift  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -87,14 +87,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if step % max(1, train_steps // 4) == 0:
             print(f"  step {step:4d}  rollout MSE {float(loss.detach()):.3e}")
 
-    # 3. tailor at prediction time with known conserved quantities
+    # 3. tailor at prediction time with known conserved quantities, each divided by its
+    #    typical size on the training trajectory
     potential = AsePotential(train.info["atoms"], MMFFCalculator())
-    scale_e = float(KineticEnergy()(train.flatten()).mean())
-    scale_p = float((train.masses[:, None] * train.velocities.norm(dim=-1).T).sum(0).mean())
-    known = CombinedQuantity(
-        [TotalEnergy(potential), LinearMomentum(), AngularMomentum()],
-        weights=[1 / scale_e, 1 / scale_p, 1 / scale_p],
-    )
+    known = known_quantity(("energy", "momentum", "angular"), typical_scales([train]), potential)
     x0 = test.frame(0)
     plain = rollout(model, x0, horizon)
     # a few clipped inner steps; each keeps the best of several rates (never raises the loss)
@@ -109,12 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         max_grad_norm=1.0,
     ).predictions
     energy = TotalEnergy(potential)
-    e0 = float(energy(x0))
     out = {}
     for name, pred in (("no tailoring", plain), ("tailored (E, P, L)", tailored)):
         with torch.no_grad():
-            rmse = float(((pred.positions - test.positions) ** 2).mean().sqrt())
-            drift = float((quantity_series(energy, pred)[-1] - e0).abs()) / test.num_atoms
+            rmse = float(position_rmse(pred, test).square().mean().sqrt())
+            drift = float(quantity_drift(energy, pred, per_atom=True)[-1, 0])
         out[f"rmse {name}"], out[f"drift {name}"] = rmse, drift
         print(
             f"{name:>20}: position RMSE over {horizon} steps {rmse:.4f} Å, "

@@ -1,6 +1,8 @@
 """Datasets, generators and converters: point clouds, fluids (lattices), molecules."""
 
 from symgraph.data import fluids
+from symgraph.data.frames import Frame, Trajectory
+from symgraph.data.md_generated import generated_trajectories
 from symgraph.data.modelnet40 import ModelNet40
 from symgraph.data.molecules import (
     ATOM_FEATURE_DIM,
@@ -28,8 +30,10 @@ from symgraph.data.transforms import (
     RandomGroupRotation,
     SamplePointsFixed,
 )
+from symgraph.data.windows import TrajectoryWindows, cut_segments, window_trajectory
 
 __all__ = [
+    "Frame",
     "MD17",
     "MMFFCalculator",
     "energy_drift",
@@ -52,4 +56,9 @@ __all__ = [
     "RadiusGraph",
     "RandomGroupRotation",
     "SamplePointsFixed",
+    "Trajectory",
+    "TrajectoryWindows",
+    "cut_segments",
+    "generated_trajectories",
+    "window_trajectory",
 ]

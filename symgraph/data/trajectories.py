@@ -1,6 +1,6 @@
 """Molecular trajectories: MD17-style loaders and a molecular-dynamics generator.
 
-Everything returns a :class:`symgraph.noether.frames.Trajectory` (positions Å, velocities
+Everything returns a :class:`symgraph.data.frames.Trajectory` (positions Å, velocities
 Å/fs, energies eV unless ``energy_unit="native"``, forces eV/Å).
 
 Loaders (no network):
@@ -41,8 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from symgraph.noether.frames import Trajectory
-from symgraph.noether.quantities import EV_PER_AMU_A2_PER_FS2
+from symgraph.data.frames import EV_PER_AMU_A2_PER_FS2, Trajectory
 
 __all__ = [
     "KCAL_PER_MOL_IN_EV",

@@ -1,13 +1,15 @@
 """Noether networks: conserved quantities, the Noether loss, tailoring and meta-tailoring.
 
-Conventions (shapes and units) are in :mod:`symgraph.noether.frames`.
+Conventions (shapes and units) are in :mod:`symgraph.data.frames`.
 """
 
 from symgraph.noether.frames import Frame, Trajectory, as_frame, default_masses
+from symgraph.noether.known import KNOWN_QUANTITIES, known_quantity, typical_scales
 from symgraph.noether.learned import NeuralConservedQuantity
 from symgraph.noether.loss import as_trajectory, noether_loss, noether_losses, quantity_series
 from symgraph.noether.meta import MetaTailoring, trajectory_mse
-from symgraph.noether.potentials import AsePotential, LennardJones
+from symgraph.noether.metrics import one_step_mse, position_rmse, quantity_drift, squared_errors
+from symgraph.noether.potentials import AsePotential, LennardJones, PotentialsByMolecule
 from symgraph.noether.quantities import (
     EV_PER_AMU_A2_PER_FS2,
     AngularMomentum,
@@ -29,6 +31,7 @@ from symgraph.noether.tailoring import (
 
 __all__ = [
     "EV_PER_AMU_A2_PER_FS2",
+    "KNOWN_QUANTITIES",
     "AngularMomentum",
     "AsePotential",
     "CentreOfMassVelocity",
@@ -40,6 +43,7 @@ __all__ = [
     "LinearMomentum",
     "MetaTailoring",
     "NeuralConservedQuantity",
+    "PotentialsByMolecule",
     "ScaleShift",
     "TailorResult",
     "TotalEnergy",
@@ -48,11 +52,17 @@ __all__ = [
     "as_trajectory",
     "default_masses",
     "default_step",
+    "known_quantity",
     "noether_loss",
     "noether_losses",
+    "one_step_mse",
+    "position_rmse",
+    "quantity_drift",
     "quantity_series",
     "rollout",
     "select_parameters",
+    "squared_errors",
     "tailor",
     "trajectory_mse",
+    "typical_scales",
 ]

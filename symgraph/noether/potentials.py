@@ -1,11 +1,13 @@
 """Potential-energy models for :class:`~symgraph.noether.quantities.TotalEnergy`.
 
-Both follow PyG's energy-model signature ``model(z [N], pos [N, 3], batch [N]) -> [B]``:
+All follow PyG's energy-model signature ``model(z [N], pos [N, 3], batch [N]) -> [B]``:
 
 - :class:`AsePotential` wraps any ase calculator (rdkit MMFF94 from
   :mod:`symgraph.data.trajectories`, EMT, ...) as a differentiable torch function: the
   energy comes from the calculator, its gradient is minus the calculator's forces. It is
   differentiable once (enough for tailoring, not for second-order meta-gradients).
+- :class:`PotentialsByMolecule` dispatches each molecule of a batch of different molecules
+  to the potential of its species (e.g. one :class:`AsePotential` per molecule);
 - :class:`LennardJones` is a pure-torch pair potential, differentiable to any order.
 """
 
@@ -20,7 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from symgraph.checks import check_batch, check_positions
 
-__all__ = ["AsePotential", "LennardJones"]
+__all__ = ["AsePotential", "LennardJones", "PotentialsByMolecule"]
 
 
 class _CalculatorEnergy(torch.autograd.Function):
@@ -95,6 +97,56 @@ class AsePotential(nn.Module):
         if not torch.equal(batch, expected):
             raise ValueError(f"batch: expected {b} molecules of {n} atoms each, in order")
         return _CalculatorEnergy.apply(pos, batch, b, self._evaluate)
+
+
+class PotentialsByMolecule(nn.Module):
+    """Potential energy of a batch of *different* molecules -> ``[B]``.
+
+    Each molecule is recognised by its atomic numbers in order (``z`` of its atoms) and
+    passed to the potential registered for them.
+
+    Args:
+        potentials: ``[(z [n], potential), ...]``: the atomic numbers of each molecule and
+            its potential ``potential(z, pos, batch) -> [B']`` (e.g. :class:`AsePotential`).
+
+    Raises:
+        ValueError: two potentials registered for the same atomic numbers; at call time, a
+            molecule whose atomic numbers match none of them.
+    """
+
+    def __init__(self, potentials: list[tuple[Tensor, nn.Module]]) -> None:
+        super().__init__()
+        self.keys: list[tuple[int, ...]] = []
+        for z, _ in potentials:
+            key = tuple(int(v) for v in torch.as_tensor(z).reshape(-1).tolist())
+            if key in self.keys:
+                raise ValueError(
+                    f"potentials: two potentials for the same atomic numbers {list(key)}; "
+                    "molecules must differ in their atomic numbers (in order)"
+                )
+            self.keys.append(key)
+        self.potentials = nn.ModuleList(p for _, p in potentials)
+
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+        pos = check_positions(pos, "pos")
+        batch = check_batch(batch, pos.shape[0])
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        b = int(batch.max()) + 1 if batch.numel() else 0
+        counts = torch.bincount(batch, minlength=b).tolist()
+        energies, start = [], 0
+        for count in counts:
+            sl = slice(start, start + count)
+            key = tuple(z[sl].tolist())
+            if key not in self.keys:
+                raise ValueError(
+                    f"z: no potential for a molecule with atomic numbers {list(key)}; "
+                    f"registered: {[list(k) for k in self.keys]}"
+                )
+            potential = self.potentials[self.keys.index(key)]
+            energies.append(potential(z[sl], pos[sl], None).reshape(1))
+            start += count
+        return torch.cat(energies) if energies else pos.new_zeros(0)
 
 
 class LennardJones(nn.Module):

@@ -18,7 +18,7 @@ quantity                    k     transformation
 :class:`TotalEnergy`        1     invariant when the energy model is
 ==========================  ====  ==============================================
 
-Units: Å, Å/fs, amu, eV (see :mod:`symgraph.noether.frames`). Kinetic energies are
+Units: Å, Å/fs, amu, eV (see :mod:`symgraph.data.frames`). Kinetic energies are
 ``½ m v²`` converted from amu·Å²/fs² to eV (factor :data:`EV_PER_AMU_A2_PER_FS2`).
 """
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from ase import units as _ase_units
 from torch import Tensor, nn
 
+from symgraph.data.frames import EV_PER_AMU_A2_PER_FS2
 from symgraph.noether.frames import Frame, as_frame
 
 __all__ = [
@@ -43,9 +43,6 @@ __all__ = [
     "CombinedQuantity",
     "segment_sum",
 ]
-
-#: 1 amu·Å²/fs² in eV (= 1 / ase.units.fs², ≈ 103.6427), ase's CODATA constants.
-EV_PER_AMU_A2_PER_FS2 = 1.0 / _ase_units.fs**2
 
 
 def segment_sum(values: Tensor, batch: Tensor, num_graphs: int) -> Tensor:

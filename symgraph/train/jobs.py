@@ -63,6 +63,7 @@ JOB_MODULES: list[str] = [
     "symgraph.train.job_qm9",
     "symgraph.train.job_modelnet40",
     "symgraph.train.job_fluid",
+    "symgraph.train.job_dynamics",
 ]
 
 

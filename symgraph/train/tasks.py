@@ -8,10 +8,11 @@ that selects ``best.pt``; ``units`` says in which unit each metric is reported.
 Batches are PyG ``Batch`` objects (inputs: the batch itself, targets: ``batch.y``) or
 ``(inputs, targets)`` pairs from plain tensor datasets.
 
-Extension point: a dynamics job adds a ``NextStepTask(Task)`` whose ``loss`` is the
-one-step prediction error of the next state and whose ``metrics`` return per-trajectory
-rollout errors (plus, for Noether networks, the drift of the conserved quantities); its
-``state_dict`` holds whatever normalisation it fits on the training split.
+Jobs with other needs define their own task, e.g. ``NextStepTask`` of the dynamics job
+(:mod:`symgraph.train.task_dynamics`): its ``loss`` is the error of the predicted next
+frames, its ``metrics`` are per-trajectory rollout errors and drifts of conserved
+quantities, untailored and tailored, and its ``state_dict`` holds the scales it fits on the
+training split.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""Trajectory windows as PyG graphs, their batches as trajectories, pieces, generated sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from symgraph.data.frames import Trajectory
+from symgraph.data.md_generated import generated_trajectories, mmff_atoms
+from symgraph.data.trajectories import stack_trajectories
+from symgraph.data.windows import TrajectoryWindows, cut_segments, window_trajectory
+from symgraph.noether import AsePotential
+
+
+def traj(frames: int, atoms: int, seed: int) -> Trajectory:
+    gen = torch.Generator().manual_seed(seed)
+    return Trajectory(
+        torch.randn(frames, atoms, 3, generator=gen),
+        torch.randn(frames, atoms, 3, generator=gen),
+        torch.randint(1, 9, (atoms,), generator=gen),
+        dt=2.0,
+    )
+
+
+def test_windows_round_trip_through_a_batch():
+    a, b = traj(7, 3, 0), traj(9, 5, 1)
+    train = TrajectoryWindows([a, b], length=2, ids=[10, 11])
+    assert len(train) == (7 - 2) + (9 - 2)
+    item = train[6]  # trajectory b, start 1
+    assert item.future_pos.shape == (5, 2, 3) and item.trajectory.item() == 11
+    assert item.start.item() == 1
+    torch.testing.assert_close(window_trajectory(item).positions, b.positions[1:4])
+    evaluation = TrajectoryWindows([a, b], length=3, step=3, tag=1)
+    assert [evaluation[i].start.item() for i in range(len(evaluation))] == [0, 3, 0, 3]
+    batch = Batch.from_data_list([evaluation[1], evaluation[2]])
+    joined = window_trajectory(batch)
+    assert joined.num_graphs == 2 and batch.tag.tolist() == [1, 1]
+    expected = stack_trajectories([a[3:7], b[0:4]])
+    torch.testing.assert_close(joined.positions, expected.positions)
+    torch.testing.assert_close(joined.velocities, expected.velocities)
+    first, second = joined.split()
+    torch.testing.assert_close(second.positions, b.positions[0:4])
+    assert torch.equal(first.z, a.z) and first.batch is None
+
+
+def test_windows_and_pieces_check_their_input():
+    with pytest.raises(ValueError, match="at least length \\+ 1 = 8 frames, got 7"):
+        TrajectoryWindows([traj(7, 3, 0)], length=7)
+    no_vel = Trajectory(torch.randn(4, 2, 3), None, torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="expected velocities"):
+        TrajectoryWindows([no_vel], length=1)
+    pieces = cut_segments(traj(10, 2, 0), 3)
+    assert [len(p) for p in pieces] == [3, 3, 3]
+    with pytest.raises(ValueError, match="at most 2 frames per piece"):
+        cut_segments(traj(2, 2, 0), 3)
+
+
+def test_generated_set_is_cached_and_its_force_field_rebuilt(tmp_path):
+    made = generated_trajectories(["H2O"], 2, 4, seed=1, cache_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["H2O-4f-0.5fs-x4-300K-seed10000.pt", "H2O-4f-0.5fs-x4-300K-seed10001.pt"]
+    read = generated_trajectories(["H2O"], 2, 4, seed=1, cache_dir=tmp_path)
+    for new, old in zip(read, made):
+        assert torch.equal(new.positions, old.positions) and new.info == old.info
+    assert read[0].info["molecule"] == "H2O" and read[0].dt == 2.0
+    potential = AsePotential(mmff_atoms(read[1]))
+    energy = potential(read[1].z, read[1].positions[3])
+    torch.testing.assert_close(energy, read[1].energies[3:4])
