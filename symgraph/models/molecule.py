@@ -6,7 +6,6 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.utils import scatter
 
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.groups import MatrixGroup, Rep, group_from_name
@@ -17,6 +16,7 @@ from symgraph.nn import (
     InvariantReadout,
     gate_rep,
 )
+from symgraph.ops import segment_reduce
 
 __all__ = ["SteerableMoleculeNet"]
 
@@ -140,10 +140,10 @@ class SteerableMoleculeNet(nn.Module):
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
         atom_out = self.head(h @ self.invariants.projection.T)
         if not self.dipole:
-            return scatter(atom_out, batch, dim=0, dim_size=num_graphs, reduce=self.readout)
-        centre = scatter(data.pos, batch, dim=0, dim_size=num_graphs, reduce="mean")[batch]
+            return segment_reduce(atom_out, batch, num_graphs, self.readout)
+        centre = segment_reduce(data.pos, batch, num_graphs, "mean")[batch]
         per_atom = atom_out * (data.pos - centre) + self.vector_head(h)
-        return scatter(per_atom, batch, dim=0, dim_size=num_graphs, reduce="sum")
+        return segment_reduce(per_atom, batch, num_graphs, "sum")
 
     def __repr__(self) -> str:
         return (

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.utils import scatter
 
 from symgraph.groups import IrrepBlock, Rep
 from symgraph.nn.activations import gated_blocks
 from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.linear import invariant_subspace
+from symgraph.ops.fused import segment_reduce
 
 __all__ = ["InvariantReadout", "EquivariantLayerNorm"]
 
@@ -60,7 +60,7 @@ class InvariantReadout(ExactBufferModule):
         size = (
             num_graphs if num_graphs is not None else (int(batch.max()) + 1 if batch.numel() else 1)
         )
-        return scatter(invariants, batch, dim=0, dim_size=size, reduce=self.reduce)
+        return segment_reduce(invariants, batch, size, self.reduce)
 
     def extra_repr(self) -> str:
         return f"{self.rep.short()} -> {self.num_invariants} invariants, reduce={self.reduce}"

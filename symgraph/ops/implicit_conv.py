@@ -3,7 +3,8 @@
 ``out_i = W̃( Σ_{j→i} h(x_ij, e_ij) ⊗ f_j )`` is computed for blocks of consecutive
 receivers whose incoming edges are contiguous (edges are sorted by receiver once). Each
 block evaluates the kernel features of its edges, contracts them with the source features
-(:func:`neighbour_outer_sum`) and applies ``W̃``; with ``checkpoint=True`` a block keeps
+(:func:`neighbour_outer_sum`; on CUDA the Triton kernel of :func:`symgraph.ops.fused_outer_sum`,
+which gathers the source features itself) and applies ``W̃``; with ``checkpoint=True`` a block keeps
 nothing for backward but its inputs and recomputes the rest, so the peak memory is that of
 one block plus the node features, whatever the number of edges.
 """
@@ -16,6 +17,7 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
+from symgraph.ops import fused
 from symgraph.ops.contraction import EdgeLayout, neighbour_outer_sum
 
 __all__ = ["implicit_convolution"]
@@ -87,14 +89,25 @@ def implicit_convolution(
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
+def _gather_in_kernel(backend: str, layout: EdgeLayout, h: Tensor, x: Tensor) -> bool:
+    """Whether the Triton kernel gathers ``x[src]`` itself (no ``[E, B]`` copy in memory):
+    when asked for, or on CUDA for irregular graphs when Triton is installed."""
+    if backend == "triton":
+        return True
+    return backend == "auto" and not layout.regular and h.is_cuda and fused.use_triton(h, x)
+
+
 def _block_function(hidden_fn: HiddenFn, num_block_nodes: int, mean: bool, backend: str):
     def run(x, src, dst, rel, edge_attr, node_src, node_dst, weight):
         if src.numel() == 0:
             return x.new_zeros(num_block_nodes, weight.shape[0])
         h = hidden_fn(rel, edge_attr, node_src, node_dst)
         layout = EdgeLayout.from_receivers(dst, num_block_nodes)
-        f = x.index_select(0, src)
-        summed = neighbour_outer_sum(h, f, dst, num_block_nodes, layout, backend)
+        if _gather_in_kernel(backend, layout, h, x):
+            summed = fused.fused_outer_sum(h, x, src, dst, num_block_nodes, backend="triton")
+        else:
+            f = x.index_select(0, src)
+            summed = neighbour_outer_sum(h, f, dst, num_block_nodes, layout, backend)
         if mean:
             summed = summed / layout.degree.clamp_min(1).to(summed)[:, None, None]
         # contract T [n, A, B] with W̃ [C, A, B] in the order T is laid out in (no copy of T)
