@@ -8,15 +8,20 @@ Jobs (Zhao, Dehmamy, Walters, Yu, NeurIPS 2022, and GNN training on QM9):
   4 samples, so the data-dependent GL(d) action is exact), SGD, one teleport at step 5;
 - ``gnn``: a PyG GIN (``torch_geometric.nn.models.GIN`` + add-pool + MLP head) regressing the
   QM9 HOMO-LUMO gap (standardised) on the 12k-molecule subset, teleporting along the
-  positive rescalings found by :func:`symgraph.teleport.find_symmetries`.
+  positive rescalings found by :func:`symgraph.teleport.find_symmetries`;
+- ``steerable``: :class:`symgraph.models.SteerableMoleculeNet` (O(3), mean readout) on the
+  same data and split, teleporting along what detection finds in it: one positive scale per
+  gated copy of the first layer of each convolution's kernel MLP (rule ``"gated"``; the
+  rules ``"rescale"``, ``"norm"`` and ``"gl"`` find nothing in it).
 
 For every job: loss against steps and against wall-clock (teleport cost included), the
 wall-clock and steps to reach a fixed training loss (the baseline's final loss), and the
 final test error (GNN). Writes ``teleport_<job>.png`` and ``teleport.md`` under ``--out``
 (default ``benchmarks/out``) and prints the table.
 
-    OMP_NUM_THREADS=1 python benchmarks/teleport.py            # full run (~25 min on 1 core)
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py            # full run (~40 min, estimated)
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick    # < 60 s smoke run
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick --jobs steerable   # ~20 s
 """
 
 from __future__ import annotations
@@ -264,6 +269,29 @@ class GINRegressor(nn.Module):
         return self.head(global_add_pool(h, data.batch, size=data.num_graphs)).squeeze(-1)
 
 
+class SteerableGap(nn.Module):
+    """:class:`symgraph.models.SteerableMoleculeNet` (O(3), mean readout): ``[num_graphs]``."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        from symgraph.models import SteerableMoleculeNet
+
+        self.net = SteerableMoleculeNet("O3", atom_dim=in_channels, readout="mean")
+
+    def forward(self, data) -> torch.Tensor:
+        return self.net(data).squeeze(-1)
+
+
+#: model name -> (factory ``in_channels -> model``, description for the notes).
+GNN_MODELS: dict[str, tuple[Callable[[int], nn.Module], str]] = {
+    "gin": (GINRegressor, "PyG GIN(3 layers, 64) + add-pool + MLP head"),
+    "steerable": (
+        SteerableGap,
+        "SteerableMoleculeNet(O3, 32x0e + 8x1o + 4x2e, 3 layers, mean readout)",
+    ),
+}
+
+
 def load_qm9(quick: bool, root: Path):
     """QM9 gap regression data from the shared CSVs (``symgraph.data.qm9``)."""
     from symgraph.data.qm9 import QM9
@@ -328,14 +356,19 @@ def run_gnn(
     schedule: str = "every:100",
     variants: Sequence[tuple[str, dict]] | None = None,
     batch_size: int = 64,
+    model: str = "gin",
 ) -> list[JobResult]:
-    """Train a GIN with and without teleportation (one baseline per seed, shared).
+    """Train a GNN with and without teleportation (one baseline per seed, shared).
 
-    ``dataset``: graphs with ``x [N, F]``, ``edge_index`` and a scalar ``y``. Returns one
-    :class:`JobResult` per teleport variant.
+    ``dataset``: graphs with ``x [N, F]``, ``edge_index`` and a scalar ``y`` (``"steerable"``
+    also needs ``pos`` and the bond types ``edge_attr``). ``model``: a key of
+    :data:`GNN_MODELS`. Returns one :class:`JobResult` per teleport variant.
     """
     from torch_geometric.loader import DataLoader
 
+    if model not in GNN_MODELS:
+        raise ValueError(f"model: expected one of {sorted(GNN_MODELS)}, got {model!r}")
+    factory, model_notes = GNN_MODELS[model]
     variants = list(variants if variants is not None else GNN_VARIANTS[optimizer])
     n = len(dataset)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345)).tolist()
@@ -366,8 +399,8 @@ def run_gnn(
 
     def one_run(seed: int, label: str, options: dict | None) -> Curve:
         torch.manual_seed(seed)
-        model = GINRegressor(in_channels)
-        opt = _optimizer(optimizer, model)
+        net = factory(in_channels)
+        opt = _optimizer(optimizer, net)
         tp = None
         if options is not None:
             options = dict(options)
@@ -376,8 +409,8 @@ def run_gnn(
             tp = Teleport(schedule, loss_fn, **options)
         loader_gen = torch.Generator().manual_seed(seed)
         loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=loader_gen)
-        curve = train(model, loss_fn, lambda: loader, opt, epochs, label, tp, evaluate)
-        curve.test_error = test_mae(model)
+        curve = train(net, loss_fn, lambda: loader, opt, epochs, label, tp, evaluate)
+        curve.test_error = test_mae(net)
         return curve
 
     runs: dict[str, list[tuple[Curve, Curve]]] = {name: [] for name, _ in variants}
@@ -385,18 +418,20 @@ def run_gnn(
         base = one_run(seed, optimizer.upper(), None)
         for name, options in variants:
             runs[name].append((base, one_run(seed, f"{optimizer.upper()} + teleport", options)))
-    syms = find_symmetries(GINRegressor(in_channels))
+    syms = find_symmetries(factory(in_channels))
+    kinds = ", ".join(sorted({s.kind for s in syms}))
+    units = sum(s.identity(torch.zeros(1)).numel() for s in syms)
     results = []
     for name, options in variants:
         setting = ", ".join(f"{k}={v}" for k, v in options.items())
         notes = (
-            f"{description}; PyG GIN(3 layers, 64) + add-pool + MLP head, {optimizer} "
-            f"(batch {batch_size}, {epochs} epochs); {len(syms)} rescaling symmetries; "
+            f"{description}; {model_notes}, {optimizer} (batch {batch_size}, {epochs} "
+            f"epochs); {len(syms)} symmetries ({kinds}, {units} scale units); "
             f"teleport {schedule} on the current minibatch, {setting}"
         )
         results.append(
             JobResult(
-                f"gnn-gin-{optimizer}-{name}",
+                f"gnn-{model}-{optimizer}-{name}",
                 runs[name],
                 "train MSE (standardised)",
                 "test MAE (eV)",
@@ -482,7 +517,7 @@ def plot(result: JobResult, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 60 s)")
-    parser.add_argument("--jobs", default="booth,rosenbrock,mlp,gnn")
+    parser.add_argument("--jobs", default="booth,rosenbrock,mlp,gnn,steerable")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per job")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     parser.add_argument("--gnn-data", choices=("qm9", "synthetic"), default="qm9")
@@ -490,6 +525,10 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-epochs", type=int, default=None)
     parser.add_argument("--gnn-schedule", default=None, help="default every:100")
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
+    parser.add_argument(
+        "--steerable-optimizers", default="adam", help="optimizers of the steerable job"
+    )
+    parser.add_argument("--steerable-epochs", type=int, default=None, help="default 5 (--quick: 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
@@ -502,24 +541,37 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
             results.append(run_test_function(job, seeds, args.quick))
         elif job == "mlp":
             results.append(run_mlp(seeds, args.quick))
-        elif job == "gnn":
+        elif job in ("gnn", "steerable"):
             if args.gnn_data == "qm9":
                 dataset, description = load_qm9(args.quick, args.out / "qm9")
+            elif job == "steerable":
+                raise SystemExit("--gnn-data synthetic: the steerable job needs QM9 (positions)")
             else:
                 dataset = synthetic_graphs(300 if args.quick else 2000)
                 description = "synthetic random geometric graphs"
-            for opt in args.gnn_optimizers.split(","):
+            if job == "gnn":
+                optimizers, epochs = (
+                    args.gnn_optimizers,
+                    args.gnn_epochs or (3 if args.quick else 20),
+                )
+            else:
+                optimizers = args.steerable_optimizers
+                epochs = args.steerable_epochs or (2 if args.quick else 5)
+            for opt in optimizers.split(","):
                 results += run_gnn(
                     dataset,
                     seeds[:1] if args.quick else seeds[: args.gnn_seeds],
                     description,
-                    epochs=args.gnn_epochs or (3 if args.quick else 20),
+                    epochs=epochs,
                     optimizer=opt.strip(),
                     schedule=args.gnn_schedule or ("every:20" if args.quick else "every:100"),
                     variants=GNN_VARIANTS[opt.strip()][:1] if args.quick else None,
+                    model="gin" if job == "gnn" else "steerable",
                 )
         else:
-            raise SystemExit(f"--jobs: unknown job {job!r} (booth, rosenbrock, mlp, gnn)")
+            raise SystemExit(
+                f"--jobs: unknown job {job!r} (booth, rosenbrock, mlp, gnn, steerable)"
+            )
         print(f"[{job}] {time.perf_counter() - start:.1f} s", file=sys.stderr)
     lines = list(TABLE_HEADER)
     for result in results:

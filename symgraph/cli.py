@@ -4,6 +4,9 @@
 ``torchrun --nproc_per_node=2 -m symgraph train JOB ...`` (data parallel, gloo on CPU,
 nccl on CUDA). ``symgraph train --help`` lists the jobs; ``symgraph train JOB --help`` the
 flags, common and the job's own. Jobs live in the registry of ``symgraph.train.jobs``.
+Every job takes ``--teleport every:K`` (symmetry teleportation during training,
+``symgraph.train.teleport_callback``); a model without a parameter-space symmetry is
+refused before training starts.
 """
 
 from __future__ import annotations
@@ -18,16 +21,119 @@ from typing import Any
 
 import torch
 
+from symgraph.teleport import DEFAULT_KINDS, OPTIMIZER_STATE_MODES, NoSymmetryError, parse_schedule
+from symgraph.teleport.registry import registered_rules
+from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import load_checkpoint
 from symgraph.train.distributed import init_distributed, shutdown_distributed
 from symgraph.train.files import read_json, write_json
 from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, take_subset
 from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
 from symgraph.train.tasks import Task
+from symgraph.train.teleport_callback import TeleportCallback
 
 __all__ = ["main", "build_parser"]
 
 EVALUATION_FILE = "evaluation.json"
+
+
+def _schedule(text: str) -> str:
+    """``--teleport``: a schedule string of :func:`symgraph.teleport.parse_schedule`."""
+    try:
+        parse_schedule(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    """``--teleport-kinds``: comma-separated names of symmetry rules."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    known = sorted(registered_rules())
+    unknown = [k for k in kinds if k not in known]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names among {known}, got {text!r}"
+        )
+    return kinds
+
+
+def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "symmetry teleportation", "see symgraph.train.teleport_callback; rows in teleports.csv"
+    )
+    group.add_argument(
+        "--teleport",
+        type=_schedule,
+        default=None,
+        metavar="SCHEDULE",
+        help="teleport before a step when due, in steps taken: every:K, every:K,until:N, "
+        "at:i,j,... or never (default: no teleportation)",
+    )
+    group.add_argument(
+        "--teleport-steps",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="gradient-ascent steps per teleport (default 10)",
+    )
+    group.add_argument(
+        "--teleport-lr",
+        type=_positive_float,
+        default=0.1,
+        metavar="LR",
+        help="ascent step size (default 0.1)",
+    )
+    group.add_argument(
+        "--teleport-kinds",
+        type=_kinds,
+        default=DEFAULT_KINDS,
+        metavar="KINDS",
+        help=f"symmetry rules, comma-separated (default {','.join(DEFAULT_KINDS)})",
+    )
+    group.add_argument(
+        "--teleport-optimizer-state",
+        choices=OPTIMIZER_STATE_MODES,
+        default="transform",
+        help="what to do with the optimiser moments of teleported parameters (default "
+        "transform: transported like the gradient)",
+    )
+
+
+def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
+    """``[TeleportCallback]`` with ``--teleport``, else ``[]``; finds the symmetries now."""
+    if args.teleport is None:
+        return []
+    return [
+        TeleportCallback(
+            model,
+            args.teleport,
+            steps=args.teleport_steps,
+            lr=args.teleport_lr,
+            kinds=args.teleport_kinds,
+            optimizer_state=args.teleport_optimizer_state,
+        )
+    ]
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
@@ -62,6 +168,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         help="also checkpoint every K optimiser steps (default 0: each epoch only)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_teleport_arguments(parser)
 
 
 def build_parser(jobs: dict[str, Job]) -> argparse.ArgumentParser:
@@ -138,7 +245,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
             config,
             optimizer=spec.optimizer,
             scheduler=spec.scheduler or _scheduler_factory(args.scheduler, args.epochs, task),
-            callbacks=spec.callbacks,
+            callbacks=[*spec.callbacks, *_teleport_callbacks(args, spec.model)],
             extra_losses=spec.extra_losses,
             split=spec.split_indices(),
             run_config={"job": args.job, "args": vars(args)},
@@ -222,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _train(args) if args.command == "train" else _evaluate(args)
     except (FileExistsError, FileNotFoundError) as err:
         print(f"symgraph: error: {err}", file=sys.stderr)
+        return 2
+    except NoSymmetryError as err:
+        print(f"symgraph: error: --teleport: {err}", file=sys.stderr)
         return 2
     if result is not None:
         print(json.dumps(result, indent=2))

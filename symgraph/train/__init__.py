@@ -5,9 +5,10 @@
 
 Modules: ``loop`` (Trainer, evaluate), ``tasks`` (what to optimise and report),
 ``checkpoint`` (atomic saves, random states), ``sampler`` / ``loader`` (the data order),
-``distributed`` (torchrun), ``split`` (random splits), ``callbacks``, ``records``
-(metrics.csv, curve.png), ``files`` (atomic writes), ``jobs`` (the registry of
-``symgraph train JOB``), ``toy`` (the built-in demo job).
+``distributed`` (torchrun), ``split`` (random splits), ``callbacks``, ``teleport_callback``
+(symmetry teleportation, ``--teleport``), ``records`` (metrics.csv, curve.png), ``files``
+(atomic writes), ``jobs`` (the registry of ``symgraph train JOB``), ``toy`` (the built-in
+demo job).
 """
 
 from symgraph.train.callbacks import Callback, ExtraLoss
@@ -18,6 +19,7 @@ from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_
 from symgraph.train.sampler import GlobalBatchSampler
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import ClassificationTask, RegressionTask, Task
+from symgraph.train.teleport_callback import TeleportCallback
 
 __all__ = [
     "JOBS",
@@ -30,6 +32,7 @@ __all__ = [
     "JobSpec",
     "RegressionTask",
     "Task",
+    "TeleportCallback",
     "TrainConfig",
     "Trainer",
     "arg",

@@ -1,10 +1,15 @@
 """Hooks into the training loop: callbacks and extra loss terms.
 
 A callback subclasses :class:`Callback` and overrides what it needs. Hooks run on every
-rank, after the optimiser step (``on_step_end``) or after validation (``on_epoch_end``),
-and before the checkpoint of that step or epoch is written, so their effects are saved. A
-callback that changes parameters (e.g. a teleportation every K steps) must do the same on
-every rank (use data that all ranks share, or ``trainer.dist.broadcast_module(model)``).
+rank: before the forward and backward pass of each optimiser step (``on_batch_start``,
+which sees the batch), after the optimiser step (``on_step_end``) or after validation
+(``on_epoch_end``). The last two run before the checkpoint of that step or epoch is
+written, so their effects are saved; ``on_batch_start`` of step ``k`` runs after the
+checkpoint of step ``k - 1``, so a run resumed from that checkpoint calls it again. A
+callback that changes parameters (e.g. a teleportation every K steps,
+:class:`symgraph.train.teleport_callback.TeleportCallback`) must do the same on every rank
+(use data that all ranks share, or ``trainer.dist.broadcast_module(model)``), and keep the
+optimiser state consistent on every rank too.
 A callback with state defines ``state_dict`` / ``load_state_dict``; the trainer keeps it in
 the checkpoint so that a resumed run continues exactly.
 
@@ -30,6 +35,14 @@ ExtraLoss = Callable[[nn.Module, Any], Tensor]
 
 class Callback:
     """Base class of training callbacks; every hook does nothing by default."""
+
+    def on_batch_start(self, trainer: Trainer, step: int, batch: Any) -> None:
+        """Before optimiser step number ``step`` (counted from 1), on its batch.
+
+        ``batch`` is this rank's shard of the global batch, already on ``trainer.dist.device``
+        (``None``: an empty shard), and the model is in training mode. The step's gradient
+        is computed after every callback's ``on_batch_start``, from the parameters they leave.
+        """
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
         """After optimiser step number ``step`` (counted from 1 over the whole run)."""

@@ -76,13 +76,25 @@ class DistContext:
         dist.all_gather_object(gathered, obj)
         return gathered
 
-    def broadcast_module(self, module: nn.Module) -> None:
-        """Copy rank 0's parameters and buffers to every rank."""
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (a picklable object; the others pass anything)."""
+        if not self.is_distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def broadcast_tensors(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite each tensor in place with rank 0's (same order and shapes on every rank)."""
         if not self.is_distributed:
             return
         with torch.no_grad():
-            for tensor in list(module.parameters()) + list(module.buffers()):
+            for tensor in tensors:
                 dist.broadcast(tensor.data, src=0)
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Copy rank 0's parameters and buffers to every rank."""
+        self.broadcast_tensors(list(module.parameters()) + list(module.buffers()))
 
 
 def resolve_device(device: str | torch.device, local_rank: int = 0) -> torch.device:

@@ -9,6 +9,7 @@ A run folder holds::
     metrics.csv     one row per epoch: epoch, step, train_loss, val_*, lr, wall_time
     curve.png       learning curves (redrawn at most every 30 s, and at the end)
     test.json       test metrics of best.pt, in the task's units
+    teleports.csv   one row per teleport (only with a ``TeleportCallback``, ``--teleport``)
 
 Exact resume: the data order is a function of ``(seed, epoch)``, and a checkpoint holds the
 step within the epoch, the random states and the running sums of the epoch's loss. A run
@@ -70,6 +71,7 @@ RUN_FILES = {
     "metrics": "metrics.csv",
     "curve": "curve.png",
     "test": "test.json",
+    "teleports": "teleports.csv",
 }
 
 
@@ -421,6 +423,11 @@ class Trainer:
         )
         try:
             for batch in loader:
+                self.model.train()
+                if batch is not None:
+                    batch = move_to(batch, self.dist.device)
+                for callback in self.callbacks:
+                    callback.on_batch_start(self, self.global_step + 1, batch)
                 self._train_step(batch)
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -439,16 +446,35 @@ class Trainer:
         finally:
             bar.close()
 
+    def batch_losses(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """``(task loss, n, extra)`` of ``model`` on one batch (shard) already on the device.
+
+        ``task loss`` is the task's mean over the batch's ``n`` items, ``extra`` the sum of
+        the extra losses (a zero scalar when there are none).
+        """
+        loss, n = self.task.loss(model, batch)
+        extras = [fn(model, batch) for fn in self.extra_losses]
+        extra = sum(extras, torch.zeros((), device=loss.device, dtype=loss.dtype))
+        return loss, n, extra
+
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The objective one process minimises on ``batch``: task loss plus extra losses.
+
+        ``model`` is usually ``self.model``; it is an argument so that functional
+        evaluations (e.g. teleportation, which swaps the parameters) can call it.
+        """
+        loss, _, extra = self.batch_losses(model, batch)
+        return loss + extra if self.extra_losses else loss
+
     def _train_step(self, batch: Any) -> None:
-        """One optimiser step on this rank's shard (``None``: empty shard) of a global batch."""
-        self.model.train()
+        """One optimiser step on this rank's shard (``None``: empty shard) of a global batch.
+
+        ``batch`` is already on the device and the model in training mode.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         stats = torch.zeros(4, dtype=torch.float64, device=self.dist.device)
         if batch is not None:
-            batch = move_to(batch, self.dist.device)
-            loss, n = self.task.loss(self.model, batch)
-            extras = [fn(self.model, batch) for fn in self.extra_losses]
-            extra = sum(extras, torch.zeros((), device=loss.device, dtype=loss.dtype))
+            loss, n, extra = self.batch_losses(self.model, batch)
             stats[0], stats[1], stats[2], stats[3] = loss.detach() * n, n, 1, extra.detach()
         # global item count and number of ranks with data, to weight the local loss
         sum_loss, count, ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()

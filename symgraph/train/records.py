@@ -1,7 +1,8 @@
-"""The run folder's human-readable records: ``metrics.csv`` and ``curve.png``.
+"""The run folder's human-readable records: ``metrics.csv``, ``curve.png`` (and the rows of
+any other CSV record, e.g. ``teleports.csv``).
 
-Both are rewritten in full, atomically, from the history kept in the checkpoint, so after
-a crash and ``--resume`` they hold exactly one row per finished epoch.
+They are rewritten in full, atomically, from the history kept in the checkpoint, so after
+a crash and ``--resume`` they hold exactly one row per finished epoch (or event).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 
 from symgraph.train.files import atomic_write
 
-__all__ = ["write_metrics_csv", "plot_learning_curves"]
+__all__ = ["write_csv", "write_metrics_csv", "plot_learning_curves"]
 
 
 def _columns(history: Sequence[dict[str, Any]]) -> list[str]:
@@ -28,13 +29,23 @@ def _columns(history: Sequence[dict[str, Any]]) -> list[str]:
     return columns
 
 
+def write_csv(
+    rows: Sequence[dict[str, Any]], path: str | os.PathLike, columns: Sequence[str]
+) -> None:
+    """Rewrite ``path`` atomically: a header of ``columns``, then one line per row.
+
+    Raises:
+        ValueError: a row has a key that is not among ``columns``.
+    """
+    with atomic_write(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_metrics_csv(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """One row per epoch; columns are the union of the rows' keys, in first-seen order."""
-    columns = _columns(history)
-    with atomic_write(path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv(history, path, _columns(history))
 
 
 def plot_learning_curves(

@@ -3,7 +3,9 @@
 Each graph has 6–15 nodes at uniform random positions in the unit cube, standard normal
 node features ``x [N, F]``, and edges between nodes closer than ``radius``. The target is
 ``y = Σ_i x_i0 + 0.1 · E`` (``E`` directed edges): a sum a GCN with sum pooling can learn.
-It needs no data on disk, so the command line, resume, evaluate and DDP are tested with it.
+It needs no data on disk, so the command line, resume, evaluate, DDP and teleportation
+(``--teleport``: :class:`ToyGCN` declares its layer order to symmetry detection, which finds
+the positive rescaling of the hidden units between its two convolutions) are tested with it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch_geometric.data import Batch, Data, InMemoryDataset
 from torch_geometric.nn import GCNConv, global_add_pool
 
 from symgraph.graph import radius_graph
+from symgraph.teleport import register_container
 from symgraph.train.jobs import JobSpec, arg, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import RegressionTask
@@ -62,11 +65,21 @@ class ToyGCN(nn.Module):
         self.conv1 = GCNConv(num_features, hidden)
         self.conv2 = GCNConv(hidden, hidden)
         self.readout = nn.Linear(hidden, 1)
+        self.act = nn.ReLU()
 
     def forward(self, data: Batch) -> Tensor:
-        h = torch.relu(self.conv1(data.x, data.edge_index))
-        h = torch.relu(self.conv2(h, data.edge_index))
+        h = self.act(self.conv1(data.x, data.edge_index))
+        h = self.act(self.conv2(h, data.edge_index))
         return self.readout(global_add_pool(h, data.batch)).squeeze(-1)
+
+
+def _toy_gcn_stages(model: ToyGCN, prefix: str) -> list[tuple[str, nn.Module | None]]:
+    """Execution order of :class:`ToyGCN` for symmetry detection: conv1 → ReLU → conv2."""
+    dot = f"{prefix}." if prefix else ""
+    return [(f"{dot}conv1", model.conv1), (f"{dot}act", model.act), (f"{dot}conv2", model.conv2)]
+
+
+register_container(ToyGCN, _toy_gcn_stages)
 
 
 @register_job(

@@ -56,3 +56,19 @@ def test_quick_benchmark_end_to_end(bench, tmp_path, shared_data):
     results = bench.main(["--quick", "--out", str(tmp_path)])
     assert {r.job for r in results} >= {"booth", "rosenbrock", "mlp", "gnn-gin-sgd-paper"}
     assert len(list(tmp_path.glob("teleport_*.png"))) == len(results)
+
+
+def test_steerable_job_on_real_qm9_molecules(bench, shared_data, tmp_path):
+    from symgraph.data.qm9 import QM9
+
+    csv = shared_data / "qm9" / "qm9pack_first200.csv"
+    molecules = QM9(tmp_path, source="csv", csv_files=[csv], target="gap", cutoff=None, log=False)
+    (result,) = bench.run_gnn(
+        molecules[:60], [0], "QM9", epochs=1, optimizer="adam", schedule="every:2",
+        batch_size=16, model="steerable",
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert result.job == "gnn-steerable-adam-paper"
+    assert tele.teleports >= 1 and tele.refused == 0
+    assert "3 symmetries (gated, 18 scale units)" in result.notes
+    assert tele.test_error is not None and base.test_error is not None
