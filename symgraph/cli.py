@@ -152,6 +152,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         help="learning-rate schedule per epoch (plateau: halve after 5 epochs without progress)",
     )
     group.add_argument("--grad-clip", type=float, default=None, help="max global gradient norm")
+    group.add_argument(
+        "--precision",
+        choices=("32", "bf16", "fp16"),
+        default="32",
+        help="training precision: float32, or autocast to bfloat16 / float16 (fp16 scales "
+        "the loss); validation and test run in float32",
+    )
     group.add_argument("--seed", type=int, default=0, help="seed of data, split and model")
     group.add_argument(
         "--subset", type=int, default=None, help="keep the first N items of each split"
@@ -230,6 +237,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             grad_clip=args.grad_clip,
+            precision=args.precision,
             eval_batch_size=args.eval_batch_size,
             num_workers=args.num_workers,
             progress=not args.no_progress,

@@ -75,6 +75,14 @@ RUN_FILES = {
 }
 
 
+#: Training precisions: the autocast dtype of each (``None``: plain float32).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
 @dataclass
 class TrainConfig:
     """Settings of the loop (all of them go to ``config.json``).
@@ -93,6 +101,13 @@ class TrainConfig:
         scheduler_interval: step the scheduler each ``"epoch"`` or each ``"step"``.
         progress: show a tqdm bar (only on rank 0 and only when stderr is a terminal).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... (ignored when a ``DistContext`` is given).
+        precision: ``"32"`` (float32), ``"bf16"`` or ``"fp16"``: the training forward and
+            loss run under ``torch.autocast`` with that dtype (matrix products in half
+            precision, reductions, norms and the equivariant weight assembly in float32, as
+            autocast decides; parameters and optimiser state stay float32); ``"fp16"`` also
+            scales the loss (``torch.amp.GradScaler``, kept in the checkpoint). Validation
+            and test run in float32. ``symgraph.ops.precision`` measures the equivariance
+            error per dtype.
     """
 
     epochs: int = 10
@@ -108,6 +123,7 @@ class TrainConfig:
     scheduler_interval: Literal["epoch", "step"] = "epoch"
     progress: bool = True
     device: str = "auto"
+    precision: Literal["32", "bf16", "fp16"] = "32"
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size}
@@ -123,6 +139,10 @@ class TrainConfig:
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig: grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig: precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.scheduler_interval not in ("epoch", "step"):
             raise ValueError(
                 f"TrainConfig: scheduler_interval must be 'epoch' or 'step', "
@@ -257,6 +277,9 @@ class Trainer:
                 "Trainer: ReduceLROnPlateau needs the validation metric, so "
                 f"scheduler_interval must be 'epoch', got {self.config.scheduler_interval!r}"
             )
+        self.scaler = torch.amp.GradScaler(
+            self.dist.device.type, enabled=self.config.precision == "fp16"
+        )
         self.callbacks = list(callbacks)
         self.extra_losses = list(extra_losses)
         self.split = {
@@ -372,6 +395,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state["task"])
         for callback, cb_state in zip(self.callbacks, state["callbacks"]):
             callback.load_state_dict(cb_state)
@@ -457,6 +482,11 @@ class Trainer:
         extra = sum(extras, torch.zeros((), device=loss.device, dtype=loss.dtype))
         return loss, n, extra
 
+    def autocast(self) -> torch.autocast:
+        """The autocast context of training (disabled for ``precision="32"``)."""
+        dtype = PRECISIONS[self.config.precision]
+        return torch.autocast(self.dist.device.type, dtype=dtype, enabled=dtype is not None)
+
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The objective one process minimises on ``batch``: task loss plus extra losses.
 
@@ -474,7 +504,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         stats = torch.zeros(4, dtype=torch.float64, device=self.dist.device)
         if batch is not None:
-            loss, n, extra = self.batch_losses(self.model, batch)
+            with self.autocast():
+                loss, n, extra = self.batch_losses(self.model, batch)
             stats[0], stats[1], stats[2], stats[3] = loss.detach() * n, n, 1, extra.detach()
         # global item count and number of ranks with data, to weight the local loss
         sum_loss, count, ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()
@@ -489,11 +520,14 @@ class Trainer:
                 objective = loss * (n / count) + extra / ranks_with_data
             else:
                 objective = loss + extra if self.extra_losses else loss
-            objective.backward()
+            self.scaler.scale(objective).backward()
         all_reduce_gradients(self.model.parameters(), self.dist)
+        # gradients are identical on all ranks here, so every rank's scaler decides alike
         if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self._loss_sum += sum_loss
         self._loss_count += int(count)
 
@@ -567,6 +601,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
