@@ -128,11 +128,7 @@ class PotentialsByMolecule(nn.Module):
         self.potentials = nn.ModuleList(p for _, p in potentials)
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
-        pos = check_positions(pos, "pos")
-        batch = check_batch(batch, pos.shape[0])
-        if batch is None:
-            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        b = int(batch.max()) + 1 if batch.numel() else 0
+        pos, batch, b = _checked_batch(pos, batch)
         counts = torch.bincount(batch, minlength=b).tolist()
         energies, start = [], 0
         for count in counts:
@@ -149,6 +145,15 @@ class PotentialsByMolecule(nn.Module):
         return torch.cat(energies) if energies else pos.new_zeros(0)
 
 
+def _checked_batch(pos: Tensor, batch: Tensor | None) -> tuple[Tensor, Tensor, int]:
+    """``(pos [N, 3], batch [N], number of molecules)`` checked; no batch: one molecule."""
+    pos = check_positions(pos, "pos")
+    batch = check_batch(batch, pos.shape[0])
+    if batch is None:
+        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    return pos, batch, int(batch.max()) + 1 if batch.numel() else 0
+
+
 class LennardJones(nn.Module):
     """``U = Σ_{i<j} 4ε[(σ/r)¹² − (σ/r)⁶]`` over all pairs of each molecule -> ``[B]``.
 
@@ -163,11 +168,7 @@ class LennardJones(nn.Module):
         self.sigma = float(sigma)
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
-        pos = check_positions(pos, "pos")
-        batch = check_batch(batch, pos.shape[0])
-        if batch is None:
-            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-        b = int(batch.max()) + 1 if batch.numel() else 0
+        pos, batch, b = _checked_batch(pos, batch)
         i, j = torch.triu_indices(pos.shape[0], pos.shape[0], 1, device=pos.device)
         same = batch[i] == batch[j]
         i, j = i[same], j[same]
