@@ -13,7 +13,11 @@ Design choices (so that symmetry experiments mean something):
 - **A chiral pair:** ``helix_right`` / ``helix_left`` are mirror images (the left helix is
   the right one with ``x -> -x``, normals included), so they are told apart by models
   invariant under proper rotations only (SO(3), SO(2), C_n) but *not* by models invariant
-  under a group with an improper element (a mirror or the inversion, e.g. O(3)).
+  under a group with an improper element (a mirror or the inversion, e.g. O(3)). The
+  helix starts at a uniformly random azimuth, so its ends give no orientation cue: as a
+  finite helix is symmetric under a half-turn about an axis perpendicular to z, even the
+  horizontal mirror or the inversion maps the distribution of right helices onto that of
+  left ones (aligned shapes included).
 - **An orientation pair:** ``cylinder_standing`` (axis z) / ``cylinder_lying`` (axis x)
   share one distribution of elongated proportions and differ only by a rotation about
   y, so a z-rotation-invariant model (SO(2), C_n about z) separates them while an
@@ -69,7 +73,7 @@ ORIENTATION_PAIRS: tuple[tuple[str, str], ...] = (("cylinder_standing", "cylinde
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 # Rotation by +90 degrees about y: the z axis goes to the x axis (det = +1).
 _Z_TO_X = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 Cloud = tuple[np.ndarray, np.ndarray]  # pos [m, 3], normal [m, 3] (float64)
 Part = tuple[float, Callable[[int], Cloud]]  # (area, sampler of m points)
@@ -323,18 +327,22 @@ def _chair(rng: np.random.Generator, n: int) -> Cloud:
 
 
 def _helix_right(rng: np.random.Generator, n: int) -> Cloud:
-    """A tube of radius ``r`` around the right-handed helix ``(R cos t, R sin t, c t)``."""
+    """A tube of radius ``r`` around the right-handed helix ``(R cos(t+φ), R sin(t+φ), c t)``.
+
+    The phase ``φ`` is uniform in ``[0, 2π)``: the azimuth of the ends is random.
+    """
     big, r = rng.uniform(0.5, 0.8), rng.uniform(0.1, 0.16)
     turns, pitch = rng.uniform(1.5, 2.5), rng.uniform(0.5, 0.8)
+    phase = rng.uniform(0.0, 2 * math.pi)
     c, t_end = pitch / (2 * math.pi), 2 * math.pi * turns
     speed = math.hypot(big, c)
     kappa = big / speed**2  # curvature of the centre line
 
     def frame(t: np.ndarray) -> tuple[np.ndarray, ...]:
-        centre = np.stack([big * np.cos(t), big * np.sin(t), c * t], axis=1)
-        tangent = np.stack([-big * np.sin(t), big * np.cos(t), np.full_like(t, c)], axis=1)
-        tangent /= speed
-        normal = np.stack([-np.cos(t), -np.sin(t), np.zeros_like(t)], axis=1)  # towards axis
+        cos, sin = np.cos(t + phase), np.sin(t + phase)
+        centre = np.stack([big * cos, big * sin, c * t], axis=1)
+        tangent = np.stack([-big * sin, big * cos, np.full_like(t, c)], axis=1) / speed
+        normal = np.stack([-cos, -sin, np.zeros_like(t)], axis=1)  # towards the axis
         return centre, tangent, normal, np.cross(tangent, normal)
 
     def draw(m: int) -> tuple[np.ndarray, Cloud]:

@@ -131,6 +131,15 @@ def test_chiral_pair_are_mirror_images(seed: int) -> None:
     assert _handedness(left @ rot.T) == -1.0
 
 
+def test_helix_ends_have_random_azimuth() -> None:
+    """No orientation cue: the azimuth of a helix's lowest point is spread around the circle."""
+    lowest = [sample_shape("helix_right", 512, seed)[0] for seed in range(48)]
+    lowest = [pos[int(pos[:, 2].argmin())].double() for pos in lowest]
+    azimuth = torch.stack([torch.atan2(p[1], p[0]) for p in lowest])
+    resultant = torch.stack([azimuth.cos().mean(), azimuth.sin().mean()]).norm()
+    assert resultant < 0.35  # a fixed phase gives ~1
+
+
 def test_orientation_pair_differs_by_a_rotation() -> None:
     standing, n_standing = sample_shape("cylinder_standing", 1024, 5)
     lying, n_lying = sample_shape("cylinder_lying", 1024, 5)
