@@ -216,14 +216,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 model, splits, index, budget, args.batch_size, args.lr, REPORT_FACTOR[target]
             )
             rows.append(dict(target=target, model=name, unit=REPORT_UNITS[target], **result))
-            print(f"  {target:>5} {name:<30} test MAE {result['test_mae']:.1f} "
+            print(f"  {target:>5} {name:<30} test MAE {result['test_mae']:.4g} "
                   f"{REPORT_UNITS[target]}  ({result['steps']} steps)", flush=True)  # fmt: skip
     lines = ["| target | model | test MAE | best val MAE | steps | epochs | parameters |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {r['target']} | {r['model']} | {r['test_mae']:.1f} {r['unit']} | "
-            f"{r['val_mae']:.1f} | {r['steps']} | {r['epochs']} | {r['params']} |"
+            f"| {r['target']} | {r['model']} | {r['test_mae']:.4g} {r['unit']} | "
+            f"{r['val_mae']:.4g} | {r['steps']} | {r['epochs']} | {r['params']} |"
         )
     table = "\n".join(lines)
     print("\n" + table)
