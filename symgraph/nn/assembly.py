@@ -15,6 +15,7 @@ number of blocks, with the same cheap ops in backward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -98,10 +99,7 @@ class SparseAssembly(ExactBufferModule):
             return reference.new_zeros(self.shape)
         theta = torch.cat([p.reshape(-1) for p in parameters])
         contributions = theta.index_select(0, self.parameter) * self.value.to(theta)
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        flat = theta.new_zeros(numel).index_add(0, self.position, contributions)
+        flat = theta.new_zeros(math.prod(self.shape)).index_add(0, self.position, contributions)
         return flat.view(self.shape)
 
     def extra_repr(self) -> str:
