@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from symgraph.groups import IrrepBlock, RegularBlock, Rep
+from symgraph.ops.gate import GateFunction, GateSegment
 
 __all__ = ["Gate", "NormActivation", "gated_blocks", "gate_rep"]
 
@@ -37,6 +38,27 @@ def gate_rep(rep: Rep) -> Rep:
     return rep + Rep(f"{num_gates}x0e", rep.group) if num_gates else rep
 
 
+def gate_segments(rep: Rep) -> tuple[GateSegment, ...]:
+    """The row segments of a :class:`Gate` on ``rep`` (adjacent SiLU rows merged)."""
+    gated_set = set(gated_blocks(rep))
+    segments: list[GateSegment] = []
+    start, gate_start = 0, rep.dim
+    for index, (mul, block) in enumerate(rep.blocks):
+        if index in gated_set:
+            segments.append(GateSegment("gated", start, mul, block.dim, gate_start))
+            gate_start += mul
+        else:
+            pseudo = isinstance(block, IrrepBlock) and block.l == 0 and block.parity == -1
+            kind = "tanh" if pseudo else "silu"
+            last = segments[-1] if segments else None
+            if last is not None and last.kind == kind == "silu":
+                segments[-1] = GateSegment(kind, last.start, 1, last.length + mul * block.dim)
+            else:
+                segments.append(GateSegment(kind, start, 1, mul * block.dim))
+        start += mul * block.dim
+    return tuple(segments)
+
+
 def _scalar_activation(block: IrrepBlock | RegularBlock, x: Tensor) -> Tensor:
     if isinstance(block, IrrepBlock) and block.parity == -1:
         return torch.tanh(x)
@@ -48,11 +70,11 @@ class Gate(nn.Module):
 
     Scalars and regular blocks go through their pointwise activation; every copy of another
     block is scaled by ``sigmoid`` of its own invariant gate, taken from the trailing
-    ``0e`` channels of the input. As ``silu(v) = v · sigmoid(v)``, both are one product
-    ``y = x[:D] · sigmoid(x)[m]`` with ``m`` the row of each output component's multiplier
-    (itself for scalars, its gate for gated copies): one sigmoid, one gather, one product,
-    along whichever axis holds the features (``dim=0`` for the feature-major ``[D, E]``
-    layout of :class:`~symgraph.nn.ImplicitKernel`). Pseudo-scalars (``0o``) use ``tanh``.
+    ``0e`` channels of the input. Pseudo-scalars (``0o``) use ``tanh``. One ``sigmoid`` over
+    the input, then one broadcast product per segment of rows
+    (:class:`~symgraph.ops.gate.GateFunction`), along whichever axis holds the
+    features (``dim=0`` for the feature-major ``[D, E]`` layout of
+    :class:`~symgraph.nn.ImplicitKernel`).
 
     Shapes:
         ``x [..., gate_rep(rep).dim] -> [..., rep.dim]`` (or ``[gate_rep(rep).dim, ...] ->
@@ -63,26 +85,8 @@ class Gate(nn.Module):
         super().__init__()
         self.rep = rep
         self.rep_in = gate_rep(rep)
-        gated_set = set(gated_blocks(rep))
-        multiplier: list[int] = []
-        odd: list[bool] = []
-        used = 0
-        for index, (mul, block) in enumerate(rep.blocks):
-            start = len(multiplier)
-            if index in gated_set:
-                gates = torch.arange(rep.dim + used, rep.dim + used + mul)
-                multiplier += gates.repeat_interleave(block.dim).tolist()
-                used += mul
-            else:
-                multiplier += range(start, start + mul * block.dim)
-            pseudo = isinstance(block, IrrepBlock) and block.l == 0 and block.parity == -1
-            odd += [pseudo] * (mul * block.dim)
-        self.num_gates = used
-        self.register_buffer(
-            "multiplier_index", torch.tensor(multiplier, dtype=torch.long), persistent=False
-        )
-        self.register_buffer("odd_scalars", torch.tensor(odd, dtype=torch.bool), persistent=False)
-        self.has_odd_scalars = any(odd)
+        self.segments = gate_segments(rep)
+        self.num_gates = sum(seg.mul for seg in self.segments if seg.kind == "gated")
 
     def forward(self, x: Tensor, dim: int = -1) -> Tensor:
         """Gate ``x`` with features along ``dim`` (-1: ``[..., D_in]``; 0: ``[D_in, ...]``)."""
@@ -93,12 +97,7 @@ class Gate(nn.Module):
                 f"x: expected {self.rep_in.dim} features along dim {dim} "
                 f"({self.rep_in.short()}), got shape {list(x.shape)}"
             )
-        values = x.narrow(dim, 0, self.rep.dim)
-        out = values * torch.sigmoid(x).index_select(dim, self.multiplier_index)
-        if self.has_odd_scalars:
-            shape = [-1 if axis == dim % x.dim() else 1 for axis in range(x.dim())]
-            out = torch.where(self.odd_scalars.reshape(shape), torch.tanh(values), out)
-        return out
+        return GateFunction.apply(x, dim % x.dim(), self.segments)
 
     def extra_repr(self) -> str:
         return f"{self.rep_in.short()} -> {self.rep.short()}"

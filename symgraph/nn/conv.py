@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from e3nn import o3
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
@@ -17,7 +18,7 @@ from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
-from symgraph.ops import implicit_convolution
+from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,
@@ -57,6 +58,10 @@ class ImplicitSteerableConv(MessagePassing):
         backend: contraction backend (``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"``).
         checkpoint: recompute each block of edges during backward instead of storing the
             kernel MLP's activations (peak memory of one block; the forward runs twice).
+            On CPU, with the plain kernel and a regular or padded layout, this runs
+            :func:`symgraph.ops.fused_implicit_convolution`, whose hand-written backward
+            recomputes each block once without autograd bookkeeping; otherwise
+            ``torch.utils.checkpoint`` around :func:`symgraph.ops.implicit_convolution`.
 
     Shapes:
         ``x [N, rep_in.dim], pos [N, 3], edge_index [2, E], edge_attr [E, edge_dim],
@@ -182,14 +187,43 @@ class ImplicitSteerableConv(MessagePassing):
                 )
         node_src = node_attr[src] if self.node_attr_dim else None
         node_dst = node_attr[dst] if self.node_attr_dim else None
-        out = implicit_convolution(
+        layout = EdgeLayout.from_receivers(dst, num_nodes)
+        if self._fused_applies(x, layout):
+            out = fused_implicit_convolution(
+                self.kernel.kernel_layers(x), self.kernel.head.weight_tensor(like=x), x, src,
+                dst, self.kernel.embed(rel, edge_attr, node_src, node_dst),
+                self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
+            )  # fmt: skip
+        else:
+            out = self._generic_convolution(
+                x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes
+            )
+        if self.self_linear is not None:
+            out = out + self.self_linear(x)
+        return out if self.bias is None else self.bias(out)
+
+    def _fused_applies(self, x: Tensor, layout: EdgeLayout) -> bool:
+        """Whether the hand-written-backward path runs: a plain kernel, checkpointing on, a
+        CPU tensor outside autocast, a bmm layout (regular or padded) and no compiler
+        tracing."""
+        return (
+            type(self.kernel) is ImplicitKernel
+            and self.checkpoint
+            and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and self.backend in ("auto", "regular", "padded")
+            and layout.choose(self.backend) in ("regular", "padded")
+            and not torch.compiler.is_compiling()
+        )
+
+    def _generic_convolution(
+        self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes
+    ) -> Tensor:
+        return implicit_convolution(
             self.kernel.hidden_function(x), self.kernel.head.weight_tensor(like=x), x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
             backend=self.backend, checkpoint=self.checkpoint,
         )  # fmt: skip
-        if self.self_linear is not None:
-            out = out + self.self_linear(x)
-        return out if self.bias is None else self.bias(out)
 
     def _lattice_forward(self, x: Tensor, edge_index: Tensor, lattice: Lattice) -> Tensor:
         """The fast path: the kernel at the stencil offsets as one dense convolution.

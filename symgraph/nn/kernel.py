@@ -12,8 +12,8 @@ who want to look at it and for the dense lattice path.
 Speed. The body runs on many edges with narrow layers, so it is evaluated *feature-major*
 (``[features, E]``): every slice of features is then a contiguous block of memory, the
 linear maps are single ``addmm`` calls with weights assembled once per forward
-(:meth:`ImplicitKernel.hidden_function`), and the gates are one sigmoid, one gather and one
-product (:class:`~symgraph.nn.Gate` with ``dim=0``).
+(:meth:`ImplicitKernel.kernel_layers`), and the gates are one sigmoid and one broadcast
+product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep, as_rep
+from symgraph.nn.activations import Gate
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.embedding import (
     RadialEmbedding,
@@ -33,6 +34,8 @@ from symgraph.nn.embedding import (
     spherical_harmonics_rep,
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
+from symgraph.ops.gate import GateFunction
+from symgraph.ops.kernel_conv import KernelLayer
 
 __all__ = ["HiddenFunction", "ImplicitKernel", "default_kernel_hidden"]
 
@@ -143,9 +146,9 @@ class ImplicitKernel(nn.Module):
         Call this once per forward and the result for each block of edges: the equivariant
         weight matrices are built here (in the dtype/device of ``like``), not per call.
         Returns ``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, rep_hidden.dim]``
-        (a transposed view of the feature-major result).
+        (edge-major and contiguous: the neighbour contraction is fastest that way).
         """
-        layers = [_AssembledGateLayer(layer, like) for layer in self.body]
+        layers = self.kernel_layers(like)
 
         def hidden(
             rel: Tensor,
@@ -155,12 +158,22 @@ class ImplicitKernel(nn.Module):
         ) -> Tensor:
             h = self.embed(rel, edge_attr, node_src, node_dst).T  # [D, E], a view
             for layer in layers:
-                h = layer(h)
-            if self.cutoff is not None:
-                h = h * cosine_cutoff(rel.norm(dim=-1), self.cutoff)
-            return h.T
+                z = layer.weight @ h
+                z = z if layer.bias is None else z + layer.bias
+                h = GateFunction.apply(z, 0, layer.segments)
+            envelope = self.envelope(rel)
+            h = h if envelope is None else h * envelope
+            return h.T.contiguous()
 
         return hidden
+
+    def kernel_layers(self, like: Tensor) -> list[KernelLayer]:
+        """The body's layers with their weights assembled (dtype/device of ``like``)."""
+        return [assemble_layer(layer, like) for layer in self.body]
+
+    def envelope(self, rel: Tensor) -> Tensor | None:
+        """``[E]`` the cutoff envelope of each edge, or None without a cutoff."""
+        return None if self.cutoff is None else cosine_cutoff(rel.norm(dim=-1), self.cutoff)
 
     def hidden_features(
         self,
@@ -194,19 +207,14 @@ class ImplicitKernel(nn.Module):
         )
 
 
-class _AssembledGateLayer:
-    """A gated :class:`EquivariantMLPLayer` with its weight assembled, applied feature-major:
-    ``x [rep_in.dim, E] -> act(W x + b) [rep_out.dim, E]`` (one ``addmm``, then the gate
-    along dim 0)."""
-
-    def __init__(self, layer: EquivariantMLPLayer, like: Tensor) -> None:
-        if layer.bilinear is not None:
-            raise ValueError("ImplicitKernel: the kernel MLP has no bilinear terms")
-        self.weight = layer.linear.weight_matrix(like)  # [pre, in]
-        bias = layer.linear.bias
-        self.bias = None if bias is None or not bias.dim else bias.vector(like)[:, None]
-        self.gate = layer.activation
-
-    def __call__(self, x: Tensor) -> Tensor:
-        z = self.weight @ x if self.bias is None else torch.addmm(self.bias, self.weight, x)
-        return self.gate(z, dim=0)
+def assemble_layer(layer: EquivariantMLPLayer, like: Tensor) -> KernelLayer:
+    """A gated :class:`EquivariantMLPLayer` with its weight assembled, to be applied
+    feature-major: ``y [rep_in.dim, E] -> gate(W y + b) [rep_out.dim, E]``."""
+    if layer.bilinear is not None or not isinstance(layer.activation, Gate):
+        raise ValueError("ImplicitKernel: the kernel MLP is made of linear + gate layers")
+    bias = layer.linear.bias
+    return KernelLayer(
+        weight=layer.linear.weight_matrix(like),
+        bias=None if bias is None or not bias.dim else bias.vector(like)[:, None],
+        segments=layer.activation.segments,
+    )

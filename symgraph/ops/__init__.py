@@ -3,6 +3,7 @@
 from symgraph.ops.contraction import BACKENDS, EdgeLayout, neighbour_outer_sum
 from symgraph.ops.fused import fused_outer_sum, segment_reduce, triton_available
 from symgraph.ops.implicit_conv import implicit_convolution
+from symgraph.ops.kernel_conv import KernelLayer, fused_implicit_convolution
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,
@@ -14,8 +15,10 @@ from symgraph.ops.lattice_conv import (
 __all__ = [
     "BACKENDS",
     "EdgeLayout",
+    "fused_implicit_convolution",
     "fused_outer_sum",
     "implicit_convolution",
+    "KernelLayer",
     "lattice_convolution",
     "lattice_degree",
     "lattice_edge_count",
