@@ -90,13 +90,22 @@ def gate_values(
 def gate_activations(
     x: Tensor, segments: tuple[GateSegment, ...], axis: int, out: Tensor | None = None
 ) -> Tensor:
-    """``sigmoid(x)`` with ``tanh`` on the pseudo-scalar rows: what the gate saves (written
-    into ``out`` when given)."""
-    act = torch.sigmoid(x) if out is None else torch.sigmoid(x, out=out)
+    """What the gate reads and saves: ``sigmoid`` on the SiLU rows and on the gates,
+    ``tanh`` on the pseudo-scalar rows (written into ``out`` when given). The rows of gated
+    values are left unset: nothing reads them, and skipping their transcendental function
+    saves most of the work on features with many non-scalar channels."""
+    act = torch.empty_like(x) if out is None else out
     for seg in segments:
-        if seg.kind == "tanh":
-            rows = act.narrow(axis, seg.start, seg.length)
-            torch.tanh(x.narrow(axis, seg.start, seg.length), out=rows)
+        if seg.kind == "gated":
+            continue
+        function = torch.sigmoid if seg.kind == "silu" else torch.tanh
+        function(x.narrow(axis, seg.start, seg.length), out=act.narrow(axis, seg.start, seg.length))
+    num_values = sum(seg.length for seg in segments)
+    num_gates = x.shape[axis] - num_values
+    if num_gates:
+        torch.sigmoid(
+            x.narrow(axis, num_values, num_gates), out=act.narrow(axis, num_values, num_gates)
+        )
     return act
 
 
