@@ -58,10 +58,12 @@ class ImplicitSteerableConv(MessagePassing):
         backend: contraction backend (``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"``).
         checkpoint: recompute each block of edges during backward instead of storing the
             kernel MLP's activations (peak memory of one block; the forward runs twice).
-            On CPU, with the plain kernel and a regular or padded layout, this runs
-            :func:`symgraph.ops.fused_implicit_convolution`, whose hand-written backward
-            recomputes each block once without autograd bookkeeping; otherwise
-            ``torch.utils.checkpoint`` around :func:`symgraph.ops.implicit_convolution`.
+            On CPU, with the plain kernel and a regular or padded layout, the layer runs
+            :func:`symgraph.ops.fused_implicit_convolution` (a hand-written backward that
+            recomputes each block once without autograd bookkeeping, or reuses its kept
+            intermediates with ``checkpoint=False``); otherwise
+            :func:`symgraph.ops.implicit_convolution` (``torch.utils.checkpoint`` per
+            block when ``checkpoint``).
 
     Shapes:
         ``x [N, rep_in.dim], pos [N, 3], edge_index [2, E], edge_attr [E, edge_dim],
@@ -193,6 +195,7 @@ class ImplicitSteerableConv(MessagePassing):
                 self.kernel.kernel_layers(x), self.kernel.head.weight_tensor(like=x), x, src,
                 dst, self.kernel.embed(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
+                keep_activations=not self.checkpoint,
             )  # fmt: skip
         else:
             out = self._generic_convolution(
@@ -203,12 +206,10 @@ class ImplicitSteerableConv(MessagePassing):
         return out if self.bias is None else self.bias(out)
 
     def _fused_applies(self, x: Tensor, layout: EdgeLayout) -> bool:
-        """Whether the hand-written-backward path runs: a plain kernel, checkpointing on, a
-        CPU tensor outside autocast, a bmm layout (regular or padded) and no compiler
-        tracing."""
+        """Whether the hand-written-backward path runs: a plain kernel, a CPU tensor outside
+        autocast, a bmm layout (regular or padded) and no compiler tracing."""
         return (
             type(self.kernel) is ImplicitKernel
-            and self.checkpoint
             and x.device.type == "cpu"
             and not torch.is_autocast_enabled("cpu")
             and self.backend in ("auto", "regular", "padded")

@@ -15,6 +15,7 @@ Blocks use the ``"regular"`` or ``"padded"`` layout of :mod:`symgraph.ops.contra
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,7 @@ class _Plan:
     has_bias: tuple[bool, ...]
     num_nodes: int
     mean: bool
+    keep: bool  # keep every block's intermediates for backward instead of recomputing
 
     def layers(self, params: tuple[Tensor | None, ...]) -> list[tuple[Tensor, Tensor | None]]:
         return [(params[2 * i], params[2 * i + 1]) for i in range(len(self.segments))]
@@ -105,7 +107,8 @@ def fused_implicit_convolution(
     envelope: Tensor | None,
     layout: EdgeLayout,
     mean: bool = False,
-    block_edges: int = 8192,
+    block_edges: int = 4096,
+    keep_activations: bool = False,
 ) -> Tensor:
     """``out_i = W̃( Σ_{j→i} h(e_ij) ⊗ x_j )`` for a plain implicit kernel: ``[N, C]``.
 
@@ -120,10 +123,20 @@ def fused_implicit_convolution(
             ``"regular"`` or ``"padded"``.
         mean: divide by the in-degree (nodes without edges stay zero).
         block_edges: about how many edges one block holds.
+        keep_activations: keep every block's intermediates for backward (faster backward,
+            memory growing with the number of edges) instead of recomputing them (peak
+            memory of one block).
     """
     chosen = layout.choose("auto")
     if chosen not in ("regular", "padded"):
         raise ValueError(f"layout: the fused path needs a regular or padded layout, got {chosen}")
+    relabel = None
+    if not layout.regular:  # receivers by in-degree: blocks of similar degree pad little
+        node_order = torch.argsort(layout.degree, stable=True)
+        relabel = torch.empty_like(node_order)
+        relabel[node_order] = torch.arange(layout.num_nodes, device=node_order.device)
+        dst = relabel[dst]
+        layout = EdgeLayout.from_receivers(dst, layout.num_nodes)
     if layout.order is not None:
         order = layout.order
         src, dst, embedding = src[order], dst[order], embedding[order]
@@ -135,21 +148,32 @@ def fused_implicit_convolution(
         has_bias=tuple(layer.bias is not None for layer in layers),
         num_nodes=layout.num_nodes,
         mean=mean,
+        keep=keep_activations,
     )
     params = [t for layer in layers for t in (layer.weight, layer.bias)]
-    return _KernelConvFunction.apply(plan, embedding, envelope, x, head, *params)
+    out = _KernelConvFunction.apply(plan, embedding, envelope, x, head, *params)
+    return out if relabel is None else out[relabel]
 
 
 def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, ...]:
+    """Consecutive receivers, each block holding about ``block_edges`` slots (receivers ×
+    its largest in-degree; receivers are sorted by degree unless the graph is regular)."""
     degree = layout.degree
+    degrees = degree.tolist()
     ptr = [0, *torch.cumsum(degree, 0).tolist()]
-    per_node = max(1, block_edges // max(layout.k_max, 1))
     blocks = []
-    for n0 in range(0, layout.num_nodes, per_node):
-        n1 = min(n0 + per_node, layout.num_nodes)
+    n0 = 0
+    while n0 < layout.num_nodes:
+        # slots of [n0, n1) grow with n1 (degrees are sorted or all equal): bisect for the
+        # last n1 within the budget, at least one receiver
+        stops = range(n0 + 1, layout.num_nodes + 1)
+        fits = bisect.bisect_right(
+            stops, block_edges, key=lambda stop: (stop - n0) * max(degrees[stop - 1], 1)
+        )
+        n1 = n0 + max(fits, 1)
         e0, e1 = ptr[n0], ptr[n1]
         block_degree = degree[n0:n1]
-        k = int(block_degree.max()) if e1 > e0 else 0
+        k = max(degrees[n0:n1]) if e1 > e0 else 0
         slot = None
         if e1 > e0 and not bool((block_degree == k).all()):
             local = dst[e0:e1] - n0
@@ -157,6 +181,7 @@ def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, 
             rank = torch.arange(e1 - e0, device=dst.device) - first[local]
             slot = local * k + rank
         blocks.append(_Block(n0, n1, e0, e1, k, slot, block_degree))
+        n0 = n1
     return tuple(blocks)
 
 
@@ -264,7 +289,11 @@ def _block_sums(
     return h_pre, saved, hp, fp, summed_t
 
 
-def _forward_all(plan, layers, embedding, envelope, x, head, differentiable: bool) -> Tensor:
+def _forward_all(
+    plan, layers, embedding, envelope, x, head, differentiable: bool, kept: list | None = None
+) -> Tensor:
+    """The layer's output ``[N, C]``; with ``kept``, appends each block's
+    :func:`_block_sums` (None for blocks without edges) for the backward."""
     head_matrix = _head_matrix(head)
     x_aligned = _aligned_features(x)
     workspace = None if differentiable else _Workspace(x)
@@ -273,8 +302,14 @@ def _forward_all(plan, layers, embedding, envelope, x, head, differentiable: boo
         if block.edge_stop == block.edge_start:
             n = block.node_stop - block.node_start
             outputs.append(x.new_zeros(n, head.shape[0]))
+            if kept is not None:
+                kept.append(None)
             continue
+        if kept is not None:
+            workspace = _Workspace(x)  # buffers of its own: they outlive the block
         sums = _block_sums(plan, block, layers, embedding, envelope, x_aligned, workspace)
+        if kept is not None:
+            kept.append(sums)
         summed_t = sums[-1]
         out = (summed_t.reshape(summed_t.shape[0], -1) @ head_matrix)[:, : head.shape[0]]
         if plan.mean:
@@ -290,7 +325,9 @@ class _KernelConvFunction(torch.autograd.Function):
     def forward(ctx: Any, plan: _Plan, embedding, envelope, x, head, *params) -> Tensor:
         ctx.plan = plan
         ctx.save_for_backward(embedding, envelope, x, head, *params)
-        return _forward_all(plan, plan.layers(params), embedding, envelope, x, head, False)
+        ctx.kept = [] if plan.keep else None
+        layers = plan.layers(params)
+        return _forward_all(plan, layers, embedding, envelope, x, head, False, ctx.kept)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
@@ -310,7 +347,7 @@ class _KernelConvFunction(torch.autograd.Function):
         grad_env = torch.zeros_like(envelope) if envelope is not None and needs[1] else None
         grad_params = [None if p is None else torch.zeros_like(p) for p in params]
         workspace = _Workspace(x)
-        for block in plan.blocks:
+        for number, block in enumerate(plan.blocks):
             e0, e1 = block.edge_start, block.edge_stop
             if e1 == e0:
                 continue
@@ -318,9 +355,12 @@ class _KernelConvFunction(torch.autograd.Function):
             dout = grad_out[block.node_start : block.node_stop]
             if plan.mean:
                 dout = dout / block.degree.clamp_min(1).to(dout)[:, None]
-            h_pre, saved, hp, fp, summed_t = _block_sums(
-                plan, block, layers, embedding, envelope, x_aligned, workspace
-            )
+            if ctx.kept is not None:
+                h_pre, saved, hp, fp, summed_t = ctx.kept[number]
+            else:
+                h_pre, saved, hp, fp, summed_t = _block_sums(
+                    plan, block, layers, embedding, envelope, x_aligned, workspace
+                )
             grad_head_t.addmm_(dout.T, summed_t.reshape(n, -1))
             d_summed_t = workspace.get("d_st", *summed_t.shape)  # [n, B', A']
             torch.mm(dout, head_t, out=d_summed_t.view(n, -1))
@@ -337,7 +377,7 @@ class _KernelConvFunction(torch.autograd.Function):
                 dy.mul_(envelope[e0:e1])
             for index in reversed(range(len(layers))):
                 weight, bias = layers[index]
-                y_prev, z, act = saved.pop()
+                y_prev, z, act = saved[index]
                 dz = gate_input_grad(
                     dy, z, act, 0, plan.segments[index], out=workspace.get("dz", *z.shape)
                 )

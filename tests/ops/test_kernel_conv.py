@@ -22,25 +22,31 @@ def make_conv(irreps_in, irreps_out, **kwargs) -> ImplicitSteerableConv:
     return conv
 
 
-def run(conv, x, pos, edge_index, edge_attr=None, node_attr=None, fused=True):
-    """Output and the gradients of every input and parameter of ``(out²).sum()``."""
-    conv.checkpoint = fused  # checkpoint=False: the autograd path, all activations kept
+def run(conv, x, pos, edge_index, edge_attr=None, node_attr=None, path="recompute"):
+    """Output and the gradients of every input and parameter of ``(out²).sum()`` through
+    the fused path (``"recompute"``: checkpoint=True, ``"keep"``: checkpoint=False) or the
+    autograd path of :func:`implicit_convolution` with every activation kept."""
+    conv.checkpoint = path == "recompute"
+    if path == "autograd":
+        conv._fused_applies = lambda *args: False
     conv.zero_grad(set_to_none=True)
     inputs = [t for t in (x, pos, edge_attr, node_attr) if t is not None]
     for tensor in inputs:
         tensor.grad = None
     out = conv(x, pos, edge_index, edge_attr=edge_attr, node_attr=node_attr)
     out.square().sum().backward()
+    conv.__dict__.pop("_fused_applies", None)
     grads = [t.grad.clone() for t in inputs] + [p.grad.clone() for p in conv.parameters()]
     return out.detach(), grads
 
 
 def assert_paths_agree(conv, *args):
-    out_fused, grads_fused = run(conv, *args, fused=True)
-    out_autograd, grads_autograd = run(conv, *args, fused=False)
-    torch.testing.assert_close(out_fused, out_autograd, rtol=0, atol=1e-12)
-    for fused, reference in zip(grads_fused, grads_autograd, strict=True):
-        torch.testing.assert_close(fused, reference, rtol=0, atol=1e-11)
+    out_autograd, grads_autograd = run(conv, *args, path="autograd")
+    for path in ("recompute", "keep"):
+        out_fused, grads_fused = run(conv, *args, path=path)
+        torch.testing.assert_close(out_fused, out_autograd, rtol=0, atol=1e-12)
+        for fused, reference in zip(grads_fused, grads_autograd, strict=True):
+            torch.testing.assert_close(fused, reference, rtol=0, atol=1e-11)
 
 
 @pytest.fixture
@@ -63,7 +69,7 @@ def test_regular_knn_graph_matches_autograd(count_fused):
     pos = torch.randn(30, 3, generator=gen, dtype=F64, requires_grad=True)
     x = torch.randn(30, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
     assert_paths_agree(conv, x, pos, knn_graph(pos.detach(), 5))
-    assert count_fused
+    assert len(count_fused) == 2
 
 
 @pytest.mark.parametrize("aggr", ["add", "mean"])
@@ -79,7 +85,7 @@ def test_irregular_graph_with_attributes_and_cutoff_matches_autograd(aggr, count
     x = torch.randn(40, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
     assert EdgeLayout.from_receivers(edge_index[1], 40).choose("auto") == "padded"
     assert_paths_agree(conv, x, pos, edge_index, edge_attr, node_attr)
-    assert count_fused
+    assert len(count_fused) == 2
 
 
 def test_many_blocks_empty_blocks_and_isolated_nodes():
@@ -95,22 +101,23 @@ def test_many_blocks_empty_blocks_and_isolated_nodes():
     rel = pos[src] - pos[dst]
     head = kernel.head.weight_tensor(like=x)
     layout = EdgeLayout.from_receivers(dst, num_nodes)
-    fused = fused_implicit_convolution(
-        kernel.kernel_layers(x), head, x, src, dst, kernel.embed(rel), kernel.envelope(rel),
-        layout, block_edges=3,
-    )  # fmt: skip
     reference = implicit_convolution(
         kernel.hidden_function(x), head, x, src, dst, rel, None, None, None, num_nodes,
         checkpoint=False,
     )  # fmt: skip
-    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-12)
-    assert fused[[0, 4, 5, 6, 7, 8, 10]].abs().max().item() == 0.0
-    weights = torch.randn_like(fused)
+    weights = torch.randn_like(reference)
     inputs = [x, pos, *kernel.parameters()]
-    grads = torch.autograd.grad((fused * weights).sum(), inputs, retain_graph=True)
-    expected = torch.autograd.grad((reference * weights).sum(), inputs)
-    for got, want in zip(grads, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+    expected = torch.autograd.grad((reference * weights).sum(), inputs, retain_graph=True)
+    for keep in (False, True):
+        fused = fused_implicit_convolution(
+            kernel.kernel_layers(x), head, x, src, dst, kernel.embed(rel), kernel.envelope(rel),
+            layout, block_edges=3, keep_activations=keep,
+        )  # fmt: skip
+        torch.testing.assert_close(fused, reference, rtol=0, atol=1e-12)
+        assert fused[[0, 4, 5, 6, 7, 8, 10]].abs().max().item() == 0.0
+        grads = torch.autograd.grad((fused * weights).sum(), inputs, retain_graph=True)
+        for got, want in zip(grads, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
 def test_gradcheck_and_double_backward():
@@ -124,8 +131,10 @@ def test_gradcheck_and_double_backward():
     def layer(features, positions):
         return conv(features, positions, edge_index)
 
-    assert torch.autograd.gradcheck(layer, (x, pos))
-    assert torch.autograd.gradgradcheck(layer, (x, pos))
+    for checkpoint in (True, False):
+        conv.checkpoint = checkpoint
+        assert torch.autograd.gradcheck(layer, (x, pos))
+        assert torch.autograd.gradgradcheck(layer, (x, pos))
 
 
 def test_scatter_layout_is_refused_by_name():
@@ -140,3 +149,16 @@ def test_scatter_layout_is_refused_by_name():
             conv.kernel.kernel_layers(x), conv.kernel.head.weight_tensor(like=x), x,
             torch.zeros_like(dst), dst, conv.kernel.embed(rel), None, layout,
         )  # fmt: skip
+
+
+def test_kept_intermediates_serve_repeated_backward():
+    """``retain_graph=True``: a second backward through the kept blocks gives the same grads."""
+    gen = torch.Generator().manual_seed(4)
+    conv = make_conv("3x0e + 1x1o", "2x0e + 1x1o")
+    conv.checkpoint = False
+    pos = torch.randn(20, 3, generator=gen, dtype=F64)
+    x = torch.randn(20, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
+    out = conv(x, pos, knn_graph(pos, 4)).square().sum()
+    (first,) = torch.autograd.grad(out, x, retain_graph=True)
+    (second,) = torch.autograd.grad(out, x)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
