@@ -128,6 +128,8 @@ def build_fluid_datasets(args: argparse.Namespace) -> dict[str, Dataset]:
         future_frames=args.future_frames,
         input_frames=args.frames_in,
         target_frames=args.horizon,
+        fields=getattr(args, "fields", "velocity"),
+        domain_split=getattr(args, "domain_split", "diagonals"),
         base_config=DEFAULT_BASE.replace(size=args.grid),
         seed=args.seed,
     )
@@ -189,6 +191,20 @@ def _field_rms(dataset: Dataset) -> float:
             type=int,
             default=20,
             help="last frames of each simulation kept for the future test set (default 20)",
+        ),
+        arg(
+            "--domain-split",
+            default="diagonals",
+            choices=("diagonals", "half-turn"),
+            help="unseen inflows of the domain test set: near the diagonals (training near "
+            "all four axes), or the training inflows (two axes) turned by 180 degrees "
+            "(default diagonals)",
+        ),
+        arg(
+            "--fields",
+            default="velocity",
+            choices=("velocity", "velocity+density"),
+            help="fields fed and forecast (default velocity)",
         ),
         arg(
             "--data-root",

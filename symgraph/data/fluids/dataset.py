@@ -6,10 +6,21 @@ Simulations (all generated together, deterministically from ``seed``):
   a polar angle drawn uniformly within ``+-pi/8`` of the axes (``0, pi/2, pi, 3pi/2``); the
   force magnitude ``buoyancy`` is drawn from ``buoyancy_range``; the fluid starts with a
   smooth random vorticity.
-- *domain simulations*: the same distributions, but the inflow angle lies within ``+-pi/8``
-  of the diagonals (``pi/4 + k pi/2``) -- inflow positions (hence forces) never seen in
-  training. With ``symmetry_breaking = 0`` a rotation-equivariant model can still
-  generalise to them; the larger the breaking, the less rotations help.
+- *domain simulations*: the same distributions at inflow positions never seen in training,
+  chosen by ``domain_split``:
+
+  - ``"diagonals"`` (default): the inflow angle lies within ``+-pi/8`` of the diagonals
+    (``pi/4 + k pi/2``), the training inflows near all four axes;
+  - ``"half-turn"``: the training inflows sit near the axes ``0`` and ``pi/2`` only (the
+    plume rises leftwards or downwards for ``s = 0``), the domain inflows near ``pi`` and
+    ``3pi/2`` -- the training distribution turned by 180 degrees. A model without a
+    rotation prior meets flow directions it never saw; a strictly C4-equivariant model
+    maps them onto the training ones, which is right only for ``s = 0``: the fixed
+    "gravity" part of the force makes the domain plumes (rising rightwards and upwards)
+    stronger than any training plume.
+
+  With ``symmetry_breaking = 0`` a rotation-equivariant model can generalise to the domain
+  inflows; the larger the breaking, the less rotations help.
 
 Each simulation has ``frames`` frames; the first ``frames - future_frames`` are the *past*,
 the rest the *future*. Splits (windows never straddle the boundary):
@@ -47,6 +58,13 @@ from symgraph.data.fluids.solver import simulate_plumes
 __all__ = ["SmokePlumeDataset"]
 
 _SPLITS = ("train", "future", "domain")
+#: ``domain_split`` -> (quarter turns of the training inflows, of the domain inflows, offset
+#: of the domain angles); angles are ``offset + quarter * pi / 2`` within ``+-pi/8``, the
+#: quarter drawn at random among all four, or taken in turn from a subset.
+_DOMAIN_SPLITS = {
+    "diagonals": ((0, 1, 2, 3), (0, 1, 2, 3), math.pi / 4),
+    "half-turn": ((0, 1), (2, 3), 0.0),
+}
 _FIELDS = {"velocity": "1x1o", "velocity+density": "1x1o + 1x0e"}
 _FORMAT_VERSION = 1
 
@@ -74,6 +92,8 @@ class SmokePlumeDataset(Dataset):
         fields: ``"velocity"`` or ``"velocity+density"``.
         inflow_distance: distance of the inflow from the centre, as a fraction of ``L``.
         buoyancy_range: ``(low, high)`` of the force magnitude.
+        domain_split: where the training and domain inflows sit, ``"diagonals"`` or
+            ``"half-turn"`` (see the module docstring).
         base_config: every other parameter (grid, ``dt``, viscosity, warm-up...), default
             :data:`DEFAULT_BASE`; its inflow position, ``buoyancy`` and
             ``symmetry_breaking`` are overridden.
@@ -97,12 +117,17 @@ class SmokePlumeDataset(Dataset):
         fields: str = "velocity",
         inflow_distance: float = 0.3,
         buoyancy_range: tuple[float, float] = (2.0, 3.0),
+        domain_split: str = "diagonals",
         base_config: PlumeConfig | None = None,
         seed: int = 0,
         force_reload: bool = False,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split: expected one of {_SPLITS}, got {split!r}")
+        if domain_split not in _DOMAIN_SPLITS:
+            raise ValueError(
+                f"domain_split: expected one of {tuple(_DOMAIN_SPLITS)}, got {domain_split!r}"
+            )
         if fields not in _FIELDS:
             raise ValueError(f"fields: expected one of {tuple(_FIELDS)}, got {fields!r}")
         _positive_int("num_train_simulations", num_train_simulations)
@@ -144,6 +169,9 @@ class SmokePlumeDataset(Dataset):
             "buoyancy_range": [low, high],
             "seed": int(seed),
         }
+        if domain_split != "diagonals":  # keeps the cache keys of the default split
+            self.params["domain_split"] = domain_split
+        self.domain_split = domain_split
         self.train_configs, self.domain_configs = self._configs(base)
         data = self._load_or_generate(root, force_reload)
         group = "domain" if split == "domain" else "train"
@@ -166,19 +194,26 @@ class SmokePlumeDataset(Dataset):
         low, high = p["buoyancy_range"]
         radius = p["inflow_distance"] * base.length
 
-        def draw(count: int, offset: float) -> list[PlumeConfig]:
+        train_quarters, domain_quarters, domain_offset = _DOMAIN_SPLITS[self.domain_split]
+
+        def draw(count: int, offset: float, quarters: tuple[int, ...]) -> list[PlumeConfig]:
             u = torch.rand(count, 2, generator=gen, dtype=torch.float64)
             quarter = torch.randint(0, 4, (count,), generator=gen)
             out = []
             for i in range(count):
                 jitter = (float(u[i, 0]) - 0.5) * math.pi / 4  # within +-pi/8
-                angle = offset + float(quarter[i]) * math.pi / 2 + jitter
+                # all four axes: drawn at random; a subset: taken in turn (balanced groups)
+                turn = int(quarter[i]) if len(quarters) == 4 else quarters[i % len(quarters)]
+                angle = offset + turn * math.pi / 2 + jitter
                 force = low + (high - low) * float(u[i, 1])
                 pos = (radius * math.cos(angle), radius * math.sin(angle))
                 out.append(base.replace(inflow_position=pos, buoyancy=force))
             return out
 
-        return draw(p["num_train"], 0.0), draw(p["num_domain"], math.pi / 4)
+        return (
+            draw(p["num_train"], 0.0, train_quarters),
+            draw(p["num_domain"], domain_offset, domain_quarters),
+        )
 
     def _generate(self) -> dict[str, Tensor]:
         p = self.params
