@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["measure", "machine_line", "peak_memory_mib"]
+__all__ = [
+    "machine_line",
+    "measure",
+    "measure_interleaved",
+    "paired_ratio",
+    "peak_memory_mib",
+]
 
 _STATUS = Path("/proc/self/status")
 
@@ -78,6 +84,40 @@ def measure(
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return {"time_s": statistics.median(times), "peak_mib": peak_memory_mib(fn, device)}
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, dict[str, object]]:
+    """Time several callables in rounds (one run of each per round, CPU only).
+
+    On a shared machine the speed drifts by ±15% over seconds; running the contenders
+    back to back in every round exposes them to the same drift, so the ratio of two of them
+    is best read as the median over rounds of their per-round ratio (``times`` keeps every
+    round). Returns ``{name: {"time_s": median, "times": [...], "peak_mib": ...}}``.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {
+            "time_s": statistics.median(times[name]),
+            "times": times[name],
+            "peak_mib": peak_memory_mib(fn),
+        }
+        for name, fn in fns.items()
+    }
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of ``slow / fast`` (see :func:`measure_interleaved`)."""
+    return statistics.median(s / f for s, f in zip(slow, fast, strict=True))
 
 
 def machine_line() -> str:

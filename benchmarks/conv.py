@@ -3,7 +3,9 @@
 Run:  python benchmarks/conv.py            (full grid, skips configurations over --max-gib)
       python benchmarks/conv.py --quick    (N=4000, k=16, C=32 only)
 
-Forward + backward time (median) and peak memory, all three in one process, on random
+Forward + backward time and peak memory, all three in one process, timed in interleaved
+rounds (one step of each per round; the time ratios are medians of per-round ratios, which
+cancels most of a shared machine's drift), on random
 point clouds with kNN graphs. Same features for all: ours and e3nn use the irreps
 ``{C/2}x0e + {C/6}x1o`` (dimension ≈ C); NNConv uses that many scalar channels in and out.
 Same kernel-MLP width: NNConv's edge network and e3nn's radial network have as many hidden
@@ -26,7 +28,7 @@ from torch_geometric.nn import NNConv
 from torch_geometric.utils import scatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, measure  # noqa: E402
+from common import machine_line, measure_interleaved, paired_ratio  # noqa: E402
 
 import symgraph as sg  # noqa: E402
 from symgraph.graph import knn_graph  # noqa: E402
@@ -101,6 +103,7 @@ def nnconv_bytes(num_edges: int, channels: int) -> int:
 
 
 def bench(num_nodes: int, k: int, channels: int, repeats: int, max_gib: float) -> list[dict]:
+    """The three layers timed in interleaved rounds (:func:`common.measure_interleaved`)."""
     torch.manual_seed(0)
     pos = torch.randn(num_nodes, 3) * (num_nodes / 1000) ** (1 / 3)
     edge_index = knn_graph(pos, k)
@@ -109,21 +112,20 @@ def bench(num_nodes: int, k: int, channels: int, repeats: int, max_gib: float) -
     ours = Ours(irreps)
     width = ours.conv.kernel.rep_hidden.dim
     models = {"symgraph": ours, "NNConv": PygNNConv(dim, width), "e3nn": E3nnConv(irreps, width)}
+    if nnconv_bytes(edge_index.shape[1], dim) > max_gib * 2**30:
+        del models["NNConv"]
     x_irreps = torch.randn(num_nodes, dim)
-    rows = []
-    for name, model in models.items():
-        if name == "NNConv" and nnconv_bytes(edge_index.shape[1], dim) > max_gib * 2**30:
-            rows.append(dict(model=name, time_s=float("nan"), peak_mib=float("nan")))
-            continue
-        stats = measure(step(model, x_irreps, pos, edge_index), repeats=repeats)
-        rows.append(dict(model=name, **stats))
+    steps = {name: step(model, x_irreps, pos, edge_index) for name, model in models.items()}
+    stats = measure_interleaved(steps, repeats=repeats)
+    skipped = dict(time_s=float("nan"), times=[float("nan")] * repeats, peak_mib=float("nan"))
+    rows = [dict(model=name, **stats.get(name, skipped)) for name in ("symgraph", "NNConv", "e3nn")]
     return [dict(N=num_nodes, k=k, C=channels, dim=dim, **r) for r in rows]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="ImplicitSteerableConv vs NNConv vs e3nn")
     parser.add_argument("--quick", action="store_true", help="only N=4000, k=16, C=32")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip NNConv above this")
     parser.add_argument(
         "--configs", nargs="*", default=None, metavar="N,k,C",
@@ -147,11 +149,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = {r["model"]: r for r in bench(n, k, c, args.repeats, args.max_gib)}
         results.extend(rows.values())
         o, p, e = rows["symgraph"], rows["NNConv"], rows["e3nn"]
+        ratio_p = paired_ratio(p["times"], o["times"])
+        ratio_e = paired_ratio(e["times"], o["times"])
         print(
             f"| {n} | {k} | {c} ({o['dim']}) | {o['time_s'] * 1e3:.1f} | {p['time_s'] * 1e3:.1f} | "
-            f"{e['time_s'] * 1e3:.1f} | {p['time_s'] / o['time_s']:.1f}x | "
-            f"{e['time_s'] / o['time_s']:.1f}x | {o['peak_mib']:.0f} | {p['peak_mib']:.0f} | "
-            f"{e['peak_mib']:.0f} | {o['peak_mib'] / p['peak_mib']:.3f} |",
+            f"{e['time_s'] * 1e3:.1f} | {ratio_p:.1f}x | {ratio_e:.1f}x | {o['peak_mib']:.0f} | "
+            f"{p['peak_mib']:.0f} | {e['peak_mib']:.0f} | {o['peak_mib'] / p['peak_mib']:.3f} |",
             flush=True,
         )
     return results

@@ -68,19 +68,25 @@ class _Workspace:
     """Buffers reused by every block of one call, by name (views of the first elements).
 
     A block's intermediates are large; allocating them afresh for every block costs page
-    faults that take longer than some of the arithmetic.
+    faults that take longer than some of the arithmetic. Asking for a name again hands out
+    the same memory: that is how the backward overwrites what it no longer needs.
     """
 
     def __init__(self, like: Tensor) -> None:
         self.like = like
         self.buffers: dict[str, Tensor] = {}
+        self.views: dict[str, Tensor] = {}
 
     def get(self, key: str, *shape: int) -> Tensor:
+        view = self.views.get(key)
+        if view is not None and view.shape == shape:
+            return view
         numel = math.prod(shape)
         buffer = self.buffers.get(key)
         if buffer is None or buffer.numel() < numel:
             buffer = self.buffers[key] = self.like.new_empty(numel)
-        return buffer[:numel].view(shape)
+        view = self.views[key] = buffer[:numel].view(shape)
+        return view
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ def fused_implicit_convolution(
     envelope: Tensor | None,
     layout: EdgeLayout,
     mean: bool = False,
-    block_edges: int = 4096,
+    block_edges: int = 8192,
     keep_activations: bool = False,
 ) -> Tensor:
     """``out_i = W̃( Σ_{j→i} h(e_ij) ⊗ x_j )`` for a plain implicit kernel: ``[N, C]``.
@@ -362,14 +368,15 @@ class _KernelConvFunction(torch.autograd.Function):
                     plan, block, layers, embedding, envelope, x_aligned, workspace
                 )
             grad_head_t.addmm_(dout.T, summed_t.reshape(n, -1))
-            d_summed_t = workspace.get("d_st", *summed_t.shape)  # [n, B', A']
+            # from here on, the recomputed Sᵀ and h (not kept ones) may be overwritten
+            d_summed_t = workspace.get("st", *summed_t.shape)  # [n, B', A']
             torch.mm(dout, head_t, out=d_summed_t.view(n, -1))
             if grad_x is not None:
                 df = workspace.get("df", *fp.shape)
                 torch.bmm(hp, d_summed_t.transpose(1, 2), out=df)
                 grad_x.index_add_(0, plan.src[e0:e1], _unpadded(df, block))
             dh = torch.bmm(fp, d_summed_t, out=workspace.get("dh", *hp.shape))
-            dy = workspace.get("dy", num_a, e1 - e0)
+            dy = workspace.get("h_edges", num_a, e1 - e0)
             dy.copy_(_unpadded(dh, block)[:, :num_a].T)  # [A, e]
             if envelope is not None:
                 if grad_env is not None:
