@@ -16,6 +16,7 @@ teleportation's ``‖∇L‖²``) recomputes the reference formula with autograd
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,26 @@ def gate_forward_reference(x: Tensor, axis: int, segments: tuple[GateSegment, ..
     return torch.cat(parts, dim=axis)
 
 
+@functools.lru_cache(maxsize=256)
+def _split_sizes(segments: tuple[GateSegment, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Row counts that split a gate's input (each segment's values, then the gates of each
+    gated segment) and its output (each segment's values): one ``split`` call per tensor
+    instead of several views per segment."""
+    values = tuple(seg.length for seg in segments)
+    gated = [seg for seg in segments if seg.kind == "gated"]
+    starts = [sum(values) + sum(seg.mul for seg in gated[:i]) for i in range(len(gated))]
+    if [seg.gate_start for seg in gated] != starts:
+        raise ValueError("segments: gates must follow the values, in the order of the segments")
+    return values + tuple(seg.mul for seg in gated), values
+
+
+def _copies(t: Tensor, axis: int, seg: GateSegment) -> Tensor:
+    """``[.., mul·dim, ..] -> [.., mul, dim, ..]`` (a view)."""
+    shape = list(t.shape)
+    shape[axis : axis + 1] = [seg.mul, seg.dim]
+    return t.view(shape)
+
+
 def gate_values(
     x: Tensor,
     act: Tensor,
@@ -63,27 +84,31 @@ def gate_values(
     width: int | None = None,
     out: Tensor | None = None,
 ) -> Tensor:
-    """The gate's output from its input ``x`` and ``act = sigmoid(x)`` (``tanh`` on the
-    pseudo-scalar rows), without autograd: ``[.., D_in, ..] -> [.., D, ..]``, or
-    ``[.., width, ..]`` with zeros after ``D`` when a larger ``width`` is given (written
-    into ``out`` when given)."""
+    """The gate's output from its input ``x`` and ``act`` (:func:`gate_activations`), without
+    autograd: ``[.., D_in, ..] -> [.., D, ..]``, or ``[.., width, ..]`` with zeros after
+    ``D`` when a larger ``width`` is given (written into ``out`` when given); ``axis`` ≥ 0."""
+    in_sizes, out_sizes = _split_sizes(segments)
+    num_values = sum(out_sizes)
     shape = list(x.shape)
-    num_values = sum(seg.length for seg in segments)
     shape[axis] = max(width or 0, num_values)
     out = x.new_empty(shape) if out is None else out
     if shape[axis] > num_values:
         out.narrow(axis, num_values, shape[axis] - num_values).zero_()
-    for seg in segments:
-        target = out.narrow(axis, seg.start, seg.length)
+        outs = torch.split_with_sizes(out.narrow(axis, 0, num_values), out_sizes, axis)
+    else:
+        outs = torch.split_with_sizes(out, out_sizes, axis)
+    xs = torch.split_with_sizes(x, in_sizes, axis)
+    acts = torch.split_with_sizes(act, in_sizes, axis)
+    gate = len(segments)
+    for i, seg in enumerate(segments):
         if seg.kind == "silu":
-            v = x.narrow(axis, seg.start, seg.length)
-            torch.mul(v, act.narrow(axis, seg.start, seg.length), out=target)
+            torch.mul(xs[i], acts[i], out=outs[i])
         elif seg.kind == "tanh":
-            target.copy_(act.narrow(axis, seg.start, seg.length))
+            outs[i].copy_(acts[i])
         else:
-            v = x.narrow(axis, seg.start, seg.length).unflatten(axis, (seg.mul, seg.dim))
-            gates = act.narrow(axis, seg.gate_start, seg.mul).unsqueeze(axis + 1)
-            torch.mul(v, gates, out=target.unflatten(axis, (seg.mul, seg.dim)))
+            gates = acts[gate].unsqueeze(axis + 1)
+            torch.mul(_copies(xs[i], axis, seg), gates, out=_copies(outs[i], axis, seg))
+            gate += 1
     return out
 
 
@@ -95,12 +120,15 @@ def gate_activations(
     values are left unset: nothing reads them, and skipping their transcendental function
     saves most of the work on features with many non-scalar channels."""
     act = torch.empty_like(x) if out is None else out
-    for seg in segments:
-        if seg.kind == "gated":
-            continue
-        function = torch.sigmoid if seg.kind == "silu" else torch.tanh
-        function(x.narrow(axis, seg.start, seg.length), out=act.narrow(axis, seg.start, seg.length))
-    num_values = sum(seg.length for seg in segments)
+    in_sizes, out_sizes = _split_sizes(segments)
+    xs = torch.split_with_sizes(x, in_sizes, axis)
+    acts = torch.split_with_sizes(act, in_sizes, axis)
+    for i, seg in enumerate(segments):
+        if seg.kind == "silu":
+            torch.sigmoid(xs[i], out=acts[i])
+        elif seg.kind == "tanh":
+            torch.tanh(xs[i], out=acts[i])
+    num_values = sum(out_sizes)
     num_gates = x.shape[axis] - num_values
     if num_gates:
         torch.sigmoid(
@@ -121,24 +149,27 @@ def gate_input_grad(
     the output gradient ``grad``; no autograd (written into ``out`` when given)."""
     grad = grad.contiguous()
     grad_x = torch.empty_like(x) if out is None else out
-    for seg in segments:
-        g = grad.narrow(axis, seg.start, seg.length)
-        v = x.narrow(axis, seg.start, seg.length)
-        target = grad_x.narrow(axis, seg.start, seg.length)
+    in_sizes, out_sizes = _split_sizes(segments)
+    gs = torch.split_with_sizes(grad, out_sizes, axis)
+    xs, acts, targets = (torch.split_with_sizes(t, in_sizes, axis) for t in (x, act, grad_x))
+    gate = len(segments)
+    for i, seg in enumerate(segments):
+        g, v, target = gs[i], xs[i], targets[i]
         if seg.kind == "silu":  # d/dv v·σ(v) = σ (1 + v (1 − σ))
-            s = act.narrow(axis, seg.start, seg.length)
+            s = acts[i]
             factor = torch.sub(1, s).mul_(v).add_(1).mul_(s)
             torch.mul(g, factor, out=target)
         elif seg.kind == "tanh":
-            t = act.narrow(axis, seg.start, seg.length)
+            t = acts[i]
             torch.mul(g, torch.mul(t, t).neg_().add_(1), out=target)
         else:
-            s = act.narrow(axis, seg.gate_start, seg.mul)
-            g3 = g.unflatten(axis, (seg.mul, seg.dim))
-            torch.mul(g3, s.unsqueeze(axis + 1), out=target.unflatten(axis, (seg.mul, seg.dim)))
-            grad_gate = (g3 * v.unflatten(axis, (seg.mul, seg.dim))).sum(axis + 1)
+            s = acts[gate]
+            g3 = _copies(g, axis, seg)
+            grad_gate = (g3 * _copies(v, axis, seg)).sum(axis + 1)
+            torch.mul(g3, s.unsqueeze(axis + 1), out=_copies(target, axis, seg))
             grad_gate.mul_(s).mul_(torch.sub(1, s))
-            grad_x.narrow(axis, seg.gate_start, seg.mul).copy_(grad_gate)
+            targets[gate].copy_(grad_gate)
+            gate += 1
     return grad_x
 
 
