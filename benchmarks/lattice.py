@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, peak_memory_mib  # noqa: E402
+from common import machine_line, paired_ratio, peak_memory_mib  # noqa: E402
 
 from symgraph.groups import C  # noqa: E402
 from symgraph.lattice import Lattice, lattice_graph  # noqa: E402
@@ -56,9 +56,21 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
             cpu[name].append(time.process_time() - c)
             wall[name].append(time.perf_counter() - w)
     return {
-        name: {"wall_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name])}
+        name: {
+            "wall_s": statistics.median(wall[name]),
+            "cpu_s": statistics.median(cpu[name]),
+            "walls": wall[name],
+            "cpus": cpu[name],
+        }
         for name in fns
     }
+
+
+def ratio(t: dict, base: dict, key: str) -> float:
+    """Median of per-round ratios when both were timed in the same rounds, else of medians."""
+    if len(t[key + "s"]) == len(base[key + "s"]) and t is not base:
+        return paired_ratio(t[key + "s"], base[key + "s"])
+    return t[key + "_s"] / base[key + "_s"]
 
 
 def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
@@ -88,6 +100,8 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
         difference = float((a - b).abs().max() / b.abs().max())
     times = interleaved({"fast": fast, "conv2d": conv2d}, rounds)
     times.update(interleaved({"message_passing": message_passing}, mp_rounds))
+    if mp_rounds != rounds:  # not paired with Conv2d: a ratio of medians
+        times["message_passing"]["walls"] = times["message_passing"]["cpus"] = []
     variants = {"fast": fast, "conv2d": conv2d, "message_passing": message_passing}
     memory = {name: peak_memory_mib(fn) for name, fn in variants.items()}
     return {
@@ -105,7 +119,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64x64, batch 2")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--mp-rounds", type=int, default=3)
     args = parser.parse_args()
     if args.quick:
@@ -125,8 +139,8 @@ def main() -> None:
             t = r["times"][name]
             print(
                 f"| {r['size']}x{r['size']} | {r['batch']} | {label} | {1e3 * t['wall_s']:.1f} | "
-                f"{1e3 * t['cpu_s']:.1f} | {t['wall_s'] / base['wall_s']:.2f} / "
-                f"{t['cpu_s'] / base['cpu_s']:.2f} | {r['peak_mib'][name]:.0f} |"
+                f"{1e3 * t['cpu_s']:.1f} | {ratio(t, base, 'wall'):.2f} / "
+                f"{ratio(t, base, 'cpu'):.2f} | {r['peak_mib'][name]:.0f} |"
             )
     print(
         "\nmax |fast - message passing| / max |message passing|: "
