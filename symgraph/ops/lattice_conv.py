@@ -11,7 +11,7 @@ dense ``conv2d``/``conv3d`` weight (:func:`symgraph.lattice.stencil_to_kernel`),
 is that convolution with circular padding on periodic axes and zero padding on bounded
 ones (missing neighbours contribute nothing; a ``"disc"`` stencil has zeros outside).
 Node features stay in :func:`symgraph.lattice.field_to_nodes` order ``[B * N, C]``: they
-are viewed, without a copy, as a channels-last field ``[B, C, *shape]``.
+are viewed as a channels-last field and copied to channels-first for the convolution.
 
 - :func:`stencil_relative_positions` -- ``[K, 3]`` offsets in Cartesian ``(x, y, z)``;
 - :func:`lattice_edge_count` -- edges of one copy of the stencil graph;
