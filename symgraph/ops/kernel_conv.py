@@ -94,7 +94,6 @@ class _Plan:
     blocks: tuple[_Block, ...]
     src: Tensor  # [E] senders, sorted by receiver
     segments: tuple[tuple[GateSegment, ...], ...]
-    has_bias: tuple[bool, ...]
     num_nodes: int
     mean: bool
     keep: bool  # keep every block's intermediates for backward instead of recomputing
@@ -151,7 +150,6 @@ def fused_implicit_convolution(
         blocks=_blocks(dst, layout, block_edges),
         src=src,
         segments=tuple(layer.segments for layer in layers),
-        has_bias=tuple(layer.bias is not None for layer in layers),
         num_nodes=layout.num_nodes,
         mean=mean,
         keep=keep_activations,
