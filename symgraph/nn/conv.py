@@ -199,7 +199,7 @@ class ImplicitSteerableConv(MessagePassing):
             )  # fmt: skip
         else:
             out = self._generic_convolution(
-                x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes
+                x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout
             )
         if self.self_linear is not None:
             out = out + self.self_linear(x)
@@ -218,12 +218,12 @@ class ImplicitSteerableConv(MessagePassing):
         )
 
     def _generic_convolution(
-        self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes
+        self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout
     ) -> Tensor:
         return implicit_convolution(
             self.kernel.hidden_function(x), self.kernel.head.weight_tensor(like=x), x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
-            backend=self.backend, checkpoint=self.checkpoint,
+            backend=self.backend, checkpoint=self.checkpoint, layout=layout,
         )  # fmt: skip
 
     def _lattice_forward(self, x: Tensor, edge_index: Tensor, lattice: Lattice) -> Tensor:

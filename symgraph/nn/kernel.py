@@ -158,8 +158,8 @@ class ImplicitKernel(nn.Module):
         ) -> Tensor:
             h = self.embed(rel, edge_attr, node_src, node_dst).T  # [D, E], a view
             for layer in layers:
-                z = layer.weight @ h
-                z = z if layer.bias is None else z + layer.bias
+                weight, bias = layer.weight, layer.bias
+                z = weight @ h if bias is None else torch.addmm(bias, weight, h)
                 h = GateFunction.apply(z, 0, layer.segments)
             envelope = self.envelope(rel)
             h = h if envelope is None else h * envelope

@@ -45,6 +45,7 @@ def implicit_convolution(
     backend: str = "auto",
     checkpoint: bool = True,
     block_edges: int = 8192,
+    layout: EdgeLayout | None = None,
 ) -> Tensor:
     """Neighbour sum of the implicit kernel applied to ``x``: ``[N, weight.shape[0]]``.
 
@@ -60,8 +61,9 @@ def implicit_convolution(
         backend: see :func:`neighbour_outer_sum`.
         checkpoint: recompute each block in backward instead of storing its activations.
         block_edges: about how many edges one block holds.
+        layout: ``EdgeLayout.from_receivers(dst, num_nodes)`` when the caller has it.
     """
-    layout = EdgeLayout.from_receivers(dst, num_nodes)
+    layout = layout or EdgeLayout.from_receivers(dst, num_nodes)
     if layout.order is not None:
         order = layout.order
         src, dst, rel = src[order], dst[order], rel[order]
