@@ -93,22 +93,27 @@ def measure_interleaved(
 
     On a shared machine the speed drifts by ±15% over seconds; running the contenders
     back to back in every round exposes them to the same drift, so the ratio of two of them
-    is best read as the median over rounds of their per-round ratio (``times`` keeps every
-    round). Returns ``{name: {"time_s": median, "times": [...], "peak_mib": ...}}``.
+    is best read as the median over rounds of their per-round ratio (:func:`paired_ratio`
+    of ``times`` or ``cpu_times``). Returns ``{name: {"time_s", "cpu_s" (medians),
+    "times", "cpu_times" (every round), "peak_mib"}}``.
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
     return {
         name: {
-            "time_s": statistics.median(times[name]),
-            "times": times[name],
+            "time_s": statistics.median(wall[name]),
+            "cpu_s": statistics.median(cpu[name]),
+            "times": wall[name],
+            "cpu_times": cpu[name],
             "peak_mib": peak_memory_mib(fn),
         }
         for name, fn in fns.items()

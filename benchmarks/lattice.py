@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, paired_ratio, peak_memory_mib  # noqa: E402
+from common import machine_line, measure_interleaved, paired_ratio  # noqa: E402
 
 from symgraph.groups import C  # noqa: E402
 from symgraph.lattice import Lattice, lattice_graph  # noqa: E402
@@ -41,36 +39,6 @@ from symgraph.nn import ImplicitSteerableConv  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 REP = "8x0e + 8x1o"  # dim 32 = 8 scalars + 8 vectors x 3 components
-
-
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
-    """Median wall and CPU seconds of each callable over ``rounds`` interleaved rounds."""
-    for fn in fns.values():  # warm-up
-        fn()
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            w, c = time.perf_counter(), time.process_time()
-            fn()
-            cpu[name].append(time.process_time() - c)
-            wall[name].append(time.perf_counter() - w)
-    return {
-        name: {
-            "wall_s": statistics.median(wall[name]),
-            "cpu_s": statistics.median(cpu[name]),
-            "walls": wall[name],
-            "cpus": cpu[name],
-        }
-        for name in fns
-    }
-
-
-def ratio(t: dict, base: dict, key: str) -> float:
-    """Median of per-round ratios when both were timed in the same rounds, else of medians."""
-    if len(t[key + "s"]) == len(base[key + "s"]) and t is not base:
-        return paired_ratio(t[key + "s"], base[key + "s"])
-    return t[key + "_s"] / base[key + "_s"]
 
 
 def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
@@ -98,19 +66,27 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
         a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
         b = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
         difference = float((a - b).abs().max() / b.abs().max())
-    times = interleaved({"fast": fast, "conv2d": conv2d}, rounds)
-    times.update(interleaved({"message_passing": message_passing}, mp_rounds))
-    if mp_rounds != rounds:  # not paired with Conv2d: a ratio of medians
-        times["message_passing"]["walls"] = times["message_passing"]["cpus"] = []
-    variants = {"fast": fast, "conv2d": conv2d, "message_passing": message_passing}
-    memory = {name: peak_memory_mib(fn) for name, fn in variants.items()}
+    stats = measure_interleaved({"fast": fast, "conv2d": conv2d}, rounds)
+    stats.update(measure_interleaved({"message_passing": message_passing}, mp_rounds))
+    base = stats["conv2d"]
+    ratios = {  # fast path paired per round with Conv2d; message passing ran in rounds of its own
+        "conv2d": (1.0, 1.0),
+        "fast": (
+            paired_ratio(stats["fast"]["times"], base["times"]),
+            paired_ratio(stats["fast"]["cpu_times"], base["cpu_times"]),
+        ),
+        "message_passing": (
+            stats["message_passing"]["time_s"] / base["time_s"],
+            stats["message_passing"]["cpu_s"] / base["cpu_s"],
+        ),
+    }
     return {
         "size": size,
         "batch": batch,
         "edges": graph.edge_index.shape[1],
         "max_relative_difference": difference,
-        "times": times,
-        "peak_mib": memory,
+        "stats": stats,
+        "ratios": ratios,
     }
 
 
@@ -133,14 +109,12 @@ def main() -> None:
           "| peak MiB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        base = r["times"]["conv2d"]
         for name, label in (("conv2d", "Conv2d"), ("fast", "fast path"),
                             ("message_passing", "message passing")):  # fmt: skip
-            t = r["times"][name]
+            t, (wall, cpu) = r["stats"][name], r["ratios"][name]
             print(
-                f"| {r['size']}x{r['size']} | {r['batch']} | {label} | {1e3 * t['wall_s']:.1f} | "
-                f"{1e3 * t['cpu_s']:.1f} | {ratio(t, base, 'wall'):.2f} / "
-                f"{ratio(t, base, 'cpu'):.2f} | {r['peak_mib'][name]:.0f} |"
+                f"| {r['size']}x{r['size']} | {r['batch']} | {label} | {1e3 * t['time_s']:.1f} | "
+                f"{1e3 * t['cpu_s']:.1f} | {wall:.2f} / {cpu:.2f} | {t['peak_mib']:.0f} |"
             )
     print(
         "\nmax |fast - message passing| / max |message passing|: "
