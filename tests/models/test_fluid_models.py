@@ -3,9 +3,7 @@ job and the example in quick mode."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +12,6 @@ from symgraph.cli import main as symgraph_main
 from symgraph.lattice import FieldLayout, reflect_field, rotate_field
 from symgraph.models.fluids import FluidCNN, SteerableFluidNet, build_fluid_model, rollout
 from symgraph.nn import relaxation_penalty
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fluid_dynamics.py"
 
 
 def frames(layout: str = "1x1o", batch: int = 2, t: int = 3, size: int = 8, dtype=torch.float32):
@@ -112,10 +108,8 @@ def test_fluid_job_trains_and_evaluates(tmp_path, capsys):
     assert evaluated == pytest.approx(trained, rel=1e-6)
 
 
-def test_example_runs_in_quick_mode(capsys):
-    spec = importlib.util.spec_from_file_location("fluid_dynamics_example", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_example_runs_in_quick_mode(capsys, load_script):
+    example = load_script("examples/fluid_dynamics.py")
     example.main(["--quick"])
     text = capsys.readouterr().out
     for kind in ("conv", "equivariant", "relaxed"):

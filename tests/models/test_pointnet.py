@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -20,7 +19,6 @@ from symgraph.models import SteerablePointNet
 from symgraph.models.pooling import farthest_point_sampling, knn_bipartite
 from symgraph.testing import equivariance_error
 
-REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(hidden="4x0e + 2x1o + 1x2e", k=5, ratio=0.5, mlp_hidden=16)
 
 
@@ -257,10 +255,7 @@ def test_modelnet40_job_bad_data_arguments(tmp_path: Path, capsys) -> None:
 
 
 # --------------------------------------------------------------------------- example
-def test_example_runs_in_quick_mode(tmp_path: Path) -> None:
-    path = REPO / "examples" / "pointcloud_classification.py"
-    spec = importlib.util.spec_from_file_location("pointcloud_classification", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_example_runs_in_quick_mode(tmp_path: Path, load_script) -> None:
+    module = load_script("examples/pointcloud_classification.py")
     accuracy = module.main(["--quick", "--out", str(tmp_path)])
     assert set(accuracy) == {"aligned", "SO(3)-rotated"}

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "noether_tailoring.py"
 
 
-def test_example_quick_mode(capsys):
-    spec = importlib.util.spec_from_file_location("noether_tailoring_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_example_quick_mode(capsys, load_script):
+    module = load_script("examples/noether_tailoring.py")
     out = module.main(["--quick"])
     assert all(math.isfinite(v) for v in out.values())
     # tailoring with the line search never raises the energy loss it minimises, and the

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from symgraph.teleport import NoSymmetryError, Teleport, parse_schedule
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_parse_schedule_strings():
@@ -77,13 +71,8 @@ def test_hook_needs_a_loss_and_a_symmetry():
     assert Teleport("at:1", _loss)(model, batch) is None  # not due: nothing searched
 
 
-def test_example_runs_quick(capsys):
-    spec = importlib.util.spec_from_file_location(
-        "teleport_training_example", REPO / "examples" / "teleport_training.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+def test_example_runs_quick(capsys, load_script):
+    module = load_script("examples/teleport_training.py")
     out = module.main(["--quick"])
     assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
     assert all(torch.isfinite(torch.tensor(out["losses"])))
