@@ -180,7 +180,7 @@ class ImplicitSteerableConv(MessagePassing):
             node_attr = check_features(node_attr, self.node_attr_dim, "node_attr", num_nodes)
         src, dst = edge_index[0], edge_index[1]
         if rel is None:
-            rel = pos[src] - pos[dst]
+            rel = pos.index_select(0, src) - pos.index_select(0, dst)
         else:
             rel = check_positions(rel, "rel")
             if rel.shape[0] != num_edges:
@@ -193,7 +193,7 @@ class ImplicitSteerableConv(MessagePassing):
         if self._fused_applies(x, layout):
             out = fused_implicit_convolution(
                 self.kernel.kernel_layers(x), self.kernel.head.weight_tensor(like=x), x, src,
-                dst, self.kernel.embed(rel, edge_attr, node_src, node_dst),
+                dst, self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
                 keep_activations=not self.checkpoint,
             )  # fmt: skip

@@ -11,7 +11,13 @@ from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep
 
-__all__ = ["spherical_harmonics_rep", "direction_embedding", "RadialEmbedding", "cosine_cutoff"]
+__all__ = [
+    "spherical_harmonics_rep",
+    "direction_embedding",
+    "direction_embedding_rows",
+    "RadialEmbedding",
+    "cosine_cutoff",
+]
 
 
 def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
@@ -22,7 +28,8 @@ def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
 
 
 def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
-    """Spherical harmonics ``[E, (lmax+1)² - 1]`` (l = 1…lmax, e3nn 'component' norm) of ``rel``.
+    """Spherical harmonics ``[E, (lmax+1)² - 1]`` (l = 1…lmax, e3nn's default 'integral'
+    normalisation) of the direction of ``rel``.
 
     Zero vectors give zeros (their direction is undefined); gradients stay finite there.
     """
@@ -30,6 +37,33 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
     unit = rel / norm.clamp_min(torch.finfo(rel.dtype).eps)
     sh = o3.spherical_harmonics(list(range(1, lmax + 1)), unit, normalize=False)
     return sh * (norm > 0)
+
+
+def direction_embedding_rows(rel: Tensor, distance: Tensor, lmax: int, out: Tensor) -> Tensor:
+    """:func:`direction_embedding` written feature-major into ``out [(lmax+1)² - 1, E]``.
+
+    ``distance [E]`` is ``|rel|``. Degrees 1 and 2 are closed-form polynomials of the unit
+    vector (a handful of passes over ``E`` values and no temporaries of size ``[E, ·]``);
+    higher degrees come from e3nn. Not differentiable (``out=`` writes): for inputs that
+    need gradients use :func:`direction_embedding`.
+    """
+    unit = torch.div(rel.T, distance.clamp_min(torch.finfo(rel.dtype).eps), out=out[:3])
+    integral = 1.0 / math.sqrt(4.0 * math.pi)  # e3nn's 'integral' normalisation
+    unit.mul_(math.sqrt(3.0))  # √3 (x, y, z)
+    if lmax >= 2:
+        x, y, z = unit  # √3 times the unit vector: products below carry a factor 3
+        c15, c5 = integral * math.sqrt(15.0) / 3.0, integral * math.sqrt(5.0) / 3.0
+        torch.mul(x, z, out=out[3]).mul_(c15)
+        torch.mul(x, y, out=out[4]).mul_(c15)
+        row = torch.mul(y, y, out=out[5]).mul_(2.0)
+        row.sub_(x * x).sub_(z * z).mul_(0.5 * c5)  # √5 (y² − (x² + z²)/2)
+        torch.mul(y, z, out=out[6]).mul_(c15)
+        row = torch.mul(z, z, out=out[7])
+        row.sub_(x * x).mul_(0.5 * c15)  # √15/2 (z² − x²)
+    unit.mul_(integral)  # Y_1, after Y_2 used it
+    if lmax >= 3:
+        out[8:].copy_(direction_embedding(rel, lmax)[:, 8:].T)
+    return out
 
 
 def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:
@@ -61,6 +95,12 @@ class RadialEmbedding(nn.Module):
         """``distance [E] -> [E, num_basis]``."""
         diff = (distance[:, None] - self.centres.to(distance)) / self.width
         return torch.exp(-0.5 * diff * diff)
+
+    def rows(self, distance: Tensor, out: Tensor) -> Tensor:
+        """:meth:`forward` written feature-major into ``out [num_basis, E]`` (in place, not
+        differentiable)."""
+        torch.sub(distance[None, :], self.centres.to(distance)[:, None], out=out)
+        return out.mul_(math.sqrt(0.5) / self.width).square_().neg_().exp_()
 
     def extra_repr(self) -> str:
         return f"num_basis={self.num_basis}, r_max={self.r_max}"

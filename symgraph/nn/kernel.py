@@ -31,6 +31,7 @@ from symgraph.nn.embedding import (
     RadialEmbedding,
     cosine_cutoff,
     direction_embedding,
+    direction_embedding_rows,
     spherical_harmonics_rep,
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
@@ -140,6 +141,35 @@ class ImplicitKernel(nn.Module):
         parts.append(direction_embedding(rel, self.lmax))
         return torch.cat(parts, dim=-1)
 
+    def embed_feature_major(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`embed` transposed, ``[rep_embedding.dim, E]``, the layout the MLP runs in.
+
+        When no input needs a gradient, the rows are written into one contiguous buffer
+        (radial basis and spherical harmonics in place, no ``[E, ·]`` temporaries: on many
+        edges those cost more in fresh memory than in arithmetic); otherwise it is the
+        differentiable ``embed(...).T``.
+        """
+        inputs = (rel, edge_attr, node_src, node_dst)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            return self.embed(rel, edge_attr, node_src, node_dst).T
+        out = rel.new_empty(self.rep_embedding.dim, rel.shape[0])
+        distance = rel.norm(dim=-1)
+        row = self.radial.num_basis
+        self.radial.rows(distance, out[:row])
+        for attr, width in ((edge_attr, self.edge_dim), (node_src, self.node_dim),
+                            (node_dst, self.node_dim)):  # fmt: skip
+            if width:
+                out[row : row + width].copy_(attr.T)
+                row += width
+        direction_embedding_rows(rel, distance, self.lmax, out[row:])
+        return out
+
     def hidden_function(self, like: Tensor) -> HiddenFunction:
         """The hidden features as a function, with every weight assembled once.
 
@@ -156,7 +186,7 @@ class ImplicitKernel(nn.Module):
             node_src: Tensor | None = None,
             node_dst: Tensor | None = None,
         ) -> Tensor:
-            h = self.embed(rel, edge_attr, node_src, node_dst).T  # [D, E], a view
+            h = self.embed_feature_major(rel, edge_attr, node_src, node_dst)  # [D, E]
             for layer in layers:
                 weight, bias = layer.weight, layer.bias
                 z = weight @ h if bias is None else torch.addmm(bias, weight, h)

@@ -122,7 +122,8 @@ def fused_implicit_convolution(
         head: the bilinear head ``W̃ [C, A, B]``.
         x: ``[N, B]`` node features.
         src, dst: ``[E]`` sender and receiver of each edge.
-        embedding: ``[E, D_0]`` the MLP's input per edge (radial basis, attributes, Y_l).
+        embedding: ``[D_0, E]`` the MLP's input per edge (radial basis, attributes, Y_l),
+            feature-major (:meth:`~symgraph.nn.ImplicitKernel.embed_feature_major`).
         envelope: ``[E]`` cutoff envelope multiplying the hidden features, or None.
         layout: ``EdgeLayout.from_receivers(dst, N)``; its ``"auto"`` choice must be
             ``"regular"`` or ``"padded"``.
@@ -144,7 +145,7 @@ def fused_implicit_convolution(
         layout = EdgeLayout.from_receivers(dst, layout.num_nodes)
     if layout.order is not None:
         order = layout.order
-        src, dst, embedding = src[order], dst[order], embedding[order]
+        src, dst, embedding = src[order], dst[order], embedding[:, order]
         envelope = None if envelope is None else envelope[order]
     plan = _Plan(
         blocks=_blocks(dst, layout, block_edges),
@@ -198,9 +199,9 @@ def _hidden(
     """The MLP feature-major, with autograd when ``workspace`` is None, else without:
     ``h [A, e]`` (autograd) or ``[A', e]`` with zero rows after ``A``, and then, per layer,
     ``(input, pre-gate, activation)`` for the hand-written backward."""
-    y = embedding.T
+    y = embedding
     saved = []
-    num_edges = embedding.shape[0]
+    num_edges = embedding.shape[1]
     for index, ((weight, bias), segs) in enumerate(zip(layers, segments, strict=True)):
         if workspace is None:
             z = weight @ y if bias is None else torch.addmm(bias, weight, y)
@@ -239,6 +240,20 @@ def _unpadded(values: Tensor, block: _Block) -> Tensor:
     return flat if block.slot is None else flat.index_select(0, block.slot)
 
 
+def _receiver_major(h: Tensor, block: _Block, out: Tensor | None = None) -> Tensor:
+    """Feature-major ``h [A', e]`` as ``[n, A', k]`` matrices, one per receiver: a strided
+    view (no copy) when every receiver has k edges, else via zero-padded slots (written into
+    ``out [A', n·k]`` when given)."""
+    n = block.node_stop - block.node_start
+    if block.slot is not None:
+        slots = h.new_zeros(h.shape[0], n * block.k) if out is None else out.zero_()
+        if out is None:
+            h = slots.index_copy(1, block.slot, h)
+        else:
+            h = slots.index_copy_(1, block.slot, h)
+    return h.view(h.shape[0], n, block.k).permute(1, 0, 2)
+
+
 def _aligned(width: int) -> int:
     """``width`` rounded up to a multiple of 8: CPU batched matmuls over ``[n, k, ·]`` run
     about 1.5x faster on aligned widths (zero columns cost less than misalignment)."""
@@ -246,11 +261,11 @@ def _aligned(width: int) -> int:
 
 
 def _head_matrix(head: Tensor) -> Tensor:
-    """``W̃ [C, A, B] -> [B'·A', C']`` matching the ``[n, B', A']`` layout of the node sums
+    """``W̃ [C, A, B] -> [A'·B', C']`` matching the ``[n, A', B']`` layout of the node sums
     (``A'``, ``B'``, ``C'``: the aligned widths, with zeros for the padding)."""
     num_c, num_a, num_b = head.shape
     pad_a, pad_b = _aligned(num_a) - num_a, _aligned(num_b) - num_b
-    matrix = F.pad(head.permute(2, 1, 0), (0, _aligned(num_c) - num_c, 0, pad_a, 0, pad_b))
+    matrix = F.pad(head.permute(1, 2, 0), (0, _aligned(num_c) - num_c, 0, pad_b, 0, pad_a))
     return matrix.reshape(-1, matrix.shape[-1])
 
 
@@ -268,29 +283,28 @@ def _block_sums(
     x_aligned: Tensor,
     workspace: _Workspace | None,
 ):
-    """One block's node sums before the head: ``(h_pre, saved layers, hp [n, k, A'],
-    fp [n, k, B'], Sᵀ [n, B', A'])`` (see :func:`_hidden`; autograd when ``workspace`` is
-    None)."""
+    """One block's node sums before the head: ``(h_pre, saved layers, H [n, A', k],
+    fp [n, k, B'], S [n, A', B'])`` with ``S = H fp`` (see :func:`_hidden`; autograd when
+    ``workspace`` is None). ``H`` views the feature-major hidden features, so the MLP's
+    output is never transposed."""
     e0, e1 = block.edge_start, block.edge_stop
     n, k = block.node_stop - block.node_start, block.k
-    h_pre, saved = _hidden(layers, plan.segments, embedding[e0:e1], workspace)
+    h_pre, saved = _hidden(layers, plan.segments, embedding[:, e0:e1], workspace)
     src = plan.src[e0:e1]
     if workspace is None:
         h = h_pre if envelope is None else h_pre * envelope[e0:e1]
-        h = F.pad(h, (0, 0, 0, _aligned(h.shape[0]) - h.shape[0]))
-        hp = _padded(h.T.contiguous(), block)
+        hr = _receiver_major(F.pad(h, (0, 0, 0, _aligned(h.shape[0]) - h.shape[0])), block)
         fp = _padded(x_aligned.index_select(0, src), block)
-        return h_pre, saved, hp, fp, torch.bmm(fp.transpose(1, 2), hp)
+        return h_pre, saved, hr, fp, torch.bmm(hr, fp)
     h = h_pre
     if envelope is not None:
         h = torch.mul(h_pre, envelope[e0:e1], out=workspace.get("h", *h_pre.shape))
     width_a, width_b = h.shape[0], x_aligned.shape[1]
-    h_edges = workspace.get("h_edges", e1 - e0, width_a).copy_(h.T)
-    hp = _padded(h_edges, block, workspace.get("hp", n * k, width_a))
+    hr = _receiver_major(h, block, workspace.get("hs", width_a, n * k))
     f_edges = torch.index_select(x_aligned, 0, src, out=workspace.get("f", e1 - e0, width_b))
     fp = _padded(f_edges, block, workspace.get("fp", n * k, width_b))
-    summed_t = torch.bmm(fp.transpose(1, 2), hp, out=workspace.get("st", n, width_b, width_a))
-    return h_pre, saved, hp, fp, summed_t
+    summed = torch.bmm(hr, fp, out=workspace.get("s", n, width_a, width_b))
+    return h_pre, saved, hr, fp, summed
 
 
 def _forward_all(
@@ -314,8 +328,8 @@ def _forward_all(
         sums = _block_sums(plan, block, layers, embedding, envelope, x_aligned, workspace)
         if kept is not None:
             kept.append(sums)
-        summed_t = sums[-1]
-        out = (summed_t.reshape(summed_t.shape[0], -1) @ head_matrix)[:, : head.shape[0]]
+        summed = sums[-1]
+        out = (summed.reshape(summed.shape[0], -1) @ head_matrix)[:, : head.shape[0]]
         if plan.mean:
             out = out / block.degree.clamp_min(1).to(out)[:, None]
         outputs.append(out)
@@ -360,22 +374,26 @@ class _KernelConvFunction(torch.autograd.Function):
             if plan.mean:
                 dout = dout / block.degree.clamp_min(1).to(dout)[:, None]
             if ctx.kept is not None:
-                h_pre, saved, hp, fp, summed_t = ctx.kept[number]
+                h_pre, saved, hr, fp, summed = ctx.kept[number]
             else:
-                h_pre, saved, hp, fp, summed_t = _block_sums(
+                h_pre, saved, hr, fp, summed = _block_sums(
                     plan, block, layers, embedding, envelope, x_aligned, workspace
                 )
-            grad_head_t.addmm_(dout.T, summed_t.reshape(n, -1))
-            # from here on, the recomputed Sᵀ and h (not kept ones) may be overwritten
-            d_summed_t = workspace.get("st", *summed_t.shape)  # [n, B', A']
-            torch.mm(dout, head_t, out=d_summed_t.view(n, -1))
+            grad_head_t.addmm_(dout.T, summed.reshape(n, -1))
+            # from here on, the recomputed S (not a kept one) may be overwritten
+            d_summed = workspace.get("s", *summed.shape)  # [n, A', B']
+            torch.mm(dout, head_t, out=d_summed.view(n, -1))
             if grad_x is not None:
-                df = workspace.get("df", *fp.shape)
-                torch.bmm(hp, d_summed_t.transpose(1, 2), out=df)
+                df = torch.bmm(hr.transpose(1, 2), d_summed, out=workspace.get("df", *fp.shape))
                 grad_x.index_add_(0, plan.src[e0:e1], _unpadded(df, block))
-            dh = torch.bmm(fp, d_summed_t, out=workspace.get("dh", *hp.shape))
-            dy = workspace.get("h_edges", num_a, e1 - e0)
-            dy.copy_(_unpadded(dh, block)[:, :num_a].T)  # [A, e]
+            dh = torch.bmm(d_summed, fp.transpose(1, 2), out=workspace.get("dh", *hr.shape))
+            dy = workspace.get("dy", num_a, e1 - e0)  # [A, e]
+            if block.slot is None:
+                dy.view(num_a, n, block.k).copy_(dh[:, :num_a].permute(1, 0, 2))
+            else:
+                slots = workspace.get("hs", num_a, n, block.k)
+                slots.copy_(dh[:, :num_a].permute(1, 0, 2))
+                torch.index_select(slots.view(num_a, -1), 1, block.slot, out=dy)
             if envelope is not None:
                 if grad_env is not None:
                     grad_env[e0:e1] = (dy * h_pre[:num_a]).sum(0)
@@ -393,9 +411,9 @@ class _KernelConvFunction(torch.autograd.Function):
                     key = f"dy{index % 2}"  # not the buffer dz was computed from
                     dy = torch.mm(weight.T, dz, out=workspace.get(key, weight.shape[1], e1 - e0))
             if grad_emb is not None:
-                grad_emb[e0:e1] = dy.T
-        grad_head = grad_head_t.reshape(num_c, _aligned(num_b), _aligned(num_a))
-        grad_head = grad_head[:, :num_b, :num_a].transpose(1, 2) if needs[3] else None
+                grad_emb[:, e0:e1] = dy
+        grad_head = grad_head_t.reshape(num_c, _aligned(num_a), _aligned(num_b))
+        grad_head = grad_head[:, :num_a, :num_b] if needs[3] else None
         grad_x = None if grad_x is None else grad_x[:, : x.shape[1]]
         grad_params = [g if need else None for g, need in zip(grad_params, needs[4:], strict=True)]
         return None, grad_emb, grad_env, grad_x, grad_head, *grad_params

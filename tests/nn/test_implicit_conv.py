@@ -134,6 +134,25 @@ def test_kernel_is_steerable_and_vanishes_at_cutoff():
     assert kernel(far, torch.zeros(2, 2, dtype=torch.float64)).abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("lmax", [1, 2, 3])
+def test_feature_major_embedding_matches_the_differentiable_one(lmax):
+    """The in-place rows (closed-form Y_1, Y_2) equal ``embed(...).T``, zero vectors included;
+    with inputs that need gradients the differentiable path is taken."""
+    kernel = ImplicitKernel("2x0e + 1o", "1o", edge_dim=2, node_dim=3, lmax=lmax).double()
+    rel = torch.randn(50, 3, dtype=torch.float64) * 2
+    rel[7] = 0.0
+    attrs = [torch.randn(50, width, dtype=torch.float64) for width in (2, 3, 3)]
+    expected = kernel.embed(rel, *attrs).T
+    fast = kernel.embed_feature_major(rel, *attrs)
+    assert fast.is_contiguous() and fast.shape == expected.shape
+    assert (fast - expected).abs().max().item() < 1e-13
+    assert fast[-((lmax + 1) ** 2 - 1) :, 7].abs().max().item() == 0.0
+    rel.requires_grad_(True)
+    differentiable = kernel.embed_feature_major(rel, *attrs)
+    assert differentiable.requires_grad
+    assert torch.allclose(differentiable, expected, atol=1e-13)
+
+
 def test_gradients_reach_every_parameter():
     conv = make_conv(sg.groups.SO3())
     pos, edge_index, edge_attr, node_attr = random_graph(dtype=torch.float32)

@@ -110,8 +110,8 @@ def test_many_blocks_empty_blocks_and_isolated_nodes():
     expected = torch.autograd.grad((reference * weights).sum(), inputs, retain_graph=True)
     for keep in (False, True):
         fused = fused_implicit_convolution(
-            kernel.kernel_layers(x), head, x, src, dst, kernel.embed(rel), kernel.envelope(rel),
-            layout, block_edges=3, keep_activations=keep,
+            kernel.kernel_layers(x), head, x, src, dst, kernel.embed_feature_major(rel),
+            kernel.envelope(rel), layout, block_edges=3, keep_activations=keep,
         )  # fmt: skip
         torch.testing.assert_close(fused, reference, rtol=0, atol=1e-12)
         assert fused[[0, 4, 5, 6, 7, 8, 10]].abs().max().item() == 0.0
@@ -147,7 +147,7 @@ def test_scatter_layout_is_refused_by_name():
     with pytest.raises(ValueError, match="layout"):
         fused_implicit_convolution(
             conv.kernel.kernel_layers(x), conv.kernel.head.weight_tensor(like=x), x,
-            torch.zeros_like(dst), dst, conv.kernel.embed(rel), None, layout,
+            torch.zeros_like(dst), dst, conv.kernel.embed_feature_major(rel), None, layout,
         )  # fmt: skip
 
 
