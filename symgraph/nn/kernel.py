@@ -12,7 +12,7 @@ who want to look at it and for the dense lattice path.
 Speed. The body runs on many edges with narrow layers, so it is evaluated *feature-major*
 (``[features, E]``): every slice of features is then a contiguous block of memory, the
 linear maps are single ``addmm`` calls with weights assembled once per forward
-(:meth:`ImplicitKernel.kernel_layers`), and the gates are one sigmoid and one broadcast
+(:meth:`ImplicitKernel.kernel_layers`), the gates are one sigmoid and one broadcast
 product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 """
 
@@ -35,8 +35,7 @@ from symgraph.nn.embedding import (
     spherical_harmonics_rep,
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
-from symgraph.ops.gate import GateFunction
-from symgraph.ops.kernel_conv import KernelLayer
+from symgraph.ops.kernel_mlp import KernelLayer, hidden_forward
 
 __all__ = ["HiddenFunction", "ImplicitKernel", "default_kernel_hidden"]
 
@@ -179,6 +178,8 @@ class ImplicitKernel(nn.Module):
         (edge-major and contiguous: the neighbour contraction is fastest that way).
         """
         layers = self.kernel_layers(like)
+        weights = [(layer.weight, layer.bias) for layer in layers]
+        segments = tuple(layer.segments for layer in layers)
 
         def hidden(
             rel: Tensor,
@@ -186,11 +187,8 @@ class ImplicitKernel(nn.Module):
             node_src: Tensor | None = None,
             node_dst: Tensor | None = None,
         ) -> Tensor:
-            h = self.embed_feature_major(rel, edge_attr, node_src, node_dst)  # [D, E]
-            for layer in layers:
-                weight, bias = layer.weight, layer.bias
-                z = weight @ h if bias is None else torch.addmm(bias, weight, h)
-                h = GateFunction.apply(z, 0, layer.segments)
+            embedding = self.embed_feature_major(rel, edge_attr, node_src, node_dst)  # [D, E]
+            h, _ = hidden_forward(weights, segments, embedding, None)
             envelope = self.envelope(rel)
             h = h if envelope is None else h * envelope
             return h.T.contiguous()

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep, as_rep, block_hom_basis, equivariant_basis
 from symgraph.nn.assembly import SparseAssembly, block_entries
-from symgraph.nn.exact_buffers import ExactBufferModule
 
 __all__ = ["EquivariantLinear", "InvariantBias", "invariant_subspace"]
 
@@ -26,8 +25,11 @@ def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
     return out
 
 
-class InvariantBias(ExactBufferModule):
+class InvariantBias(nn.Module):
     """Adds a learned G-invariant vector of ``rep``: only invariant components get a bias.
+
+    The vector is assembled from the per-block parameters by one :class:`SparseAssembly`
+    (a gather, a product and a scatter, whatever the number of blocks).
 
     Shapes:
         ``x [..., rep.dim] -> [..., rep.dim]``.
@@ -37,11 +39,15 @@ class InvariantBias(ExactBufferModule):
         super().__init__()
         self.rep = rep
         self.biases = nn.ParameterList()
-        self._blocks: list[int] = []
-        for index, (block_index, vectors) in enumerate(invariant_subspace(rep)):
-            self.register_exact_buffer(f"_vectors_{index}", vectors)
-            self.biases.append(nn.Parameter(torch.zeros(rep.blocks[block_index][0], len(vectors))))
-            self._blocks.append(block_index)
+        slices = rep.slices()
+        entries = []
+        for block_index, vectors in invariant_subspace(rep):
+            mul = rep.blocks[block_index][0]
+            self.biases.append(nn.Parameter(torch.zeros(mul, len(vectors))))
+            entries.append(
+                block_entries(vectors, (slices[block_index].start,), muls=(mul,), strides=(1,))
+            )
+        self.assembly = SparseAssembly((rep.dim,), entries, [b.numel() for b in self.biases])
         self.dim = sum(b.numel() for b in self.biases)
 
     def reset_parameters(self) -> None:
@@ -49,12 +55,9 @@ class InvariantBias(ExactBufferModule):
             nn.init.zeros_(bias)
 
     def vector(self, like: Tensor) -> Tensor:
-        """The bias ``[rep.dim]`` in the dtype/device of ``like``."""
-        out = like.new_zeros(self.rep.dim)
-        slices = self.rep.slices()
-        for index, (block_index, bias) in enumerate(zip(self._blocks, self.biases)):
-            out[slices[block_index]] = (bias @ getattr(self, f"_vectors_{index}")).reshape(-1)
-        return out
+        """The bias ``[rep.dim]`` (dtype/device of the parameters, or of ``like`` when there
+        are none)."""
+        return self.assembly(list(self.biases), like)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.vector(x) if self.dim else x

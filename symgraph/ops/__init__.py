@@ -3,7 +3,8 @@
 from symgraph.ops.contraction import BACKENDS, EdgeLayout, neighbour_outer_sum
 from symgraph.ops.fused import fused_outer_sum, segment_reduce, triton_available
 from symgraph.ops.implicit_conv import implicit_convolution
-from symgraph.ops.kernel_conv import KernelLayer, fused_implicit_convolution
+from symgraph.ops.kernel_conv import fused_implicit_convolution
+from symgraph.ops.kernel_mlp import KernelLayer
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,

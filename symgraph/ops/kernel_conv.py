@@ -16,7 +16,6 @@ Blocks use the ``"regular"`` or ``"padded"`` layout of :mod:`symgraph.ops.contra
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,30 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symgraph.ops.contraction import EdgeLayout
-from symgraph.ops.gate import (
-    GateFunction,
-    GateSegment,
-    gate_activations,
-    gate_input_grad,
-    gate_values,
-)
+from symgraph.ops.gate import GateSegment
+from symgraph.ops.kernel_mlp import KernelLayer, Workspace, hidden_backward, hidden_forward
 
-__all__ = ["KernelLayer", "fused_implicit_convolution"]
-
-
-@dataclass(frozen=True)
-class KernelLayer:
-    """One gated layer of the kernel MLP, assembled: ``y -> gate(W y + b)`` feature-major.
-
-    Attributes:
-        weight: ``[D_in, D_prev]`` (``D_in`` = values and gates of the gate's input).
-        bias: ``[D_in, 1]`` or None.
-        segments: the gate's row segments (:func:`symgraph.nn.activations.gate_segments`).
-    """
-
-    weight: Tensor
-    bias: Tensor | None
-    segments: tuple[GateSegment, ...]
+__all__ = ["fused_implicit_convolution"]
 
 
 @dataclass(frozen=True)
@@ -62,31 +41,6 @@ class _Block:
     k: int  # slots per receiver (largest in-degree of the block)
     slot: Tensor | None  # [e] padded slot of each edge, None when every receiver has k edges
     degree: Tensor  # [n]
-
-
-class _Workspace:
-    """Buffers reused by every block of one call, by name (views of the first elements).
-
-    A block's intermediates are large; allocating them afresh for every block costs page
-    faults that take longer than some of the arithmetic. Asking for a name again hands out
-    the same memory: that is how the backward overwrites what it no longer needs.
-    """
-
-    def __init__(self, like: Tensor) -> None:
-        self.like = like
-        self.buffers: dict[str, Tensor] = {}
-        self.views: dict[str, Tensor] = {}
-
-    def get(self, key: str, *shape: int) -> Tensor:
-        view = self.views.get(key)
-        if view is not None and view.shape == shape:
-            return view
-        numel = math.prod(shape)
-        buffer = self.buffers.get(key)
-        if buffer is None or buffer.numel() < numel:
-            buffer = self.buffers[key] = self.like.new_empty(numel)
-        view = self.views[key] = buffer[:numel].view(shape)
-        return view
 
 
 @dataclass(frozen=True)
@@ -190,37 +144,6 @@ def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, 
     return tuple(blocks)
 
 
-def _hidden(
-    layers: list[tuple[Tensor, Tensor | None]],
-    segments: tuple[tuple[GateSegment, ...], ...],
-    embedding: Tensor,
-    workspace: _Workspace | None,
-) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
-    """The MLP feature-major, with autograd when ``workspace`` is None, else without:
-    ``h [A, e]`` (autograd) or ``[A', e]`` with zero rows after ``A``, and then, per layer,
-    ``(input, pre-gate, activation)`` for the hand-written backward."""
-    y = embedding
-    saved = []
-    num_edges = embedding.shape[1]
-    for index, ((weight, bias), segs) in enumerate(zip(layers, segments, strict=True)):
-        if workspace is None:
-            z = weight @ y if bias is None else torch.addmm(bias, weight, y)
-            y = GateFunction.apply(z, 0, segs)
-            continue
-        z = workspace.get(f"z{index}", weight.shape[0], num_edges)
-        if bias is None:
-            torch.mm(weight, y, out=z)
-        else:
-            torch.addmm(bias, weight, y, out=z)
-        act = gate_activations(z, segs, 0, out=workspace.get(f"act{index}", *z.shape))
-        saved.append((y, z, act))
-        rows = sum(seg.length for seg in segs)
-        if index == len(layers) - 1:
-            rows = _aligned(rows)
-        y = gate_values(z, act, 0, segs, rows, out=workspace.get(f"y{index}", rows, num_edges))
-    return y, saved
-
-
 def _padded(values: Tensor, block: _Block, out: Tensor | None = None) -> Tensor:
     """``[e, F] -> [n, k, F]`` (zero slots where a receiver has fewer than k edges; written
     into ``out`` when given and needed)."""
@@ -281,7 +204,7 @@ def _block_sums(
     embedding: Tensor,
     envelope: Tensor | None,
     x_aligned: Tensor,
-    workspace: _Workspace | None,
+    workspace: Workspace | None,
 ):
     """One block's node sums before the head: ``(h_pre, saved layers, H [n, A', k],
     fp [n, k, B'], S [n, A', B'])`` with ``S = H fp`` (see :func:`_hidden`; autograd when
@@ -289,7 +212,8 @@ def _block_sums(
     output is never transposed."""
     e0, e1 = block.edge_start, block.edge_stop
     n, k = block.node_stop - block.node_start, block.k
-    h_pre, saved = _hidden(layers, plan.segments, embedding[:, e0:e1], workspace)
+    rows = _aligned(sum(seg.length for seg in plan.segments[-1]))  # A': zero rows after A
+    h_pre, saved = hidden_forward(layers, plan.segments, embedding[:, e0:e1], workspace, rows)
     src = plan.src[e0:e1]
     if workspace is None:
         h = h_pre if envelope is None else h_pre * envelope[e0:e1]
@@ -314,7 +238,7 @@ def _forward_all(
     :func:`_block_sums` (None for blocks without edges) for the backward."""
     head_matrix = _head_matrix(head)
     x_aligned = _aligned_features(x)
-    workspace = None if differentiable else _Workspace(x)
+    workspace = None if differentiable else Workspace(x)
     outputs = []
     for block in plan.blocks:
         if block.edge_stop == block.edge_start:
@@ -324,7 +248,7 @@ def _forward_all(
                 kept.append(None)
             continue
         if kept is not None:
-            workspace = _Workspace(x)  # buffers of its own: they outlive the block
+            workspace = Workspace(x)  # buffers of its own: they outlive the block
         sums = _block_sums(plan, block, layers, embedding, envelope, x_aligned, workspace)
         if kept is not None:
             kept.append(sums)
@@ -364,7 +288,7 @@ class _KernelConvFunction(torch.autograd.Function):
         grad_emb = torch.zeros_like(embedding) if needs[0] else None
         grad_env = torch.zeros_like(envelope) if envelope is not None and needs[1] else None
         grad_params = [None if p is None else torch.zeros_like(p) for p in params]
-        workspace = _Workspace(x)
+        workspace = Workspace(x)
         for number, block in enumerate(plan.blocks):
             e0, e1 = block.edge_start, block.edge_stop
             if e1 == e0:
@@ -398,18 +322,9 @@ class _KernelConvFunction(torch.autograd.Function):
                 if grad_env is not None:
                     grad_env[e0:e1] = (dy * h_pre[:num_a]).sum(0)
                 dy.mul_(envelope[e0:e1])
-            for index in reversed(range(len(layers))):
-                weight, bias = layers[index]
-                y_prev, z, act = saved[index]
-                dz = gate_input_grad(
-                    dy, z, act, 0, plan.segments[index], out=workspace.get("dz", *z.shape)
-                )
-                grad_params[2 * index].addmm_(dz, y_prev.T)
-                if bias is not None:
-                    grad_params[2 * index + 1].add_(dz.sum(1, keepdim=True))
-                if index > 0 or grad_emb is not None:
-                    key = f"dy{index % 2}"  # not the buffer dz was computed from
-                    dy = torch.mm(weight.T, dz, out=workspace.get(key, weight.shape[1], e1 - e0))
+            dy = hidden_backward(
+                layers, plan.segments, saved, dy, grad_params, workspace, grad_emb is not None
+            )
             if grad_emb is not None:
                 grad_emb[:, e0:e1] = dy
         grad_head = grad_head_t.reshape(num_c, _aligned(num_a), _aligned(num_b))
