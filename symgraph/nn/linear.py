@@ -39,11 +39,13 @@ class InvariantBias(nn.Module):
         super().__init__()
         self.rep = rep
         self.biases = nn.ParameterList()
+        self.block_indices: list[int] = []  # the block of rep that each bias belongs to
         slices = rep.slices()
         entries = []
         for block_index, vectors in invariant_subspace(rep):
             mul = rep.blocks[block_index][0]
             self.biases.append(nn.Parameter(torch.zeros(mul, len(vectors))))
+            self.block_indices.append(block_index)
             entries.append(
                 block_entries(vectors, (slices[block_index].start,), muls=(mul,), strides=(1,))
             )

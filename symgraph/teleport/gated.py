@@ -103,7 +103,7 @@ def gated_rule(
             if a.linear.bias is not None:
                 up += [
                     ParamSlice(f"{name_a}.linear.bias.biases.{j}", 0, units[block])
-                    for j, block in enumerate(a.linear.bias._blocks)
+                    for j, block in enumerate(a.linear.bias.block_indices)
                     if block in units
                 ]
             down = [
