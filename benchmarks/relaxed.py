@@ -9,9 +9,14 @@ rate, on plumes whose rotation symmetry is broken by ``--breaking`` (the buoyanc
 towards a fixed "up" direction; see :class:`symgraph.data.fluids.PlumeConfig`). Each model
 gets its own ``--widths`` entry, chosen so that the parameter counts are comparable
 (16-19k). With ``--domain-split half-turn`` (default) the training inflows sit near two
-axes only (plumes heading left or down before the breaking) and the ``domain`` inflows
-are those turned by 180 degrees, so a model without a rotation prior meets unseen flow
-directions and a strict one meets plumes stronger than any in training. Reported: the
+axes only (plumes heading left or down before the breaking) and the ``domain`` inflows are
+those turned by 180 degrees. With ``--domain-split three-quarter`` the training inflows sit near
+three axes (for ``--breaking 0.5``: plumes rising up-left, up-right, and nearly force-free
+ones) and the ``domain`` inflows near the fourth (plumes rising straight up, the strongest),
+so a model without a rotation prior meets an unseen flow direction, a strict one plumes
+stronger than their rotated training counterparts, and the fixed "up" part of the force is
+what the training plumes share (with ``half-turn`` the training set holds one buoyant
+direction only, up-left, and "up" cannot be told apart from a prior on it). Reported: the
 rollout RMSE over ``--horizon`` frames on the ``future`` (same simulations, later frames)
 and ``domain`` test sets, of the best validation checkpoint, mean ± standard deviation
 over ``--seeds`` (a seed draws its own simulations, train/validation split and
@@ -75,6 +80,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
+        "--free-input", args.free_input,
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
     ]  # fmt: skip
 
@@ -180,7 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="conv=14,equivariant=12,relaxed=8",
         help="--width of each model, chosen for comparable parameter counts",
     )
-    parser.add_argument("--domain-split", default="half-turn", choices=("diagonals", "half-turn"))
+    parser.add_argument(
+        "--domain-split",
+        default="half-turn",
+        choices=("diagonals", "half-turn", "three-quarter"),
+        help="where the training and domain inflows sit (see SmokePlumeDataset)",
+    )
     parser.add_argument("--fields", default="velocity", choices=("velocity", "velocity+density"))
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)
@@ -188,6 +199,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(  # picked on validation RMSE among 0.001, 0.01, 0.1, 1 (seed 0)
         "--relaxation-weight", type=float, default=0.01
+    )
+    parser.add_argument(
+        "--free-input",
+        default="position",
+        choices=("position", "radial", "constant"),
+        help="what the relaxed layers' non-equivariant pathway depends on",
     )
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the table (mean ± std)")
     parser.add_argument("--plot-seeds", default="0", help="seeds of each plotted level")

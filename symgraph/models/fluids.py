@@ -134,8 +134,9 @@ class SteerableFluidNet(nn.Module):
         radius: stencil radius in cells (kernel size ``2 radius + 1``).
         relaxed: use :class:`RelaxedImplicitSteerableConv` layers.
         scale: typical field magnitude (inputs are divided by it, updates multiplied).
-        kernel_options: further arguments of every convolution (``lmax``, ``num_radial``,
-            ``free_hidden`` ...; ``r_max`` defaults to the stencil's reach ``radius √2``).
+        kernel_options: further arguments of every convolution (``lmax``, ``num_radial``
+            ...; ``r_max`` defaults to the stencil's reach ``radius √2``); ``free_hidden``,
+            ``free_layers`` and ``free_input`` go to the relaxed layers only.
 
     Shapes:
         ``frames [B, T, C, H, W] -> [B, C, H, W]`` on a grid of unit spacing.
@@ -173,15 +174,20 @@ class SteerableFluidNet(nn.Module):
         rep_in = Rep(" + ".join(parts), self.group)
         rep_hidden = Rep(hidden, self.group)
         rep_out = Rep(self.layout.irreps, self.group)
-        options = {"r_max": radius * 2**0.5, **kernel_options}
-        conv = RelaxedImplicitSteerableConv if relaxed else ImplicitSteerableConv
+        free_names = ("free_hidden", "free_layers", "free_input")
+        free = {k: v for k, v in kernel_options.items() if k in free_names}
+        options = {"r_max": radius * 2**0.5}
+        options.update({k: v for k, v in kernel_options.items() if k not in free_names})
         reps = [rep_in] + [rep_hidden] * (layers - 1)
         self.convs = nn.ModuleList()
         self.gates = nn.ModuleList()
         for index, rep in enumerate(reps):
             last = index == layers - 1
             out = rep_out if last else gate_rep(rep_hidden)
-            self.convs.append(conv(rep, out, **options))
+            if relaxed:
+                self.convs.append(RelaxedImplicitSteerableConv(rep, out, **options, **free))
+            else:
+                self.convs.append(ImplicitSteerableConv(rep, out, **options))
             if not last:
                 self.gates.append(Gate(rep_hidden))
 
@@ -215,13 +221,18 @@ def build_fluid_model(
     group: MatrixGroup | str = "C4",
     radius: int = 1,
     scale: float = 1.0,
+    free_input: str = "position",
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
     ``width`` sizes all three alike: the steerable models use ``width/2`` scalars and
     ``width/2`` vectors (``"8x0e + 8x1o"`` for 16), the CNN ``2 * width`` channels, which
     gives parameter counts of the same order (see ``benchmarks/relaxed.py``). The kernel
-    size is ``2 radius + 1`` for all.
+    size is ``2 radius + 1`` for all. ``free_input`` (``relaxed`` only) says what the
+    non-equivariant pathway of each layer may depend on, one of
+    :data:`symgraph.nn.relaxed_implicit.FREE_INPUTS`: ``"position"`` (an MLP of the raw
+    offset), ``"radial"`` (of its length only) or ``"constant"`` (one non-equivariant
+    channel-mixing matrix per layer).
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
@@ -229,9 +240,10 @@ def build_fluid_model(
     if kind == "conv":
         return FluidCNN(frames_in, layout, 2 * width, layers, 2 * radius + 1, scale)
     half = max(width // 2, 1)
+    options = {"free_input": free_input} if kind == "relaxed" else {}
     return SteerableFluidNet(
         frames_in, layout, f"{half}x0e + {half}x1o", layers, group, radius,
-        relaxed=kind == "relaxed", scale=scale,
+        relaxed=kind == "relaxed", scale=scale, **options,
     )  # fmt: skip
 
 

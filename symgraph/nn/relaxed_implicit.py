@@ -16,7 +16,21 @@ the free pathway relative to an equivariant head of unit scale).
 ``V`` starts at 0 -- the layer is then exactly equivariant and ``relaxation_penalty() =
 s²`` is 0 -- and, being a linear parameter, gets the gradient of the symmetry-breaking
 part of the data from the first step (as ``φ`` of :class:`~symgraph.nn.RelaxedSteerableConv`);
-the penalty decides how far it may grow. Both pathways share the contraction of
+the penalty decides how far it may grow.
+
+What the free MLP sees (``free_input``) sets the capacity of the relaxation:
+
+- ``"position"`` (default): the raw relative position, as above -- any function of the
+  offset, the most flexible;
+- ``"radial"``: only the radial basis of ``|x|`` (and the attributes), so ``K_free`` is the
+  same for all offsets of one length: the kernel is isotropic in space and breaks the
+  symmetry only through the channel mixing ``V`` (e.g. "scalar times a fixed direction");
+- ``"constant"``: ``u ≡ 1`` (times the envelope), ``H = 1``: ``K_free(x) = V [C_out, 1, C_in]``
+  for every edge, a single non-equivariant channel-mixing matrix per layer -- a global,
+  position-independent relaxation with no MLP at all (closest in spirit to the few relaxed
+  weights per group element of the paper's relaxed convolutions).
+
+Both pathways share the contraction of
 :mod:`symgraph.ops` -- the hidden features are concatenated, ``[h, u]``, and so are the
 heads, ``[W̃, V]`` -- so the message-passing path never builds per-edge matrices and the
 lattice fast path evaluates ``K`` once at the stencil offsets, as for the strict layer.
@@ -36,7 +50,10 @@ from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.embedding import cosine_cutoff
 from symgraph.nn.kernel import HiddenFunction, ImplicitKernel
 
-__all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv"]
+__all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv", "FREE_INPUTS"]
+
+#: what the free MLP of :class:`RelaxedImplicitKernel` may depend on (see the module docs).
+FREE_INPUTS = ("position", "radial", "constant")
 
 
 class _RelaxedHead(nn.Module):
@@ -70,12 +87,18 @@ class RelaxedImplicitKernel(ImplicitKernel):
     Args:
         rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial, cutoff,
             r_max: the equivariant kernel (see :class:`ImplicitKernel`).
-        free_hidden: width ``H`` of the non-equivariant MLP and of its features ``u``.
-        free_layers: number of hidden (linear + SiLU) layers of that MLP, at least 1.
+        free_hidden: width ``H`` of the non-equivariant MLP and of its features ``u``
+            (``free_input="constant"``: unused, ``H = 1``).
+        free_layers: number of hidden (linear + SiLU) layers of that MLP, at least 1
+            (unused for ``"constant"``).
+        free_input: what the free features depend on, one of :data:`FREE_INPUTS`:
+            ``"position"`` (raw offset, lengths and attributes), ``"radial"`` (lengths and
+            attributes only: isotropic in space) or ``"constant"`` (nothing: ``u ≡ 1``).
 
     Attributes:
         head: both heads (``head.equivariant`` is ``W̃``, ``head.free`` is ``V``).
-        free_body: the non-equivariant MLP ``[3 + num_radial + edge_dim + 2 node_dim] -> H``.
+        free_body: the non-equivariant MLP ``[3 + num_radial + edge_dim + 2 node_dim] -> H``
+            (without the 3 position components for ``"radial"``; ``None`` for ``"constant"``).
 
     Shapes:
         ``hidden_features(rel [E, 3], edge_attr, node_src, node_dst) -> [E, ρ_h.dim + H]``;
@@ -97,6 +120,7 @@ class RelaxedImplicitKernel(ImplicitKernel):
         r_max: float = 5.0,
         free_hidden: int = 8,
         free_layers: int = 2,
+        free_input: str = "position",
     ) -> None:
         super().__init__(
             rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
@@ -106,18 +130,25 @@ class RelaxedImplicitKernel(ImplicitKernel):
             raise ValueError(f"free_hidden: expected a positive int, got {free_hidden!r}")
         if not isinstance(free_layers, int) or free_layers < 1:
             raise ValueError(f"free_layers: expected an int ≥ 1, got {free_layers!r}")
-        width = 3 + num_radial + edge_dim + 2 * node_dim
-        body: list[nn.Module] = []
-        for _ in range(free_layers):
-            body += [nn.Linear(width, free_hidden), nn.SiLU()]
-            width = free_hidden
-        body[-1] = nn.Tanh()
-        self.free_body = nn.Sequential(*body)
+        if free_input not in FREE_INPUTS:
+            raise ValueError(f"free_input: expected one of {FREE_INPUTS}, got {free_input!r}")
+        self.free_input = free_input
+        self.free_body: nn.Sequential | None = None
+        if free_input == "constant":
+            free_hidden = 1
+        else:
+            width = num_radial + edge_dim + 2 * node_dim + (3 if free_input == "position" else 0)
+            body: list[nn.Module] = []
+            for _ in range(free_layers):
+                body += [nn.Linear(width, free_hidden), nn.SiLU()]
+                width = free_hidden
+            body[-1] = nn.Tanh()
+            self.free_body = nn.Sequential(*body)
         self.head = _RelaxedHead(self.head, free_hidden)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        for layer in self.free_body:
+        for layer in self.free_body or ():
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
 
@@ -133,7 +164,8 @@ class RelaxedImplicitKernel(ImplicitKernel):
 
     def relaxation_parameters(self) -> list[nn.Parameter]:
         """The free head ``V`` and the free MLP (freeze them for the strict layer)."""
-        return [self.head.free, *self.free_body.parameters()]
+        body = [] if self.free_body is None else list(self.free_body.parameters())
+        return [self.head.free, *body]
 
     # ------------------------------------------------------------------ features
     def free_features(
@@ -143,14 +175,19 @@ class RelaxedImplicitKernel(ImplicitKernel):
         node_src: Tensor | None = None,
         node_dst: Tensor | None = None,
     ) -> Tensor:
-        """``u_ij ∈ (−1, 1)^H`` of the raw relative position, times the envelope: ``[E, H]``."""
+        """``u_ij ∈ (−1, 1)^H`` times the envelope: ``[E, H]`` (``[E, 1]`` of ones for
+        ``free_input="constant"``; of the raw relative position for ``"position"``)."""
         distance = rel.norm(dim=-1)
-        parts = [rel, self.radial(distance)]
-        if self.edge_dim:
-            parts.append(edge_attr.to(rel))
-        if self.node_dim:
-            parts += [node_src.to(rel), node_dst.to(rel)]
-        u = self.free_body(torch.cat(parts, dim=-1))
+        if self.free_body is None:
+            u = torch.ones_like(distance)[:, None]
+        else:
+            parts = [rel] if self.free_input == "position" else []
+            parts.append(self.radial(distance))
+            if self.edge_dim:
+                parts.append(edge_attr.to(rel))
+            if self.node_dim:
+                parts += [node_src.to(rel), node_dst.to(rel)]
+            u = self.free_body(torch.cat(parts, dim=-1))
         if self.cutoff is not None:
             u = u * cosine_cutoff(distance, self.cutoff)[:, None]
         return u
@@ -172,7 +209,10 @@ class RelaxedImplicitKernel(ImplicitKernel):
         return hidden
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, free_hidden={self.head.free.shape[1]}"
+        return (
+            f"{super().extra_repr()}, free_hidden={self.head.free.shape[1]}, "
+            f"free_input={self.free_input}"
+        )
 
 
 class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
@@ -184,7 +224,8 @@ class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
     (the relaxed module is ``conv.kernel``, so that the penalty is counted once; freeze it
     with ``set_relaxation_trainable`` for the strict layer).
     Everything else -- arguments, shapes, the lattice fast path -- is that of
-    :class:`ImplicitSteerableConv`; ``free_hidden`` and ``free_layers`` size the free MLP.
+    :class:`ImplicitSteerableConv`; ``free_hidden`` and ``free_layers`` size the free MLP,
+    ``free_input`` says what it sees (see :class:`RelaxedImplicitKernel`).
     """
 
     def __init__(
@@ -207,8 +248,13 @@ class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
         checkpoint: bool = True,
         free_hidden: int = 8,
         free_layers: int = 2,
+        free_input: str = "position",
     ) -> None:
-        self._free_options = {"free_hidden": free_hidden, "free_layers": free_layers}
+        self._free_options = {
+            "free_hidden": free_hidden,
+            "free_layers": free_layers,
+            "free_input": free_input,
+        }
         super().__init__(
             irreps_in, irreps_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
             cutoff, r_max, aggr, self_interaction, bias, backend, checkpoint,

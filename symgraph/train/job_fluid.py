@@ -173,6 +173,14 @@ def _field_rms(dataset: Dataset) -> float:
             default=1.0,
             help="weight of the relaxation penalty Σ s² (relaxed model; default 1)",
         ),
+        arg(
+            "--free-input",
+            default="position",
+            choices=("position", "radial", "constant"),
+            help="relaxed model: what each layer's non-equivariant pathway depends on -- an "
+            "MLP of the raw offset (position), of its length (radial), or nothing, one "
+            "channel-mixing matrix per layer (constant) (default position)",
+        ),
         arg("--width", type=int, default=16, help="model width (see build_fluid_model)"),
         arg("--layers", type=int, default=4, help="convolution layers (default 4)"),
         arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
@@ -195,10 +203,10 @@ def _field_rms(dataset: Dataset) -> float:
         arg(
             "--domain-split",
             default="diagonals",
-            choices=("diagonals", "half-turn"),
+            choices=("diagonals", "half-turn", "three-quarter"),
             help="unseen inflows of the domain test set: near the diagonals (training near "
-            "all four axes), or the training inflows (two axes) turned by 180 degrees "
-            "(default diagonals)",
+            "all four axes), the training inflows (two axes) turned by 180 degrees, or near "
+            "the fourth axis (training near three) (default diagonals)",
         ),
         arg(
             "--fields",
@@ -226,6 +234,7 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     model = build_fluid_model(
         args.model, args.frames_in, data["train"].layout, width=args.width, layers=args.layers,
         group=args.group, radius=args.radius, scale=scale,
+        free_input=getattr(args, "free_input", "position"),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
     extra = [lambda m, _batch: weight * relaxation_penalty(m)] if args.model == "relaxed" else []

@@ -184,16 +184,17 @@ def test_dataset_bad_arguments():
         SmokePlumeDataset(symmetry_breaking=-0.1, **TINY)
 
 
+def quarter(cfg):
+    """The axis (0, 1, 2, 3 quarter turns) an inflow sits near."""
+    turn = round(cfg.inflow_angle / (math.pi / 2)) % 4
+    offset = cfg.inflow_angle - turn * math.pi / 2
+    assert abs(math.remainder(offset, 2 * math.pi)) <= math.pi / 8 + 1e-9
+    return turn
+
+
 def test_dataset_half_turn_domain_split():
     train = SmokePlumeDataset(split="train", domain_split="half-turn", **{**TINY, "seed": 3})
     domain = SmokePlumeDataset(split="domain", domain_split="half-turn", **{**TINY, "seed": 3})
-
-    def quarter(cfg):  # the axis (0, 1, 2, 3 quarter turns) the inflow sits near
-        turn = round(cfg.inflow_angle / (math.pi / 2)) % 4
-        offset = cfg.inflow_angle - turn * math.pi / 2
-        assert abs(math.remainder(offset, 2 * math.pi)) <= math.pi / 8 + 1e-9
-        return turn
-
     # training inflows near the axes 0 and pi/2, taken in turn; domain ones turned by pi
     assert [quarter(cfg) for cfg in train.configs] == [0, 1]
     assert [quarter(cfg) for cfg in domain.configs] == [2]
@@ -202,6 +203,16 @@ def test_dataset_half_turn_domain_split():
     assert "domain_split" not in default.params  # the default keeps its cache key
     with pytest.raises(ValueError, match="domain_split"):
         SmokePlumeDataset(domain_split="random", **TINY)
+
+
+def test_dataset_three_quarter_domain_split():
+    """Training inflows near three axes in turn, domain inflows near the fourth only."""
+    options = {**TINY, "num_train_simulations": 4, "num_domain_simulations": 2, "seed": 1}
+    train = SmokePlumeDataset(split="train", domain_split="three-quarter", **options)
+    domain = SmokePlumeDataset(split="domain", domain_split="three-quarter", **options)
+    assert [quarter(cfg) for cfg in train.configs] == [0, 1, 2, 0]
+    assert [quarter(cfg) for cfg in domain.configs] == [3, 3]
+    assert train.params["domain_split"] == "three-quarter"
 
 
 # --------------------------------------------------------------------------- ocean sample

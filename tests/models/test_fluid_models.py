@@ -54,6 +54,21 @@ def test_dihedral_model_commutes_with_reflections():
         assert torch.allclose(model(moved), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("free_input", ["radial", "constant"])
+def test_low_capacity_relaxed_variants_start_strict_and_can_break(free_input):
+    torch.manual_seed(0)
+    model = build_fluid_model("relaxed", 3, width=4, layers=3, free_input=free_input).double()
+    assert all(conv.kernel.free_input == free_input for conv in model.convs)
+    assert float(relaxation_penalty(model).detach()) == 0.0
+    x = frames(dtype=torch.float64)
+    assert commutation_error(model, x, "1x1o", 1) < 1e-12
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.kernel.head.free.normal_(std=0.1)
+    assert float(relaxation_penalty(model).detach()) > 0
+    assert commutation_error(model, x, "1x1o", 1) > 1e-3
+
+
 def test_relaxed_and_plain_cnn_break_the_symmetry():
     torch.manual_seed(0)
     relaxed = build_fluid_model("relaxed", 3, width=4, layers=2)
@@ -87,13 +102,18 @@ def test_bad_input_names_the_argument():
         model(bad)
     with pytest.raises(ValueError, match="kind: expected one of"):
         build_fluid_model("unet", 3)
+    with pytest.raises(ValueError, match="free_input: expected one of"):
+        build_fluid_model("relaxed", 3, free_input="global")
     with pytest.raises(ValueError, match="steps: expected a positive integer"):
         rollout(model, frames(), 0)
 
 
-def test_fluid_job_trains_and_evaluates(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "options", [[], ["--free-input", "constant", "--domain-split", "three-quarter"]]
+)
+def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     out = tmp_path / "run"
-    flags = [
+    flags = [*options,
         "--model", "relaxed", "--grid", "16", "--simulations", "2", "--domain-simulations",
         "1", "--frames", "20", "--future-frames", "6", "--frames-in", "2", "--horizon", "2",
         "--width", "4", "--layers", "2", "--epochs", "1", "--batch-size", "16",

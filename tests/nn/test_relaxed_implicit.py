@@ -31,9 +31,11 @@ def cloud(num_nodes: int = 16, seed: int = 0):
     return pos, edge_index, edge_attr, node_attr
 
 
-def make_conv(group_name: str) -> RelaxedImplicitSteerableConv:
+def make_conv(group_name: str, free_input: str = "position") -> RelaxedImplicitSteerableConv:
     group = group_from_name(group_name)
-    return RelaxedImplicitSteerableConv(IN, OUT, group, edge_dim=2, node_dim=1, cutoff=2.0).double()
+    return RelaxedImplicitSteerableConv(
+        IN, OUT, group, edge_dim=2, node_dim=1, cutoff=2.0, free_input=free_input
+    ).double()
 
 
 def error(conv, group_name: str) -> float:
@@ -47,9 +49,10 @@ def error(conv, group_name: str) -> float:
     return equivariance_error(f, group, [x, pos], [conv.rep_in, "pos"], conv.rep_out, 4)
 
 
+@pytest.mark.parametrize("free_input", ["position", "radial", "constant"])
 @pytest.mark.parametrize("group_name", ["C4", "D4", "SO2", "O3"])
-def test_exact_at_initialisation_broken_after_perturbing(group_name):
-    conv = make_conv(group_name)
+def test_exact_at_initialisation_broken_after_perturbing(group_name, free_input):
+    conv = make_conv(group_name, free_input)
     assert float(relaxation_penalty(conv).detach()) == 0.0
     assert error(conv, group_name) < 1e-10
     with torch.no_grad():
@@ -100,11 +103,31 @@ def test_penalty_report_and_freezing_find_the_kernel():
     assert model[0].kernel.head.equivariant.weights[0].requires_grad
 
 
-def test_strength_learns_a_symmetry_breaking_target():
+def test_low_capacity_free_pathways():
+    """``radial``: the free features depend on the length only; ``constant``: ``u ≡ 1``."""
+    group = group_from_name("C4")
+    rel = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=F64)
+    for free_input in ("radial", "constant"):
+        kernel = RelaxedImplicitKernel("1x0e", "1x1o", group, free_input=free_input).double()
+        with torch.no_grad():
+            kernel.head.free.normal_()
+        u = kernel.free_features(rel)
+        assert torch.equal(u[0], u[1])  # the same for two offsets of the same length
+        h = kernel.hidden_features(rel)
+        assert torch.equal(h[:, kernel.rep_hidden.dim :], u)
+    assert kernel.free_body is None and kernel.head.free.shape == (3, 1, 1)
+    assert torch.equal(u, torch.ones(3, 1, dtype=F64))
+    assert kernel.relaxation_parameters() == [kernel.head.free]
+
+
+@pytest.mark.parametrize("free_input", ["position", "radial", "constant"])
+def test_strength_learns_a_symmetry_breaking_target(free_input):
     """A target no equivariant layer can fit (a fixed direction) switches the pathway on."""
     torch.manual_seed(0)
     group = group_from_name("C4")
-    conv = RelaxedImplicitSteerableConv("1x0e", "1x1o", group, cutoff=2.0, self_interaction=False)
+    conv = RelaxedImplicitSteerableConv(
+        "1x0e", "1x1o", group, cutoff=2.0, self_interaction=False, free_input=free_input
+    )
     pos = torch.randn(24, 3)
     edge_index = radius_graph(pos, 2.0, loop=True)
     x = torch.ones(24, 1)
@@ -125,6 +148,8 @@ def test_bad_arguments():
         RelaxedImplicitKernel("1x0e", "1x0e", group, free_hidden=0)
     with pytest.raises(ValueError, match="free_layers: expected an int"):
         RelaxedImplicitSteerableConv("1x0e", "1x0e", group, free_layers=0)
+    with pytest.raises(ValueError, match="free_input: expected one of"):
+        RelaxedImplicitSteerableConv("1x0e", "1x0e", group, free_input="global")
     conv = RelaxedImplicitSteerableConv("1x0e + 1x1o", "1x0e", group)
     pos = torch.randn(5, 3)
     with pytest.raises(ValueError, match=r"x: expected shape \[N, 4\]"):
