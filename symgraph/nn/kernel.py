@@ -133,12 +133,21 @@ class ImplicitKernel(nn.Module):
     ) -> Tensor:
         """The MLP input ``[E, rep_embedding.dim]``: scalars first, then ``Y_1..Y_lmax``."""
         parts = [self.radial(rel.norm(dim=-1))]
-        if self.edge_dim:
-            parts.append(edge_attr.to(rel))
-        if self.node_dim:
-            parts += [node_src.to(rel), node_dst.to(rel)]
+        parts += [a.to(rel) for a in self.scalar_attributes(edge_attr, node_src, node_dst)]
         parts.append(direction_embedding(rel, self.lmax))
         return torch.cat(parts, dim=-1)
+
+    def scalar_attributes(
+        self,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The scalar attributes the kernel reads, in the order of its input: ``[E, edge_dim]``
+        when ``edge_dim``, then ``[E, node_dim]`` of the sender and of the receiver when
+        ``node_dim``."""
+        attributes = [edge_attr] if self.edge_dim else []
+        return attributes + ([node_src, node_dst] if self.node_dim else [])
 
     def embed_feature_major(
         self,
@@ -161,11 +170,9 @@ class ImplicitKernel(nn.Module):
         distance = rel.norm(dim=-1)
         row = self.radial.num_basis
         self.radial.rows(distance, out[:row])
-        for attr, width in ((edge_attr, self.edge_dim), (node_src, self.node_dim),
-                            (node_dst, self.node_dim)):  # fmt: skip
-            if width:
-                out[row : row + width].copy_(attr.T)
-                row += width
+        for attribute in self.scalar_attributes(edge_attr, node_src, node_dst):
+            out[row : row + attribute.shape[1]].copy_(attribute.T)
+            row += attribute.shape[1]
         direction_embedding_rows(rel, distance, self.lmax, out[row:])
         return out
 

@@ -183,10 +183,7 @@ class RelaxedImplicitKernel(ImplicitKernel):
         else:
             parts = [rel] if self.free_input == "position" else []
             parts.append(self.radial(distance))
-            if self.edge_dim:
-                parts.append(edge_attr.to(rel))
-            if self.node_dim:
-                parts += [node_src.to(rel), node_dst.to(rel)]
+            parts += [a.to(rel) for a in self.scalar_attributes(edge_attr, node_src, node_dst)]
             u = self.free_body(torch.cat(parts, dim=-1))
         if self.cutoff is not None:
             u = u * cosine_cutoff(distance, self.cutoff)[:, None]

@@ -207,7 +207,7 @@ def _block_sums(
     workspace: Workspace | None,
 ):
     """One block's node sums before the head: ``(h_pre, saved layers, H [n, A', k],
-    fp [n, k, B'], S [n, A', B'])`` with ``S = H fp`` (see :func:`_hidden`; autograd when
+    fp [n, k, B'], S [n, A', B'])`` with ``S = H fp`` (see :func:`hidden_forward`; autograd when
     ``workspace`` is None). ``H`` views the feature-major hidden features, so the MLP's
     output is never transposed."""
     e0, e1 = block.edge_start, block.edge_stop
