@@ -51,15 +51,22 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
     dense = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode="circular")
     field = torch.randn(batch, 32, size, size, requires_grad=True)
 
+    def fresh_gradients() -> None:  # as a training step does (zero_grad(set_to_none=True))
+        for tensor in (x, field, *conv.parameters(), *dense.parameters()):
+            tensor.grad = None
+
     def fast() -> None:
+        fresh_gradients()
         conv(
             x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice
         ).square().sum().backward()
 
     def message_passing() -> None:
+        fresh_gradients()
         conv(x, graph.pos, graph.edge_index, rel=graph.offsets).square().sum().backward()
 
     def conv2d() -> None:
+        fresh_gradients()
         dense(field).square().sum().backward()
 
     with torch.no_grad():

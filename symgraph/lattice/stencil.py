@@ -20,7 +20,9 @@ has zeros at the missing offsets (:func:`stencil_to_kernel`).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 
 import torch
 from torch import Tensor
@@ -110,21 +112,28 @@ def stencil_to_kernel(weight: Tensor, lattice: Lattice) -> Tensor:
         has no offset (a disc's corners). For ``conv2d``/``conv3d`` as documented above.
     """
     weight = check_tensor(weight, "weight")
-    offsets = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil)
-    if weight.dim() < 1 or weight.shape[-1] != offsets.shape[0]:
+    linear = _linear_kernel_index(lattice)
+    if weight.dim() < 1 or weight.shape[-1] != linear.shape[0]:
         raise ValueError(
-            f"weight: expected last axis of size {offsets.shape[0]} (stencil offsets), "
+            f"weight: expected last axis of size {linear.shape[0]} (stencil offsets), "
             f"got shape {list(weight.shape)}"
         )
     size = lattice.kernel_size
-    flat = torch.zeros(*weight.shape[:-1], *size, dtype=weight.dtype, device=weight.device)
-    flat = flat.reshape(*weight.shape[:-1], -1)
-    index = kernel_index(offsets, lattice.radius)
-    linear = torch.zeros(offsets.shape[0], dtype=torch.long)
-    for a in range(lattice.dim):
-        linear = linear * size[a] + index[:, a]
+    flat = weight.new_zeros(*weight.shape[:-1], math.prod(size))
     flat[..., linear.to(weight.device)] = weight
     return flat.reshape(*weight.shape[:-1], *size)
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_kernel_index(lattice: Lattice) -> Tensor:
+    """``[K]`` flat position of each stencil offset in the dense kernel (cached per lattice,
+    not to be modified in place)."""
+    offsets = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil)
+    index = kernel_index(offsets, lattice.radius)
+    linear = torch.zeros(offsets.shape[0], dtype=torch.long)
+    for a, size in enumerate(lattice.kernel_size):
+        linear = linear * size + index[:, a]
+    return linear
 
 
 def kernel_to_stencil(kernel: Tensor, lattice: Lattice) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from symgraph.groups import IrrepBlock, RegularBlock, Rep
-from symgraph.ops.gate import GateFunction, GateSegment
+from symgraph.ops.gate import GateSegment, gate
 
 __all__ = ["Gate", "NormActivation", "gated_blocks", "gate_rep"]
 
@@ -72,7 +72,8 @@ class Gate(nn.Module):
     block is scaled by ``sigmoid`` of its own invariant gate, taken from the trailing
     ``0e`` channels of the input. Pseudo-scalars (``0o``) use ``tanh``. One ``sigmoid`` over
     the input, then one broadcast product per segment of rows
-    (:class:`~symgraph.ops.gate.GateFunction`), along whichever axis holds the
+    (:class:`~symgraph.ops.gate.GateFunction`; a single gather and product on small
+    inputs, :func:`~symgraph.ops.gate.gate`), along whichever axis holds the
     features (``dim=0`` for the feature-major ``[D, E]`` layout of
     :class:`~symgraph.nn.ImplicitKernel`).
 
@@ -97,7 +98,7 @@ class Gate(nn.Module):
                 f"x: expected {self.rep_in.dim} features along dim {dim} "
                 f"({self.rep_in.short()}), got shape {list(x.shape)}"
             )
-        return GateFunction.apply(x, dim % x.dim(), self.segments)
+        return gate(x, dim % x.dim(), self.segments)
 
     def extra_repr(self) -> str:
         return f"{self.rep_in.short()} -> {self.rep.short()}"

@@ -191,9 +191,10 @@ class ImplicitSteerableConv(MessagePassing):
         node_dst = node_attr[dst] if self.node_attr_dim else None
         layout = EdgeLayout.from_receivers(dst, num_nodes)
         if self._fused_applies(x, layout):
+            weights = self.kernel.assemble(x)
             out = fused_implicit_convolution(
-                self.kernel.kernel_layers(x), self.kernel.head.weight_tensor(like=x), x, src,
-                dst, self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
+                weights.layers, weights.head, x, src, dst,
+                self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
                 keep_activations=not self.checkpoint,
             )  # fmt: skip
@@ -220,8 +221,9 @@ class ImplicitSteerableConv(MessagePassing):
     def _generic_convolution(
         self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout
     ) -> Tensor:
+        weights = self.kernel.assemble(x)
         return implicit_convolution(
-            self.kernel.hidden_function(x), self.kernel.head.weight_tensor(like=x), x, src, dst,
+            self.kernel.hidden_function(x, weights), weights.head, x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
             backend=self.backend, checkpoint=self.checkpoint, layout=layout,
         )  # fmt: skip
@@ -252,21 +254,22 @@ class ImplicitSteerableConv(MessagePassing):
                 "without)"
             )
         self_loops = num_edges == counts[True]
-        weight = lattice_weight(
-            self.kernel, lattice, self_loops=self_loops, dtype=x.dtype, device=x.device
-        )
         bias = None if self.bias is None else self.bias.vector(x)
         if self.aggr == "mean":
+            weight = lattice_weight(
+                self.kernel, lattice, self_loops=self_loops, dtype=x.dtype, device=x.device
+            )
             degree = lattice_degree(lattice, self_loops=self_loops, dtype=x.dtype, device=x.device)
             out = lattice_convolution(x, weight, lattice, degree=degree)
             if self.self_linear is not None:
                 out = out + self.self_linear(x)
             return out if bias is None else out + bias
-        if self.self_linear is not None:  # W_self x_i is the centre tap of the kernel
-            centre = weight.new_zeros(lattice.kernel_size)
-            centre[lattice.radius] = 1
-            taps = self.self_linear.weight_matrix(x)
-            weight = weight + taps.reshape(*taps.shape, *([1] * lattice.dim)) * centre
+        # W_self x_i is the centre tap of the kernel
+        centre = None if self.self_linear is None else self.self_linear.weight_matrix(x)
+        weight = lattice_weight(
+            self.kernel, lattice, self_loops=self_loops, centre=centre, dtype=x.dtype,
+            device=x.device,
+        )  # fmt: skip
         return lattice_convolution(x, weight, lattice, bias=bias)
 
     def __repr__(self) -> str:

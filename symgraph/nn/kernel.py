@@ -11,21 +11,23 @@ who want to look at it and for the dense lattice path.
 
 Speed. The body runs on many edges with narrow layers, so it is evaluated *feature-major*
 (``[features, E]``): every slice of features is then a contiguous block of memory, the
-linear maps are single ``addmm`` calls with weights assembled once per forward
-(:meth:`ImplicitKernel.kernel_layers`), the gates are one sigmoid and one broadcast
+linear maps are single ``addmm`` calls with weights assembled once per forward, all
+of them (and the head) by one :class:`~symgraph.nn.assembly.JointAssembly`
+(:meth:`ImplicitKernel.assemble`), the gates are one sigmoid and one broadcast
 product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.groups import MatrixGroup, Rep, as_rep
-from symgraph.nn.activations import Gate
+from symgraph.nn.assembly import JointAssembly
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.embedding import (
     RadialEmbedding,
@@ -37,10 +39,24 @@ from symgraph.nn.embedding import (
 from symgraph.nn.mlp import EquivariantMLPLayer
 from symgraph.ops.kernel_mlp import KernelLayer, hidden_forward
 
-__all__ = ["HiddenFunction", "ImplicitKernel", "default_kernel_hidden"]
+__all__ = ["HiddenFunction", "ImplicitKernel", "KernelWeights", "default_kernel_hidden"]
 
 HiddenFunction = Callable[[Tensor, Tensor | None, Tensor | None, Tensor | None], Tensor]
 """``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, A]``: a kernel's hidden features."""
+
+
+@dataclass(frozen=True)
+class KernelWeights:
+    """Everything an :class:`ImplicitKernel` multiplies by, assembled for one forward.
+
+    Attributes:
+        layers: the body's gated layers (:class:`~symgraph.ops.kernel_mlp.KernelLayer`).
+        head: the head's bilinear form ``[rep_out.dim, A, rep_in.dim]`` (``A`` = hidden
+            features, the relaxed kernel's free ones included).
+    """
+
+    layers: list[KernelLayer]
+    head: Tensor
 
 
 def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
@@ -118,6 +134,8 @@ class ImplicitKernel(nn.Module):
             current = self.rep_hidden
         self.body = nn.Sequential(*body)
         self.head = EquivariantBilinear(self.rep_hidden, self.rep_in, self.rep_out)
+        assemblies = [module.assembly for module, _ in self._body_modules()]
+        self.assembly = JointAssembly([*assemblies, self.head.assembly])
 
     def reset_parameters(self) -> None:
         for layer in self.body:
@@ -176,16 +194,53 @@ class ImplicitKernel(nn.Module):
         direction_embedding_rows(rel, distance, self.lmax, out[row:])
         return out
 
-    def hidden_function(self, like: Tensor) -> HiddenFunction:
+    def _body_modules(self) -> list[tuple[nn.Module, list[nn.Parameter]]]:
+        """The body's modules with an equivariant weight, with their parameters, in
+        assembly order: per layer its linear map, then its bias when that has invariant
+        parameters."""
+        modules: list[tuple[nn.Module, list[nn.Parameter]]] = []
+        for layer in self.body:
+            modules.append((layer.linear, list(layer.linear.weights)))
+            bias = layer.linear.bias
+            if bias is not None and bias.dim:
+                modules.append((bias, list(bias.biases)))
+        return modules
+
+    @property
+    def equivariant_head(self) -> EquivariantBilinear:
+        """The head's equivariant bilinear form ``W̃``."""
+        return self.head
+
+    def _head_tensor(self, equivariant: Tensor) -> Tensor:
+        """The full head ``[rep_out.dim, A, rep_in.dim]`` from the assembled ``W̃``."""
+        return equivariant
+
+    def assemble(self, like: Tensor) -> KernelWeights:
+        """Every weight of the kernel, assembled by one joint gather/product/scatter (in the
+        dtype/device of the parameters, or of ``like`` when there are none). Call once per
+        forward and hand the result to :meth:`hidden_function` and the convolution."""
+        groups = [params for _, params in self._body_modules()]
+        groups.append(list(self.equivariant_head.weights))
+        tensors = iter(self.assembly(groups, like))
+        layers = []
+        for layer in self.body:
+            weight = next(tensors)
+            bias = layer.linear.bias
+            vector = next(tensors)[:, None] if bias is not None and bias.dim else None
+            layers.append(KernelLayer(weight, vector, layer.activation.segments))
+        return KernelWeights(layers, self._head_tensor(next(tensors)))
+
+    def hidden_function(self, like: Tensor, weights: KernelWeights | None = None) -> HiddenFunction:
         """The hidden features as a function, with every weight assembled once.
 
         Call this once per forward and the result for each block of edges: the equivariant
-        weight matrices are built here (in the dtype/device of ``like``), not per call.
+        weight matrices are built here (in the dtype/device of ``like``; or taken from
+        ``weights``, see :meth:`assemble`), not per call.
         Returns ``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, rep_hidden.dim]``
         (edge-major and contiguous: the neighbour contraction is fastest that way).
         """
-        layers = self.kernel_layers(like)
-        weights = [(layer.weight, layer.bias) for layer in layers]
+        layers = (weights or self.assemble(like)).layers
+        matrices = [(layer.weight, layer.bias) for layer in layers]
         segments = tuple(layer.segments for layer in layers)
 
         def hidden(
@@ -195,16 +250,12 @@ class ImplicitKernel(nn.Module):
             node_dst: Tensor | None = None,
         ) -> Tensor:
             embedding = self.embed_feature_major(rel, edge_attr, node_src, node_dst)  # [D, E]
-            h, _ = hidden_forward(weights, segments, embedding, None)
+            h, _ = hidden_forward(matrices, segments, embedding, None)
             envelope = self.envelope(rel)
             h = h if envelope is None else h * envelope
             return h.T.contiguous()
 
         return hidden
-
-    def kernel_layers(self, like: Tensor) -> list[KernelLayer]:
-        """The body's layers with their weights assembled (dtype/device of ``like``)."""
-        return [assemble_layer(layer, like) for layer in self.body]
 
     def envelope(self, rel: Tensor) -> Tensor | None:
         """``[E]`` the cutoff envelope of each edge, or None without a cutoff."""
@@ -228,10 +279,11 @@ class ImplicitKernel(nn.Module):
         node_src: Tensor | None = None,
         node_dst: Tensor | None = None,
     ) -> Tensor:
-        """The kernels ``K [E, rep_out.dim, rep_in.dim]`` (materialised; for inspection)."""
-        h = self.hidden_features(rel, edge_attr, node_src, node_dst)
-        weight = self.head.weight_tensor(like=h)  # [out, A, in]
-        flat = weight.transpose(0, 1).reshape(h.shape[1], -1)
+        """The kernels ``K [E, rep_out.dim, rep_in.dim]`` (materialised: for inspection and
+        for the lattice fast path)."""
+        weights = self.assemble(rel)
+        h = self.hidden_function(rel, weights)(rel, edge_attr, node_src, node_dst)
+        flat = weights.head.transpose(0, 1).reshape(h.shape[1], -1)  # [A, out * in]
         return (h @ flat).reshape(-1, self.rep_out.dim, self.rep_in.dim)
 
     def extra_repr(self) -> str:
@@ -240,16 +292,3 @@ class ImplicitKernel(nn.Module):
             f"hidden={self.rep_hidden.short()}, lmax={self.lmax}, edge_dim={self.edge_dim}, "
             f"node_dim={self.node_dim}, cutoff={self.cutoff}"
         )
-
-
-def assemble_layer(layer: EquivariantMLPLayer, like: Tensor) -> KernelLayer:
-    """A gated :class:`EquivariantMLPLayer` with its weight assembled, to be applied
-    feature-major: ``y [rep_in.dim, E] -> gate(W y + b) [rep_out.dim, E]``."""
-    if layer.bilinear is not None or not isinstance(layer.activation, Gate):
-        raise ValueError("ImplicitKernel: the kernel MLP is made of linear + gate layers")
-    bias = layer.linear.bias
-    return KernelLayer(
-        weight=layer.linear.weight_matrix(like),
-        bias=None if bias is None or not bias.dim else bias.vector(like)[:, None],
-        segments=layer.activation.segments,
-    )

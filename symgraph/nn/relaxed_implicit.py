@@ -48,7 +48,7 @@ from symgraph.groups import MatrixGroup, Rep
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.embedding import cosine_cutoff
-from symgraph.nn.kernel import HiddenFunction, ImplicitKernel
+from symgraph.nn.kernel import HiddenFunction, ImplicitKernel, KernelWeights
 
 __all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv", "FREE_INPUTS"]
 
@@ -77,7 +77,10 @@ class _RelaxedHead(nn.Module):
 
     def weight_tensor(self, like: Tensor | None = None) -> Tensor:
         """``[W̃, V]`` concatenated along the hidden axis: ``[C_out, A + H, C_in]``."""
-        equivariant = self.equivariant.weight_tensor(like=like)
+        return self.extend(self.equivariant.weight_tensor(like=like))
+
+    def extend(self, equivariant: Tensor) -> Tensor:
+        """``[W̃, V]`` from an assembled ``W̃ [C_out, A, C_in]``."""
         return torch.cat([equivariant, self.free.to(equivariant)], dim=1)
 
 
@@ -189,9 +192,16 @@ class RelaxedImplicitKernel(ImplicitKernel):
             u = u * cosine_cutoff(distance, self.cutoff)[:, None]
         return u
 
-    def hidden_function(self, like: Tensor) -> HiddenFunction:
+    @property
+    def equivariant_head(self) -> EquivariantBilinear:
+        return self.head.equivariant
+
+    def _head_tensor(self, equivariant: Tensor) -> Tensor:
+        return self.head.extend(equivariant)
+
+    def hidden_function(self, like: Tensor, weights: KernelWeights | None = None) -> HiddenFunction:
         """``[h, u]``: equivariant and free hidden features, ``[E, ρ_h.dim + H]``."""
-        equivariant = super().hidden_function(like)
+        equivariant = super().hidden_function(like, weights)
 
         def hidden(
             rel: Tensor,

@@ -12,6 +12,11 @@ invariant gate per gated copy. Its rows fall into segments:
 of the output in place and, in backward, each segment of the gradient in place: no index
 gathers, no scatter-adds, no zero-filled slice gradients. Double backward (needed by
 teleportation's ``‖∇L‖²``) recomputes the reference formula with autograd.
+
+Its few operations per segment are what a large input wants; on a small one (a kernel
+evaluated at a lattice's handful of stencil offsets) their fixed cost dominates, and
+:func:`gate_gathered` does the same with a constant number of operations: one gather of
+the sigmoids and one product. :func:`gate` picks between the two by size.
 """
 
 from __future__ import annotations
@@ -191,3 +196,47 @@ class GateFunction(torch.autograd.Function):
             (grad_x,) = torch.autograd.grad(y, x, grad, create_graph=True)
             return grad_x, None, None
         return gate_input_grad(grad, x, act, ctx.axis, ctx.segments), None, None
+
+
+#: Inputs with at most this many elements are gated by :func:`gate_gathered`.
+SMALL_GATE_ELEMENTS = 4096
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_plan(
+    segments: tuple[GateSegment, ...], device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """``(source [D], tanh_rows [D] or None)``: per output row, the input row whose sigmoid
+    scales it (its own for SiLU rows, its gate for gated rows), and which rows take ``tanh``."""
+    source, tanh_rows = [], []
+    for seg in segments:
+        for row in range(seg.length):
+            gated = seg.kind == "gated"
+            source.append(seg.gate_start + row // seg.dim if gated else seg.start + row)
+            tanh_rows.append(seg.kind == "tanh")
+    mask = torch.tensor(tanh_rows, device=device) if any(tanh_rows) else None
+    return torch.tensor(source, dtype=torch.long, device=device), mask
+
+
+def gate_gathered(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
+    """The gate as ``y = v · sigmoid(x)[source]`` (``tanh(v)`` on pseudo-scalar rows), with
+    autograd (double backward included): ``[.., D_in, ..] -> [.., D, ..]``, ``axis`` ≥ 0.
+
+    A constant number of operations whatever the number of segments, at the price of
+    sigmoids of every row and one gather: the cheaper form for small inputs."""
+    source, tanh_rows = _gather_plan(segments, x.device)
+    values = x.narrow(axis, 0, source.numel())
+    y = values * torch.sigmoid(x).index_select(axis, source)
+    if tanh_rows is None:
+        return y
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return torch.where(tanh_rows.view(shape), torch.tanh(values), y)
+
+
+def gate(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
+    """The gate along ``axis`` (≥ 0): :func:`gate_gathered` for inputs of at most
+    :data:`SMALL_GATE_ELEMENTS` elements, :class:`GateFunction` otherwise (same values)."""
+    if x.numel() <= SMALL_GATE_ELEMENTS:
+        return gate_gathered(x, axis, segments)
+    return GateFunction.apply(x, axis, segments)

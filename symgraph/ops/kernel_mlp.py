@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from symgraph.ops.gate import (
-    GateFunction,
     GateSegment,
+    gate,
     gate_activations,
     gate_input_grad,
     gate_values,
@@ -89,7 +89,7 @@ def hidden_forward(
     for index, ((weight, bias), segs) in enumerate(zip(layers, segments, strict=True)):
         if workspace is None:
             z = weight @ y if bias is None else torch.addmm(bias, weight, y)
-            y = GateFunction.apply(z, 0, segs)
+            y = gate(z, 0, segs)
             continue
         z = workspace.get(f"z{index}", weight.shape[0], num_edges)
         if bias is None:

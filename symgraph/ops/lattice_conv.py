@@ -22,8 +22,11 @@ are viewed as a channels-last field and copied to channels-first for the convolu
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +55,10 @@ def _check_lattice(lattice: object) -> Lattice:
     return lattice
 
 
+# The stencil's geometry depends on the lattice only (a frozen, hashable dataclass), so it
+# is derived once per lattice: a layer called every step should not rebuild it. The cached
+# tensors are internal and never modified in place.
+@functools.lru_cache(maxsize=64)
 def _offsets(lattice: Lattice, self_loops: bool) -> Tensor:
     """``[K, dim]`` integer stencil offsets, without the centre when ``not self_loops``."""
     offsets = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil)
@@ -69,7 +76,14 @@ def stencil_relative_positions(
     the spacing, axes flipped from array order ``(y, x)``/``(z, y, x)``; ``z = 0`` in 2D. These
     are exactly the ``offsets`` of :func:`symgraph.lattice.lattice_graph`.
     """
-    lattice = _check_lattice(lattice)
+    return _relative_positions(_check_lattice(lattice), dtype, device).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_positions(
+    lattice: Lattice, dtype: torch.dtype, device: torch.device | str | None
+) -> Tensor:
+    """:func:`stencil_relative_positions`, cached (not to be modified in place)."""
     offsets = _offsets(lattice, True).to(torch.float64)
     spacing = torch.tensor(lattice.spacing, dtype=torch.float64)
     rel = (offsets * spacing).flip(-1)
@@ -83,7 +97,11 @@ def lattice_edge_count(lattice: Lattice, self_loops: bool = True) -> int:
 
     A periodic axis of size ``n`` gives every offset ``n`` centres; a bounded one ``n − |d|``.
     """
-    lattice = _check_lattice(lattice)
+    return _edge_count(_check_lattice(lattice), bool(self_loops))
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_count(lattice: Lattice, self_loops: bool) -> int:
     total = 0
     for offset in _offsets(lattice, self_loops).tolist():
         total += math.prod(
@@ -98,6 +116,7 @@ def lattice_weight(
     lattice: Lattice,
     *,
     self_loops: bool = True,
+    centre: Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
@@ -106,14 +125,17 @@ def lattice_weight(
     Args:
         kernel: ``rel [K, 3] -> [K, C_out, C_in]``, e.g. an ``ImplicitKernel``.
         lattice: gives the stencil, spacing and kernel size.
-        self_loops: whether the graph has the centre tap (``False``: its weight is zero).
+        self_loops: whether the graph has the centre tap (``False``: the kernel's value
+            there is dropped).
+        centre: optional ``[C_out, C_in]`` added to the centre tap: a self-interaction
+            ``W x_i`` folded into the convolution.
         dtype, device: of the relative positions handed to ``kernel``.
 
     Returns:
         ``[C_out, C_in, kH, kW]`` (2D) or ``[C_out, C_in, kD, kH, kW]`` (3D), zero where the
         stencil has no offset, for :func:`lattice_convolution`.
     """
-    rel = stencil_relative_positions(lattice, dtype, device)
+    rel = _relative_positions(_check_lattice(lattice), dtype, device)
     values = check_tensor(kernel(rel), "kernel(rel)")
     if values.dim() != 3 or values.shape[0] != rel.shape[0]:
         raise ValueError(
@@ -123,31 +145,98 @@ def lattice_weight(
     if not self_loops:
         keep = _offsets(lattice, True).abs().sum(1) > 0
         values = values * keep.to(values)[:, None, None]
+    if centre is not None:
+        if tuple(centre.shape) != tuple(values.shape[1:]):
+            raise ValueError(
+                f"centre: expected shape {list(values.shape[1:])} (C_out, C_in), "
+                f"got {list(centre.shape)}"
+            )
+        index = _centre_index(lattice).to(values.device)
+        values = values.index_add(0, index, centre.to(values)[None])
     return stencil_to_kernel(values.permute(1, 2, 0), lattice)
 
 
-def _pad_periodic(field: Tensor, lattice: Lattice, first_axis: int = 2) -> Tensor:
-    """Wrap a field around by ``radius`` on every periodic axis; its spatial axes start at
-    ``first_axis`` (2 for ``[B, C, *shape]``)."""
-    cells = field
-    for axis, (n, radius, periodic) in enumerate(
-        zip(lattice.shape, lattice.radius, lattice.periodic), start=first_axis
-    ):
-        if periodic and radius:
-            head, tail = cells.narrow(axis, 0, radius), cells.narrow(axis, n - radius, radius)
-            cells = torch.cat([tail, cells, head], dim=axis)
-    return cells
+@functools.lru_cache(maxsize=64)
+def _centre_index(lattice: Lattice) -> Tensor:
+    """``[1]`` the row of the zero offset among the stencil offsets."""
+    return (_offsets(lattice, True).abs().sum(1) == 0).nonzero()[0]
+
+
+def _axis_ranges(n: int, pad: int) -> list[tuple[int, int, int]]:
+    """Along one axis of ``n`` cells wrapped by ``pad``: ``(start in the padded axis, start
+    in the cells, length)`` of the cells themselves, then of the two wrapped strips."""
+    ranges = [(pad, 0, n)]
+    if pad:
+        ranges += [(0, n - pad, pad), (pad + n, 0, pad)]
+    return ranges
+
+
+def _wrap_blocks(shape: tuple[int, ...], pads: tuple[int, ...]) -> list[tuple[tuple, tuple]]:
+    """``(padded region, cell region)`` index pairs for channels-first ``[B, C, *axes]``
+    views: the interior first, then every wrapped strip and corner (``3^d − 1`` of them)."""
+    blocks = []
+    for combo in itertools.product(*(_axis_ranges(n, p) for n, p in zip(shape, pads))):
+        padded = tuple(slice(start, start + length) for start, _, length in combo)
+        cells = tuple(slice(start, start + length) for _, start, length in combo)
+        blocks.append(((slice(None), slice(None), *padded), (slice(None), slice(None), *cells)))
+    return blocks
+
+
+class _PeriodicPad(torch.autograd.Function):
+    """Channels-last cells ``[B, *shape, C]`` -> channels-first field ``[B, C, *(n + 2·pad)]``
+    wrapped around by ``pad`` cells per axis: the interior and every wrapped strip and
+    corner copied straight into one new tensor. Its adjoint, :class:`_PeriodicFold`, is its
+    backward (and the other way round, so higher derivatives work too).
+
+    One allocation each way on purpose: on CPU a step's large temporaries come back from
+    the allocator as fresh pages, and faulting them in costs more than a faster blocked
+    transpose into an intermediate buffer saves."""
+
+    @staticmethod
+    def forward(ctx: Any, cells: Tensor, pads: tuple[int, ...]) -> Tensor:
+        batch, *shape, channels = cells.shape
+        ctx.shape, ctx.pads = tuple(shape), pads
+        out = cells.new_empty(batch, channels, *(n + 2 * p for n, p in zip(shape, pads)))
+        source = cells.movedim(-1, 1)
+        for padded, region in _wrap_blocks(ctx.shape, pads):
+            out[padded].copy_(source[region])
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _PeriodicFold.apply(grad, ctx.shape, ctx.pads), None
+
+
+class _PeriodicFold(torch.autograd.Function):
+    """Adjoint of :class:`_PeriodicPad`: ``[B, C, *(n + 2·pad)] -> [B, *shape, C]``, each
+    wrapped strip added onto the cells it was copied from."""
+
+    @staticmethod
+    def forward(ctx: Any, field: Tensor, shape: tuple[int, ...], pads: tuple[int, ...]) -> Tensor:
+        ctx.pads = pads
+        cells = field.new_empty(field.shape[0], *shape, field.shape[1])
+        target = cells.movedim(-1, 1)
+        (interior, region), *strips = _wrap_blocks(shape, pads)
+        target[region].copy_(field[interior])
+        for padded, region in strips:
+            target[region].add_(field[padded])
+        return cells
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return _PeriodicPad.apply(grad, ctx.pads), None, None
 
 
 def _conv(cells: Tensor, weight: Tensor, lattice: Lattice, bias: Tensor | None) -> Tensor:
     """Convolution of a channels-last field ``[B, *shape, C_in] -> [B, C_out, *shape]``.
 
-    Periodic axes are wrapped by :func:`_pad_periodic`, bounded ones zero-padded by the conv.
-    The field is copied to channels-first first: on CPU, oneDNN's channels-first
-    convolution (forward + backward) beats its channels-last one by more than the two
-    transposing copies cost (measured ~30% on the project's machine).
+    The field is copied to channels-first with periodic axes wrapped by their radius in the
+    same pass (:class:`_PeriodicPad`); bounded axes are zero-padded by the conv. On CPU,
+    oneDNN's channels-first convolution (forward + backward) beats its channels-last one by
+    more than the transposing copies cost (measured ~30% on the project's machine).
     """
-    padded = _pad_periodic(cells.movedim(-1, 1).contiguous(), lattice)
+    pads = tuple(r if periodic else 0 for r, periodic in zip(lattice.radius, lattice.periodic))
+    padded = _PeriodicPad.apply(cells, pads)
     padding = tuple(0 if periodic else r for r, periodic in zip(lattice.radius, lattice.periodic))
     if lattice.dim == 2:
         return F.conv2d(padded, weight, bias, padding=padding)

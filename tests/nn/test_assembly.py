@@ -9,6 +9,7 @@ import torch
 
 from symgraph.groups import O3, SO2, C, D, Icosahedral, Rep
 from symgraph.nn import EquivariantBilinear, EquivariantLinear
+from symgraph.nn.assembly import JointAssembly
 
 GROUPS = [O3(), SO2(), C(4), D(3), Icosahedral()]
 
@@ -65,3 +66,49 @@ def test_assembly_without_weights_gives_zeros_like():
     like = torch.zeros(1, dtype=torch.float64)
     matrix = layer.weight_matrix(like)
     assert matrix.shape == (3, 2) and matrix.dtype == torch.float64 and not matrix.any()
+
+
+def test_assembly_first_and_second_derivatives_and_frozen_weights():
+    layer = EquivariantBilinear(
+        Rep("1x0e + 1x1o", C(4)), Rep("1x0e + 1x1o", C(4)), Rep("1x0e + 1x1o", C(4))
+    ).double()
+    weights = list(layer.weights)
+
+    def assemble(*tensors):
+        return layer.assembly(list(tensors)).square()  # square: a nonzero second derivative
+
+    assert torch.autograd.gradcheck(assemble, weights)
+    assert torch.autograd.gradgradcheck(assemble, weights)
+    weights[0].requires_grad_(False)
+    layer.weight_tensor().sum().backward()
+    assert weights[0].grad is None and all(w.grad is not None for w in weights[1:])
+
+
+def test_joint_assembly_matches_the_separate_assemblies():
+    torch.manual_seed(0)
+    group = C(4)
+    linear = EquivariantLinear(Rep("2x0e + 1x1o", group), Rep("1x0e + 2x1o", group)).double()
+    bilinear = EquivariantBilinear(
+        Rep("1x0e + 1x1o", group), Rep("2x0e", group), Rep("1x1o", group)
+    ).double()
+    with torch.no_grad():
+        for bias in linear.bias.biases:
+            bias.normal_()
+    modules = [
+        (linear.assembly, list(linear.weights)),
+        (linear.bias.assembly, list(linear.bias.biases)),
+        (bilinear.assembly, list(bilinear.weights)),
+    ]
+    joint = JointAssembly([assembly for assembly, _ in modules]).double()
+    together = joint([params for _, params in modules], like=torch.zeros(1, dtype=torch.float64))
+    separate = [assembly(params) for assembly, params in modules]
+    params = [p for _, group_params in modules for p in group_params]
+    probes = [torch.randn_like(t) for t in separate]
+    grads = [
+        torch.autograd.grad(sum((t * w).sum() for t, w in zip(ts, probes)), params)
+        for ts in (together, separate)
+    ]
+    for a, b in zip(together, separate, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-15)

@@ -1,4 +1,4 @@
-"""The gated nonlinearity as one autograd function (row segments, no gathers)."""
+"""The gated nonlinearity: the segment-wise autograd function and the gathered form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 import symgraph as sg
 from symgraph.nn.activations import Gate
-from symgraph.ops.gate import gate_activations, gate_values
+from symgraph.ops import gate as gate_ops
+from symgraph.ops.gate import GateFunction, gate_activations, gate_gathered, gate_values
 
 REP = "3x0e + 2x0o + 4x1o + 1x2e + 1x0e"
 
@@ -26,9 +27,27 @@ def expected_gate(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-@pytest.fixture
-def gate() -> Gate:
+@pytest.fixture(params=["segments", "gathered"])
+def gate(request, monkeypatch) -> Gate:
+    """The gate module, forced onto one implementation through the size threshold."""
+    threshold = 0 if request.param == "segments" else 10**9
+    monkeypatch.setattr(gate_ops, "SMALL_GATE_ELEMENTS", threshold)
     return Gate(sg.groups.Rep(REP, sg.groups.O3()))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_the_two_implementations_agree_and_the_size_picks_one(axis):
+    module = Gate(sg.groups.Rep(REP, sg.groups.O3()))
+    shape = [5, 5]
+    shape[axis] = module.rep_in.dim
+    x = torch.randn(*shape, dtype=torch.float64)
+    segmentwise = GateFunction.apply(x, axis, module.segments)
+    gathered = gate_gathered(x, axis, module.segments)
+    torch.testing.assert_close(gathered, segmentwise, rtol=0, atol=1e-15)
+    grad_fn = gate_ops.gate(x.requires_grad_(), axis, module.segments).grad_fn
+    assert "GateFunction" not in type(grad_fn).__name__
+    big = torch.randn(2000, module.rep_in.dim, requires_grad=True)
+    assert "GateFunction" in type(gate_ops.gate(big, 1, module.segments).grad_fn).__name__
 
 
 def test_matches_the_hand_written_gate_on_both_axes(gate):
@@ -52,7 +71,7 @@ def test_values_into_a_wider_buffer_are_zero_padded(gate):
     act = gate_activations(x, gate.segments, 0)
     buffer = torch.full((32, 6), 7.0, dtype=x.dtype)
     padded = gate_values(x, act, 0, gate.segments, width=32, out=buffer)
-    torch.testing.assert_close(padded[:23], gate(x, dim=0), rtol=0, atol=0)
+    torch.testing.assert_close(padded[:23], gate(x, dim=0), rtol=0, atol=1e-15)
     assert padded[23:].abs().max().item() == 0.0
 
 

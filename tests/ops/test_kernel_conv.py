@@ -110,7 +110,7 @@ def test_many_blocks_empty_blocks_and_isolated_nodes():
     expected = torch.autograd.grad((reference * weights).sum(), inputs, retain_graph=True)
     for keep in (False, True):
         fused = fused_implicit_convolution(
-            kernel.kernel_layers(x), head, x, src, dst, kernel.embed_feature_major(rel),
+            kernel.assemble(x).layers, head, x, src, dst, kernel.embed_feature_major(rel),
             kernel.envelope(rel), layout, block_edges=3, keep_activations=keep,
         )  # fmt: skip
         torch.testing.assert_close(fused, reference, rtol=0, atol=1e-12)
@@ -145,9 +145,10 @@ def test_scatter_layout_is_refused_by_name():
     x = torch.randn(17, 2, dtype=F64)
     rel = torch.randn(dst.shape[0], 3, dtype=F64)
     with pytest.raises(ValueError, match="layout"):
+        weights = conv.kernel.assemble(x)
         fused_implicit_convolution(
-            conv.kernel.kernel_layers(x), conv.kernel.head.weight_tensor(like=x), x,
-            torch.zeros_like(dst), dst, conv.kernel.embed_feature_major(rel), None, layout,
+            weights.layers, weights.head, x, torch.zeros_like(dst), dst,
+            conv.kernel.embed_feature_major(rel), None, layout,
         )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from symgraph.lattice import FieldLayout, Lattice, lattice_graph
 from symgraph.nn import ImplicitSteerableConv
 from symgraph.nn.relaxed_implicit import RelaxedImplicitSteerableConv
 from symgraph.ops.lattice_conv import (
+    _PeriodicPad,
     lattice_convolution,
     lattice_degree,
     lattice_edge_count,
@@ -97,6 +98,20 @@ def test_gradients_agree(relaxed):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("name", ["2d-periodic-rect", "2d-mixed", "3d-periodic"])
+def test_periodic_padding_matches_circular_pad_and_differentiates_twice(name):
+    lattice = LATTICES[name]
+    pads = tuple(r if p else 0 for r, p in zip(lattice.radius, lattice.periodic))
+    cells = torch.randn(2, *lattice.shape, 3, dtype=torch.float64, requires_grad=True)
+    padded = _PeriodicPad.apply(cells, pads)
+    reference = torch.nn.functional.pad(
+        cells.movedim(-1, 1), [q for p in reversed(pads) for q in (p, p)], mode="circular"
+    )
+    assert torch.equal(padded, reference)
+    assert torch.autograd.gradcheck(lambda t: _PeriodicPad.apply(t, pads), (cells,))
+    assert torch.autograd.gradgradcheck(lambda t: _PeriodicPad.apply(t, pads), (cells,))
+
+
 def test_layers_with_attributes_keep_message_passing():
     lattice = LATTICES["2d-periodic"]
     conv = ImplicitSteerableConv(LAYOUT_IN, LAYOUT_OUT, group=group_from_name("C4"), edge_dim=1)
@@ -148,6 +163,8 @@ def test_bad_input_names_the_argument():
         conv(x, graph.pos, graph.edge_index, lattice=Lattice((5, 5)))
     with pytest.raises(TypeError, match="lattice: expected a Lattice"):
         conv(x, graph.pos, graph.edge_index, lattice=(6, 7))
+    with pytest.raises(ValueError, match=r"centre: expected shape \[4, 8\]"):
+        lattice_weight(conv.kernel, lattice, centre=torch.zeros(8, 4))
     with pytest.raises(ValueError, match="edge_index: 84 edges"):
         conv(x, graph.pos, graph.edge_index[:, :84], lattice=other)
     with pytest.raises(ValueError, match=r"x: expected shape \[N, 8\]"):
