@@ -87,16 +87,18 @@ def measure(
 
 
 def measure_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1, device: str = "cpu"
 ) -> dict[str, dict[str, object]]:
-    """Time several callables in rounds (one run of each per round, CPU only).
+    """Time several callables in rounds (one run of each per round).
 
     On a shared machine the speed drifts by ±15% over seconds; running the contenders
     back to back in every round exposes them to the same drift, so the ratio of two of them
     is best read as the median over rounds of their per-round ratio (:func:`paired_ratio`
-    of ``times`` or ``cpu_times``). Returns ``{name: {"time_s", "cpu_s" (medians),
-    "times", "cpu_times" (every round), "peak_mib"}}``.
+    of ``times`` or ``cpu_times``). On CUDA each run ends with a synchronisation, so its
+    wall time includes the kernels it queued. Returns ``{name: {"time_s", "cpu_s"
+    (medians), "times", "cpu_times" (every round), "peak_mib"}}``.
     """
+    on_cuda = device.startswith("cuda")
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -104,8 +106,12 @@ def measure_interleaved(
     cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if on_cuda:
+                torch.cuda.synchronize()
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
+            if on_cuda:
+                torch.cuda.synchronize()
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
     return {
@@ -114,7 +120,7 @@ def measure_interleaved(
             "cpu_s": statistics.median(cpu[name]),
             "times": wall[name],
             "cpu_times": cpu[name],
-            "peak_mib": peak_memory_mib(fn),
+            "peak_mib": peak_memory_mib(fn, device),
         }
         for name, fn in fns.items()
     }

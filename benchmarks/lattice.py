@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/lattice.py            (128x128 periodic lattice, batches 1 and 8)
       python benchmarks/lattice.py --quick    (64x64, batch 2, < 2 min)
+      python benchmarks/lattice.py --device cuda --batches 1,8,64   (on a GPU)
 
 Forward + backward (sum of squares of the output) of one layer on random fields, three
 ways in one process: the lattice fast path (``conv(..., lattice=lattice)``: the implicit
@@ -41,15 +42,15 @@ OUT = Path(__file__).resolve().parent / "out"
 REP = "8x0e + 8x1o"  # dim 32 = 8 scalars + 8 vectors x 3 components
 
 
-def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
+def run(size: int, batch: int, rounds: int, mp_rounds: int, device: str = "cpu") -> dict:
     """Time the three variants on a ``size x size`` periodic lattice with ``batch`` fields."""
     torch.manual_seed(0)
     lattice = Lattice((size, size), radius=1, periodic=True)
-    conv = ImplicitSteerableConv(REP, REP, group=C(4), r_max=2.0)
-    graph = lattice_graph(lattice, batch)
-    x = torch.randn(batch * lattice.num_cells, conv.rep_in.dim, requires_grad=True)
-    dense = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode="circular")
-    field = torch.randn(batch, 32, size, size, requires_grad=True)
+    conv = ImplicitSteerableConv(REP, REP, group=C(4), r_max=2.0).to(device)
+    graph = lattice_graph(lattice, batch, device=device)
+    x = torch.randn(batch * lattice.num_cells, conv.rep_in.dim, device=device, requires_grad=True)
+    dense = torch.nn.Conv2d(32, 32, 3, padding=1, padding_mode="circular").to(device)
+    field = torch.randn(batch, 32, size, size, device=device, requires_grad=True)
 
     def fresh_gradients() -> None:  # as a training step does (zero_grad(set_to_none=True))
         for tensor in (x, field, *conv.parameters(), *dense.parameters()):
@@ -70,11 +71,16 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
         dense(field).square().sum().backward()
 
     with torch.no_grad():
-        a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
         b = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
+        a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
         difference = float((a - b).abs().max() / b.abs().max())
-    stats = measure_interleaved({"fast": fast, "conv2d": conv2d}, rounds)
-    stats.update(measure_interleaved({"message_passing": message_passing}, mp_rounds))
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # CUDA: exact float32
+            a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
+        difference_fp32 = float((a - b).abs().max() / b.abs().max())
+    stats = measure_interleaved({"fast": fast, "conv2d": conv2d}, rounds, device=device)
+    stats.update(
+        measure_interleaved({"message_passing": message_passing}, mp_rounds, device=device)
+    )
     base = stats["conv2d"]
     ratios = {  # fast path paired per round with Conv2d; message passing ran in rounds of its own
         "conv2d": (1.0, 1.0),
@@ -92,6 +98,7 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int) -> dict:
         "batch": batch,
         "edges": graph.edge_index.shape[1],
         "max_relative_difference": difference,
+        "max_relative_difference_without_tf32": difference_fp32,
         "stats": stats,
         "ratios": ratios,
     }
@@ -104,12 +111,17 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--mp-rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.quick:
         args.size, args.batches, args.rounds, args.mp_rounds = 64, "2", 3, 1
     start = time.perf_counter()
-    results = [run(args.size, int(b), args.rounds, args.mp_rounds) for b in args.batches.split(",")]
-    print(f"# lattice fast path\n\n{machine_line()}\n")
+    results = [
+        run(args.size, int(b), args.rounds, args.mp_rounds, args.device)
+        for b in args.batches.split(",")
+    ]
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"# lattice fast path\n\n{machine_line()}{gpu}\n")
     print(f"ImplicitSteerableConv {REP} -> {REP} (C4, dim 32), 3x3 stencil, periodic; "
           "forward + backward\n")  # fmt: skip
     print("| grid | batch | variant | wall (ms) | CPU (ms) | ratio to Conv2d (wall / CPU) "
@@ -127,8 +139,17 @@ def main() -> None:
         "\nmax |fast - message passing| / max |message passing|: "
         + ", ".join(f"batch {r['batch']}: {r['max_relative_difference']:.1e}" for r in results)
     )
+    if args.device.startswith("cuda"):
+        print(
+            "with cuDNN's TF32 off (torch.backends.cudnn.allow_tf32 = False): "
+            + ", ".join(
+                f"batch {r['batch']}: {r['max_relative_difference_without_tf32']:.1e}"
+                for r in results
+            )
+        )
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"lattice{'_quick' if args.quick else ''}.json").write_text(
+    suffix = ("_quick" if args.quick else "") + ("_cuda" if args.device.startswith("cuda") else "")
+    (OUT / f"lattice{suffix}.json").write_text(
         json.dumps({"args": vars(args), "results": results}, indent=2)
     )
     print(f"\nwall time {time.perf_counter() - start:.0f} s")

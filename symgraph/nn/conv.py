@@ -18,7 +18,12 @@ from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
-from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
+from symgraph.ops import (
+    EdgeLayout,
+    default_block_edges,
+    fused_implicit_convolution,
+    implicit_convolution,
+)
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,
@@ -64,6 +69,9 @@ class ImplicitSteerableConv(MessagePassing):
             intermediates with ``checkpoint=False``); otherwise
             :func:`symgraph.ops.implicit_convolution` (``torch.utils.checkpoint`` per
             block when ``checkpoint``).
+        block_edges: about how many edges one block holds; ``None`` chooses by device
+            (:func:`symgraph.ops.default_block_edges`: 8192 on CPU, 2^18 on CUDA, where
+            fewer, larger blocks launch fewer kernels).
 
     Shapes:
         ``x [N, rep_in.dim], pos [N, 3], edge_index [2, E], edge_attr [E, edge_dim],
@@ -106,6 +114,7 @@ class ImplicitSteerableConv(MessagePassing):
         bias: bool = True,
         backend: str = "auto",
         checkpoint: bool = True,
+        block_edges: int | None = None,
     ) -> None:
         if aggr not in _AGGREGATIONS:
             raise ValueError(f"aggr: expected one of {_AGGREGATIONS}, got {aggr!r}")
@@ -126,6 +135,11 @@ class ImplicitSteerableConv(MessagePassing):
         self.bias = InvariantBias(self.rep_out) if bias else None
         self.backend = backend
         self.checkpoint = checkpoint
+        if block_edges is not None and (
+            not isinstance(block_edges, int) or isinstance(block_edges, bool) or block_edges < 1
+        ):
+            raise ValueError(f"block_edges: expected a positive int or None, got {block_edges!r}")
+        self.block_edges = block_edges
         self.reset_parameters()
 
     @property
@@ -196,6 +210,7 @@ class ImplicitSteerableConv(MessagePassing):
                 weights.layers, weights.head, x, src, dst,
                 self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
+                block_edges=self.block_edges or default_block_edges(x.device),
                 keep_activations=not self.checkpoint,
             )  # fmt: skip
         else:
@@ -225,7 +240,8 @@ class ImplicitSteerableConv(MessagePassing):
         return implicit_convolution(
             self.kernel.hidden_function(x, weights), weights.head, x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
-            backend=self.backend, checkpoint=self.checkpoint, layout=layout,
+            backend=self.backend, checkpoint=self.checkpoint, block_edges=self.block_edges,
+            layout=layout,
         )  # fmt: skip
 
     def _lattice_forward(self, x: Tensor, edge_index: Tensor, lattice: Lattice) -> Tensor:

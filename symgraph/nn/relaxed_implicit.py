@@ -253,6 +253,7 @@ class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
         bias: bool = True,
         backend: str = "auto",
         checkpoint: bool = True,
+        block_edges: int | None = None,
         free_hidden: int = 8,
         free_layers: int = 2,
         free_input: str = "position",
@@ -264,7 +265,7 @@ class RelaxedImplicitSteerableConv(ImplicitSteerableConv):
         }
         super().__init__(
             irreps_in, irreps_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
-            cutoff, r_max, aggr, self_interaction, bias, backend, checkpoint,
+            cutoff, r_max, aggr, self_interaction, bias, backend, checkpoint, block_edges,
         )  # fmt: skip
 
     kernel_class = RelaxedImplicitKernel

@@ -2,7 +2,7 @@
 
 from symgraph.ops.contraction import BACKENDS, EdgeLayout, neighbour_outer_sum
 from symgraph.ops.fused import fused_outer_sum, segment_reduce, triton_available
-from symgraph.ops.implicit_conv import implicit_convolution
+from symgraph.ops.implicit_conv import default_block_edges, implicit_convolution
 from symgraph.ops.kernel_conv import fused_implicit_convolution
 from symgraph.ops.kernel_mlp import KernelLayer
 from symgraph.ops.lattice_conv import (
@@ -15,6 +15,7 @@ from symgraph.ops.lattice_conv import (
 
 __all__ = [
     "BACKENDS",
+    "default_block_edges",
     "EdgeLayout",
     "fused_implicit_convolution",
     "fused_outer_sum",

@@ -20,10 +20,21 @@ from torch import Tensor
 from symgraph.ops import fused
 from symgraph.ops.contraction import EdgeLayout, neighbour_outer_sum
 
-__all__ = ["implicit_convolution"]
+__all__ = ["implicit_convolution", "default_block_edges", "CPU_BLOCK_EDGES", "CUDA_BLOCK_EDGES"]
+
+CPU_BLOCK_EDGES = 8192
+"""Edges per block on the CPU: a block's kernel activations stay in cache."""
+CUDA_BLOCK_EDGES = 1 << 18
+"""Edges per block on a GPU: few blocks, hence few kernel launches and host synchronisations
+(one block of this size holds some hundreds of MB of activations)."""
 
 HiddenFn = Callable[[Tensor, Tensor | None, Tensor | None, Tensor | None], Tensor]
 """``(rel [e, 3], edge_attr, node_src, node_dst) -> h [e, A]`` (views allowed)."""
+
+
+def default_block_edges(device: torch.device) -> int:
+    """:data:`CUDA_BLOCK_EDGES` on CUDA devices, else :data:`CPU_BLOCK_EDGES`."""
+    return CUDA_BLOCK_EDGES if device.type == "cuda" else CPU_BLOCK_EDGES
 
 
 def _take(value: Tensor | None, index: Tensor | slice) -> Tensor | None:
@@ -44,7 +55,7 @@ def implicit_convolution(
     mean: bool = False,
     backend: str = "auto",
     checkpoint: bool = True,
-    block_edges: int = 8192,
+    block_edges: int | None = None,
     layout: EdgeLayout | None = None,
 ) -> Tensor:
     """Neighbour sum of the implicit kernel applied to ``x``: ``[N, weight.shape[0]]``.
@@ -60,7 +71,7 @@ def implicit_convolution(
         mean: divide by the in-degree (nodes without edges stay zero).
         backend: see :func:`neighbour_outer_sum`.
         checkpoint: recompute each block in backward instead of storing its activations.
-        block_edges: about how many edges one block holds.
+        block_edges: about how many edges one block holds (None: :func:`default_block_edges`).
         layout: ``EdgeLayout.from_receivers(dst, num_nodes)`` when the caller has it.
     """
     layout = layout or EdgeLayout.from_receivers(dst, num_nodes)
@@ -70,6 +81,7 @@ def implicit_convolution(
         edge_attr, node_src, node_dst = (_take(v, order) for v in (edge_attr, node_src, node_dst))
     ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
     ptr[1:] = torch.cumsum(layout.degree, 0)
+    block_edges = block_edges or default_block_edges(x.device)
     per_node = max(1, block_edges // max(layout.k_max, 1))
     use_checkpoint = checkpoint and torch.is_grad_enabled()
     starts = ptr.tolist()

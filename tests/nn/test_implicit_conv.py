@@ -239,3 +239,19 @@ def test_readout_and_layer_norm_are_equivariant(name):
     assert equivariance_error(lambda x: readout(x, batch), group, [x], [rep], None) < 1e-10
     expected_invariants = {"SO2": 3 + 2 + 1 + 1, "O3": 3, "D4": 3 + 1 + 1, "Octahedral": 3 + 1}
     assert readout.num_invariants == expected_invariants[name]
+
+
+@pytest.mark.parametrize("backend", ["auto", "scatter"])
+def test_block_size_does_not_change_the_result(backend):
+    pos, edge_index, edge_attr, node_attr = random_graph(40)
+    conv = make_conv(sg.groups.O3(), backend=backend).double()
+    x = torch.randn(pos.shape[0], conv.rep_in.dim, dtype=torch.float64)
+    default = conv(x, pos, edge_index, edge_attr, node_attr)
+    conv.block_edges = 16  # many blocks of a few receivers each
+    assert torch.allclose(conv(x, pos, edge_index, edge_attr, node_attr), default, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_block_edges_is_rejected(bad):
+    with pytest.raises(ValueError, match="block_edges: expected a positive int or None"):
+        ImplicitSteerableConv(IN, OUT, block_edges=bad)

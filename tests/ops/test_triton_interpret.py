@@ -1,9 +1,11 @@
-"""The fused Triton kernels against float64 torch references, in Triton's CPU interpreter.
+"""The fused Triton kernels against float64 torch references, on a GPU or in Triton's interpreter.
 
-Tests marked ``triton`` run the kernels themselves: ``TRITON_INTERPRET=1`` must be in the
-environment before Triton is first imported (``torch_geometric`` imports it), as
-``make test-triton`` does; they are skipped without Triton or without the interpreter. The
-unmarked tests check dispatch and input validation, which need neither Triton nor a GPU.
+Tests marked ``triton`` run the kernels themselves, on the tensors' device: a CUDA GPU when
+one is present, else the CPU through Triton's interpreter, for which ``TRITON_INTERPRET=1``
+must be in the environment before Triton is first imported (``torch_geometric`` imports
+it), as ``make test-triton`` does; they are skipped without Triton, or with neither a GPU
+nor the interpreter. The unmarked tests check dispatch and input validation, which need
+neither Triton nor a GPU.
 """
 
 from __future__ import annotations
@@ -23,19 +25,21 @@ DTYPES = list(TOLERANCE)
 
 
 @pytest.fixture(scope="module")
-def kernels():
-    """:mod:`symgraph.ops.triton_kernels` built for the CPU interpreter."""
+def device() -> str:
+    """Where the kernels run: ``"cpu"`` in Triton's interpreter, else ``"cuda"``."""
     if not fused.triton_available():
         pytest.skip("Triton is not installed")
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("needs TRITON_INTERPRET=1 in the environment (make test-triton)")
     from symgraph.ops import triton_kernels
 
-    assert triton_kernels.INTERPRET
-    return triton_kernels
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        assert triton_kernels.INTERPRET
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("needs a CUDA GPU or TRITON_INTERPRET=1 in the environment (make test-triton)")
 
 
-def _graph(seed: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+def _graph(seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Unsorted ``(src, dst, num_nodes, num_senders)``: empty receivers and one hub node."""
     gen = torch.Generator().manual_seed(seed)
     num_nodes = int(torch.randint(6, 16, (1,), generator=gen))
@@ -47,7 +51,7 @@ def _graph(seed: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     dst = torch.cat([dst, hub])
     src = torch.randint(0, num_senders, (dst.shape[0],), generator=gen)
     perm = torch.randperm(dst.shape[0], generator=gen)
-    return src[perm], dst[perm], num_nodes, num_senders
+    return src[perm].to(device), dst[perm].to(device), num_nodes, num_senders
 
 
 def _rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -58,13 +62,13 @@ def _rel_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.mark.triton
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fused_outer_sum_matches_float64(kernels, dtype, seed):
-    src, dst, num_nodes, num_senders = _graph(seed)
+def test_fused_outer_sum_matches_float64(device, dtype, seed):
+    src, dst, num_nodes, num_senders = _graph(seed, device)
     gen = torch.Generator().manual_seed(100 + seed)
     num_a, num_b = (5, 7) if seed < 2 else (37, 19)  # 37 > one A block of the kernel
-    h = torch.randn(dst.shape[0], num_a, generator=gen).to(dtype)
-    x = torch.randn(num_senders, num_b, generator=gen).to(dtype)
-    grad = torch.randn(num_nodes, num_a, num_b, generator=gen).to(dtype)
+    h = torch.randn(dst.shape[0], num_a, generator=gen).to(device, dtype)
+    x = torch.randn(num_senders, num_b, generator=gen).to(device, dtype)
+    grad = torch.randn(num_nodes, num_a, num_b, generator=gen).to(device, dtype)
 
     h64, x64 = h.double().requires_grad_(), x.double().requires_grad_()
     ref = neighbour_outer_sum(h64, x64[src], dst, num_nodes, backend="scatter")
@@ -85,10 +89,10 @@ def test_fused_outer_sum_matches_float64(kernels, dtype, seed):
 
 
 @pytest.mark.triton
-def test_deterministic_backward_is_bitwise_reproducible(kernels):
-    src, dst, num_nodes, num_senders = _graph(3)
-    h = torch.randn(dst.shape[0], 6, requires_grad=True)
-    x = torch.randn(num_senders, 9, requires_grad=True)
+def test_deterministic_backward_is_bitwise_reproducible(device):
+    src, dst, num_nodes, num_senders = _graph(3, device)
+    h = torch.randn(dst.shape[0], 6, device=device, requires_grad=True)
+    x = torch.randn(num_senders, 9, device=device, requires_grad=True)
     grads = []
     for _ in range(2):
         out = fused.fused_outer_sum(h, x, src, dst, num_nodes, backend="triton", deterministic=True)
@@ -97,10 +101,10 @@ def test_deterministic_backward_is_bitwise_reproducible(kernels):
 
 
 @pytest.mark.triton
-def test_neighbour_outer_sum_triton_backend(kernels):
-    src, dst, num_nodes, num_senders = _graph(4)
-    h = torch.randn(dst.shape[0], 8, dtype=torch.float64)
-    f = torch.randn(dst.shape[0], 11, dtype=torch.float64)
+def test_neighbour_outer_sum_triton_backend(device):
+    src, dst, num_nodes, num_senders = _graph(4, device)
+    h = torch.randn(dst.shape[0], 8, dtype=torch.float64, device=device)
+    f = torch.randn(dst.shape[0], 11, dtype=torch.float64, device=device)
     ref = neighbour_outer_sum(h, f, dst, num_nodes, backend="scatter")
     h32 = h.float().requires_grad_()
     out = neighbour_outer_sum(h32, f.float(), dst, num_nodes, backend="triton")
@@ -113,7 +117,7 @@ def test_neighbour_outer_sum_triton_backend(kernels):
 @pytest.mark.triton
 @pytest.mark.parametrize("reduce", fused.REDUCTIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_segment_reduce_matches_float64(kernels, reduce, dtype):
+def test_segment_reduce_matches_float64(device, reduce, dtype):
     gen = torch.Generator().manual_seed(7)
     num_segments, num_f = 9, 70  # 70 > one feature block of the kernel
     index = torch.randint(0, num_segments - 1, (40,), generator=gen)
@@ -123,8 +127,8 @@ def test_segment_reduce_matches_float64(kernels, reduce, dtype):
     if reduce == "max":  # distinct integers per column (exact in bfloat16): no ties
         x = torch.stack([torch.randperm(x.shape[0], generator=gen) for _ in range(num_f)], 1)
         x = x - x.shape[0] // 2
-    x = x.to(dtype)
-    grad = torch.randn(num_segments, num_f, generator=gen).to(dtype)
+    x, index = x.to(device, dtype), index.to(device)
+    grad = torch.randn(num_segments, num_f, generator=gen).to(device, dtype)
 
     x64 = x.double().requires_grad_()
     ref = fused.segment_reduce(x64, index, num_segments, reduce, backend="torch")
@@ -139,10 +143,10 @@ def test_segment_reduce_matches_float64(kernels, reduce, dtype):
 
 
 @pytest.mark.triton
-def test_index_input_is_sorted_or_converted(kernels):
-    src, dst, num_nodes, num_senders = _graph(5)
-    h = torch.randn(dst.shape[0], 4)
-    x = torch.randn(num_senders, 3)
+def test_index_input_is_sorted_or_converted(device):
+    src, dst, num_nodes, num_senders = _graph(5, device)
+    h = torch.randn(dst.shape[0], 4, device=device)
+    x = torch.randn(num_senders, 3, device=device)
     ref = neighbour_outer_sum(h.double(), x.double()[src], dst, num_nodes, backend="scatter")
     strided_src = torch.stack([src, src], 1)[:, 0]  # non-contiguous
     assert not strided_src.is_contiguous()
@@ -202,7 +206,7 @@ def test_cuda_without_triton_warns_once(monkeypatch):
 
 
 @pytest.mark.triton
-def test_implicit_conv_with_triton_backend_matches_torch_path(kernels, monkeypatch):
+def test_implicit_conv_with_triton_backend_matches_torch_path(device, monkeypatch):
     """The layer with the kernel gathering ``x[src]`` itself: same outputs and gradients."""
     from symgraph.nn import ImplicitSteerableConv
 
@@ -215,13 +219,13 @@ def test_implicit_conv_with_triton_backend_matches_torch_path(kernels, monkeypat
 
     monkeypatch.setattr(fused, "outer_sum_csr", spy)
 
-    src, dst, num_nodes, _ = _graph(5)
+    src, dst, num_nodes, _ = _graph(5, device)
     torch.manual_seed(0)
-    pos = torch.randn(num_nodes, 3)
+    pos = torch.randn(num_nodes, 3, device=device)
     keep = src < num_nodes
     edge_index = torch.stack([src[keep], dst[keep]])
-    conv = ImplicitSteerableConv("4x0e + 2x1o", "3x0e + 2x1o", backend="scatter")
-    x = torch.randn(num_nodes, conv.rep_in.dim, requires_grad=True)
+    conv = ImplicitSteerableConv("4x0e + 2x1o", "3x0e + 2x1o", backend="scatter").to(device)
+    x = torch.randn(num_nodes, conv.rep_in.dim, device=device, requires_grad=True)
     reference = conv(x, pos, edge_index)
     reference.square().sum().backward()
     grads = [x.grad.clone()] + [p.grad.clone() for p in conv.parameters()]
