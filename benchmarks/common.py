@@ -131,9 +131,20 @@ def paired_ratio(slow: list[float], fast: list[float]) -> float:
     return statistics.median(s / f for s, f in zip(slow, fast, strict=True))
 
 
+def _cpu_model() -> str:
+    """The processor's model name from ``/proc/cpuinfo`` (Linux), else ``platform``'s."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine_line() -> str:
     """One line describing the machine, threads and torch build."""
     return (
-        f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch "
+        f"{platform.machine()} {_cpu_model()}, {torch.get_num_threads()} torch "
         f"threads, torch {torch.__version__}, python {platform.python_version()}"
     )

@@ -12,7 +12,9 @@ many channels as the representation has dimensions and the same 3x3 kernel, with
 padding (the periodic lattice's boundary). "C = 32" is the representation
 ``8x0e + 8x1o`` under C4 (8 scalars and 8 in-plane vectors stored as 3D ``1o`` features:
 8 + 24 = 32 dimensions), in and out; ``Conv2d(32, 32, 3)``. The fast path takes node
-features ``[B * H * W, 32]`` in ``field_to_nodes`` order, Conv2d a ``[B, 32, H, W]`` field.
+features ``[B * H * W, 32]`` in ``field_to_nodes`` order, Conv2d a ``[B, 32, H, W]`` field
+(PyTorch's default, channels-first; the same Conv2d on a channels-last copy of the field is
+timed too, for reference: the goal's ratio is to the plain one).
 
 The three are run in interleaved rounds (the machine may be shared); the table gives the
 median wall time and the median CPU time of the process (less sensitive to other load)
@@ -40,6 +42,12 @@ from symgraph.nn import ImplicitSteerableConv  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 REP = "8x0e + 8x1o"  # dim 32 = 8 scalars + 8 vectors x 3 components
+VARIANTS = (
+    ("conv2d", "Conv2d"),
+    ("conv2d_last", "Conv2d, channels-last input"),
+    ("fast", "fast path"),
+    ("message_passing", "message passing"),
+)
 
 
 def run(size: int, batch: int, rounds: int, mp_rounds: int, device: str = "cpu") -> dict:
@@ -66,9 +74,16 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int, device: str = "cpu")
         fresh_gradients()
         conv(x, graph.pos, graph.edge_index, rel=graph.offsets).square().sum().backward()
 
+    field_last = field.detach().to(memory_format=torch.channels_last).requires_grad_()
+
     def conv2d() -> None:
         fresh_gradients()
         dense(field).square().sum().backward()
+
+    def conv2d_last() -> None:
+        fresh_gradients()
+        field_last.grad = None
+        dense(field_last).square().sum().backward()
 
     with torch.no_grad():
         b = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
@@ -77,17 +92,22 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int, device: str = "cpu")
         with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # CUDA: exact float32
             a = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
         difference_fp32 = float((a - b).abs().max() / b.abs().max())
-    stats = measure_interleaved({"fast": fast, "conv2d": conv2d}, rounds, device=device)
+    stats = measure_interleaved(
+        {"fast": fast, "conv2d": conv2d, "conv2d_last": conv2d_last}, rounds, device=device
+    )
     stats.update(
         measure_interleaved({"message_passing": message_passing}, mp_rounds, device=device)
     )
     base = stats["conv2d"]
     ratios = {  # fast path paired per round with Conv2d; message passing ran in rounds of its own
         "conv2d": (1.0, 1.0),
-        "fast": (
-            paired_ratio(stats["fast"]["times"], base["times"]),
-            paired_ratio(stats["fast"]["cpu_times"], base["cpu_times"]),
-        ),
+        **{
+            name: (
+                paired_ratio(stats[name]["times"], base["times"]),
+                paired_ratio(stats[name]["cpu_times"], base["cpu_times"]),
+            )
+            for name in ("fast", "conv2d_last")
+        },
         "message_passing": (
             stats["message_passing"]["time_s"] / base["time_s"],
             stats["message_passing"]["cpu_s"] / base["cpu_s"],
@@ -128,8 +148,7 @@ def main() -> None:
           "| peak MiB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        for name, label in (("conv2d", "Conv2d"), ("fast", "fast path"),
-                            ("message_passing", "message passing")):  # fmt: skip
+        for name, label in VARIANTS:
             t, (wall, cpu) = r["stats"][name], r["ratios"][name]
             print(
                 f"| {r['size']}x{r['size']} | {r['batch']} | {label} | {1e3 * t['time_s']:.1f} | "

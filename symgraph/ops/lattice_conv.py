@@ -11,7 +11,7 @@ dense ``conv2d``/``conv3d`` weight (:func:`symgraph.lattice.stencil_to_kernel`),
 is that convolution with circular padding on periodic axes and zero padding on bounded
 ones (missing neighbours contribute nothing; a ``"disc"`` stencil has zeros outside).
 Node features stay in :func:`symgraph.lattice.field_to_nodes` order ``[B * N, C]``: they
-are viewed as a channels-last field and copied to channels-first for the convolution.
+are viewed as a channels-last field and convolved channels-last (no transposing copies).
 
 - :func:`stencil_relative_positions` -- ``[K, 3]`` offsets in Cartesian ``(x, y, z)``;
 - :func:`lattice_edge_count` -- edges of one copy of the stencil graph;
@@ -182,8 +182,13 @@ def _wrap_blocks(shape: tuple[int, ...], pads: tuple[int, ...]) -> list[tuple[tu
     return blocks
 
 
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+"""Memory format of the padded field per lattice dimension: channels-last, the nodes' own
+order, so the convolution's output is already ``[B, *shape, C]`` in memory."""
+
+
 class _PeriodicPad(torch.autograd.Function):
-    """Channels-last cells ``[B, *shape, C]`` -> channels-first field ``[B, C, *(n + 2·pad)]``
+    """Cells ``[B, *shape, C]`` -> field ``[B, C, *(n + 2·pad)]`` (stored channels-last)
     wrapped around by ``pad`` cells per axis: the interior and every wrapped strip and
     corner copied straight into one new tensor. Its adjoint, :class:`_PeriodicFold`, is its
     backward (and the other way round, so higher derivatives work too).
@@ -196,7 +201,10 @@ class _PeriodicPad(torch.autograd.Function):
     def forward(ctx: Any, cells: Tensor, pads: tuple[int, ...]) -> Tensor:
         batch, *shape, channels = cells.shape
         ctx.shape, ctx.pads = tuple(shape), pads
-        out = cells.new_empty(batch, channels, *(n + 2 * p for n, p in zip(shape, pads)))
+        out = torch.empty(
+            batch, channels, *(n + 2 * p for n, p in zip(shape, pads)), dtype=cells.dtype,
+            device=cells.device, memory_format=_CHANNELS_LAST[len(shape)],
+        )  # fmt: skip
         source = cells.movedim(-1, 1)
         for padded, region in _wrap_blocks(ctx.shape, pads):
             out[padded].copy_(source[region])
@@ -228,15 +236,18 @@ class _PeriodicFold(torch.autograd.Function):
 
 
 def _conv(cells: Tensor, weight: Tensor, lattice: Lattice, bias: Tensor | None) -> Tensor:
-    """Convolution of a channels-last field ``[B, *shape, C_in] -> [B, C_out, *shape]``.
+    """Convolution of a channels-last field ``[B, *shape, C_in] -> [B, C_out, *shape]``
+    (the result stored channels-last too, so ``[B, *shape, C_out]`` is a view of it).
 
-    The field is copied to channels-first with periodic axes wrapped by their radius in the
-    same pass (:class:`_PeriodicPad`); bounded axes are zero-padded by the conv. On CPU,
-    oneDNN's channels-first convolution (forward + backward) beats its channels-last one by
-    more than the transposing copies cost (measured ~30% on the project's machine).
+    The convolution runs channels-last, the nodes' own order: periodic axes are wrapped by
+    their radius in one copy (:class:`_PeriodicPad`), bounded axes are zero-padded by the
+    conv, and a lattice without periodic axes is convolved in place (a strided view). No
+    transposing copy either way; on the project's CPU (AMD EPYC, oneDNN) this made the
+    fast path 1.2-1.4x faster at batch 1 and 1.6-1.9x at batch 8 than channels-first with
+    transposes (benchmarks/RESULTS.md, lattice section).
     """
     pads = tuple(r if periodic else 0 for r, periodic in zip(lattice.radius, lattice.periodic))
-    padded = _PeriodicPad.apply(cells, pads)
+    padded = _PeriodicPad.apply(cells, pads) if any(pads) else cells.movedim(-1, 1)
     padding = tuple(0 if periodic else r for r, periodic in zip(lattice.radius, lattice.periodic))
     if lattice.dim == 2:
         return F.conv2d(padded, weight, bias, padding=padding)
