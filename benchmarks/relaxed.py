@@ -23,11 +23,22 @@ deviation over ``--seeds`` (a seed draws its own simulations, train/validation s
 initialisation), and the validation RMSE (random 10 % of the training windows) on which
 ``--relaxation-weight`` was picked; then, per seed, each model's RMSE and the paired
 differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and in how many seeds
-the relaxed model is lower). Then the relaxed model is trained for every level of
-``--levels`` (``--plot-seeds`` each) and its learned relaxation -- the sum over layers of
-``s²``, the squared strength of the non-equivariant pathway -- is plotted against the amount
-of symmetry breaking of the data (``benchmarks/out/relaxation_vs_breaking.png``). Results:
+the relaxed model is lower). Then every model is trained for every level of ``--levels``
+(``--plot-seeds`` each), and per level the table gives each model's RMSE and the paired
+relaxed − strict differences; the relaxed model's learned relaxation -- the sum over layers
+of ``s²``, the squared strength of the non-equivariant pathway -- and every model's domain
+RMSE are plotted against the amount of symmetry breaking of the data
+(``benchmarks/out/relaxation_vs_breaking.png``). Results:
 ``benchmarks/out/relaxed.json`` (``--quick`` writes ``*_quick`` files instead).
+
+Seeds can run in separate processes (one core each) and be reported together:
+
+    python benchmarks/relaxed.py --seeds 0,1,2,3,4 --plot-seeds 0,1 --tag _a
+    python benchmarks/relaxed.py --seeds 5,6,7,8,9 --plot-seeds 5,6 --tag _b
+    python benchmarks/relaxed.py --merge benchmarks/out/relaxed_a.json benchmarks/out/relaxed_b.json
+
+``--merge`` reads the runs of those results files (same settings, distinct seeds) and prints
+the tables and the plot over all their seeds, as one run would have.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from pathlib import Path
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
@@ -156,8 +168,10 @@ def print_paired(runs: dict[tuple, dict], breaking: float, seeds: list[int]) -> 
             for m in MODELS
         ]
         print(f"| {seed} | " + " | ".join(cells) + " |")
-    print("\n| relaxed minus | test set | mean ± std over seeds | relaxed lower in |")
-    print("|---|---|---|---|")
+    print(
+        "\n| relaxed minus | test set | mean ± std over seeds | relaxed lower in | paired t (p) |"
+    )
+    print("|---|---|---|---|---|")
     for other in ("equivariant", "conv"):
         for key in ("future_rmse", "domain_rmse"):
             diffs = torch.tensor(
@@ -168,30 +182,89 @@ def print_paired(runs: dict[tuple, dict], breaking: float, seeds: list[int]) -> 
             wins = int((diffs < 0).sum())
             print(
                 f"| {other} | {key.split('_')[0]} | {float(diffs.mean()):+.5f} ± {std:.5f} | "
-                f"{wins} of {len(seeds)} seeds |"
+                f"{wins} of {len(seeds)} seeds | {paired_t(diffs)} |"
             )
 
 
+def paired_t(diffs: torch.Tensor) -> str:
+    """``t (p)`` of a two-sided one-sample t-test of the paired differences against 0, or
+    ``—`` when it is undefined (one seed, or differences without spread)."""
+    count = diffs.numel()
+    std = float(diffs.std()) if count > 1 else 0.0
+    if std == 0.0:
+        return "—"
+    t = float(diffs.mean()) / (std / count**0.5)
+    return f"{t:+.2f} ({2 * stats.t.sf(abs(t), count - 1):.3f})"
+
+
+def _by_model(rows: list[dict], model: str) -> list[dict]:
+    """The rows of one model, ordered by seed."""
+    return sorted((row for row in rows if row["model"] == model), key=lambda row: row["seed"])
+
+
+def print_sweep(sweep: dict[float, list[dict]]) -> None:
+    """Per breaking level: each model's test RMSE (mean ± std over the plot seeds), the
+    relaxed model's learned relaxation, and the paired relaxed − strict differences."""
+    print("\n| breaking s | seeds | learned Σ s² (relaxed) | "
+          + " | ".join(f"{m} future / domain" for m in MODELS)
+          + " | relaxed − equivariant, future / domain (lower in) |")  # fmt: skip
+    print("|---|---|---|" + "---|" * len(MODELS) + "---|")
+    for level in sorted(sweep):
+        relaxed = _by_model(sweep[level], "relaxed")
+        relaxation = summary(relaxed, "relaxation")
+        cells = []
+        for model in MODELS:
+            rows = _by_model(sweep[level], model)
+            if not rows:
+                cells.append("—")
+                continue
+            future, domain = summary(rows, "future_rmse"), summary(rows, "domain_rmse")
+            cells.append(f"{future[0]:.5f} ± {future[1]:.5f} / {domain[0]:.5f} ± {domain[1]:.5f}")
+        strict = {row["seed"]: row for row in _by_model(sweep[level], "equivariant")}
+        paired = [row for row in relaxed if row["seed"] in strict]
+        versus = "—"
+        if paired:
+            parts = []
+            for key in ("future_rmse", "domain_rmse"):
+                diffs = torch.tensor(
+                    [row[key] - strict[row["seed"]][key] for row in paired], dtype=torch.float64
+                )
+                parts.append(f"{float(diffs.mean()):+.5f} ({int((diffs < 0).sum())}/{len(paired)})")
+            versus = " / ".join(parts)
+        print(
+            f"| {level:g} | {len(relaxed)} | {relaxation[0]:.3g} ± {relaxation[1]:.2g} | "
+            + " | ".join(cells)
+            + f" | {versus} |"
+        )
+
+
 def plot(levels: dict[float, list[dict]], path: Path) -> None:
-    """Learned relaxation ``Σ s²`` (one line per seed) and test RMSE (mean ± std) vs breaking."""
+    """Learned relaxation ``Σ s²`` of the relaxed model (one line per seed) and every
+    model's domain test RMSE (mean ± std over seeds) against the breaking of the data."""
     breaking = sorted(levels)
-    figure = Figure(figsize=(8.5, 3.5))
+    figure = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
-    for index in range(len(levels[breaking[0]])):
-        row = [levels[b][index] for b in breaking]
-        left.plot(breaking, [r["relaxation"] for r in row], "o-", label=f"seed {row[0]['seed']}")
+    per_level = [_by_model(levels[b], "relaxed") for b in breaking]
+    for index in range(min(len(rows) for rows in per_level)):
+        row = [rows[index] for rows in per_level]
+        left.plot(breaking, [r["relaxation"] for r in row], "o-", alpha=0.6,
+                  label=f"seed {row[0]['seed']}")  # fmt: skip
+    mean = [summary(rows, "relaxation")[0] for rows in per_level]
+    left.plot(breaking, mean, "k-", linewidth=2.5, label="mean")
     left.set_yscale("log")
     left.set_xlabel("symmetry breaking s of the data")
     left.set_ylabel("learned relaxation  Σ_layers strength²")
     left.set_title("relaxed model: learned relaxation")
-    left.legend()
-    for key, label in (("future_rmse", "future"), ("domain_rmse", "domain")):
-        mean, std = zip(*(summary(levels[b], key) for b in breaking))
-        right.errorbar(breaking, mean, yerr=std, fmt="o-", label=label, capsize=3)
+    left.legend(fontsize=6, ncol=2)
+    for model in MODELS:
+        if any(not _by_model(levels[b], model) for b in breaking):
+            continue
+        mean, std = zip(*(summary(_by_model(levels[b], model), "domain_rmse") for b in breaking))
+        right.errorbar(breaking, mean, yerr=std, fmt="o-", label=model, capsize=3)
     right.set_xlabel("symmetry breaking s of the data")
-    right.set_ylabel("rollout RMSE (mean ± std over seeds)")
-    right.set_title("relaxed model: test RMSE")
+    right.set_ylabel("domain rollout RMSE (mean ± std)")
+    right.set_title("domain test set, every model")
     right.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -202,7 +275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     parser.add_argument("--breaking", type=float, default=0.5, help="breaking of the table")
-    parser.add_argument("--levels", default="0,0.25,0.5,0.75", help="breaking levels of the plot")
+    parser.add_argument(
+        "--levels", default="0,0.25,0.5,0.75,1", help="breaking levels of the sweep and plot"
+    )
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--simulations", type=int, default=16)
     parser.add_argument("--domain", type=int, default=4)
@@ -239,6 +314,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the table (mean ± std)")
     parser.add_argument("--plot-seeds", default="0", help="seeds of each plotted level")
     parser.add_argument("--tag", default=None, help="suffix of the output files and run folders")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, default=None, metavar="JSON",
+        help="report the runs of these results files together (trains nothing)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.tag is None:  # a smoke test never overwrites the results
         args.tag = "_quick" if args.quick else ""
@@ -252,6 +331,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        runs, sweep, breaking = merge(args.merge)
+        seeds = sorted({seed for model, level, seed in runs if level == breaking})
+        print(f"# relaxed equivariance on smoke plumes: {len(seeds)} seeds merged from "
+              f"{', '.join(str(p) for p in args.merge)}\n")  # fmt: skip
+        report(runs, sweep, breaking, seeds, args.tag)
+        return
     levels = [float(v) for v in args.levels.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     plot_seeds = [int(v) for v in args.plot_seeds.split(",")]
@@ -263,10 +349,61 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     runs = {(m, args.breaking, seed): train(m, args.breaking, seed, args)
             for m in MODELS for seed in seeds}  # fmt: skip
+    sweep: dict[float, list[dict]] = {}
+    for level in levels:
+        sweep[level] = [
+            runs.get((model, level, seed)) or train(model, level, seed, args)
+            for model in MODELS
+            for seed in plot_seeds
+        ]
+    report(runs, sweep, args.breaking, seeds, args.tag)
+    result = {
+        "args": vars(args),
+        "table": list(runs.values()),
+        "sweep": {str(k): v for k, v in sweep.items()},
+    }
+    (OUT / f"relaxed{args.tag}.json").write_text(json.dumps(result, indent=2))
+    print(f"\nwall time {time.perf_counter() - start:.0f} s")
+
+
+def merge(paths: list[Path]) -> tuple[dict[tuple, dict], dict[float, list[dict]], float]:
+    """The runs, sweep and table breaking of several results files of the same settings."""
+    runs: dict[tuple, dict] = {}
+    sweep: dict[float, dict[tuple[str, int], dict]] = {}
+    breaking = None
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        if breaking not in (None, result["args"]["breaking"]):
+            raise ValueError(
+                f"--merge: {path} has breaking {result['args']['breaking']}, the first file "
+                f"{breaking}"
+            )
+        breaking = result["args"]["breaking"]
+        for row in result["table"]:
+            key = (row["model"], row["breaking"], row["seed"])
+            if key in runs:
+                raise ValueError(f"--merge: {path} repeats the run {key}")
+            runs[key] = row
+        for level, rows in result["sweep"].items():
+            sweep.setdefault(float(level), {}).update(
+                {(row["model"], row["seed"]): row for row in rows}
+            )
+    merged = {level: [rows[key] for key in sorted(rows)] for level, rows in sweep.items()}
+    return runs, merged, breaking
+
+
+def report(
+    runs: dict[tuple, dict],
+    sweep: dict[float, list[dict]],
+    breaking: float,
+    seeds: list[int],
+    tag: str,
+) -> None:
+    """Print the table, the paired differences and the sweep; plot the sweep."""
     print("| model | parameters | val RMSE | future RMSE | domain RMSE | learned Σ s² | wall (s) |")
     print("|---|---|---|---|---|---|---|")
     for model in MODELS:
-        rows = [runs[model, args.breaking, seed] for seed in seeds]
+        rows = [runs[model, breaking, seed] for seed in seeds]
         future, domain = summary(rows, "future_rmse"), summary(rows, "domain_rmse")
         val = summary(rows, "val_rmse")
         print(
@@ -275,32 +412,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{domain[0]:.5f} ± {domain[1]:.5f} | {summary(rows, 'relaxation')[0]:.3g} | "
             f"{summary(rows, 'wall_s')[0]:.0f} |"
         )
-    print_paired(runs, args.breaking, seeds)
-    sweep: dict[float, list[dict]] = {}
-    for level in levels:
-        sweep[level] = [
-            runs.get(("relaxed", level, seed)) or train("relaxed", level, seed, args)
-            for seed in plot_seeds
-        ]
-    print("\n| breaking s | learned Σ s² | future RMSE | domain RMSE |")
-    print("|---|---|---|---|")
-    for level in levels:
-        rows = sweep[level]
-        relaxation, future = summary(rows, "relaxation"), summary(rows, "future_rmse")
-        domain = summary(rows, "domain_rmse")
-        print(
-            f"| {level:g} | {relaxation[0]:.3g} ± {relaxation[1]:.2g} | "
-            f"{future[0]:.5f} ± {future[1]:.5f} | {domain[0]:.5f} ± {domain[1]:.5f} |"
-        )
-    figure = OUT / f"relaxation_vs_breaking{args.tag}.png"
+    print_paired(runs, breaking, seeds)
+    print_sweep(sweep)
+    figure = OUT / f"relaxation_vs_breaking{tag}.png"
     plot(sweep, figure)
-    result = {
-        "args": vars(args),
-        "table": list(runs.values()),
-        "sweep": {str(k): v for k, v in sweep.items()},
-    }
-    (OUT / f"relaxed{args.tag}.json").write_text(json.dumps(result, indent=2))
-    print(f"\nwall time {time.perf_counter() - start:.0f} s; plot {figure}")
+    print(f"\nplot {figure}")
 
 
 if __name__ == "__main__":

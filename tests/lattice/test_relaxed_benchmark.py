@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 
 def test_paired_differences_and_win_counts(load_script, capsys):
     bench = load_script("benchmarks/relaxed.py")
@@ -18,7 +22,61 @@ def test_paired_differences_and_win_counts(load_script, capsys):
     bench.print_paired(runs, 0.5, [0, 1])
     lines = capsys.readouterr().out.splitlines()
     assert "| 0 | 3.00000 / 6.00000 | 2.00000 / 5.00000 | 1.50000 / 4.00000 |" in lines
-    assert "| equivariant | future | +0.00000 ± 0.70711 | 1 of 2 seeds |" in lines
-    assert "| equivariant | domain | +0.00000 ± 1.41421 | 1 of 2 seeds |" in lines
-    assert "| conv | future | -1.50000 ± 0.00000 | 2 of 2 seeds |" in lines
-    assert "| conv | domain | -1.50000 ± 0.70711 | 2 of 2 seeds |" in lines
+    assert "| equivariant | future | +0.00000 ± 0.70711 | 1 of 2 seeds | +0.00 (1.000) |" in lines
+    assert "| equivariant | domain | +0.00000 ± 1.41421 | 1 of 2 seeds | +0.00 (1.000) |" in lines
+    assert "| conv | future | -1.50000 ± 0.00000 | 2 of 2 seeds | — |" in lines
+    # t = -1.5 / (0.70711 / sqrt 2) = -3, two-sided p with 1 degree of freedom = 0.2048
+    assert "| conv | domain | -1.50000 ± 0.70711 | 2 of 2 seeds | -3.00 (0.205) |" in lines
+
+
+def _result(breaking: float, seeds: list[int], sweep_seeds: list[int]) -> dict:
+    def row(model, level, seed):
+        return {"model": model, "breaking": level, "seed": seed, "future_rmse": 1.0 + seed,
+                "domain_rmse": 2.0 + seed, "val_rmse": 0.5, "parameters": 10,
+                "relaxation": 0.1 * seed, "wall_s": 1.0}  # fmt: skip
+
+    return {
+        "args": {"breaking": breaking},
+        "table": [row(m, breaking, s) for m in ("conv", "equivariant", "relaxed") for s in seeds],
+        "sweep": {
+            str(level): [row("relaxed", level, s) for s in sweep_seeds] for level in (0, 0.5)
+        },
+    }
+
+
+def test_merge_joins_seeds_of_separate_runs(load_script, tmp_path):
+    bench = load_script("benchmarks/relaxed.py")
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_result(0.5, [0, 1], [0])))
+    second.write_text(json.dumps(_result(0.5, [2], [2])))
+    runs, sweep, breaking = bench.merge([first, second])
+    assert breaking == 0.5 and len(runs) == 9
+    assert {seed for _, _, seed in runs} == {0, 1, 2}
+    assert [row["seed"] for row in sweep[0.0]] == [0, 2]
+
+    second.write_text(json.dumps(_result(0.5, [1], [1])))
+    with pytest.raises(ValueError, match="repeats the run"):
+        bench.merge([first, second])
+    second.write_text(json.dumps(_result(0.25, [2], [2])))
+    with pytest.raises(ValueError, match="has breaking 0.25"):
+        bench.merge([first, second])
+
+
+def test_sweep_table_pairs_relaxed_with_strict_per_level(load_script, capsys):
+    bench = load_script("benchmarks/relaxed.py")
+    rows = [
+        {"model": model, "seed": seed, "future_rmse": future, "domain_rmse": domain,
+         "relaxation": 0.5 if model == "relaxed" else 0.0}
+        for model, seed, future, domain in [
+            ("conv", 0, 3.0, 6.0), ("conv", 1, 3.0, 6.0),
+            ("equivariant", 0, 2.0, 5.0), ("equivariant", 1, 1.0, 4.0),
+            ("relaxed", 1, 1.5, 3.0), ("relaxed", 0, 1.0, 6.0),
+        ]
+    ]  # fmt: skip
+    bench.print_sweep({0.5: rows})
+    line = capsys.readouterr().out.splitlines()[-1]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[:3] == ["0.5", "2", "0.5 ± 0"]
+    assert cells[5] == "1.25000 ± 0.35355 / 4.50000 ± 2.12132"  # relaxed, seeds 0 and 1
+    # relaxed − equivariant: future (-1.0, +0.5) -> -0.25, lower in 1 of 2; domain (+1, -1)
+    assert cells[6] == "-0.25000 (1/2) / +0.00000 (1/2)"
