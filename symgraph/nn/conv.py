@@ -18,12 +18,7 @@ from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
-from symgraph.ops import (
-    EdgeLayout,
-    default_block_edges,
-    fused_implicit_convolution,
-    implicit_convolution,
-)
+from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,
@@ -210,7 +205,7 @@ class ImplicitSteerableConv(MessagePassing):
                 weights.layers, weights.head, x, src, dst,
                 self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
-                block_edges=self.block_edges or default_block_edges(x.device),
+                block_edges=self.block_edges,
                 keep_activations=not self.checkpoint,
             )  # fmt: skip
         else:

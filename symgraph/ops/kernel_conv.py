@@ -25,6 +25,7 @@ from torch import Tensor
 
 from symgraph.ops.contraction import EdgeLayout
 from symgraph.ops.gate import GateSegment
+from symgraph.ops.implicit_conv import default_block_edges
 from symgraph.ops.kernel_mlp import KernelLayer, Workspace, hidden_backward, hidden_forward
 
 __all__ = ["fused_implicit_convolution"]
@@ -66,7 +67,7 @@ def fused_implicit_convolution(
     envelope: Tensor | None,
     layout: EdgeLayout,
     mean: bool = False,
-    block_edges: int = 8192,
+    block_edges: int | None = None,
     keep_activations: bool = False,
 ) -> Tensor:
     """``out_i = W̃( Σ_{j→i} h(e_ij) ⊗ x_j )`` for a plain implicit kernel: ``[N, C]``.
@@ -82,7 +83,8 @@ def fused_implicit_convolution(
         layout: ``EdgeLayout.from_receivers(dst, N)``; its ``"auto"`` choice must be
             ``"regular"`` or ``"padded"``.
         mean: divide by the in-degree (nodes without edges stay zero).
-        block_edges: about how many edges one block holds.
+        block_edges: about how many edges one block holds (None:
+            :func:`~symgraph.ops.implicit_conv.default_block_edges`).
         keep_activations: keep every block's intermediates for backward (faster backward,
             memory growing with the number of edges) instead of recomputing them (peak
             memory of one block).
@@ -102,7 +104,7 @@ def fused_implicit_convolution(
         src, dst, embedding = src[order], dst[order], embedding[:, order]
         envelope = None if envelope is None else envelope[order]
     plan = _Plan(
-        blocks=_blocks(dst, layout, block_edges),
+        blocks=_blocks(dst, layout, block_edges or default_block_edges(x.device)),
         src=src,
         segments=tuple(layer.segments for layer in layers),
         num_nodes=layout.num_nodes,

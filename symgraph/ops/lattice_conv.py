@@ -191,11 +191,8 @@ class _PeriodicPad(torch.autograd.Function):
     """Cells ``[B, *shape, C]`` -> field ``[B, C, *(n + 2·pad)]`` (stored channels-last)
     wrapped around by ``pad`` cells per axis: the interior and every wrapped strip and
     corner copied straight into one new tensor. Its adjoint, :class:`_PeriodicFold`, is its
-    backward (and the other way round, so higher derivatives work too).
-
-    One allocation each way on purpose: on CPU a step's large temporaries come back from
-    the allocator as fresh pages, and faulting them in costs more than a faster blocked
-    transpose into an intermediate buffer saves."""
+    backward (and the other way round, so higher derivatives work too). Both layouts are
+    channels-last, so every copy moves whole rows of channels."""
 
     @staticmethod
     def forward(ctx: Any, cells: Tensor, pads: tuple[int, ...]) -> Tensor:
