@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from symgraph.allocator import retain_freed_memory
 from symgraph.teleport import DEFAULT_KINDS, OPTIMIZER_STATE_MODES, NoSymmetryError, parse_schedule
 from symgraph.teleport.registry import registered_rules
 from symgraph.train.callbacks import Callback
@@ -226,6 +227,7 @@ def _units(task: Task, metrics: dict[str, float]) -> dict[str, str]:
 
 def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train; the test metrics on rank 0, ``None`` on the other ranks."""
+    retain_freed_memory()
     dist = init_distributed(args.device)
     try:
         spec, task = _build(args)

@@ -7,6 +7,7 @@ from e3nn import o3
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from symgraph.checks import check_edge_attr, check_edge_index, check_positions
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.groups import MatrixGroup, Rep, group_from_name
 from symgraph.nn import (
@@ -41,7 +42,8 @@ class SteerableMoleculeNet(nn.Module):
         group: G (name or MatrixGroup; default O(3)).
         hidden: node representation between layers.
         num_layers: interaction layers.
-        cutoff: kernel cutoff radius (Å); edges beyond it contribute nothing.
+        cutoff: kernel cutoff radius (Å); edges beyond it contribute nothing and are dropped
+            before the layers (a graph built with a larger radius costs no extra work).
         atom_dim: width of ``data.x``.
         edge_dim: width of ``data.edge_attr``.
         use_edge_attr, use_node_attr: feed bond types / atom features to the kernels.
@@ -125,10 +127,27 @@ class SteerableMoleculeNet(nn.Module):
             raise ValueError(f"data.x: expected atom features [N, {self.atom_dim}], got {got}")
         edge_attr = data.edge_attr if self.use_edge_attr else None
         node_attr = x if self.use_node_attr else None
+        edge_index, edge_attr = self._edges_within_cutoff(pos, edge_index, edge_attr)
         h = self.embed(x)
         for conv, gate in zip(self.convs, self.gates):
             h = h + gate(conv(h, pos, edge_index, edge_attr, node_attr))
         return h
+
+    def _edges_within_cutoff(
+        self, pos: Tensor, edge_index: Tensor, edge_attr: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The edges shorter than the kernels' cutoff (and their attributes): the envelope
+        is exactly zero, value and slope, on the others, so dropping them changes nothing
+        but the work when the graph was built with a larger radius."""
+        pos = check_positions(pos, "data.pos")
+        edge_index = check_edge_index(edge_index, pos.shape[0], "data.edge_index").long()
+        width = self.edge_dim if self.use_edge_attr else 0
+        edge_attr = check_edge_attr(edge_attr, edge_index.shape[1], width, "data.edge_attr")
+        length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
+        keep = length < self.cutoff
+        if bool(keep.all()):
+            return edge_index, edge_attr
+        return edge_index[:, keep], None if edge_attr is None else edge_attr[keep]
 
     def forward(self, data: Data | Batch) -> Tensor:
         h = self.node_features(data)

@@ -206,7 +206,7 @@ class ImplicitSteerableConv(MessagePassing):
                 self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
                 block_edges=self.block_edges,
-                keep_activations=not self.checkpoint,
+                keep_activations=not self.checkpoint, head_groups=self.kernel.head_groups,
             )  # fmt: skip
         else:
             out = self._generic_convolution(

@@ -38,6 +38,7 @@ from symgraph.nn.embedding import (
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
 from symgraph.ops.kernel_mlp import KernelLayer, hidden_forward
+from symgraph.ops.sparse_head import HeadGroup, head_groups
 
 __all__ = ["HiddenFunction", "ImplicitKernel", "KernelWeights", "default_kernel_hidden"]
 
@@ -214,6 +215,16 @@ class ImplicitKernel(nn.Module):
     def _head_tensor(self, equivariant: Tensor) -> Tensor:
         """The full head ``[rep_out.dim, A, rep_in.dim]`` from the assembled ``W̃``."""
         return equivariant
+
+    @property
+    def head_groups(self) -> tuple[HeadGroup, ...] | None:
+        """The head's nonzero blocks (:func:`~symgraph.ops.sparse_head.head_groups`), for
+        applying it block-sparsely; None when a dense product is cheaper."""
+        if not hasattr(self, "_head_groups"):
+            support = [(t.slice_out, t.slice_a, t.slice_b) for t in self.head.basis.triples]
+            shape = (self.rep_out.dim, self.rep_hidden.dim, self.rep_in.dim)
+            self._head_groups = head_groups(support, shape)
+        return self._head_groups
 
     def assemble(self, like: Tensor) -> KernelWeights:
         """Every weight of the kernel, assembled by one joint gather/product/scatter (in the

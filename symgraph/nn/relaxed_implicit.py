@@ -199,6 +199,11 @@ class RelaxedImplicitKernel(ImplicitKernel):
     def _head_tensor(self, equivariant: Tensor) -> Tensor:
         return self.head.extend(equivariant)
 
+    @property
+    def head_groups(self) -> None:
+        """None: the free head ``V`` is dense."""
+        return None
+
     def hidden_function(self, like: Tensor, weights: KernelWeights | None = None) -> HiddenFunction:
         """``[h, u]``: equivariant and free hidden features, ``[E, ρ_h.dim + H]``."""
         equivariant = super().hidden_function(like, weights)

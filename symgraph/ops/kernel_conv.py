@@ -10,7 +10,9 @@ backward (``create_graph=True``: teleportation, force training) differentiates t
 computation written with autograd operations.
 
 Blocks use the ``"regular"`` or ``"padded"`` layout of :mod:`symgraph.ops.contraction`
-(batched matmuls over ``[n, k, ·]`` slots).
+(batched matmuls over ``[n, k, ·]`` slots). Given the head's nonzero blocks
+(``head_groups``, :mod:`symgraph.ops.sparse_head`), the head is applied block by block,
+forward and backward, instead of as one dense ``[n, A·B] @ [A·B, C]`` product.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from symgraph.ops.contraction import EdgeLayout
 from symgraph.ops.gate import GateSegment
 from symgraph.ops.implicit_conv import default_block_edges
 from symgraph.ops.kernel_mlp import KernelLayer, Workspace, hidden_backward, hidden_forward
+from symgraph.ops.sparse_head import (
+    HeadGroup,
+    gathered_sums,
+    group_weights,
+    grouped_head,
+    scatter_group_grads,
+)
 
 __all__ = ["fused_implicit_convolution"]
 
@@ -52,6 +61,7 @@ class _Plan:
     num_nodes: int
     mean: bool
     keep: bool  # keep every block's intermediates for backward instead of recomputing
+    groups: tuple[HeadGroup, ...] | None  # the head's nonzero blocks (None: dense head)
 
     def layers(self, params: tuple[Tensor | None, ...]) -> list[tuple[Tensor, Tensor | None]]:
         return [(params[2 * i], params[2 * i + 1]) for i in range(len(self.segments))]
@@ -69,6 +79,7 @@ def fused_implicit_convolution(
     mean: bool = False,
     block_edges: int | None = None,
     keep_activations: bool = False,
+    head_groups: tuple[HeadGroup, ...] | None = None,
 ) -> Tensor:
     """``out_i = W̃( Σ_{j→i} h(e_ij) ⊗ x_j )`` for a plain implicit kernel: ``[N, C]``.
 
@@ -88,6 +99,8 @@ def fused_implicit_convolution(
         keep_activations: keep every block's intermediates for backward (faster backward,
             memory growing with the number of edges) instead of recomputing them (peak
             memory of one block).
+        head_groups: the head's nonzero blocks (:func:`~symgraph.ops.sparse_head.head_groups`
+            of its basis): the head is then applied block-sparsely. None: dense.
     """
     chosen = layout.choose("auto")
     if chosen not in ("regular", "padded"):
@@ -110,6 +123,7 @@ def fused_implicit_convolution(
         num_nodes=layout.num_nodes,
         mean=mean,
         keep=keep_activations,
+        groups=head_groups,
     )
     params = [t for layer in layers for t in (layer.weight, layer.bias)]
     out = _KernelConvFunction.apply(plan, embedding, envelope, x, head, *params)
@@ -238,7 +252,9 @@ def _forward_all(
 ) -> Tensor:
     """The layer's output ``[N, C]``; with ``kept``, appends each block's
     :func:`_block_sums` (None for blocks without edges) for the backward."""
-    head_matrix = _head_matrix(head)
+    sparse = plan.groups is not None and not differentiable
+    weights = group_weights(head, plan.groups) if sparse else None
+    head_matrix = None if sparse else _head_matrix(head)
     x_aligned = _aligned_features(x)
     workspace = None if differentiable else Workspace(x)
     outputs = []
@@ -255,7 +271,11 @@ def _forward_all(
         if kept is not None:
             kept.append(sums)
         summed = sums[-1]
-        out = (summed.reshape(summed.shape[0], -1) @ head_matrix)[:, : head.shape[0]]
+        if weights is not None:
+            scratch = workspace.get("g", summed.shape[0] * max(g.size for g in plan.groups))
+            out = grouped_head(summed, plan.groups, weights, head.shape[0], scratch)
+        else:
+            out = (summed.reshape(summed.shape[0], -1) @ head_matrix)[:, : head.shape[0]]
         if plan.mean:
             out = out / block.degree.clamp_min(1).to(out)[:, None]
         outputs.append(out)
@@ -281,11 +301,14 @@ class _KernelConvFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             return (None, *_differentiable_backward(plan, needs, grad_out, ctx.saved_tensors))
         layers = plan.layers(tuple(params))
-        head_matrix = _head_matrix(head)
         x_aligned = _aligned_features(x)
         num_c, num_a, num_b = head.shape
-        head_t = head_matrix[:, :num_c].T.contiguous()  # [C, B'·A']
-        grad_head_t = torch.zeros_like(head_t)
+        if plan.groups is None:
+            head_t = _head_matrix(head)[:, :num_c].T.contiguous()  # [C, A'·B']
+            grad_head_t = torch.zeros_like(head_t)
+        else:
+            weights = group_weights(head, plan.groups)
+            grad_weights = [[torch.zeros_like(w) for w in ws] for ws in weights]
         grad_x = torch.zeros_like(x_aligned) if needs[2] else None
         grad_emb = torch.zeros_like(embedding) if needs[0] else None
         grad_env = torch.zeros_like(envelope) if envelope is not None and needs[1] else None
@@ -305,10 +328,15 @@ class _KernelConvFunction(torch.autograd.Function):
                 h_pre, saved, hr, fp, summed = _block_sums(
                     plan, block, layers, embedding, envelope, x_aligned, workspace
                 )
-            grad_head_t.addmm_(dout.T, summed.reshape(n, -1))
-            # from here on, the recomputed S (not a kept one) may be overwritten
-            d_summed = workspace.get("s", *summed.shape)  # [n, A', B']
-            torch.mm(dout, head_t, out=d_summed.view(n, -1))
+            if plan.groups is None:
+                grad_head_t.addmm_(dout.T, summed.reshape(n, -1))
+                # from here on, the recomputed S (not a kept one) may be overwritten
+                d_summed = workspace.get("s", *summed.shape)  # [n, A', B']
+                torch.mm(dout, head_t, out=d_summed.view(n, -1))
+            else:
+                d_summed = _grouped_backward(
+                    plan.groups, weights, grad_weights, summed, dout, workspace
+                )
             if grad_x is not None:
                 df = torch.bmm(hr.transpose(1, 2), d_summed, out=workspace.get("df", *fp.shape))
                 grad_x.index_add_(0, plan.src[e0:e1], _unpadded(df, block))
@@ -329,11 +357,45 @@ class _KernelConvFunction(torch.autograd.Function):
             )
             if grad_emb is not None:
                 grad_emb[:, e0:e1] = dy
-        grad_head = grad_head_t.reshape(num_c, _aligned(num_a), _aligned(num_b))
-        grad_head = grad_head[:, :num_a, :num_b] if needs[3] else None
+        if not needs[3]:
+            grad_head = None
+        elif plan.groups is None:
+            grad_head = grad_head_t.reshape(num_c, _aligned(num_a), _aligned(num_b))
+            grad_head = grad_head[:, :num_a, :num_b]
+        else:
+            grad_head = scatter_group_grads(grad_weights, plan.groups, tuple(head.shape), head)
         grad_x = None if grad_x is None else grad_x[:, : x.shape[1]]
         grad_params = [g if need else None for g, need in zip(grad_params, needs[4:], strict=True)]
         return None, grad_emb, grad_env, grad_x, grad_head, *grad_params
+
+
+def _grouped_backward(
+    groups: tuple[HeadGroup, ...],
+    weights: list[list[Tensor]],
+    grad_weights: list[list[Tensor]],
+    summed: Tensor,
+    dout: Tensor,
+    workspace: Workspace,
+) -> Tensor:
+    """One block's backward through the block-sparse head: adds ``S_g^T dout[:, span]`` into
+    ``grad_weights`` and returns ``dL/dS [n, A', B']`` (zero outside the groups; in the
+    workspace's ``"s"`` buffer, which may hold the recomputed ``summed``: it is read first)."""
+    n = summed.shape[0]
+    scratch = workspace.get("g", n * max(g.size for g in groups))
+    for group, grads in zip(groups, grad_weights, strict=True):
+        rows = gathered_sums(summed, group, scratch[: n * group.size].view(n, group.size))
+        for span, grad in zip(group.spans, grads, strict=True):
+            grad.addmm_(rows.T, dout[:, span])
+    d_summed = workspace.get("s", *summed.shape).zero_()
+    for group, matrices in zip(groups, weights, strict=True):
+        d_rows = scratch[: n * group.size].view(n, group.size)
+        for number, (span, matrix) in enumerate(zip(group.spans, matrices, strict=True)):
+            if number == 0:
+                torch.mm(dout[:, span], matrix.T, out=d_rows)
+            else:
+                d_rows.addmm_(dout[:, span], matrix.T)
+        d_summed[:, group.a, group.b] = d_rows.view(n, group.a.stop - group.a.start, -1)
+    return d_summed
 
 
 def _differentiable_backward(plan: _Plan, needs, grad_out: Tensor, saved: tuple) -> list:

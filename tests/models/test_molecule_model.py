@@ -90,3 +90,42 @@ def test_bad_input():
     batch.x = batch.x[:, :5]
     with pytest.raises(ValueError, match=r"data.x: expected atom features \[N, 13\]"):
         model(batch)
+    batch = molecules()
+    batch.edge_attr = batch.edge_attr[:-1]
+    with pytest.raises(ValueError, match=r"data.edge_attr: expected shape \["):
+        model(batch)
+
+
+def test_edges_beyond_the_cutoff_are_dropped_without_changing_anything(monkeypatch):
+    """A 3 Å cutoff on a graph built with 5 Å: the layers see only the shorter edges, and
+    predictions and gradients equal those of the graph cut to 3 Å beforehand."""
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=2, cutoff=3.0).double()
+    batch = molecules()
+    batch.pos, batch.x, batch.edge_attr = (
+        batch.pos.double(),
+        batch.x.double(),
+        batch.edge_attr.double(),
+    )
+    length = (batch.pos[batch.edge_index[0]] - batch.pos[batch.edge_index[1]]).norm(dim=-1)
+    short = length < 3.0
+    assert 0 < int(short.sum()) < short.numel()
+    cut = batch.clone()
+    cut.edge_index, cut.edge_attr = batch.edge_index[:, short], batch.edge_attr[short]
+    seen = []
+    conv_forward = type(model.convs[0]).forward
+
+    def recording(conv, x, pos, edge_index, *args, **kwargs):
+        seen.append(edge_index.shape[1])
+        return conv_forward(conv, x, pos, edge_index, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.convs[0]), "forward", recording)
+    outputs = []
+    for data in (batch, cut):
+        data.pos.requires_grad_(True)
+        out = model(data)
+        (grad,) = torch.autograd.grad(out.sum(), data.pos)
+        outputs.append((out.detach(), grad))
+    assert seen == [int(short.sum())] * 4
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(outputs[0][1], outputs[1][1], rtol=0, atol=1e-12)

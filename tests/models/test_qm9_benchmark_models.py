@@ -1,4 +1,5 @@
-"""The torch-only DimeNet++ of ``benchmarks/qm9.py``: its triplets and its invariance."""
+"""The QM9 benchmarks' own parts: DimeNet++'s torch-only triplets and invariance, the budget
+schedule, and the training-step benchmark's dense and block-sparse models."""
 
 from __future__ import annotations
 
@@ -47,3 +48,36 @@ def test_dimenet_adapter_is_invariant_and_trains(bench):
     torch.testing.assert_close(model(rotated), out, atol=1e-10, rtol=1e-8)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_budget_learning_rate_is_constant_or_a_cosine_in_wall_clock(bench):
+    assert bench.budget_lr(2e-3, 100.0, 240.0, "constant") == 2e-3
+    assert bench.budget_lr(2e-3, 0.0, 240.0, "cosine") == pytest.approx(2e-3)
+    assert bench.budget_lr(2e-3, 120.0, 240.0, "cosine") == pytest.approx(1e-3)
+    assert bench.budget_lr(2e-3, 180.0, 240.0, "cosine") == pytest.approx(1e-3 * (1 - 0.5**0.5))
+    assert bench.budget_lr(2e-3, 300.0, 240.0, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_train_step_benchmark_runs_dense_and_block_sparse_heads_alike(
+    load_script, shared_data, tmp_path
+):
+    """The step benchmark's two versions of our model compute the same thing, and its run
+    reports every contender."""
+    from symgraph.data.qm9 import QM9
+    from symgraph.models import SteerableMoleculeNet
+
+    step = load_script("benchmarks/train_step.py")
+    csv = shared_data / "qm9" / "qm9pack_first200.csv"
+    batch = Batch.from_data_list(list(QM9(tmp_path / "q", source="csv", csv_files=[csv])[:8]))
+    sparse = SteerableMoleculeNet()
+    dense = step.dense_head(SteerableMoleculeNet())
+    dense.load_state_dict(sparse.state_dict())
+    assert all(conv.kernel.head_groups is None for conv in dense.convs)
+    assert all(conv.kernel.head_groups is not None for conv in sparse.convs)
+    torch.testing.assert_close(dense(batch), sparse(batch), rtol=1e-5, atol=1e-5)
+    results = step.main(
+        ["--csv", str(csv), "--root", str(tmp_path / "r"), "--steps", "2", "--rounds", "1"]
+    )
+    assert set(results) == {"SteerableMoleculeNet, dense head", "SteerableMoleculeNet",
+                            "SchNet (PyG)"}  # fmt: skip
+    assert all(r["time_s"] > 0 and r["faults"] >= 0 for r in results.values())
