@@ -3,7 +3,7 @@
 An equivariant head couples a hidden block ``a`` and an input block ``b`` only to the output
 blocks that appear in ``a ⊗ b`` (for O(3), the Clebsch–Gordan selection rules): for the
 default QM9 layer, ``8x0e + 4x1o + 2x2e`` ⊗ ``32x0e + 8x1o + 4x2e`` → 88 outputs, a dense
-``[n, A·B] @ [A·B, C]`` spends about 2.9 times the multiplications that the nonzero blocks
+``[n, A·B] @ [A·B, C]`` spends about 2.6 times the multiplications that the nonzero blocks
 need. :func:`head_groups` finds those blocks from the basis' support once; the fused
 convolution (:mod:`symgraph.ops.kernel_conv`) then runs one matrix product per pair of
 (``a``-block, ``b``-block) and contiguous output span:

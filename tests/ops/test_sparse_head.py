@@ -38,7 +38,7 @@ def test_dense_support_gives_none():
     assert head_groups([], (5, 4, 3)) is None
 
 
-def test_qm9_layer_head_needs_a_third_of_the_dense_products():
+def test_qm9_layer_head_needs_under_two_fifths_of_the_dense_products():
     """The default SteerableMoleculeNet layer: 8x0e+4x1o+2x2e ⊗ 32x0e+8x1o+4x2e → 88."""
     model = SteerableMoleculeNet()
     kernel = model.convs[0].kernel
