@@ -228,7 +228,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--budget-s", type=float, default=None, help="training seconds per model")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the subset, split and init")
+    parser.add_argument(
+        "--init-seed", type=int, default=None,
+        help="the models' initialisation and batch order only (the split stays --seed's)",
+    )  # fmt: skip
     parser.add_argument(
         "--schedule", choices=("constant", "cosine"), default="constant",
         help="learning rate over the budget: constant, or cosine decay to zero in wall-clock",
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         index = target_index(target)
         ours = {"hidden": args.ours_hidden, "lmax": args.ours_lmax, "cutoff": args.ours_cutoff}
         for name, model in models_for(target, number == 0, ours, args.models).items():
-            torch.manual_seed(args.seed)
+            torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
             if hasattr(model, "reset_parameters"):
                 model.reset_parameters()
             ours_model = isinstance(model, SteerableMoleculeNet)
