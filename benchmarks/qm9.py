@@ -127,7 +127,7 @@ class DimeNetAdapter(nn.Module):
 OURS = {"hidden": "32x0e + 8x1o", "lmax": 1, "cutoff": 4.0}
 """SteerableMoleculeNet's size for a 240 s budget, chosen on validation MAE (homo, cosine
 schedule; benchmarks/RESULTS.md): narrower than the library default
-(``32x0e + 8x1o + 4x2e``, l ≤ 2, 5 Å), it takes about twice the steps in the budget."""
+(``32x0e + 8x1o + 4x2e``, l ≤ 2, 5 Å), it takes about 1.7 times the steps in the budget."""
 
 
 OURS_LR = 5e-3

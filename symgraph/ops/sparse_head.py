@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["HeadGroup", "head_groups", "group_weights", "grouped_head", "scatter_group_grads"]
+__all__ = [
+    "HeadGroup",
+    "head_groups",
+    "group_weights",
+    "gathered_sums",
+    "grouped_head",
+    "scatter_group_grads",
+]
 
 MAX_DENSITY = 0.6
 """Grouping pays only when the blocks hold at most this share of the dense head's products."""
