@@ -1,4 +1,5 @@
-"""Neighbour graphs built from positions, without torch-cluster.
+"""Neighbour graphs built from positions, without torch-cluster, and a node order that
+saves stacked convolutions their per-layer edge sorting.
 
 Both builders follow torch-cluster's conventions, so they are drop-in replacements:
 ``edge_index[1]`` is the centre node and ``edge_index[0]`` its neighbour, i.e. messages
@@ -9,17 +10,19 @@ so that memory stays bounded (``chunk_size`` rows of the distance matrix at a ti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from symgraph.checks import check_batch, check_positions
+from symgraph.checks import check_batch, check_edge_index, check_positions
 
 try:  # optional accelerator, used when present
     import torch_cluster as _torch_cluster
 except ImportError:  # pragma: no cover - depends on the environment
     _torch_cluster = None
 
-__all__ = ["radius_graph", "knn_graph"]
+__all__ = ["radius_graph", "knn_graph", "order_by_in_degree", "DegreeOrder"]
 
 _CHUNK_ELEMENTS = 1 << 24  # entries of the distance matrix held at once
 
@@ -128,3 +131,44 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
     if not edges:
         return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     return torch.cat(edges, dim=1)
+
+
+@dataclass(frozen=True)
+class DegreeOrder:
+    """A graph renumbered by in-degree, from :func:`order_by_in_degree`.
+
+    Attributes:
+        nodes: ``[N]`` the old index of each new node (``x[nodes]`` renumbers node features).
+        rank: ``[N]`` the new index of each old node (``h[rank]`` restores the old order).
+        edges: ``[E]`` the old index of each new edge (``edge_attr[edges]``).
+        edge_index: ``[2, E]`` the renumbered edges, sorted by receiver.
+    """
+
+    nodes: Tensor
+    rank: Tensor
+    edges: Tensor
+    edge_index: Tensor
+
+
+def order_by_in_degree(edge_index: Tensor, num_nodes: int) -> DegreeOrder:
+    """Renumber the nodes by in-degree (stable) and sort the edges by receiver.
+
+    :class:`~symgraph.nn.ImplicitSteerableConv` groups a node's incoming edges into
+    padded ``[n, k]`` slots, for blocks of receivers of similar degree; on a graph in this
+    order every layer finds that grouping already done, so a model stacking several layers
+    on one graph renumbers it once (as :class:`~symgraph.models.SteerableMoleculeNet`
+    does) instead of once per layer. The graph and the layers' outputs are the same up to
+    the renumbering.
+
+    Args:
+        edge_index: ``[2, E]``, messages flowing ``edge_index[0] -> edge_index[1]``.
+        num_nodes: N.
+    """
+    edge_index = check_edge_index(edge_index, num_nodes).long()
+    degree = torch.bincount(edge_index[1], minlength=num_nodes)
+    nodes = torch.argsort(degree, stable=True)
+    rank = torch.empty_like(nodes)
+    rank[nodes] = torch.arange(num_nodes, device=nodes.device)
+    renumbered = rank[edge_index]
+    edges = torch.argsort(renumbered[1], stable=True)
+    return DegreeOrder(nodes, rank, edges, renumbered[:, edges])

@@ -1,11 +1,12 @@
-"""radius_graph / knn_graph against brute force, batches, bad input."""
+"""radius_graph / knn_graph against brute force, batches, bad input; order_by_in_degree."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from symgraph.graph import knn_graph, radius_graph
+import symgraph as sg
+from symgraph.graph import knn_graph, order_by_in_degree, radius_graph
 
 
 def brute_force_radius(pos, r, batch):
@@ -63,3 +64,38 @@ def test_small_graphs_get_fewer_neighbours_and_bad_input_raises():
     nan[0, 0] = float("nan")
     with pytest.raises(ValueError, match="pos: expected finite values"):
         knn_graph(nan, 2)
+
+
+def test_order_by_in_degree_renumbers_and_sorts():
+    gen = torch.Generator().manual_seed(3)
+    pos = torch.rand(50, 3, generator=gen, dtype=torch.float64)
+    edge_index = radius_graph(pos, 0.35)
+    edge_index = edge_index[:, torch.randperm(edge_index.shape[1], generator=gen)]
+    order = order_by_in_degree(edge_index, 50)
+    degree = torch.bincount(order.edge_index[1], minlength=50)
+    assert bool((degree[1:] >= degree[:-1]).all())
+    assert bool((order.edge_index[1][1:] >= order.edge_index[1][:-1]).all())
+    assert torch.equal(order.rank[order.nodes], torch.arange(50))
+    # the same edges, renumbered, with the edge permutation given
+    assert torch.equal(order.edge_index, order.rank[edge_index[:, order.edges]])
+    assert torch.equal(order.nodes[order.edge_index], edge_index[:, order.edges])
+
+
+def test_convolution_on_the_renumbered_graph_is_the_renumbered_convolution():
+    gen = torch.Generator().manual_seed(4)
+    pos = torch.rand(40, 3, generator=gen, dtype=torch.float64)
+    edge_index = radius_graph(pos, 0.4)
+    edge_index = edge_index[:, torch.randperm(edge_index.shape[1], generator=gen)]
+    edge_attr = torch.rand(edge_index.shape[1], 2, generator=gen, dtype=torch.float64)
+    conv = sg.nn.ImplicitSteerableConv("4x0e + 2x1o", "3x0e + 2x1o", edge_dim=2, cutoff=0.4)
+    conv = conv.double()
+    x = torch.randn(40, conv.rep_in.dim, generator=gen, dtype=torch.float64)
+    order = order_by_in_degree(edge_index, 40)
+    expected = conv(x, pos, edge_index, edge_attr)
+    got = conv(x[order.nodes], pos[order.nodes], order.edge_index, edge_attr[order.edges])
+    torch.testing.assert_close(got[order.rank], expected, rtol=0, atol=1e-12)
+
+
+def test_order_by_in_degree_rejects_bad_edges():
+    with pytest.raises(ValueError, match="edge_index"):
+        order_by_in_degree(torch.tensor([[0, 5], [1, 0]]), 3)

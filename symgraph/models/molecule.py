@@ -9,6 +9,7 @@ from torch_geometric.data import Batch, Data
 
 from symgraph.checks import check_edge_attr, check_edge_index, check_positions
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
+from symgraph.graph import order_by_in_degree
 from symgraph.groups import MatrixGroup, Rep, group_from_name
 from symgraph.nn import (
     EquivariantLinear,
@@ -128,10 +129,15 @@ class SteerableMoleculeNet(nn.Module):
         edge_attr = data.edge_attr if self.use_edge_attr else None
         node_attr = x if self.use_node_attr else None
         edge_index, edge_attr = self._edges_within_cutoff(pos, edge_index, edge_attr)
+        # renumbered once, the layers skip their own sorting of the edges by receiver
+        order = order_by_in_degree(edge_index, pos.shape[0])
+        x, pos = x[order.nodes], pos[order.nodes]
+        edge_attr = None if edge_attr is None else edge_attr[order.edges]
+        node_attr = None if node_attr is None else x
         h = self.embed(x)
         for conv, gate in zip(self.convs, self.gates):
-            h = h + gate(conv(h, pos, edge_index, edge_attr, node_attr))
-        return h
+            h = h + gate(conv(h, pos, order.edge_index, edge_attr, node_attr))
+        return h[order.rank]
 
     def _edges_within_cutoff(
         self, pos: Tensor, edge_index: Tensor, edge_attr: Tensor | None

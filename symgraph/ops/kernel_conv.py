@@ -106,7 +106,8 @@ def fused_implicit_convolution(
     if chosen not in ("regular", "padded"):
         raise ValueError(f"layout: the fused path needs a regular or padded layout, got {chosen}")
     relabel = None
-    if not layout.regular:  # receivers by in-degree: blocks of similar degree pad little
+    if not layout.regular and not _ascending(layout.degree):
+        # receivers by in-degree: blocks of similar degree pad little
         node_order = torch.argsort(layout.degree, stable=True)
         relabel = torch.empty_like(node_order)
         relabel[node_order] = torch.arange(layout.num_nodes, device=node_order.device)
@@ -128,6 +129,12 @@ def fused_implicit_convolution(
     params = [t for layer in layers for t in (layer.weight, layer.bias)]
     out = _KernelConvFunction.apply(plan, embedding, envelope, x, head, *params)
     return out if relabel is None else out[relabel]
+
+
+def _ascending(degree: Tensor) -> bool:
+    """Whether the receivers are already in order of in-degree (as
+    :func:`~symgraph.graph.order_by_in_degree` leaves them)."""
+    return degree.numel() < 2 or bool((degree[1:] >= degree[:-1]).all())
 
 
 def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, ...]:

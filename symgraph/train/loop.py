@@ -218,7 +218,8 @@ class Trainer:
         train, val, test: datasets (PyG or any torch ``Dataset``), all non-empty.
         run_dir: the run folder (created).
         config: loop settings.
-        optimizer: ``model -> Optimizer`` (default Adam with ``config.lr``, ``weight_decay``).
+        optimizer: ``model -> Optimizer`` (default Adam with ``config.lr``, ``weight_decay``;
+            torch's fused implementation on CPU and CUDA).
         scheduler: ``optimizer -> scheduler`` or ``None``; ``ReduceLROnPlateau`` is stepped
             with the validation ``task.monitor``.
         callbacks: hooks, see ``callbacks.py``.
@@ -264,8 +265,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         if optimizer is None:
             cfg = self.config
+            fused = self.dist.device.type in ("cpu", "cuda")  # one kernel for all parameters
             optimizer = lambda m: torch.optim.Adam(  # noqa: E731
-                m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+                m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
             )
         self.optimizer = optimizer(self.model)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None

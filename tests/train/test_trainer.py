@@ -184,6 +184,7 @@ def test_plain_tensor_classification(tmp_path):
         TrainConfig(epochs=2, batch_size=16, lr=1e-2, progress=False, grad_clip=1.0),
         scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
     )
+    assert trainer.optimizer.defaults["fused"]  # the default Adam: one fused step on CPU
     metrics = trainer.fit()
     assert 0.0 <= metrics["accuracy"] <= 1.0
     rows = read_rows(tmp_path / "metrics.csv")
