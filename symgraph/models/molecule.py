@@ -51,7 +51,7 @@ class SteerableMoleculeNet(nn.Module):
         num_targets: scalar outputs per molecule.
         readout: ``"sum"`` or ``"mean"`` over atoms.
         dipole: predict the dipole vector ``[B, 3]`` instead of scalars.
-        kernel_hidden, lmax: the kernel MLP (see :class:`ImplicitKernel`).
+        kernel_hidden, lmax, num_radial: the kernel MLP (see :class:`ImplicitKernel`).
 
     Shapes:
         ``forward(data) -> [num_graphs, num_targets]`` (``[num_graphs, 3]`` with dipole).
@@ -72,6 +72,7 @@ class SteerableMoleculeNet(nn.Module):
         dipole: bool = False,
         kernel_hidden: str | None = None,
         lmax: int = 2,
+        num_radial: int = 8,
     ) -> None:
         super().__init__()
         if readout not in _READOUTS:
@@ -95,6 +96,7 @@ class SteerableMoleculeNet(nn.Module):
                     node_dim=atom_dim if use_node_attr else 0,
                     hidden=kernel_hidden,
                     lmax=lmax,
+                    num_radial=num_radial,
                     cutoff=cutoff,
                     checkpoint=False,
                 )  # fmt: skip

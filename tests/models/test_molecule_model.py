@@ -42,7 +42,10 @@ def test_scalar_predictions_are_invariant(group):
 
 def test_dipole_readout_is_equivariant():
     torch.manual_seed(0)
-    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=2, dipole=True).double()
+    model = SteerableMoleculeNet(
+        hidden="8x0e + 2x1o", num_layers=2, dipole=True, num_radial=12
+    ).double()
+    assert all(conv.kernel.radial.num_basis == 12 for conv in model.convs)
     batch = molecules()
     batch.pos, batch.x, batch.edge_attr = (
         batch.pos.double(),
