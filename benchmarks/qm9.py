@@ -124,10 +124,12 @@ class DimeNetAdapter(nn.Module):
         return scatter(out, batch, dim=0, reduce=self.readout)
 
 
-OURS = {"hidden": "32x0e + 8x1o", "lmax": 1, "cutoff": 4.0, "num_radial": 8}
+OURS = {"hidden": "32x0e + 8x1o", "lmax": 1, "cutoff": 4.0, "num_radial": 48}
 """SteerableMoleculeNet's size for a 240 s budget, chosen on validation MAE (homo, cosine
 schedule; benchmarks/RESULTS.md): narrower than the library default
-(``32x0e + 8x1o + 4x2e``, l ≤ 2, 5 Å), it takes about 1.7 times the steps in the budget."""
+(``32x0e + 8x1o + 4x2e``, l ≤ 2, 5 Å), it took about 1.7 times the steps in the budget with
+8 Gaussians; 48 (chosen over 8, 16, 32 and 64) space the radial basis 0.085 Å apart and take
+about 20% fewer steps than 8."""
 
 
 OURS_LR = 5e-3

@@ -33,7 +33,8 @@ def test_train_evaluate_predict(first200, tmp_path):
     from symgraph.train.predict import load_qm9_run, predict
 
     run = tmp_path / "run"
-    assert main(train_args(first200, run, "--epochs", "2", "--target", "U0")) == 0
+    kernel = ["--lmax", "1", "--num-radial", "12"]
+    assert main(train_args(first200, run, "--epochs", "2", "--target", "U0", *kernel)) == 0
     for name in ("config.json", "split.json", "metrics.csv", "curve.png", "test.json", "best.pt"):
         assert (run / name).exists(), name
     test = json.loads((run / "test.json").read_text())
@@ -42,6 +43,7 @@ def test_train_evaluate_predict(first200, tmp_path):
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation["metrics"]["mae"] == pytest.approx(test["metrics"]["mae"], rel=1e-5)
     model, task = load_qm9_run(run)
+    assert model.convs[0].kernel.radial.num_basis == 12 and model.convs[0].kernel.lmax == 1
     values = predict((model, task), [molecule("CH3CH2OH"), molecule("HCN")])
     assert values.shape == (2,) and bool(torch.isfinite(values).all())
 
