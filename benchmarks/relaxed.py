@@ -29,7 +29,9 @@ relaxed − strict differences; the relaxed model's learned relaxation -- the su
 of ``s²``, the squared strength of the non-equivariant pathway -- and every model's domain
 RMSE are plotted against the amount of symmetry breaking of the data
 (``benchmarks/out/relaxation_vs_breaking.png``). Results:
-``benchmarks/out/relaxed.json`` (``--quick`` writes ``*_quick`` files instead).
+``benchmarks/out/relaxed.json`` (``--quick`` writes ``*_quick`` files instead). Each
+finished run is also kept in ``relaxed.partial.json`` until the end: started again with the
+same options, an interrupted benchmark trains only the runs it is missing.
 
 Seeds can run in separate processes (one core each) and be reported together:
 
@@ -146,6 +148,30 @@ def train(model: str, breaking: float, seed: int, args: argparse.Namespace) -> d
         "strengths": strengths,
         "wall_s": wall,
     }
+
+
+class Finished:
+    """The runs finished so far, kept in ``path`` after each one: an interrupted benchmark
+    started again with the same options trains only what is missing."""
+
+    def __init__(self, path: Path, args: argparse.Namespace) -> None:
+        self.path, self.args = path, args
+        self.options = {k: v for k, v in vars(args).items() if k not in ("seeds", "plot_seeds")}
+        saved = json.loads(path.read_text()) if path.exists() else None
+        same = saved is not None and saved["options"] == json.loads(json.dumps(self.options))
+        self.rows = saved["rows"] if same else []
+
+    def get(self, model: str, breaking: float, seed: int) -> dict:
+        """The run's results, trained now unless an earlier start finished it."""
+        for row in self.rows:
+            if (row["model"], row["breaking"], row["seed"]) == (model, breaking, seed):
+                return row
+        row = train(model, breaking, seed, self.args)
+        self.rows.append(row)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"options": self.options, "rows": self.rows}))
+        temporary.replace(self.path)
+        return row
 
 
 def summary(rows: list[dict], key: str) -> tuple[float, float]:
@@ -347,12 +373,13 @@ def main(argv: list[str] | None = None) -> None:
           f"batch {args.batch_size}, lr {args.lr}, horizon {args.horizon}, "
           f"relaxation weight {args.relaxation_weight}, seeds {seeds}\n")  # fmt: skip
     start = time.perf_counter()
-    runs = {(m, args.breaking, seed): train(m, args.breaking, seed, args)
+    done = Finished(OUT / f"relaxed{args.tag}.partial.json", args)
+    runs = {(m, args.breaking, seed): done.get(m, args.breaking, seed)
             for m in MODELS for seed in seeds}  # fmt: skip
     sweep: dict[float, list[dict]] = {}
     for level in levels:
         sweep[level] = [
-            runs.get((model, level, seed)) or train(model, level, seed, args)
+            runs.get((model, level, seed)) or done.get(model, level, seed)
             for model in MODELS
             for seed in plot_seeds
         ]
@@ -363,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         "sweep": {str(k): v for k, v in sweep.items()},
     }
     (OUT / f"relaxed{args.tag}.json").write_text(json.dumps(result, indent=2))
+    done.path.unlink()
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 
