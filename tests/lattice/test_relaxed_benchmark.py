@@ -80,3 +80,29 @@ def test_sweep_table_pairs_relaxed_with_strict_per_level(load_script, capsys):
     assert cells[5] == "1.25000 ± 0.35355 / 4.50000 ± 2.12132"  # relaxed, seeds 0 and 1
     # relaxed − equivariant: future (-1.0, +0.5) -> -0.25, lower in 1 of 2; domain (+1, -1)
     assert cells[6] == "-0.25000 (1/2) / +0.00000 (1/2)"
+
+
+def test_finished_runs_are_kept_and_reused_after_an_interruption(load_script, tmp_path):
+    bench = load_script("benchmarks/relaxed.py")
+    trained = []
+
+    def fake_train(model, breaking, seed, args):
+        trained.append((model, breaking, seed))
+        return {"model": model, "breaking": breaking, "seed": seed, "future_rmse": 1.0}
+
+    bench.train = fake_train
+    path = tmp_path / "relaxed_x.partial.json"
+    args = bench.parse_args(["--tag", "_x"])
+    first = bench.Finished(path, args)
+    first.get("conv", 0.5, 0)
+    first.get("relaxed", 0.5, 0)
+    assert trained == [("conv", 0.5, 0), ("relaxed", 0.5, 0)] and path.exists()
+
+    again = bench.Finished(path, bench.parse_args(["--tag", "_x", "--seeds", "7"]))
+    assert again.get("relaxed", 0.5, 0)["future_rmse"] == 1.0  # read back, not retrained
+    again.get("conv", 0.5, 1)
+    assert trained[-1] == ("conv", 0.5, 1) and len(trained) == 3
+
+    other = bench.Finished(path, bench.parse_args(["--tag", "_x", "--epochs", "5"]))
+    other.get("conv", 0.5, 0)  # other options: nothing reused
+    assert trained[-1] == ("conv", 0.5, 0) and len(trained) == 4
