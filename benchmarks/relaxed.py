@@ -96,6 +96,8 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
         "--free-input", args.free_input,
+        "--relaxation-lr-scale", str(args.relaxation_lr_scale),
+        "--relaxation-warmup", str(args.relaxation_warmup),
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
     ]  # fmt: skip
 
@@ -337,6 +339,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("position", "radial", "constant"),
         help="what the relaxed layers' non-equivariant pathway depends on",
     )
+    parser.add_argument(
+        "--relaxation-lr-scale", type=float, default=1.0,
+        help="learning rate of the relaxed layers' non-equivariant pathway, times --lr",
+    )  # fmt: skip
+    parser.add_argument(
+        "--relaxation-warmup", type=int, default=0,
+        help="epochs during which the relaxed model's non-equivariant pathway stays frozen",
+    )  # fmt: skip
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the table (mean ± std)")
     parser.add_argument("--plot-seeds", default="0", help="seeds of each plotted level")
     parser.add_argument("--tag", default=None, help="suffix of the output files and run folders")

@@ -13,7 +13,9 @@ training simulations' past, and reports:
 
 The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
 units of the training fields' RMS; relaxed models add ``--relaxation-weight`` times
-:func:`symgraph.nn.relaxation_penalty`. Everything else -- run folder, checkpoints,
+:func:`symgraph.nn.relaxation_penalty`, and may slow their non-equivariant pathway
+down (``--relaxation-lr-scale``, ``--relaxation-warmup``; see
+:mod:`symgraph.train.relaxation_schedule`). Everything else -- run folder, checkpoints,
 ``--resume``, ``symgraph evaluate`` -- is the trainer's.
 """
 
@@ -174,6 +176,20 @@ def _field_rms(dataset: Dataset) -> float:
             help="weight of the relaxation penalty Σ s² (relaxed model; default 1)",
         ),
         arg(
+            "--relaxation-lr-scale",
+            type=float,
+            default=1.0,
+            help="relaxed model: learning rate of the non-equivariant pathway, as a multiple "
+            "of --lr (default 1)",
+        ),
+        arg(
+            "--relaxation-warmup",
+            type=int,
+            default=0,
+            help="relaxed model: epochs during which the non-equivariant pathway stays "
+            "frozen, training the strict model first (default 0)",
+        ),
+        arg(
             "--free-input",
             default="position",
             choices=("position", "radial", "constant"),
@@ -225,7 +241,14 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     """Smoke-plume forecasting: CNN, equivariant or relaxed-equivariant predictor."""
     from symgraph.models.fluids import build_fluid_model
     from symgraph.nn import relaxation_penalty
+    from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
+    lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
+    warmup = int(getattr(args, "relaxation_warmup", 0))
+    if not 0 < lr_scale < float("inf"):
+        raise ValueError(f"--relaxation-lr-scale: expected a positive number, got {lr_scale}")
+    if warmup < 0:
+        raise ValueError(f"--relaxation-warmup: expected epochs ≥ 0, got {warmup}")
     data = build_fluid_datasets(args)
     scale = _field_rms(data["train"])
     train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
@@ -237,7 +260,8 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         free_input=getattr(args, "free_input", "position"),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
-    extra = [lambda m, _batch: weight * relaxation_penalty(m)] if args.model == "relaxed" else []
+    relaxed = args.model == "relaxed"
+    extra = [lambda m, _batch: weight * relaxation_penalty(m)] if relaxed else []
     return JobSpec(
         model=model,
         task=FluidRolloutTask(args.horizon, args.train_horizon, scale, "L / time"),
@@ -246,4 +270,8 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         test=test,
         split={"train": train_idx, "val": val_idx, "test": list(range(len(test)))},
         extra_losses=extra,
+        optimizer=relaxed_adam(args.lr, args.weight_decay, lr_scale)
+        if relaxed and lr_scale != 1.0
+        else None,
+        callbacks=[RelaxationWarmup(warmup)] if relaxed and warmup else [],
     )

@@ -1,0 +1,73 @@
+"""The relaxation's own learning rate and warm-up (``symgraph.train.relaxation_schedule``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symgraph.cli import main as symgraph_main
+from symgraph.models.fluids import build_fluid_model
+from symgraph.nn import relaxed_modules
+from symgraph.train.relaxation_schedule import (
+    RelaxationWarmup,
+    relaxation_parameter_groups,
+    relaxed_adam,
+)
+
+
+def test_relaxation_parameters_get_their_own_group_at_the_scaled_rate():
+    model = build_fluid_model("relaxed", 3, width=4, layers=2)
+    groups = relaxation_parameter_groups(model, lr=1e-3, lr_scale=0.25)
+    free = {id(p) for _, m in relaxed_modules(model) for p in m.relaxation_parameters()}
+    assert [g["lr"] for g in groups] == [1e-3, 2.5e-4]
+    assert {id(p) for p in groups[1]["params"]} == free
+    assert free.isdisjoint(id(p) for p in groups[0]["params"])
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    optimizer = relaxed_adam(1e-3, lr_scale=0.25)(model)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 2.5e-4]
+    strict = build_fluid_model("equivariant", 3, width=4, layers=2)
+    assert len(relaxation_parameter_groups(strict, 1e-3, 0.25)) == 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_bad_scale_or_warmup_is_refused(bad):
+    model = build_fluid_model("relaxed", 3, width=4, layers=2)
+    with pytest.raises(ValueError, match="lr_scale: expected a positive finite number"):
+        relaxation_parameter_groups(model, 1e-3, bad)
+    with pytest.raises(ValueError, match="epochs: expected an int ≥ 0"):
+        RelaxationWarmup(-1)
+
+
+def _free_heads(run) -> list[torch.Tensor]:
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    return [v for k, v in state.items() if k.endswith("head.free")]
+
+
+@pytest.mark.parametrize(("epochs", "warmup", "released"), [(1, 1, False), (2, 1, True)])
+def test_warmup_trains_the_strict_model_first_then_releases_the_relaxation(
+    tmp_path, epochs, warmup, released
+):
+    run = tmp_path / "run"
+    flags = [
+        "--model", "relaxed", "--grid", "16", "--simulations", "2", "--domain-simulations",
+        "1", "--frames", "16", "--future-frames", "6", "--frames-in", "2", "--horizon", "1",
+        "--width", "4", "--layers", "2", "--epochs", str(epochs), "--batch-size", "8",
+        "--relaxation-warmup", str(warmup), "--relaxation-lr-scale", "0.5",
+        "--no-progress", "--out", str(run),
+    ]  # fmt: skip
+    assert symgraph_main(["train", "fluid", *flags]) == 0
+    heads = _free_heads(run)
+    assert heads and all(h.abs().max() > 0 for h in heads) == released
+    if not released:  # frozen at its initial value: exactly the strict model
+        assert all(torch.count_nonzero(h) == 0 for h in heads)
+    checkpoint = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    rates = [g["lr"] for g in checkpoint["optimizer"]["param_groups"]]
+    assert rates == pytest.approx([1e-3, 5e-4])
+
+
+def test_bad_flags_of_the_fluid_job_name_the_flag(tmp_path):
+    base = ["train", "fluid", "--out", str(tmp_path / "run"), "--no-progress"]
+    with pytest.raises(ValueError, match="--relaxation-lr-scale: expected a positive number"):
+        symgraph_main([*base, "--relaxation-lr-scale", "0"])
+    with pytest.raises(ValueError, match="--relaxation-warmup: expected epochs ≥ 0"):
+        symgraph_main([*base, "--relaxation-warmup", "-2"])
