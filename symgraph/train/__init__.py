@@ -6,7 +6,8 @@
 Modules: ``loop`` (Trainer, evaluate), ``tasks`` (what to optimise and report),
 ``checkpoint`` (atomic saves, random states), ``sampler`` / ``loader`` (the data order),
 ``distributed`` (torchrun), ``split`` (random splits), ``callbacks``, ``teleport_callback``
-(symmetry teleportation, ``--teleport``), ``records`` (metrics.csv, curve.png), ``files``
+(symmetry teleportation, ``--teleport``), ``relaxation_schedule`` (how fast relaxed
+layers may leave exact equivariance), ``records`` (metrics.csv, curve.png), ``files``
 (atomic writes), ``jobs`` (the registry of ``symgraph train JOB``), ``toy`` (the built-in
 demo job).
 """
