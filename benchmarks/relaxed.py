@@ -97,7 +97,8 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
-        "--free-input", args.free_input,
+        "--free-input", args.free_input, "--features", args.features,
+        "--group", args.group, "--radius", str(args.radius),
         "--relaxation-lr-scale", str(args.relaxation_lr_scale),
         "--relaxation-warmup", str(args.relaxation_warmup),
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
@@ -341,6 +342,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("position", "radial", "constant"),
         help="what the relaxed layers' non-equivariant pathway depends on",
     )
+    parser.add_argument(
+        "--features", default="irreps", choices=("irreps", "regular"),
+        help="hidden features of the steerable models (gated irreps or regular representations)",
+    )  # fmt: skip
+    parser.add_argument("--group", default="C4", help="group of the steerable models")
+    parser.add_argument("--radius", type=int, default=1, help="stencil radius of every model")
     parser.add_argument(
         "--relaxation-lr-scale", type=float, default=1.0,
         help="learning rate of the relaxed layers' non-equivariant pathway, times --lr",

@@ -36,10 +36,19 @@ from symgraph.nn.activations import Gate, gate_rep
 from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.relaxed_implicit import RelaxedImplicitSteerableConv
 
-__all__ = ["FluidCNN", "SteerableFluidNet", "build_fluid_model", "rollout", "FLUID_MODELS"]
+__all__ = [
+    "FluidCNN",
+    "SteerableFluidNet",
+    "build_fluid_model",
+    "rollout",
+    "FLUID_MODELS",
+    "FLUID_FEATURES",
+]
 
 #: the model names of :func:`build_fluid_model`.
 FLUID_MODELS = ("conv", "equivariant", "relaxed")
+#: the hidden features of the steerable models of :func:`build_fluid_model`.
+FLUID_FEATURES = ("irreps", "regular")
 
 
 def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor:
@@ -128,7 +137,8 @@ class SteerableFluidNet(nn.Module):
     Args:
         frames_in: number of past frames ``T``.
         layout: the field layout of one frame (``FieldLayout`` or its irreps string).
-        hidden: hidden representation (gated: each layer outputs ``gate_rep(hidden)``).
+        hidden: hidden representation, a ``Rep`` of ``group`` or its irreps string (gated:
+            each layer outputs ``gate_rep(hidden)``; regular blocks go through SiLU pointwise).
         layers: number of convolutions (at least 2).
         group: the symmetry group or its name (``"C4"``, ``"D4"``, ``"SO2"`` ...).
         radius: stencil radius in cells (kernel size ``2 radius + 1``).
@@ -146,7 +156,7 @@ class SteerableFluidNet(nn.Module):
         self,
         frames_in: int,
         layout: FieldLayout | str = "1x1o",
-        hidden: str = "8x0e + 8x1o",
+        hidden: str | Rep = "8x0e + 8x1o",
         layers: int = 4,
         group: MatrixGroup | str = "C4",
         radius: int = 1,
@@ -172,7 +182,11 @@ class SteerableFluidNet(nn.Module):
                 columns.extend(range(start, start + size[irrep]))
         self.register_buffer("_columns", torch.tensor(columns), persistent=False)
         rep_in = Rep(" + ".join(parts), self.group)
-        rep_hidden = Rep(hidden, self.group)
+        rep_hidden = Rep(hidden, self.group) if isinstance(hidden, str) else hidden
+        if not isinstance(rep_hidden, Rep) or rep_hidden.group != self.group:
+            raise ValueError(
+                f"hidden: expected an irreps string or a Rep of {self.group.name}, got {hidden!r}"
+            )
         rep_out = Rep(self.layout.irreps, self.group)
         free_names = ("free_hidden", "free_layers", "free_input")
         free = {k: v for k, v in kernel_options.items() if k in free_names}
@@ -222,12 +236,16 @@ def build_fluid_model(
     radius: int = 1,
     scale: float = 1.0,
     free_input: str = "position",
+    features: str = "irreps",
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
     ``width`` sizes all three alike: the steerable models use ``width/2`` scalars and
-    ``width/2`` vectors (``"8x0e + 8x1o"`` for 16), the CNN ``2 * width`` channels, which
-    gives parameter counts of the same order (see ``benchmarks/relaxed.py``). The kernel
+    ``width/2`` vectors (``"8x0e + 8x1o"`` for 16, gated) with ``features="irreps"``, or
+    ``width/2`` copies of the regular representation of a finite ``group`` with
+    ``features="regular"`` (group-convolution features, SiLU pointwise: for ``C4`` the
+    same ``2 width`` dimensions), the CNN ``2 * width`` channels, which gives parameter
+    counts of the same order (see ``benchmarks/relaxed.py``). The kernel
     size is ``2 radius + 1`` for all. ``free_input`` (``relaxed`` only) says what the
     non-equivariant pathway of each layer may depend on, one of
     :data:`symgraph.nn.relaxed_implicit.FREE_INPUTS`: ``"position"`` (an MLP of the raw
@@ -237,12 +255,23 @@ def build_fluid_model(
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
     _check_positive("width", width)
+    if features not in FLUID_FEATURES:
+        raise ValueError(f"features: expected one of {FLUID_FEATURES}, got {features!r}")
     if kind == "conv":
         return FluidCNN(frames_in, layout, 2 * width, layers, 2 * radius + 1, scale)
     half = max(width // 2, 1)
+    hidden: str | Rep = f"{half}x0e + {half}x1o"
+    if features == "regular":
+        group = group_from_name(group) if isinstance(group, str) else group
+        if not group.is_finite:
+            raise ValueError(
+                f"group: features='regular' needs a finite group, got {group.name} "
+                "(use features='irreps')"
+            )
+        hidden = Rep.regular(group, half)
     options = {"free_input": free_input} if kind == "relaxed" else {}
     return SteerableFluidNet(
-        frames_in, layout, f"{half}x0e + {half}x1o", layers, group, radius,
+        frames_in, layout, hidden, layers, group, radius,
         relaxed=kind == "relaxed", scale=scale, **options,
     )  # fmt: skip
 

@@ -201,6 +201,14 @@ def _field_rms(dataset: Dataset) -> float:
         arg("--layers", type=int, default=4, help="convolution layers (default 4)"),
         arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
         arg("--group", default="C4", help="group of the steerable models (default C4)"),
+        arg(
+            "--features",
+            default="irreps",
+            choices=("irreps", "regular"),
+            help="hidden features of the steerable models: scalars and vectors with gates "
+            "(irreps), or copies of the regular representation of the finite --group with "
+            "pointwise SiLU, as in a group CNN (regular) (default irreps)",
+        ),
         arg("--grid", type=int, default=32, help="grid cells per side (default 32)"),
         arg("--simulations", type=int, default=8, help="training simulations (default 8)"),
         arg(
@@ -258,6 +266,7 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         args.model, args.frames_in, data["train"].layout, width=args.width, layers=args.layers,
         group=args.group, radius=args.radius, scale=scale,
         free_input=getattr(args, "free_input", "position"),
+        features=getattr(args, "features", "irreps"),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"
