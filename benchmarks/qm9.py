@@ -269,8 +269,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for number, target in enumerate(targets):
         index = target_index(target)
-        ours = {"hidden": args.ours_hidden, "lmax": args.ours_lmax, "cutoff": args.ours_cutoff,
-                "num_radial": args.ours_num_radial}
+        ours = {
+            "hidden": args.ours_hidden,
+            "lmax": args.ours_lmax,
+            "cutoff": args.ours_cutoff,
+            "num_radial": args.ours_num_radial,
+        }
         for name, model in models_for(target, number == 0, ours, args.models).items():
             torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)
             if hasattr(model, "reset_parameters"):
