@@ -99,6 +99,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
         "--free-input", args.free_input, "--features", args.features,
         "--group", args.group, "--radius", str(args.radius),
+        *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
         "--relaxation-lr-scale", str(args.relaxation_lr_scale),
         "--relaxation-warmup", str(args.relaxation_warmup),
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
@@ -348,6 +349,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--group", default="C4", help="group of the steerable models")
     parser.add_argument("--radius", type=int, default=1, help="stencil radius of every model")
+    parser.add_argument(
+        "--kernel-hidden", default=None, help="hidden irreps of the steerable kernel MLPs"
+    )
     parser.add_argument(
         "--relaxation-lr-scale", type=float, default=1.0,
         help="learning rate of the relaxed layers' non-equivariant pathway, times --lr",

@@ -144,6 +144,10 @@ class SteerableFluidNet(nn.Module):
         radius: stencil radius in cells (kernel size ``2 radius + 1``).
         relaxed: use :class:`RelaxedImplicitSteerableConv` layers.
         scale: typical field magnitude (inputs are divided by it, updates multiplied).
+        kernel_hidden: hidden representation of every kernel MLP (the convolutions'
+            ``hidden``; default :func:`~symgraph.nn.kernel.default_kernel_hidden`). Most of
+            the parameters sit in the kernel heads, whose size grows with it.
+        kernel_layers: hidden layers of every kernel MLP (the convolutions' ``layers``).
         kernel_options: further arguments of every convolution (``lmax``, ``num_radial``
             ...; ``r_max`` defaults to the stencil's reach ``radius √2``); ``free_hidden``,
             ``free_layers`` and ``free_input`` go to the relaxed layers only.
@@ -162,6 +166,8 @@ class SteerableFluidNet(nn.Module):
         radius: int = 1,
         relaxed: bool = False,
         scale: float = 1.0,
+        kernel_hidden: str | None = None,
+        kernel_layers: int = 2,
         **kernel_options: object,
     ) -> None:
         super().__init__()
@@ -190,7 +196,7 @@ class SteerableFluidNet(nn.Module):
         rep_out = Rep(self.layout.irreps, self.group)
         free_names = ("free_hidden", "free_layers", "free_input")
         free = {k: v for k, v in kernel_options.items() if k in free_names}
-        options = {"r_max": radius * 2**0.5}
+        options = {"r_max": radius * 2**0.5, "hidden": kernel_hidden, "layers": kernel_layers}
         options.update({k: v for k, v in kernel_options.items() if k not in free_names})
         reps = [rep_in] + [rep_hidden] * (layers - 1)
         self.convs = nn.ModuleList()
@@ -237,6 +243,8 @@ def build_fluid_model(
     scale: float = 1.0,
     free_input: str = "position",
     features: str = "irreps",
+    kernel_hidden: str | None = None,
+    kernel_layers: int = 2,
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
@@ -250,7 +258,8 @@ def build_fluid_model(
     non-equivariant pathway of each layer may depend on, one of
     :data:`symgraph.nn.relaxed_implicit.FREE_INPUTS`: ``"position"`` (an MLP of the raw
     offset), ``"radial"`` (of its length only) or ``"constant"`` (one non-equivariant
-    channel-mixing matrix per layer).
+    channel-mixing matrix per layer). ``kernel_hidden`` and ``kernel_layers`` size the
+    steerable models' kernel MLPs (see :class:`SteerableFluidNet`).
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
@@ -272,7 +281,8 @@ def build_fluid_model(
     options = {"free_input": free_input} if kind == "relaxed" else {}
     return SteerableFluidNet(
         frames_in, layout, hidden, layers, group, radius,
-        relaxed=kind == "relaxed", scale=scale, **options,
+        relaxed=kind == "relaxed", scale=scale, kernel_hidden=kernel_hidden,
+        kernel_layers=kernel_layers, **options,
     )  # fmt: skip
 
 

@@ -202,6 +202,12 @@ def _field_rms(dataset: Dataset) -> float:
         arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
         arg("--group", default="C4", help="group of the steerable models (default C4)"),
         arg(
+            "--kernel-hidden",
+            default=None,
+            help="hidden irreps of the steerable models' kernel MLPs (default "
+            "'8x0e + 4x1o + 2x2e'; smaller ones leave more parameters for --width)",
+        ),
+        arg(
             "--features",
             default="irreps",
             choices=("irreps", "regular"),
@@ -267,6 +273,7 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         group=args.group, radius=args.radius, scale=scale,
         free_input=getattr(args, "free_input", "position"),
         features=getattr(args, "features", "irreps"),
+        kernel_hidden=getattr(args, "kernel_hidden", None),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"

@@ -83,6 +83,18 @@ def test_regular_features_learn_a_rotation_symmetric_map():
     assert losses[-1] < 0.1 * losses[0]
 
 
+@pytest.mark.parametrize("kind", ["equivariant", "relaxed"])
+def test_kernel_mlp_size_is_an_option(kind):
+    small = build_fluid_model(kind, 1, width=4, layers=2, kernel_hidden="1x0e + 1x1o + 1x2e")
+    default = build_fluid_model(kind, 1, width=4, layers=2)
+    for conv in small.convs:
+        assert conv.kernel.rep_hidden == Rep("1x0e + 1x1o + 1x2e", conv.group)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(small) < count(default)
+    x = frames(t=1, dtype=torch.float64)
+    assert commutation_error(small.double(), x, "1x1o", 1) < 1e-12
+
+
 def test_dihedral_model_commutes_with_reflections():
     model = SteerableFluidNet(2, "1x1o", "2x0e + 2x1o", layers=2, group="D4").double()
     x = frames(t=2, dtype=torch.float64)
@@ -153,7 +165,12 @@ def test_bad_input_names_the_argument():
 
 
 @pytest.mark.parametrize(
-    "options", [[], ["--free-input", "constant", "--domain-split", "three-quarter"]]
+    "options",
+    [
+        [],
+        ["--free-input", "constant", "--domain-split", "three-quarter"],
+        ["--features", "regular", "--kernel-hidden", "1x0e + 1x1o + 1x2e"],
+    ],
 )
 def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     out = tmp_path / "run"
