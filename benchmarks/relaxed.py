@@ -97,7 +97,8 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
-        "--free-input", args.free_input, "--features", args.features,
+        "--free-input", args.free_input, "--free-hidden", str(args.free_hidden),
+        "--features", args.features,
         "--group", args.group, "--radius", str(args.radius),
         *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
         "--relaxation-lr-scale", str(args.relaxation_lr_scale),
@@ -343,6 +344,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("position", "radial", "constant"),
         help="what the relaxed layers' non-equivariant pathway depends on",
     )
+    parser.add_argument(
+        "--free-hidden", type=int, default=8,
+        help="width of the relaxed layers' non-equivariant features (position, radial)",
+    )  # fmt: skip
     parser.add_argument(
         "--features", default="irreps", choices=("irreps", "regular"),
         help="hidden features of the steerable models (gated irreps or regular representations)",

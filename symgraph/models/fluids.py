@@ -245,6 +245,7 @@ def build_fluid_model(
     features: str = "irreps",
     kernel_hidden: str | None = None,
     kernel_layers: int = 2,
+    free_hidden: int = 8,
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
@@ -258,8 +259,10 @@ def build_fluid_model(
     non-equivariant pathway of each layer may depend on, one of
     :data:`symgraph.nn.relaxed_implicit.FREE_INPUTS`: ``"position"`` (an MLP of the raw
     offset), ``"radial"`` (of its length only) or ``"constant"`` (one non-equivariant
-    channel-mixing matrix per layer). ``kernel_hidden`` and ``kernel_layers`` size the
-    steerable models' kernel MLPs (see :class:`SteerableFluidNet`).
+    channel-mixing matrix per layer); ``free_hidden`` is the width ``H`` of that pathway's
+    features (``"position"`` and ``"radial"``; its head has ``H`` times the parameters of
+    a channel-mixing matrix). ``kernel_hidden`` and ``kernel_layers`` size the steerable
+    models' kernel MLPs (see :class:`SteerableFluidNet`).
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
@@ -278,7 +281,11 @@ def build_fluid_model(
                 "(use features='irreps')"
             )
         hidden = Rep.regular(group, half)
-    options = {"free_input": free_input} if kind == "relaxed" else {}
+    options: dict[str, object] = {}
+    if kind == "relaxed":
+        options["free_input"] = free_input
+        if free_input != "constant":
+            options["free_hidden"] = free_hidden
     return SteerableFluidNet(
         frames_in, layout, hidden, layers, group, radius,
         relaxed=kind == "relaxed", scale=scale, kernel_hidden=kernel_hidden,

@@ -197,6 +197,13 @@ def _field_rms(dataset: Dataset) -> float:
             "MLP of the raw offset (position), of its length (radial), or nothing, one "
             "channel-mixing matrix per layer (constant) (default position)",
         ),
+        arg(
+            "--free-hidden",
+            type=int,
+            default=8,
+            help="relaxed model: width of the non-equivariant pathway's features (position "
+            "and radial; default 8)",
+        ),
         arg("--width", type=int, default=16, help="model width (see build_fluid_model)"),
         arg("--layers", type=int, default=4, help="convolution layers (default 4)"),
         arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
@@ -274,6 +281,7 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         free_input=getattr(args, "free_input", "position"),
         features=getattr(args, "features", "irreps"),
         kernel_hidden=getattr(args, "kernel_hidden", None),
+        free_hidden=getattr(args, "free_hidden", 8),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"

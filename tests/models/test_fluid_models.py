@@ -95,6 +95,13 @@ def test_kernel_mlp_size_is_an_option(kind):
     assert commutation_error(small.double(), x, "1x1o", 1) < 1e-12
 
 
+def test_free_pathway_width_is_an_option():
+    model = build_fluid_model("relaxed", 1, width=4, layers=2, free_hidden=2)
+    assert all(conv.kernel.head.free.shape[1] == 2 for conv in model.convs)
+    with pytest.raises(ValueError, match="free_hidden: expected a positive int"):
+        build_fluid_model("relaxed", 1, width=4, layers=2, free_hidden=0)
+
+
 def test_dihedral_model_commutes_with_reflections():
     model = SteerableFluidNet(2, "1x1o", "2x0e + 2x1o", layers=2, group="D4").double()
     x = frames(t=2, dtype=torch.float64)
