@@ -23,7 +23,8 @@ deviation over ``--seeds`` (a seed draws its own simulations, train/validation s
 initialisation), and the validation RMSE (random 10 % of the training windows) on which
 ``--relaxation-weight`` was picked (``--relaxation-lr-scale`` and ``--relaxation-warmup``
 slow the relaxed model's non-equivariant pathway down; they leave the other models as they
-are); then, per seed, each model's RMSE and the paired
+are; ``--kernel-hidden``, ``--free-hidden``, ``--features``, ``--group`` and ``--radius``
+shape the models, see ``symgraph train fluid --help``); then, per seed, each model's RMSE and the paired
 differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and in how many seeds
 the relaxed model is lower). Then every model is trained for every level of ``--levels``
 (``--plot-seeds`` each), and per level the table gives each model's RMSE and the paired
