@@ -24,9 +24,9 @@ initialisation), and the validation RMSE (random 10 % of the training windows) o
 ``--relaxation-weight`` was picked (``--relaxation-lr-scale`` and ``--relaxation-warmup``
 slow the relaxed model's non-equivariant pathway down; they leave the other models as they
 are; ``--kernel-hidden``, ``--free-hidden``, ``--features``, ``--group`` and ``--radius``
-shape the models, see ``symgraph train fluid --help``); then, per seed, each model's RMSE and the paired
-differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and in how many seeds
-the relaxed model is lower). Then every model is trained for every level of ``--levels``
+shape the models, see ``symgraph train fluid --help``); then, per seed, each model's RMSE
+and the paired differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and
+in how many seeds the relaxed model is lower). Then every model is trained for every level of ``--levels``
 (``--plot-seeds`` each), and per level the table gives each model's RMSE and the paired
 relaxed − strict differences; the relaxed model's learned relaxation -- the sum over layers
 of ``s²``, the squared strength of the non-equivariant pathway -- and every model's domain
