@@ -25,16 +25,16 @@ initialisation), and the validation RMSE (random 10 % of the training windows) o
 slow the relaxed model's non-equivariant pathway down; they leave the other models as they
 are; ``--kernel-hidden``, ``--free-hidden``, ``--features``, ``--group`` and ``--radius``
 shape the models, see ``symgraph train fluid --help``); then, per seed, each model's RMSE
-and the paired differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and
-in how many seeds the relaxed model is lower). Then every model is trained for every level of ``--levels``
-(``--plot-seeds`` each), and per level the table gives each model's RMSE and the paired
-relaxed − strict differences; the relaxed model's learned relaxation -- the sum over layers
-of ``s²``, the squared strength of the non-equivariant pathway -- and every model's domain
-RMSE are plotted against the amount of symmetry breaking of the data
-(``benchmarks/out/relaxation_vs_breaking.png``). Results:
-``benchmarks/out/relaxed.json`` (``--quick`` writes ``*_quick`` files instead). Each
-finished run is also kept in ``relaxed.partial.json`` until the end: started again with the
-same options, an interrupted benchmark trains only the runs it is missing.
+and the paired differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and in
+how many seeds the relaxed model is lower). Then every model is trained for every level of
+``--levels`` (``--plot-seeds`` each), and per level the table gives each model's RMSE and
+the paired relaxed − strict differences; the relaxed model's learned relaxation -- the sum
+over layers of ``s²``, the squared strength of the non-equivariant pathway -- and every
+model's domain RMSE are plotted against the amount of symmetry breaking of the data
+(``benchmarks/out/relaxation_vs_breaking.png``). Results: ``benchmarks/out/relaxed.json``
+(``--quick`` writes ``*_quick`` files instead). Each finished run is also kept in
+``relaxed.partial.json`` until the end: started again with the same options, an interrupted
+benchmark trains only the runs it is missing.
 
 Seeds can run in separate processes (one core each) and be reported together:
 
