@@ -281,11 +281,7 @@ def build_fluid_model(
                 "(use features='irreps')"
             )
         hidden = Rep.regular(group, half)
-    options: dict[str, object] = {}
-    if kind == "relaxed":
-        options["free_input"] = free_input
-        if free_input != "constant":
-            options["free_hidden"] = free_hidden
+    options = {"free_input": free_input, "free_hidden": free_hidden} if kind == "relaxed" else {}
     return SteerableFluidNet(
         frames_in, layout, hidden, layers, group, radius,
         relaxed=kind == "relaxed", scale=scale, kernel_hidden=kernel_hidden,
