@@ -67,6 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
 from symgraph.cli import main as symgraph_main  # noqa: E402
+from symgraph.groups import group_from_name  # noqa: E402
+from symgraph.nn import SymmetryBreakingInput  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 MODELS = ("conv", "equivariant", "relaxed")
@@ -99,6 +101,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
         "--free-input", args.free_input, "--free-hidden", str(args.free_hidden),
+        "--relaxation", args.relaxation, "--breaking", args.breaking_irreps,
         "--features", args.features,
         "--group", args.group, "--radius", str(args.radius),
         *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
@@ -142,6 +145,10 @@ def train(model: str, breaking: float, seed: int, args: argparse.Namespace) -> d
     strengths = [  # s = ‖V‖_F / sqrt(C_out) of each relaxed layer's free head
         float(v.norm() / v.shape[0] ** 0.5) for k, v in state.items() if k.endswith("head.free")
     ]
+    if "breaking.value" in state:  # --relaxation input: s = ‖b − P b‖ of the learned input
+        breaking_input = SymmetryBreakingInput(args.breaking_irreps, group_from_name(args.group))
+        breaking_input.value.data.copy_(state["breaking.value"])
+        strengths.append(float(breaking_input.strength.detach()))
     return {
         "model": model,
         "breaking": breaking,
@@ -345,6 +352,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("position", "radial", "constant"),
         help="what the relaxed layers' non-equivariant pathway depends on",
     )
+    parser.add_argument(
+        "--relaxation", default="kernel", choices=("kernel", "input"),
+        help="how the relaxed model breaks the symmetry: non-equivariant kernel pathways "
+        "or a learned global input of --breaking-irreps",
+    )  # fmt: skip
+    parser.add_argument(
+        "--breaking-irreps", default="1x1o",
+        help="irreps of the relaxed model's learned symmetry-breaking input (--relaxation input)",
+    )  # fmt: skip
     parser.add_argument(
         "--free-hidden", type=int, default=8,
         help="width of the relaxed layers' non-equivariant features (position, radial)",

@@ -16,7 +16,9 @@ updates multiplied):
   exactly with quarter turns of the field (:func:`symgraph.lattice.rotate_field`);
 - ``relaxed``: the same network of :class:`~symgraph.nn.RelaxedImplicitSteerableConv`
   layers, exactly equivariant at initialisation, whose non-equivariant pathways may grow
-  where the data break the symmetry (penalty :func:`symgraph.nn.relaxation_penalty`).
+  where the data break the symmetry (penalty :func:`symgraph.nn.relaxation_penalty`); or,
+  with ``relaxation="input"``, the ``equivariant`` network reading a learned global
+  :class:`~symgraph.nn.SymmetryBreakingInput` in every layer.
 
 :func:`build_fluid_model` builds any of the three by name with comparable parameter
 counts; :func:`rollout` feeds predictions back to forecast several frames.
@@ -35,6 +37,7 @@ from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
 from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.relaxed_implicit import RelaxedImplicitSteerableConv
+from symgraph.nn.symmetry_breaking import SymmetryBreakingInput
 
 __all__ = [
     "FluidCNN",
@@ -43,12 +46,15 @@ __all__ = [
     "rollout",
     "FLUID_MODELS",
     "FLUID_FEATURES",
+    "FLUID_RELAXATIONS",
 ]
 
 #: the model names of :func:`build_fluid_model`.
 FLUID_MODELS = ("conv", "equivariant", "relaxed")
 #: the hidden features of the steerable models of :func:`build_fluid_model`.
 FLUID_FEATURES = ("irreps", "regular")
+#: how the ``relaxed`` model of :func:`build_fluid_model` may break the symmetry.
+FLUID_RELAXATIONS = ("kernel", "input")
 
 
 def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor:
@@ -148,6 +154,9 @@ class SteerableFluidNet(nn.Module):
             ``hidden``; default :func:`~symgraph.nn.kernel.default_kernel_hidden`). Most of
             the parameters sit in the kernel heads, whose size grows with it.
         kernel_layers: hidden layers of every kernel MLP (the convolutions' ``layers``).
+        breaking: irreps (or a Rep of ``group``) of a learned symmetry-breaking input
+            :class:`~symgraph.nn.SymmetryBreakingInput` that every layer reads next to its
+            features (``"1x1o"``: one global direction); ``None`` (default): none.
         kernel_options: further arguments of every convolution (``lmax``, ``num_radial``
             ...; ``r_max`` defaults to the stencil's reach ``radius √2``); ``free_hidden``,
             ``free_layers`` and ``free_input`` go to the relaxed layers only.
@@ -168,6 +177,7 @@ class SteerableFluidNet(nn.Module):
         scale: float = 1.0,
         kernel_hidden: str | None = None,
         kernel_layers: int = 2,
+        breaking: str | Rep | None = None,
         **kernel_options: object,
     ) -> None:
         super().__init__()
@@ -198,7 +208,10 @@ class SteerableFluidNet(nn.Module):
         free = {k: v for k, v in kernel_options.items() if k in free_names}
         options = {"r_max": radius * 2**0.5, "hidden": kernel_hidden, "layers": kernel_layers}
         options.update({k: v for k, v in kernel_options.items() if k not in free_names})
+        self.breaking = None if breaking is None else SymmetryBreakingInput(breaking, self.group)
         reps = [rep_in] + [rep_hidden] * (layers - 1)
+        if self.breaking is not None:
+            reps = [rep + self.breaking.rep for rep in reps]
         self.convs = nn.ModuleList()
         self.gates = nn.ModuleList()
         for index, rep in enumerate(reps):
@@ -224,6 +237,8 @@ class SteerableFluidNet(nn.Module):
         nodes = nodes.reshape(batch, self.frames_in, lattice.num_cells, -1).transpose(1, 2)
         h = nodes.reshape(batch * lattice.num_cells, -1)[:, self._columns]
         for index, conv in enumerate(self.convs):
+            if self.breaking is not None:
+                h = self.breaking(h)
             h = conv(h, graph.pos, graph.edge_index, lattice=lattice)
             if index < len(self.gates):
                 h = self.gates[index](h)
@@ -246,6 +261,8 @@ def build_fluid_model(
     kernel_hidden: str | None = None,
     kernel_layers: int = 2,
     free_hidden: int = 8,
+    relaxation: str = "kernel",
+    breaking: str = "1x1o",
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
@@ -263,12 +280,21 @@ def build_fluid_model(
     features (``"position"`` and ``"radial"``; its head has ``H`` times the parameters of
     a channel-mixing matrix). ``kernel_hidden`` and ``kernel_layers`` size the steerable
     models' kernel MLPs (see :class:`SteerableFluidNet`).
+
+    ``relaxation`` (``relaxed`` only, one of :data:`FLUID_RELAXATIONS`) says how the relaxed
+    model breaks the symmetry: ``"kernel"`` (default) through the non-equivariant pathways
+    of :class:`~symgraph.nn.RelaxedImplicitSteerableConv` layers, as above; ``"input"``
+    through a learned symmetry-breaking input of irreps ``breaking`` that every layer of
+    the equivariant network reads (:class:`~symgraph.nn.SymmetryBreakingInput`;
+    ``"1x1o"``: one global direction, 2 parameters in the plane), ``free_*`` unused.
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
     _check_positive("width", width)
     if features not in FLUID_FEATURES:
         raise ValueError(f"features: expected one of {FLUID_FEATURES}, got {features!r}")
+    if relaxation not in FLUID_RELAXATIONS:
+        raise ValueError(f"relaxation: expected one of {FLUID_RELAXATIONS}, got {relaxation!r}")
     if kind == "conv":
         return FluidCNN(frames_in, layout, 2 * width, layers, 2 * radius + 1, scale)
     half = max(width // 2, 1)
@@ -281,10 +307,15 @@ def build_fluid_model(
                 "(use features='irreps')"
             )
         hidden = Rep.regular(group, half)
-    options = {"free_input": free_input, "free_hidden": free_hidden} if kind == "relaxed" else {}
+    relaxed_kernels = kind == "relaxed" and relaxation == "kernel"
+    options: dict[str, object] = {}
+    if relaxed_kernels:
+        options = {"free_input": free_input, "free_hidden": free_hidden}
+    elif kind == "relaxed":
+        options = {"breaking": breaking}
     return SteerableFluidNet(
         frames_in, layout, hidden, layers, group, radius,
-        relaxed=kind == "relaxed", scale=scale, kernel_hidden=kernel_hidden,
+        relaxed=relaxed_kernels, scale=scale, kernel_hidden=kernel_hidden,
         kernel_layers=kernel_layers, **options,
     )  # fmt: skip
 

@@ -17,6 +17,7 @@ from symgraph.nn.relaxed_utils import (
     relaxed_modules,
     set_relaxation_trainable,
 )
+from symgraph.nn.symmetry_breaking import SymmetryBreakingInput
 
 __all__ = [
     "RelaxedImplicitKernel",
@@ -31,6 +32,7 @@ __all__ = [
     "relaxed_modules",
     "set_relaxation_trainable",
     "symmetry_breaking_basis",
+    "SymmetryBreakingInput",
     "ImplicitKernel",
     "ImplicitSteerableConv",
     "InvariantBias",

@@ -190,6 +190,20 @@ def _field_rms(dataset: Dataset) -> float:
             "frozen, training the strict model first (default 0)",
         ),
         arg(
+            "--relaxation",
+            default="kernel",
+            choices=("kernel", "input"),
+            help="relaxed model: break the symmetry through each layer's non-equivariant "
+            "kernel pathway (kernel) or through a learned global input of --breaking "
+            "irreps that every layer reads (input) (default kernel)",
+        ),
+        arg(
+            "--breaking",
+            default="1x1o",
+            help="relaxed model with --relaxation input: irreps of the learned "
+            "symmetry-breaking input (default '1x1o': one global direction)",
+        ),
+        arg(
             "--free-input",
             default="position",
             choices=("position", "radial", "constant"),
@@ -282,6 +296,8 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         features=getattr(args, "features", "irreps"),
         kernel_hidden=getattr(args, "kernel_hidden", None),
         free_hidden=getattr(args, "free_hidden", 8),
+        relaxation=getattr(args, "relaxation", "kernel"),
+        breaking=getattr(args, "breaking", "1x1o"),
     )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"

@@ -12,7 +12,7 @@ from symgraph.cli import main as symgraph_main
 from symgraph.groups import Rep, group_from_name
 from symgraph.lattice import FieldLayout, reflect_field, rotate_field
 from symgraph.models.fluids import FluidCNN, SteerableFluidNet, build_fluid_model, rollout
-from symgraph.nn import relaxation_penalty
+from symgraph.nn import ImplicitSteerableConv, relaxation_penalty
 
 
 def frames(layout: str = "1x1o", batch: int = 2, t: int = 3, size: int = 8, dtype=torch.float32):
@@ -126,6 +126,48 @@ def test_low_capacity_relaxed_variants_start_strict_and_can_break(free_input):
     assert commutation_error(model, x, "1x1o", 1) > 1e-3
 
 
+@pytest.mark.parametrize("group", ["C4", "D4"])
+def test_breaking_input_relaxation_starts_strict(group):
+    model = build_fluid_model("relaxed", 3, width=4, layers=3, relaxation="input", group=group)
+    model = model.double()
+    assert model.breaking is not None
+    assert all(isinstance(conv, ImplicitSteerableConv) for conv in model.convs)
+    assert float(relaxation_penalty(model).detach()) == 0.0
+    x = frames(dtype=torch.float64)
+    assert commutation_error(model, x, "1x1o", 1) < 1e-12
+    with torch.no_grad():
+        model.breaking.value.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    assert commutation_error(model, x, "1x1o", 1) < 1e-12
+    # along z, b is fixed by the quarter turns; D4's flips are half turns about in-plane
+    # axes, which reverse z: the penalty counts exactly what some element moves
+    assert float(relaxation_penalty(model).detach()) == (0.0 if group == "C4" else 1.0)
+
+
+def test_breaking_input_learns_a_global_direction_the_strict_model_cannot():
+    """Target: the last frame plus a uniform wind ``(0.5, 0)`` (mean square 0.125 per
+    component). No rotation-equivariant map can add a fixed direction; the model with a
+    learned ``1x1o`` input fits it."""
+    torch.manual_seed(0)
+    x = frames(batch=8, t=1, size=8)
+    target = x[:, 0] + torch.tensor([0.5, 0.0])[:, None, None]
+    finals = {}
+    for kind, options in (("equivariant", {}), ("relaxed", {"relaxation": "input"})):
+        torch.manual_seed(1)
+        model = build_fluid_model(kind, 1, width=4, layers=2, **options)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(150):
+            loss = torch.nn.functional.mse_loss(model(x), target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss))
+        finals[kind] = losses[-1]
+    assert finals["relaxed"] < 0.01 * 0.125
+    assert finals["equivariant"] > 0.5 * 0.125
+    assert float(relaxation_penalty(model).detach()) > 0.01
+
+
 def test_relaxed_and_plain_cnn_break_the_symmetry():
     torch.manual_seed(0)
     relaxed = build_fluid_model("relaxed", 3, width=4, layers=2)
@@ -161,6 +203,8 @@ def test_bad_input_names_the_argument():
         build_fluid_model("unet", 3)
     with pytest.raises(ValueError, match="free_input: expected one of"):
         build_fluid_model("relaxed", 3, free_input="global")
+    with pytest.raises(ValueError, match="relaxation: expected one of"):
+        build_fluid_model("relaxed", 3, relaxation="global")
     with pytest.raises(ValueError, match="features: expected one of"):
         build_fluid_model("equivariant", 3, features="fourier")
     with pytest.raises(ValueError, match="group: features='regular' needs a finite group"):
@@ -177,6 +221,7 @@ def test_bad_input_names_the_argument():
         [],
         ["--free-input", "constant", "--domain-split", "three-quarter"],
         ["--features", "regular", "--kernel-hidden", "1x0e + 1x1o + 1x2e"],
+        ["--relaxation", "input", "--breaking", "1x1o + 1x0e"],
     ],
 )
 def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
