@@ -5,8 +5,8 @@
 ``f`` made of G-equivariant layers that takes ``[x, b]`` is equivariant *jointly*,
 ``f(ρ(g) x, ρ_b(g) b) = ρ_out(g) f(x, b)``, so with ``b`` fixed it is equivariant exactly
 for the group elements that fix ``b``: for a vector (``"1x1o"``) in the plane of a planar
-group, only the identity (and the reflection across ``b``'s line) -- a single learned global
-direction, such as gravity, is all that breaks the symmetry.
+group, only the identity (and, in a dihedral group, the flip whose axis is ``b``'s line) --
+a single learned global direction, such as gravity, is all that breaks the symmetry.
 
 This is the smallest relaxation of an equivariant network (``rep.dim`` parameters, however
 many layers read ``b``) and the opposite end from the relaxed kernels of
