@@ -102,6 +102,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
         "--free-input", args.free_input, "--free-hidden", str(args.free_hidden),
         "--relaxation", args.relaxation, "--breaking", args.breaking_irreps,
+        "--val-split", args.val_split,
         "--features", args.features,
         "--group", args.group, "--radius", str(args.radius),
         *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
@@ -352,6 +353,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("position", "radial", "constant"),
         help="what the relaxed layers' non-equivariant pathway depends on",
     )
+    parser.add_argument(
+        "--val-split", default="random", choices=("random", "time"),
+        help="validation windows: random 10 %% or each training simulation's latest 10 %%",
+    )  # fmt: skip
     parser.add_argument(
         "--relaxation", default="kernel", choices=("kernel", "input"),
         help="how the relaxed model breaks the symmetry: non-equivariant kernel pathways "

@@ -6,8 +6,9 @@ simulates :class:`~symgraph.data.fluids.SmokePlumeDataset` plumes (deterministic
 :mod:`symgraph.models.fluids` (``conv``, ``equivariant`` or ``relaxed``) on windows of the
 training simulations' past, and reports:
 
-- validation (10 % of the training windows, by a seeded split): ``rmse``, the RMSE of an
-  autoregressive rollout of ``--horizon`` frames;
+- validation (10 % of the training windows, by a seeded split; ``--val-split time``: the
+  latest 10 % of each training simulation's windows, training on the windows that end
+  before them): ``rmse``, the RMSE of an autoregressive rollout of ``--horizon`` frames;
 - test: ``future_rmse`` (the training simulations' future) and ``domain_rmse`` (unseen
   inflow positions), each also per forecast step, ``future_rmse_h1`` ... (RMSE vs horizon).
 
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from symgraph.train.jobs import JobSpec, arg, register_job
-from symgraph.train.split import random_split_indices
+from symgraph.train.split import random_split_indices, temporal_split_indices
 from symgraph.train.tasks import Task
 
 __all__ = ["FluidRolloutTask", "TaggedWindows", "fluid", "build_fluid_datasets", "SPLIT_TAGS"]
@@ -190,6 +191,14 @@ def _field_rms(dataset: Dataset) -> float:
             "frozen, training the strict model first (default 0)",
         ),
         arg(
+            "--val-split",
+            default="random",
+            choices=("random", "time"),
+            help="validation windows: a seeded random 10 %% of the training windows (random) "
+            "or the latest 10 %% of each training simulation's, training only on windows "
+            "that end before them (time) (default random)",
+        ),
+        arg(
             "--relaxation",
             default="kernel",
             choices=("kernel", "input"),
@@ -286,7 +295,13 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         raise ValueError(f"--relaxation-warmup: expected epochs ≥ 0, got {warmup}")
     data = build_fluid_datasets(args)
     scale = _field_rms(data["train"])
-    train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
+    val_split = getattr(args, "val_split", "random")
+    if val_split == "time":  # each simulation's latest windows; training reads T + S frames
+        windows_of = [data["train"].window(i) for i in range(len(data["train"]))]
+        read = args.frames_in + args.train_horizon
+        train_idx, val_idx = temporal_split_indices(windows_of, read, 0.1)
+    else:
+        train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
     windows = TaggedWindows(data["train"])
     test = ConcatDataset([TaggedWindows(data[g], t) for g, t in SPLIT_TAGS.items()])
     model = build_fluid_model(

@@ -1,4 +1,9 @@
-"""Deterministic random splits of ``range(n)`` into train / val / test (or any number of parts)."""
+"""Deterministic splits of ``range(n)`` into train / val / test (or any number of parts).
+
+- :func:`random_split_indices`: random parts of any dataset;
+- :func:`temporal_split_indices`: windows of time series, validated on each series' latest
+  windows (forecasting: the model is chosen on data later than what it trained on).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Dataset as PygDataset
 
-__all__ = ["random_split_indices", "dataset_indices"]
+__all__ = ["random_split_indices", "temporal_split_indices", "dataset_indices"]
 
 
 def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
@@ -34,6 +39,57 @@ def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
     if math.isclose(total, 1.0, abs_tol=1e-9):
         counts[-1] = n - sum(counts[:-1])  # fractions summing to 1 use every index
     return counts
+
+
+def temporal_split_indices(
+    windows: Sequence[tuple[int, int]], window_length: int, val_fraction: float
+) -> tuple[list[int], list[int]]:
+    """Train / validation indices of time-series windows, validating on the latest ones.
+
+    For each series, the windows with the ``ceil(val_fraction * count)`` latest starts are
+    validation; training keeps the windows that end before the first validation frame
+    (``start + window_length <= first validation start``), so training never reads a
+    validation frame; the ``window_length - 1`` windows per series that straddle the
+    boundary are dropped. ``window_length`` is what training *reads* of a window: a model
+    trained on ``T`` input frames and ``S`` target frames of longer windows needs ``T + S``.
+
+    Args:
+        windows: ``(series id, first frame)`` of every window, e.g.
+            :meth:`SmokePlumeDataset.window <symgraph.data.fluids.SmokePlumeDataset.window>`
+            of each index.
+        window_length: frames of each window that training reads.
+        val_fraction: fraction of each series' windows for validation, in ``(0, 1)``.
+
+    Returns:
+        ``(train, val)``: sorted lists of indices into ``windows``.
+
+    >>> temporal_split_indices([(0, t) for t in range(6)], window_length=2, val_fraction=0.3)
+    ([0, 1, 2], [4, 5])
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected a fraction in (0, 1), got {val_fraction!r}")
+    if not isinstance(window_length, int) or window_length < 1:
+        raise ValueError(f"window_length: expected a positive integer, got {window_length!r}")
+    starts: dict[int, list[int]] = {}
+    for series, start in windows:
+        starts.setdefault(int(series), []).append(int(start))
+    boundary = {}
+    for series, values in starts.items():
+        ordered = sorted(values)
+        boundary[series] = ordered[-math.ceil(val_fraction * len(ordered))]
+    train, val = [], []
+    for index, (series, start) in enumerate(windows):
+        if start >= boundary[int(series)]:
+            val.append(index)
+        elif start + window_length <= boundary[int(series)]:
+            train.append(index)
+    if not train:
+        raise ValueError(
+            f"windows: no training window ends before the validation windows (window_length "
+            f"{window_length}, val_fraction {val_fraction}); give longer series or a smaller "
+            "val_fraction"
+        )
+    return train, val
 
 
 def random_split_indices(

@@ -219,7 +219,7 @@ def test_bad_input_names_the_argument():
         [],
         ["--free-input", "constant", "--domain-split", "three-quarter"],
         ["--features", "regular", "--kernel-hidden", "1x0e + 1x1o + 1x2e"],
-        ["--relaxation", "input", "--breaking", "1x1o + 1x0e"],
+        ["--relaxation", "input", "--breaking", "1x1o + 1x0e", "--val-split", "time"],
     ],
 )
 def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
@@ -234,6 +234,10 @@ def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     trained = json.loads(capsys.readouterr().out)["metrics"]
     assert {"future_rmse", "domain_rmse", "future_rmse_h2", "domain_rmse_h1"} <= set(trained)
     assert json.loads((out / "config.json").read_text())["args"]["symmetry_breaking"] == 0.2
+    if "--val-split" in options:  # 11 windows of 4 frames per simulation, training reads 3
+        split = json.loads((out / "split.json").read_text())
+        assert split["val"] == [9, 10, 20, 21]
+        assert split["train"] == [*range(0, 7), *range(11, 18)]
     assert symgraph_main(["evaluate", str(out)]) == 0
     evaluated = json.loads(capsys.readouterr().out)["metrics"]
     assert evaluated == pytest.approx(trained, rel=1e-6)

@@ -1,11 +1,15 @@
-"""Random splits and the global-batch sampler (data order fixed by seed and epoch)."""
+"""Random and temporal splits, and the global-batch sampler (data order fixed by seed and epoch)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from symgraph.train.sampler import GlobalBatchSampler
-from symgraph.train.split import random_split_indices
+from symgraph.train.split import random_split_indices, temporal_split_indices
 
 
 def test_split_is_deterministic_disjoint_and_complete():
@@ -63,3 +67,32 @@ def test_empty_shard_and_drop_last():
         sampler.set_epoch(0, start_batch=3)
     with pytest.raises(ValueError, match="rank"):
         GlobalBatchSampler(5, 4, shuffle=False, rank=2, world_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(4, 40), min_size=1, max_size=5),
+    window_length=st.integers(1, 2),
+    val_fraction=st.floats(0.05, 0.5),
+)
+def test_temporal_split_validates_on_the_latest_windows_and_never_shares_a_frame(
+    lengths, window_length, val_fraction
+):
+    windows = [(series, start) for series, n in enumerate(lengths) for start in range(n)]
+    train, val = temporal_split_indices(windows, window_length, val_fraction)
+    assert train == sorted(train) and val == sorted(val) and not set(train) & set(val)
+    for series, n in enumerate(lengths):
+        val_starts = [windows[i][1] for i in val if windows[i][0] == series]
+        train_starts = [windows[i][1] for i in train if windows[i][0] == series]
+        assert val_starts == list(range(n - math.ceil(val_fraction * n), n))  # the latest
+        assert train_starts == list(range(0, min(val_starts) - window_length + 1))
+
+
+def test_temporal_split_bad_input_names_the_argument():
+    windows = [(0, start) for start in range(5)]
+    with pytest.raises(ValueError, match="val_fraction: expected a fraction in"):
+        temporal_split_indices(windows, 2, 1.0)
+    with pytest.raises(ValueError, match="window_length: expected a positive integer"):
+        temporal_split_indices(windows, 0, 0.2)
+    with pytest.raises(ValueError, match="windows: no training window ends before"):
+        temporal_split_indices(windows, 5, 0.2)
