@@ -1,6 +1,6 @@
 """Fluid dynamics: forecast smoke plumes whose rotation symmetry is partly broken.
 
-Run:  python examples/fluid_dynamics.py [--quick] [--breaking 0.3]
+Run:  python examples/fluid_dynamics.py [--quick] [--breaking 0.3] [--relaxation input]
 
 Simulates smoke plumes (:class:`symgraph.data.fluids.SmokePlumeDataset`: the buoyancy
 blends towards a fixed "up" direction by ``--breaking``), trains the three next-frame
@@ -8,7 +8,10 @@ predictors of :mod:`symgraph.models.fluids` with the same budget -- a plain CNN,
 C4-equivariant steerable network on the lattice graph (lattice fast path: one dense conv
 per layer), and its relaxed version -- and prints the RMSE of autoregressive rollouts on
 the ``future`` and ``domain`` test sets, and how much each relaxed layer has switched on
-its non-equivariant pathway. The same experiment with run folders, checkpoints and resume::
+its non-equivariant pathway (``--relaxation input``: the relaxed model is the equivariant
+network reading one learned global direction instead, a
+:class:`~symgraph.nn.SymmetryBreakingInput`). The same experiment with run folders,
+checkpoints and resume::
 
     symgraph train fluid --model relaxed --symmetry-breaking 0.3 --epochs 20 --out runs/plume
 """
@@ -23,7 +26,7 @@ import torch
 
 from symgraph.data.fluids import SmokePlumeDataset
 from symgraph.data.fluids.dataset import DEFAULT_BASE
-from symgraph.models.fluids import FLUID_MODELS, build_fluid_model, rollout
+from symgraph.models.fluids import FLUID_MODELS, FLUID_RELAXATIONS, build_fluid_model, rollout
 from symgraph.nn import relaxation_penalty, relaxation_report
 
 
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (< 30 s)")
     parser.add_argument("--breaking", type=float, default=0.3, help="symmetry breaking s")
+    parser.add_argument(
+        "--relaxation", choices=FLUID_RELAXATIONS, default="kernel",
+        help="how the relaxed model breaks the symmetry (kernel pathways or a global input)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.grid, args.simulations, args.frames = (16, 2, 24) if args.quick else (32, 6, 45)
     args.frames_in, args.horizon = 3, 3 if args.quick else 5
@@ -78,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     for kind in FLUID_MODELS:
         torch.manual_seed(0)
-        model = build_fluid_model(kind, args.frames_in, width=width, layers=3, scale=scale)
+        model = build_fluid_model(
+            kind, args.frames_in, width=width, layers=3, scale=scale, relaxation=args.relaxation
+        )
         train(model, *data["train"], steps, scale)
         params = sum(p.numel() for p in model.parameters())
         penalty = float(relaxation_penalty(model).detach())

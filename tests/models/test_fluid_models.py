@@ -243,9 +243,11 @@ def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     assert evaluated == pytest.approx(trained, rel=1e-6)
 
 
-def test_example_runs_in_quick_mode(capsys, load_script):
+@pytest.mark.parametrize("relaxation", [[], ["--relaxation", "input"]])
+def test_example_runs_in_quick_mode(capsys, load_script, relaxation):
     example = load_script("examples/fluid_dynamics.py")
-    example.main(["--quick"])
+    example.main(["--quick", *relaxation])
     text = capsys.readouterr().out
     for kind in ("conv", "equivariant", "relaxed"):
         assert f"| {kind} |" in text
+    assert ("{'breaking':" in text) == bool(relaxation)  # the per-layer relaxation report
