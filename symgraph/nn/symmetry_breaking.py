@@ -29,30 +29,9 @@ from torch import Tensor, nn
 from symgraph.checks import check_tensor
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.groups.rep import as_rep
-from symgraph.nn.linear import invariant_subspace
+from symgraph.nn.relaxed_steerable import symmetry_breaking_basis
 
 __all__ = ["SymmetryBreakingInput"]
-
-
-def _breaking_projector(rep: Rep) -> Tensor:
-    """``I − P`` ``[rep.dim, rep.dim]``: the orthogonal projector onto the non-invariant part."""
-    rows = []
-    slices = rep.slices()
-    for block_index, vectors in invariant_subspace(rep):  # vectors [n, block dim]
-        mul = rep.blocks[block_index][0]
-        block = slices[block_index]
-        width = vectors.shape[1]
-        for copy in range(mul):
-            row = torch.zeros(vectors.shape[0], rep.dim, dtype=torch.float64)
-            start = block.start + copy * width
-            row[:, start : start + width] = vectors.to(torch.float64)
-            rows.append(row)
-    eye = torch.eye(rep.dim, dtype=torch.float64)
-    if not rows:
-        return eye
-    basis = torch.cat(rows)  # [k, D]: a basis of the invariant vectors
-    invariant = basis.T @ torch.linalg.solve(basis @ basis.T, basis)
-    return eye - invariant
 
 
 class SymmetryBreakingInput(nn.Module):
@@ -73,8 +52,8 @@ class SymmetryBreakingInput(nn.Module):
         if self.rep.dim == 0:
             raise ValueError(f"rep: expected a non-empty representation, got {self.rep!r}")
         self.value = nn.Parameter(torch.zeros(self.rep.dim))
-        # float64 until the module is cast: the projector is exact for float64 models
-        self.register_buffer("breaking_projector", _breaking_projector(self.rep), persistent=False)
+        # U [m, rep.dim]: orthonormal rows spanning the non-invariant part (float64 until cast)
+        self.register_buffer("breaking_basis", symmetry_breaking_basis(self.rep), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,7 +69,8 @@ class SymmetryBreakingInput(nn.Module):
 
     def breaking_part(self) -> Tensor:
         """``b − P b`` ``[rep.dim]``: the part of ``b`` that some group element moves."""
-        return self.breaking_projector.to(self.value) @ self.value
+        basis = self.breaking_basis.to(self.value)
+        return basis.T @ (basis @ self.value)
 
     @property
     def strength(self) -> Tensor:
@@ -98,8 +78,8 @@ class SymmetryBreakingInput(nn.Module):
         return self.breaking_part().norm()
 
     def relaxation_penalty(self) -> Tensor:
-        """``‖b − P b‖²``: zero exactly when ``b`` breaks no symmetry."""
-        return self.breaking_part().square().sum()
+        """``‖b − P b‖² = ‖U b‖²``: zero exactly when ``b`` breaks no symmetry."""
+        return (self.breaking_basis.to(self.value) @ self.value).square().sum()
 
     def relaxation_parameters(self) -> list[nn.Parameter]:
         """``[b]`` (freeze it at 0 for the strictly equivariant network)."""
