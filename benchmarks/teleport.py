@@ -8,7 +8,8 @@ Jobs (Zhao, Dehmamy, Walters, Yu, NeurIPS 2022, and GNN training on QM9):
   4 samples, so the data-dependent GL(d) action is exact), SGD, one teleport at step 5;
 - ``gnn``: a PyG GIN (``torch_geometric.nn.models.GIN`` + add-pool + MLP head) regressing the
   QM9 HOMO-LUMO gap (standardised) on the 12k-molecule subset, teleporting along the
-  positive rescalings found by :func:`symgraph.teleport.find_symmetries`;
+  positive rescalings found by :func:`symgraph.teleport.find_symmetries` with the settings
+  of :data:`TELEPORT_SETTINGS` (``--gnn-variants``);
 - ``steerable``: :class:`symgraph.models.SteerableMoleculeNet` (O(3), mean readout) on the
   same data and split, teleporting along what detection finds in it: one positive scale per
   gated copy of the first layer of each convolution's kernel MLP (rule ``"gated"``; the
@@ -22,6 +23,8 @@ final test error (GNN). Writes ``teleport_<job>.png`` and ``teleport.md`` under 
     OMP_NUM_THREADS=1 python benchmarks/teleport.py            # full run (~40 min, estimated)
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick    # < 60 s smoke run
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick --jobs steerable   # ~20 s
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py --jobs gnn --gnn-optimizers sgd \
+        --gnn-variants balance --seeds 4 --gnn-seeds 4                         # ~5 min
 """
 
 from __future__ import annotations
@@ -324,15 +327,17 @@ def synthetic_graphs(n: int, seed: int = 0):
     return out
 
 
-# Teleport settings per optimizer: (name, Teleport keyword arguments). "paper" is Algorithm 1
-# (maximise ‖∇L‖²) with small steps; "descent" maximises the one-step decrease instead.
-GNN_VARIANTS: dict[str, list[tuple[str, dict]]] = {
-    "sgd": [
-        ("paper", dict(objective="grad_norm", steps=3, lr=0.03)),
-        ("descent", dict(objective="descent", steps=5, lr=0.1)),
-    ],
-    "adam": [("paper", dict(objective="grad_norm", steps=3, lr=0.03))],
+# Teleport settings by name: "paper" is Algorithm 1 (maximise ‖∇L‖²) with small steps;
+# "descent" maximises the one-step decrease instead; "balance" moves to the point of the
+# rescaling orbits with the smallest weight norm (equi-normalisation, no loss gradients).
+TELEPORT_SETTINGS: dict[str, dict] = {
+    "paper": dict(objective="grad_norm", steps=3, lr=0.03),
+    "descent": dict(objective="descent", steps=5, lr=0.1),
+    "balance": dict(objective="min_norm", steps=30, lr=0.05, kinds=("rescale",)),
 }
+
+#: The settings each optimizer runs by default (``--gnn-variants`` overrides them).
+GNN_VARIANTS: dict[str, tuple[str, ...]] = {"sgd": ("paper", "descent"), "adam": ("paper",)}
 
 
 SGD_LR = 0.005
@@ -354,7 +359,7 @@ def run_gnn(
     epochs: int = 20,
     optimizer: str = "sgd",
     schedule: str = "every:100",
-    variants: Sequence[tuple[str, dict]] | None = None,
+    variants: Sequence[str] | None = None,
     batch_size: int = 64,
     model: str = "gin",
 ) -> list[JobResult]:
@@ -369,7 +374,10 @@ def run_gnn(
     if model not in GNN_MODELS:
         raise ValueError(f"model: expected one of {sorted(GNN_MODELS)}, got {model!r}")
     factory, model_notes = GNN_MODELS[model]
-    variants = list(variants if variants is not None else GNN_VARIANTS[optimizer])
+    variants = [
+        (name, TELEPORT_SETTINGS[name])
+        for name in (variants if variants is not None else GNN_VARIANTS[optimizer])
+    ]
     n = len(dataset)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345)).tolist()
     n_test = max(1, n // 10)
@@ -526,10 +534,20 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-schedule", default=None, help="default every:100")
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
     parser.add_argument(
+        "--gnn-variants",
+        type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
+        default=None,
+        help=f"teleport settings of the GNN jobs, among {', '.join(TELEPORT_SETTINGS)} "
+        "(default: paper and descent with SGD, paper with Adam)",
+    )
+    parser.add_argument(
         "--steerable-optimizers", default="adam", help="optimizers of the steerable job"
     )
     parser.add_argument("--steerable-epochs", type=int, default=None, help="default 5 (--quick: 2)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.gnn_variants or ()) - set(TELEPORT_SETTINGS))
+    if unknown:
+        parser.error(f"--gnn-variants: unknown {unknown}, expected among {list(TELEPORT_SETTINGS)}")
     torch.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -565,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
                     epochs=epochs,
                     optimizer=opt.strip(),
                     schedule=args.gnn_schedule or ("every:20" if args.quick else "every:100"),
-                    variants=GNN_VARIANTS[opt.strip()][:1] if args.quick else None,
+                    variants=args.gnn_variants
+                    or GNN_VARIANTS[opt.strip()][: 1 if args.quick else None],
                     model="gin" if job == "gnn" else "steerable",
                 )
         else:

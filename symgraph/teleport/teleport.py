@@ -38,7 +38,10 @@ from .base import (
 from .detect import DEFAULT_KINDS, find_symmetries
 from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
 
-__all__ = ["teleport", "TeleportResult", "LossFn"]
+__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES"]
+
+#: What :func:`teleport` can optimise over the orbit (see its ``objective`` argument).
+OBJECTIVES = ("grad_norm", "descent", "min_norm")
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -53,8 +56,8 @@ class TeleportResult:
         loss_before, loss_after: loss on the batch before and after (``after`` = ``before``
             when refused or not moved).
         grad_norm_sq_before, grad_norm_sq_after: ``‖∇L‖²`` over the trainable parameters.
-        objective: the ascent objective at each evaluated point (``‖∇L‖²``, or the one-step
-            decrease for ``objective="descent"``).
+        objective: the ascent objective at each evaluated point (``‖∇L‖²``, the one-step
+            decrease for ``objective="descent"``, ``−Σ ‖w‖²`` for ``"min_norm"``).
         symmetries: names of the symmetries used.
         group_params: the chosen coordinates ``theta`` per symmetry (detached).
         optimizer_state: what was done to each parameter's optimizer state.
@@ -212,11 +215,17 @@ def teleport(
             point, ``L(g·w) − L(g·w − descent_lr · ∇L(g·w))``, which also sees the curvature
             (``‖∇L‖²`` grows without bound along a rescaling orbit, and a fixed learning rate
             overshoots at very steep points).
+            ``"min_norm"`` — minimise ``Σ ‖w‖²`` over the parameters the symmetries change
+            (equi-normalisation, Stock et al., ICLR 2019: every rescaled unit ends with
+            incoming and outgoing weights of equal norm). It needs no loss gradients while
+            ascending (one loss evaluation before, one at the chosen point), so it is cheap;
+            use it with symmetries whose orbits are bounded in norm from below (``"rescale"``,
+            ``"gated"``): along a scale invariance (``"norm"``) the norm has no minimum.
         descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
 
     Returns:
         A :class:`TeleportResult`. The point kept is the evaluated one with the largest
-        ``‖∇L‖²`` (the identity if none beats it).
+        objective (the identity if none beats it).
 
     Raises:
         NoSymmetryError: nothing to teleport along (lists what was searched).
@@ -231,8 +240,8 @@ def teleport(
         raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-    if objective not in ("grad_norm", "descent"):
-        raise ValueError(f"objective: expected 'grad_norm' or 'descent', got {objective!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     if objective == "descent" and not (
         isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
     ):
@@ -286,15 +295,27 @@ def teleport(
             params = symmetries[i].act(params, thetas[i], states[i])
         return params
 
-    def evaluate(thetas: list[Tensor], create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, ‖∇L‖², objective) at ``g(thetas)·w``."""
+    def evaluate(
+        thetas: list[Tensor], create_graph: bool, with_loss: bool = True
+    ) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """(loss, ‖∇L‖², objective) at ``g(thetas)·w`` (``with_loss=False``: ``min_norm``
+        only, loss and ``‖∇L‖²`` are ``None``)."""
         params = transformed(thetas)
+        if objective == "min_norm":
+            value = -sum(params[n].pow(2).sum() for n in touched)
+            if not with_loss:
+                return None, None, value
         loss = evaluator.loss(params)
         inputs = [params[n] for n in trainable]
         grads = torch.autograd.grad(
-            loss, inputs, create_graph=create_graph or objective == "descent", allow_unused=True
+            loss,
+            inputs,
+            create_graph=(create_graph and objective == "grad_norm") or objective == "descent",
+            allow_unused=True,
         )
         gn2 = sum((g.pow(2).sum() for g in grads if g is not None), loss.new_zeros(()))
+        if objective == "min_norm":
+            return loss, gn2, value
         if objective == "grad_norm":
             return loss, gn2, gn2
         ahead = dict(params)
@@ -310,7 +331,9 @@ def teleport(
     for k in range(steps + 1):
         last = k == steps
         current = [t.detach().requires_grad_(not last) for t in thetas]
-        loss, gn2, value_t = evaluate(current, create_graph=not last)
+        loss, gn2, value_t = evaluate(
+            current, create_graph=not last, with_loss=objective != "min_norm" or k == 0
+        )
         value = float(value_t.detach())
         if k == 0:
             loss_before, gn2_before = float(loss.detach()), float(gn2.detach())
@@ -319,7 +342,7 @@ def teleport(
         history.append(value)
         if value > best_value:
             best_value, best_thetas = value, [t.detach().clone() for t in current]
-            best_gn2 = float(gn2.detach())
+            best_gn2 = math.nan if gn2 is None else float(gn2.detach())
         if last:
             break
         grads = torch.autograd.grad(value_t, current, allow_unused=True)
@@ -331,6 +354,8 @@ def teleport(
 
     names = tuple(s.name for s in symmetries)
     moved = any(bool(t.abs().max() > 0) for t in best_thetas if t.numel())
+    if moved and math.isnan(best_gn2):
+        best_gn2 = float(evaluate(best_thetas, create_graph=False)[1])
     if not moved:
         return TeleportResult(
             True,

@@ -39,6 +39,20 @@ def test_gnn_job_on_synthetic_graphs(bench):
     assert bench.summarize(result)[0].startswith("| gnn-gin-adam-paper | 1 |")
 
 
+def test_gnn_balance_variant_from_the_command_line(bench, tmp_path):
+    (result,) = bench.main(
+        ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "sgd",
+         "--gnn-variants", "balance", "--gnn-epochs", "1", "--gnn-schedule", "every:2",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert result.job == "gnn-gin-sgd-balance"
+    assert tele.teleports >= 1 and tele.refused == 0
+    assert "objective=min_norm" in result.notes
+    with pytest.raises(SystemExit):
+        bench.main(["--jobs", "gnn", "--gnn-variants", "sideways", "--out", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end(bench, tmp_path, shared_data):
     results = bench.main(["--quick", "--out", str(tmp_path)])

@@ -284,6 +284,31 @@ def test_descent_objective_improves_one_step_decrease():
         teleport(model, mse, batch, objective="loss")
 
 
+def test_min_norm_objective_balances_units_and_keeps_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    with torch.no_grad():  # unbalance the units: large incoming, small outgoing weights
+        model[0].weight.mul_(torch.logspace(-1, 1, 16, dtype=torch.float64)[:, None])
+    batch = _data()
+    loss0, out0 = value(mse, model, batch), model(batch[0]).detach()
+    norm0 = sum(float(p.detach().pow(2).sum()) for p in model.parameters())
+    assert float(_log_imbalance(model[0], model[2]).abs().max()) > 1.0
+    result = teleport(model, mse, batch, steps=300, lr=0.02, objective="min_norm")
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-12)
+    assert torch.allclose(model(batch[0]), out0, rtol=1e-10, atol=1e-12)
+    norm1 = sum(float(p.detach().pow(2).sum()) for p in model.parameters())
+    assert norm1 < 0.9 * norm0
+    assert -max(result.objective) == pytest.approx(
+        float(model[0].weight.detach().pow(2).sum() + model[0].bias.detach().pow(2).sum())
+        + float(model[2].weight.detach().pow(2).sum()),
+        rel=1e-10,
+    )
+    # at the minimum of the norm every unit's incoming and outgoing weights are equal in norm
+    assert float(_log_imbalance(model[0], model[2]).abs().max()) < 0.05
+    assert result.grad_norm_sq_after == pytest.approx(grad_norm_sq(model, mse, batch), rel=1e-9)
+
+
 def _log_imbalance(first: nn.Linear, second: nn.Linear) -> torch.Tensor:
     """log(|incoming weights| / |outgoing weights|) per hidden unit between two layers."""
     rows = torch.cat([first.weight, first.bias[:, None]], dim=1).norm(dim=1)
