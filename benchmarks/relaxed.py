@@ -43,7 +43,8 @@ Seeds can run in separate processes (one core each) and be reported together:
     python benchmarks/relaxed.py --merge benchmarks/out/relaxed_a.json benchmarks/out/relaxed_b.json
 
 ``--merge`` reads the runs of those results files (same settings, distinct seeds) and prints
-the tables and the plot over all their seeds, as one run would have.
+the tables and the plot over all their seeds, as one run would have. ``--models relaxed``
+trains (and reports) that model only, e.g. for a sweep of the learned relaxation alone.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -172,7 +174,8 @@ class Finished:
 
     def __init__(self, path: Path, args: argparse.Namespace) -> None:
         self.path, self.args = path, args
-        self.options = {k: v for k, v in vars(args).items() if k not in ("seeds", "plot_seeds")}
+        ignored = ("seeds", "plot_seeds", "models")  # they choose runs, not how one trains
+        self.options = {k: v for k, v in vars(args).items() if k not in ignored}
         saved = json.loads(path.read_text()) if path.exists() else None
         same = saved is not None and saved["options"] == json.loads(json.dumps(self.options))
         self.rows = saved["rows"] if same else []
@@ -197,24 +200,26 @@ def summary(rows: list[dict], key: str) -> tuple[float, float]:
     return float(values.mean()), std
 
 
-def print_paired(runs: dict[tuple, dict], breaking: float, seeds: list[int]) -> None:
-    """Per seed future / domain RMSE of each model, and the paired differences of the
+def print_paired(
+    runs: dict[tuple, dict], breaking: float, seeds: list[int], models: Sequence[str] = MODELS
+) -> None:
+    """Per seed future / domain RMSE of each of ``models``, and the paired differences of the
     relaxed model against the others: a seed draws the data of all three models, so the
     per-seed difference is free of the data's seed-to-seed spread."""
-    print("\n| seed | " + " | ".join(f"{m} future / domain" for m in MODELS) + " |")
-    print("|---|" + "---|" * len(MODELS))
+    print("\n| seed | " + " | ".join(f"{m} future / domain" for m in models) + " |")
+    print("|---|" + "---|" * len(models))
     for seed in seeds:
         cells = [
             f"{runs[m, breaking, seed]['future_rmse']:.5f} / "
             f"{runs[m, breaking, seed]['domain_rmse']:.5f}"
-            for m in MODELS
+            for m in models
         ]
         print(f"| {seed} | " + " | ".join(cells) + " |")
     print(
         "\n| relaxed minus | test set | mean ± std over seeds | relaxed lower in | paired t (p) |"
     )
     print("|---|---|---|---|---|")
-    for other in ("equivariant", "conv"):
+    for other in [m for m in ("equivariant", "conv") if m in models and "relaxed" in models]:
         for key in ("future_rmse", "domain_rmse"):
             diffs = torch.tensor(
                 [runs["relaxed", breaking, s][key] - runs[other, breaking, s][key] for s in seeds],
@@ -306,10 +311,20 @@ def plot(levels: dict[float, list[dict]], path: Path) -> None:
         right.errorbar(breaking, mean, yerr=std, fmt="o-", label=model, capsize=3)
     right.set_xlabel("symmetry breaking s of the data")
     right.set_ylabel("domain rollout RMSE (mean ± std)")
-    right.set_title("domain test set, every model")
+    right.set_title("domain test set")
     right.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def _models(text: str) -> tuple[str, ...]:
+    """``--models``: a comma-separated subset of :data:`MODELS`, kept in that order."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if not names or names - set(MODELS):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(MODELS)}, got {text!r}"
+        )
+    return tuple(m for m in MODELS if m in names)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -387,6 +402,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--relaxation-warmup", type=int, default=0,
         help="epochs during which the relaxed model's non-equivariant pathway stays frozen",
     )  # fmt: skip
+    parser.add_argument(
+        "--models", type=_models, default=MODELS,
+        help="models to train, comma-separated (default conv,equivariant,relaxed)",
+    )  # fmt: skip
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the table (mean ± std)")
     parser.add_argument("--plot-seeds", default="0", help="seeds of each plotted level")
     parser.add_argument("--tag", default=None, help="suffix of the output files and run folders")
@@ -425,12 +444,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     done = Finished(OUT / f"relaxed{args.tag}.partial.json", args)
     runs = {(m, args.breaking, seed): done.get(m, args.breaking, seed)
-            for m in MODELS for seed in seeds}  # fmt: skip
+            for m in args.models for seed in seeds}  # fmt: skip
     sweep: dict[float, list[dict]] = {}
     for level in levels:
         sweep[level] = [
             runs.get((model, level, seed)) or done.get(model, level, seed)
-            for model in MODELS
+            for model in args.models
             for seed in plot_seeds
         ]
     report(runs, sweep, args.breaking, seeds, args.tag)
@@ -477,10 +496,12 @@ def report(
     seeds: list[int],
     tag: str,
 ) -> None:
-    """Print the table, the paired differences and the sweep; plot the sweep."""
+    """Print the table, the paired differences and the sweep; plot the sweep. Models without
+    a run for every seed of the table are left out."""
+    models = [m for m in MODELS if all((m, breaking, seed) in runs for seed in seeds)]
     print("| model | parameters | val RMSE | future RMSE | domain RMSE | learned Σ s² | wall (s) |")
     print("|---|---|---|---|---|---|---|")
-    for model in MODELS:
+    for model in models:
         rows = [runs[model, breaking, seed] for seed in seeds]
         future, domain = summary(rows, "future_rmse"), summary(rows, "domain_rmse")
         val = summary(rows, "val_rmse")
@@ -490,11 +511,12 @@ def report(
             f"{domain[0]:.5f} ± {domain[1]:.5f} | {summary(rows, 'relaxation')[0]:.3g} | "
             f"{summary(rows, 'wall_s')[0]:.0f} |"
         )
-    print_paired(runs, breaking, seeds)
+    print_paired(runs, breaking, seeds, models)
     print_sweep(sweep)
-    figure = OUT / f"relaxation_vs_breaking{tag}.png"
-    plot(sweep, figure)
-    print(f"\nplot {figure}")
+    if all(_by_model(rows, "relaxed") for rows in sweep.values()):
+        figure = OUT / f"relaxation_vs_breaking{tag}.png"
+        plot(sweep, figure)
+        print(f"\nplot {figure}")
 
 
 if __name__ == "__main__":

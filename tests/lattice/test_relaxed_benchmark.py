@@ -106,3 +106,23 @@ def test_finished_runs_are_kept_and_reused_after_an_interruption(load_script, tm
     other = bench.Finished(path, bench.parse_args(["--tag", "_x", "--epochs", "5"]))
     other.get("conv", 0.5, 0)  # other options: nothing reused
     assert trained[-1] == ("conv", 0.5, 0) and len(trained) == 4
+
+
+def test_runs_of_one_model_are_reported_and_plotted(load_script, tmp_path, capsys):
+    bench = load_script("benchmarks/relaxed.py")
+    bench.OUT = tmp_path
+    result = _result(0.5, [0, 1], [0, 1])
+    result["table"] = [row for row in result["table"] if row["model"] == "relaxed"]
+    path = tmp_path / "relaxed_only.json"
+    path.write_text(json.dumps(result))
+    runs, sweep, breaking = bench.merge([path])
+    bench.report(runs, sweep, breaking, [0, 1], "_only")
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("| relaxed | 10 |") for line in lines)
+    assert not any(line.startswith(("| conv |", "| equivariant |")) for line in lines)
+    assert (tmp_path / "relaxation_vs_breaking_only.png").stat().st_size > 0
+
+    assert bench.parse_args(["--models", "relaxed,conv"]).models == ("conv", "relaxed")
+    assert bench.parse_args([]).models == bench.MODELS
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "cnn"])
