@@ -215,11 +215,14 @@ def print_paired(
             for m in models
         ]
         print(f"| {seed} | " + " | ".join(cells) + " |")
+    others = [m for m in ("equivariant", "conv") if m in models and "relaxed" in models]
+    if not others:
+        return
     print(
         "\n| relaxed minus | test set | mean ± std over seeds | relaxed lower in | paired t (p) |"
     )
     print("|---|---|---|---|---|")
-    for other in [m for m in ("equivariant", "conv") if m in models and "relaxed" in models]:
+    for other in others:
         for key in ("future_rmse", "domain_rmse"):
             diffs = torch.tensor(
                 [runs["relaxed", breaking, s][key] - runs[other, breaking, s][key] for s in seeds],

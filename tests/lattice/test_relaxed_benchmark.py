@@ -120,6 +120,7 @@ def test_runs_of_one_model_are_reported_and_plotted(load_script, tmp_path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("| relaxed | 10 |") for line in lines)
     assert not any(line.startswith(("| conv |", "| equivariant |")) for line in lines)
+    assert not any(line.startswith("| relaxed minus |") for line in lines)
     assert (tmp_path / "relaxation_vs_breaking_only.png").stat().st_size > 0
 
     assert bench.parse_args(["--models", "relaxed,conv"]).models == ("conv", "relaxed")
