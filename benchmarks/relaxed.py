@@ -24,7 +24,8 @@ initialisation), and the validation RMSE (random 10 % of the training windows) o
 ``--relaxation-weight`` was picked (``--relaxation-lr-scale`` and ``--relaxation-warmup``
 slow the relaxed model's non-equivariant pathway down; they leave the other models as they
 are; ``--kernel-hidden``, ``--free-hidden``, ``--features``, ``--group`` and ``--radius``
-shape the models, see ``symgraph train fluid --help``); then, per seed, each model's RMSE
+shape the models, see ``symgraph train fluid --help``; ``--grad-clip`` clips every model's
+gradient norm); then, per seed, each model's RMSE
 and the paired differences relaxed − strict and relaxed − CNN (mean ± std over seeds, and in
 how many seeds the relaxed model is lower). Then every model is trained for every level of
 ``--levels`` (``--plot-seeds`` each), and per level the table gives each model's RMSE and
@@ -110,6 +111,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
         "--relaxation-lr-scale", str(args.relaxation_lr_scale),
         "--relaxation-warmup", str(args.relaxation_warmup),
+        *(["--grad-clip", str(args.grad_clip)] if args.grad_clip is not None else []),
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
     ]  # fmt: skip
 
@@ -362,6 +364,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--grad-clip", type=float, default=None,
+        help="clip every model's global gradient norm to this value (default: no clipping)",
+    )  # fmt: skip
     parser.add_argument(  # picked on validation RMSE among 0.001, 0.01, 0.1, 1 (seed 0)
         "--relaxation-weight", type=float, default=0.01
     )

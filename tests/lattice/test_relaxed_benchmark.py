@@ -127,3 +127,12 @@ def test_runs_of_one_model_are_reported_and_plotted(load_script, tmp_path, capsy
     assert bench.parse_args([]).models == bench.MODELS
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "cnn"])
+
+
+def test_gradient_clipping_reaches_every_model(load_script):
+    bench = load_script("benchmarks/relaxed.py")
+    clipped = bench.parse_args(["--grad-clip", "1.0"])
+    for model in bench.MODELS:
+        flags = bench.job_flags(clipped, model, 0.5, 0)
+        assert flags[flags.index("--grad-clip") + 1] == "1.0"
+    assert "--grad-clip" not in bench.job_flags(bench.parse_args([]), "relaxed", 0.5, 0)
