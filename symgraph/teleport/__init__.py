@@ -40,10 +40,11 @@ from .registry import (
     register_rule,
 )
 from .symmetries import GLSymmetry, RescaleSymmetry, SO2ChartSymmetry, leaky_relu_inverse
-from .teleport import TeleportResult, teleport
+from .teleport import OBJECTIVES, TeleportResult, teleport
 
 __all__ = [
     "DEFAULT_KINDS",
+    "OBJECTIVES",
     "OPTIMIZER_STATE_MODES",
     "GLSymmetry",
     "NoSymmetryError",
