@@ -522,6 +522,17 @@ def plot(result: JobResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _variant_names(text: str) -> tuple[str, ...]:
+    """``--gnn-variants``: comma-separated names of :data:`TELEPORT_SETTINGS`."""
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = sorted(set(names) - set(TELEPORT_SETTINGS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected names among {list(TELEPORT_SETTINGS)}, got {text!r}"
+        )
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 60 s)")
@@ -535,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
     parser.add_argument(
         "--gnn-variants",
-        type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
+        type=_variant_names,
         default=None,
         help=f"teleport settings of the GNN jobs, among {', '.join(TELEPORT_SETTINGS)} "
         "(default: paper and descent with SGD, paper with Adam)",
@@ -545,9 +556,6 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     )
     parser.add_argument("--steerable-epochs", type=int, default=None, help="default 5 (--quick: 2)")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.gnn_variants or ()) - set(TELEPORT_SETTINGS))
-    if unknown:
-        parser.error(f"--gnn-variants: unknown {unknown}, expected among {list(TELEPORT_SETTINGS)}")
     torch.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     args.out.mkdir(parents=True, exist_ok=True)
