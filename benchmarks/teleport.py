@@ -9,7 +9,8 @@ Jobs (Zhao, Dehmamy, Walters, Yu, NeurIPS 2022, and GNN training on QM9):
 - ``gnn``: a PyG GIN (``torch_geometric.nn.models.GIN`` + add-pool + MLP head) regressing the
   QM9 HOMO-LUMO gap (standardised) on the 12k-molecule subset, teleporting along the
   positive rescalings found by :func:`symgraph.teleport.find_symmetries` with the settings
-  of :data:`TELEPORT_SETTINGS` (``--gnn-variants``);
+  of :data:`TELEPORT_SETTINGS` (``--gnn-variants``); the ``readout-*`` settings teleport
+  along the data-free GL(64) of the readout instead (:func:`readout_symmetry`);
 - ``steerable``: :class:`symgraph.models.SteerableMoleculeNet` (O(3), mean readout) on the
   same data and split, teleporting along what detection finds in it: one positive scale per
   gated copy of the first layer of each convolution's kernel MLP (rule ``"gated"``; the
@@ -44,7 +45,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from symgraph.teleport import SO2ChartSymmetry, Teleport, find_symmetries  # noqa: E402
+from symgraph.teleport import (  # noqa: E402
+    DEFAULT_KINDS,
+    LinearGLSymmetry,
+    SO2ChartSymmetry,
+    Teleport,
+    find_symmetries,
+)
 
 QM9_DIR = REPO.parent / "shared" / "data" / "qm9"
 
@@ -272,6 +279,25 @@ class GINRegressor(nn.Module):
         return self.head(global_add_pool(h, data.batch, size=data.num_graphs)).squeeze(-1)
 
 
+def readout_symmetry(hidden: int = 64) -> LinearGLSymmetry:
+    """The data-free GL(hidden) of :class:`GINRegressor`'s readout chain.
+
+    The last GIN layer ends in a linear layer with no activation after it, the add pool is
+    linear on nodes, and the head starts with a linear layer, so ``g`` on the last GIN
+    layer's outputs and ``g⁻¹`` on the head's inputs is exact at any batch size. Declared by
+    hand because :class:`GINRegressor` pools inside its ``forward``, where detection does not
+    look; the same model written as a PyG ``Sequential`` with a ``SumAggregation`` child gets
+    it from ``find_symmetries(model, ("linear",))``.
+    """
+    return LinearGLSymmetry(
+        f"GL({hidden}) gnn.convs.2.nn.lins.1 -> add pool -> head.0",
+        "gnn.convs.2.nn.lins.1",
+        "head.0",
+        hidden,
+        has_bias=True,
+    )
+
+
 class SteerableGap(nn.Module):
     """:class:`symgraph.models.SteerableMoleculeNet` (O(3), mean readout): ``[num_graphs]``."""
 
@@ -330,25 +356,34 @@ def synthetic_graphs(n: int, seed: int = 0):
 # Teleport settings by name: "paper" is Algorithm 1 (maximise ‖∇L‖²) with small steps;
 # "descent" maximises the one-step decrease instead; "balance" moves to the point of the
 # rescaling orbits with the smallest weight norm (equi-normalisation, no loss gradients).
+# "readout-*" do the same along the GIN job's readout GL(64) (steps chosen on seed 100).
 TELEPORT_SETTINGS: dict[str, dict] = {
     "paper": dict(objective="grad_norm", steps=3, lr=0.03),
     "descent": dict(objective="descent", steps=5, lr=0.1),
     "balance": dict(objective="min_norm", steps=30, lr=0.05, kinds=("rescale",)),
+    "readout-paper": dict(
+        objective="grad_norm", steps=3, lr=0.0005, symmetries=[readout_symmetry()]
+    ),
+    "readout-balance": dict(
+        objective="min_norm", steps=30, lr=0.01, symmetries=[readout_symmetry()]
+    ),
 }
 
 #: The settings each optimizer runs by default (``--gnn-variants`` overrides them).
 GNN_VARIANTS: dict[str, tuple[str, ...]] = {"sgd": ("paper", "descent"), "adam": ("paper",)}
 
 
-SGD_LR = 0.005
+#: The GNN jobs' default learning rates (``--gnn-lr`` overrides them).
+DEFAULT_LR = {"sgd": 0.005, "adam": 1e-3}
 
 
-def _optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(name: str, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    if name not in DEFAULT_LR:
+        raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {name!r}")
+    lr = DEFAULT_LR[name] if lr is None else lr
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=0.9)
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=1e-3)
-    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {name!r}")
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def run_gnn(
@@ -362,12 +397,14 @@ def run_gnn(
     variants: Sequence[str] | None = None,
     batch_size: int = 64,
     model: str = "gin",
+    lr: float | None = None,
 ) -> list[JobResult]:
     """Train a GNN with and without teleportation (one baseline per seed, shared).
 
     ``dataset``: graphs with ``x [N, F]``, ``edge_index`` and a scalar ``y`` (``"steerable"``
     also needs ``pos`` and the bond types ``edge_attr``). ``model``: a key of
-    :data:`GNN_MODELS`. Returns one :class:`JobResult` per teleport variant.
+    :data:`GNN_MODELS`. ``lr``: the optimizer's learning rate (default
+    :data:`DEFAULT_LR`). Returns one :class:`JobResult` per teleport variant.
     """
     from torch_geometric.loader import DataLoader
 
@@ -408,7 +445,7 @@ def run_gnn(
     def one_run(seed: int, label: str, options: dict | None) -> Curve:
         torch.manual_seed(seed)
         net = factory(in_channels)
-        opt = _optimizer(optimizer, net)
+        opt = _optimizer(optimizer, net, lr)
         tp = None
         if options is not None:
             options = dict(options)
@@ -426,15 +463,19 @@ def run_gnn(
         base = one_run(seed, optimizer.upper(), None)
         for name, options in variants:
             runs[name].append((base, one_run(seed, f"{optimizer.upper()} + teleport", options)))
-    syms = find_symmetries(factory(in_channels))
-    kinds = ", ".join(sorted({s.kind for s in syms}))
-    units = sum(s.identity(torch.zeros(1)).numel() for s in syms)
     results = []
     for name, options in variants:
+        syms = options.get("symmetries") or find_symmetries(
+            factory(in_channels), options.get("kinds", DEFAULT_KINDS)
+        )
+        kinds = ", ".join(sorted({s.kind for s in syms}))
+        coordinates = sum(s.identity(torch.zeros(1)).numel() for s in syms)
+        counted = f"{len(syms)} symmetr{'y' if len(syms) == 1 else 'ies'}"
         setting = ", ".join(f"{k}={v}" for k, v in options.items())
+        rate = DEFAULT_LR.get(optimizer) if lr is None else lr
         notes = (
-            f"{description}; {model_notes}, {optimizer} (batch {batch_size}, {epochs} "
-            f"epochs); {len(syms)} symmetries ({kinds}, {units} scale units); "
+            f"{description}; {model_notes}, {optimizer} (lr {rate}, batch {batch_size}, {epochs} "
+            f"epochs); {counted} ({kinds}, {coordinates} group coordinates); "
             f"teleport {schedule} on the current minibatch, {setting}"
         )
         results.append(
@@ -533,6 +574,17 @@ def _variant_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _positive_float(text: str) -> float:
+    """``--gnn-lr``: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (< 60 s)")
@@ -542,6 +594,12 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-data", choices=("qm9", "synthetic"), default="qm9")
     parser.add_argument("--gnn-optimizers", default="sgd,adam")
     parser.add_argument("--gnn-epochs", type=int, default=None)
+    parser.add_argument(
+        "--gnn-lr",
+        type=_positive_float,
+        default=None,
+        help=f"learning rate of the GNN and steerable jobs (default {DEFAULT_LR})",
+    )
     parser.add_argument("--gnn-schedule", default=None, help="default every:100")
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
     parser.add_argument(
@@ -594,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
                     variants=args.gnn_variants
                     or GNN_VARIANTS[opt.strip()][: 1 if args.quick else None],
                     model="gin" if job == "gnn" else "steerable",
+                    lr=args.gnn_lr,
                 )
         else:
             raise SystemExit(

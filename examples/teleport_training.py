@@ -2,12 +2,16 @@
 
 A GIN regresses a graph-level target on random geometric graphs. Every ``K`` steps the
 ``Teleport`` hook moves the weights along the model's positive-rescaling symmetries (found
-automatically: ReLU between linear layers and between GIN convolutions) to a point with the
-same loss and a steeper gradient, then training goes on. The optimizer's moments are
-transported with the weights.
+automatically: ReLU between linear layers, between GIN convolutions, and across the sum
+pooling into the head) to a point with the same loss and a steeper gradient, then training
+goes on. The optimizer's moments are transported with the weights. The model is a PyG
+``Sequential`` with the pooling as a child module, so detection sees the whole chain;
+``--kinds rescale,linear`` adds the data-free GL(32) of the readout (the last GIN layer →
+sum pooling → the head's first layer has no nonlinearity in it).
 
     OMP_NUM_THREADS=1 python examples/teleport_training.py           # ~1 min
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick   # a few seconds
+    OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --kinds rescale,linear
 """
 
 from __future__ import annotations
@@ -43,47 +47,57 @@ def make_graphs(n: int, seed: int = 0) -> list:
     return graphs
 
 
-class Regressor(nn.Module):
-    """PyG ``GIN`` → sum pooling → MLP head."""
+def make_model(hidden: int = 32) -> nn.Module:
+    """PyG ``GIN`` → sum pooling → MLP head, ``model(x, edge_index, batch) -> [num_graphs, 1]``."""
+    from torch_geometric.nn import Sequential
+    from torch_geometric.nn.aggr import SumAggregation
+    from torch_geometric.nn.models import GIN
 
-    def __init__(self, hidden: int = 32) -> None:
-        super().__init__()
-        from torch_geometric.nn.models import GIN
-
-        self.gnn = GIN(4, hidden, num_layers=3)
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-
-    def forward(self, batch) -> torch.Tensor:
-        from torch_geometric.nn import global_add_pool
-
-        h = global_add_pool(self.gnn(batch.x, batch.edge_index), batch.batch, batch.num_graphs)
-        return self.head(h).squeeze(-1)
+    return Sequential(
+        "x, edge_index, batch",
+        [
+            (GIN(4, hidden, num_layers=3), "x, edge_index -> x"),
+            (SumAggregation(), "x, batch -> x"),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        ],
+    )
 
 
 def loss_fn(model: nn.Module, batch) -> torch.Tensor:
     """``loss_fn(model, batch)``: the signature teleportation needs."""
-    return (model(batch) - batch.y).pow(2).mean()
+    prediction = model(batch.x, batch.edge_index, batch.batch).squeeze(-1)
+    return (prediction - batch.y).pow(2).mean()
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="teleportation in a PyG training loop")
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds)")
     parser.add_argument("--teleport", default=None, help="e.g. every:20 (quick: every:3)")
+    parser.add_argument(
+        "--kinds", default="rescale,norm,gated", help="symmetry rules, e.g. rescale,linear"
+    )
     args = parser.parse_args(argv)
     from torch_geometric.loader import DataLoader
 
     torch.manual_seed(0)
     graphs = make_graphs(120 if args.quick else 1000)
     loader = DataLoader(graphs, batch_size=32, shuffle=True)
-    model = Regressor()
+    model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
 
     print("symmetries found:")
-    for sym in find_symmetries(model):
-        print(f"  {sym.name} ({sym.size} units)")
+    symmetries = find_symmetries(model, kinds)
+    for sym in symmetries:
+        coordinates = sym.identity(torch.zeros(1)).numel()
+        print(f"  {sym.name} ({sym.kind}, {coordinates} group coordinates)")
 
     schedule = args.teleport or ("every:3" if args.quick else "every:20")
-    tp = Teleport(schedule, loss_fn, steps=3, lr=0.03)
+    # small steps: the GL(d) orbit has d² coordinates, each moved by about lr
+    lr = 0.003 if "linear" in kinds else 0.03
+    tp = Teleport(schedule, loss_fn, steps=3, lr=lr, symmetries=symmetries)
     step, losses = 0, []
     for epoch in range(2 if args.quick else 10):
         for batch in loader:
@@ -103,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             step += 1
         print(f"epoch {epoch}: mean loss {sum(losses[-len(loader) :]) / len(loader):.4f}")
     return {
+        "symmetries": [sym.name for sym in symmetries],
         "losses": losses,
         "teleports": len(tp.history),
         "accepted": sum(r.accepted for _, r in tp.history),

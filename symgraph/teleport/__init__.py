@@ -10,11 +10,15 @@ Public API:
 - :func:`find_symmetries` — symmetries found from the model's structure (``kinds``:
   ``"rescale"`` positive rescaling through ReLU-like activations, ``"norm"`` scale
   invariance in front of normalisations, ``"gated"`` per-copy scales through symgraph's
-  gated equivariant layers, ``"gl"`` the data-dependent GL(d) action);
-- :class:`RescaleSymmetry`, :class:`GLSymmetry`, :class:`SO2ChartSymmetry` and the base
+  gated equivariant layers, ``"linear"`` the data-free GL(d) action across linear chains
+  such as a GNN's last layer → sum pooling → readout, ``"gl"`` the data-dependent GL(d)
+  action);
+- :class:`RescaleSymmetry`, :class:`LinearGLSymmetry`, :class:`GLSymmetry`,
+  :class:`SO2ChartSymmetry` and the base
   :class:`ParameterSymmetry` with :class:`ParamSlice`, to declare symmetries by hand;
 - :func:`register_rule`, :func:`register_container`, :func:`register_channel_map`,
-  :func:`register_passthrough` — teach detection new structures;
+  :func:`register_passthrough`, :func:`register_linear_passthrough`,
+  :func:`register_linear_wrapper` — teach detection new structures;
 - :func:`teleport`, :class:`TeleportResult` — one teleport, applied in place, refused (and
   undone) if the loss moved;
 - :class:`Teleport` — the schedule-driven hook (``Teleport("every:K", loss_fn)``),
@@ -36,10 +40,18 @@ from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
 from .registry import (
     register_channel_map,
     register_container,
+    register_linear_passthrough,
+    register_linear_wrapper,
     register_passthrough,
     register_rule,
 )
-from .symmetries import GLSymmetry, RescaleSymmetry, SO2ChartSymmetry, leaky_relu_inverse
+from .symmetries import (
+    GLSymmetry,
+    LinearGLSymmetry,
+    RescaleSymmetry,
+    SO2ChartSymmetry,
+    leaky_relu_inverse,
+)
 from .teleport import OBJECTIVES, TeleportResult, teleport
 
 __all__ = [
@@ -47,6 +59,7 @@ __all__ = [
     "OBJECTIVES",
     "OPTIMIZER_STATE_MODES",
     "GLSymmetry",
+    "LinearGLSymmetry",
     "NoSymmetryError",
     "ParamSlice",
     "ParameterSymmetry",
@@ -63,6 +76,8 @@ __all__ = [
     "parse_schedule",
     "register_channel_map",
     "register_container",
+    "register_linear_passthrough",
+    "register_linear_wrapper",
     "register_passthrough",
     "register_rule",
     "teleport",

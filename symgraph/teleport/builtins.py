@@ -21,7 +21,13 @@ their per-channel affine parameters: ``BatchNorm1d/2d/3d``, ``LayerNorm`` (1-D, 
 ``GroupNorm``, PyG ``BatchNorm``, ``LayerNorm``, ``GraphNorm``.
 
 Pass-through (positively homogeneous or elementwise-masking): ``ReLU``, ``LeakyReLU``,
-``PReLU``, ``Identity``, ``Dropout``.
+``PReLU``, ``Identity``, ``Dropout``, PyG's ``SumAggregation``, ``MeanAggregation``,
+``MaxAggregation``, ``MinAggregation`` (e.g. a pooling child of a PyG ``Sequential``).
+
+Linear pass-throughs (linear, on samples only; for the data-free GL(d) rule ``"linear"``):
+``Identity``, ``Dropout(p=0)``, PyG's ``SumAggregation`` and ``MeanAggregation``. Linear
+wrapper: ``GINConv`` (through its ``nn``; its input end only with a sum or mean
+aggregation).
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ from .registry import (
     Stage,
     register_channel_map,
     register_container,
+    register_linear_passthrough,
+    register_linear_wrapper,
     register_passthrough,
 )
 
 __all__ = ["join", "NORM_SCALE_TYPES"]
 
 _CHANNEL_AGGRS = {"add", "sum", "mean", "max", "min"}
+_LINEAR_AGGRS = {"add", "sum", "mean"}
 
 
 def join(prefix: str, name: str) -> str:
@@ -115,6 +124,8 @@ NORM_SCALE_TYPES: dict[type, str] = {
 # ----------------------------------------------------------------------------- pass-through
 for _act in (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.Dropout):
     register_passthrough(_act)
+register_linear_passthrough(nn.Identity)
+register_linear_passthrough(nn.Dropout, lambda m: m.p == 0)
 
 
 # ----------------------------------------------------------------------------- containers
@@ -212,6 +223,21 @@ def _register_pyg() -> None:
         return output_slices(m.nn, join(prefix, "nn"))
 
     register_channel_map(pyg_nn.GINConv, inputs=gin_in, outputs=gin_out)
+
+    def gin_linear(m: nn.Module, prefix: str, last: bool) -> Stage | None:
+        if not last and not (isinstance(m.aggr, str) and m.aggr in _LINEAR_AGGRS):
+            return None
+        return join(prefix, "nn"), m.nn
+
+    register_linear_wrapper(pyg_nn.GINConv, gin_linear)
+
+    # poolings as modules (a child of a PyG Sequential: "x, batch -> x")
+    aggr = pyg_nn.aggr
+    for pool in (aggr.SumAggregation, aggr.MeanAggregation, aggr.MaxAggregation):
+        register_passthrough(pool)
+    register_passthrough(aggr.MinAggregation)
+    for pool in (aggr.SumAggregation, aggr.MeanAggregation):
+        register_linear_passthrough(pool)
 
     # containers
     def mlp_stages(m: nn.Module, prefix: str) -> list[Stage]:

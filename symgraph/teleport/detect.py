@@ -13,6 +13,11 @@
   ``approximate=True`` the others are returned too, flagged ``exact=False``;
 - ``"gated"`` — symgraph's gated equivariant MLP layers: one positive scale per gated copy
   (see :mod:`symgraph.teleport.gated`), exact and data-free;
+- ``"linear"`` — ``Linear → L → Linear`` where everything in ``L`` is linear and acts on
+  samples only (nothing, ``Dropout(p=0)``, a sum or mean pooling, GIN's neighbour sum;
+  see :func:`~symgraph.teleport.register_linear_passthrough`): the data-free GL(d) action
+  ``W1 ← g W1, b1 ← g b1, W2 ← W2 g⁻¹``, exact at any batch size (opt-in: its orbit has
+  ``d²`` dimensions and no bounded norm);
 - ``"gl"`` — ``Linear → [LeakyReLU] → Linear`` (nothing else in between but ``Identity`` or
   ``Dropout(p=0)``): the data-dependent GL(d) action of the paper (opt-in: exact on the
   teleport batch only, and only for small batches).
@@ -35,13 +40,15 @@ from .registry import (
     Stage,
     container_stages,
     input_slices,
+    is_linear_passthrough,
     is_passthrough,
+    linear_wrapped,
     output_slices,
     register_rule,
     registered_names,
     registered_rules,
 )
-from .symmetries import GLSymmetry, RescaleSymmetry
+from .symmetries import GLSymmetry, LinearGLSymmetry, RescaleSymmetry
 
 __all__ = ["find_symmetries", "DEFAULT_KINDS", "describe_search"]
 
@@ -225,6 +232,59 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
     return list(found.values())
 
 
+def _linear_end(module: nn.Module, prefix: str, last: bool) -> tuple[str, nn.Module] | None:
+    """The linear layer at ``module``'s output (``last``) or input end, reached through
+    linear operations on samples only (or ``None``)."""
+    if _gl_linear(module):
+        return prefix, module
+    inner = linear_wrapped(module, prefix, last)
+    if inner is not None:
+        return _linear_end(inner[1], inner[0], last)
+    stages = container_stages(module, prefix)
+    for name, child in reversed(stages or []) if last else stages or []:
+        if child is None:
+            return None
+        if not is_linear_passthrough(child):
+            return _linear_end(child, name, last)
+    return None
+
+
+@register_rule("linear")
+def linear_rule(model: nn.Module, *, max_norm: float = 1.0, **_: object):
+    """The data-free GL(d) action on ``Linear → linear ops on samples → Linear`` chains."""
+    params = dict(model.named_parameters())
+    pos = _positions(model)
+    found: dict[tuple[str, str], LinearGLSymmetry] = {}
+    for _cname, _container, stages in _containers(model):
+        first: tuple[str, nn.Module] | None = None
+        for name, module in stages:
+            if module is None:
+                first = None
+                continue
+            if is_linear_passthrough(module):
+                continue
+            second = _linear_end(module, name, last=False)
+            if first is not None and second is not None:
+                (fname, fmod), (sname, smod) = first, second
+                names = [f"{fname}.weight", f"{sname}.weight"]
+                if fmod.bias is not None:
+                    names.append(f"{fname}.bias")
+                usable = all(n in params and params[n].requires_grad for n in names)
+                width = int(fmod.weight.shape[0])
+                if usable and width == smod.weight.shape[1] and (fname, sname) not in found:
+                    found[(fname, sname)] = LinearGLSymmetry(
+                        f"GL({width}) {fname} -> linear -> {sname}",
+                        fname,
+                        sname,
+                        width,
+                        has_bias=fmod.bias is not None,
+                        max_norm=max_norm,
+                        order=pos.get(fname, 0),
+                    )
+            first = _linear_end(module, name, last=True)
+    return list(found.values())
+
+
 def describe_search(model: nn.Module, kinds: Iterable[str]) -> str:
     """What :func:`find_symmetries` searched, for error messages."""
     containers = [
@@ -238,12 +298,15 @@ def describe_search(model: nn.Module, kinds: Iterable[str]) -> str:
         f"{', '.join(tables['containers'])}. Layers with an input side: "
         f"{', '.join(tables['layers (input side)'])}. Layers with an output side: "
         f"{', '.join(tables['layers (output side)'])}. Pass-through activations: "
-        f"{', '.join(tables['pass-through activations'])}. Registered rules: "
+        f"{', '.join(tables['pass-through activations'])}. Linear pass-throughs: "
+        f"{', '.join(tables['linear pass-throughs'])}; linear wrappers: "
+        f"{', '.join(tables['linear wrappers'])}. Registered rules: "
         f"{', '.join(tables['rules'])}. A symmetry needs a chain layer -> pass-through* -> "
         f"layer inside one such container (e.g. Linear -> ReLU -> Linear in an "
         f"nn.Sequential); activations called functionally in a custom forward are not "
         f"visible. Declare your own with symgraph.teleport.register_rule / "
-        f"register_container / register_channel_map, or pass symmetries=[...] to teleport()."
+        f"register_container / register_channel_map / register_linear_passthrough, or pass "
+        f"symmetries=[...] to teleport()."
     )
 
 
@@ -259,14 +322,15 @@ def find_symmetries(
 
     Args:
         model: any ``torch.nn.Module``.
-        kinds: rule names (default ``("rescale", "norm", "gated")``; add ``"gl"`` for the
-            data-dependent GL(d) action; user rules from :func:`register_rule`).
+        kinds: rule names (default ``("rescale", "norm", "gated")``; add ``"linear"`` for
+            the data-free GL(d) action across linear chains, ``"gl"`` for the
+            data-dependent one; user rules from :func:`register_rule`).
         approximate: also return symmetries that hold only approximately (normalisations
             with ``eps > 0`` or running statistics); they carry ``exact=False``.
         raise_if_empty: raise :class:`NoSymmetryError` (listing what was searched) when
             nothing is found; otherwise return ``[]``.
         **options: passed to every rule (``max_log_scale``, ``max_imbalance`` for rescalings,
-            ``max_norm`` for GL(d)).
+            ``max_norm`` for GL(d): default 0.5 for ``"gl"``, 1.0 for ``"linear"``).
 
     Returns:
         Symmetries in rule order, then network order.

@@ -10,6 +10,12 @@ tables, filled for PyTorch and PyG in :mod:`symgraph.teleport.builtins`, and ope
 - **pass-throughs** (:func:`register_passthrough`): modules that commute with a positive
   per-channel scale, ``m(s ⊙ x) = s ⊙ m(x)`` for ``s > 0`` (ReLU, LeakyReLU, PReLU,
   Dropout, Identity);
+- **linear pass-throughs** (:func:`register_linear_passthrough`): modules that are linear
+  and act on samples only, ``m(X gᵀ) = m(X) gᵀ`` for every invertible ``g`` on the channels
+  (Identity, ``Dropout(p=0)``, PyG's sum and mean aggregations), and **linear wrappers**
+  (:func:`register_linear_wrapper`): modules whose input or output end is an inner module
+  reached through such operations only (``GINConv`` with a sum or mean aggregation, through
+  its ``nn``); the data-free GL(d) rule ``"linear"`` uses these two;
 - **containers** (:func:`register_container`): modules whose execution order is known, as
   a list of *stages* ``(name, module)``; a stage ``(name, None)`` is a break in the chain
   (the value is used elsewhere too);
@@ -33,11 +39,15 @@ __all__ = [
     "Stage",
     "register_channel_map",
     "register_passthrough",
+    "register_linear_passthrough",
+    "register_linear_wrapper",
     "register_container",
     "register_rule",
     "input_slices",
     "output_slices",
     "is_passthrough",
+    "is_linear_passthrough",
+    "linear_wrapped",
     "container_stages",
     "registered_rules",
     "registered_names",
@@ -47,10 +57,13 @@ Stage = tuple[str, "nn.Module | None"]
 SliceFn = Callable[[nn.Module, str], "list[ParamSlice] | None"]
 StageFn = Callable[[nn.Module, str], "list[Stage] | None"]
 RuleFn = Callable[..., "list[ParameterSymmetry]"]
+WrapperFn = Callable[[nn.Module, str, bool], "Stage | None"]
 
 _INPUTS: dict[type, SliceFn] = {}
 _OUTPUTS: dict[type, SliceFn] = {}
 _PASSTHROUGH: dict[type, Callable[[nn.Module], bool]] = {}
+_LINEAR_PASSTHROUGH: dict[type, Callable[[nn.Module], bool]] = {}
+_LINEAR_WRAPPERS: dict[type, WrapperFn] = {}
 _CONTAINERS: dict[type, StageFn] = {}
 _RULES: dict[str, RuleFn] = {}
 
@@ -93,6 +106,34 @@ def register_passthrough(
     _PASSTHROUGH[module_type] = predicate or (lambda module: True)
 
 
+def register_linear_passthrough(
+    module_type: type, predicate: Callable[[nn.Module], bool] | None = None
+) -> None:
+    """Declare that ``module_type`` is linear and acts on samples only.
+
+    That is ``m(X gᵀ) = m(X) gᵀ`` for every invertible ``g`` acting on the channels
+    (``X [..., channels]``): the module may sum, average or select samples, but never mixes
+    or rescales channels differently. ``predicate(module)`` may restrict it to some
+    instances (default: all).
+    """
+    _check_type(module_type)
+    _LINEAR_PASSTHROUGH[module_type] = predicate or (lambda module: True)
+
+
+def register_linear_wrapper(module_type: type, inner: WrapperFn) -> None:
+    """Declare where a linear chain continues inside ``module_type``.
+
+    ``inner(module, prefix, last)`` returns the stage ``(name, submodule)`` that holds the
+    module's output end (``last=True``) or input end (``last=False``), when everything
+    between that submodule and the module's boundary is a linear operation on samples only;
+    ``None`` when there is no such stage (e.g. a max aggregation).
+    """
+    _check_type(module_type)
+    if not callable(inner):
+        raise TypeError(f"inner: expected a callable (module, prefix, last), got {inner!r}")
+    _LINEAR_WRAPPERS[module_type] = inner
+
+
 def register_container(module_type: type, stages: StageFn) -> None:
     """Declare the execution order of ``module_type``: ``stages(module, prefix)``."""
     _check_type(module_type)
@@ -131,6 +172,18 @@ def is_passthrough(module: nn.Module) -> bool:
     """Whether ``module`` commutes with positive per-channel scales."""
     predicate = _lookup(_PASSTHROUGH, module)
     return bool(predicate is not None and predicate(module))
+
+
+def is_linear_passthrough(module: nn.Module) -> bool:
+    """Whether ``module`` is linear and acts on samples only (commutes with every ``g``)."""
+    predicate = _lookup(_LINEAR_PASSTHROUGH, module)
+    return bool(predicate is not None and predicate(module))
+
+
+def linear_wrapped(module: nn.Module, prefix: str, last: bool) -> Stage | None:
+    """The inner stage holding ``module``'s output (``last``) or input end, or ``None``."""
+    fn = _lookup(_LINEAR_WRAPPERS, module)
+    return fn(module, prefix, last) if fn is not None else None
 
 
 def container_stages(module: nn.Module, prefix: str) -> list[Stage] | None:
@@ -196,5 +249,7 @@ def registered_names() -> dict[str, list[str]]:
         "layers (input side)": names(_INPUTS),
         "layers (output side)": names(_OUTPUTS),
         "pass-through activations": names(_PASSTHROUGH),
+        "linear pass-throughs": names(_LINEAR_PASSTHROUGH),
+        "linear wrappers": names(_LINEAR_WRAPPERS),
         "rules": sorted(_RULES),
     }

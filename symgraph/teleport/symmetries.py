@@ -10,6 +10,9 @@
   invertible ``σ`` (leaky ReLU, or none): ``W2 ← W2 g⁻¹`` and the first layer solved so that
   ``σ(H W1'ᵀ + b1') = σ(H W1ᵀ + b1) gᵀ`` on the batch inputs ``H``. Exact on the batch only,
   and only when ``[H, 1]`` has full row rank (at most ``d_in + 1`` samples).
+- :class:`LinearGLSymmetry` — GL(d) on ``Linear → L → Linear`` where ``L`` is linear and mixes
+  samples only (nothing, a sum or mean pooling, a sum aggregation over neighbours):
+  ``W1 ← g W1``, ``b1 ← g b1``, ``W2 ← W2 g⁻¹``; data-free and exact at any batch size.
 - :class:`SO2ChartSymmetry` — a rotation ``w ← φ⁻¹(R_θ φ(w))`` for a loss ``L = f(‖φ(w)‖)``
   (the Booth and Rosenbrock examples of the paper).
 """
@@ -26,7 +29,13 @@ from torch import Tensor
 
 from .base import ParameterSymmetry, Params, ParamSlice, TeleportBatchError, TeleportContext
 
-__all__ = ["RescaleSymmetry", "GLSymmetry", "SO2ChartSymmetry", "leaky_relu_inverse"]
+__all__ = [
+    "RescaleSymmetry",
+    "GLSymmetry",
+    "LinearGLSymmetry",
+    "SO2ChartSymmetry",
+    "leaky_relu_inverse",
+]
 
 
 class RescaleSymmetry(ParameterSymmetry):
@@ -280,6 +289,81 @@ class GLSymmetry(ParameterSymmetry):
             out[f"{self.first}.bias"] = theta_new[d_in]
         w2 = out[f"{self.second}.weight"]  # [out, d]: W2 g^{-1} = (g^{-T} W2^T)^T
         out[f"{self.second}.weight"] = torch.linalg.solve(g.transpose(0, 1), w2.transpose(0, 1)).T
+        return out
+
+    def project(self, theta: Tensor, state: Any = None) -> Tensor:
+        norm = torch.linalg.matrix_norm(theta)
+        if float(norm) <= self.max_norm:
+            return theta
+        return theta * (self.max_norm / norm)
+
+
+class LinearGLSymmetry(ParameterSymmetry):
+    """The data-free GL(d) action on ``first → L → second`` with ``L`` linear on samples.
+
+    ``first`` and ``second`` are module names of linear layers (``weight [d, d_in]`` with an
+    optional ``bias [d]``, and ``weight [d_out, d]``). ``L`` is anything between them that is
+    linear and acts on the sample axis only, ``L(Z) = A Z`` for some ``A [M, N]`` (the
+    identity, a global sum or mean pooling, a neighbour sum as in GIN): it commutes with every
+    invertible ``g [d, d]`` acting on the features, so with ``g = exp(T)``
+
+        first.weight ← g W1,   first.bias ← g b1,   second.weight ← W2 g⁻¹
+
+    leaves ``second(L(first(H)))`` unchanged for every input ``H``, whatever the batch size
+    (unlike :class:`GLSymmetry`, whose activation makes the action data-dependent). ``T`` is
+    kept inside the Frobenius ball of radius ``max_norm`` (so ``cond(g) ≤ exp(2 max_norm)``
+    per teleport).
+
+    Group coordinates: ``theta [d, d]`` (``T``), identity ``0``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        first: str,
+        second: str,
+        hidden: int,
+        *,
+        has_bias: bool,
+        max_norm: float = 1.0,
+        order: int = 0,
+    ) -> None:
+        if not max_norm > 0:
+            raise ValueError(f"max_norm: expected a positive bound, got {max_norm}")
+        if int(hidden) < 1:
+            raise ValueError(f"hidden: expected a positive width, got {hidden}")
+        self.name = name
+        self.first = first
+        self.second = second
+        self.hidden = int(hidden)
+        self.has_bias = has_bias
+        self.max_norm = float(max_norm)
+        self.kind = "linear"
+        self.exact = True
+        self.order = order
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        names = [f"{self.first}.weight", f"{self.second}.weight"]
+        if self.has_bias:
+            names.insert(1, f"{self.first}.bias")
+        return tuple(names)
+
+    def identity(self, like: Tensor) -> Tensor:
+        return torch.zeros(self.hidden, self.hidden, dtype=like.dtype, device=like.device)
+
+    def act(self, params: Mapping[str, Tensor], theta: Tensor, state: Any = None) -> Params:
+        expected = (self.hidden, self.hidden)
+        if tuple(theta.shape) != expected:
+            raise ValueError(
+                f"theta: expected shape {list(expected)} for {self.name!r}, got {list(theta.shape)}"
+            )
+        out = dict(params)
+        g, g_inv = torch.linalg.matrix_exp(theta), torch.linalg.matrix_exp(-theta)
+        out[f"{self.first}.weight"] = g @ out[f"{self.first}.weight"]
+        if self.has_bias:
+            out[f"{self.first}.bias"] = g @ out[f"{self.first}.bias"]
+        out[f"{self.second}.weight"] = out[f"{self.second}.weight"] @ g_inv
         return out
 
     def project(self, theta: Tensor, state: Any = None) -> Tensor:

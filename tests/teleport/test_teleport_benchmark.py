@@ -53,6 +53,56 @@ def test_gnn_balance_variant_from_the_command_line(bench, tmp_path):
         bench.main(["--jobs", "gnn", "--gnn-variants", "sideways", "--out", str(tmp_path)])
 
 
+def test_readout_symmetry_is_exact_and_what_detection_finds(bench):
+    """The hand-declared GL(64) of the GIN job = the chain found in the Sequential form."""
+    import torch
+    import torch_geometric.nn as pyg_nn
+    from torch.func import functional_call
+    from torch_geometric.data import Batch
+
+    from symgraph.teleport import find_symmetries
+
+    torch.manual_seed(0)
+    model = bench.GINRegressor(5).double()
+    graphs = Batch.from_data_list(bench.synthetic_graphs(5))
+    graphs.x = graphs.x.double()
+    sym = bench.readout_symmetry()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    theta = sym.project(torch.randn(64, 64, dtype=torch.float64))
+    moved = sym.act(params, theta)
+    assert not torch.equal(moved["head.0.weight"], params["head.0.weight"])
+    ref = model(graphs).detach()
+    err = (functional_call(model, moved, (graphs,)) - ref).abs().max() / ref.abs().max()
+    assert float(err) < 1e-10
+
+    sequential = pyg_nn.Sequential(
+        "x, edge_index, batch",
+        [
+            (model.gnn, "x, edge_index -> x"),
+            (pyg_nn.aggr.SumAggregation(), "x, batch -> x"),
+            *model.head,
+        ],
+    )
+    (found,) = find_symmetries(sequential, kinds="linear")
+    assert (found.first, found.second, found.hidden) == (
+        "module_0.convs.2.nn.lins.1",
+        "module_2",
+        sym.hidden,
+    )
+
+
+def test_readout_variant_runs(bench):
+    (result,) = bench.run_gnn(
+        bench.synthetic_graphs(60), [0], "synthetic", epochs=1, optimizer="adam",
+        schedule="every:2", batch_size=16, variants=["readout-balance"],
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert result.job == "gnn-gin-adam-readout-balance"
+    assert tele.teleports >= 1 and tele.refused == 0
+    assert "GL(64) gnn.convs.2.nn.lins.1 -> add pool -> head.0" in result.notes
+    assert "1 symmetry (linear, 4096 group coordinates)" in result.notes
+
+
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end(bench, tmp_path, shared_data):
     results = bench.main(["--quick", "--out", str(tmp_path)])
@@ -72,5 +122,5 @@ def test_steerable_job_on_real_qm9_molecules(bench, shared_data, tmp_path):
     base, tele = result.runs[0]
     assert result.job == "gnn-steerable-adam-paper"
     assert tele.teleports >= 1 and tele.refused == 0
-    assert "3 symmetries (gated, 18 scale units)" in result.notes
+    assert "3 symmetries (gated, 18 group coordinates)" in result.notes
     assert tele.test_error is not None and base.test_error is not None

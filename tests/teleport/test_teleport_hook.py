@@ -77,3 +77,12 @@ def test_example_runs_quick(capsys, load_script):
     assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
     assert all(torch.isfinite(torch.tensor(out["losses"])))
     assert "teleport accepted" in capsys.readouterr().out
+    assert "rescale module_0 -> module_2" in out["symmetries"]  # across the sum pooling
+
+
+def test_example_teleports_along_the_readout_gl(load_script):
+    module = load_script("examples/teleport_training.py")
+    out = module.main(["--quick", "--kinds", "linear"])
+    assert out["symmetries"] == ["GL(32) module_0.convs.2.nn.lins.1 -> linear -> module_2"]
+    assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
+    assert all(torch.isfinite(torch.tensor(out["losses"])))

@@ -334,3 +334,47 @@ def test_repeated_teleports_stay_inside_the_imbalance_bound():
     for _ in range(10):
         teleport(unbounded, mse, batch, steps=5, lr=1.0, symmetries=syms)
     assert float(_log_imbalance(unbounded[0], unbounded[2]).abs().max()) > 2 * float(allowed.max())
+
+
+def test_linear_gl_teleport_balances_the_factors_and_keeps_the_loss():
+    """min_norm over GL(d) on ``Linear → Linear``: ends near ``A Aᵀ = Bᵀ B`` (balanced)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Identity(), nn.Linear(3, 3)).double()
+    (sym,) = find_symmetries(model, kinds="linear", max_norm=3.0)
+    with torch.no_grad():  # start off balance along a random direction of the orbit
+        g = torch.linalg.matrix_exp(0.8 * torch.randn(3, 3, dtype=torch.float64))
+        model[0].weight.copy_(g @ model[0].weight)
+        model[0].bias.copy_(g @ model[0].bias)
+        model[2].weight.copy_(model[2].weight @ torch.linalg.inv(g))
+    batch = (torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 3, dtype=torch.float64))
+    loss0, out0 = value(mse, model, batch), model(batch[0]).detach()
+
+    def imbalance() -> float:
+        a = torch.cat([model[0].weight, model[0].bias[:, None]], dim=1).detach()
+        b = model[2].weight.detach()
+        return float((a @ a.T - b.T @ b).norm() / (a @ a.T).norm())
+
+    before = imbalance()
+    result = teleport(model, mse, batch, steps=400, lr=0.01, symmetries=[sym], objective="min_norm")
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-12)
+    assert torch.allclose(model(batch[0]), out0, rtol=1e-10, atol=1e-12)
+    assert before > 0.5 and imbalance() < 0.05 * before
+
+
+def test_linear_gl_teleport_steepens_and_resets_adam_moments():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.0), nn.Linear(8, 2)).double()
+    batch = (torch.randn(50, 4, dtype=torch.float64), torch.randn(50, 2, dtype=torch.float64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mse(model, batch).backward()
+    opt.step()
+    opt.zero_grad()
+    loss0, gn0 = value(mse, model, batch), grad_norm_sq(model, mse, batch)
+    result = teleport(model, mse, batch, steps=5, lr=0.02, kinds="linear", optimizer=opt)
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-10)
+    assert grad_norm_sq(model, mse, batch) > 1.2 * gn0
+    # a non-diagonal action cannot carry Adam's second moments: they are reset
+    assert result.optimizer_state == {"0.weight": "reset", "0.bias": "reset", "2.weight": "reset"}
+    assert model[0].weight not in opt.state and model[2].bias in opt.state

@@ -13,6 +13,7 @@ from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 import symgraph.teleport as tp
 from symgraph.teleport import (
     GLSymmetry,
+    LinearGLSymmetry,
     NoSymmetryError,
     ParamSlice,
     RescaleSymmetry,
@@ -373,3 +374,125 @@ def test_gated_equivariant_mlp_scale_is_exact(group, check_invariant):
     assert [s.size for s in syms] == [6, 6]  # one unit per gated copy: 4x1o + 2x2e
     x = torch.randn(10, 4 + 2 * 3, dtype=torch.float64)
     check_invariant(model, (x,), syms)
+
+
+def _pooled_gin(pool: nn.Module, width: int = 8) -> pyg_nn.Sequential:
+    """GIN → pooling (a module) → MLP head: the usual graph-level regressor."""
+    return pyg_nn.Sequential(
+        "x, edge_index, batch",
+        [
+            (GIN(4, width, 2), "x, edge_index -> x"),
+            (pool, "x, batch -> x"),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 1),
+        ],
+    )
+
+
+def _two_graphs(graph):
+    x, edge_index = graph(num_nodes=14, num_edges=40)
+    batch = torch.cat([torch.zeros(6, dtype=torch.long), torch.ones(8, dtype=torch.long)])
+    return x, edge_index, batch
+
+
+@pytest.mark.parametrize("pool", ["sum", "mean"])
+def test_linear_gl_is_exact_across_gin_and_pooling(pool, graph, check_invariant):
+    aggr = pyg_nn.aggr.SumAggregation() if pool == "sum" else pyg_nn.aggr.MeanAggregation()
+    model = _pooled_gin(aggr).double().train()
+    (sym,) = find_symmetries(model, kinds="linear")
+    assert isinstance(sym, LinearGLSymmetry) and not sym.data_dependent
+    assert (sym.first, sym.second) == ("module_0.convs.1.nn.lins.1", "module_2")
+    # 14 nodes, 2 graphs: no batch-size limit, and composable with the rescalings
+    check_invariant(model, _two_graphs(graph), [sym], scale=0.3)
+    rescale = find_symmetries(model, kinds="rescale")
+    assert "rescale module_0 -> module_2" in [s.name for s in rescale]
+    check_invariant(model, _two_graphs(graph), [sym, *rescale], scale=0.3)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    widths=st.lists(st.integers(1, 6), min_size=3, max_size=3),
+    samples=st.integers(1, 40),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_gl_exact_at_any_batch_size(widths, samples, bias, seed, check_invariant):
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(widths[0], widths[1], bias=bias),
+        nn.Identity(),
+        nn.Dropout(0.0),
+        nn.Linear(widths[1], widths[2]),
+    ).double()
+    (sym,) = find_symmetries(model, kinds="linear")
+    assert sym.hidden == widths[1]
+    x = torch.randn(samples, widths[0], dtype=torch.float64)
+    check_invariant(model, (x,), [sym], scale=0.5, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        pytest.param(lambda: nn.ReLU(), id="relu"),
+        pytest.param(lambda: nn.LeakyReLU(0.1), id="leaky-relu"),
+        pytest.param(lambda: nn.Dropout(0.5), id="dropout"),
+        pytest.param(lambda: nn.BatchNorm1d(4), id="batch-norm"),
+    ],
+)
+def test_linear_gl_needs_a_linear_chain(between):
+    model = nn.Sequential(nn.Linear(3, 4), between(), nn.Linear(4, 2))
+    assert find_symmetries(model, kinds="linear", raise_if_empty=False) == []
+
+
+def test_linear_gl_not_through_max_pooling_or_max_aggregation():
+    model = _pooled_gin(pyg_nn.aggr.MaxAggregation())
+    assert find_symmetries(model, kinds="linear", raise_if_empty=False) == []
+    # a max pooling still commutes with positive per-channel scales
+    names = [s.name for s in find_symmetries(model, kinds="rescale")]
+    assert "rescale module_0 -> module_2" in names
+    # GIN's neighbour sum is linear, a max aggregation is not
+    chain = [nn.Linear(4, 6), pyg_nn.GINConv(nn.Sequential(nn.Linear(6, 5)), aggr="add")]
+    summed = pyg_nn.Sequential(
+        "x, edge_index", [(chain[0], "x -> x"), (chain[1], "x, edge_index -> x")]
+    )
+    (sym,) = find_symmetries(summed, kinds="linear")
+    assert (sym.first, sym.second) == ("module_0", "module_1.nn.0")
+    maxed = pyg_nn.Sequential(
+        "x, edge_index",
+        [
+            (nn.Linear(4, 6), "x -> x"),
+            (pyg_nn.GINConv(nn.Sequential(nn.Linear(6, 5)), aggr="max"), "x, edge_index -> x"),
+        ],
+    )
+    assert find_symmetries(maxed, kinds="linear", raise_if_empty=False) == []
+
+
+def test_linear_gl_through_gin_neighbour_sum_is_exact(graph, check_invariant):
+    model = pyg_nn.Sequential(
+        "x, edge_index",
+        [
+            (nn.Linear(4, 6), "x -> x"),
+            (
+                pyg_nn.GINConv(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))),
+                "x, edge_index -> x",
+            ),
+        ],
+    ).double()
+    (sym,) = find_symmetries(model, kinds="linear")
+    check_invariant(model, graph(), [sym], scale=0.4)
+
+
+def test_linear_gl_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="max_norm"):
+        LinearGLSymmetry("x", "a", "b", 4, has_bias=True, max_norm=0.0)
+    with pytest.raises(ValueError, match="hidden"):
+        LinearGLSymmetry("x", "a", "b", 0, has_bias=True)
+    sym = LinearGLSymmetry("x", "a", "b", 3, has_bias=False)
+    params = {"a.weight": torch.ones(3, 2), "b.weight": torch.ones(1, 3)}
+    with pytest.raises(ValueError, match=r"theta: expected shape \[3, 3\]"):
+        sym.act(params, torch.zeros(2, 2))
+    big = sym.project(torch.full((3, 3), 5.0))
+    assert float(torch.linalg.matrix_norm(big)) == pytest.approx(1.0)
