@@ -26,6 +26,12 @@ final test error (GNN). Writes ``teleport_<job>.png`` and ``teleport.md`` under 
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --quick --jobs steerable   # ~20 s
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --jobs gnn --gnn-optimizers sgd \
         --gnn-variants balance --seeds 4 --gnn-seeds 4                         # ~5 min
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py --jobs gnn --gnn-optimizers sgd \
+        --gnn-lr 0.001,0.005 --gnn-variants paper --seeds 4 --gnn-seeds 4      # ~10 min
+
+With several ``--gnn-lr`` values every rate runs with and without teleportation, and a
+second table compares the baselines: the steps each rate's baseline needs to reach the first
+rate's final loss (is a teleport's effect what a larger learning rate would do?).
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class JobResult:
     loss_name: str
     error_name: str = ""
     notes: str = ""
+    variant: str = ""  # the teleport setting (a key of TELEPORT_SETTINGS) of GNN jobs
 
 
 # ----------------------------------------------------------------------------- shared loop
@@ -404,7 +411,8 @@ def run_gnn(
     ``dataset``: graphs with ``x [N, F]``, ``edge_index`` and a scalar ``y`` (``"steerable"``
     also needs ``pos`` and the bond types ``edge_attr``). ``model``: a key of
     :data:`GNN_MODELS`. ``lr``: the optimizer's learning rate (default
-    :data:`DEFAULT_LR`). Returns one :class:`JobResult` per teleport variant.
+    :data:`DEFAULT_LR`). ``batch_size=0``: the whole training split in every step
+    (deterministic full-batch training). Returns one :class:`JobResult` per teleport variant.
     """
     from torch_geometric.loader import DataLoader
 
@@ -423,6 +431,8 @@ def run_gnn(
     ys = torch.cat([d.y.reshape(-1) for d in train_set])
     mean, std = float(ys.mean()), float(ys.std())
     in_channels = int(train_set[0].x.shape[1])
+    batch_label = str(batch_size) if batch_size else f"full, {len(train_set)}"
+    batch_size = batch_size or len(train_set)
 
     def loss_fn(model: nn.Module, batch) -> torch.Tensor:
         return (model(batch) - (batch.y.reshape(-1) - mean) / std).pow(2).mean()
@@ -474,7 +484,7 @@ def run_gnn(
         setting = ", ".join(f"{k}={v}" for k, v in options.items())
         rate = DEFAULT_LR.get(optimizer) if lr is None else lr
         notes = (
-            f"{description}; {model_notes}, {optimizer} (lr {rate}, batch {batch_size}, {epochs} "
+            f"{description}; {model_notes}, {optimizer} (lr {rate}, batch {batch_label}, {epochs} "
             f"epochs); {counted} ({kinds}, {coordinates} group coordinates); "
             f"teleport {schedule} on the current minibatch, {setting}"
         )
@@ -485,12 +495,23 @@ def run_gnn(
                 "train MSE (standardised)",
                 "test MAE (eV)",
                 notes,
+                variant=name,
             )
         )
     return results
 
 
 # ----------------------------------------------------------------------------- report
+def seed_step_ratios(result: JobResult) -> str:
+    """Each seed's step speed-up to its baseline's final loss (``—``: not reached)."""
+    out = []
+    for base, tele in result.runs:
+        threshold = base.tracked()[1][-1]
+        a, b = time_to_reach(base, threshold), time_to_reach(tele, threshold)
+        out.append("—" if b is None else f"{a[0] / max(b[0], 1):.2f}")
+    return ", ".join(out)
+
+
 def summarize(result: JobResult) -> list[str]:
     """Markdown rows: one per job, aggregated over seeds."""
     speedups, cpu_speedups, step_ratios, reached, tp_share = [], [], [], 0, []
@@ -535,6 +556,50 @@ TABLE_HEADER = [
 ]
 
 
+LR_TABLE_HEADER = [
+    "| optimizer | learning rate | run | seeds | step speed-up to the first rate's baseline "
+    "final loss | final loss | test error |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def compare_rates(optimizer: str, by_rate: dict[float, list[JobResult]]) -> list[str]:
+    """Markdown rows: every run at every learning rate against the first rate's baseline.
+
+    ``by_rate[rate]``: the :class:`JobResult` of each teleport variant at that rate (they
+    share their baselines). Per seed, the threshold is the first rate's baseline final
+    loss; a run's step speed-up is the steps that baseline took to reach it over the run's
+    (geometric mean over the seeds whose run reaches it).
+    """
+    reference = next(iter(by_rate.values()))[0]
+    rows = []
+    for rate, results in by_rate.items():
+        runs = [("baseline", [base for base, _ in results[0].runs])]
+        runs += [(r.variant, [tele for _, tele in r.runs]) for r in results]
+        for label, curves in runs:
+            ratios, finals, errors = [], [], []
+            for (ref_base, _), curve in zip(reference.runs, curves):
+                threshold = ref_base.tracked()[1][-1]
+                a, b = time_to_reach(ref_base, threshold), time_to_reach(curve, threshold)
+                if b is not None:
+                    ratios.append(max(a[0], 1) / max(b[0], 1))
+                finals.append(curve.tracked()[1][-1])
+                if curve.test_error is not None:
+                    errors.append(curve.test_error)
+            n = len(curves)
+            speedup = (
+                f"{math.exp(sum(math.log(r) for r in ratios) / len(ratios)):.2f}×"
+                if ratios
+                else "not reached"
+            )
+            error = f"{sum(errors) / len(errors):.4f}" if errors else "—"
+            rows.append(
+                f"| {optimizer} | {rate:g} | {label} | {n} | {speedup} ({len(ratios)}/{n} "
+                f"reached) | {sum(finals) / n:.3g} | {error} |"
+            )
+    return rows
+
+
 def plot(result: JobResult, path: Path) -> None:
     """Loss against steps and against wall-clock, one line per run."""
     import matplotlib
@@ -574,15 +639,20 @@ def _variant_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive_float(text: str) -> float:
-    """``--gnn-lr``: a positive finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _learning_rates(text: str) -> tuple[float, ...]:
+    """``--gnn-lr``: comma-separated positive finite numbers."""
+    rates = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated positive numbers, got {text!r}"
+            )
+        rates.append(value)
+    return tuple(rates)
 
 
 def main(argv: Sequence[str] | None = None) -> list[JobResult]:
@@ -596,12 +666,26 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-epochs", type=int, default=None)
     parser.add_argument(
         "--gnn-lr",
-        type=_positive_float,
+        type=_learning_rates,
         default=None,
-        help=f"learning rate of the GNN and steerable jobs (default {DEFAULT_LR})",
+        help=f"learning rates of the GNN and steerable jobs (default {DEFAULT_LR}); with "
+        "several, each runs with and without teleportation and the baselines are compared "
+        "at the first rate's final loss",
     )
     parser.add_argument("--gnn-schedule", default=None, help="default every:100")
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
+    parser.add_argument(
+        "--gnn-batch-size",
+        type=int,
+        default=64,
+        help="graphs per step of the GNN jobs (0: the whole training split, full-batch)",
+    )
+    parser.add_argument(
+        "--gnn-molecules",
+        type=int,
+        default=None,
+        help="use only the first N graphs of the data (split 80/10/10 as usual)",
+    )
     parser.add_argument(
         "--gnn-variants",
         type=_variant_names,
@@ -614,11 +698,18 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     )
     parser.add_argument("--steerable-epochs", type=int, default=None, help="default 5 (--quick: 2)")
     args = parser.parse_args(argv)
+    if args.gnn_batch_size < 0:
+        parser.error(
+            f"--gnn-batch-size: expected 0 (full batch) or more, got {args.gnn_batch_size}"
+        )
+    if args.gnn_molecules is not None and args.gnn_molecules < 10:
+        parser.error(f"--gnn-molecules: expected at least 10 graphs, got {args.gnn_molecules}")
     torch.set_num_threads(1)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     results: list[JobResult] = []
+    rate_rows: list[str] = []
     for job in jobs:
         start = time.perf_counter()
         if job in ("booth", "rosenbrock"):
@@ -633,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
             else:
                 dataset = synthetic_graphs(300 if args.quick else 2000)
                 description = "synthetic random geometric graphs"
+            if args.gnn_molecules is not None:
+                dataset = dataset[: args.gnn_molecules]
+                description += f", first {len(dataset)} graphs"
             if job == "gnn":
                 optimizers, epochs = (
                     args.gnn_optimizers,
@@ -641,19 +735,30 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
             else:
                 optimizers = args.steerable_optimizers
                 epochs = args.steerable_epochs or (2 if args.quick else 5)
+            rates = args.gnn_lr or (None,)
             for opt in optimizers.split(","):
-                results += run_gnn(
-                    dataset,
-                    seeds[:1] if args.quick else seeds[: args.gnn_seeds],
-                    description,
-                    epochs=epochs,
-                    optimizer=opt.strip(),
-                    schedule=args.gnn_schedule or ("every:20" if args.quick else "every:100"),
-                    variants=args.gnn_variants
-                    or GNN_VARIANTS[opt.strip()][: 1 if args.quick else None],
-                    model="gin" if job == "gnn" else "steerable",
-                    lr=args.gnn_lr,
-                )
+                by_rate: dict[float, list[JobResult]] = {}
+                for rate in rates:
+                    got = run_gnn(
+                        dataset,
+                        seeds[:1] if args.quick else seeds[: args.gnn_seeds],
+                        description,
+                        epochs=epochs,
+                        optimizer=opt.strip(),
+                        schedule=args.gnn_schedule or ("every:20" if args.quick else "every:100"),
+                        variants=args.gnn_variants
+                        or GNN_VARIANTS[opt.strip()][: 1 if args.quick else None],
+                        model="gin" if job == "gnn" else "steerable",
+                        lr=rate,
+                        batch_size=args.gnn_batch_size,
+                    )
+                    if len(rates) > 1:
+                        for result in got:
+                            result.job += f"-lr{rate:g}"
+                        by_rate[rate] = got
+                    results += got
+                if by_rate:
+                    rate_rows += compare_rates(f"{job} {opt.strip()}", by_rate)
         else:
             raise SystemExit(
                 f"--jobs: unknown job {job!r} (booth, rosenbrock, mlp, gnn, steerable)"
@@ -663,7 +768,10 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     for result in results:
         lines += summarize(result)
         plot(result, args.out / f"teleport_{result.job}.png")
+    if rate_rows:
+        lines += ["", "Baselines by learning rate:", "", *LR_TABLE_HEADER, *rate_rows]
     notes = [f"- {r.job}: {r.notes}" for r in results if r.notes]
+    notes += [f"- {r.job}: step speed-up per seed {seed_step_ratios(r)}" for r in results]
     command = "OMP_NUM_THREADS=1 python benchmarks/teleport.py " + " ".join(argv or sys.argv[1:])
     text = "\n".join([f"Command: `{command.strip()}`", "", *lines, "", *notes]) + "\n"
     (args.out / "teleport.md").write_text(text)

@@ -103,6 +103,48 @@ def test_readout_variant_runs(bench):
     assert "1 symmetry (linear, 4096 group coordinates)" in result.notes
 
 
+def test_learning_rates_compared_from_the_command_line(bench, tmp_path):
+    results = bench.main(
+        ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "sgd",
+         "--gnn-variants", "balance", "--gnn-epochs", "2", "--gnn-schedule", "every:2",
+         "--gnn-lr", "0.001,0.01", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert [r.job for r in results] == ["gnn-gin-sgd-balance-lr0.001", "gnn-gin-sgd-balance-lr0.01"]
+    assert "(lr 0.01," in results[1].notes
+    finals = [r.runs[0][0].eval_loss[-1] for r in results]
+    assert finals[0] != finals[1]  # the rate reached the optimizer
+    table = (tmp_path / "teleport.md").read_text()
+    assert "Baselines by learning rate:" in table
+    assert "| gnn sgd | 0.001 | baseline | 1 | 1.00× (1/1 reached) |" in table
+    assert "| gnn sgd | 0.001 | balance | 1 |" in table
+    assert "| gnn sgd | 0.01 | baseline | 1 |" in table
+    assert "| gnn sgd | 0.01 | balance | 1 |" in table
+    for bad in ("0", "-1", "fast", "0.1,"):
+        with pytest.raises(SystemExit):
+            bench.main(["--jobs", "gnn", "--gnn-lr", bad, "--out", str(tmp_path)])
+
+
+def test_full_batch_on_the_first_graphs_from_the_command_line(bench, tmp_path):
+    (result,) = bench.main(
+        ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "adam",
+         "--gnn-molecules", "50", "--gnn-batch-size", "0", "--gnn-epochs", "4",
+         "--gnn-schedule", "every:2", "--out", str(tmp_path)]
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert "first 50 graphs" in result.notes and "batch full, 40" in result.notes
+    assert len(base.loss) == 4  # one step per epoch: 40 training graphs in one batch
+    assert tele.teleports == 1 and tele.refused == 0  # every:2 over steps 0-3: step 2
+    per_seed = bench.seed_step_ratios(result)
+    assert (
+        f"- {result.job}: step speed-up per seed {per_seed}"
+        in (tmp_path / "teleport.md").read_text()
+    )
+    assert per_seed == "—" or float(per_seed) > 0
+    for bad in (["--gnn-batch-size", "-1"], ["--gnn-molecules", "3"]):
+        with pytest.raises(SystemExit):
+            bench.main(["--jobs", "gnn", *bad, "--out", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end(bench, tmp_path, shared_data):
     results = bench.main(["--quick", "--out", str(tmp_path)])
