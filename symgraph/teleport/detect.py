@@ -187,6 +187,17 @@ def _gl_neutral(module: nn.Module) -> bool:
     return type(module) is nn.Dropout and module.p == 0
 
 
+def _pair_trainable(
+    params: dict[str, nn.Parameter], first: str, first_module: nn.Module, second: str
+) -> bool:
+    """Whether the weights (and bias) of ``first`` and the weight of ``second`` are all
+    trainable parameters of the model under these names (not frozen, not shared)."""
+    names = [f"{first}.weight", f"{second}.weight"]
+    if first_module.bias is not None:
+        names.append(f"{first}.bias")
+    return all(n in params and params[n].requires_grad for n in names)
+
+
 @register_rule("gl")
 def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
     """The data-dependent GL(d) action on ``Linear → [LeakyReLU] → Linear`` chains."""
@@ -210,11 +221,7 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
             if isinstance(module, nn.Module) and _gl_linear(module):
                 if first is not None:
                     fname, fmod = first
-                    names = [f"{fname}.weight", f"{name}.weight"]
-                    if fmod.bias is not None:
-                        names.append(f"{fname}.bias")
-                    usable = all(n in params and params[n].requires_grad for n in names)
-                    if usable and (fname, name) not in found:
+                    if _pair_trainable(params, fname, fmod, name) and (fname, name) not in found:
                         act = "LeakyReLU" if slope is not None else "identity"
                         found[(fname, name)] = GLSymmetry(
                             f"GL({fmod.weight.shape[0]}) {fname} -> {act} -> {name}",
@@ -266,10 +273,7 @@ def linear_rule(model: nn.Module, *, max_norm: float = 1.0, **_: object):
             second = _linear_end(module, name, last=False)
             if first is not None and second is not None:
                 (fname, fmod), (sname, smod) = first, second
-                names = [f"{fname}.weight", f"{sname}.weight"]
-                if fmod.bias is not None:
-                    names.append(f"{fname}.bias")
-                usable = all(n in params and params[n].requires_grad for n in names)
+                usable = _pair_trainable(params, fname, fmod, sname)
                 width = int(fmod.weight.shape[0])
                 if usable and width == smod.weight.shape[1] and (fname, sname) not in found:
                     found[(fname, sname)] = LinearGLSymmetry(

@@ -170,7 +170,53 @@ class _GLState:
     pinv: Tensor  # [d_in (+1), N]
 
 
-class GLSymmetry(ParameterSymmetry):
+class _LayerPairGL(ParameterSymmetry):
+    """What the two GL(d) actions share: the layers ``first`` (``weight [d, d_in]``, optional
+    ``bias [d]``) and ``second`` (``weight [d_out, d]``), coordinates ``T [d, d]`` with
+    identity ``0``, kept inside the Frobenius ball of radius ``max_norm``."""
+
+    def __init__(
+        self,
+        name: str,
+        first: str,
+        second: str,
+        hidden: int,
+        *,
+        has_bias: bool,
+        max_norm: float,
+        kind: str,
+        order: int,
+    ) -> None:
+        if int(hidden) < 1:
+            raise ValueError(f"hidden: expected a positive width, got {hidden}")
+        self.name = name
+        self.first = first
+        self.second = second
+        self.hidden = int(hidden)
+        self.has_bias = has_bias
+        self.max_norm = float(max_norm)
+        self.kind = kind
+        self.exact = True
+        self.order = order
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        names = [f"{self.first}.weight", f"{self.second}.weight"]
+        if self.has_bias:
+            names.insert(1, f"{self.first}.bias")
+        return tuple(names)
+
+    def identity(self, like: Tensor) -> Tensor:
+        return torch.zeros(self.hidden, self.hidden, dtype=like.dtype, device=like.device)
+
+    def project(self, theta: Tensor, state: Any = None) -> Tensor:
+        norm = torch.linalg.matrix_norm(theta)
+        if float(norm) <= self.max_norm:
+            return theta
+        return theta * (self.max_norm / norm)
+
+
+class GLSymmetry(_LayerPairGL):
     """The data-dependent GL(d) action on ``first → σ → second`` (Zhao et al. 2022, eq. 8).
 
     ``first`` and ``second`` are module names of linear layers (``weight [out, in]``,
@@ -207,30 +253,15 @@ class GLSymmetry(ParameterSymmetry):
             )
         if not 0 < max_norm < 1:
             raise ValueError(f"max_norm: expected a value in (0, 1), got {max_norm}")
-        self.name = name
-        self.first = first
-        self.second = second
-        self.hidden = int(hidden)
-        self.has_bias = has_bias
+        super().__init__(
+            name, first, second, hidden, has_bias=has_bias, max_norm=max_norm, kind="gl",
+            order=order,
+        )  # fmt: skip
         self.negative_slope = negative_slope
-        self.max_norm = float(max_norm)
-        self.kind = "gl"
-        self.exact = True
-        self.order = order
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        names = [f"{self.first}.weight", f"{self.second}.weight"]
-        if self.has_bias:
-            names.insert(1, f"{self.first}.bias")
-        return tuple(names)
 
     @property
     def input_modules(self) -> tuple[str, ...]:
         return (self.first,)
-
-    def identity(self, like: Tensor) -> Tensor:
-        return torch.zeros(self.hidden, self.hidden, dtype=like.dtype, device=like.device)
 
     def _sigma(self, z: Tensor) -> Tensor:
         if self.negative_slope is None:
@@ -291,14 +322,8 @@ class GLSymmetry(ParameterSymmetry):
         out[f"{self.second}.weight"] = torch.linalg.solve(g.transpose(0, 1), w2.transpose(0, 1)).T
         return out
 
-    def project(self, theta: Tensor, state: Any = None) -> Tensor:
-        norm = torch.linalg.matrix_norm(theta)
-        if float(norm) <= self.max_norm:
-            return theta
-        return theta * (self.max_norm / norm)
 
-
-class LinearGLSymmetry(ParameterSymmetry):
+class LinearGLSymmetry(_LayerPairGL):
     """The data-free GL(d) action on ``first → L → second`` with ``L`` linear on samples.
 
     ``first`` and ``second`` are module names of linear layers (``weight [d, d_in]`` with an
@@ -330,27 +355,10 @@ class LinearGLSymmetry(ParameterSymmetry):
     ) -> None:
         if not max_norm > 0:
             raise ValueError(f"max_norm: expected a positive bound, got {max_norm}")
-        if int(hidden) < 1:
-            raise ValueError(f"hidden: expected a positive width, got {hidden}")
-        self.name = name
-        self.first = first
-        self.second = second
-        self.hidden = int(hidden)
-        self.has_bias = has_bias
-        self.max_norm = float(max_norm)
-        self.kind = "linear"
-        self.exact = True
-        self.order = order
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        names = [f"{self.first}.weight", f"{self.second}.weight"]
-        if self.has_bias:
-            names.insert(1, f"{self.first}.bias")
-        return tuple(names)
-
-    def identity(self, like: Tensor) -> Tensor:
-        return torch.zeros(self.hidden, self.hidden, dtype=like.dtype, device=like.device)
+        super().__init__(
+            name, first, second, hidden, has_bias=has_bias, max_norm=max_norm, kind="linear",
+            order=order,
+        )  # fmt: skip
 
     def act(self, params: Mapping[str, Tensor], theta: Tensor, state: Any = None) -> Params:
         expected = (self.hidden, self.hidden)
@@ -365,12 +373,6 @@ class LinearGLSymmetry(ParameterSymmetry):
             out[f"{self.first}.bias"] = g @ out[f"{self.first}.bias"]
         out[f"{self.second}.weight"] = out[f"{self.second}.weight"] @ g_inv
         return out
-
-    def project(self, theta: Tensor, state: Any = None) -> Tensor:
-        norm = torch.linalg.matrix_norm(theta)
-        if float(norm) <= self.max_norm:
-            return theta
-        return theta * (self.max_norm / norm)
 
 
 class SO2ChartSymmetry(ParameterSymmetry):
