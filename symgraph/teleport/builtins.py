@@ -233,11 +233,11 @@ def _register_pyg() -> None:
 
     # poolings as modules (a child of a PyG Sequential: "x, batch -> x")
     aggr = pyg_nn.aggr
-    for pool in (aggr.SumAggregation, aggr.MeanAggregation, aggr.MaxAggregation):
-        register_passthrough(pool)
-    register_passthrough(aggr.MinAggregation)
     for pool in (aggr.SumAggregation, aggr.MeanAggregation):
+        register_passthrough(pool)
         register_linear_passthrough(pool)
+    for pool in (aggr.MaxAggregation, aggr.MinAggregation):
+        register_passthrough(pool)  # commutes with positive scales, not with every g
 
     # containers
     def mlp_stages(m: nn.Module, prefix: str) -> list[Stage]:
