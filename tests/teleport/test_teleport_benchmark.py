@@ -114,7 +114,7 @@ def test_learning_rates_compared_from_the_command_line(bench, tmp_path):
     finals = [r.runs[0][0].eval_loss[-1] for r in results]
     assert finals[0] != finals[1]  # the rate reached the optimizer
     table = (tmp_path / "teleport.md").read_text()
-    assert "Baselines by learning rate:" in table
+    assert "By learning rate, against the first rate's baseline:" in table
     assert "| gnn sgd | 0.001 | baseline | 1 | 1.00× (1/1 reached) |" in table
     assert "| gnn sgd | 0.001 | balance | 1 |" in table
     assert "| gnn sgd | 0.01 | baseline | 1 |" in table
