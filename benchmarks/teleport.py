@@ -503,14 +503,28 @@ def run_gnn(
 
 
 # ----------------------------------------------------------------------------- report
+def reach_ratios(reference: Curve, curve: Curve) -> tuple[float, float, float] | None:
+    """(steps, wall-clock, CPU-time) ratios of ``reference`` over ``curve`` to reach
+    ``reference``'s final loss: ``> 1`` when ``curve`` gets there sooner (``None``: it does
+    not get there)."""
+    threshold = reference.tracked()[1][-1]
+    a, b = time_to_reach(reference, threshold), time_to_reach(curve, threshold)
+    if a is None or b is None:
+        return None
+    return max(a[0], 1) / max(b[0], 1), a[1] / max(b[1], 1e-12), a[2] / max(b[2], 1e-12)
+
+
+def gmean_text(values: list[float]) -> str:
+    """Geometric mean as ``1.23×`` (``not reached`` when empty)."""
+    if not values:
+        return "not reached"
+    return f"{math.exp(sum(math.log(v) for v in values) / len(values)):.2f}×"
+
+
 def seed_step_ratios(result: JobResult) -> str:
     """Each seed's step speed-up to its baseline's final loss (``—``: not reached)."""
-    out = []
-    for base, tele in result.runs:
-        threshold = base.tracked()[1][-1]
-        a, b = time_to_reach(base, threshold), time_to_reach(tele, threshold)
-        out.append("—" if b is None else f"{a[0] / max(b[0], 1):.2f}")
-    return ", ".join(out)
+    ratios = [reach_ratios(base, tele) for base, tele in result.runs]
+    return ", ".join("—" if r is None else f"{r[0]:.2f}" for r in ratios)
 
 
 def summarize(result: JobResult) -> list[str]:
@@ -518,13 +532,12 @@ def summarize(result: JobResult) -> list[str]:
     speedups, cpu_speedups, step_ratios, reached, tp_share = [], [], [], 0, []
     base_err, tele_err, final_b, final_t = [], [], [], []
     for base, tele in result.runs:
-        threshold = base.tracked()[1][-1]
-        a, b = time_to_reach(base, threshold), time_to_reach(tele, threshold)
-        if b is not None:
+        ratios = reach_ratios(base, tele)
+        if ratios is not None:
             reached += 1
-            speedups.append(a[1] / max(b[1], 1e-12))
-            cpu_speedups.append(a[2] / max(b[2], 1e-12))
-            step_ratios.append(a[0] / b[0])
+            step_ratios.append(ratios[0])
+            speedups.append(ratios[1])
+            cpu_speedups.append(ratios[2])
         tp_share.append(tele.teleport_seconds / max(tele.seconds[-1], 1e-12))
         final_b.append(base.tracked()[1][-1])
         final_t.append(tele.tracked()[1][-1])
@@ -532,20 +545,15 @@ def summarize(result: JobResult) -> list[str]:
             base_err.append(base.test_error)
             tele_err.append(tele.test_error)
 
-    def gmean(values: list[float]) -> str:
-        if not values:
-            return "not reached"
-        return f"{math.exp(sum(math.log(v) for v in values) / len(values)):.2f}×"
-
     def mean(values: list[float], fmt: str = ".3g") -> str:
         return format(sum(values) / len(values), fmt) if values else "—"
 
     n = len(result.runs)
     err = f"{mean(base_err, '.4f')} / {mean(tele_err, '.4f')}" if base_err else "—"
     return [
-        f"| {result.job} | {n} | {gmean(speedups)} ({reached}/{n} reached) | "
-        f"{gmean(cpu_speedups)} | {gmean(step_ratios)} | {100 * sum(tp_share) / n:.1f}% | "
-        f"{mean(final_b)} / {mean(final_t)} | {err} |"
+        f"| {result.job} | {n} | {gmean_text(speedups)} ({reached}/{n} reached) | "
+        f"{gmean_text(cpu_speedups)} | {gmean_text(step_ratios)} | "
+        f"{100 * sum(tp_share) / n:.1f}% | {mean(final_b)} / {mean(final_t)} | {err} |"
     ]
 
 
@@ -578,25 +586,18 @@ def compare_rates(optimizer: str, by_rate: dict[float, list[JobResult]]) -> list
         runs = [("baseline", [base for base, _ in results[0].runs])]
         runs += [(r.variant, [tele for _, tele in r.runs]) for r in results]
         for label, curves in runs:
-            ratios, finals, errors = [], [], []
-            for (ref_base, _), curve in zip(reference.runs, curves):
-                threshold = ref_base.tracked()[1][-1]
-                a, b = time_to_reach(ref_base, threshold), time_to_reach(curve, threshold)
-                if b is not None:
-                    ratios.append(max(a[0], 1) / max(b[0], 1))
-                finals.append(curve.tracked()[1][-1])
-                if curve.test_error is not None:
-                    errors.append(curve.test_error)
+            got = [
+                reach_ratios(ref_base, curve)
+                for (ref_base, _), curve in zip(reference.runs, curves)
+            ]
+            ratios = [r[0] for r in got if r is not None]
+            finals = [curve.tracked()[1][-1] for curve in curves]
+            errors = [curve.test_error for curve in curves if curve.test_error is not None]
             n = len(curves)
-            speedup = (
-                f"{math.exp(sum(math.log(r) for r in ratios) / len(ratios)):.2f}×"
-                if ratios
-                else "not reached"
-            )
             error = f"{sum(errors) / len(errors):.4f}" if errors else "—"
             rows.append(
-                f"| {optimizer} | {rate:g} | {label} | {n} | {speedup} ({len(ratios)}/{n} "
-                f"reached) | {sum(finals) / n:.3g} | {error} |"
+                f"| {optimizer} | {rate:g} | {label} | {n} | {gmean_text(ratios)} "
+                f"({len(ratios)}/{n} reached) | {sum(finals) / n:.3g} | {error} |"
             )
     return rows
 
