@@ -103,7 +103,7 @@ def train(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     label: str,
-    teleporter: Teleport | None = None,
+    teleporter: Teleport | _OwnBatch | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
 ) -> Curve:
     """Plain loop: teleport (if due) then one optimizer step per batch.
@@ -365,6 +365,9 @@ def synthetic_graphs(n: int, seed: int = 0):
 # "descent" maximises the one-step decrease instead; "balance" moves to the point of the
 # rescaling orbits with the smallest weight norm (equi-normalisation, no loss gradients).
 # "readout-*" do the same along the GIN job's readout GL(64) (steps chosen on seed 100).
+# "flat" moves to the point of the rescaling orbits with the smallest ‖∇L‖² (the opposite
+# of "paper"), measured on its own batch of 512 random training graphs ("teleport_graphs",
+# settings chosen on seeds 100-103).
 TELEPORT_SETTINGS: dict[str, dict] = {
     "paper": dict(objective="grad_norm", steps=3, lr=0.03),
     "descent": dict(objective="descent", steps=5, lr=0.1),
@@ -375,7 +378,31 @@ TELEPORT_SETTINGS: dict[str, dict] = {
     "readout-balance": dict(
         objective="min_norm", steps=30, lr=0.01, symmetries=[readout_symmetry()]
     ),
+    "flat": dict(
+        objective="min_grad_norm", steps=20, lr=0.05, kinds=("rescale",), teleport_graphs=512
+    ),
 }
+
+
+class _OwnBatch:
+    """Calls ``teleporter`` on ``graphs`` random training graphs instead of the minibatch.
+
+    The batch is drawn (with ``generator``) only on the steps the schedule teleports at,
+    inside the timed region of :func:`train`.
+    """
+
+    def __init__(self, teleporter: Teleport, train_set: list, graphs: int, generator) -> None:
+        self.teleporter, self.train_set = teleporter, train_set
+        self.graphs, self.generator = min(graphs, len(train_set)), generator
+
+    def __call__(self, model: nn.Module, batch, optimizer, step: int):
+        from torch_geometric.data import Batch
+
+        if self.teleporter.due(step):
+            picked = torch.randperm(len(self.train_set), generator=self.generator)[: self.graphs]
+            batch = Batch.from_data_list([self.train_set[i] for i in picked.tolist()])
+        return self.teleporter(model, batch, optimizer, step=step)
+
 
 #: The settings each optimizer runs by default (``--gnn-variants`` overrides them).
 GNN_VARIANTS: dict[str, tuple[str, ...]] = {"sgd": ("paper", "descent"), "adam": ("paper",)}
@@ -462,7 +489,10 @@ def run_gnn(
             options = dict(options)
             if options.get("objective") == "descent":
                 options["descent_lr"] = opt.param_groups[0]["lr"]
+            graphs = options.pop("teleport_graphs", None)
             tp = Teleport(schedule, loss_fn, **options)
+            if graphs:
+                tp = _OwnBatch(tp, train_set, graphs, torch.Generator().manual_seed(seed))
         loader_gen = torch.Generator().manual_seed(seed)
         loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=loader_gen)
         curve = train(net, loss_fn, lambda: loader, opt, epochs, label, tp, evaluate)
@@ -482,12 +512,18 @@ def run_gnn(
         kinds = ", ".join(sorted({s.kind for s in syms}))
         coordinates = sum(s.identity(torch.zeros(1)).numel() for s in syms)
         counted = f"{len(syms)} symmetr{'y' if len(syms) == 1 else 'ies'}"
-        setting = ", ".join(f"{k}={v}" for k, v in options.items())
+        graphs = options.get("teleport_graphs")
+        on = (
+            f"{min(graphs, len(train_set))} random training graphs"
+            if graphs
+            else "the current minibatch"
+        )
+        setting = ", ".join(f"{k}={v}" for k, v in options.items() if k != "teleport_graphs")
         rate = DEFAULT_LR.get(optimizer) if lr is None else lr
         notes = (
             f"{description}; {model_notes}, {optimizer} (lr {rate}, batch {batch_label}, {epochs} "
             f"epochs); {counted} ({kinds}, {coordinates} group coordinates); "
-            f"teleport {schedule} on the current minibatch, {setting}"
+            f"teleport {schedule} on {on}, {setting}"
         )
         results.append(
             JobResult(

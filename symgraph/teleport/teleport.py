@@ -41,7 +41,7 @@ from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
 __all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES"]
 
 #: What :func:`teleport` can optimise over the orbit (see its ``objective`` argument).
-OBJECTIVES = ("grad_norm", "descent", "min_norm")
+OBJECTIVES = ("grad_norm", "descent", "min_norm", "min_grad_norm")
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -152,6 +152,53 @@ class _Evaluator:
         return TeleportContext(inputs=inputs)
 
 
+class _TransportedGradient:
+    """``‖∇L(g·w)‖²`` for exact diagonal actions ``g·w = c(theta) ⊙ w`` from one gradient.
+
+    With ``L(c ⊙ w) = L(w)`` for every ``w``, ``∇L(c ⊙ w) = ∇L(w) / c``, so the squared
+    gradient norm anywhere on the orbit is ``Σ_n ‖∇_n L(w) / c_n(theta)‖²`` (a sum of
+    exponentials of the log-scales: convex in ``theta``), differentiable in ``theta``.
+    """
+
+    def __init__(
+        self,
+        evaluator: _Evaluator,
+        base: dict[str, Tensor],
+        trainable: Sequence[str],
+        symmetries: Sequence[ParameterSymmetry],
+    ) -> None:
+        for sym in symmetries:
+            factors = sym.elementwise_factors(sym.identity(base[sym.param_names[0]]), base)
+            if not sym.exact or factors is None:
+                raise ValueError(
+                    f"symmetries: objective='min_grad_norm' needs exact diagonal actions "
+                    f"(kinds 'rescale', 'norm', 'gated'), got {sym!r}"
+                )
+        self.symmetries = list(symmetries)
+        self.base = base
+        loss = evaluator.loss(base)
+        grads = torch.autograd.grad(loss, [base[n] for n in trainable], allow_unused=True)
+        self.loss = loss.detach()
+        present = {n: g for n, g in zip(trainable, grads) if g is not None}
+        touched = {n for s in symmetries for n in s.param_names}
+        self.grads = {n: g for n, g in present.items() if n in touched}
+        self.fixed = sum(
+            (g.pow(2).sum() for n, g in present.items() if n not in touched),
+            self.loss.new_zeros(()),
+        )
+
+    def grad_norm_sq(self, thetas: Sequence[Tensor]) -> Tensor:
+        """``‖∇L(g(thetas)·w)‖²`` over the trainable parameters (a scalar tensor)."""
+        factors: dict[str, Tensor] = {}
+        for sym, theta in zip(self.symmetries, thetas):
+            for n, c in (sym.elementwise_factors(theta, self.base) or {}).items():
+                factors[n] = factors[n] * c if n in factors else c
+        total = self.fixed
+        for n, g in self.grads.items():
+            total = total + (g / factors[n] if n in factors else g).pow(2).sum()
+        return total
+
+
 def _default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
     if dtype == torch.float64:
         return 1e-9, 1e-12
@@ -221,6 +268,12 @@ def teleport(
             ascending (one loss evaluation before, one at the chosen point), so it is cheap;
             use it with symmetries whose orbits are bounded in norm from below (``"rescale"``,
             ``"gated"``): along a scale invariance (``"norm"``) the norm has no minimum.
+            ``"min_grad_norm"`` — minimise ``‖∇L‖²``, the opposite end of the paper's search:
+            every rescaled unit moves towards equal gradient norms on its incoming and
+            outgoing weights. Only for exact diagonal actions ``w ← c ⊙ w`` (``"rescale"``,
+            ``"norm"``, ``"gated"``), where ``∇L(c ⊙ w) = ∇L(w) / c`` for every ``w``: the
+            gradient is computed once, at ``w``, and every step of the search is the closed
+            form ``Σ ‖∇L(w) / c(theta)‖²``, with no further passes through the model.
         descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
 
     Returns:
@@ -230,6 +283,8 @@ def teleport(
     Raises:
         NoSymmetryError: nothing to teleport along (lists what was searched).
         TeleportBatchError: a data-dependent symmetry cannot act exactly on ``batch``.
+        ValueError: ``objective="min_grad_norm"`` with a symmetry whose action is not an
+            exact diagonal one.
     """
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
@@ -288,6 +343,9 @@ def teleport(
     states = [s.prepare(base, context) for s in symmetries]
     order = sorted(range(len(symmetries)), key=lambda i: -symmetries[i].order)
     like = named[touched[0]]
+    transported = None
+    if objective == "min_grad_norm":
+        transported = _TransportedGradient(evaluator, base, trainable, symmetries)
 
     def transformed(thetas: list[Tensor]) -> dict[str, Tensor]:
         params = dict(base)
@@ -300,6 +358,9 @@ def teleport(
     ) -> tuple[Tensor | None, Tensor | None, Tensor]:
         """(loss, ‖∇L‖², objective) at ``g(thetas)·w`` (``with_loss=False``: ``min_norm``
         only, loss and ``‖∇L‖²`` are ``None``)."""
+        if transported is not None:
+            gn2 = transported.grad_norm_sq(thetas)
+            return transported.loss, gn2, -gn2
         params = transformed(thetas)
         if objective == "min_norm":
             value = -sum(params[n].pow(2).sum() for n in touched)

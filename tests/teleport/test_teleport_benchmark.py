@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,38 @@ def test_readout_variant_runs(bench):
     assert tele.teleports >= 1 and tele.refused == 0
     assert "GL(64) gnn.convs.2.nn.lins.1 -> add pool -> head.0" in result.notes
     assert "1 symmetry (linear, 4096 group coordinates)" in result.notes
+
+
+def test_flat_variant_teleports_on_its_own_batch(bench):
+    (result,) = bench.run_gnn(
+        bench.synthetic_graphs(60), [0], "synthetic", epochs=2, optimizer="sgd",
+        schedule="every:2", batch_size=16, variants=["flat"],
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert result.job == "gnn-gin-sgd-flat"
+    assert tele.teleports == 2 and tele.refused == 0  # steps 2 and 4 of 2 epochs x 3 batches
+    assert "teleport every:2 on 48 random training graphs, objective=min_grad_norm" in (
+        result.notes
+    )
+    assert "teleport_graphs" not in result.notes
+
+
+def test_own_batch_is_drawn_only_when_a_teleport_is_due(bench):
+    graphs = bench.synthetic_graphs(30)
+
+    class Recorder:
+        seen: list = []
+
+        def due(self, step):
+            return step == 1
+
+        def __call__(self, model, batch, optimizer, step):
+            self.seen.append((step, batch if isinstance(batch, str) else batch.num_graphs))
+
+    own = bench._OwnBatch(Recorder(), graphs, 512, torch.Generator().manual_seed(0))
+    for step in range(3):
+        own(None, "minibatch", None, step)
+    assert Recorder.seen == [(0, "minibatch"), (1, 30), (2, "minibatch")]
 
 
 def test_learning_rates_compared_from_the_command_line(bench, tmp_path):

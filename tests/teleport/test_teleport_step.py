@@ -309,6 +309,54 @@ def test_min_norm_objective_balances_units_and_keeps_loss():
     assert result.grad_norm_sq_after == pytest.approx(grad_norm_sq(model, mse, batch), rel=1e-9)
 
 
+def _unit_grad_log_ratio(first: nn.Linear, second: nn.Linear) -> torch.Tensor:
+    """log(|∇ incoming weights| / |∇ outgoing weights|) per hidden unit (grads present)."""
+    rows = torch.cat([first.weight.grad, first.bias.grad[:, None]], dim=1).norm(dim=1)
+    return (rows / second.weight.grad.norm(dim=0)).log()
+
+
+def test_min_grad_norm_objective_lowers_the_gradient_and_keeps_the_loss():
+    model, batch = _mlp(), _data()
+    loss0, out0 = value(mse, model, batch), model(batch[0]).detach()
+    gn0 = grad_norm_sq(model, mse, batch)
+    result = teleport(model, mse, batch, steps=50, lr=0.05, objective="min_grad_norm")
+    assert result.accepted and result.moved
+    assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-12)
+    assert torch.allclose(model(batch[0]), out0, rtol=1e-10, atol=1e-12)
+    # the search never evaluated the model again: its values are the transported gradient's,
+    # and they are the true ‖∇L‖² at the chosen point
+    gn1 = grad_norm_sq(model, mse, batch)
+    assert gn1 < 0.95 * gn0
+    assert result.grad_norm_sq_before == pytest.approx(gn0, rel=1e-10)
+    assert result.grad_norm_sq_after == pytest.approx(gn1, rel=1e-10)
+    assert -max(result.objective) == pytest.approx(gn1, rel=1e-10)
+
+
+def test_min_grad_norm_balances_each_units_gradients():
+    """At the minimum of ‖∇L‖² along a rescaling, a unit's incoming and outgoing gradients
+    have equal norm (``‖g_in‖² e^{-2t} + ‖g_out‖² e^{2t}`` is smallest there)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    batch = _data()
+    (sym,) = find_symmetries(model, max_imbalance=None)
+    sym.max_log_scale = 10.0
+    grad_norm_sq(model, mse, batch)
+    live = model[2].weight.grad.norm(dim=0) > 0
+    assert float(_unit_grad_log_ratio(model[0], model[2])[live].abs().max()) > 0.5
+    teleport(model, mse, batch, steps=1000, lr=0.005, symmetries=[sym], objective="min_grad_norm")
+    grad_norm_sq(model, mse, batch)
+    assert float(_unit_grad_log_ratio(model[0], model[2])[live].abs().max()) < 0.05
+
+
+def test_min_grad_norm_needs_exact_diagonal_actions():
+    model = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)).double()
+    (sym,) = find_symmetries(model, ("linear",))
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match="min_grad_norm.*exact diagonal"):
+        teleport(model, mse, _data(), symmetries=[sym], objective="min_grad_norm")
+    assert_bit_identical(model, saved)
+
+
 def _log_imbalance(first: nn.Linear, second: nn.Linear) -> torch.Tensor:
     """log(|incoming weights| / |outgoing weights|) per hidden unit between two layers."""
     rows = torch.cat([first.weight, first.bias[:, None]], dim=1).norm(dim=1)
