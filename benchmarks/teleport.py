@@ -522,7 +522,8 @@ def run_gnn(
         rate = DEFAULT_LR.get(optimizer) if lr is None else lr
         notes = (
             f"{description}; {model_notes}, {optimizer} (lr {rate}, batch {batch_label}, {epochs} "
-            f"epochs); {counted} ({kinds}, {coordinates} group coordinates); "
+            f"epochs, seeds {', '.join(map(str, seeds))}); {counted} ({kinds}, {coordinates} "
+            f"group coordinates); "
             f"teleport {schedule} on {on}, {setting}"
         )
         results.append(
@@ -713,6 +714,12 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
     parser.add_argument("--gnn-schedule", default=None, help="default every:100")
     parser.add_argument("--gnn-seeds", type=int, default=2, help="seeds for the GNN jobs")
     parser.add_argument(
+        "--gnn-first-seed",
+        type=int,
+        default=0,
+        help="the GNN jobs' seeds start here (fresh seeds for a replication)",
+    )
+    parser.add_argument(
         "--gnn-batch-size",
         type=int,
         default=64,
@@ -740,6 +747,8 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
         parser.error(
             f"--gnn-batch-size: expected 0 (full batch) or more, got {args.gnn_batch_size}"
         )
+    if args.gnn_first_seed < 0:
+        parser.error(f"--gnn-first-seed: expected 0 or more, got {args.gnn_first_seed}")
     if args.gnn_molecules is not None and args.gnn_molecules < 10:
         parser.error(f"--gnn-molecules: expected at least 10 graphs, got {args.gnn_molecules}")
     torch.set_num_threads(1)
@@ -779,7 +788,10 @@ def main(argv: Sequence[str] | None = None) -> list[JobResult]:
                 for rate in rates:
                     got = run_gnn(
                         dataset,
-                        seeds[:1] if args.quick else seeds[: args.gnn_seeds],
+                        [
+                            args.gnn_first_seed + s
+                            for s in seeds[: 1 if args.quick else args.gnn_seeds]
+                        ],
                         description,
                         epochs=epochs,
                         optimizer=opt.strip(),

@@ -136,6 +136,17 @@ def test_own_batch_is_drawn_only_when_a_teleport_is_due(bench):
     assert Recorder.seen == [(0, "minibatch"), (1, 30), (2, "minibatch")]
 
 
+def test_gnn_seeds_start_where_asked(bench, tmp_path):
+    argv = ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "sgd",
+            "--gnn-variants", "balance", "--gnn-epochs", "1", "--out", str(tmp_path)]  # fmt: skip
+    (first,) = bench.main(argv)
+    (later,) = bench.main([*argv, "--gnn-first-seed", "7"])
+    assert "seeds 0)" in first.notes and "seeds 7)" in later.notes
+    assert first.runs[0][0].eval_loss != later.runs[0][0].eval_loss
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--gnn-first-seed", "-1"])
+
+
 def test_learning_rates_compared_from_the_command_line(bench, tmp_path):
     results = bench.main(
         ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "sgd",
