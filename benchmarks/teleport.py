@@ -28,6 +28,8 @@ final test error (GNN). Writes ``teleport_<job>.png`` and ``teleport.md`` under 
         --gnn-variants balance --seeds 4 --gnn-seeds 4                         # ~5 min
     OMP_NUM_THREADS=1 python benchmarks/teleport.py --jobs gnn --gnn-optimizers sgd \
         --gnn-lr 0.001,0.005 --gnn-variants paper --seeds 4 --gnn-seeds 4      # ~10 min
+    OMP_NUM_THREADS=1 python benchmarks/teleport.py --jobs gnn --gnn-optimizers sgd \
+        --gnn-variants flat --seeds 5 --gnn-seeds 5 --gnn-first-seed 10        # ~7 min
 
 With several ``--gnn-lr`` values every rate runs with and without teleportation, and a
 second table measures every run at every rate against the first rate's baseline: the steps

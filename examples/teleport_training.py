@@ -7,11 +7,14 @@ pooling into the head) to a point with the same loss and a steeper gradient, the
 goes on. The optimizer's moments are transported with the weights. The model is a PyG
 ``Sequential`` with the pooling as a child module, so detection sees the whole chain;
 ``--kinds rescale,linear`` adds the data-free GL(32) of the readout (the last GIN layer →
-sum pooling → the head's first layer has no nonlinearity in it).
+sum pooling → the head's first layer has no nonlinearity in it). ``--objective
+min_grad_norm`` moves to the point of smallest gradient norm instead (each unit's incoming and
+outgoing gradients balanced; it changes how SGD scales its steps, see benchmarks/RESULTS.md).
 
     OMP_NUM_THREADS=1 python examples/teleport_training.py           # ~1 min
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick   # a few seconds
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --kinds rescale,linear
+    OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --objective min_grad_norm
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--kinds", default="rescale,norm,gated", help="symmetry rules, e.g. rescale,linear"
     )
+    parser.add_argument(
+        "--objective",
+        default="grad_norm",
+        choices=("grad_norm", "min_grad_norm", "min_norm"),
+        help="the point of the orbit to move to (default: the steepest, as in the paper)",
+    )
     args = parser.parse_args(argv)
     from torch_geometric.loader import DataLoader
 
@@ -95,9 +104,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"  {sym.name} ({sym.kind}, {coordinates} group coordinates)")
 
     schedule = args.teleport or ("every:3" if args.quick else "every:20")
-    # small steps: the GL(d) orbit has d² coordinates, each moved by about lr
+    # steepest point: a few small steps (the GL(d) orbit has d² coordinates, each moved by
+    # about lr); the other targets are searched to their optimum
     lr = 0.003 if "linear" in kinds else 0.03
-    tp = Teleport(schedule, loss_fn, steps=3, lr=lr, symmetries=symmetries)
+    steps = 3 if args.objective == "grad_norm" else 20
+    tp = Teleport(
+        schedule, loss_fn, steps=steps, lr=lr, symmetries=symmetries, objective=args.objective
+    )
     step, losses = 0, []
     for epoch in range(2 if args.quick else 10):
         for batch in loader:
@@ -120,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "symmetries": [sym.name for sym in symmetries],
         "losses": losses,
         "teleports": len(tp.history),
+        "grad_norm_sq": [(r.grad_norm_sq_before, r.grad_norm_sq_after) for _, r in tp.history],
         "accepted": sum(r.accepted for _, r in tp.history),
         "teleport_seconds": tp.seconds,
     }

@@ -86,3 +86,11 @@ def test_example_teleports_along_the_readout_gl(load_script):
     assert out["symmetries"] == ["GL(32) module_0.convs.2.nn.lins.1 -> linear -> module_2"]
     assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
     assert all(torch.isfinite(torch.tensor(out["losses"])))
+
+
+def test_example_moves_to_the_smallest_gradient(load_script):
+    module = load_script("examples/teleport_training.py")
+    out = module.main(["--quick", "--objective", "min_grad_norm"])
+    assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
+    assert all(after < before for before, after in out["grad_norm_sq"])
+    assert all(torch.isfinite(torch.tensor(out["losses"])))
