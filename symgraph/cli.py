@@ -31,7 +31,7 @@ from symgraph.train.files import read_json, write_json
 from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, take_subset
 from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
 from symgraph.train.tasks import Task
-from symgraph.train.teleport_callback import TeleportCallback
+from symgraph.train.teleport_callback import CALLBACK_OBJECTIVES, TeleportCallback
 
 __all__ = ["main", "build_parser"]
 
@@ -96,14 +96,14 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=10,
         metavar="N",
-        help="gradient-ascent steps per teleport (default 10)",
+        help="search steps per teleport (default 10)",
     )
     group.add_argument(
         "--teleport-lr",
         type=_positive_float,
         default=0.1,
         metavar="LR",
-        help="ascent step size (default 0.1)",
+        help="search step size (default 0.1)",
     )
     group.add_argument(
         "--teleport-kinds",
@@ -119,6 +119,13 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to do with the optimiser moments of teleported parameters (default "
         "transform: transported like the gradient)",
     )
+    group.add_argument(
+        "--teleport-objective",
+        choices=CALLBACK_OBJECTIVES,
+        default="grad_norm",
+        help="the point of the orbit to move to (default grad_norm: the steepest, as in the "
+        "paper; min_grad_norm: the least steep; min_norm: the smallest weights)",
+    )
 
 
 def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
@@ -133,6 +140,7 @@ def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> lis
             lr=args.teleport_lr,
             kinds=args.teleport_kinds,
             optimizer_state=args.teleport_optimizer_state,
+            objective=args.teleport_objective,
         )
     ]
 

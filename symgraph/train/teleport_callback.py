@@ -47,7 +47,7 @@ from symgraph.train.records import write_csv
 if TYPE_CHECKING:
     from symgraph.train.loop import Trainer
 
-__all__ = ["TeleportCallback", "TELEPORT_COLUMNS"]
+__all__ = ["TeleportCallback", "TELEPORT_COLUMNS", "CALLBACK_OBJECTIVES"]
 
 logger = logging.getLogger("symgraph.train")
 
@@ -64,6 +64,11 @@ TELEPORT_COLUMNS = (
     "grad_norm_after",
     "seconds",
 )
+
+
+#: The targets a scheduled teleport can move to (``"descent"`` needs the step size of the
+#: optimiser, which :func:`symgraph.teleport.teleport` takes directly).
+CALLBACK_OBJECTIVES = ("grad_norm", "min_grad_norm", "min_norm")
 
 
 def _record(step: int, epoch: int, result: TeleportResult) -> dict[str, Any]:
@@ -96,11 +101,15 @@ class TeleportCallback(Callback):
         kinds: symmetry rules of :func:`symgraph.teleport.find_symmetries`.
         optimizer_state: ``"transform"``, ``"reset"`` or ``"keep"`` the moments of the
             changed parameters (:func:`symgraph.teleport.update_optimizer_state`).
+        objective: the point of the orbit to move to (:data:`CALLBACK_OBJECTIVES`):
+            ``"grad_norm"`` the steepest (the paper), ``"min_grad_norm"`` the least steep,
+            ``"min_norm"`` the smallest weights (see :func:`symgraph.teleport.teleport`).
 
     Raises:
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
-        ValueError: a bad schedule, ``steps``, ``lr``, ``kinds`` or ``optimizer_state``.
+        ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state`` or
+            ``objective``.
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class TeleportCallback(Callback):
         lr: float = 0.1,
         kinds: Sequence[str] | str = DEFAULT_KINDS,
         optimizer_state: str = "transform",
+        objective: str = "grad_norm",
     ) -> None:
         if not isinstance(schedule, str):
             raise TypeError(f"schedule: expected a string such as 'every:100', got {schedule!r}")
@@ -123,6 +133,8 @@ class TeleportCallback(Callback):
             raise ValueError(
                 f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
             )
+        if objective not in CALLBACK_OBJECTIVES:
+            raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
         self.symmetries = find_symmetries(model, kinds)
         self.teleporter = Teleport(
             schedule,
@@ -130,6 +142,7 @@ class TeleportCallback(Callback):
             lr=lr,
             symmetries=self.symmetries,
             optimizer_state=optimizer_state,
+            objective=objective,
         )
         named = dict(model.named_parameters())
         touched = {n for sym in self.symmetries for n in sym.param_names}

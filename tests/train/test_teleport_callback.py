@@ -158,6 +158,8 @@ def test_callback_validates_its_arguments():
         TeleportCallback(model, lr=float("nan"))
     with pytest.raises(ValueError, match="optimizer_state"):
         TeleportCallback(model, optimizer_state="drop")
+    with pytest.raises(ValueError, match="objective: expected one of .*got 'descent'"):
+        TeleportCallback(model, objective="descent")
     with pytest.raises(NoSymmetryError, match="searched"):
         TeleportCallback(nn.Linear(3, 1))
 
@@ -180,6 +182,19 @@ def test_cli_teleport_runs_and_records(tmp_path, capsys):
     assert not (tmp_path / "plain" / "teleports.csv").exists()
 
 
+def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "toy", "--epochs", "1", *TOY, "--out", str(out), "--teleport", "every:1"]
+    assert main([*argv, "--teleport-objective", "min_grad_norm", "--teleport-steps", "20"]) == 0
+    rows = read_rows(out / "teleports.csv")
+    assert len(rows) == 3 and all(r["refused"] == "False" for r in rows)
+    assert all(float(r["grad_norm_after"]) < float(r["grad_norm_before"]) for r in rows)
+    assert abs(float(rows[0]["loss_change"])) < 1e-4
+    assert json.loads((out / "config.json").read_text())["args"]["teleport_objective"] == (
+        "min_grad_norm"
+    )
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -188,6 +203,7 @@ def test_cli_teleport_runs_and_records(tmp_path, capsys):
         (["--teleport-steps", "-1"], "argument --teleport-steps: expected a non-negative"),
         (["--teleport-lr", "0"], "argument --teleport-lr: expected a positive"),
         (["--teleport-kinds", "rescale,bogus"], "argument --teleport-kinds: expected comma"),
+        (["--teleport-objective", "descent"], "argument --teleport-objective: invalid choice"),
     ],
 )
 def test_cli_rejects_bad_teleport_flags(tmp_path, capsys, flags, message):
