@@ -2,8 +2,9 @@
 
 Parameter-space symmetries leave the loss unchanged; :func:`teleport` moves the weights
 along one to where ``‖∇L‖²`` is larger (gradient ascent on the group coordinates, double
-backprop), and training continues from there. Works on any ``torch.nn.Module``: plain
-PyTorch, PyG models, symgraph's.
+backprop), or to another target on the orbit (``objective=``: the largest one-step decrease,
+the smallest weight norm, the smallest ``‖∇L‖²``), and training continues from there. Works
+on any ``torch.nn.Module``: plain PyTorch, PyG models, symgraph's.
 
 Public API:
 
