@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from .base import (
 from .detect import DEFAULT_KINDS, find_symmetries
 from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
 
-__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES"]
+__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES", "require_exact_diagonal"]
 
 #: What :func:`teleport` can optimise over the orbit (see its ``objective`` argument).
 OBJECTIVES = ("grad_norm", "descent", "min_norm", "min_grad_norm")
@@ -152,6 +152,25 @@ class _Evaluator:
         return TeleportContext(inputs=inputs)
 
 
+def require_exact_diagonal(
+    symmetries: Sequence[ParameterSymmetry], params: Mapping[str, Tensor]
+) -> None:
+    """Raise unless every symmetry is exact and acts diagonally, ``w ← c ⊙ w``.
+
+    What ``objective="min_grad_norm"`` needs. ``params``: the model's parameters by name.
+
+    Raises:
+        ValueError: naming the first symmetry that is approximate or not diagonal.
+    """
+    for sym in symmetries:
+        like = params[sym.param_names[0]]
+        if not sym.exact or sym.elementwise_factors(sym.identity(like), params) is None:
+            raise ValueError(
+                f"symmetries: objective='min_grad_norm' needs exact diagonal actions "
+                f"(kinds 'rescale', 'norm', 'gated'), got {sym!r}"
+            )
+
+
 class _TransportedGradient:
     """``‖∇L(g·w)‖²`` for exact diagonal actions ``g·w = c(theta) ⊙ w`` from one gradient.
 
@@ -167,13 +186,7 @@ class _TransportedGradient:
         trainable: Sequence[str],
         symmetries: Sequence[ParameterSymmetry],
     ) -> None:
-        for sym in symmetries:
-            factors = sym.elementwise_factors(sym.identity(base[sym.param_names[0]]), base)
-            if not sym.exact or factors is None:
-                raise ValueError(
-                    f"symmetries: objective='min_grad_norm' needs exact diagonal actions "
-                    f"(kinds 'rescale', 'norm', 'gated'), got {sym!r}"
-                )
+        require_exact_diagonal(symmetries, base)
         self.symmetries = list(symmetries)
         self.base = base
         loss = evaluator.loss(base)

@@ -41,6 +41,7 @@ from symgraph.teleport import (
     TeleportResult,
     find_symmetries,
 )
+from symgraph.teleport.teleport import require_exact_diagonal
 from symgraph.train.callbacks import Callback
 from symgraph.train.records import write_csv
 
@@ -109,7 +110,8 @@ class TeleportCallback(Callback):
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
         ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state`` or
-            ``objective``.
+            ``objective``, or ``"min_grad_norm"`` with a symmetry that is not an exact
+            diagonal action (found by ``kinds`` such as ``"linear"``).
     """
 
     def __init__(
@@ -136,6 +138,8 @@ class TeleportCallback(Callback):
         if objective not in CALLBACK_OBJECTIVES:
             raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
         self.symmetries = find_symmetries(model, kinds)
+        if objective == "min_grad_norm":
+            require_exact_diagonal(self.symmetries, dict(model.named_parameters()))
         self.teleporter = Teleport(
             schedule,
             steps=steps,

@@ -160,6 +160,9 @@ def test_callback_validates_its_arguments():
         TeleportCallback(model, optimizer_state="drop")
     with pytest.raises(ValueError, match="objective: expected one of .*got 'descent'"):
         TeleportCallback(model, objective="descent")
+    linear = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="min_grad_norm.*exact diagonal.*LinearGLSymmetry"):
+        TeleportCallback(linear, kinds=("linear",), objective="min_grad_norm")
     with pytest.raises(NoSymmetryError, match="searched"):
         TeleportCallback(nn.Linear(3, 1))
 
