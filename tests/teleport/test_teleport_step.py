@@ -319,12 +319,19 @@ def test_min_grad_norm_objective_lowers_the_gradient_and_keeps_the_loss():
     model, batch = _mlp(), _data()
     loss0, out0 = value(mse, model, batch), model(batch[0]).detach()
     gn0 = grad_norm_sq(model, mse, batch)
-    result = teleport(model, mse, batch, steps=50, lr=0.05, objective="min_grad_norm")
+    calls = []
+
+    def counted(model, batch):
+        calls.append(1)
+        return mse(model, batch)
+
+    result = teleport(model, counted, batch, steps=50, lr=0.05, objective="min_grad_norm")
     assert result.accepted and result.moved
+    assert len(calls) == 2  # the gradient at w and the loss check at the chosen point
     assert value(mse, model, batch) == pytest.approx(loss0, rel=1e-12)
     assert torch.allclose(model(batch[0]), out0, rtol=1e-10, atol=1e-12)
-    # the search never evaluated the model again: its values are the transported gradient's,
-    # and they are the true ‖∇L‖² at the chosen point
+    # the 50 search steps never evaluated the model: their values are the transported
+    # gradient's, and they are the true ‖∇L‖² at the chosen point
     gn1 = grad_norm_sq(model, mse, batch)
     assert gn1 < 0.95 * gn0
     assert result.grad_norm_sq_before == pytest.approx(gn0, rel=1e-10)
