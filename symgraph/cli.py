@@ -124,7 +124,8 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CALLBACK_OBJECTIVES,
         default="grad_norm",
         help="the point of the orbit to move to (default grad_norm: the steepest, as in the "
-        "paper; min_grad_norm: the least steep; min_norm: the smallest weights)",
+        "paper; min_grad_norm: the least steep, with --teleport-kinds rescale,gated; "
+        "min_norm: the smallest weights)",
     )
 
 

@@ -37,8 +37,9 @@ from .base import (
 )
 from .detect import DEFAULT_KINDS, find_symmetries
 from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
+from .symmetries import RescaleSymmetry
 
-__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES", "require_exact_diagonal"]
+__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES", "check_min_grad_norm"]
 
 #: What :func:`teleport` can optimise over the orbit (see its ``objective`` argument).
 OBJECTIVES = ("grad_norm", "descent", "min_norm", "min_grad_norm")
@@ -57,7 +58,8 @@ class TeleportResult:
             when refused or not moved).
         grad_norm_sq_before, grad_norm_sq_after: ``‖∇L‖²`` over the trainable parameters.
         objective: the ascent objective at each evaluated point (``‖∇L‖²``, the one-step
-            decrease for ``objective="descent"``, ``−Σ ‖w‖²`` for ``"min_norm"``).
+            decrease for ``objective="descent"``, ``−Σ ‖w‖²`` for ``"min_norm"``, ``−‖∇L‖²``
+            for ``"min_grad_norm"``).
         symmetries: names of the symmetries used.
         group_params: the chosen coordinates ``theta`` per symmetry (detached).
         optimizer_state: what was done to each parameter's optimizer state.
@@ -152,22 +154,33 @@ class _Evaluator:
         return TeleportContext(inputs=inputs)
 
 
-def require_exact_diagonal(
+def check_min_grad_norm(
     symmetries: Sequence[ParameterSymmetry], params: Mapping[str, Tensor]
 ) -> None:
-    """Raise unless every symmetry is exact and acts diagonally, ``w ← c ⊙ w``.
+    """Raise unless ``‖∇L‖²`` can be minimised along every symmetry from one gradient.
 
-    What ``objective="min_grad_norm"`` needs. ``params``: the model's parameters by name.
+    What ``objective="min_grad_norm"`` needs: every symmetry exact and diagonal (``w ← c ⊙ w``
+    for all of its parameters), and, for a :class:`RescaleSymmetry`, both incoming ("up") and
+    outgoing ("down") entries. Along a scale invariance (kind ``"norm"``: no "down" entries)
+    ``‖∇L‖²`` keeps falling as the weights grow and has no minimum. ``params``: the model's
+    parameters by name.
 
     Raises:
-        ValueError: naming the first symmetry that is approximate or not diagonal.
+        ValueError: naming the first symmetry that does not qualify.
     """
     for sym in symmetries:
         like = params[sym.param_names[0]]
-        if not sym.exact or sym.elementwise_factors(sym.identity(like), params) is None:
+        factors = sym.elementwise_factors(sym.identity(like), params)
+        if not sym.exact or factors is None or not set(sym.param_names) <= set(factors):
             raise ValueError(
                 f"symmetries: objective='min_grad_norm' needs exact diagonal actions "
-                f"(kinds 'rescale', 'norm', 'gated'), got {sym!r}"
+                f"(kinds 'rescale', 'gated'), got {sym!r}"
+            )
+        if isinstance(sym, RescaleSymmetry) and not (sym.up and sym.down):
+            raise ValueError(
+                f"symmetries: objective='min_grad_norm' has no minimum along a scale "
+                f"invariance (the gradient shrinks as the weights grow), got {sym!r}; leave "
+                f"out kind 'norm' (e.g. kinds=('rescale', 'gated'))"
             )
 
 
@@ -186,7 +199,7 @@ class _TransportedGradient:
         trainable: Sequence[str],
         symmetries: Sequence[ParameterSymmetry],
     ) -> None:
-        require_exact_diagonal(symmetries, base)
+        check_min_grad_norm(symmetries, base)
         self.symmetries = list(symmetries)
         self.base = base
         loss = evaluator.loss(base)
@@ -283,10 +296,12 @@ def teleport(
             ``"gated"``): along a scale invariance (``"norm"``) the norm has no minimum.
             ``"min_grad_norm"`` — minimise ``‖∇L‖²``, the opposite end of the paper's search:
             every rescaled unit moves towards equal gradient norms on its incoming and
-            outgoing weights. Only for exact diagonal actions ``w ← c ⊙ w`` (``"rescale"``,
-            ``"norm"``, ``"gated"``), where ``∇L(c ⊙ w) = ∇L(w) / c`` for every ``w``: the
-            gradient is computed once, at ``w``, and every step of the search is the closed
-            form ``Σ ‖∇L(w) / c(theta)‖²``, with no further passes through the model.
+            outgoing weights. Only for exact diagonal actions ``w ← c ⊙ w`` with incoming and
+            outgoing entries (``"rescale"``, ``"gated"``; along ``"norm"``'s scale
+            invariances ‖∇L‖² has no minimum), where ``∇L(c ⊙ w) = ∇L(w) / c`` for every
+            ``w``: the gradient is computed once, at ``w``, and every step of the search is
+            the closed form ``Σ ‖∇L(w) / c(theta)‖²``, with no further passes through the
+            model (so ``grad_norm_sq_after`` is that closed form at the chosen point).
         descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
 
     Returns:
@@ -296,8 +311,8 @@ def teleport(
     Raises:
         NoSymmetryError: nothing to teleport along (lists what was searched).
         TeleportBatchError: a data-dependent symmetry cannot act exactly on ``batch``.
-        ValueError: ``objective="min_grad_norm"`` with a symmetry whose action is not an
-            exact diagonal one.
+        ValueError: ``objective="min_grad_norm"`` with a symmetry it cannot use
+            (:func:`check_min_grad_norm`).
     """
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
@@ -418,6 +433,8 @@ def teleport(
             best_value, best_thetas = value, [t.detach().clone() for t in current]
             best_gn2 = math.nan if gn2 is None else float(gn2.detach())
         if last:
+            break
+        if not value_t.requires_grad:  # the objective does not depend on the orbit here
             break
         grads = torch.autograd.grad(value_t, current, allow_unused=True)
         with torch.no_grad():

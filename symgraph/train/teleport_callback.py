@@ -41,7 +41,7 @@ from symgraph.teleport import (
     TeleportResult,
     find_symmetries,
 )
-from symgraph.teleport.teleport import require_exact_diagonal
+from symgraph.teleport.teleport import check_min_grad_norm
 from symgraph.train.callbacks import Callback
 from symgraph.train.records import write_csv
 
@@ -110,8 +110,9 @@ class TeleportCallback(Callback):
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
         ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state`` or
-            ``objective``, or ``"min_grad_norm"`` with a symmetry that is not an exact
-            diagonal action (found by ``kinds`` such as ``"linear"``).
+            ``objective``, or ``"min_grad_norm"`` with a symmetry it cannot use (found by
+            ``kinds`` such as ``"norm"`` or ``"linear"``;
+            :func:`symgraph.teleport.teleport.check_min_grad_norm`).
     """
 
     def __init__(
@@ -139,7 +140,7 @@ class TeleportCallback(Callback):
             raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
         self.symmetries = find_symmetries(model, kinds)
         if objective == "min_grad_norm":
-            require_exact_diagonal(self.symmetries, dict(model.named_parameters()))
+            check_min_grad_norm(self.symmetries, dict(model.named_parameters()))
         self.teleporter = Teleport(
             schedule,
             steps=steps,

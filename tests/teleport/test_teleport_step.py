@@ -355,12 +355,35 @@ def test_min_grad_norm_balances_each_units_gradients():
     assert float(_unit_grad_log_ratio(model[0], model[2])[live].abs().max()) < 0.05
 
 
-def test_min_grad_norm_needs_exact_diagonal_actions():
+def test_min_grad_norm_needs_exact_diagonal_actions_with_a_minimum():
     model = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)).double()
     (sym,) = find_symmetries(model, ("linear",))
     saved = snapshot(model)
     with pytest.raises(ValueError, match="min_grad_norm.*exact diagonal"):
         teleport(model, mse, _data(), symmetries=[sym], objective="min_grad_norm")
+    assert_bit_identical(model, saved)
+    # along a scale invariance the gradient shrinks as the weights grow: no minimum
+    normed = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8, eps=0.0), nn.Linear(8, 2)).double()
+    saved = snapshot(normed)
+    with pytest.raises(ValueError, match="no minimum along a scale invariance.*'norm'"):
+        teleport(normed, mse, _data(), kinds=("norm",), objective="min_grad_norm")
+    assert_bit_identical(normed, saved)
+
+
+def test_min_grad_norm_without_gradients_on_the_orbit_does_not_move():
+    class WithUnusedBranch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(3, 2)
+            self.unused = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+
+        def forward(self, x):
+            return self.head(x)
+
+    model = WithUnusedBranch().double()
+    saved = snapshot(model)
+    result = teleport(model, mse, _data(), objective="min_grad_norm")
+    assert result.accepted and not result.moved
     assert_bit_identical(model, saved)
 
 
