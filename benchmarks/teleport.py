@@ -390,7 +390,8 @@ class _OwnBatch:
     """Calls ``teleporter`` on ``graphs`` random training graphs instead of the minibatch.
 
     The batch is drawn (with ``generator``) only on the steps the schedule teleports at,
-    inside the timed region of :func:`train`.
+    inside the timed region of :func:`train`, and its time is added to the teleport's
+    ``seconds`` (the "teleport share" column).
     """
 
     def __init__(self, teleporter: Teleport, train_set: list, graphs: int, generator) -> None:
@@ -400,10 +401,16 @@ class _OwnBatch:
     def __call__(self, model: nn.Module, batch, optimizer, step: int):
         from torch_geometric.data import Batch
 
-        if self.teleporter.due(step):
-            picked = torch.randperm(len(self.train_set), generator=self.generator)[: self.graphs]
-            batch = Batch.from_data_list([self.train_set[i] for i in picked.tolist()])
-        return self.teleporter(model, batch, optimizer, step=step)
+        if not self.teleporter.due(step):
+            return self.teleporter(model, batch, optimizer, step=step)
+        start = time.perf_counter()
+        picked = torch.randperm(len(self.train_set), generator=self.generator)[: self.graphs]
+        batch = Batch.from_data_list([self.train_set[i] for i in picked.tolist()])
+        drawing = time.perf_counter() - start
+        result = self.teleporter(model, batch, optimizer, step=step)
+        if result is not None:
+            result.seconds += drawing
+        return result
 
 
 #: The settings each optimizer runs by default (``--gnn-variants`` overrides them).

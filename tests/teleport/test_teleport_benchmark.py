@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -129,11 +131,13 @@ def test_own_batch_is_drawn_only_when_a_teleport_is_due(bench):
 
         def __call__(self, model, batch, optimizer, step):
             self.seen.append((step, batch if isinstance(batch, str) else batch.num_graphs))
+            return SimpleNamespace(seconds=0.0)
 
     own = bench._OwnBatch(Recorder(), graphs, 512, torch.Generator().manual_seed(0))
-    for step in range(3):
-        own(None, "minibatch", None, step)
+    results = [own(None, "minibatch", None, step) for step in range(3)]
     assert Recorder.seen == [(0, "minibatch"), (1, 30), (2, "minibatch")]
+    # drawing the batch counts as teleport time
+    assert results[0].seconds == 0.0 and results[1].seconds > 0.0
 
 
 def test_gnn_seeds_start_where_asked(bench, tmp_path):
