@@ -61,6 +61,7 @@ from symgraph.teleport import (  # noqa: E402
     Teleport,
     find_symmetries,
 )
+from symgraph.train.loader import random_batch  # noqa: E402
 
 QM9_DIR = REPO.parent / "shared" / "data" / "qm9"
 
@@ -105,7 +106,7 @@ def train(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     label: str,
-    teleporter: Teleport | _OwnBatch | None = None,
+    teleporter: Teleport | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
 ) -> Curve:
     """Plain loop: teleport (if due) then one optimizer step per batch.
@@ -368,8 +369,9 @@ def synthetic_graphs(n: int, seed: int = 0):
 # rescaling orbits with the smallest weight norm (equi-normalisation, no loss gradients).
 # "readout-*" do the same along the GIN job's readout GL(64) (steps chosen on seed 100).
 # "flat" moves to the point of the rescaling orbits with the smallest ‖∇L‖² (the opposite
-# of "paper"), measured on its own batch of 512 random training graphs ("teleport_graphs",
-# settings chosen on seeds 100-103).
+# of "paper"), measured on its own batch of 512 random training graphs ("teleport_graphs":
+# the hook's batch_fn draws them when a teleport is due, inside the timed region and counted
+# in the teleport's time; settings chosen on seeds 100-103).
 TELEPORT_SETTINGS: dict[str, dict] = {
     "paper": dict(objective="grad_norm", steps=3, lr=0.03),
     "descent": dict(objective="descent", steps=5, lr=0.1),
@@ -384,33 +386,6 @@ TELEPORT_SETTINGS: dict[str, dict] = {
         objective="min_grad_norm", steps=20, lr=0.05, kinds=("rescale",), teleport_graphs=512
     ),
 }
-
-
-class _OwnBatch:
-    """Calls ``teleporter`` on ``graphs`` random training graphs instead of the minibatch.
-
-    The batch is drawn (with ``generator``) only on the steps the schedule teleports at,
-    inside the timed region of :func:`train`, and its time is added to the teleport's
-    ``seconds`` (the "teleport share" column).
-    """
-
-    def __init__(self, teleporter: Teleport, train_set: list, graphs: int, generator) -> None:
-        self.teleporter, self.train_set = teleporter, train_set
-        self.graphs, self.generator = min(graphs, len(train_set)), generator
-
-    def __call__(self, model: nn.Module, batch, optimizer, step: int):
-        from torch_geometric.data import Batch
-
-        if not self.teleporter.due(step):
-            return self.teleporter(model, batch, optimizer, step=step)
-        start = time.perf_counter()
-        picked = torch.randperm(len(self.train_set), generator=self.generator)[: self.graphs]
-        batch = Batch.from_data_list([self.train_set[i] for i in picked.tolist()])
-        drawing = time.perf_counter() - start
-        result = self.teleporter(model, batch, optimizer, step=step)
-        if result is not None:
-            result.seconds += drawing
-        return result
 
 
 #: The settings each optimizer runs by default (``--gnn-variants`` overrides them).
@@ -499,9 +474,10 @@ def run_gnn(
             if options.get("objective") == "descent":
                 options["descent_lr"] = opt.param_groups[0]["lr"]
             graphs = options.pop("teleport_graphs", None)
-            tp = Teleport(schedule, loss_fn, **options)
             if graphs:
-                tp = _OwnBatch(tp, train_set, graphs, torch.Generator().manual_seed(seed))
+                draws = torch.Generator().manual_seed(seed)
+                options["batch_fn"] = lambda step: random_batch(train_set, graphs, draws)
+            tp = Teleport(schedule, loss_fn, **options)
         loader_gen = torch.Generator().manual_seed(seed)
         loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=loader_gen)
         curve = train(net, loss_fn, lambda: loader, opt, epochs, label, tp, evaluate)

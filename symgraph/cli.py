@@ -57,6 +57,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -127,6 +137,15 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
         "paper; min_grad_norm: the least steep, with --teleport-kinds rescale,gated; "
         "min_norm: the smallest weights)",
     )
+    group.add_argument(
+        "--teleport-samples",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="teleport on N random training samples drawn for each teleport (default: on "
+        "the batch of the coming step); min_grad_norm needs a less noisy gradient than a "
+        "small batch's",
+    )
 
 
 def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
@@ -142,6 +161,7 @@ def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> lis
             kinds=args.teleport_kinds,
             optimizer_state=args.teleport_optimizer_state,
             objective=args.teleport_objective,
+            samples=args.teleport_samples,
         )
     ]
 

@@ -14,10 +14,22 @@ Schedules: ``"every:K"`` (steps ``K, 2K, ...``), ``"every:K,until:N"`` (only bef
 ``N``), ``"at:5,20,100"``, ``"never"``, a callable ``step -> bool`` or an iterable of step
 numbers. ``Teleport.from_spec("every:K", ...)`` is what a command line
 (``--teleport every:K``) builds.
+
+A teleport's target is measured on the batch it is given. For a less noisy one than a small
+minibatch's, ``batch_fn(step)`` supplies the teleport's own batch (drawn only on the steps
+the schedule teleports at, its time counted in the result's ``seconds``)::
+
+    def sample(step):
+        picked = torch.randperm(len(train_set), generator=gen)[:512]
+        return Batch.from_data_list([train_set[i] for i in picked])
+
+    tp = Teleport("every:100", loss_fn, objective="min_grad_norm", kinds=("rescale",),
+                  batch_fn=sample)
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -97,6 +109,9 @@ class Teleport:
         kinds: detection rules (default ``("rescale", "norm", "gated")``).
         optimizer_state: ``"transform"`` (default), ``"reset"`` or ``"keep"`` — see
             :mod:`symgraph.teleport.optim_state`.
+        batch_fn: ``batch_fn(step) -> batch``, the batch a due teleport runs on instead of
+            the one passed to the call (default: that one). Called only when a teleport is
+            due; the time it takes counts in the result's ``seconds``.
 
     Attributes:
         history: ``(step, TeleportResult)`` for every teleport made.
@@ -118,13 +133,17 @@ class Teleport:
         optimizer_state: str = "transform",
         objective: str = "grad_norm",
         descent_lr: float | None = None,
+        batch_fn: Callable[[int], Any] | None = None,
         **find_options: Any,
     ) -> None:
         self.schedule = parse_schedule(schedule)
         self.spec = schedule if isinstance(schedule, str) else repr(schedule)
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
+        if batch_fn is not None and not callable(batch_fn):
+            raise TypeError(f"batch_fn: expected a callable step -> batch, got {batch_fn!r}")
         self.loss_fn = loss_fn
+        self.batch_fn = batch_fn
         self.kwargs = dict(
             steps=steps,
             lr=lr,
@@ -170,7 +189,8 @@ class Teleport:
         step: int | None = None,
         loss_fn: LossFn | None = None,
     ) -> TeleportResult | None:
-        """Teleport if the schedule says so at ``step`` (default: an internal counter).
+        """Teleport if the schedule says so at ``step`` (default: an internal counter), on
+        ``batch`` or, with ``batch_fn``, on ``batch_fn(step)``.
 
         Returns the :class:`TeleportResult`, or ``None`` when no teleport was due.
         """
@@ -183,6 +203,11 @@ class Teleport:
             raise ValueError(
                 "loss_fn: expected a loss function (here or in Teleport(...)), got None"
             )
+        drawing = 0.0
+        if self.batch_fn is not None:
+            start = time.perf_counter()
+            batch = self.batch_fn(current)
+            drawing = time.perf_counter() - start
         result = teleport(
             model,
             loss_fn,
@@ -191,6 +216,7 @@ class Teleport:
             optimizer=optimizer,
             **self.kwargs,
         )
+        result.seconds += drawing
         self.history.append((current, result))
         self.seconds += result.seconds
         return result

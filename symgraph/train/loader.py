@@ -18,7 +18,7 @@ from torch_geometric.loader.dataloader import Collater
 
 from symgraph.train.sampler import GlobalBatchSampler
 
-__all__ = ["is_graph_dataset", "make_loader", "move_to"]
+__all__ = ["is_graph_dataset", "make_loader", "move_to", "random_batch"]
 
 
 def is_graph_dataset(dataset: Dataset) -> bool:
@@ -53,6 +53,14 @@ def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, num_workers: int 
         num_workers=num_workers,
         generator=generator,
     )
+
+
+def random_batch(dataset: Dataset, size: int, generator: torch.Generator) -> Any:
+    """``min(size, len(dataset))`` distinct random items of ``dataset`` (drawn with
+    ``generator``), collated as :func:`make_loader` collates them."""
+    picked = torch.randperm(len(dataset), generator=generator)[:size].tolist()
+    collate = Collater(dataset) if is_graph_dataset(dataset) else default_collate
+    return collate([dataset[i] for i in picked])
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -3,7 +3,8 @@
 When the schedule is due at ``k`` (the number of optimiser steps already taken, as for
 :class:`symgraph.teleport.Teleport` in a plain loop: ``"every:K"`` teleports before steps
 ``K + 1, 2K + 1, ...``, ``"at:0"`` before the first), the model is moved along its
-parameter-space symmetries, on the batch of the coming step, to where ``‖∇L‖²`` of the
+parameter-space symmetries, on the batch of the coming step (or, with ``samples=N``, on
+``N`` random training samples drawn for this teleport), to where ``‖∇L‖²`` of the
 trainer's objective (:meth:`~symgraph.train.loop.Trainer.training_loss`: the task loss plus
 the extra losses) is larger; the optimiser's moments of the changed parameters are
 transported (or reset, or kept), and the step then descends from the teleported point. A
@@ -16,7 +17,8 @@ on GPUs, whose reductions are not bit-reproducible) and takes the same wall-cloc
 
 Exact resume: whether a teleport is due depends only on the global step, and a teleport
 only on the weights, the optimiser state and the batch (its loss evaluations restore the
-random state), so a resumed run teleports exactly where an uninterrupted one does.
+random state; the ``samples`` batch is drawn with a generator seeded from the run's seed and
+the step), so a resumed run teleports exactly where an uninterrupted one does.
 
 Record: ``teleports.csv`` in the run folder (rewritten atomically from the checkpointed
 records after each teleport and each epoch), one row per teleport: ``step`` (optimiser
@@ -32,6 +34,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from symgraph.teleport import (
@@ -43,6 +47,7 @@ from symgraph.teleport import (
 )
 from symgraph.teleport.teleport import check_min_grad_norm
 from symgraph.train.callbacks import Callback
+from symgraph.train.loader import move_to, random_batch
 from symgraph.train.records import write_csv
 
 if TYPE_CHECKING:
@@ -105,13 +110,17 @@ class TeleportCallback(Callback):
         objective: the point of the orbit to move to (:data:`CALLBACK_OBJECTIVES`):
             ``"grad_norm"`` the steepest (the paper), ``"min_grad_norm"`` the least steep,
             ``"min_norm"`` the smallest weights (see :func:`symgraph.teleport.teleport`).
+        samples: teleport on this many random training samples (drawn for each teleport)
+            instead of the coming batch; ``None`` (default): the coming batch. The
+            ``"min_grad_norm"`` target moves every rescaled unit, and a small batch's
+            gradient is a noisy guide for that (``benchmarks/teleport.py`` uses 512 graphs).
 
     Raises:
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
-        ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state`` or
-            ``objective``, or ``"min_grad_norm"`` with a symmetry it cannot use (found by
-            ``kinds`` such as ``"norm"`` or ``"linear"``;
+        ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state``,
+            ``objective`` or ``samples``, or ``"min_grad_norm"`` with a symmetry it cannot
+            use (found by ``kinds`` such as ``"norm"`` or ``"linear"``;
             :func:`symgraph.teleport.teleport.check_min_grad_norm`).
     """
 
@@ -125,6 +134,7 @@ class TeleportCallback(Callback):
         kinds: Sequence[str] | str = DEFAULT_KINDS,
         optimizer_state: str = "transform",
         objective: str = "grad_norm",
+        samples: int | None = None,
     ) -> None:
         if not isinstance(schedule, str):
             raise TypeError(f"schedule: expected a string such as 'every:100', got {schedule!r}")
@@ -138,6 +148,11 @@ class TeleportCallback(Callback):
             )
         if objective not in CALLBACK_OBJECTIVES:
             raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
+        if samples is not None and (
+            isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+        ):
+            raise ValueError(f"samples: expected a positive integer or None, got {samples!r}")
+        self.samples = samples
         self.symmetries = find_symmetries(model, kinds)
         if objective == "min_grad_norm":
             check_min_grad_norm(self.symmetries, dict(model.named_parameters()))
@@ -169,6 +184,8 @@ class TeleportCallback(Callback):
         dist = trainer.dist
         record, states = None, {}
         if dist.is_main and batch is not None:
+            if self.samples is not None:
+                self.teleporter.batch_fn = lambda at: self._random_batch(trainer, at)
             result = self.teleporter(
                 trainer.model, batch, trainer.optimizer, step=taken, loss_fn=trainer.training_loss
             )
@@ -214,6 +231,13 @@ class TeleportCallback(Callback):
         self.records = [dict(r) for r in state["records"]]
 
     # ------------------------------------------------------------------ helpers
+    def _random_batch(self, trainer: Trainer, taken: int) -> Any:
+        """``samples`` random training samples, a function of the run's seed and ``taken``."""
+        mixed = np.random.SeedSequence([trainer.config.seed, taken]).generate_state(1)
+        generator = torch.Generator().manual_seed(int(mixed[0]))
+        batch = random_batch(trainer.datasets["train"], self.samples, generator)
+        return move_to(batch, trainer.dist.device)
+
     def _write(self, trainer: Trainer) -> None:
         write_csv(self.records, trainer.path("teleports"), TELEPORT_COLUMNS)
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-import torch
 
 
 @pytest.fixture(scope="module")
@@ -118,26 +115,6 @@ def test_flat_variant_teleports_on_its_own_batch(bench):
         result.notes
     )
     assert "teleport_graphs" not in result.notes
-
-
-def test_own_batch_is_drawn_only_when_a_teleport_is_due(bench):
-    graphs = bench.synthetic_graphs(30)
-
-    class Recorder:
-        seen: list = []
-
-        def due(self, step):
-            return step == 1
-
-        def __call__(self, model, batch, optimizer, step):
-            self.seen.append((step, batch if isinstance(batch, str) else batch.num_graphs))
-            return SimpleNamespace(seconds=0.0)
-
-    own = bench._OwnBatch(Recorder(), graphs, 512, torch.Generator().manual_seed(0))
-    results = [own(None, "minibatch", None, step) for step in range(3)]
-    assert Recorder.seen == [(0, "minibatch"), (1, 30), (2, "minibatch")]
-    # drawing the batch counts as teleport time
-    assert results[0].seconds == 0.0 and results[1].seconds > 0.0
 
 
 def test_gnn_seeds_start_where_asked(bench, tmp_path):

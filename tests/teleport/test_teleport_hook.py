@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -59,6 +61,32 @@ def test_hook_in_plain_loop_teleports_on_schedule():
     assert len(tp.symmetries_for(model)) == 1
     tp.reset()
     assert tp.history == [] and tp.step_count == 0
+
+
+def test_hook_teleports_on_its_own_batch_only_when_due():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    minibatch = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+    own = (torch.randn(32, 3, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64))
+    drawn, seen = [], []
+
+    def batch_fn(step):
+        drawn.append(step)
+        time.sleep(0.01)
+        return own
+
+    def loss(model, batch):
+        seen.append(len(batch[0]))
+        return _loss(model, batch)
+
+    tp = Teleport("every:2", loss, steps=2, lr=0.1, batch_fn=batch_fn)
+    results = [tp(model, minibatch, step=step) for step in range(5)]
+    assert drawn == [2, 4] and set(seen) == {32}  # never the minibatch
+    assert [r is None for r in results] == [True, True, False, True, False]
+    assert results[2].loss_before == pytest.approx(float(_loss(model, own).detach()), rel=1e-10)
+    assert all(r.seconds >= 0.01 for r in results if r is not None)  # drawing counts
+    with pytest.raises(TypeError, match="batch_fn: expected a callable step -> batch, got 3"):
+        Teleport("every:2", loss, batch_fn=3)
 
 
 def test_hook_needs_a_loss_and_a_symmetry():

@@ -19,6 +19,7 @@ from symgraph.teleport import NoSymmetryError
 from symgraph.train import Callback, RegressionTask, TrainConfig, Trainer
 from symgraph.train.distributed import init_distributed, shutdown_distributed
 from symgraph.train.jobs import JOBS, Job, get_job
+from symgraph.train.loader import random_batch
 from symgraph.train.teleport_callback import TELEPORT_COLUMNS, TeleportCallback
 from symgraph.train.toy import ToyGCN, ToyGraphs
 
@@ -67,12 +68,16 @@ def without(rows, key):
     return [{k: v for k, v in row.items() if k != key} for row in rows]
 
 
-def make_trainer(splits, run_dir, *, callbacks=(), resume=False, dist=None, state="transform"):
+def make_trainer(
+    splits, run_dir, *, callbacks=(), resume=False, dist=None, state="transform", samples=None
+):
     """3 epochs of 5 steps (32 items, batch 7) with Adam; teleports every 2 steps."""
     torch.manual_seed(123)
     train, val, test = splits
     model = ToyGCN(4, 8)
-    teleport = TeleportCallback(model, "every:2", steps=3, lr=0.1, optimizer_state=state)
+    teleport = TeleportCallback(
+        model, "every:2", steps=3, lr=0.1, optimizer_state=state, samples=samples
+    )
     return Trainer(
         model,
         RegressionTask.from_dataset(train, unit_name="a.u."),
@@ -140,6 +145,41 @@ def test_resumed_teleport_run_equals_an_uninterrupted_one(straight_run, toy_spli
         )
 
 
+def test_teleports_on_its_own_samples_and_resumes_exactly(toy_splits, tmp_path, monkeypatch):
+    sizes = []
+
+    def spy(dataset, size, generator):
+        batch = random_batch(dataset, size, generator)
+        sizes.append(batch.num_graphs)
+        return batch
+
+    monkeypatch.setattr("symgraph.train.teleport_callback.random_batch", spy)
+    straight = make_trainer(toy_splits, tmp_path / "straight", samples=20)
+    straight.fit()
+    assert sizes == [20] * 7  # every teleport on 20 of the 32 training graphs
+    rows = read_rows(tmp_path / "straight" / "teleports.csv")
+    assert all(r["refused"] == "False" and r["moved"] == "True" for r in rows)
+    # the draws depend on the seed and the step only: a resumed run teleports identically
+    with pytest.raises(Crash):
+        make_trainer(toy_splits, tmp_path / "b", callbacks=[CrashAt(5)], samples=20).fit()
+    resumed = make_trainer(
+        toy_splits, tmp_path / "b", callbacks=[CrashAt(-1)], resume=True, samples=20
+    )
+    resumed.fit()
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    assert without(read_rows(tmp_path / "b" / "teleports.csv"), "seconds") == without(
+        rows, "seconds"
+    )
+    # and on other batches than the coming ones: other teleports than the default run's
+    default = make_trainer(toy_splits, tmp_path / "default")
+    default.fit()
+    other = read_rows(tmp_path / "default" / "teleports.csv")
+    assert [r["grad_norm_before"] for r in other] != [r["grad_norm_before"] for r in rows]
+
+
 def test_resume_with_another_schedule_is_refused(straight_run, toy_splits):
     _, run_dir, _ = straight_run
     trainer = make_trainer(toy_splits, run_dir, callbacks=[CrashAt(-1)], resume=True)
@@ -160,6 +200,8 @@ def test_callback_validates_its_arguments():
         TeleportCallback(model, optimizer_state="drop")
     with pytest.raises(ValueError, match="objective: expected one of .*got 'descent'"):
         TeleportCallback(model, objective="descent")
+    with pytest.raises(ValueError, match="samples: expected a positive integer or None, got 0"):
+        TeleportCallback(model, samples=0)
     linear = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
     with pytest.raises(ValueError, match="min_grad_norm.*exact diagonal.*LinearGLSymmetry"):
         TeleportCallback(linear, kinds=("linear",), objective="min_grad_norm")
@@ -188,14 +230,14 @@ def test_cli_teleport_runs_and_records(tmp_path, capsys):
 def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "toy", "--epochs", "1", *TOY, "--out", str(out), "--teleport", "every:1"]
-    assert main([*argv, "--teleport-objective", "min_grad_norm", "--teleport-steps", "20"]) == 0
+    flags = ["--teleport-objective", "min_grad_norm", "--teleport-steps", "20"]
+    assert main([*argv, *flags, "--teleport-samples", "24"]) == 0
     rows = read_rows(out / "teleports.csv")
     assert len(rows) == 3 and all(r["refused"] == "False" for r in rows)
     assert all(float(r["grad_norm_after"]) < float(r["grad_norm_before"]) for r in rows)
     assert abs(float(rows[0]["loss_change"])) < 1e-4
-    assert json.loads((out / "config.json").read_text())["args"]["teleport_objective"] == (
-        "min_grad_norm"
-    )
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert args["teleport_objective"] == "min_grad_norm" and args["teleport_samples"] == 24
 
 
 @pytest.mark.parametrize(
@@ -207,6 +249,7 @@ def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
         (["--teleport-lr", "0"], "argument --teleport-lr: expected a positive"),
         (["--teleport-kinds", "rescale,bogus"], "argument --teleport-kinds: expected comma"),
         (["--teleport-objective", "descent"], "argument --teleport-objective: invalid choice"),
+        (["--teleport-samples", "0"], "argument --teleport-samples: expected a positive"),
     ],
 )
 def test_cli_rejects_bad_teleport_flags(tmp_path, capsys, flags, message):
