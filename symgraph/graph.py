@@ -3,9 +3,10 @@ saves stacked convolutions their per-layer edge sorting.
 
 Both builders follow torch-cluster's conventions, so they are drop-in replacements:
 ``edge_index[1]`` is the centre node and ``edge_index[0]`` its neighbour, i.e. messages
-flow ``edge_index[0] -> edge_index[1]`` (PyG's ``source_to_target``). When
-``torch_cluster`` is importable it is used; otherwise distances are computed in chunks
-so that memory stays bounded (``chunk_size`` rows of the distance matrix at a time).
+flow ``edge_index[0] -> edge_index[1]`` (PyG's ``source_to_target``). ``radius_graph``
+uses ``torch_cluster`` when it is importable; otherwise, and always in ``knn_graph``,
+distances are computed in chunks so that memory stays bounded (``chunk_size`` rows of the
+distance matrix at a time).
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ state entry (torch.optim)                                   new value
 any other tensor                                             state reset
 ==========================================================  =================
 
-so Adam's next update ``m̂ / (√v̂ + ε)`` is, up to ``ε``, the one it would have made before.
+so Adam's next update ``m̂ / (√v̂ + ε)`` is, up to ``ε``, the same vector it would have
+added before the teleport. Seen from the function, that is not the same step: on a unit
+scaled by ``c`` it moves the incoming weights ``1/c`` as far and the outgoing ones ``c``
+times as far (SGD's: ``1/c²`` and ``c²``), which is how a rescaling can change training.
 Parameters changed by a non-diagonal action (GL(d), SO(2) charts) get their state reset.
 Mode ``"reset"`` deletes the state of every changed parameter (the optimizer re-initialises
 it on its next step: Adam's bias correction restarts, so its first step is about
