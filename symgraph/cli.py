@@ -189,7 +189,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         help="training precision: float32, or autocast to bfloat16 / float16 (fp16 scales "
         "the loss); validation and test run in float32",
     )
-    group.add_argument("--seed", type=int, default=0, help="seed of data, split and model")
+    group.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of data, split and model"
+    )
     group.add_argument(
         "--subset", type=int, default=None, help="keep the first N items of each split"
     )

@@ -132,6 +132,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(
+                f"TrainConfig: seed must be a non-negative integer (it seeds numpy's "
+                f"SeedSequence), got {self.seed!r}"
+            )
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"TrainConfig: checkpoint_every must be >= 0 (0: each epoch only), "

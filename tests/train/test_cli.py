@@ -51,6 +51,14 @@ def test_unknown_job_lists_the_valid_ones(capsys):
         get_job("no-such-job")
 
 
+def test_negative_seed_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "toy", "--out", str(tmp_path / "run"), *TOY, "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: expected a non-negative integer, got '-1'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_register_job_refuses_a_second_job_of_the_same_name():
     def other(args) -> JobSpec:
         """Another toy."""

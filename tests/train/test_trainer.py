@@ -204,5 +204,7 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="checkpoint_every"):
         TrainConfig(checkpoint_every=-1)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer.*got -1"):
+        TrainConfig(seed=-1)
     with pytest.raises(ValueError, match="scheduler_interval"):
         TrainConfig(scheduler_interval="batch")
