@@ -18,6 +18,7 @@ __all__ = [
     "check_edge_attr",
     "check_batch",
     "check_finite",
+    "check_parameter_dtype",
 ]
 
 
@@ -46,6 +47,23 @@ def check_finite(value: Tensor, name: str) -> Tensor:
             bad = int((~torch.isfinite(value)).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
     return value
+
+
+def check_parameter_dtype(value: Tensor, module: torch.nn.Module, name: str) -> Tensor:
+    """Raise ``TypeError`` unless floating ``value`` has the dtype of ``module``'s parameters
+    (skipped for modules without floating parameters and under autocast, which casts)."""
+    reference = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if (
+        reference is None
+        or value.dtype == reference.dtype
+        or torch.is_autocast_enabled(value.device.type)
+    ):
+        return value
+    raise TypeError(
+        f"{name}: expected dtype {reference.dtype} (the dtype of the layer's parameters), got "
+        f"{value.dtype}; convert the input with .to({reference.dtype}) or the model with "
+        f".to({value.dtype})"
+    )
 
 
 def check_positions(pos: object, name: str = "pos", dims: int | None = 3) -> Tensor:
@@ -108,8 +126,11 @@ def check_edge_attr(
     return check_finite(edge_attr, name)
 
 
-def check_batch(batch: object, num_nodes: int, name: str = "batch") -> Tensor | None:
-    """``batch`` must be ``None`` or a sorted int64 tensor ``[N]``."""
+def check_batch(
+    batch: object, num_nodes: int, name: str = "batch", *, require_sorted: bool = True
+) -> Tensor | None:
+    """``batch`` must be ``None`` or an integer tensor ``[N]`` of graph indices ``>= 0``,
+    sorted (as PyG batches) unless ``require_sorted=False``."""
     if batch is None:
         return None
     batch = check_tensor(batch, name)
@@ -117,9 +138,11 @@ def check_batch(batch: object, num_nodes: int, name: str = "batch") -> Tensor | 
         raise ValueError(f"{name}: expected shape [{num_nodes}], got {_describe(batch)}")
     if batch.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{name}: expected an integer tensor, got {_describe(batch)}")
-    if batch.numel() > 1 and not torch.compiler.is_compiling():
-        if bool((batch[1:] < batch[:-1]).any()):
+    if batch.numel() and not torch.compiler.is_compiling():
+        if require_sorted and bool((batch[1:] < batch[:-1]).any()):
             raise ValueError(
                 f"{name}: expected sorted graph indices (as PyG batches), got unsorted"
             )
+        if int(batch.min()) < 0:
+            raise ValueError(f"{name}: expected graph indices >= 0, got {int(batch.min())}")
     return batch.long()

@@ -28,7 +28,7 @@ from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import load_checkpoint
 from symgraph.train.distributed import init_distributed, shutdown_distributed
 from symgraph.train.files import read_json, write_json
-from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, take_subset
+from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, positive_int, take_subset
 from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
 from symgraph.train.tasks import Task
 from symgraph.train.teleport_callback import CALLBACK_OBJECTIVES, TeleportCallback
@@ -54,16 +54,6 @@ def _non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -139,7 +129,7 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--teleport-samples",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="teleport on N random training samples drawn for each teleport (default: on "
@@ -168,11 +158,15 @@ def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> lis
 
 def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=10, help="epochs in total (default 10)")
     group.add_argument(
-        "--batch-size", type=int, default=32, help="global batch size, over all processes"
+        "--epochs", type=positive_int, default=10, help="epochs in total (default 10)"
     )
-    group.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+    group.add_argument(
+        "--batch-size", type=positive_int, default=32, help="global batch size, over all processes"
+    )
+    group.add_argument(
+        "--eval-batch-size", type=positive_int, default=None, help="default: --batch-size"
+    )
     group.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     group.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
     group.add_argument(
@@ -193,7 +187,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         "--seed", type=_non_negative_int, default=0, help="seed of data, split and model"
     )
     group.add_argument(
-        "--subset", type=int, default=None, help="keep the first N items of each split"
+        "--subset", type=positive_int, default=None, help="keep the first N items of each split"
     )
     group.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
@@ -229,7 +223,7 @@ def build_parser(jobs: dict[str, Job]) -> argparse.ArgumentParser:
         "--checkpoint", choices=("best", "last"), default="best", help="best.pt or checkpoint.pt"
     )
     ev.add_argument("--device", default=None, help="default: the run's --device")
-    ev.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    ev.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
     return parser
 
 

@@ -23,7 +23,13 @@ try:  # optional accelerator, used when present
 except ImportError:  # pragma: no cover - depends on the environment
     _torch_cluster = None
 
-__all__ = ["radius_graph", "knn_graph", "order_by_in_degree", "DegreeOrder"]
+__all__ = [
+    "radius_graph",
+    "knn_graph",
+    "order_by_in_degree",
+    "DegreeOrder",
+    "check_max_num_neighbors",
+]
 
 _CHUNK_ELEMENTS = 1 << 24  # entries of the distance matrix held at once
 
@@ -44,6 +50,12 @@ def _graph_ranges(batch: Tensor | None, num_nodes: int) -> list[tuple[int, int]]
 def _row_chunks(start: int, stop: int, width: int) -> list[tuple[int, int]]:
     rows = max(1, _CHUNK_ELEMENTS // max(width, 1))
     return [(a, min(a + rows, stop)) for a in range(start, stop, rows)]
+
+
+def check_max_num_neighbors(value: object) -> None:
+    """``max_num_neighbors`` must be ``None`` or a positive int."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_num_neighbors: expected a positive int or None, got {value!r}")
 
 
 def radius_graph(
@@ -69,6 +81,7 @@ def radius_graph(
     batch = check_batch(batch, pos.shape[0])
     if not r > 0:
         raise ValueError(f"radius_graph: `r` must be a positive number, got {r!r}")
+    check_max_num_neighbors(max_num_neighbors)
     if _torch_cluster is not None and pos.device.type != "mps":
         kwargs = {"max_num_neighbors": max_num_neighbors or pos.shape[0]}
         return _torch_cluster.radius_graph(pos, r, batch, loop, **kwargs)

@@ -32,8 +32,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from symgraph.checks import check_finite
-from symgraph.graph import knn_graph, radius_graph
+from symgraph.checks import check_batch, check_finite
+from symgraph.graph import check_max_num_neighbors, knn_graph, radius_graph
 
 __all__ = [
     "NORMAL_IRREPS",
@@ -107,7 +107,7 @@ def _make_generator(seed: int | None) -> torch.Generator | None:
 
 
 def _graph_sizes(data: Data, num_points: int) -> list[int]:
-    batch = getattr(data, "batch", None)
+    batch = check_batch(getattr(data, "batch", None), num_points, "data.batch")
     if batch is None:
         return [num_points]
     return [int(c) for c in torch.bincount(batch) if c > 0]
@@ -168,7 +168,7 @@ class SamplePointsFixed(BaseTransform):
         num_points: the fixed count ``P'``.
         seed: seeds a private ``torch.Generator`` (the sequence of draws is then
             reproducible in a single process); ``None`` uses torch's global RNG.
-        keys: per-point attributes ``[P, ...]`` to index along with ``pos``.
+        keys: per-point attributes ``[P, ...]`` to index along with ``pos`` (a string: one).
 
     Shapes: ``pos [P, 3] -> [P', 3]``, likewise ``normal`` and ``x``.
     """
@@ -184,7 +184,7 @@ class SamplePointsFixed(BaseTransform):
         self.num_points = num_points
         self.seed = seed
         self.generator = _make_generator(seed)
-        self.keys = tuple(keys)
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
     def forward(self, data: Data) -> Data:
         pos = _get_pos(data, "SamplePointsFixed")
@@ -220,7 +220,7 @@ class DeduplicatePoints(BaseTransform):
     Args:
         decimals: round coordinates to this many decimals before comparing (``None``:
             exact equality).
-        keys: per-point attributes indexed together with ``pos``.
+        keys: per-point attributes indexed together with ``pos`` (a string: one).
 
     Shapes: ``pos [P, 3] -> [P_unique, 3]``; graph edges are dropped.
     """
@@ -229,7 +229,7 @@ class DeduplicatePoints(BaseTransform):
         self, decimals: int | None = None, keys: Sequence[str] = ("pos", "normal", "x")
     ) -> None:
         self.decimals = decimals
-        self.keys = tuple(keys)
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
     def forward(self, data: Data) -> Data:
         pos = _get_pos(data, "DeduplicatePoints")
@@ -266,7 +266,7 @@ class RandomGroupRotation(BaseTransform):
     Args:
         group: any object with ``sample(n, generator=None, dtype=...) -> [n, 3, 3]``
             (a :mod:`symgraph.groups` group).
-        keys: attributes ``[P, 3]`` to transform; those absent from a Data are skipped,
+        keys: attributes ``[P, 3]`` to transform (a string: one); those absent are skipped,
             except ``pos`` which must be present.
         seed: seeds a private ``torch.Generator`` passed to ``group.sample``.
         store: also keep the element as ``data.rotation [1, 3, 3]`` (float64), which
@@ -286,7 +286,7 @@ class RandomGroupRotation(BaseTransform):
                 f"method (a symgraph.groups group), got {type(group).__name__}"
             )
         self.group = group
-        self.keys = tuple(keys)
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
         self.seed = seed
         self.generator = _make_generator(seed)
         self.store = store
@@ -370,6 +370,7 @@ class RadiusGraph(BaseTransform):
     def __init__(self, r: float, loop: bool = False, max_num_neighbors: int | None = 32) -> None:
         if not isinstance(r, (int, float)) or not r > 0 or r == float("inf"):
             raise ValueError(f"r: expected a positive finite radius, got {r!r}")
+        check_max_num_neighbors(max_num_neighbors)
         self.r, self.loop, self.max_num_neighbors = float(r), loop, max_num_neighbors
 
     def forward(self, data: Data) -> Data:

@@ -288,6 +288,8 @@ class Rep:
                 f"{name}: expected last dimension {self.dim} (= dim of {self.short()}), "
                 f"got shape {list(x.shape)}"
             )
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
         return x
 
     # ---------------------------------------------------------------- display

@@ -105,6 +105,12 @@ class EquivariantDynamics(nn.Module):
             raise ValueError(f"dt: expected a positive time step in fs, got {dt!r}")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
+        if not 0 < velocity_scale < math.inf:
+            raise ValueError(
+                f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
+            )
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden: expected a positive width, got {hidden!r}")
         self.dt, self.cutoff, self.max_z = float(dt), cutoff, int(max_z)
         self.velocity_scale = float(velocity_scale)
         top = cutoff if cutoff is not None else 5.0

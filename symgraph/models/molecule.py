@@ -7,7 +7,14 @@ from e3nn import o3
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from symgraph.checks import check_edge_attr, check_edge_index, check_positions
+from symgraph.checks import (
+    check_batch,
+    check_edge_attr,
+    check_edge_index,
+    check_features,
+    check_parameter_dtype,
+    check_positions,
+)
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.graph import order_by_in_degree
 from symgraph.groups import MatrixGroup, Rep, group_from_name
@@ -125,9 +132,11 @@ class SteerableMoleculeNet(nn.Module):
     def node_features(self, data: Data | Batch) -> Tensor:
         """Equivariant atom features ``[N, hidden.dim]`` after the interaction layers."""
         x, pos, edge_index = data.x, data.pos, data.edge_index
-        if x is None or x.shape[-1] != self.atom_dim:
-            got = None if x is None else list(x.shape)
-            raise ValueError(f"data.x: expected atom features [N, {self.atom_dim}], got {got}")
+        if x is None:
+            raise ValueError(f"data.x: expected atom features [N, {self.atom_dim}], got None")
+        pos = check_positions(pos, "data.pos")
+        x = check_features(x, self.atom_dim, "data.x", num_nodes=pos.shape[0])
+        x, pos = (check_parameter_dtype(t, self, n) for t, n in ((x, "data.x"), (pos, "data.pos")))
         edge_attr = data.edge_attr if self.use_edge_attr else None
         node_attr = x if self.use_node_attr else None
         edge_index, edge_attr = self._edges_within_cutoff(pos, edge_index, edge_attr)
@@ -159,9 +168,10 @@ class SteerableMoleculeNet(nn.Module):
 
     def forward(self, data: Data | Batch) -> Tensor:
         h = self.node_features(data)
+        batch = getattr(data, "batch", None)
         batch = (
-            data.batch
-            if getattr(data, "batch", None) is not None
+            check_batch(batch, h.shape[0], "data.batch", require_sorted=False)
+            if batch is not None
             else h.new_zeros(h.shape[0], dtype=torch.long)
         )
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0

@@ -79,6 +79,13 @@ class EquivariantBilinear(nn.Module):
         """``a [..., rep_a.dim], b [..., rep_b.dim] -> [..., rep_out.dim]``."""
         self.rep_a.check_features(a, "a")
         self.rep_b.check_features(b, "b")
+        try:
+            torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+        except RuntimeError:
+            raise ValueError(
+                f"b: expected leading dimensions that broadcast with a's {list(a.shape[:-1])}, "
+                f"got {list(b.shape[:-1])}"
+            ) from None
         w = self.weight_tensor(like=a)
         return torch.einsum("cab,...a,...b->...c", w, a, b)
 

@@ -11,6 +11,7 @@ from symgraph.checks import (
     check_edge_attr,
     check_edge_index,
     check_features,
+    check_parameter_dtype,
     check_positions,
     check_tensor,
 )
@@ -19,6 +20,7 @@ from symgraph.lattice import Lattice
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
 from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
+from symgraph.ops.contraction import BACKENDS
 from symgraph.ops.lattice_conv import (
     lattice_convolution,
     lattice_degree,
@@ -128,6 +130,8 @@ class ImplicitSteerableConv(MessagePassing):
             EquivariantLinear(self.rep_in, self.rep_out, bias=False) if self_interaction else None
         )
         self.bias = InvariantBias(self.rep_out) if bias else None
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.checkpoint = checkpoint
         if block_edges is not None and (
@@ -177,9 +181,15 @@ class ImplicitSteerableConv(MessagePassing):
 
         ``lattice``: the graph is ``lattice_graph(lattice, B)`` (see the class docstring).
         """
-        pos = check_positions(pos, "pos")
+        pos = check_parameter_dtype(check_positions(pos, "pos"), self, "pos")
         num_nodes = pos.shape[0]
-        x = check_features(x, self.rep_in.dim, "x", num_nodes)
+        x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
+        if node_attr is not None and not self.node_attr_dim:
+            width = node_attr.shape[-1] if isinstance(node_attr, Tensor) else "D"
+            raise ValueError(
+                f"node_attr: this layer was built with node_dim=0 and would ignore it; build it "
+                f"with node_dim={width} to use it, got {type(node_attr).__name__}"
+            )
         if lattice is not None and not (self.edge_dim or self.node_attr_dim):
             return self._lattice_forward(x, edge_index, lattice)
         edge_index = check_edge_index(edge_index, num_nodes).long()

@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import check_positions
 from symgraph.groups import MatrixGroup, Rep
 
 __all__ = [
@@ -33,6 +34,9 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
 
     Zero vectors give zeros (their direction is undefined); gradients stay finite there.
     """
+    rel = check_positions(rel, "rel")
+    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
+        raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     norm = rel.norm(dim=-1, keepdim=True)
     unit = rel / norm.clamp_min(torch.finfo(rel.dtype).eps)
     sh = o3.spherical_harmonics(list(range(1, lmax + 1)), unit, normalize=False)
@@ -68,6 +72,8 @@ def direction_embedding_rows(rel: Tensor, distance: Tensor, lmax: int, out: Tens
 
 def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:
     """``0.5 (cos(π d / c) + 1)`` for ``d < c``, else 0: smooth, 1 at 0, 0 with zero slope at c."""
+    if not cutoff > 0:
+        raise ValueError(f"cutoff: expected a positive distance, got {cutoff!r}")
     inside = distance < cutoff
     value = 0.5 * (torch.cos(math.pi * distance / cutoff) + 1.0)
     return torch.where(inside, value, torch.zeros_like(value))
@@ -93,6 +99,13 @@ class RadialEmbedding(nn.Module):
 
     def forward(self, distance: Tensor) -> Tensor:
         """``distance [E] -> [E, num_basis]``."""
+        if not isinstance(distance, Tensor) or distance.dim() != 1:
+            raise ValueError(
+                f"distance: expected a floating tensor [E], got "
+                f"{list(distance.shape) if isinstance(distance, Tensor) else type(distance)}"
+            )
+        if not distance.is_floating_point():
+            raise TypeError(f"distance: expected a floating tensor [E], got dtype {distance.dtype}")
         diff = (distance[:, None] - self.centres.to(distance)) / self.width
         return torch.exp(-0.5 * diff * diff)
 

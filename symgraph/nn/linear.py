@@ -8,6 +8,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import check_parameter_dtype
 from symgraph.groups import MatrixGroup, Rep, as_rep, block_hom_basis, equivariant_basis
 from symgraph.nn.assembly import SparseAssembly, block_entries
 
@@ -145,7 +146,7 @@ class EquivariantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., rep_in.dim] -> [..., rep_out.dim]``."""
-        self.rep_in.check_features(x, "x")
+        check_parameter_dtype(self.rep_in.check_features(x, "x"), self, "x")
         y = x @ self.weight_matrix(like=x).T
         return y if self.bias is None else self.bias(y)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from symgraph.checks import check_batch
 from symgraph.groups import IrrepBlock, Rep
 from symgraph.nn.activations import gated_blocks
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -57,9 +58,13 @@ class InvariantReadout(ExactBufferModule):
         invariants = x @ self.projection.T
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        size = (
-            num_graphs if num_graphs is not None else (int(batch.max()) + 1 if batch.numel() else 1)
-        )
+        batch = check_batch(batch, x.shape[0], "batch", require_sorted=False)
+        needed = int(batch.max()) + 1 if batch.numel() else 1
+        if num_graphs is not None and num_graphs < needed:
+            raise ValueError(
+                f"num_graphs: expected at least batch.max() + 1 = {needed}, got {num_graphs}"
+            )
+        size = num_graphs if num_graphs is not None else needed
         return segment_reduce(invariants, batch, size, self.reduce)
 
     def extra_repr(self) -> str:

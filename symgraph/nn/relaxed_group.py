@@ -222,13 +222,13 @@ class RelaxedGroupConv(ExactBufferModule):
             summed = neighbour_outer_sum(
                 features[h], messages, dst, num_nodes, layout, self.backend
             )  # [N, hidden + 1, C_in * |G_in|]
-            out.append(summed.reshape(num_nodes, -1) @ weights[h].reshape(self.out_channels, -1).T)
+            out.append(summed.flatten(1) @ weights[h].reshape(self.out_channels, -1).T)
         out = torch.stack(out, dim=-1)  # [N, C_out, |G|]
         if self.aggr == "mean":
             out = out / layout.degree.clamp_min(1).to(out)[:, None, None]
         if self.bias is not None:
             out = out + self.bias[:, None]
-        return out.reshape(num_nodes, -1)
+        return out.flatten(1)
 
     def extra_repr(self) -> str:
         kind = "lifting" if self.lifting else "group"

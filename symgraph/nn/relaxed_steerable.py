@@ -179,7 +179,7 @@ class RelaxedSteerableConv(ExactBufferModule):
         coefficients = radial @ self.coefficients
         if self.num_breaking:
             breaking = harmonics @ self._breaking.T  # [E, m]
-            features = (radial[:, :, None] * breaking[:, None, :]).reshape(rel.shape[0], -1)
+            features = (radial[:, :, None] * breaking[:, None, :]).flatten(1)
             coefficients = coefficients + features @ self.relaxed_coefficients
         return coefficients, harmonics
 
@@ -191,11 +191,11 @@ class RelaxedSteerableConv(ExactBufferModule):
         start = 0
         for index, t in enumerate(self.basis.triples):
             basis = getattr(self, f"_basis_{index}")  # [n, d_out, d_sh, d_in]
-            c = coefficients[:, start : start + t.num].reshape(num_edges, t.mul_out, t.mul_b, -1)
+            c = coefficients[:, start : start + t.num].unflatten(1, (t.mul_out, t.mul_b, -1))
             start += t.num
-            fb = f[:, t.slice_b].reshape(num_edges, t.mul_b, -1)
+            fb = f[:, t.slice_b].unflatten(1, (t.mul_b, -1))
             paths = torch.einsum("kcab,ea,evb->evkc", basis, harmonics[:, t.slice_a], fb)
-            out = torch.einsum("euvk,evkc->euc", c, paths).reshape(num_edges, -1)
+            out = torch.einsum("euvk,evkc->euc", c, paths).flatten(1)
             current = per_block[t.index_out]
             per_block[t.index_out] = out if current is None else current + out
         parts = [

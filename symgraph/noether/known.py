@@ -38,7 +38,9 @@ KNOWN_QUANTITIES = ("momentum", "angular", "energy")
 
 
 def check_quantity_names(names: Sequence[str], valid: Sequence[str] = KNOWN_QUANTITIES) -> None:
-    """Raise ``ValueError`` naming the valid quantities unless every name is one of them."""
+    """Raise ``ValueError`` naming the valid quantities unless every name is one of them (a
+    single name may be given as a string)."""
+    names = (names,) if isinstance(names, str) else names
     unknown = [n for n in names if n not in valid]
     if unknown or not names:
         got = ", ".join(repr(n) for n in unknown) if unknown else "no name"
@@ -83,7 +85,8 @@ def known_quantity(
     """The known quantities ``names`` side by side, each divided by ``scales[name]``.
 
     Args:
-        names: some of :data:`KNOWN_QUANTITIES` (combined in that table's order).
+        names: some of :data:`KNOWN_QUANTITIES` (combined in that table's order), or one
+            of them as a string.
         scales: positive typical sizes by name (:func:`typical_scales`).
         energy_model: potential energy ``U(z, pos, batch) -> [B]`` (eV), needed for
             ``"energy"``.
@@ -91,6 +94,7 @@ def known_quantity(
     Returns:
         a :class:`CombinedQuantity` ``frame -> [B, k]``.
     """
+    names = (names,) if isinstance(names, str) else tuple(names)
     check_quantity_names(names)
     if "energy" in names and energy_model is None:
         raise ValueError(

@@ -17,6 +17,7 @@ custom ``step_fn(call, state) -> next_state``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -263,6 +264,21 @@ def tailor(
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
+    rates = [lr] if isinstance(lr, int | float) else lr if isinstance(lr, Sequence) else []
+    for rate in rates:  # numbers only: a tensor rate may be learned
+        if isinstance(rate, Tensor):
+            continue
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < math.inf:
+            raise ValueError(
+                f"lr: expected non-negative finite step sizes (a negative one climbs the "
+                f"loss), got {lr!r}"
+            )
+    if max_grad_norm is not None and not (
+        isinstance(max_grad_norm, int | float) and 0 < max_grad_norm < math.inf
+    ):
+        raise ValueError(
+            f"max_grad_norm: expected a positive finite number or None, got {max_grad_norm!r}"
+        )
     selected = select_parameters(model, params)
     loss_horizon = horizon if loss_horizon is None else loss_horizon
     if not isinstance(loss_horizon, int) or loss_horizon < 1:

@@ -6,7 +6,8 @@ runs the loss through :func:`torch.func.functional_call`, so ``‖∇_w L‖²``
 ``create_graph=True``) can be differentiated once more with respect to ``theta`` (double
 backprop) without touching the model. Only the chosen ``g·w`` is written into the model, and
 only if the loss stayed within the tolerance; otherwise the original tensors are copied back
-(bit-identical) and a :class:`TeleportRefusedWarning` is issued.
+(bit-identical) and a :class:`TeleportRefusedWarning` is issued. A loss that is not finite
+at the current weights is refused the same way, before anything moves.
 
 During a teleport the model keeps its mode (train/eval), but every loss evaluation
 
@@ -447,6 +448,27 @@ def teleport(
     moved = any(bool(t.abs().max() > 0) for t in best_thetas if t.numel())
     if moved and math.isnan(best_gn2):
         best_gn2 = float(evaluate(best_thetas, create_graph=False)[1])
+    if not math.isfinite(loss_before):
+        message = (
+            f"teleport refused: the loss at the current weights is {loss_before} (not finite), "
+            f"so no point of the orbit can be checked; weights unchanged. Symmetries: "
+            f"{', '.join(names)}"
+        )
+        warnings.warn(message, TeleportRefusedWarning, stacklevel=2)
+        return TeleportResult(
+            False,
+            False,
+            loss_before,
+            loss_before,
+            gn2_before,
+            gn2_before,
+            history,
+            names,
+            best_thetas,
+            {},
+            time.perf_counter() - start,
+            message,
+        )
     if not moved:
         return TeleportResult(
             True,

@@ -112,6 +112,17 @@ class Argument:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type of a count flag: an integer ``>= 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def arg(*flags: str, **kwargs: Any) -> Argument:
     """Declare a job flag with ``argparse.add_argument``'s signature."""
     if not flags or not all(flag.startswith("-") for flag in flags):

@@ -91,7 +91,7 @@ def test_bad_input():
     model = SteerableMoleculeNet(hidden="4x0e", num_layers=1)
     batch = molecules()
     batch.x = batch.x[:, :5]
-    with pytest.raises(ValueError, match=r"data.x: expected atom features \[N, 13\]"):
+    with pytest.raises(ValueError, match=r"data.x: expected shape \[N, 13\]"):
         model(batch)
     batch = molecules()
     batch.edge_attr = batch.edge_attr[:-1]

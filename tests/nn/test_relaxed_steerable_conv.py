@@ -222,3 +222,18 @@ def test_repr_and_reset():
     _relax(conv)
     conv.reset_parameters()
     assert _penalty(conv) == 0.0
+
+
+@pytest.mark.parametrize("num_nodes", [0, 3])
+def test_relaxed_convolutions_take_graphs_without_edges(num_nodes):
+    torch.manual_seed(0)
+    no_edges = torch.zeros(2, 0, dtype=torch.long)
+    pos = torch.randn(num_nodes, 3)
+    steerable = RelaxedSteerableConv("2x0e + 1x1o", "2x0e + 1x1o", cutoff=3.0)
+    out = steerable(torch.randn(num_nodes, 5), pos, no_edges)
+    assert out.shape == (num_nodes, 5) and bool(torch.isfinite(out).all())
+    lifted = RelaxedGroupConv(2, 3, C(4), lifting=True)
+    out = lifted(torch.randn(num_nodes, 2), pos, no_edges)
+    assert out.shape == (num_nodes, 12)
+    if num_nodes:  # no neighbour: only the bias, the same for every node
+        assert torch.allclose(out, out[:1].expand_as(out))

@@ -142,6 +142,12 @@ def test_parameter_selection():
         tailor(model, x0, energy, horizon=0)
     with pytest.raises(ValueError, match="steps"):
         tailor(model, x0, energy, steps=-1, horizon=2)
+    with pytest.raises(ValueError, match="lr: expected non-negative finite step sizes"):
+        tailor(model, x0, energy, lr=-1.0, horizon=2)
+    with pytest.raises(ValueError, match="lr: expected non-negative.*got \\[0.1, nan\\]"):
+        tailor(model, x0, energy, lr=[0.1, float("nan")], horizon=2)
+    with pytest.raises(ValueError, match="max_grad_norm: expected a positive finite number"):
+        tailor(model, x0, energy, max_grad_norm=-1.0, horizon=2)
 
 
 def test_tailor_under_no_grad_still_adapts():

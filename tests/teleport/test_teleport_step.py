@@ -134,6 +134,18 @@ def test_refused_teleport_leaves_model_and_optimizer_bit_identical():
         assert torch.equal(v, saved_state[k])
 
 
+@pytest.mark.parametrize("objective", ["grad_norm", "min_grad_norm", "min_norm"])
+def test_a_loss_that_is_not_finite_is_refused_before_anything_moves(objective):
+    model, (x, y) = _mlp(), _data()
+    y = y.clone()
+    y[0] = float("nan")
+    saved = snapshot(model)
+    with pytest.warns(TeleportRefusedWarning, match="not finite"):
+        result = teleport(model, mse, (x, y), objective=objective, kinds=("rescale",))
+    assert not result.accepted and not result.moved and "nan" in result.message
+    assert_bit_identical(model, saved)
+
+
 def test_steps_zero_only_measures():
     model, batch = _mlp(), _data()
     saved = snapshot(model)

@@ -51,11 +51,22 @@ def test_unknown_job_lists_the_valid_ones(capsys):
         get_job("no-such-job")
 
 
-def test_negative_seed_is_a_usage_error(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "argument --seed: expected a non-negative integer, got '-1'"),
+        (["--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (["--subset", "-3"], "argument --subset: expected a positive integer"),
+        (["--hidden", "0"], "argument --hidden: expected a positive integer"),
+        (["--num-graphs", "8"], "argument --num-graphs: expected at least 10 graphs"),
+    ],
+)
+def test_bad_counts_are_usage_errors(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "toy", "--out", str(tmp_path / "run"), *TOY, "--seed", "-1"])
+        main(["train", "toy", "--out", str(tmp_path / "run"), *TOY, *flags])
     assert exit_info.value.code == 2
-    assert "argument --seed: expected a non-negative integer, got '-1'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -1,0 +1,138 @@
+"""Bad input across the public API: each mistake raises an error naming the argument, and a
+single name given as a string means that one name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from symgraph.data.transforms import KNNGraph, RadiusGraph, RandomGroupRotation
+from symgraph.graph import radius_graph
+from symgraph.groups import SO3, Rep
+from symgraph.nn import EquivariantLinear, ImplicitSteerableConv, InvariantReadout, RadialEmbedding
+
+EDGES = torch.tensor([[0, 1, 2], [1, 2, 3]])
+
+
+def test_convolution_inputs_must_match_the_parameters_dtype():
+    conv = ImplicitSteerableConv("2x0e + 1x1o", "2x0e + 1x1o")
+    x, pos = torch.randn(4, 5), torch.randn(4, 3)
+    with pytest.raises(TypeError, match=r"pos: expected dtype torch.float32 .* got torch.float64"):
+        conv(x, pos.double(), EDGES)
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float32 .*\.to\(torch.float64\)"):
+        conv(x.double(), pos, EDGES)
+    assert conv.double()(x.double(), pos.double(), EDGES).dtype == torch.float64
+
+
+def test_linear_layer_refuses_integer_and_other_precision_features():
+    rep = Rep("2x0e + 1x1o", SO3())
+    linear = EquivariantLinear(rep, rep)
+    with pytest.raises(
+        TypeError, match="x: expected a floating-point tensor, got dtype torch.int64"
+    ):
+        linear(torch.ones(3, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="x: expected dtype torch.float32"):
+        linear(torch.ones(3, 5, dtype=torch.float64))
+
+
+def test_node_attributes_of_a_layer_without_them_are_refused():
+    conv = ImplicitSteerableConv("2x0e", "2x0e")
+    with pytest.raises(ValueError, match="node_attr: this layer was built with node_dim=0.*=7"):
+        conv(torch.randn(4, 2), torch.randn(4, 3), EDGES, node_attr=torch.randn(4, 7))
+
+
+def test_radial_embedding_wants_floating_distances():
+    embed = RadialEmbedding(8, 5.0)
+    with pytest.raises(TypeError, match="distance: expected a floating tensor"):
+        embed(torch.tensor([1, 2, 3]))
+    with pytest.raises(
+        ValueError, match=r"distance: expected a floating tensor \[E\], got \[6, 1\]"
+    ):
+        embed(torch.rand(6, 1))
+    assert embed(torch.rand(6)).shape == (6, 8)
+
+
+def test_graph_indices_and_neighbour_counts_are_checked():
+    pos = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="batch: expected graph indices >= 0, got -1"):
+        radius_graph(pos, 2.0, batch=torch.tensor([-1, 0, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="max_num_neighbors: expected a positive int or None"):
+        radius_graph(pos, 2.0, max_num_neighbors=-1)
+    with pytest.raises(ValueError, match="max_num_neighbors: expected a positive int or None"):
+        RadiusGraph(1.0, max_num_neighbors=0)
+    with pytest.raises(ValueError, match=r"data.batch: expected shape \[6\]"):
+        KNNGraph(2)(Data(pos=pos, batch=torch.tensor([0, 0, 1])))
+
+
+def test_readout_names_batch_and_num_graphs():
+    readout = InvariantReadout(Rep("2x0e + 1x1o", SO3()))
+    x = torch.randn(4, 5)
+    with pytest.raises(ValueError, match=r"batch: expected shape \[4\]"):
+        readout(x, torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match=r"num_graphs: expected at least batch.max\(\) \+ 1 = 3"):
+        readout(x, torch.tensor([0, 0, 1, 2]), num_graphs=2)
+    assert readout(x, torch.tensor([0, 0, 1, 1]), num_graphs=3).shape[0] == 3
+
+
+def test_molecule_model_checks_atom_rows_against_positions():
+    from ase.build import molecule
+
+    from symgraph.data import from_ase
+    from symgraph.models import SteerableMoleculeNet
+
+    model = SteerableMoleculeNet(hidden="4x0e + 1x1o", num_layers=1)
+    batch = Batch.from_data_list([from_ase(molecule("CH4"))])
+    extra = batch.clone()
+    extra.x = torch.cat([batch.x, batch.x[:2]])
+    with pytest.raises(ValueError, match="data.x: expected 5 rows .* got 7"):
+        model(extra)
+    wide = batch.clone()
+    wide.pos = batch.pos.double()  # e.g. positions from numpy
+    with pytest.raises(TypeError, match="data.pos: expected dtype torch.float32"):
+        model(wide)
+
+
+def test_a_single_key_may_be_a_string():
+    torch.manual_seed(0)
+    data = Data(pos=torch.randn(5, 3), normal=torch.randn(5, 3))
+    rotated = RandomGroupRotation(SO3(), keys="pos", seed=0)(data.clone())
+    assert not torch.allclose(rotated.pos, data.pos)
+    assert torch.equal(rotated.normal, data.normal)  # only the named key moves
+
+
+def test_a_single_known_quantity_may_be_a_string():
+    from symgraph.noether.known import known_quantity
+
+    scales = {"momentum": 2.0}
+    one, listed = known_quantity("momentum", scales), known_quantity(["momentum"], scales)
+    assert one.dim == listed.dim == 3 and one.weights == listed.weights == [0.5]
+
+
+def test_direction_embedding_and_bilinear_shapes_are_named():
+    from symgraph.groups import O3
+    from symgraph.nn import EquivariantBilinear
+    from symgraph.nn.embedding import direction_embedding
+
+    with pytest.raises(ValueError, match=r"rel: expected shape \[N, 3\]"):
+        direction_embedding(torch.randn(4, 2), 2)
+    with pytest.raises(ValueError, match="lmax: expected an int ≥ 1, got 0"):
+        direction_embedding(torch.randn(4, 3), 0)
+    bilinear = EquivariantBilinear(Rep("1x1o", O3()), Rep("1x1o", O3()), Rep("1x0e", O3()))
+    with pytest.raises(ValueError, match=r"b: expected leading dimensions .* \[4\], got \[5\]"):
+        bilinear(torch.randn(4, 3), torch.randn(5, 3))
+    assert bilinear(torch.randn(4, 3), torch.randn(1, 3)).shape == (4, 1)  # broadcasting
+
+
+def test_degenerate_sizes_are_refused_at_construction():
+    from symgraph.models import EquivariantDynamics
+    from symgraph.nn.embedding import cosine_cutoff
+
+    with pytest.raises(ValueError, match="velocity_scale: expected a positive typical speed"):
+        EquivariantDynamics(velocity_scale=0.0)
+    with pytest.raises(ValueError, match="hidden: expected a positive width, got 0"):
+        EquivariantDynamics(hidden=0)
+    with pytest.raises(ValueError, match="cutoff: expected a positive distance, got 0.0"):
+        cosine_cutoff(torch.rand(3), 0.0)
+    with pytest.raises(ValueError, match="backend: expected one of .* got 'bogus'"):
+        ImplicitSteerableConv("2x0e", "2x0e", backend="bogus")
