@@ -178,6 +178,8 @@ def order_by_in_degree(edge_index: Tensor, num_nodes: int) -> DegreeOrder:
         edge_index: ``[2, E]``, messages flowing ``edge_index[0] -> edge_index[1]``.
         num_nodes: N.
     """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes: expected a non-negative int, got {num_nodes!r}")
     edge_index = check_edge_index(edge_index, num_nodes).long()
     degree = torch.bincount(edge_index[1], minlength=num_nodes)
     nodes = torch.argsort(degree, stable=True)

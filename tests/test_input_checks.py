@@ -136,3 +136,16 @@ def test_degenerate_sizes_are_refused_at_construction():
         cosine_cutoff(torch.rand(3), 0.0)
     with pytest.raises(ValueError, match="backend: expected one of .* got 'bogus'"):
         ImplicitSteerableConv("2x0e", "2x0e", backend="bogus")
+
+
+def test_representation_helpers_want_a_rep_and_counts_are_checked():
+    from symgraph.graph import order_by_in_degree
+    from symgraph.nn.linear import invariant_subspace
+    from symgraph.nn.relaxed_steerable import symmetry_breaking_basis
+
+    with pytest.raises(TypeError, match=r"rep: expected a symgraph Rep .* Rep\('1x1o', group\)"):
+        symmetry_breaking_basis("1x1o")
+    with pytest.raises(TypeError, match="rep: expected a symgraph Rep"):
+        invariant_subspace("1x0e")
+    with pytest.raises(ValueError, match="num_nodes: expected a non-negative int, got -1"):
+        order_by_in_degree(EDGES, -1)

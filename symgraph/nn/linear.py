@@ -17,6 +17,7 @@ __all__ = ["EquivariantLinear", "InvariantBias", "invariant_subspace"]
 
 def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
     """Per block of ``rep``: ``(block index, basis [n, d])`` of its G-invariant vectors (n > 0)."""
+    check_rep(rep)
     trivial = Rep("0e", rep.group).blocks[0][1]
     out = []
     for index, (_, block) in enumerate(rep.blocks):
@@ -24,6 +25,16 @@ def invariant_subspace(rep: Rep) -> list[tuple[int, Tensor]]:
         if basis.shape[0]:
             out.append((index, basis[..., 0]))
     return out
+
+
+def check_rep(rep: object, name: str = "rep") -> Rep:
+    """``rep`` must be a :class:`~symgraph.groups.Rep` (it carries the group)."""
+    if not isinstance(rep, Rep):
+        raise TypeError(
+            f"{name}: expected a symgraph Rep (it names the group), got "
+            f"{type(rep).__name__} {rep!r}; build one with Rep({rep!r}, group)"
+        )
+    return rep
 
 
 class InvariantBias(nn.Module):

@@ -48,7 +48,7 @@ from symgraph.nn.embedding import (
     spherical_harmonics_rep,
 )
 from symgraph.nn.exact_buffers import ExactBufferModule
-from symgraph.nn.linear import EquivariantLinear, InvariantBias, invariant_subspace
+from symgraph.nn.linear import EquivariantLinear, InvariantBias, check_rep, invariant_subspace
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
 
 __all__ = ["RelaxedSteerableConv", "symmetry_breaking_basis"]
@@ -59,6 +59,7 @@ _AGGREGATIONS = ("add", "mean")
 def symmetry_breaking_basis(rep: Rep) -> Tensor:
     """Orthonormal rows ``[m, rep.dim]`` (float64) spanning the complement of the
     G-invariant vectors of ``rep``: ``U v`` keeps exactly the non-invariant part of ``v``."""
+    check_rep(rep)
     projector = torch.zeros(rep.dim, rep.dim, dtype=torch.float64)
     slices = rep.slices()
     for block_index, vectors in invariant_subspace(rep):

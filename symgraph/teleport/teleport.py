@@ -448,15 +448,13 @@ def teleport(
     moved = any(bool(t.abs().max() > 0) for t in best_thetas if t.numel())
     if moved and math.isnan(best_gn2):
         best_gn2 = float(evaluate(best_thetas, create_graph=False)[1])
-    if not math.isfinite(loss_before):
-        message = (
-            f"teleport refused: the loss at the current weights is {loss_before} (not finite), "
-            f"so no point of the orbit can be checked; weights unchanged. Symmetries: "
-            f"{', '.join(names)}"
-        )
-        warnings.warn(message, TeleportRefusedWarning, stacklevel=2)
+
+    def unchanged(message: str = "") -> TeleportResult:
+        """The model as it was: refused (and warned) with a ``message``, else not moved."""
+        if message:
+            warnings.warn(message, TeleportRefusedWarning, stacklevel=3)
         return TeleportResult(
-            False,
+            not message,
             False,
             loss_before,
             loss_before,
@@ -469,21 +467,15 @@ def teleport(
             time.perf_counter() - start,
             message,
         )
-    if not moved:
-        return TeleportResult(
-            True,
-            False,
-            loss_before,
-            loss_before,
-            gn2_before,
-            gn2_before,
-            history,
-            names,
-            best_thetas,
-            {},
-            time.perf_counter() - start,
-            "",
+
+    if not math.isfinite(loss_before):
+        return unchanged(
+            f"teleport refused: the loss at the current weights is {loss_before} (not finite), "
+            f"so no point of the orbit can be checked; weights unchanged. Symmetries: "
+            f"{', '.join(names)}"
         )
+    if not moved:
+        return unchanged()
 
     with torch.no_grad():
         new = transformed(best_thetas)
@@ -496,25 +488,10 @@ def teleport(
         with torch.no_grad():
             for n in touched:
                 named[n].copy_(saved[n])
-        message = (
+        return unchanged(
             f"teleport refused: the loss moved from {loss_before:.6g} to {loss_after:.6g} "
             f"(|change| {abs(loss_after - loss_before):.3g} > tolerance {tolerance:.3g}); "
             f"weights restored. Symmetries: {', '.join(names)}"
-        )
-        warnings.warn(message, TeleportRefusedWarning, stacklevel=2)
-        return TeleportResult(
-            False,
-            False,
-            loss_before,
-            loss_before,
-            gn2_before,
-            gn2_before,
-            history,
-            names,
-            best_thetas,
-            {},
-            time.perf_counter() - start,
-            message,
         )
 
     done: dict[str, str] = {}

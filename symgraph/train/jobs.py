@@ -112,15 +112,24 @@ class Argument:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type of a count flag: an integer ``>= 1``."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+    """``argparse`` type of a count flag: an integer ``>= minimum``; ``expected`` says so in
+    the usage error (``"expected <expected>, got '0'"``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: ``argparse`` type of a count flag: an integer ``>= 1``.
+positive_int = int_at_least(1, "a positive integer")
 
 
 def arg(*flags: str, **kwargs: Any) -> Argument:

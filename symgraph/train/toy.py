@@ -19,7 +19,7 @@ from torch_geometric.nn import GCNConv, global_add_pool
 
 from symgraph.graph import radius_graph
 from symgraph.teleport import register_container
-from symgraph.train.jobs import JobSpec, arg, positive_int, register_job
+from symgraph.train.jobs import JobSpec, arg, int_at_least, positive_int, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import RegressionTask
 
@@ -82,24 +82,17 @@ def _toy_gcn_stages(model: ToyGCN, prefix: str) -> list[tuple[str, nn.Module | N
 register_container(ToyGCN, _toy_gcn_stages)
 
 
-def _enough_graphs(text: str) -> int:
-    """``--num-graphs``: at least 10, so that the 80/10/10 split leaves every part a graph."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 10:
-        raise argparse.ArgumentTypeError(
-            f"expected at least 10 graphs (an 80/10/10 split of fewer leaves a part empty), "
-            f"got {text!r}"
-        )
-    return value
-
-
 @register_job(
     "toy",
     arguments=[
-        arg("--num-graphs", type=_enough_graphs, default=256, help="dataset size (default 256)"),
+        arg(
+            "--num-graphs",
+            type=int_at_least(
+                10, "at least 10 graphs (an 80/10/10 split of fewer leaves a part empty)"
+            ),
+            default=256,
+            help="dataset size (default 256)",
+        ),
         arg("--hidden", type=positive_int, default=32, help="hidden width of the GCN (default 32)"),
         arg("--radius", type=float, default=0.5, help="edge cutoff (default 0.5)"),
     ],
