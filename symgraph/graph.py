@@ -72,7 +72,8 @@ def radius_graph(
         r: cutoff radius (strict ``<`` comparison, as torch-cluster).
         batch: ``[N]`` sorted graph index of each node, or ``None`` for one graph.
         loop: keep self-loops.
-        max_num_neighbors: keep at most this many (the nearest) neighbours per centre.
+        max_num_neighbors: keep at most this many neighbours per centre (the nearest; with
+            torch-cluster installed, the ones it keeps).
 
     Returns:
         ``edge_index [2, E]`` (int64) with ``edge_index[1]`` the centre node.

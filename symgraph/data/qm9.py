@@ -28,8 +28,9 @@ Report an MAE in :data:`REPORT_UNITS` by multiplying with :data:`REPORT_FACTOR` 
 energy targets: eV -> meV).
 
 The processed cache (``root/processed/qm9_<source>_<hash>.pt``, the hash covering every
-setting that changes its content) is written to a temporary file in the same folder and
-moved into place with ``os.replace``: an interrupted run leaves no half-built cache.
+setting that changes its content, ``pre_transform`` and ``pre_filter`` by their ``repr``)
+is written to a temporary file in the same folder and moved into place with
+``os.replace``: an interrupted run leaves no half-built cache.
 """
 
 from __future__ import annotations
@@ -408,7 +409,7 @@ class QM9(InMemoryDataset):
         unknown = sorted(set(self.checksums) - {p.name for p in self.csv_files})
         if unknown:
             raise ValueError(f"checksums: {unknown} name none of the csv_files")
-        self._cache_name = self._make_cache_name()
+        self._cache_name = self._make_cache_name(pre_transform, pre_filter)
         super().__init__(
             str(root), transform, pre_transform, pre_filter, log=log, force_reload=force_reload
         )
@@ -464,7 +465,7 @@ class QM9(InMemoryDataset):
                 raise FileNotFoundError(f"csv_files: {str(p)!r} does not exist")
         return paths
 
-    def _make_cache_name(self) -> str:
+    def _make_cache_name(self, pre_transform: object, pre_filter: object) -> str:
         key: dict[str, object] = {
             "version": _FORMAT_VERSION,
             "source": self.source,
@@ -472,6 +473,9 @@ class QM9(InMemoryDataset):
             "subset": self.subset,
             "subset_seed": self.subset_seed if self.subset is not None else None,
         }
+        for name, hook in (("pre_transform", pre_transform), ("pre_filter", pre_filter)):
+            if hook is not None:  # absent when unused, so default caches keep their names
+                key[name] = repr(hook)
         if self.source == "csv":  # content identity, so that edited files are re-read
             key["files"] = [[p.name, sha256_file(p)] for p in self.csv_files]
         elif self.source == "qm9pack":

@@ -659,8 +659,9 @@ def generate_md_trajectory(
     Returns:
         A :class:`Trajectory` (Å, Å/fs, eV, eV/Å; ``dt = dt_fs * save_every``) whose
         ``info`` holds the generator settings, its :func:`energy_drift` report
-        (``info["energy_drift"]``), the relaxed ``ase.Atoms`` with its calculator
-        (``info["atoms"]``, e.g. for :class:`~symgraph.noether.AsePotential`) and, for
+        (``info["energy_drift"]``), the ``ase.Atoms`` in its final MD state with its
+        calculator (``info["atoms"]``, e.g. for :class:`~symgraph.noether.AsePotential`;
+        frame 0 is the relaxed structure) and, for
         MMFF, the perceived ``info["smiles"]``.
     """
     from ase import units

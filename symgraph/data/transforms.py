@@ -222,7 +222,7 @@ class DeduplicatePoints(BaseTransform):
             exact equality).
         keys: per-point attributes indexed together with ``pos`` (a string: one).
 
-    Shapes: ``pos [P, 3] -> [P_unique, 3]``; graph edges are dropped.
+    Shapes: ``pos [P, 3] -> [P_unique, 3]``; graph edges are dropped when a point is removed.
     """
 
     def __init__(
@@ -331,9 +331,9 @@ class KNNGraph(BaseTransform):
 
     Errors: NaN/inf coordinates -> ``ValueError``; a cloud with fewer than ``k + 1``
     points (``k`` with ``loop=True``) -> ``ValueError`` naming ``k`` and the count, unless
-    ``clip=True``, in which case such a cloud gets ``P - 1`` neighbours per point (the
-    degree is then no longer constant across clouds). Duplicate points are allowed (they
-    give zero-length edges).
+    ``clip=True``, in which case such a cloud gets ``P - 1`` neighbours per point (``P``
+    with ``loop=True``; the degree is then no longer constant across clouds). Duplicate
+    points are allowed (they give zero-length edges).
 
     Shapes: ``pos [P, 3] -> edge_index [2, P * k]``.
     """
@@ -363,7 +363,8 @@ class KNNGraph(BaseTransform):
 class RadiusGraph(BaseTransform):
     """``edge_index`` of all pairs closer than ``r`` (:func:`radius_graph`).
 
-    At most ``max_num_neighbors`` (the nearest) per centre. Isolated points are allowed.
+    At most ``max_num_neighbors`` per centre (the nearest; with torch-cluster installed, its
+    choice). Isolated points are allowed.
     NaN/inf coordinates -> ``ValueError``. Shapes: ``pos [P, 3] -> edge_index [2, E]``.
     """
 

@@ -200,7 +200,8 @@ class BlockTriple:
 class BilinearBasis:
     """Hom_G(rep_a ⊗ rep_b, rep_out), solved per block triple (the Clebsch–Gordan paths of G).
 
-    ``tensor(w)`` maps coefficients ``[dim]`` to the bilinear form ``[out.dim, a.dim, b.dim]``.
+    Holds the per-triple bases in ``triples``; :meth:`symgraph.nn.EquivariantBilinear.weight_tensor`
+    assembles the bilinear form ``[out.dim, a.dim, b.dim]`` from coefficients.
     """
 
     def __init__(self, rep_a: Rep, rep_b: Rep, rep_out: Rep) -> None:

@@ -28,8 +28,9 @@ Symmetry: the logits are invariant under every element of G acting on positions 
 normals of a cloud (normals transform as ``1o``, like the positions), and under
 translations (only relative positions are used). kNN graphs and farthest-point sampling
 (:mod:`symgraph.models.pooling`) depend on distances only; ties among equal distances are
-broken by index, which matters only for clouds with exact symmetries or, in float32,
-for candidates within rounding error.
+broken by index in farthest-point sampling and arbitrarily (``torch.topk``) in kNN, which
+matters only for clouds with exact symmetries or, in float32, for candidates within
+rounding error.
 
 Input handling: NaN/inf coordinates or normals raise ``ValueError``; a cloud with fewer
 than ``k + 1`` points raises ``ValueError`` naming ``k``; duplicate points are allowed

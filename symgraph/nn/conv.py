@@ -228,13 +228,16 @@ class ImplicitSteerableConv(MessagePassing):
 
     def _fused_applies(self, x: Tensor, layout: EdgeLayout) -> bool:
         """Whether the hand-written-backward path runs: a plain kernel, a CPU tensor outside
-        autocast, a bmm layout (regular or padded) and no compiler tracing."""
+        autocast, a bmm layout (regular or padded, both for the requested backend and for
+        ``"auto"``, which the fused path resolves) and no compiler tracing."""
+        bmm = ("regular", "padded")
         return (
             type(self.kernel) is ImplicitKernel
             and x.device.type == "cpu"
             and not torch.is_autocast_enabled("cpu")
-            and self.backend in ("auto", "regular", "padded")
-            and layout.choose(self.backend) in ("regular", "padded")
+            and self.backend in ("auto", *bmm)
+            and layout.choose(self.backend) in bmm
+            and layout.choose("auto") in bmm
             and not torch.compiler.is_compiling()
         )
 

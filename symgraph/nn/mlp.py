@@ -70,8 +70,8 @@ class EquivariantMLP(nn.Module):
             ``Rep.regular(G, 8)`` for pointwise nonlinearities on regular features).
         layers: number of hidden layers (``layers + 1`` linear maps).
         group: the group when representations are strings (default O(3)).
-        nonlinearity: ``"gate"`` (scalars through SiLU, sigmoid gates for the other
-            blocks) or ``"norm"`` (norm nonlinearity).
+        nonlinearity: ``"gate"`` (``0e`` scalars through SiLU, ``0o`` through tanh, sigmoid
+            gates for the other blocks) or ``"norm"`` (norm nonlinearity).
         bias: invariant biases in every linear layer.
         bilinear: add an equivariant bilinear (tensor-product) term to each hidden layer,
             as in EMLP; needed when invariants must be built from non-scalar inputs.

@@ -85,7 +85,8 @@ class _RelaxedHead(nn.Module):
 
 
 class RelaxedImplicitKernel(ImplicitKernel):
-    """``K_G(x, e) + s · K_free(x, e)``: an :class:`ImplicitKernel` with a learned relaxation.
+    """``K_G(x, e) + K_free(x, e)``: an :class:`ImplicitKernel` with a learned relaxation
+    (its strength ``s = ‖V‖_F / √C_out`` is measured from ``K_free``'s head ``V``).
 
     Args:
         rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial, cutoff,

@@ -41,7 +41,8 @@ Params = dict[str, Tensor]
 
 
 class NoSymmetryError(ValueError):
-    """No parameter-space symmetry was found (the message lists what was searched)."""
+    """No parameter-space symmetry was found (raised by :func:`find_symmetries`, the message
+    lists what was searched)."""
 
 
 class TeleportBatchError(ValueError):
@@ -49,7 +50,8 @@ class TeleportBatchError(ValueError):
 
 
 class TeleportRefusedWarning(UserWarning):
-    """A teleport was refused because the loss moved by more than the tolerance."""
+    """A teleport was refused because the loss moved by more than the tolerance, or was not
+    finite before teleporting; the model is left as it was."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Registries that tell symmetry detection how a model is built.
 
-Detection never guesses how data flows through arbitrary ``forward`` code. It trusts four
+Detection never guesses how data flows through arbitrary ``forward`` code. It trusts these
 tables, filled for PyTorch and PyG in :mod:`symgraph.teleport.builtins`, and open to users:
 
 - **channel maps** (:func:`register_channel_map`): for a module type, the parameter slices

@@ -143,6 +143,29 @@ def test_cache_is_reused(dataset, first200_csv, monkeypatch):
     assert torch.equal(again._data.edge_index, dataset._data.edge_index)
 
 
+class DropHydrogenCount:
+    """A pre_transform with a stable repr: keeps the first 3 atoms' features only."""
+
+    def __call__(self, data):
+        data.x = data.x.clone()
+        data.x[3:] = 0
+        return data
+
+    def __repr__(self) -> str:
+        return "DropHydrogenCount()"
+
+
+def test_pre_transform_gets_its_own_cache(first200_csv, tmp_path):
+    plain = QM9(tmp_path, source="csv", csv_files=[first200_csv], subset=5, log=False)
+    changed = QM9(
+        tmp_path, source="csv", csv_files=[first200_csv], subset=5, log=False,
+        pre_transform=DropHydrogenCount(),
+    )  # fmt: skip
+    assert plain.processed_paths != changed.processed_paths
+    assert not torch.equal(plain._data.x, changed._data.x)
+    assert bool((changed[2].x[3:] == 0).all())
+
+
 def test_target_selection(dataset, first200_csv):
     gap = QM9(dataset.root, source="csv", csv_files=[first200_csv], target="gap", log=False)
     assert gap[5].y.shape == (1, 1) and gap.target_names == ("gap",)

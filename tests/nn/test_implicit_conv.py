@@ -255,3 +255,18 @@ def test_block_size_does_not_change_the_result(backend):
 def test_bad_block_edges_is_rejected(bad):
     with pytest.raises(ValueError, match="block_edges: expected a positive int or None"):
         ImplicitSteerableConv(IN, OUT, block_edges=bad)
+
+
+def test_padded_backend_on_a_graph_too_uneven_to_pad_matches_scatter():
+    """One hub with 40 in-edges among 60 nodes: "auto" would scatter, so the fused CPU path
+    (which resolves "auto") must step aside for the requested "padded"."""
+    torch.manual_seed(0)
+    n = 60
+    src = list(range(1, 41)) + list(range(n))
+    dst = [0] * 40 + [(i + 1) % n for i in range(n)]
+    edge_index = torch.tensor([src, dst])
+    x, pos = torch.randn(n, 5), torch.randn(n, 3)
+    conv = ImplicitSteerableConv("2x0e + 1x1o", "2x0e + 1x1o", backend="padded")
+    padded = conv(x, pos, edge_index)
+    conv.backend = "scatter"
+    torch.testing.assert_close(padded, conv(x, pos, edge_index), atol=1e-5, rtol=1e-5)

@@ -31,10 +31,14 @@ class Crash(Exception):
 
 
 class CrashAt(Callback):
+    """Raises after step ``step``; ``seen`` lists the steps this process trained."""
+
     def __init__(self, step: int) -> None:
         self.step = step
+        self.seen: list[int] = []
 
     def on_step_end(self, trainer, step):
+        self.seen.append(step)
         if step == self.step:
             raise Crash(f"killed after step {step}")
 
@@ -131,6 +135,7 @@ def test_resumed_teleport_run_equals_an_uninterrupted_one(straight_run, toy_spli
     assert [int(r["step"]) for r in read_rows(tmp_path / "teleports.csv")] == [2, 4]
     resumed = make_trainer(toy_splits, tmp_path, callbacks=[CrashAt(-1)], resume=True)
     resumed.fit()
+    assert resumed.callbacks[0].seen == list(range(5, 16))  # from the step-4 checkpoint
     for (name, a), b in zip(
         trainer.model.state_dict().items(), resumed.model.state_dict().values()
     ):
@@ -166,6 +171,7 @@ def test_teleports_on_its_own_samples_and_resumes_exactly(toy_splits, tmp_path, 
         toy_splits, tmp_path / "b", callbacks=[CrashAt(-1)], resume=True, samples=20
     )
     resumed.fit()
+    assert resumed.callbacks[0].seen == list(range(5, 16))
     for (name, a), b in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().values()
     ):

@@ -29,13 +29,16 @@ class CrashAt(Callback):
 
 
 class CountSteps(Callback):
-    """A callback with state, which must survive a resume."""
+    """A callback with state (``count``), which must survive a resume; ``seen`` (not saved)
+    lists the steps this process trained."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.seen: list[int] = []
 
     def on_step_end(self, trainer, step):
         self.count += 1
+        self.seen.append(step)
 
     def state_dict(self):
         return {"count": self.count}
@@ -136,6 +139,8 @@ def test_crash_mid_epoch_then_resume_is_exact(straight_run, toy_splits, tmp_path
     ):
         assert torch.equal(a, b), name
     assert counter.count == 15  # the callback's own state resumed too
+    # it continued from the checkpoint instead of training again from the start
+    assert counter.seen == list(range(saved["global_step"] + 1, 16))
     assert without_time(read_rows(tmp_path / "metrics.csv")) == without_time(
         read_rows(straight_dir / "metrics.csv")
     )
@@ -145,9 +150,10 @@ def test_existing_run_needs_resume_and_finished_run_only_retests(straight_run, t
     _, run_dir, test_metrics, _ = straight_run
     with pytest.raises(FileExistsError, match="resume"):
         make_trainer(toy_splits, run_dir).fit()
-    again = make_trainer(toy_splits, run_dir, callbacks=[CountSteps()], resume=True)
+    counter = CountSteps()
+    again = make_trainer(toy_splits, run_dir, callbacks=[counter], resume=True)
     assert again.fit() == pytest.approx(test_metrics)
-    assert again.global_step == 15
+    assert again.global_step == 15 and counter.seen == []  # nothing trained again
 
 
 def test_resume_rejects_other_split_or_seed(straight_run, toy_splits):
