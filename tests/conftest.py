@@ -43,3 +43,13 @@ def load_script() -> Callable[[str], ModuleType]:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype for one test (for libraries such as e3nn that draw
+    their random inputs and rotations in it), restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -33,3 +33,5 @@ def test_plug_into_pyg_quick(examples_path):
     results = plug_into_pyg.main(["--quick"])
     assert set(results) == {"plain GCN", "with ImplicitSteerableConv"}
     assert all(len(losses) == 2 for losses in results.values())
+    for name, (first, second) in results.items():
+        assert 0 < second < first < float("inf"), name  # both models train

@@ -81,7 +81,7 @@ def test_basis_is_orthonormal_and_equivariant(name):
     assert float(err) < 1e-12
 
 
-def test_large_representation_is_cheap_and_cached():
+def test_large_representation_keeps_only_nonzero_pairs_and_is_cached():
     rep = Rep("64x0e + 32x1o + 16x2e", sg.groups.SO3())
     basis = equivariant_basis(rep, rep)
     assert basis.dim == 64 * 64 + 32 * 32 + 16 * 16

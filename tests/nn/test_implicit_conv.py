@@ -74,9 +74,10 @@ def test_equivariance_on_batched_graphs():
     assert torch.allclose(out[batch.batch == 1], single, atol=1e-12)
 
 
-def test_e3nn_assert_equivariant_o3():
-    conv = ImplicitSteerableConv("4x0e + 2x1o", "2x0e + 1x1o + 1x2e", cutoff=2.0)
-    pos, edge_index, _, _ = random_graph(16, dtype=torch.float32)
+def test_e3nn_assert_equivariant_o3(float64_default):
+    """In float64 (e3nn draws its rotations in the default dtype), to the project's 1e-10."""
+    conv = ImplicitSteerableConv("4x0e + 2x1o", "2x0e + 1x1o + 1x2e", cutoff=2.0).double()
+    pos, edge_index, _, _ = random_graph(16, dtype=torch.float64)
 
     def f(x, pos):
         return conv(x, pos, edge_index)
@@ -86,6 +87,7 @@ def test_e3nn_assert_equivariant_o3():
         irreps_in=[conv.irreps_in, "cartesian_points"],
         irreps_out=[conv.irreps_out],
         args_in=[torch.randn(16, conv.rep_in.dim), pos],
+        tolerance=1e-10,
     )
 
 

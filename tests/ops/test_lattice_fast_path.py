@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
+import symgraph.nn.conv as conv_module
 from symgraph.groups import group_from_name
 from symgraph.lattice import FieldLayout, Lattice, lattice_graph
 from symgraph.nn import ImplicitSteerableConv
@@ -50,8 +53,14 @@ def random_nodes(lattice: Lattice, batch: int, dtype) -> torch.Tensor:
 def both_paths(conv, lattice, batch, dtype, self_loops=True):
     graph = lattice_graph(lattice, batch, self_loops=self_loops, dtype=dtype)
     x = random_nodes(lattice, batch, dtype).requires_grad_()
-    slow = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
-    fast = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
+    dense = mock.patch.object(
+        conv_module, "lattice_convolution", wraps=conv_module.lattice_convolution
+    )
+    with dense as spy:
+        slow = conv(x, graph.pos, graph.edge_index, rel=graph.offsets)
+        assert spy.call_count == 0
+        fast = conv(x, graph.pos, graph.edge_index, rel=graph.offsets, lattice=lattice)
+        assert spy.call_count == 1  # the dense path ran, not message passing again
     return x, slow, fast
 
 

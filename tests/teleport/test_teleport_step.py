@@ -183,17 +183,17 @@ def test_adam_moments_are_transported():
     before = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer)
-    assert set(result.optimizer_state.values()) == {"transformed"}
+    assert result.moved and set(result.optimizer_state.values()) == {"transformed"}
+    scaled = 0
     for name, p in model.named_parameters():
         # the factor c of w <- c * w, read back from the weights
         c = p.detach() / weights[name]
+        scaled += int(bool((c - 1).abs().max() > 1e-3))
         state, old = optimizer.state[p], before[p]
         assert torch.allclose(state["exp_avg"], old["exp_avg"] / c, rtol=1e-9)
         assert torch.allclose(state["exp_avg_sq"], old["exp_avg_sq"] / c**2, rtol=1e-9)
         assert torch.equal(state["step"], old["step"])
-
-
-def test_optimizer_state_reset_and_gl_reset():
+    assert scaled >= 2  # a layer pair moved by more than rounding: the test is not c = 1
     model, batch = _mlp(), _data()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     mse(model, batch).backward()

@@ -11,6 +11,8 @@ from torch import nn
 from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 
 import symgraph.teleport as tp
+from symgraph.groups import group_from_name
+from symgraph.nn import EquivariantMLP
 from symgraph.teleport import (
     GLSymmetry,
     LinearGLSymmetry,
@@ -360,15 +362,13 @@ def test_bad_arguments_are_named():
 
 @pytest.mark.parametrize("group", ["O3", "SO2"])
 def test_gated_equivariant_mlp_scale_is_exact(group, check_invariant):
-    mlp = pytest.importorskip("symgraph.nn.mlp")
-    groups = pytest.importorskip("symgraph.groups")
     torch.manual_seed(0)
-    model = mlp.EquivariantMLP(
+    model = EquivariantMLP(
         "4x0e + 2x1o",
         "1x0e + 1x1o",
         hidden="8x0e + 4x1o + 2x2e",
         layers=2,
-        group=getattr(groups, group)(),
+        group=group_from_name(group),
     ).double()
     syms = find_symmetries(model, kinds="gated")
     assert [s.size for s in syms] == [6, 6]  # one unit per gated copy: 4x1o + 2x2e

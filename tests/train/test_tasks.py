@@ -80,7 +80,9 @@ def test_classification_loss_and_accuracy():
     metrics = task.metrics(model, batch)
     assert metrics["accuracy"].tolist() == [1.0, 1.0, 0.0]
     loss, n = task.loss(model, batch)
-    assert n == 3 and loss.item() == pytest.approx(metrics["loss"].mean().item())
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1]))
+    assert n == 3 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert metrics["loss"].mean().item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="labels"):
         task.loss(model, (torch.zeros(2, 1), torch.tensor([0, 1])))
     assert task.monitor == "accuracy" and task.mode == "max"
