@@ -149,3 +149,10 @@ def test_representation_helpers_want_a_rep_and_counts_are_checked():
         invariant_subspace("1x0e")
     with pytest.raises(ValueError, match="num_nodes: expected a non-negative int, got -1"):
         order_by_in_degree(EDGES, -1)
+
+
+def test_frame_names_the_dtype_of_integer_positions():
+    from symgraph.data.frames import Frame
+
+    with pytest.raises(TypeError, match="pos: expected a float tensor .* got dtype torch.int64"):
+        Frame(pos=torch.zeros(3, 3, dtype=torch.long), z=torch.ones(3, dtype=torch.long))

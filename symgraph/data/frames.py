@@ -109,8 +109,10 @@ class Frame:
 
     def __post_init__(self) -> None:
         pos = check_tensor(self.pos, "pos")
-        if pos.dim() != 2 or pos.shape[1] != 3 or not pos.is_floating_point():
+        if pos.dim() != 2 or pos.shape[1] != 3:
             raise ValueError(f"pos: expected a float tensor [N, 3], got shape {list(pos.shape)}")
+        if not pos.is_floating_point():
+            raise TypeError(f"pos: expected a float tensor [N, 3], got dtype {pos.dtype}")
         n = pos.shape[0]
         if self.z is None:
             raise ValueError("z: expected atomic numbers [N] (int64), got None")
