@@ -67,6 +67,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    """``--device``: ``auto`` or a torch device string (``cpu``, ``cuda``, ``cuda:K``, ...)."""
+    if text != "auto":
+        try:
+            torch.device(text)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(
+                f"expected auto, cpu, cuda or cuda:K, got {text!r}"
+            ) from None
+    return text
+
+
 def _kinds(text: str) -> tuple[str, ...]:
     """``--teleport-kinds``: comma-separated names of symmetry rules."""
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
@@ -190,7 +202,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         "--subset", type=positive_int, default=None, help="keep the first N items of each split"
     )
     group.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
+    group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:K")
     run = parser.add_argument_group("run folder")
     run.add_argument("--out", default=f"runs/{job}", help=f"run folder (default runs/{job})")
     run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -222,7 +234,7 @@ def build_parser(jobs: dict[str, Job]) -> argparse.ArgumentParser:
     ev.add_argument(
         "--checkpoint", choices=("best", "last"), default="best", help="best.pt or checkpoint.pt"
     )
-    ev.add_argument("--device", default=None, help="default: the run's --device")
+    ev.add_argument("--device", type=_device, default=None, help="default: the run's --device")
     ev.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
     return parser
 

@@ -207,6 +207,8 @@ class SteerablePointNet(nn.Module):
             raise ValueError(f"ratio: expected a number in (0, 1], got {ratio!r}")
         if not isinstance(tta, int) or isinstance(tta, bool) or tta < 0:
             raise ValueError(f"tta: expected a non-negative int, got {tta!r}")
+        if not isinstance(mlp_hidden, int) or isinstance(mlp_hidden, bool) or mlp_hidden < 1:
+            raise ValueError(f"mlp_hidden: expected a positive int, got {mlp_hidden!r}")
         self.group = _resolve_group(group, "group")
         self.tta_group = self.group if tta_group is None else _resolve_group(tta_group, "tta_group")
         self.num_classes, self.k, self.ratio, self.tta = num_classes, k, float(ratio), tta

@@ -125,6 +125,13 @@ class ImplicitKernel(nn.Module):
         group = self.rep_in.group
         self.rep_out = as_rep(rep_out, group, "rep_out")
         self.rep_hidden = as_rep(hidden or default_kernel_hidden(lmax), group, "hidden")
+        for name, r in (
+            ("rep_in", self.rep_in),
+            ("rep_out", self.rep_out),
+            ("hidden", self.rep_hidden),
+        ):
+            if r.dim == 0:
+                raise ValueError(f"{name}: expected a non-empty representation, got {r.short()!r}")
         self.edge_dim, self.node_dim, self.lmax, self.cutoff = edge_dim, node_dim, lmax, cutoff
         self.radial = RadialEmbedding(num_radial, cutoff if cutoff is not None else r_max)
         num_scalars = num_radial + edge_dim + 2 * node_dim

@@ -60,6 +60,7 @@ def test_unknown_job_lists_the_valid_ones(capsys):
         (["--subset", "-3"], "argument --subset: expected a positive integer"),
         (["--hidden", "0"], "argument --hidden: expected a positive integer"),
         (["--num-graphs", "8"], "argument --num-graphs: expected at least 10 graphs"),
+        (["--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:K, got 'gpu'"),
     ],
 )
 def test_bad_counts_are_usage_errors(tmp_path, capsys, flags, message):
