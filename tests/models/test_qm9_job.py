@@ -55,7 +55,10 @@ def test_kill_and_resume_loses_nothing(first200, tmp_path):
     assert main(train_args(first200, straight, *common)) == 0
     assert main(train_args(first200, resumed, "--epochs", "1", "--checkpoint-every", "1",
                            "--target", "homo")) == 0  # fmt: skip
+    first_epoch = (resumed / "metrics.csv").read_text().splitlines()
     assert main(train_args(first200, resumed, *common, "--resume")) == 0
+    # epoch 1 is carried over, wall time included: a restart would have trained it again
+    assert (resumed / "metrics.csv").read_text().splitlines()[:2] == first_epoch
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -46,12 +46,14 @@ def test_learned_quantity_run_resumes(tmp_path, capsys):
     args = ["train", "dynamics", *TINY, "--out", str(out), "--data-root", str(cache),
             "--noether", "learned", "--tailor-steps", "1", "--tailor-lr", "1e-3"]  # fmt: skip
     run(capsys, [*args, "--epochs", "1"])
+    first_epoch = (out / "metrics.csv").read_text().splitlines()
     cached = sorted(p.name for p in cache.iterdir())
     assert len(cached) == 3
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "MetaTailoring" and config["args"]["noether"] == "learned"
     resumed = run(capsys, [*args, "--epochs", "2", "--resume"])
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[:2] == first_epoch  # epoch 1 carried over, not retrained
     assert math.isfinite(resumed["metrics"]["rollout_rmse_tailored"])
     assert sorted(p.name for p in cache.iterdir()) == cached  # read back, not regenerated
 
