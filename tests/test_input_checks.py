@@ -167,3 +167,15 @@ def test_frame_names_the_dtype_of_integer_positions():
 
     with pytest.raises(TypeError, match="pos: expected a float tensor .* got dtype torch.int64"):
         Frame(pos=torch.zeros(3, 3, dtype=torch.long), z=torch.ones(3, dtype=torch.long))
+
+
+def test_models_and_relaxed_layers_name_a_dtype_mismatch():
+    from symgraph.models import EquivariantDynamics
+    from symgraph.nn import RelaxedSteerableConv
+
+    pos, vel = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3)
+    with pytest.raises(TypeError, match="pos: expected dtype torch.float32"):
+        EquivariantDynamics(hidden=8, num_layers=1)(pos, vel, torch.tensor([6, 1, 1, 1]))
+    relaxed = RelaxedSteerableConv("2x0e", "2x0e", cutoff=3.0)
+    with pytest.raises(TypeError, match="x: expected dtype torch.float32"):
+        relaxed(torch.randn(4, 2, dtype=torch.float64), pos.float(), EDGES)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_batch, check_positions
+from symgraph.checks import check_batch, check_parameter_dtype, check_positions
 from symgraph.graph import radius_graph
 
 __all__ = ["EquivariantDynamics"]
@@ -123,8 +123,8 @@ class EquivariantDynamics(nn.Module):
     def forward(
         self, pos: Tensor, vel: Tensor, z: Tensor, batch: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        pos = check_positions(pos, "pos")
-        vel = check_positions(vel, "vel")
+        pos = check_parameter_dtype(check_positions(pos, "pos"), self, "pos")
+        vel = check_parameter_dtype(check_positions(vel, "vel"), self, "vel")
         if vel.shape != pos.shape:
             raise ValueError(
                 f"vel: expected shape {list(pos.shape)} (as pos), got {list(vel.shape)}"

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from symgraph.checks import check_batch, check_features, check_positions
+from symgraph.checks import check_batch, check_features, check_parameter_dtype, check_positions
 from symgraph.graph import knn_graph
 from symgraph.groups import MatrixGroup, Rep, group_from_name
 from symgraph.models.pooling import farthest_point_sampling, knn_bipartite
@@ -272,7 +272,7 @@ class SteerablePointNet(nn.Module):
 
         In eval mode with ``tta > 0`` the logits are averaged over the augmentation elements.
         """
-        pos = check_positions(pos, "pos")
+        pos = check_parameter_dtype(check_positions(pos, "pos"), self, "pos")
         batch = check_batch(batch, pos.shape[0])
         if self.use_normals:
             if normal is None:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from symgraph.checks import check_features
+from symgraph.checks import check_features, check_parameter_dtype
 from symgraph.groups import MatrixGroup, RegularBlock, Rep
 from symgraph.nn.embedding import cosine_cutoff
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -209,7 +209,7 @@ class RelaxedGroupConv(ExactBufferModule):
         """
         pos, edge_index = check_graph(pos, edge_index)
         num_nodes = pos.shape[0]
-        x = check_features(x, self.rep_in.dim, "x", num_nodes)
+        x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
         rel = relative_positions(pos, edge_index, offsets).to(x)
         src, dst = edge_index[0], edge_index[1]
         layout = EdgeLayout.from_receivers(dst, num_nodes)

@@ -39,7 +39,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
-from symgraph.checks import check_features
+from symgraph.checks import check_features, check_parameter_dtype
 from symgraph.groups import MatrixGroup, Rep, as_rep, bilinear_basis
 from symgraph.nn.embedding import (
     RadialEmbedding,
@@ -215,7 +215,7 @@ class RelaxedSteerableConv(ExactBufferModule):
         """
         pos, edge_index = check_graph(pos, edge_index)
         num_nodes = pos.shape[0]
-        x = check_features(x, self.rep_in.dim, "x", num_nodes)
+        x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
         rel = relative_positions(pos, edge_index, offsets).to(x)
         src, dst = edge_index[0], edge_index[1]
         messages = self.messages(rel, x[src])
