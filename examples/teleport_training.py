@@ -30,6 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from symgraph.teleport import Teleport, find_symmetries  # noqa: E402
+from symgraph.train.teleport_callback import CALLBACK_OBJECTIVES  # noqa: E402
 
 
 def make_graphs(n: int, seed: int = 0) -> list:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--objective",
         default="grad_norm",
-        choices=("grad_norm", "min_grad_norm", "min_norm"),
+        choices=CALLBACK_OBJECTIVES,
         help="the point of the orbit to move to (default: the steepest, as in the paper)",
     )
     args = parser.parse_args(argv)

@@ -28,7 +28,15 @@ from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import load_checkpoint
 from symgraph.train.distributed import init_distributed, shutdown_distributed
 from symgraph.train.files import read_json, write_json
-from symgraph.train.jobs import Job, JobSpec, get_job, load_jobs, positive_int, take_subset
+from symgraph.train.jobs import (
+    Job,
+    JobSpec,
+    get_job,
+    int_at_least,
+    load_jobs,
+    positive_int,
+    take_subset,
+)
 from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
 from symgraph.train.tasks import Task
 from symgraph.train.teleport_callback import CALLBACK_OBJECTIVES, TeleportCallback
@@ -47,14 +55,7 @@ def _schedule(text: str) -> str:
     return text
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+_non_negative_int = int_at_least(0, "a non-negative integer")
 
 
 def _positive_float(text: str) -> float:

@@ -155,8 +155,8 @@ class SteerableMoleculeNet(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """The edges shorter than the kernels' cutoff (and their attributes): the envelope
         is exactly zero, value and slope, on the others, so dropping them changes nothing
-        but the work when the graph was built with a larger radius."""
-        pos = check_positions(pos, "data.pos")
+        but the work when the graph was built with a larger radius (``pos`` already
+        checked by :meth:`node_features`)."""
         edge_index = check_edge_index(edge_index, pos.shape[0], "data.edge_index").long()
         width = self.edge_dim if self.use_edge_attr else 0
         edge_attr = check_edge_attr(edge_attr, edge_index.shape[1], width, "data.edge_attr")

@@ -217,6 +217,7 @@ class ImplicitSteerableConv(MessagePassing):
                 self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
                 block_edges=self.block_edges,
                 keep_activations=not self.checkpoint, head_groups=self.kernel.head_groups,
+                backend=self.backend,
             )  # fmt: skip
         else:
             out = self._generic_convolution(
@@ -228,16 +229,13 @@ class ImplicitSteerableConv(MessagePassing):
 
     def _fused_applies(self, x: Tensor, layout: EdgeLayout) -> bool:
         """Whether the hand-written-backward path runs: a plain kernel, a CPU tensor outside
-        autocast, a bmm layout (regular or padded, both for the requested backend and for
-        ``"auto"``, which the fused path resolves) and no compiler tracing."""
-        bmm = ("regular", "padded")
+        autocast, a bmm layout (regular or padded) and no compiler tracing."""
         return (
             type(self.kernel) is ImplicitKernel
             and x.device.type == "cpu"
             and not torch.is_autocast_enabled("cpu")
-            and self.backend in ("auto", *bmm)
-            and layout.choose(self.backend) in bmm
-            and layout.choose("auto") in bmm
+            and self.backend in ("auto", "regular", "padded")
+            and layout.choose(self.backend) in ("regular", "padded")
             and not torch.compiler.is_compiling()
         )
 

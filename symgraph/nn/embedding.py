@@ -9,7 +9,6 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
-from symgraph.checks import check_positions
 from symgraph.groups import MatrixGroup, Rep
 
 __all__ = [
@@ -34,7 +33,8 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
 
     Zero vectors give zeros (their direction is undefined); gradients stay finite there.
     """
-    rel = check_positions(rel, "rel")
+    if rel.dim() != 2 or rel.shape[1] != 3:  # shape only: the layers check values once
+        raise ValueError(f"rel: expected shape [N, 3], got {list(rel.shape)}")
     if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     norm = rel.norm(dim=-1, keepdim=True)

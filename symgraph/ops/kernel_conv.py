@@ -80,6 +80,7 @@ def fused_implicit_convolution(
     block_edges: int | None = None,
     keep_activations: bool = False,
     head_groups: tuple[HeadGroup, ...] | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     """``out_i = W̃( Σ_{j→i} h(e_ij) ⊗ x_j )`` for a plain implicit kernel: ``[N, C]``.
 
@@ -91,7 +92,7 @@ def fused_implicit_convolution(
         embedding: ``[D_0, E]`` the MLP's input per edge (radial basis, attributes, Y_l),
             feature-major (:meth:`~symgraph.nn.ImplicitKernel.embed_feature_major`).
         envelope: ``[E]`` cutoff envelope multiplying the hidden features, or None.
-        layout: ``EdgeLayout.from_receivers(dst, N)``; its ``"auto"`` choice must be
+        layout: ``EdgeLayout.from_receivers(dst, N)``; its choice for ``backend`` must be
             ``"regular"`` or ``"padded"``.
         mean: divide by the in-degree (nodes without edges stay zero).
         block_edges: about how many edges one block holds (None:
@@ -101,8 +102,10 @@ def fused_implicit_convolution(
             memory of one block).
         head_groups: the head's nonzero blocks (:func:`~symgraph.ops.sparse_head.head_groups`
             of its basis): the head is then applied block-sparsely. None: dense.
+        backend: the caller's contraction backend (``"auto"``, ``"regular"`` or
+            ``"padded"``; ``"padded"`` is honoured on graphs that ``"auto"`` would scatter).
     """
-    chosen = layout.choose("auto")
+    chosen = layout.choose(backend)
     if chosen not in ("regular", "padded"):
         raise ValueError(f"layout: the fused path needs a regular or padded layout, got {chosen}")
     relabel = None

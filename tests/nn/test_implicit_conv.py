@@ -260,8 +260,8 @@ def test_bad_block_edges_is_rejected(bad):
 
 
 def test_padded_backend_on_a_graph_too_uneven_to_pad_matches_scatter():
-    """One hub with 40 in-edges among 60 nodes: "auto" would scatter, so the fused CPU path
-    (which resolves "auto") must step aside for the requested "padded"."""
+    """One hub with 40 in-edges among 60 nodes: "auto" would scatter; the fused CPU path
+    honours the requested "padded" (it used to resolve "auto" itself and refuse)."""
     torch.manual_seed(0)
     n = 60
     src = list(range(1, 41)) + list(range(n))
