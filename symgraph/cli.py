@@ -23,6 +23,7 @@ import torch
 
 from symgraph.allocator import retain_freed_memory
 from symgraph.teleport import DEFAULT_KINDS, OPTIMIZER_STATE_MODES, NoSymmetryError, parse_schedule
+from symgraph.teleport.hook import GRADIENT_SOURCES
 from symgraph.teleport.registry import registered_rules
 from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import load_checkpoint
@@ -149,6 +150,14 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
         "the batch of the coming step); min_grad_norm needs a less noisy gradient than a "
         "small batch's",
     )
+    group.add_argument(
+        "--teleport-gradient",
+        choices=GRADIENT_SOURCES,
+        default="batch",
+        help="with --teleport-objective min_grad_norm, where its gradient comes from "
+        "(default batch: computed on the teleport's batch; optimizer: the optimiser's "
+        "running mean of past gradients, no backward pass)",
+    )
 
 
 def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
@@ -165,6 +174,7 @@ def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> lis
             optimizer_state=args.teleport_optimizer_state,
             objective=args.teleport_objective,
             samples=args.teleport_samples,
+            gradient=args.teleport_gradient,
         )
     ]
 

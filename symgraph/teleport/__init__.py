@@ -37,7 +37,7 @@ from .base import (
 )
 from .detect import DEFAULT_KINDS, describe_search, find_symmetries
 from .hook import Teleport, parse_schedule
-from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
+from .optim_state import OPTIMIZER_STATE_MODES, running_gradient, update_optimizer_state
 from .registry import (
     register_channel_map,
     register_container,
@@ -81,6 +81,7 @@ __all__ = [
     "register_linear_wrapper",
     "register_passthrough",
     "register_rule",
+    "running_gradient",
     "teleport",
     "update_optimizer_state",
 ]

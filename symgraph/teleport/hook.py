@@ -25,6 +25,11 @@ the schedule teleports at, its time counted in the result's ``seconds``)::
 
     tp = Teleport("every:100", loss_fn, objective="min_grad_norm", kinds=("rescale",),
                   batch_fn=sample)
+
+``objective="min_grad_norm"`` can instead take its gradient from the optimizer for free
+(``gradient="optimizer"``: Adam's ``exp_avg`` or SGD's momentum, an average over the last
+~``1 / (1 − β)`` minibatches, :func:`~symgraph.teleport.running_gradient`); the batch is then
+only run forward, to check the loss.
 """
 
 from __future__ import annotations
@@ -39,11 +44,15 @@ from torch import nn
 
 from .base import ParameterSymmetry
 from .detect import DEFAULT_KINDS, find_symmetries
+from .optim_state import running_gradient
 from .teleport import LossFn, TeleportResult, teleport
 
 __all__ = ["Teleport", "parse_schedule"]
 
 Schedule = str | Callable[[int], bool] | Iterable[int]
+
+#: Where ``Teleport(objective="min_grad_norm")`` takes its gradient from.
+GRADIENT_SOURCES = ("batch", "optimizer")
 
 
 def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
@@ -112,6 +121,10 @@ class Teleport:
         batch_fn: ``batch_fn(step) -> batch``, the batch a due teleport runs on instead of
             the one passed to the call (default: that one). Called only when a teleport is
             due; the time it takes counts in the result's ``seconds``.
+        gradient: with ``objective="min_grad_norm"``, where its gradient comes from:
+            ``"batch"`` (default) — computed on the teleport's batch; ``"optimizer"`` — the
+            optimizer's running mean of past gradients (no backward pass; needs the
+            ``optimizer`` in the call and a momentum/first-moment state).
 
     Attributes:
         history: ``(step, TeleportResult)`` for every teleport made.
@@ -134,6 +147,7 @@ class Teleport:
         objective: str = "grad_norm",
         descent_lr: float | None = None,
         batch_fn: Callable[[int], Any] | None = None,
+        gradient: str = "batch",
         **find_options: Any,
     ) -> None:
         self.schedule = parse_schedule(schedule)
@@ -142,8 +156,16 @@ class Teleport:
             raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
         if batch_fn is not None and not callable(batch_fn):
             raise TypeError(f"batch_fn: expected a callable step -> batch, got {batch_fn!r}")
+        if gradient not in GRADIENT_SOURCES:
+            raise ValueError(f"gradient: expected one of {GRADIENT_SOURCES}, got {gradient!r}")
+        if gradient == "optimizer" and objective != "min_grad_norm":
+            raise ValueError(
+                f"gradient: 'optimizer' is used only with objective='min_grad_norm', got "
+                f"objective={objective!r}"
+            )
         self.loss_fn = loss_fn
         self.batch_fn = batch_fn
+        self.gradient = gradient
         self.kwargs = dict(
             steps=steps,
             lr=lr,
@@ -208,12 +230,26 @@ class Teleport:
             start = time.perf_counter()
             batch = self.batch_fn(current)
             drawing = time.perf_counter() - start
+        symmetries = self.symmetries_for(model)
+        estimate = None
+        if self.gradient == "optimizer":
+            if optimizer is None:
+                raise ValueError(
+                    "optimizer: expected the optimizer in the call with gradient='optimizer', "
+                    "got None"
+                )
+            estimate = running_gradient(
+                optimizer,
+                dict(model.named_parameters()),
+                dict.fromkeys(n for s in symmetries for n in s.param_names),
+            )
         result = teleport(
             model,
             loss_fn,
             batch,
-            symmetries=self.symmetries_for(model),
+            symmetries=symmetries,
             optimizer=optimizer,
+            gradient=estimate,
             **self.kwargs,
         )
         result.seconds += drawing

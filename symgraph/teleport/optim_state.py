@@ -25,15 +25,17 @@ it on its next step: Adam's bias correction restarts, so its first step is about
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["update_optimizer_state", "OPTIMIZER_STATE_MODES"]
+__all__ = ["update_optimizer_state", "running_gradient", "OPTIMIZER_STATE_MODES"]
 
 OPTIMIZER_STATE_MODES = ("transform", "reset", "keep")
 _FIRST_MOMENTS = {"exp_avg", "momentum_buffer", "grad_avg"}
+#: State entries holding a running mean (up to scale) of past gradients, in order of use.
+_RUNNING_GRADIENT = ("exp_avg", "momentum_buffer", "grad_avg")
 _SECOND_MOMENTS = {"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"}
 
 
@@ -91,3 +93,44 @@ def _transformable(state: Mapping[str, object], param: Tensor) -> bool:
             if key not in _FIRST_MOMENTS | _SECOND_MOMENTS:
                 return False
     return True
+
+
+def running_gradient(
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, torch.nn.Parameter],
+    names: Iterable[str] | None = None,
+) -> dict[str, Tensor]:
+    """The optimizer's running mean of past gradients, by parameter name.
+
+    Adam's (AdamW's, NAdam's …) ``exp_avg``, SGD's ``momentum_buffer`` (with
+    ``momentum > 0``; a weighted sum rather than a mean, which only scales it), RMSprop's
+    ``grad_avg`` (``centered=True``): an average over roughly ``1 / (1 − β)`` recent
+    minibatches, at no cost, for ``teleport(..., objective="min_grad_norm", gradient=...)``.
+    The tensors are the optimizer's own (not copies).
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        params: parameter name -> parameter (the objects the optimizer holds).
+        names: the parameters that must have one (default: all of ``params``).
+
+    Raises:
+        ValueError: a parameter of ``names`` has no such state (before the optimizer's first
+            step, or an optimizer that keeps none, such as SGD without momentum).
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {optimizer!r}")
+    found: dict[str, Tensor] = {}
+    for name, param in params.items():
+        state = optimizer.state.get(param) or {}
+        for key in _RUNNING_GRADIENT:
+            if isinstance(state.get(key), Tensor):
+                found[name] = state[key]
+                break
+    missing = [n for n in (params if names is None else names) if n not in found]
+    if missing:
+        raise ValueError(
+            f"optimizer: expected a running mean of the gradient (exp_avg, momentum_buffer or "
+            f"grad_avg in its state) for {missing[:5]}, got none; {type(optimizer).__name__} "
+            f"keeps one only after its first step, and not at all without momentum"
+        )
+    return found

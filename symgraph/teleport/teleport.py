@@ -199,15 +199,21 @@ class _TransportedGradient:
         base: dict[str, Tensor],
         trainable: Sequence[str],
         symmetries: Sequence[ParameterSymmetry],
+        gradient: Mapping[str, Tensor] | None = None,
     ) -> None:
         check_min_grad_norm(symmetries, base)
         self.symmetries = list(symmetries)
         self.base = base
-        loss = evaluator.loss(base)
-        grads = torch.autograd.grad(loss, [base[n] for n in trainable], allow_unused=True)
-        self.loss = loss.detach()
-        present = {n: g for n, g in zip(trainable, grads) if g is not None}
         touched = {n for s in symmetries for n in s.param_names}
+        if gradient is None:
+            loss = evaluator.loss(base)
+            grads = torch.autograd.grad(loss, [base[n] for n in trainable], allow_unused=True)
+            present = {n: g for n, g in zip(trainable, grads) if g is not None}
+        else:
+            with torch.no_grad():
+                loss = evaluator.loss(base)
+            present = _checked_gradient(gradient, base, touched)
+        self.loss = loss.detach()
         self.grads = {n: g for n, g in present.items() if n in touched}
         self.fixed = sum(
             (g.pow(2).sum() for n, g in present.items() if n not in touched),
@@ -224,6 +230,33 @@ class _TransportedGradient:
         for n, g in self.grads.items():
             total = total + (g / factors[n] if n in factors else g).pow(2).sum()
         return total
+
+
+def _checked_gradient(
+    gradient: Mapping[str, Tensor], base: Mapping[str, Tensor], touched: set[str]
+) -> dict[str, Tensor]:
+    """``gradient`` restricted to the model's parameters, checked against their shapes."""
+    if not isinstance(gradient, Mapping):
+        raise TypeError(
+            f"gradient: expected a mapping parameter name -> tensor, got {type(gradient).__name__}"
+        )
+    missing = sorted(touched - set(gradient))
+    if missing:
+        raise ValueError(
+            f"gradient: expected an estimate for every parameter the symmetries change, "
+            f"got none for {missing[:5]}"
+        )
+    out = {}
+    for name, g in gradient.items():
+        if name not in base:
+            raise ValueError(f"gradient: {name!r} is not a parameter of the model")
+        if not isinstance(g, Tensor) or g.shape != base[name].shape:
+            got = list(g.shape) if isinstance(g, Tensor) else type(g).__name__
+            raise ValueError(
+                f"gradient: expected shape {list(base[name].shape)} for {name!r}, got {got}"
+            )
+        out[name] = g.detach().to(base[name].dtype)
+    return out
 
 
 def _default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -259,6 +292,7 @@ def teleport(
     optimizer_state: str = "transform",
     objective: str = "grad_norm",
     descent_lr: float | None = None,
+    gradient: Mapping[str, Tensor] | None = None,
 ) -> TeleportResult:
     """Teleport ``model`` in place to a point of its symmetry orbit with a steeper gradient.
 
@@ -304,6 +338,13 @@ def teleport(
             the closed form ``Σ ‖∇L(w) / c(theta)‖²``, with no further passes through the
             model (so ``grad_norm_sq_after`` is that closed form at the chosen point).
         descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
+        gradient: only with ``objective="min_grad_norm"``: an estimate of ``∇L(w)`` by
+            parameter name (every parameter the symmetries change; e.g. the optimizer's
+            running mean of past gradients, :func:`~symgraph.teleport.running_gradient`)
+            used instead of the gradient on ``batch``. The batch is then only run forward,
+            for the loss check, and ``grad_norm_sq_before``/``_after`` are of the estimate
+            (over the parameters it holds). The target depends only on the estimate's
+            direction per parameter, not on its overall scale.
 
     Returns:
         A :class:`TeleportResult`. The point kept is the evaluated one with the largest
@@ -336,6 +377,11 @@ def teleport(
     if optimizer_state not in OPTIMIZER_STATE_MODES:
         raise ValueError(
             f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
+        )
+    if gradient is not None and objective != "min_grad_norm":
+        raise ValueError(
+            f"gradient: an estimate is used only with objective='min_grad_norm', got "
+            f"objective={objective!r}"
         )
 
     if symmetries is None:
@@ -374,7 +420,7 @@ def teleport(
     like = named[touched[0]]
     transported = None
     if objective == "min_grad_norm":
-        transported = _TransportedGradient(evaluator, base, trainable, symmetries)
+        transported = _TransportedGradient(evaluator, base, trainable, symmetries, gradient)
 
     def transformed(thetas: list[Tensor]) -> dict[str, Tensor]:
         params = dict(base)

@@ -114,13 +114,18 @@ class TeleportCallback(Callback):
             instead of the coming batch; ``None`` (default): the coming batch. The
             ``"min_grad_norm"`` target moves every rescaled unit, and a small batch's
             gradient is a noisy guide for that (``benchmarks/teleport.py`` uses 512 graphs).
+        gradient: with ``"min_grad_norm"``, ``"batch"`` (default) computes its gradient on
+            the teleport's batch; ``"optimizer"`` takes the optimiser's running mean of past
+            gradients instead (Adam's ``exp_avg``, SGD's momentum; no backward pass, the
+            batch is only run forward to check the loss; it is checkpointed with the
+            optimiser, so a resumed run teleports the same way).
 
     Raises:
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
         ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state``,
-            ``objective`` or ``samples``, or ``"min_grad_norm"`` with a symmetry it cannot
-            use (found by ``kinds`` such as ``"norm"`` or ``"linear"``;
+            ``objective``, ``samples`` or ``gradient``, or ``"min_grad_norm"`` with a
+            symmetry it cannot use (found by ``kinds`` such as ``"norm"`` or ``"linear"``;
             :func:`symgraph.teleport.teleport.check_min_grad_norm`).
     """
 
@@ -135,6 +140,7 @@ class TeleportCallback(Callback):
         optimizer_state: str = "transform",
         objective: str = "grad_norm",
         samples: int | None = None,
+        gradient: str = "batch",
     ) -> None:
         if not isinstance(schedule, str):
             raise TypeError(f"schedule: expected a string such as 'every:100', got {schedule!r}")
@@ -163,6 +169,7 @@ class TeleportCallback(Callback):
             symmetries=self.symmetries,
             optimizer_state=optimizer_state,
             objective=objective,
+            gradient=gradient,
         )
         named = dict(model.named_parameters())
         touched = {n for sym in self.symmetries for n in sym.param_names}

@@ -117,6 +117,18 @@ def test_flat_variant_teleports_on_its_own_batch(bench):
     assert "teleport_graphs" not in result.notes
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_flat_running_variant_takes_the_optimizers_mean(bench, optimizer):
+    (result,) = bench.run_gnn(
+        bench.synthetic_graphs(60), [0], "synthetic", epochs=2, optimizer=optimizer,
+        schedule="every:2", batch_size=16, variants=["flat-running"],
+    )  # fmt: skip
+    base, tele = result.runs[0]
+    assert tele.teleports == 2 and tele.refused == 0
+    assert "teleport every:2 on the current minibatch, objective=min_grad_norm" in result.notes
+    assert "gradient=optimizer" in result.notes
+
+
 def test_gnn_seeds_start_where_asked(bench, tmp_path):
     argv = ["--quick", "--jobs", "gnn", "--gnn-data", "synthetic", "--gnn-optimizers", "sgd",
             "--gnn-variants", "balance", "--gnn-epochs", "1", "--out", str(tmp_path)]  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from symgraph.teleport import NoSymmetryError, Teleport, parse_schedule
+from symgraph.teleport import NoSymmetryError, Teleport, parse_schedule, teleport
 
 
 def test_parse_schedule_strings():
@@ -87,6 +87,71 @@ def test_hook_teleports_on_its_own_batch_only_when_due():
     assert all(r.seconds >= 0.01 for r in results if r is not None)  # drawing counts
     with pytest.raises(TypeError, match="batch_fn: expected a callable step -> batch, got 3"):
         Teleport("every:2", loss, batch_fn=3)
+
+
+@pytest.mark.parametrize(
+    "make, key",
+    [
+        (lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9), "momentum_buffer"),
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3), "exp_avg"),
+        (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True), "grad_avg"),
+    ],
+)
+def test_hook_takes_the_gradient_from_the_optimizer(make, key):
+    """``gradient="optimizer"``: the smallest-gradient target from the optimizer's running
+    mean (no backward pass on the batch), the same point as ``teleport`` given that mean."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    twin = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    twin.load_state_dict(model.state_dict())
+    optimizer = make(model.parameters())
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    batch = (x, x.sum(dim=1, keepdim=True).sin())
+    for _ in range(5):
+        optimizer.zero_grad()
+        _loss(model, batch).backward()
+        optimizer.step()
+    twin.load_state_dict(model.state_dict())
+    means = {n: optimizer.state[p][key].clone() for n, p in model.named_parameters()}
+    backward = []
+
+    def loss(model, batch):
+        value = _loss(model, batch)
+        if value.requires_grad:
+            value.register_hook(lambda g: backward.append(1))
+        return value
+
+    options = dict(steps=20, lr=0.05, objective="min_grad_norm", kinds=("rescale",))
+    tp = Teleport("at:5", loss, gradient="optimizer", **options)
+    out = model(x).detach()
+    result = tp(model, batch, optimizer, step=5)
+    assert result.accepted and result.moved and not backward
+    assert torch.allclose(model(x), out, rtol=1e-10, atol=1e-12)
+    expected = teleport(twin, _loss, batch, gradient=means, **options)
+    assert result.grad_norm_sq_after == pytest.approx(expected.grad_norm_sq_after, rel=1e-10)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_hook_gradient_from_the_optimizer_needs_one():
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    batch = (torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+    options = dict(objective="min_grad_norm", kinds=("rescale",), gradient="optimizer")
+    with pytest.raises(ValueError, match="gradient: expected one of"):
+        Teleport("at:0", _loss, objective="min_grad_norm", gradient="adam")
+    with pytest.raises(ValueError, match="gradient: 'optimizer' is used only with"):
+        Teleport("at:0", _loss, gradient="optimizer")
+    with pytest.raises(ValueError, match="optimizer: expected the optimizer in the call"):
+        Teleport("at:0", _loss, **options)(model, batch)
+    plain = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer: expected a running mean .* SGD keeps one"):
+        Teleport("at:0", _loss, **options)(model, batch, plain)  # before its first step
+    plain.zero_grad()
+    _loss(model, batch).backward()
+    plain.step()
+    with pytest.raises(ValueError, match=r"running mean .* for \['0.weight'"):
+        Teleport("at:0", _loss, **options)(model, batch, plain)  # no momentum
 
 
 def test_hook_needs_a_loss_and_a_symmetry():

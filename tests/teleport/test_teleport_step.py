@@ -399,6 +399,61 @@ def test_min_grad_norm_without_gradients_on_the_orbit_does_not_move():
     assert_bit_identical(model, saved)
 
 
+def _gradient(model, loss_fn, batch) -> dict[str, torch.Tensor]:
+    grad_norm_sq(model, loss_fn, batch)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def test_min_grad_norm_with_a_given_gradient_uses_it_and_runs_the_batch_forward_only():
+    """A gradient estimate replaces the batch's gradient: teleporting on batch B with the
+    gradient of batch A lands where teleporting on A does (its scale does not matter), and
+    the batch is only run forward, for the loss check."""
+    first, second = _data(seed=1), _data(seed=2)
+    reference = _mlp()
+    teleport(reference, mse, first, steps=30, lr=0.05, objective="min_grad_norm")
+    model = _mlp()
+    estimate = {n: 7.0 * g for n, g in _gradient(model, mse, first).items()}
+    loss0 = value(mse, model, second)
+    backward = []
+
+    def counted(model, batch):
+        loss = mse(model, batch)
+        if loss.requires_grad:
+            loss.register_hook(lambda g: backward.append(1))
+        return loss
+
+    result = teleport(
+        model, counted, second, steps=30, lr=0.05, objective="min_grad_norm", gradient=estimate
+    )
+    assert result.accepted and result.moved and not backward
+    assert result.loss_before == pytest.approx(loss0, rel=1e-12)
+    assert value(mse, model, second) == pytest.approx(loss0, rel=1e-10)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), name
+
+
+def test_a_gradient_estimate_is_checked():
+    model, batch = _mlp(), _data()
+    grads = _gradient(model, mse, batch)
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match="gradient: an estimate is used only with"):
+        teleport(model, mse, batch, gradient=grads)
+    partial = {n: g for n, g in grads.items() if not n.startswith("0.")}
+    with pytest.raises(ValueError, match=r"gradient: expected an estimate .* \['0.bias'"):
+        teleport(model, mse, batch, objective="min_grad_norm", gradient=partial)
+    wrong = dict(grads, **{"2.weight": grads["2.weight"][:, :8]})
+    with pytest.raises(ValueError, match=r"gradient: expected shape \[16, 16\] for '2.weight'"):
+        teleport(model, mse, batch, objective="min_grad_norm", gradient=wrong)
+    with pytest.raises(ValueError, match="gradient: 'extra' is not a parameter"):
+        extra = dict(grads, extra=grads["0.bias"])
+        teleport(model, mse, batch, objective="min_grad_norm", gradient=extra)
+    with pytest.raises(TypeError, match="gradient: expected a mapping"):
+        teleport(model, mse, batch, objective="min_grad_norm", gradient=list(grads.values()))
+    assert_bit_identical(model, saved)
+
+
 def _log_imbalance(first: nn.Linear, second: nn.Linear) -> torch.Tensor:
     """log(|incoming weights| / |outgoing weights|) per hidden unit between two layers."""
     rows = torch.cat([first.weight, first.bias[:, None]], dim=1).norm(dim=1)

@@ -73,14 +73,28 @@ def without(rows, key):
 
 
 def make_trainer(
-    splits, run_dir, *, callbacks=(), resume=False, dist=None, state="transform", samples=None
+    splits,
+    run_dir,
+    *,
+    callbacks=(),
+    resume=False,
+    dist=None,
+    state="transform",
+    samples=None,
+    **teleport_options,
 ):
     """3 epochs of 5 steps (32 items, batch 7) with Adam; teleports every 2 steps."""
     torch.manual_seed(123)
     train, val, test = splits
     model = ToyGCN(4, 8)
     teleport = TeleportCallback(
-        model, "every:2", steps=3, lr=0.1, optimizer_state=state, samples=samples
+        model,
+        "every:2",
+        steps=3,
+        lr=0.1,
+        optimizer_state=state,
+        samples=samples,
+        **teleport_options,
     )
     return Trainer(
         model,
@@ -186,6 +200,35 @@ def test_teleports_on_its_own_samples_and_resumes_exactly(toy_splits, tmp_path, 
     assert [r["grad_norm_before"] for r in other] != [r["grad_norm_before"] for r in rows]
 
 
+def test_least_steep_point_from_the_optimizers_mean_resumes_exactly(toy_splits, tmp_path):
+    options = dict(objective="min_grad_norm", gradient="optimizer")
+    straight = make_trainer(toy_splits, tmp_path / "straight", **options)
+    straight.fit()
+    rows = read_rows(tmp_path / "straight" / "teleports.csv")
+    assert len(rows) == 7 and all(r["refused"] == "False" and r["moved"] == "True" for r in rows)
+    assert all(float(r["grad_norm_after"]) < float(r["grad_norm_before"]) for r in rows)
+    # Adam's exp_avg is checkpointed: a resumed run teleports exactly as an uninterrupted one
+    with pytest.raises(Crash):
+        make_trainer(toy_splits, tmp_path / "b", callbacks=[CrashAt(5)], **options).fit()
+    resumed = make_trainer(
+        toy_splits, tmp_path / "b", callbacks=[CrashAt(-1)], resume=True, **options
+    )
+    resumed.fit()
+    assert resumed.callbacks[0].seen == list(range(5, 16))
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    assert without(read_rows(tmp_path / "b" / "teleports.csv"), "seconds") == without(
+        rows, "seconds"
+    )
+    # the batch's own gradient gives other teleports
+    batch = make_trainer(toy_splits, tmp_path / "batch", objective="min_grad_norm")
+    batch.fit()
+    other = read_rows(tmp_path / "batch" / "teleports.csv")
+    assert [r["grad_norm_after"] for r in other] != [r["grad_norm_after"] for r in rows]
+
+
 def test_resume_with_another_schedule_is_refused(straight_run, toy_splits):
     _, run_dir, _ = straight_run
     trainer = make_trainer(toy_splits, run_dir, callbacks=[CrashAt(-1)], resume=True)
@@ -208,6 +251,8 @@ def test_callback_validates_its_arguments():
         TeleportCallback(model, objective="descent")
     with pytest.raises(ValueError, match="samples: expected a positive integer or None, got 0"):
         TeleportCallback(model, samples=0)
+    with pytest.raises(ValueError, match="gradient: 'optimizer' is used only with"):
+        TeleportCallback(model, gradient="optimizer")
     linear = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
     with pytest.raises(ValueError, match="min_grad_norm.*exact diagonal.*LinearGLSymmetry"):
         TeleportCallback(linear, kinds=("linear",), objective="min_grad_norm")
@@ -235,15 +280,22 @@ def test_cli_teleport_runs_and_records(tmp_path, capsys):
 
 def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "toy", "--epochs", "1", *TOY, "--out", str(out), "--teleport", "every:1"]
+    argv = ["train", "toy", "--epochs", "1", *TOY, "--teleport", "every:1"]
     flags = ["--teleport-objective", "min_grad_norm", "--teleport-steps", "20"]
-    assert main([*argv, *flags, "--teleport-samples", "24"]) == 0
+    assert main([*argv, *flags, "--out", str(out), "--teleport-samples", "24"]) == 0
     rows = read_rows(out / "teleports.csv")
     assert len(rows) == 3 and all(r["refused"] == "False" for r in rows)
     assert all(float(r["grad_norm_after"]) < float(r["grad_norm_before"]) for r in rows)
     assert abs(float(rows[0]["loss_change"])) < 1e-4
     args = json.loads((out / "config.json").read_text())["args"]
     assert args["teleport_objective"] == "min_grad_norm" and args["teleport_samples"] == 24
+    free = tmp_path / "free"
+    assert main([*argv, *flags, "--out", str(free), "--teleport-gradient", "optimizer"]) == 0
+    rows = read_rows(free / "teleports.csv")
+    assert len(rows) == 3 and all(r["refused"] == "False" for r in rows)
+    assert json.loads((free / "config.json").read_text())["args"]["teleport_gradient"] == (
+        "optimizer"
+    )
 
 
 @pytest.mark.parametrize(
@@ -256,6 +308,7 @@ def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
         (["--teleport-kinds", "rescale,bogus"], "argument --teleport-kinds: expected comma"),
         (["--teleport-objective", "descent"], "argument --teleport-objective: invalid choice"),
         (["--teleport-samples", "0"], "argument --teleport-samples: expected a positive"),
+        (["--teleport-gradient", "adam"], "argument --teleport-gradient: invalid choice"),
     ],
 )
 def test_cli_rejects_bad_teleport_flags(tmp_path, capsys, flags, message):
