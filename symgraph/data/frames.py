@@ -184,6 +184,20 @@ class Frame:
         )
 
 
+def _given_velocities(frame: object) -> Any:
+    """The velocities a PyG ``Data`` (or dict) carries (``vel``, ``velocities`` or ``v``), or
+    ``None``; a :class:`Frame`'s own (zeros when it was built without)."""
+    if isinstance(frame, Frame):
+        return frame.vel
+    for key in ("vel", "velocities", "v"):
+        value = getattr(frame, key, None)
+        if value is None and isinstance(frame, dict):
+            value = frame.get(key)
+        if value is not None:
+            return value
+    return None
+
+
 def as_frame(frame: object, name: str = "frame") -> Frame:
     """Accept a :class:`Frame` or a PyG ``Data``/``Batch`` (``pos``, ``z``, and optionally
     ``vel``/``velocities``, ``mass``/``masses``, ``batch``) and return a :class:`Frame`."""
@@ -210,7 +224,7 @@ def as_frame(frame: object, name: str = "frame") -> Frame:
         raise ValueError(f"{name}: expected a `pos` attribute [N, 3], found none")
     return Frame(
         pos,
-        attr("vel", "velocities", "v"),
+        _given_velocities(frame),
         attr("z", "atomic_numbers"),
         attr("mass", "masses"),
         attr("batch"),
@@ -385,12 +399,26 @@ class Trajectory:
     def from_frames(frames: Sequence[object], dt: float | None = None) -> Trajectory:
         """Stack frames (:class:`Frame` or PyG ``Data``) that share atoms into a trajectory.
 
+        ``velocities`` is ``None`` when no frame carries any (PyG ``Data`` without
+        ``vel``/``velocities``, e.g. MD17 items), rather than zeros, so that quantities and
+        losses that need velocities refuse it.
+
         Raises:
             ValueError: when frames have different atom counts, different ``z``,
-                different masses or a different ``batch``.
+                different masses or a different ``batch``, or when some frames carry
+                velocities and others do not.
         """
         if isinstance(frames, (Tensor, Trajectory)) or len(frames) == 0:
             raise ValueError("frames: expected a non-empty sequence of Frame objects")
+        given = [_given_velocities(f) is not None for f in frames]
+        if any(given) and not all(given):
+            i = given.index(not given[0])
+            raise ValueError(
+                f"frames[{i}]: expected velocities as in frames[0], got none"
+                if given[0]
+                else f"frames[{i}]: carries velocities, but frames[0] does not (all frames "
+                "of a trajectory need them, or none)"
+            )
         fs = [as_frame(f, f"frames[{i}]") for i, f in enumerate(frames)]
         first = fs[0]
         for i, f in enumerate(fs[1:], start=1):
@@ -411,7 +439,7 @@ class Trajectory:
                 raise ValueError(f"frames[{i}]: masses differ from frames[0]")
         return Trajectory(
             torch.stack([f.pos for f in fs]),
-            torch.stack([f.vel for f in fs]),
+            torch.stack([f.vel for f in fs]) if given[0] else None,
             first.z,
             first.mass,
             first.batch,

@@ -400,6 +400,11 @@ class QM9(InMemoryDataset):
         self._columns = _target_columns(target)
         self.source = source
         self.subset = subset
+        if subset_seed is not None and subset is None:
+            raise ValueError(
+                f"subset_seed: used only to draw subset=M molecules, got subset_seed="
+                f"{subset_seed} with subset=None (every molecule, in file order)"
+            )
         self.subset_seed = subset_seed
         self.cutoff = None if cutoff is None else float(cutoff)
         if checksums is not None and source != "csv":

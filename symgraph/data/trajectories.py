@@ -33,7 +33,7 @@ and reports its energy drift (:func:`energy_drift`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -747,25 +747,73 @@ def generate_md_trajectory(
     return traj
 
 
+def _energies_2d(trajectory: Trajectory) -> Tensor | None:
+    """A trajectory's energies as ``[T, B]`` (a single molecule's ``[T]`` gets a column)."""
+    energies = trajectory.energies
+    return energies[:, None] if energies is not None and energies.dim() == 1 else energies
+
+
 def stack_trajectories(trajectories: Sequence[Trajectory]) -> Trajectory:
-    """Pack trajectories of equal length into one batch of molecules (``batch`` set)."""
+    """Pack trajectories of equal length and time step into one batch of molecules.
+
+    Each trajectory's molecules keep their own index (after those of the trajectories
+    before it) in ``batch``. Velocities, energies (``[T, B]``) and forces are kept when
+    every trajectory has them and dropped when none has; periodic cells cannot be packed.
+
+    Raises:
+        ValueError: different lengths, time steps or energy units, velocities/energies/
+            forces in some trajectories only, or a trajectory with periodic cells.
+    """
     if not trajectories:
         raise ValueError("trajectories: expected at least one Trajectory")
-    t = len(trajectories[0])
+    first = trajectories[0]
+    t = len(first)
     for i, tr in enumerate(trajectories):
+        if not isinstance(tr, Trajectory):
+            raise TypeError(f"trajectories[{i}]: expected a Trajectory, got {type(tr).__name__}")
         if len(tr) != t:
             raise ValueError(f"trajectories[{i}]: expected {t} frames, got {len(tr)}")
-    batch = torch.cat(
-        [torch.full((tr.num_atoms,), i, dtype=torch.long) for i, tr in enumerate(trajectories)]
-    )
-    vel = None
-    if all(tr.velocities is not None for tr in trajectories):
-        vel = torch.cat([tr.velocities for tr in trajectories], dim=1)
+        if tr.dt != first.dt:
+            raise ValueError(
+                f"trajectories[{i}]: expected dt={first.dt} as trajectories[0], got {tr.dt}"
+            )
+        if tr.energy_unit != first.energy_unit:
+            raise ValueError(
+                f"trajectories[{i}]: expected energy_unit {first.energy_unit!r} as "
+                f"trajectories[0], got {tr.energy_unit!r}"
+            )
+        if tr.cells is not None:
+            raise ValueError(
+                f"trajectories[{i}]: expected no periodic cells (each system's cell would be "
+                "lost in one batch), got cells"
+            )
+
+    def packed(name: str, get: Callable[[Trajectory], Tensor | None]) -> Tensor | None:
+        """``get`` of every trajectory, side by side along the atoms/molecules axis 1."""
+        values = [get(tr) for tr in trajectories]
+        have = [v is not None for v in values]
+        if not any(have):
+            return None
+        if not all(have):
+            raise ValueError(
+                f"trajectories[{have.index(False)}]: expected {name} as in the others, got None"
+            )
+        return torch.cat(values, dim=1)
+
+    device = first.positions.device
+    batches, offset = [], 0
+    for tr in trajectories:
+        own = tr.batch if tr.batch is not None else torch.zeros(tr.num_atoms, dtype=torch.long)
+        batches.append(own.to(device) + offset)
+        offset += tr.num_graphs
     return Trajectory(
         positions=torch.cat([tr.positions for tr in trajectories], dim=1),
-        velocities=vel,
+        velocities=packed("velocities", lambda tr: tr.velocities),
         z=torch.cat([tr.z for tr in trajectories]),
         masses=torch.cat([tr.masses for tr in trajectories]),
-        batch=batch,
-        dt=trajectories[0].dt,
+        batch=torch.cat(batches),
+        energies=packed("energies", _energies_2d),
+        forces=packed("forces", lambda tr: tr.forces),
+        dt=first.dt,
+        energy_unit=first.energy_unit,
     )

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from symgraph.checks import check_parameter_dtype
 from symgraph.graph import radius_graph
 from symgraph.noether.frames import Frame
 from symgraph.noether.quantities import ConservedQuantity, centre_of_mass, segment_sum
@@ -130,10 +131,16 @@ class NeuralConservedQuantity(ConservedQuantity):
             raise ValueError(f"out_dim: expected >= 1 outputs, got {out_dim} (and no vectors)")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
+        if not 0 < velocity_scale < math.inf:
+            raise ValueError(
+                f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
+            )
+        if num_rbf < 1:
+            raise ValueError(f"num_rbf: expected at least 1 radial basis function, got {num_rbf}")
         self.out_dim, self.vector_dim = int(out_dim), int(vector_dim)
         self.dim = self.out_dim + 3 * self.vector_dim
         self.cutoff = cutoff
-        self.use_velocities = use_velocities
+        self.use_velocities = self.uses_velocities = bool(use_velocities)
         self.velocity_scale = float(velocity_scale)
         self.max_z = int(max_z)
         top = cutoff if cutoff is not None else 6.0
@@ -157,6 +164,7 @@ class NeuralConservedQuantity(ConservedQuantity):
 
     def node_features(self, frame: Frame) -> Tensor:
         """Invariant node features after message passing ``[N, width]``."""
+        check_parameter_dtype(frame.pos, self, "pos")
         z = frame.z
         if z.numel() and (int(z.min()) < 0 or int(z.max()) > self.max_z):
             raise ValueError(

@@ -56,10 +56,16 @@ def quantity_series(g: Callable[[Any], Tensor], trajectory: object) -> Tensor:
     trajectory ``[T, *S, d]`` the batch axes ``S`` are flattened into ``B``.
 
     Raises:
-        ValueError: when ``g`` does not return a scalar or a vector per frame.
+        ValueError: when ``g`` does not return a scalar or a vector per frame, or when ``g``
+            reads velocities (``g.uses_velocities``) and the trajectory has none.
     """
     traj = as_trajectory(trajectory)
     if isinstance(traj, Trajectory):
+        if traj.velocities is None and getattr(g, "uses_velocities", False):
+            raise ValueError(
+                f"trajectory: {type(g).__name__} needs velocities, got a trajectory without "
+                "any (estimate them with symgraph.data.trajectories.finite_difference_velocities)"
+            )
         t, b = len(traj), traj.num_graphs
         out = g(traj.flatten())
         _check_output(out, (t * b,), "one per molecule and frame: T * B = " + f"{t}*{b}")

@@ -24,6 +24,7 @@ Units: Å, Å/fs, amu, eV (see :mod:`symgraph.data.frames`). Kinetic energies ar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -56,6 +57,9 @@ class ConservedQuantity(nn.Module):
 
     #: Number of components ``k`` of the quantity.
     dim: int = 1
+    #: Whether it reads the velocities (a trajectory without any is then refused rather than
+    #: read as standing still).
+    uses_velocities: bool = False
 
     def forward(self, frame: Frame) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -68,6 +72,7 @@ class LinearMomentum(ConservedQuantity):
     """Total linear momentum ``P = Σ_i m_i v_i`` per molecule -> ``[B, 3]`` (amu·Å/fs)."""
 
     dim = 3
+    uses_velocities = True
 
     def forward(self, frame: Frame) -> Tensor:
         p = frame.mass[:, None] * frame.vel
@@ -78,6 +83,7 @@ class CentreOfMassVelocity(ConservedQuantity):
     """Centre-of-mass velocity ``V = P / M`` per molecule -> ``[B, 3]`` (Å/fs)."""
 
     dim = 3
+    uses_velocities = True
 
     def forward(self, frame: Frame) -> Tensor:
         batch, b = frame.batch_index(), frame.num_graphs
@@ -103,6 +109,7 @@ class AngularMomentum(ConservedQuantity):
     """
 
     dim = 3
+    uses_velocities = True
 
     def __init__(self, about: str = "com") -> None:
         super().__init__()
@@ -129,6 +136,7 @@ class KineticEnergy(ConservedQuantity):
     """
 
     dim = 1
+    uses_velocities = True
 
     def __init__(self, scale: float = EV_PER_AMU_A2_PER_FS2) -> None:
         super().__init__()
@@ -156,6 +164,7 @@ class TotalEnergy(ConservedQuantity):
     """
 
     dim = 1
+    uses_velocities = True
 
     def __init__(self, energy_model: EnergyModel, kinetic_scale: float = EV_PER_AMU_A2_PER_FS2):
         super().__init__()
@@ -202,9 +211,13 @@ class CombinedQuantity(ConservedQuantity):
                 f"weights: expected {len(quantities)} numbers (one per quantity), "
                 f"got {len(weights)}"
             )
+        for i, w in enumerate(weights):
+            if not 0 < w < math.inf:
+                raise ValueError(f"weights[{i}]: expected a positive finite number, got {w}")
         self.quantities = nn.ModuleList(quantities)
         self.weights = weights
         self.dim = sum(int(getattr(q, "dim", 1)) for q in quantities)
+        self.uses_velocities = any(getattr(q, "uses_velocities", False) for q in quantities)
 
     def forward(self, frame: Frame) -> Tensor:
         parts = [w * q(frame) for q, w in zip(self.quantities, self.weights)]

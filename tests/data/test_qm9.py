@@ -189,6 +189,8 @@ def test_subsets(first200_csv, tmp_path):
         QM9(tmp_path, source="csv", csv_files=[first200_csv], subset=500, log=False)
     with pytest.raises(ValueError, match="subset"):
         QM9(tmp_path, source="csv", csv_files=[first200_csv], subset=0, log=False)
+    with pytest.raises(ValueError, match="subset_seed: used only to draw subset=M"):
+        QM9(tmp_path, source="csv", csv_files=[first200_csv], subset_seed=1, log=False)
 
 
 def test_truncated_csv_is_detected(first200_csv, tmp_path):

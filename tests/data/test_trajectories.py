@@ -112,3 +112,47 @@ def test_unknown_layouts_and_stacking(tmp_path):
     assert both.num_graphs == 2 and both.positions.shape == (3, 4, 3)
     with pytest.raises(ValueError, match="dt"):
         finite_difference_velocities(toy.positions, 0.0)
+
+
+def _toy(molecules: int = 1, dt: float | None = 0.5, seed: int = 0, **extra) -> Trajectory:
+    gen = torch.Generator().manual_seed(seed)
+    n = 3 * molecules
+    return Trajectory(
+        torch.randn(4, n, 3, generator=gen, dtype=torch.float64),
+        torch.randn(4, n, 3, generator=gen, dtype=torch.float64),
+        torch.tensor([6, 1, 8] * molecules),
+        batch=torch.arange(molecules).repeat_interleave(3) if molecules > 1 else None,
+        dt=dt,
+        **extra,
+    )
+
+
+def test_stack_trajectories_keeps_molecules_energies_and_forces():
+    one = _toy(energies=torch.arange(4.0, dtype=torch.float64))
+    two = _toy(2, seed=1, energies=torch.ones(4, 2, dtype=torch.float64))
+    for both in (one, two):
+        both.forces = torch.zeros_like(both.positions)
+    packed = stack_trajectories([one, two])
+    assert packed.num_graphs == 3 and packed.batch.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    torch.testing.assert_close(packed.energies[:, 0], one.energies)
+    torch.testing.assert_close(packed.energies[:, 1:], two.energies)
+    assert packed.forces.shape == (4, 9, 3) and packed.dt == 0.5
+    torch.testing.assert_close(packed.velocities[:, 3:], two.velocities)
+    # momentum per molecule: the packed batch's rows are the parts' rows
+    torch.testing.assert_close(
+        quantity_series(LinearMomentum(), packed)[:, 1:], quantity_series(LinearMomentum(), two)
+    )
+
+
+def test_stack_trajectories_refuses_what_it_cannot_pack():
+    with pytest.raises(
+        ValueError, match=r"trajectories\[1\]: expected dt=0.5 as trajectories\[0\], got 2.0"
+    ):
+        stack_trajectories([_toy(), _toy(dt=2.0)])
+    with pytest.raises(ValueError, match=r"trajectories\[1\]: expected energies as in the others"):
+        stack_trajectories([_toy(energies=torch.zeros(4, dtype=torch.float64)), _toy()])
+    cells = torch.eye(3, dtype=torch.float64).expand(4, 3, 3)
+    with pytest.raises(ValueError, match=r"trajectories\[0\]: expected no periodic cells"):
+        stack_trajectories([_toy(cells=cells)])
+    with pytest.raises(TypeError, match=r"trajectories\[0\]: expected a Trajectory"):
+        stack_trajectories([_toy().positions])

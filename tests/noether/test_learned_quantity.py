@@ -93,3 +93,17 @@ def test_bad_inputs():
     g = NeuralConservedQuantity(max_z=10)
     with pytest.raises(ValueError, match="z: expected atomic numbers in"):
         g(Frame(torch.randn(2, 3), z=torch.tensor([1, 17])))
+
+
+def test_bad_settings_and_inputs_are_named():
+    with pytest.raises(ValueError, match="velocity_scale: expected a positive typical speed"):
+        NeuralConservedQuantity(out_dim=2, hidden=8, velocity_scale=0.0)
+    with pytest.raises(ValueError, match="num_rbf: expected at least 1"):
+        NeuralConservedQuantity(out_dim=2, hidden=8, num_rbf=0)
+    g = NeuralConservedQuantity(out_dim=2, hidden=8)  # float32 parameters
+    with pytest.raises(TypeError, match=r"pos: expected dtype torch.float32 .* got torch.float64"):
+        g(molecules())
+    assert (
+        g.uses_velocities
+        and not NeuralConservedQuantity(2, 8, use_velocities=False).uses_velocities
+    )

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from symgraph.noether import (
+    AngularMomentum,
+    CombinedQuantity,
     Frame,
     KineticEnergy,
     LinearMomentum,
@@ -99,3 +101,43 @@ def test_bad_trajectories_raise():
         noether_loss(LinearMomentum(), traj, reference="first")
     with pytest.raises(TypeError, match="trajectory"):
         noether_loss(LinearMomentum(), 3)
+
+
+def test_frames_without_velocities_are_refused_by_quantities_that_read_them():
+    """PyG ``Data`` frames without ``vel`` (e.g. MD17 items) are not molecules at rest: the
+    trajectory has no velocities, and a velocity-based loss says so instead of being 0."""
+    from torch_geometric.data import Data
+
+    z = torch.tensor([6, 1, 8])
+    data = [Data(pos=torch.randn(3, 3, dtype=torch.float64), z=z) for _ in range(4)]
+    traj = Trajectory.from_frames(data)
+    assert traj.velocities is None
+    for quantity in (
+        KineticEnergy(),
+        LinearMomentum(),
+        AngularMomentum(),
+        CombinedQuantity([LinearMomentum(), KineticEnergy()]),
+    ):
+        with pytest.raises(ValueError, match="trajectory: .* needs velocities"):
+            noether_loss(quantity, data)
+
+    def positions_only(frame):  # Σ |r|² per molecule: no velocities needed
+        per_atom = frame.pos.pow(2).sum(-1)
+        return per_atom.new_zeros(frame.num_graphs).index_add(0, frame.batch_index(), per_atom)
+
+    assert noether_loss(positions_only, data) > 0
+    moving = [Data(pos=d.pos, z=z, vel=torch.ones(3, 3, dtype=torch.float64)) for d in data]
+    torch.testing.assert_close(
+        Trajectory.from_frames(moving).velocities, torch.ones(4, 3, 3, dtype=torch.float64)
+    )
+    with pytest.raises(ValueError, match=r"frames\[2\]: expected velocities as in frames\[0\]"):
+        Trajectory.from_frames(moving[:2] + data[2:])
+    with pytest.raises(ValueError, match=r"frames\[1\]: carries velocities, but frames\[0\]"):
+        Trajectory.from_frames(data[:1] + moving[1:])
+
+
+def test_combined_quantity_weights_must_be_positive():
+    with pytest.raises(ValueError, match=r"weights\[0\]: expected a positive finite number"):
+        CombinedQuantity([LinearMomentum(), KineticEnergy()], [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"weights\[1\]: expected a positive finite number"):
+        CombinedQuantity([LinearMomentum(), KineticEnergy()], [1.0, float("nan")])
