@@ -25,6 +25,25 @@ def test_radius_graph_matches_brute_force_with_batches():
     assert {tuple(e) for e in edges.T.tolist()} == brute_force_radius(pos, 0.4, batch)
 
 
+def test_graphs_of_points_far_from_the_origin_are_exact():
+    """More than 25 points 1000 Å from the origin in float32: the distances must come from
+    the differences (cdist's matrix-product form is off by ~0.1 Å there)."""
+    gen = torch.Generator().manual_seed(2)
+    local = torch.randn(80, 3, generator=gen, dtype=torch.float64)
+    local[1] = local[0] + 0.003  # a pair much closer than the cloud's spacing
+    pos = (local + 1000.0).float()
+    batch = torch.tensor([0] * 50 + [1] * 30)
+    reference = pos.double()  # float32 points, exact distances
+    edges = radius_graph(pos, 0.3, batch)
+    assert {tuple(e) for e in edges.T.tolist()} == brute_force_radius(reference, 0.3, batch)
+    assert (0, 1) in {tuple(e) for e in edges.T.tolist()}
+    nearest = knn_graph(pos, 1, batch)
+    dist = torch.cdist(reference, reference)
+    dist.fill_diagonal_(float("inf"))
+    dist[batch[:, None] != batch[None, :]] = float("inf")
+    assert nearest[0].tolist() == dist.argmin(dim=1).tolist()
+
+
 def test_radius_graph_max_neighbours_keeps_the_nearest():
     pos = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [0.3, 0, 0]])
     edges = radius_graph(pos, 1.0, max_num_neighbors=1)

@@ -120,7 +120,9 @@ def knn_bipartite(
     if target.shape[0] > source.shape[0] or not bool(source_mask[: target.shape[0]].any(1).all()):
         raise ValueError("pos_source: every cloud with target points needs source points")
     source = source[: target.shape[0]]
-    dist = torch.cdist(target, source).masked_fill(~source_mask[: target.shape[0], None], math.inf)
+    exact = "donot_use_mm_for_euclid_dist"  # from the differences: exact far from the origin
+    dist = torch.cdist(target, source, compute_mode=exact)
+    dist = dist.masked_fill(~source_mask[: target.shape[0], None], math.inf)
     kk = min(k, source.shape[1])
     nearest = torch.topk(dist, kk, dim=2, largest=False)  # [B, m, kk]
     valid = torch.isfinite(nearest.values) & target_mask[..., None]

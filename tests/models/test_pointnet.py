@@ -116,6 +116,19 @@ def test_knn_bipartite_matches_brute_force() -> None:
         assert int(index[target]) in expected  # a sampled point finds itself
 
 
+def test_knn_bipartite_is_exact_far_from_the_origin() -> None:
+    """Clouds 1000 units from the origin in float32 (cdist's matrix-product form is off by
+    ~0.1 there): every target still finds the nearest sources."""
+    pos, _, batch = clouds(num=2, points=40, dtype=torch.float64, seed=3)
+    pos = (pos * 0.05 + 1000.0).float()
+    targets = torch.arange(0, 80, 3)
+    src, dst = knn_bipartite(pos, pos[targets], 3, batch, batch[targets])
+    exact = pos.double()
+    for t, point in enumerate(targets.tolist()):
+        dist = (exact - exact[point]).norm(dim=1).masked_fill(batch != batch[point], math.inf)
+        assert set(src[dst == t].tolist()) == set(dist.topk(3, largest=False).indices.tolist())
+
+
 # --------------------------------------------------------------------------- tta
 def test_test_time_augmentation_averages_over_the_group() -> None:
     model = small_model("Trivial", tta=3, tta_group="C4")
