@@ -26,7 +26,7 @@ from symgraph.teleport import DEFAULT_KINDS, OPTIMIZER_STATE_MODES, NoSymmetryEr
 from symgraph.teleport.hook import GRADIENT_SOURCES
 from symgraph.teleport.registry import registered_rules
 from symgraph.train.callbacks import Callback
-from symgraph.train.checkpoint import load_checkpoint
+from symgraph.train.checkpoint import ResumeError, load_checkpoint
 from symgraph.train.distributed import init_distributed, shutdown_distributed
 from symgraph.train.files import read_json, write_json
 from symgraph.train.jobs import (
@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
         value = float("nan")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
     return value
 
 
@@ -190,15 +200,21 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
     group.add_argument(
         "--eval-batch-size", type=positive_int, default=None, help="default: --batch-size"
     )
-    group.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    group.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
+    group.add_argument(
+        "--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)"
+    )
+    group.add_argument(
+        "--weight-decay", type=_non_negative_float, default=0.0, help="Adam weight decay"
+    )
     group.add_argument(
         "--scheduler",
         choices=("none", "cosine", "plateau"),
         default="none",
         help="learning-rate schedule per epoch (plateau: halve after 5 epochs without progress)",
     )
-    group.add_argument("--grad-clip", type=float, default=None, help="max global gradient norm")
+    group.add_argument(
+        "--grad-clip", type=_positive_float, default=None, help="max global gradient norm"
+    )
     group.add_argument(
         "--precision",
         choices=("32", "bf16", "fp16"),
@@ -212,14 +228,16 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
     group.add_argument(
         "--subset", type=positive_int, default=None, help="keep the first N items of each split"
     )
-    group.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
+    group.add_argument(
+        "--num-workers", type=_non_negative_int, default=0, help="data-loader workers"
+    )
     group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:K")
     run = parser.add_argument_group("run folder")
     run.add_argument("--out", default=f"runs/{job}", help=f"run folder (default runs/{job})")
     run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     run.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=_non_negative_int,
         default=0,
         help="also checkpoint every K optimiser steps (default 0: each epoch only)",
     )
@@ -385,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     try:
         result = _train(args) if args.command == "train" else _evaluate(args)
-    except (FileExistsError, FileNotFoundError) as err:
+    except (FileExistsError, FileNotFoundError, ResumeError) as err:
         print(f"symgraph: error: {err}", file=sys.stderr)
         return 2
     except NoSymmetryError as err:

@@ -31,6 +31,7 @@ from symgraph.train.files import atomic_write
 
 __all__ = [
     "FORMAT",
+    "ResumeError",
     "save_checkpoint",
     "load_checkpoint",
     "capture_rng_state",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 FORMAT = 1
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot continue this run (other seed, split, model, schedule, ...)."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

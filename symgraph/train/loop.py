@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from symgraph.train.callbacks import Callback, ExtraLoss
 from symgraph.train.checkpoint import (
+    ResumeError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -322,12 +323,13 @@ class Trainer:
         Returns:
             the test metrics (also written to ``test.json``).
         """
-        self._prepare_run_dir()
+        self._check_run_dir()
         if self.resume and self.path("checkpoint").is_file():
             self._restore(load_checkpoint(self.path("checkpoint"), self.dist.device))
         else:
             seed_everything(self.config.seed + self.dist.rank)
             self.dist.broadcast_module(self.model)
+        self._write_run_files()  # only once the checkpoint (if any) fits this run
         self._started = self._last_plot = time.perf_counter()
         sampler = GlobalBatchSampler(
             len(self.datasets["train"]),
@@ -351,8 +353,8 @@ class Trainer:
         return self._test()
 
     # ------------------------------------------------------------------ setup
-    def _prepare_run_dir(self) -> None:
-        """Check the folder (every rank, so that all raise alike), then write on rank 0."""
+    def _check_run_dir(self) -> None:
+        """Check the folder (every rank, so that all raise alike)."""
         if not self.resume and self.path("checkpoint").is_file():
             raise FileExistsError(
                 f"Trainer: {self.run_dir} already holds a checkpoint; pass resume=True "
@@ -360,10 +362,14 @@ class Trainer:
             )
         if self.resume and self.path("split").is_file():
             if read_json(self.path("split")) != self.split:
-                raise ValueError(
+                raise ResumeError(
                     f"Trainer: the datasets' split differs from {self.path('split')}; "
                     "resuming would train on other data (same job, seed and --subset?)"
                 )
+
+    def _write_run_files(self) -> None:
+        """Write ``split.json`` and ``config.json`` on rank 0 (after a resumed checkpoint was
+        found to fit: a refused resume leaves the run folder as it was)."""
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)
@@ -384,22 +390,36 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         if state["seed"] != self.config.seed:
-            raise ValueError(
+            raise ResumeError(
                 f"Trainer: checkpoint was trained with seed {state['seed']}, resuming with "
                 f"seed {self.config.seed} would change the data order; use --seed {state['seed']}"
             )
         if state["step_in_epoch"] and state["batch_size"] != self.config.batch_size:
-            raise ValueError(
+            raise ResumeError(
                 f"Trainer: checkpoint stopped mid-epoch with batch_size {state['batch_size']}, "
                 f"got batch_size {self.config.batch_size}"
             )
         if len(state["callbacks"]) != len(self.callbacks):
-            raise ValueError(
+            raise ResumeError(
                 f"Trainer: checkpoint holds state of {len(state['callbacks'])} callbacks, "
                 f"this trainer has {len(self.callbacks)}"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved_span = (state["scheduler"] or {}).get("T_max")
+        span = getattr(self.scheduler, "T_max", None)
+        if saved_span is not None and span is not None and saved_span != span:
+            raise ResumeError(
+                f"Trainer: the checkpoint's cosine schedule spans {saved_span} epochs, this "
+                f"run's {span}; a cosine run cannot be extended (its rate has decayed to the "
+                f"end): resume with epochs={saved_span} (--epochs) or start a new run"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as err:
+            raise ResumeError(
+                f"Trainer: the checkpoint's model or optimizer does not fit this run's (other "
+                f"model settings?): {err}"
+            ) from err
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):

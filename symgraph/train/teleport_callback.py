@@ -47,6 +47,7 @@ from symgraph.teleport import (
 )
 from symgraph.teleport.teleport import check_min_grad_norm
 from symgraph.train.callbacks import Callback
+from symgraph.train.checkpoint import ResumeError
 from symgraph.train.loader import move_to, random_batch
 from symgraph.train.records import write_csv
 
@@ -230,7 +231,7 @@ class TeleportCallback(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("schedule") != self.schedule:
-            raise ValueError(
+            raise ResumeError(
                 f"--teleport: the checkpoint was trained with schedule "
                 f"{state.get('schedule')!r}, resuming with {self.schedule!r} would not continue "
                 "the same run"

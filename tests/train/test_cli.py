@@ -42,6 +42,32 @@ def test_rerun_needs_resume_and_resume_extends(tmp_path, capsys):
     assert len(json.loads((out / "split.json").read_text())["train"]) == 16
 
 
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
+    """Resuming with another model size or without the teleport callback is refused with a
+    usage error before config.json is rewritten: the finished run still evaluates."""
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), *TOY, "--epochs", "1"]
+    run(capsys, [*args, "--teleport", "every:2"])
+    config = (out / "config.json").read_text()
+    wider = [a if a != "8" or i != TOY.index("--hidden") + 1 else "16" for i, a in enumerate(TOY)]
+    resume = ["--epochs", "2", "--resume", "--teleport", "every:2"]
+    assert main(["train", "toy", "--out", str(out), *wider, *resume]) == 2
+    assert "the checkpoint's model or optimizer does not fit" in capsys.readouterr().err
+    assert main([*args[:-1], "2", "--resume"]) == 2
+    assert "checkpoint holds state of 1 callbacks" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config
+    run(capsys, ["evaluate", str(out)])
+
+
+def test_a_cosine_run_cannot_be_extended(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), *TOY, "--scheduler", "cosine"]
+    run(capsys, [*args, "--epochs", "1"])
+    assert main([*args, "--epochs", "3", "--resume"]) == 2
+    assert "cosine schedule spans 1 epochs, this run's 3" in capsys.readouterr().err
+    run(capsys, [*args, "--epochs", "1", "--resume"])  # the same span resumes
+
+
 def test_unknown_job_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "no-such-job"])
@@ -61,6 +87,11 @@ def test_unknown_job_lists_the_valid_ones(capsys):
         (["--hidden", "0"], "argument --hidden: expected a positive integer"),
         (["--num-graphs", "8"], "argument --num-graphs: expected at least 10 graphs"),
         (["--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:K, got 'gpu'"),
+        (["--lr", "-1"], "argument --lr: expected a positive finite number, got '-1'"),
+        (["--weight-decay", "-0.1"], "argument --weight-decay: expected a non-negative"),
+        (["--grad-clip", "0"], "argument --grad-clip: expected a positive finite number"),
+        (["--num-workers", "-1"], "argument --num-workers: expected a non-negative integer"),
+        (["--checkpoint-every", "-1"], "argument --checkpoint-every: expected a non-negative"),
     ],
 )
 def test_bad_counts_are_usage_errors(tmp_path, capsys, flags, message):
