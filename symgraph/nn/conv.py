@@ -16,7 +16,7 @@ from symgraph.checks import (
     check_tensor,
 )
 from symgraph.groups import MatrixGroup, Rep, as_rep
-from symgraph.lattice import Lattice
+from symgraph.lattice import Lattice, cell_positions
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
 from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
@@ -31,6 +31,23 @@ from symgraph.ops.lattice_conv import (
 __all__ = ["ImplicitSteerableConv"]
 
 _AGGREGATIONS = ("add", "mean")
+
+
+def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None:
+    """Raise unless ``pos`` is ``copies`` translated copies of the lattice's cell positions
+    (another shape, axis order or spacing with as many edges would give other numbers)."""
+    cells = cell_positions(lattice, dtype=pos.dtype, device=pos.device)
+    grid = pos.reshape(copies, lattice.num_cells, 3)
+    offsets = grid - grid[:, :1]
+    expected = cells - cells[:1]
+    tolerance = 1e-4 * min(lattice.spacing)
+    error = float((offsets - expected).abs().max()) if pos.numel() else 0.0
+    if not error <= tolerance:
+        raise ValueError(
+            f"lattice: pos does not hold the cell positions of {lattice} (largest offset "
+            f"error {error:.3g}; expected {copies} copies of cell_positions(lattice), each "
+            "possibly translated)"
+        )
 
 
 class ImplicitSteerableConv(MessagePassing):
@@ -82,8 +99,10 @@ class ImplicitSteerableConv(MessagePassing):
     is evaluated once at the stencil offsets and applied as one dense ``conv2d``/``conv3d``
     (circular padding on periodic axes, zeros on bounded ones), with the self-interaction
     folded into the centre tap -- the same numbers as message passing up to rounding.
-    ``rel`` is then ignored (the offsets are the lattice's). Layers with attributes use
-    message passing, the lattice graph being a graph like any other.
+    ``rel`` is then ignored (the offsets are the lattice's), and ``pos`` must be the
+    lattice's cell positions (:func:`~symgraph.lattice.cell_positions`, each copy possibly
+    translated; checked, as is the number of edges). Layers with attributes use message
+    passing, the lattice graph being a graph like any other.
     """
 
     kernel_class: type[ImplicitKernel] = ImplicitKernel
@@ -191,7 +210,7 @@ class ImplicitSteerableConv(MessagePassing):
                 f"with node_dim={width} to use it, got {type(node_attr).__name__}"
             )
         if lattice is not None and not (self.edge_dim or self.node_attr_dim):
-            return self._lattice_forward(x, edge_index, lattice)
+            return self._lattice_forward(x, pos, edge_index, lattice)
         edge_index = check_edge_index(edge_index, num_nodes).long()
         num_edges = edge_index.shape[1]
         edge_attr = check_edge_attr(edge_attr, num_edges, self.edge_dim)
@@ -250,11 +269,14 @@ class ImplicitSteerableConv(MessagePassing):
             layout=layout,
         )  # fmt: skip
 
-    def _lattice_forward(self, x: Tensor, edge_index: Tensor, lattice: Lattice) -> Tensor:
+    def _lattice_forward(
+        self, x: Tensor, pos: Tensor, edge_index: Tensor, lattice: Lattice
+    ) -> Tensor:
         """The fast path: the kernel at the stencil offsets as one dense convolution.
 
         ``edge_index`` is never indexed here, so only its shape is checked: its number of
         edges must be that of ``lattice_graph(lattice, B)`` with or without self loops.
+        ``pos`` must be ``B`` (possibly translated) copies of the lattice's cell positions.
         """
         if not isinstance(lattice, Lattice):
             raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
@@ -275,6 +297,7 @@ class ImplicitSteerableConv(MessagePassing):
                 f"of {lattice} (expected {counts[True]} with self loops, {counts[False]} "
                 "without)"
             )
+        _check_lattice_positions(pos, lattice, copies)
         self_loops = num_edges == counts[True]
         bias = None if self.bias is None else self.bias.vector(x)
         if self.aggr == "mean":

@@ -180,6 +180,15 @@ def test_bad_input_names_the_argument():
         conv(x[:, :5], graph.pos, graph.edge_index, lattice=lattice)
     with pytest.raises(ValueError, match="weight: expected shape"):
         lattice_convolution(x, torch.zeros(3, 8, 5, 5), lattice)
+    # another lattice with as many cells and edges, or another spacing: other positions
+    for wrong in (Lattice((7, 6), radius=1), Lattice((6, 7), radius=1, spacing=2.0)):
+        with pytest.raises(ValueError, match="lattice: pos does not hold the cell positions"):
+            conv(x, graph.pos, graph.edge_index, lattice=wrong)
+    shifted = graph.pos + torch.tensor([3.0, -1.0, 0.0])  # a translated copy is the same grid
+    torch.testing.assert_close(
+        conv(x, shifted, graph.edge_index, lattice=lattice),
+        conv(x, graph.pos, graph.edge_index, lattice=lattice),
+    )
     with pytest.raises(ValueError, match="kernel: expected kernels"):
         lattice_weight(lambda rel: torch.zeros(2, 3, 3), lattice)
     with pytest.raises(ValueError, match="radius: non-square stencil"):
