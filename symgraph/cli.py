@@ -278,6 +278,19 @@ def _scheduler_factory(name: str, epochs: int, task: Task):
     return None
 
 
+class UsageError(Exception):
+    """A job's settings or a run folder the command cannot use (exit status 2)."""
+
+
+def _build_or_explain(args: argparse.Namespace) -> tuple[JobSpec, Task]:
+    """:func:`_build`, with the job's own refusal of its settings or data (a ``ValueError``
+    naming the argument) as a usage error rather than a traceback."""
+    try:
+        return _build(args)
+    except ValueError as err:
+        raise UsageError(f"{args.job}: {err}") from err
+
+
 def _build(args: argparse.Namespace) -> tuple[JobSpec, Task]:
     """Seed, build the job, apply ``--subset``, fit the task on the training split."""
     seed_everything(args.seed)
@@ -296,7 +309,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     retain_freed_memory()
     dist = init_distributed(args.device)
     try:
-        spec, task = _build(args)
+        spec, task = _build_or_explain(args)
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -339,7 +352,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     run_dir: Path = args.run_dir
     config = read_json(run_dir / RUN_FILES["config"])
     if "job" not in config or "args" not in config:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir / RUN_FILES['config']} names no job: the run was not started by "
             "`symgraph train`"
         )
@@ -347,10 +360,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     saved.device = args.device or saved.device
     dist = init_distributed(saved.device)
     try:
-        spec, task = _build(saved)
+        spec, task = _build_or_explain(saved)
         recorded = read_json(run_dir / RUN_FILES["split"])
         if spec.split_indices() != recorded:
-            raise ValueError(
+            raise UsageError(
                 f"the job rebuilt a split different from {run_dir / RUN_FILES['split']}"
             )
         name = RUN_FILES["best" if args.checkpoint == "best" else "checkpoint"]
@@ -403,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     try:
         result = _train(args) if args.command == "train" else _evaluate(args)
-    except (FileExistsError, FileNotFoundError, ResumeError) as err:
+    except (FileExistsError, FileNotFoundError, ResumeError, UsageError) as err:
         print(f"symgraph: error: {err}", file=sys.stderr)
         return 2
     except NoSymmetryError as err:

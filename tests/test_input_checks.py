@@ -179,3 +179,42 @@ def test_models_and_relaxed_layers_name_a_dtype_mismatch():
     relaxed = RelaxedSteerableConv("2x0e", "2x0e", cutoff=3.0)
     with pytest.raises(TypeError, match="x: expected dtype torch.float32"):
         relaxed(torch.randn(4, 2, dtype=torch.float64), pos.float(), EDGES)
+
+
+def test_kernel_bilinear_and_point_net_inputs_are_checked():
+    from symgraph.models import SteerablePointNet
+    from symgraph.nn import EquivariantBilinear, ImplicitKernel
+
+    kernel = ImplicitKernel("1x0e", "1x0e", edge_dim=2, node_dim=1)
+    rel = torch.randn(3, 3)
+    with pytest.raises(ValueError, match=r"edge_attr: expected a tensor \[E, 2\]"):
+        kernel(rel)
+    with pytest.raises(ValueError, match=r"edge_attr: expected shape \[3, 2\]"):
+        kernel(rel, torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"node_src: expected shape \[3, 1\] .* got None"):
+        kernel.hidden_features(rel, torch.randn(3, 2))
+    with pytest.raises(TypeError, match="rel: expected dtype torch.float32"):
+        kernel(rel.double(), torch.randn(3, 2), torch.randn(3, 1), torch.randn(3, 1))
+    assert kernel(rel, torch.randn(3, 2), torch.randn(3, 1), torch.randn(3, 1)).shape == (3, 1, 1)
+    with pytest.raises(ValueError, match="num_radial: expected a positive int, got 0"):
+        ImplicitSteerableConv("1x0e", "1x0e", num_radial=0)
+    with pytest.raises(ValueError, match="edge_dim: expected a non-negative int, got True"):
+        ImplicitKernel("1x0e", "1x0e", edge_dim=True)
+    conv = ImplicitSteerableConv("1x0e + 1x1o", "1x0e")
+    with pytest.raises(TypeError, match="rel: expected dtype torch.float32"):
+        conv(torch.randn(4, 4), torch.randn(4, 3), EDGES, rel=torch.randn(3, 3).double())
+    bilinear = EquivariantBilinear("1x1o", "1x1o", "1x0e")
+    with pytest.raises(TypeError, match="a: expected dtype torch.float32"):
+        bilinear(torch.randn(2, 3).double(), torch.randn(2, 3).double())
+    net = SteerablePointNet(3, group="SO2", hidden="4x0e + 2x1o", k=3, stages=1).double()
+    pos = torch.randn(8, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="normal: expected dtype torch.float64"):
+        net.classify(pos, torch.nn.functional.normalize(torch.randn(8, 3), dim=1))
+
+
+def test_readout_takes_any_float_dtype_exactly():
+    readout = InvariantReadout(Rep("2x0e + 1x1o", SO3()))  # float32 buffers, no weights
+    x = torch.randn(4, 5, dtype=torch.float64)
+    out = readout(x, torch.tensor([0, 0, 1, 1]))
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, readout.double()(x, torch.tensor([0, 0, 1, 1])))

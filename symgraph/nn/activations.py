@@ -122,6 +122,10 @@ class NormActivation(nn.Module):
         num = sum(rep.blocks[i][0] for i in self._gated)
         self.bias = nn.Parameter(torch.zeros(num))
 
+    def reset_parameters(self) -> None:
+        """Biases ``b = 0``."""
+        nn.init.zeros_(self.bias)
+
     def forward(self, x: Tensor) -> Tensor:
         self.rep.check_features(x, "x")
         outputs, used = [], 0

@@ -8,6 +8,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import check_parameter_dtype
 from symgraph.groups import MatrixGroup, Rep, as_rep, bilinear_basis
 from symgraph.nn.assembly import SparseAssembly, block_entries
 
@@ -77,8 +78,8 @@ class EquivariantBilinear(nn.Module):
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """``a [..., rep_a.dim], b [..., rep_b.dim] -> [..., rep_out.dim]``."""
-        self.rep_a.check_features(a, "a")
-        self.rep_b.check_features(b, "b")
+        check_parameter_dtype(self.rep_a.check_features(a, "a"), self, "a")
+        check_parameter_dtype(self.rep_b.check_features(b, "b"), self, "b")
         try:
             torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
         except RuntimeError:

@@ -220,7 +220,7 @@ class ImplicitSteerableConv(MessagePassing):
         if rel is None:
             rel = pos.index_select(0, src) - pos.index_select(0, dst)
         else:
-            rel = check_positions(rel, "rel")
+            rel = check_parameter_dtype(check_positions(rel, "rel"), self, "rel")
             if rel.shape[0] != num_edges:
                 raise ValueError(
                     f"rel: expected {num_edges} rows (one per edge), got {rel.shape[0]}"

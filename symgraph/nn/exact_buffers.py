@@ -27,6 +27,14 @@ class ExactBufferModule(nn.Module):
         self._exact_masters[name] = master
         self.register_buffer(name, master.to(torch.get_default_dtype()), persistent=False)
 
+    def exact_buffer_as(self, name: str, like: Tensor) -> Tensor:
+        """Buffer ``name`` in ``like``'s dtype and device, from its float64 master when the
+        module holds it in another dtype (no precision lost by a round trip)."""
+        current = getattr(self, name)
+        if current.dtype == like.dtype and current.device == like.device:
+            return current
+        return self._exact_masters[name].to(device=like.device, dtype=like.dtype)
+
     def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
         super()._apply(fn, recurse)
         for name, master in self._exact_masters.items():

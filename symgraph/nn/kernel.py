@@ -26,6 +26,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import check_edge_attr, check_parameter_dtype, check_positions, check_tensor
 from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.nn.assembly import JointAssembly
 from symgraph.nn.bilinear import EquivariantBilinear
@@ -113,10 +114,12 @@ class ImplicitKernel(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("edge_dim", edge_dim), ("node_dim", node_dim)):
-            if not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-        if not isinstance(layers, int) or layers < 1:
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers: expected an int ≥ 1, got {layers!r}")
+        if isinstance(num_radial, bool) or not isinstance(num_radial, int) or num_radial < 1:
+            raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
         if group is None and isinstance(rep_in, Rep):
@@ -288,7 +291,32 @@ class ImplicitKernel(nn.Module):
     ) -> Tensor:
         """``h_ij ∈ ρ_h`` times the cutoff envelope: ``[E, A]`` (``A = rep_hidden.dim``; a
         subclass may append features of its own)."""
+        rel, edge_attr = self.check_inputs(rel, edge_attr, node_src, node_dst)
         return self.hidden_function(rel)(rel, edge_attr, node_src, node_dst)
+
+    def check_inputs(
+        self,
+        rel: Tensor,
+        edge_attr: Tensor | None = None,
+        node_src: Tensor | None = None,
+        node_dst: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Check the per-edge inputs against the kernel's sizes and parameters' dtype;
+        returns ``(rel, edge_attr)`` (``edge_attr [E]`` becomes ``[E, 1]``)."""
+        rel = check_parameter_dtype(check_positions(rel, "rel"), self, "rel")
+        edges = rel.shape[0]
+        edge_attr = check_edge_attr(edge_attr, edges, self.edge_dim)
+        for name, value in (("node_src", node_src), ("node_dst", node_dst)):
+            if not self.node_dim:
+                continue
+            value = check_tensor(value, name) if value is not None else None
+            if value is None or value.shape != (edges, self.node_dim):
+                got = "None" if value is None else f"shape {list(value.shape)}"
+                raise ValueError(
+                    f"{name}: expected shape [{edges}, {self.node_dim}] (the node attributes "
+                    f"of each edge's endpoint, node_dim={self.node_dim}), got {got}"
+                )
+        return rel, edge_attr
 
     def forward(
         self,
@@ -299,6 +327,7 @@ class ImplicitKernel(nn.Module):
     ) -> Tensor:
         """The kernels ``K [E, rep_out.dim, rep_in.dim]`` (materialised: for inspection and
         for the lattice fast path)."""
+        rel, edge_attr = self.check_inputs(rel, edge_attr, node_src, node_dst)
         weights = self.assemble(rel)
         h = self.hidden_function(rel, weights)(rel, edge_attr, node_src, node_dst)
         flat = weights.head.transpose(0, 1).reshape(h.shape[1], -1)  # [A, out * in]

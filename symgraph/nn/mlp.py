@@ -48,8 +48,8 @@ class EquivariantMLPLayer(nn.Module):
         self.activation = Gate(rep_out) if nonlinearity == "gate" else NormActivation(rep_out)
 
     def reset_parameters(self) -> None:
-        for module in (self.linear, self.project, self.bilinear):
-            if module is not None:
+        for module in (self.linear, self.project, self.bilinear, self.activation):
+            if module is not None and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:

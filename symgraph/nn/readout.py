@@ -55,7 +55,7 @@ class InvariantReadout(ExactBufferModule):
         self, x: Tensor, batch: Tensor | None = None, num_graphs: int | None = None
     ) -> Tensor:
         self.rep.check_features(x, "x")
-        invariants = x @ self.projection.T
+        invariants = x @ self.exact_buffer_as("projection", x).T  # any float dtype (no weights)
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         batch = check_batch(batch, x.shape[0], "batch", require_sorted=False)

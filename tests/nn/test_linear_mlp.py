@@ -130,6 +130,24 @@ def test_bilinear_mlp_learns_a_norm_dependent_target():
     assert last < first / 100
 
 
+@pytest.mark.parametrize("nonlinearity", ["gate", "norm"])
+def test_reset_parameters_resets_every_parameter(nonlinearity):
+    """Every parameter (norm biases included) is reset, the same way for the same seed."""
+    torch.manual_seed(0)
+    mlp = EquivariantMLP("2x0e + 1x1o", "1x0e + 1x1o", "4x0e + 2x1o", nonlinearity=nonlinearity)
+    torch.manual_seed(1)
+    mlp.reset_parameters()
+    reset_once = {k: v.clone() for k, v in mlp.state_dict().items()}
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.fill_(3.0)
+    torch.manual_seed(1)
+    mlp.reset_parameters()
+    for name, value in mlp.state_dict().items():
+        assert torch.equal(value, reset_once[name]), name
+        assert not torch.all(value == 3.0), name
+
+
 def test_bad_input_messages():
     layer = EquivariantLinear("2x1o", "0e")
     with pytest.raises(ValueError, match="last dimension 6"):

@@ -102,6 +102,23 @@ def test_bad_counts_are_usage_errors(tmp_path, capsys, flags, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_job_refusing_its_settings_is_a_usage_error(tmp_path, capsys):
+    """The job's own check (here the point net's k) comes out as one line, exit 2."""
+    shapes = ["--dataset", "procedural", "--num-shapes", "24", "--num-test-shapes", "12"]
+    out = tmp_path / "points"
+    argv = ["train", "modelnet40", *shapes, "--num-points", "64", "--k", "0", "--out", str(out)]
+    assert main(argv) == 2
+    assert "symgraph: error: modelnet40: k: expected a positive int, got 0" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+    out = tmp_path / "run"
+    run(capsys, ["train", "toy", "--out", str(out), *TOY, "--epochs", "1"])
+    (out / "config.json").write_text(json.dumps({"note": "no job"}))
+    assert main(["evaluate", str(out)]) == 2
+    assert "names no job: the run was not started by `symgraph train`" in capsys.readouterr().err
+
+
 def test_register_job_refuses_a_second_job_of_the_same_name():
     def other(args) -> JobSpec:
         """Another toy."""
