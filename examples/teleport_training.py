@@ -9,12 +9,16 @@ goes on. The optimizer's moments are transported with the weights. The model is 
 ``--kinds rescale,linear`` adds the data-free GL(32) of the readout (the last GIN layer →
 sum pooling → the head's first layer has no nonlinearity in it). ``--objective
 min_grad_norm`` moves to the point of smallest gradient norm instead (each unit's incoming and
-outgoing gradients balanced; it changes how SGD scales its steps, see benchmarks/RESULTS.md).
+outgoing gradients balanced; it changes how SGD scales its steps, see benchmarks/RESULTS.md),
+and with ``--gradient optimizer`` takes that gradient from Adam's running mean instead of a
+backward pass on the batch.
 
     OMP_NUM_THREADS=1 python examples/teleport_training.py           # ~1 min
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick   # a few seconds
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --kinds rescale,linear
     OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --objective min_grad_norm
+    OMP_NUM_THREADS=1 python examples/teleport_training.py --quick --objective min_grad_norm \
+        --gradient optimizer
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from symgraph.teleport import Teleport, find_symmetries  # noqa: E402
+from symgraph.teleport.hook import GRADIENT_SOURCES  # noqa: E402
 from symgraph.train.teleport_callback import CALLBACK_OBJECTIVES  # noqa: E402
 
 
@@ -88,7 +93,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         choices=CALLBACK_OBJECTIVES,
         help="the point of the orbit to move to (default: the steepest, as in the paper)",
     )
+    parser.add_argument(
+        "--gradient",
+        default="batch",
+        choices=GRADIENT_SOURCES,
+        help="with --objective min_grad_norm: the batch's gradient or the optimizer's mean",
+    )
     args = parser.parse_args(argv)
+    if args.gradient != "batch" and args.objective != "min_grad_norm":
+        parser.error("--gradient optimizer needs --objective min_grad_norm")
     from torch_geometric.loader import DataLoader
 
     torch.manual_seed(0)
@@ -110,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     lr = 0.003 if "linear" in kinds else 0.03
     steps = 3 if args.objective == "grad_norm" else 20
     tp = Teleport(
-        schedule, loss_fn, steps=steps, lr=lr, symmetries=symmetries, objective=args.objective
+        schedule,
+        loss_fn,
+        steps=steps,
+        lr=lr,
+        symmetries=symmetries,
+        objective=args.objective,
+        gradient=args.gradient,
     )
     step, losses = 0, []
     for epoch in range(2 if args.quick else 10):

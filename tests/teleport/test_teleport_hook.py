@@ -181,9 +181,12 @@ def test_example_teleports_along_the_readout_gl(load_script):
     assert all(torch.isfinite(torch.tensor(out["losses"])))
 
 
-def test_example_moves_to_the_smallest_gradient(load_script):
+@pytest.mark.parametrize("gradient", ["batch", "optimizer"])
+def test_example_moves_to_the_smallest_gradient(load_script, gradient):
     module = load_script("examples/teleport_training.py")
-    out = module.main(["--quick", "--objective", "min_grad_norm"])
+    out = module.main(["--quick", "--objective", "min_grad_norm", "--gradient", gradient])
     assert out["teleports"] >= 1 and out["accepted"] == out["teleports"]
     assert all(after < before for before, after in out["grad_norm_sq"])
     assert all(torch.isfinite(torch.tensor(out["losses"])))
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--gradient", "optimizer"])  # needs min_grad_norm
