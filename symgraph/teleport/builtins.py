@@ -250,6 +250,7 @@ def _register_pyg() -> None:
             stages.append((join(prefix, f"dropout.{i}"), nn.Dropout(m.dropout[i])))
         if m.plain_last:
             stages.append((join(prefix, f"lins.{len(m.lins) - 1}"), m.lins[-1]))
+            stages.append((join(prefix, "dropout.last"), nn.Dropout(m.dropout[-1])))
         return stages
 
     register_container(pyg_nn.MLP, mlp_stages)

@@ -28,6 +28,7 @@ symmetry that would change one is dropped.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
 
 from torch import nn
@@ -289,6 +290,44 @@ def linear_rule(model: nn.Module, *, max_norm: float = 1.0, **_: object):
     return list(found.values())
 
 
+def _shared_parameter_names(model: nn.Module) -> set[str]:
+    """Every name of every parameter that the model holds more than once (a module used at
+    two places, tied weights): an action on one place would change the other."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {name for aliases in names.values() if len(aliases) > 1 for name in aliases}
+
+
+def check_find_options(kinds: Iterable[str] | str, options: dict[str, object]) -> None:
+    """Raise ``TypeError`` for option names that none of the rules ``kinds`` declares (a
+    misspelt ``max_imbalance`` would otherwise be ignored). A rule taking ``**options`` (any
+    name but ``_``, which the built-in rules use to ignore the others' options) takes
+    anything."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    table = registered_rules()
+    unknown_kinds = [k for k in kinds if k not in table]
+    if unknown_kinds:
+        raise ValueError(
+            f"kinds: expected names among {sorted(table)}, got unknown {unknown_kinds}"
+        )
+    rules = [table[k] for k in kinds]
+    declared = {"approximate"}
+    for rule in rules:
+        params = list(inspect.signature(rule).parameters.values())[1:]  # after the model
+        for param in params:
+            if param.kind is param.VAR_KEYWORD and param.name != "_":
+                return
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                declared.add(param.name)
+    unknown = sorted(set(options) - declared)
+    if unknown:
+        raise TypeError(
+            f"options: the rules {[getattr(r, '__name__', r) for r in rules]} take "
+            f"{sorted(declared - {'approximate'})}, got unknown {unknown}"
+        )
+
+
 def describe_search(model: nn.Module, kinds: Iterable[str]) -> str:
     """What :func:`find_symmetries` searched, for error messages."""
     containers = [
@@ -346,10 +385,14 @@ def find_symmetries(
     unknown = [k for k in kinds if k not in rules]
     if unknown:
         raise ValueError(f"kinds: expected names among {sorted(rules)}, got unknown {unknown}")
+    check_find_options(kinds, options)
+    shared = _shared_parameter_names(model)
     out: list[ParameterSymmetry] = []
     for kind in kinds:
         got = rules[kind](model, approximate=approximate, **options)
-        out += [s for s in got if s.exact or approximate]
+        out += [
+            s for s in got if (s.exact or approximate) and not shared.intersection(s.param_names)
+        ]
     if not out and raise_if_empty:
         raise NoSymmetryError(
             f"model: no parameter-space symmetry found in {type(model).__name__}. "

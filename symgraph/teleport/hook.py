@@ -43,9 +43,9 @@ import torch
 from torch import nn
 
 from .base import ParameterSymmetry
-from .detect import DEFAULT_KINDS, find_symmetries
+from .detect import DEFAULT_KINDS, check_find_options, find_symmetries
 from .optim_state import running_gradient
-from .teleport import LossFn, TeleportResult, teleport
+from .teleport import LossFn, TeleportResult, check_search_settings, teleport
 
 __all__ = ["Teleport", "parse_schedule"]
 
@@ -150,6 +150,7 @@ class Teleport:
         gradient: str = "batch",
         **find_options: Any,
     ) -> None:
+        check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
         self.schedule = parse_schedule(schedule)
         self.spec = schedule if isinstance(schedule, str) else repr(schedule)
         if loss_fn is not None and not callable(loss_fn):
@@ -176,6 +177,13 @@ class Teleport:
             objective=objective,
             descent_lr=descent_lr,
         )
+        if symmetries is None:
+            check_find_options(kinds, find_options)
+        elif find_options:
+            raise TypeError(
+                f"find_options: used only to find symmetries, got {sorted(find_options)} with "
+                "symmetries given"
+            )
         self.symmetries = list(symmetries) if symmetries is not None else None
         self.kinds = kinds
         self.find_options = find_options

@@ -9,8 +9,9 @@ state entry (torch.optim)                                   new value
 ==========================================================  =================
 ``exp_avg``, ``momentum_buffer``, ``grad_avg``              ``/ c``
 ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``sum`` ``/ c²``
+RMSprop's ``momentum_buffer`` (sums ``g / √v``)              unchanged
 ``step`` and other scalars                                   unchanged
-any other tensor                                             state reset
+any other tensor (e.g. Adafactor's factored moments)         state reset
 ==========================================================  =================
 
 so Adam's next update ``m̂ / (√v̂ + ε)`` is, up to ``ε``, the same vector it would have
@@ -76,20 +77,31 @@ def update_optimizer_state(
             del optimizer.state[param]
             done[name] = "reset"
             continue
+        normalised = _normalised_entries(optimizer)
         with torch.no_grad():
             for key, value in state.items():
-                if key in _FIRST_MOMENTS and value is not None:
+                if key in normalised or value is None:
+                    continue
+                if key in _FIRST_MOMENTS:
                     value.div_(factor)
-                elif key in _SECOND_MOMENTS and value is not None:
+                elif key in _SECOND_MOMENTS:
                     value.div_(factor * factor)
         done[name] = "transformed"
     return done
 
 
+def _normalised_entries(optimizer: torch.optim.Optimizer) -> set[str]:
+    """State entries that hold already normalised steps (unchanged by a rescaling): the
+    momentum of RMSprop sums ``g / (√v + ε)``, which ``g → g / c``, ``v → v / c²`` leaves
+    as it was."""
+    return {"momentum_buffer"} if isinstance(optimizer, torch.optim.RMSprop) else set()
+
+
 def _transformable(state: Mapping[str, object], param: Tensor) -> bool:
-    """Every tensor entry shaped like the parameter must be a known moment."""
+    """Every tensor entry but scalars must be a known moment (a factored second moment,
+    shaped otherwise than the parameter, is not)."""
     for key, value in state.items():
-        if isinstance(value, Tensor) and value.shape == param.shape and value.numel() > 1:
+        if isinstance(value, Tensor) and value.numel() > 1:
             if key not in _FIRST_MOMENTS | _SECOND_MOMENTS:
                 return False
     return True
@@ -104,7 +116,8 @@ def running_gradient(
 
     Adam's (AdamW's, NAdam's …) ``exp_avg``, SGD's ``momentum_buffer`` (with
     ``momentum > 0``; a weighted sum rather than a mean, which only scales it), RMSprop's
-    ``grad_avg`` (``centered=True``): an average over roughly ``1 / (1 − β)`` recent
+    ``grad_avg`` (``centered=True``; never its momentum, a sum of normalised steps): an
+    average over roughly ``1 / (1 − β)`` recent
     minibatches, at no cost, for ``teleport(..., objective="min_grad_norm", gradient=...)``.
     The tensors are the optimizer's own (not copies).
 
@@ -114,19 +127,29 @@ def running_gradient(
         names: the parameters that must have one (default: all of ``params``).
 
     Raises:
-        ValueError: a parameter of ``names`` has no such state (before the optimizer's first
-            step, or an optimizer that keeps none, such as SGD without momentum).
+        ValueError: a parameter of ``names`` is not held by the optimizer, or has no such
+            state (before the optimizer's first step, or an optimizer that keeps none, such
+            as SGD without momentum).
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {optimizer!r}")
+    keys = [k for k in _RUNNING_GRADIENT if k not in _normalised_entries(optimizer)]
     found: dict[str, Tensor] = {}
     for name, param in params.items():
         state = optimizer.state.get(param) or {}
-        for key in _RUNNING_GRADIENT:
+        for key in keys:
             if isinstance(state.get(key), Tensor):
                 found[name] = state[key]
                 break
-    missing = [n for n in (params if names is None else names) if n not in found]
+    wanted = list(params if names is None else names)
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    outside = [n for n in wanted if n in params and id(params[n]) not in held]
+    if outside:
+        raise ValueError(
+            f"optimizer: expected to hold the parameters the symmetries change, got none of "
+            f"{outside[:5]} in its param_groups"
+        )
+    missing = [n for n in wanted if n not in found]
     if missing:
         raise ValueError(
             f"optimizer: expected a running mean of the gradient (exp_avg, momentum_buffer or "

@@ -40,7 +40,14 @@ from .detect import DEFAULT_KINDS, find_symmetries
 from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
 from .symmetries import RescaleSymmetry
 
-__all__ = ["teleport", "TeleportResult", "LossFn", "OBJECTIVES", "check_min_grad_norm"]
+__all__ = [
+    "teleport",
+    "TeleportResult",
+    "LossFn",
+    "OBJECTIVES",
+    "check_min_grad_norm",
+    "check_search_settings",
+]
 
 #: What :func:`teleport` can optimise over the orbit (see its ``objective`` argument).
 OBJECTIVES = ("grad_norm", "descent", "min_norm", "min_grad_norm")
@@ -276,6 +283,34 @@ def _ascent_step(grad: Tensor | None, theta: Tensor, lr: float, normalize: bool)
     return theta + lr * grad
 
 
+def check_search_settings(
+    steps: object,
+    lr: object,
+    objective: object,
+    optimizer_state: object,
+    descent_lr: object = None,
+) -> None:
+    """Raise ``ValueError`` naming the first of :func:`teleport`'s search settings that is
+    not valid (what :class:`~symgraph.teleport.Teleport` checks at construction)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
+    if isinstance(lr, bool) or not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    if objective == "descent" and not (
+        isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
+    ):
+        raise ValueError(
+            f"descent_lr: expected a positive step size with objective='descent', got "
+            f"{descent_lr!r}"
+        )
+    if optimizer_state not in OPTIMIZER_STATE_MODES:
+        raise ValueError(
+            f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
+        )
+
+
 def teleport(
     model: nn.Module,
     loss_fn: LossFn,
@@ -361,23 +396,9 @@ def teleport(
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-    if objective == "descent" and not (
-        isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
-    ):
-        raise ValueError(
-            f"descent_lr: expected a positive step size with objective='descent', got "
-            f"{descent_lr!r}"
-        )
-    if optimizer_state not in OPTIMIZER_STATE_MODES:
-        raise ValueError(
-            f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
-        )
+    check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer or None, got {optimizer!r}")
     if gradient is not None and objective != "min_grad_norm":
         raise ValueError(
             f"gradient: an estimate is used only with objective='min_grad_norm', got "

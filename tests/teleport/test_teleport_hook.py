@@ -94,7 +94,8 @@ def test_hook_teleports_on_its_own_batch_only_when_due():
     [
         (lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9), "momentum_buffer"),
         (lambda ps: torch.optim.Adam(ps, lr=1e-3), "exp_avg"),
-        (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True), "grad_avg"),
+        # RMSprop's momentum sums normalised steps: its mean gradient is grad_avg
+        (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9, centered=True), "grad_avg"),
     ],
 )
 def test_hook_takes_the_gradient_from_the_optimizer(make, key):
@@ -152,6 +153,26 @@ def test_hook_gradient_from_the_optimizer_needs_one():
     plain.step()
     with pytest.raises(ValueError, match=r"running mean .* for \['0.weight'"):
         Teleport("at:0", _loss, **options)(model, batch, plain)  # no momentum
+    partial = torch.optim.Adam(model[2].parameters())
+    with pytest.raises(ValueError, match=r"optimizer: expected to hold .* \['0.weight'"):
+        Teleport("at:0", _loss, **options)(model, batch, partial)
+
+
+def test_hook_checks_its_settings_at_construction():
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        Teleport("every:1000", _loss, objective="bogus")
+    with pytest.raises(ValueError, match="steps: expected a non-negative integer, got -1"):
+        Teleport("every:1000", _loss, steps=-1)
+    with pytest.raises(ValueError, match="lr: expected a positive finite number, got 0.0"):
+        Teleport("every:1000", _loss, lr=0.0)
+    with pytest.raises(ValueError, match="optimizer_state: expected one of"):
+        Teleport("every:1000", _loss, optimizer_state="transfrom")
+    with pytest.raises(ValueError, match="descent_lr: expected a positive step size"):
+        Teleport("every:1000", _loss, objective="descent")
+    with pytest.raises(TypeError, match=r"options: .* got unknown \['stpes'\]"):
+        Teleport("every:1000", _loss, stpes=3)
+    with pytest.raises(TypeError, match="find_options: used only to find symmetries"):
+        Teleport("every:1000", _loss, symmetries=[], max_imbalance=3.0)
 
 
 def test_hook_needs_a_loss_and_a_symmetry():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -210,6 +211,63 @@ def test_adam_moments_are_transported():
     optimizer.step()
     result = teleport(gl_model, mse, gl_batch, steps=3, lr=0.05, kinds="gl", optimizer=optimizer)
     assert result.moved and set(result.optimizer_state.values()) == {"reset"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.Adam(ps, lr=1e-3, eps=1e-14),
+        lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9, eps=1e-14),
+        lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9, centered=True, eps=1e-14),
+    ],
+    ids=["adam", "rmsprop-momentum", "rmsprop-centered"],
+)
+def test_normalising_optimizers_take_the_same_step_after_a_transported_teleport(make):
+    """Adam's and RMSprop's next update is invariant to a rescaling of the gradient: with the
+    moments transported, the step after a teleport is the step before it (ε made negligible)."""
+    model, batch = _mlp(), _data()
+    optimizer = make(model.parameters())
+    for _ in range(3):
+        optimizer.zero_grad()
+        mse(model, batch).backward()
+        optimizer.step()
+    twin = _mlp()
+    twin.load_state_dict(model.state_dict())
+    twin_opt = make(twin.parameters())
+    twin_opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # its own moments
+
+    def update(net, opt):
+        start = {n: p.detach().clone() for n, p in net.named_parameters()}
+        opt.zero_grad()
+        mse(net, batch).backward()
+        opt.step()
+        return {n: p.detach() - start[n] for n, p in net.named_parameters()}
+
+    result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer)
+    assert result.moved and set(result.optimizer_state.values()) == {"transformed"}
+    after, before = update(model, optimizer), update(twin, twin_opt)
+    for name in after:
+        assert torch.allclose(after[name], before[name], rtol=1e-9, atol=1e-15), name
+
+
+def test_factored_or_unknown_moments_are_reset():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adafactor(model.parameters(), lr=1e-3)
+    optimizer.zero_grad()
+    mse(model, batch).backward()
+    optimizer.step()
+    result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer)
+    assert result.moved
+    assert result.optimizer_state["2.weight"] == "reset"  # row_var / col_var of a matrix
+
+
+def test_an_optimizer_of_the_wrong_type_is_refused_before_anything_moves():
+    model, batch = _mlp(), _data()
+    saved = snapshot(model)
+    scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), 0.1), 1)
+    with pytest.raises(TypeError, match="optimizer: expected a torch.optim.Optimizer or None"):
+        teleport(model, mse, batch, optimizer=scheduler)
+    assert_bit_identical(model, saved)
 
 
 def test_so2_booth_teleport():

@@ -306,14 +306,38 @@ def test_subclass_with_new_forward_is_not_trusted():
     assert find_symmetries(model, raise_if_empty=False) == []
 
 
-def test_shared_and_frozen_parameters_are_left_alone():
+def test_shared_and_frozen_parameters_are_left_alone(check_invariant):
+    torch.manual_seed(0)
     shared = nn.Linear(4, 4)
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), shared, nn.ReLU(), shared)
-    names = {n for s in find_symmetries(model, raise_if_empty=False) for n in s.param_names}
-    assert "4.weight" not in names
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(4, 2)
+    ).double()
+    found = find_symmetries(model, raise_if_empty=False)
+    held = {id(p) for p in shared.parameters()}
+    params = dict(model.named_parameters())
+    assert not any(id(params[n]) in held for s in found for n in s.param_names)
+    if found:
+        check_invariant(model, (torch.randn(8, 3, dtype=torch.float64),), found)
+    tied = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    tied[4].weight = tied[2].weight  # tied weights: rescaling either place changes the other
+    assert find_symmetries(tied, raise_if_empty=False) == []
     frozen = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     frozen[2].weight.requires_grad_(False)
     assert find_symmetries(frozen, raise_if_empty=False) == []
+
+
+def test_a_pyg_mlp_with_dropout_after_its_last_layer_has_no_linear_chain_through_it():
+    model = nn.Sequential(pyg_nn.MLP([3, 8, 6], dropout=[0.0, 0.5]), nn.Linear(6, 2))
+    assert find_symmetries(model, ("linear",), raise_if_empty=False) == []
+    plain = nn.Sequential(pyg_nn.MLP([3, 8, 6], dropout=[0.0, 0.0]), nn.Linear(6, 2))
+    assert len(find_symmetries(plain, ("linear",))) == 1
+
+
+def test_misspelt_options_are_refused():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"options: .* got unknown \['max_imbalanse'\]"):
+        find_symmetries(model, max_imbalanse=2.0)
+    assert find_symmetries(model, max_imbalance=2.0)[0].max_imbalance == 2.0
 
 
 def test_registry_custom_container_and_rule(check_invariant):
