@@ -184,18 +184,24 @@ class Frame:
         )
 
 
-def _given_velocities(frame: object) -> Any:
-    """The velocities a PyG ``Data`` (or dict) carries (``vel``, ``velocities`` or ``v``), or
-    ``None``; a :class:`Frame`'s own (zeros when it was built without)."""
-    if isinstance(frame, Frame):
-        return frame.vel
-    for key in ("vel", "velocities", "v"):
+def _attribute(frame: object, *keys: str) -> Any:
+    """The first of ``keys`` that a PyG ``Data`` (attribute) or dict (item) holds, or
+    ``None``."""
+    for key in keys:
         value = getattr(frame, key, None)
         if value is None and isinstance(frame, dict):
             value = frame.get(key)
         if value is not None:
             return value
     return None
+
+
+def _given_velocities(frame: object) -> Any:
+    """The velocities a PyG ``Data`` (or dict) carries (``vel``, ``velocities`` or ``v``), or
+    ``None``; a :class:`Frame`'s own (zeros when it was built without)."""
+    if isinstance(frame, Frame):
+        return frame.vel
+    return _attribute(frame, "vel", "velocities", "v")
 
 
 def as_frame(frame: object, name: str = "frame") -> Frame:
@@ -210,24 +216,15 @@ def as_frame(frame: object, name: str = "frame") -> Frame:
             f"got {type(frame).__name__}"
         )
 
-    def attr(*keys: str) -> Any:
-        for key in keys:
-            value = getattr(frame, key, None)
-            if value is None and isinstance(frame, dict):
-                value = frame.get(key)
-            if value is not None:
-                return value
-        return None
-
-    pos = attr("pos", "positions")
+    pos = _attribute(frame, "pos", "positions")
     if pos is None:
         raise ValueError(f"{name}: expected a `pos` attribute [N, 3], found none")
     return Frame(
         pos,
         _given_velocities(frame),
-        attr("z", "atomic_numbers"),
-        attr("mass", "masses"),
-        attr("batch"),
+        _attribute(frame, "z", "atomic_numbers"),
+        _attribute(frame, "mass", "masses"),
+        _attribute(frame, "batch"),
     )
 
 

@@ -86,3 +86,20 @@ def graph() -> Callable[..., tuple[Tensor, Tensor]]:
 @pytest.fixture
 def check_invariant() -> Callable[..., None]:
     return assert_invariant
+
+
+def _recording_backward(loss_fn: Callable, passes: list) -> Callable:
+    """``loss_fn`` that appends to ``passes`` whenever a backward pass goes through it."""
+
+    def loss(model, batch):
+        value = loss_fn(model, batch)
+        if value.requires_grad:
+            value.register_hook(lambda grad: passes.append(1))
+        return value
+
+    return loss
+
+
+@pytest.fixture
+def recording_backward() -> Callable[[Callable, list], Callable]:
+    return _recording_backward

@@ -98,7 +98,7 @@ def test_hook_teleports_on_its_own_batch_only_when_due():
         (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9, centered=True), "grad_avg"),
     ],
 )
-def test_hook_takes_the_gradient_from_the_optimizer(make, key):
+def test_hook_takes_the_gradient_from_the_optimizer(make, key, recording_backward):
     """``gradient="optimizer"``: the smallest-gradient target from the optimizer's running
     mean (no backward pass on the batch), the same point as ``teleport`` given that mean."""
     torch.manual_seed(0)
@@ -116,13 +116,7 @@ def test_hook_takes_the_gradient_from_the_optimizer(make, key):
     twin.load_state_dict(model.state_dict())
     means = {n: optimizer.state[p][key].clone() for n, p in model.named_parameters()}
     backward = []
-
-    def loss(model, batch):
-        value = _loss(model, batch)
-        if value.requires_grad:
-            value.register_hook(lambda g: backward.append(1))
-        return value
-
+    loss = recording_backward(_loss, backward)
     options = dict(steps=20, lr=0.05, objective="min_grad_norm", kinds=("rescale",))
     tp = Teleport("at:5", loss, gradient="optimizer", **options)
     out = model(x).detach()

@@ -464,7 +464,9 @@ def _gradient(model, loss_fn, batch) -> dict[str, torch.Tensor]:
     return grads
 
 
-def test_min_grad_norm_with_a_given_gradient_uses_it_and_runs_the_batch_forward_only():
+def test_min_grad_norm_with_a_given_gradient_uses_it_and_runs_the_batch_forward_only(
+    recording_backward,
+):
     """A gradient estimate replaces the batch's gradient: teleporting on batch B with the
     gradient of batch A lands where teleporting on A does (its scale does not matter), and
     the batch is only run forward, for the loss check."""
@@ -475,13 +477,7 @@ def test_min_grad_norm_with_a_given_gradient_uses_it_and_runs_the_batch_forward_
     estimate = {n: 7.0 * g for n, g in _gradient(model, mse, first).items()}
     loss0 = value(mse, model, second)
     backward = []
-
-    def counted(model, batch):
-        loss = mse(model, batch)
-        if loss.requires_grad:
-            loss.register_hook(lambda g: backward.append(1))
-        return loss
-
+    counted = recording_backward(mse, backward)
     result = teleport(
         model, counted, second, steps=30, lr=0.05, objective="min_grad_norm", gradient=estimate
     )

@@ -110,6 +110,21 @@ def make_trainer(
     )
 
 
+def assert_resumes_exactly(splits, run_dir, straight, rows, **options) -> None:
+    """A run killed after step 5 and resumed trains only steps 5-15 and ends with the
+    uninterrupted run's weights and teleport rows (``rows``, of ``straight``)."""
+    with pytest.raises(Crash):
+        make_trainer(splits, run_dir, callbacks=[CrashAt(5)], **options).fit()
+    resumed = make_trainer(splits, run_dir, callbacks=[CrashAt(-1)], resume=True, **options)
+    resumed.fit()
+    assert resumed.callbacks[0].seen == list(range(5, 16))
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    assert without(read_rows(run_dir / "teleports.csv"), "seconds") == without(rows, "seconds")
+
+
 @pytest.fixture(scope="module")
 def straight_run(toy_splits, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight")
@@ -179,20 +194,7 @@ def test_teleports_on_its_own_samples_and_resumes_exactly(toy_splits, tmp_path, 
     rows = read_rows(tmp_path / "straight" / "teleports.csv")
     assert all(r["refused"] == "False" and r["moved"] == "True" for r in rows)
     # the draws depend on the seed and the step only: a resumed run teleports identically
-    with pytest.raises(Crash):
-        make_trainer(toy_splits, tmp_path / "b", callbacks=[CrashAt(5)], samples=20).fit()
-    resumed = make_trainer(
-        toy_splits, tmp_path / "b", callbacks=[CrashAt(-1)], resume=True, samples=20
-    )
-    resumed.fit()
-    assert resumed.callbacks[0].seen == list(range(5, 16))
-    for (name, a), b in zip(
-        straight.model.state_dict().items(), resumed.model.state_dict().values()
-    ):
-        assert torch.equal(a, b), name
-    assert without(read_rows(tmp_path / "b" / "teleports.csv"), "seconds") == without(
-        rows, "seconds"
-    )
+    assert_resumes_exactly(toy_splits, tmp_path / "b", straight, rows, samples=20)
     # and on other batches than the coming ones: other teleports than the default run's
     default = make_trainer(toy_splits, tmp_path / "default")
     default.fit()
@@ -208,20 +210,7 @@ def test_least_steep_point_from_the_optimizers_mean_resumes_exactly(toy_splits, 
     assert len(rows) == 7 and all(r["refused"] == "False" and r["moved"] == "True" for r in rows)
     assert all(float(r["grad_norm_after"]) < float(r["grad_norm_before"]) for r in rows)
     # Adam's exp_avg is checkpointed: a resumed run teleports exactly as an uninterrupted one
-    with pytest.raises(Crash):
-        make_trainer(toy_splits, tmp_path / "b", callbacks=[CrashAt(5)], **options).fit()
-    resumed = make_trainer(
-        toy_splits, tmp_path / "b", callbacks=[CrashAt(-1)], resume=True, **options
-    )
-    resumed.fit()
-    assert resumed.callbacks[0].seen == list(range(5, 16))
-    for (name, a), b in zip(
-        straight.model.state_dict().items(), resumed.model.state_dict().values()
-    ):
-        assert torch.equal(a, b), name
-    assert without(read_rows(tmp_path / "b" / "teleports.csv"), "seconds") == without(
-        rows, "seconds"
-    )
+    assert_resumes_exactly(toy_splits, tmp_path / "b", straight, rows, **options)
     # the batch's own gradient gives other teleports
     batch = make_trainer(toy_splits, tmp_path / "batch", objective="min_grad_norm")
     batch.fit()
