@@ -3,9 +3,10 @@
 Run:  python examples/plug_into_pyg.py [--quick]
 
 The "user's model" is a plain PyG stack (GCNConv, global pooling, a DataLoader) trained
-to predict each molecule's radius of gyration on ase's G2 collection (162 real molecules,
-shipped with ase). Its second GCNConv is replaced by an O(3) ImplicitSteerableConv that sees
-relative positions and bond types; nothing else changes.
+to predict each molecule's radius of gyration on the 93 H/C/N/O/F molecules of more than
+one atom in ase's G2 collection (162 real molecules, shipped with ase). Its second GCNConv
+is replaced by an O(3) ImplicitSteerableConv that sees relative positions and bond types;
+nothing else changes.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ MAE with the MAE of predicting the training mean.
 Run:  python examples/qm9_demo.py [--quick] [--out runs/demo] [extra `symgraph train qm9` flags]
 
 The data come from the `qm9pack` package (the full QM9 as CSV, installed from PyPI by
-`make demo`); `--quick` uses the 200 first molecules of a local qm9pack-format CSV instead
-(`--csv FILE`) and trains for seconds (the tests run it that way).
+`make demo`); `--quick` uses 200 molecules (all of a 200-molecule file, else a seeded
+sample) of a local qm9pack-format CSV instead (`--csv FILE`) and trains for seconds (the
+tests run it that way).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         if args.csv is None:
             parser.error("--quick needs --csv FILE (e.g. ../shared/data/qm9/qm9pack_first200.csv)")
-        data = ["--source", "csv", "--csv", args.csv, "--root", str(Path(args.out) / "data")]
+        data = ["--source", "csv", "--csv", args.csv, "--subset-size", "200"]
+        data += ["--root", str(Path(args.out) / "data")]
         schedule = ["--epochs", "2", "--batch-size", "16", "--layers", "1"]
     else:
         data = ["--source", "qm9pack", "--subset-size", "6000", "--root", "data/qm9-demo"]

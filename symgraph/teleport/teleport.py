@@ -298,12 +298,16 @@ def check_search_settings(
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-    if objective == "descent" and not (
-        isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
+    if (
+        objective == "descent"
+        and descent_lr is not None
+        and not (
+            isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
+        )
     ):
         raise ValueError(
-            f"descent_lr: expected a positive step size with objective='descent', got "
-            f"{descent_lr!r}"
+            f"descent_lr: expected a positive step size (or None: the optimizer's lr) with "
+            f"objective='descent', got {descent_lr!r}"
         )
     if optimizer_state not in OPTIMIZER_STATE_MODES:
         raise ValueError(
@@ -372,7 +376,8 @@ def teleport(
             ``w``: the gradient is computed once, at ``w``, and every step of the search is
             the closed form ``Σ ‖∇L(w) / c(theta)‖²``, with no further passes through the
             model (so ``grad_norm_sq_after`` is that closed form at the chosen point).
-        descent_lr: the step size of ``objective="descent"`` (e.g. the optimizer's ``lr``).
+        descent_lr: the step size of ``objective="descent"`` (default: the ``lr`` of the
+            ``optimizer``'s first parameter group; one of the two is needed).
         gradient: only with ``objective="min_grad_norm"``: an estimate of ``∇L(w)`` by
             parameter name (every parameter the symmetries change; e.g. the optimizer's
             running mean of past gradients, :func:`~symgraph.teleport.running_gradient`)
@@ -399,6 +404,13 @@ def teleport(
     check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer or None, got {optimizer!r}")
+    if objective == "descent" and descent_lr is None:
+        if optimizer is None:
+            raise ValueError(
+                "descent_lr: expected a step size with objective='descent' (or an optimizer, "
+                "whose lr is used), got None and no optimizer"
+            )
+        descent_lr = float(optimizer.param_groups[0]["lr"])
     if gradient is not None and objective != "min_grad_norm":
         raise ValueError(
             f"gradient: an estimate is used only with objective='min_grad_norm', got "

@@ -73,8 +73,9 @@ TELEPORT_COLUMNS = (
 )
 
 
-#: The targets a scheduled teleport can move to (``"descent"`` needs the step size of the
-#: optimiser, which :func:`symgraph.teleport.teleport` takes directly).
+#: The targets a scheduled teleport can move to (``"descent"``, the largest one-step decrease,
+#: is left to :func:`symgraph.teleport.teleport` and the ``Teleport`` hook: on the GIN job of
+#: ``benchmarks/teleport.py`` it made SGD diverge).
 CALLBACK_OBJECTIVES = ("grad_norm", "min_grad_norm", "min_norm")
 
 

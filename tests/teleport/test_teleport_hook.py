@@ -162,7 +162,7 @@ def test_hook_checks_its_settings_at_construction():
     with pytest.raises(ValueError, match="optimizer_state: expected one of"):
         Teleport("every:1000", _loss, optimizer_state="transfrom")
     with pytest.raises(ValueError, match="descent_lr: expected a positive step size"):
-        Teleport("every:1000", _loss, objective="descent")
+        Teleport("every:1000", _loss, objective="descent", descent_lr=-1.0)
     with pytest.raises(TypeError, match=r"options: .* got unknown \['stpes'\]"):
         Teleport("every:1000", _loss, stpes=3)
     with pytest.raises(TypeError, match="find_options: used only to find symmetries"):

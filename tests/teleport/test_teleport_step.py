@@ -348,10 +348,17 @@ def test_descent_objective_improves_one_step_decrease():
     assert result.objective[0] == pytest.approx(before, rel=1e-9)
     assert one_step_decrease() > before
     assert one_step_decrease() == pytest.approx(max(result.objective), rel=1e-9)
-    with pytest.raises(ValueError, match="descent_lr"):
+    with pytest.raises(ValueError, match="descent_lr: expected a step size .* no optimizer"):
         teleport(model, mse, batch, objective="descent")
     with pytest.raises(ValueError, match="objective"):
         teleport(model, mse, batch, objective="loss")
+    # without descent_lr, the optimizer's step size: the same search as with it given
+    twin = _mlp()
+    twin.load_state_dict(model.state_dict())
+    given = teleport(model, mse, batch, steps=3, lr=0.2, objective="descent", descent_lr=eta)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=eta)
+    taken = teleport(twin, mse, batch, steps=3, lr=0.2, objective="descent", optimizer=optimizer)
+    assert taken.objective == pytest.approx(given.objective, rel=1e-12)
 
 
 def test_min_norm_objective_balances_units_and_keeps_loss():
