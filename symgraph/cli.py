@@ -35,6 +35,8 @@ from symgraph.train.jobs import (
     get_job,
     int_at_least,
     load_jobs,
+    non_negative_float,
+    positive_float,
     positive_int,
     take_subset,
 )
@@ -57,26 +59,6 @@ def _schedule(text: str) -> str:
 
 
 _non_negative_int = int_at_least(0, "a non-negative integer")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
-    return value
 
 
 def _device(text: str) -> str:
@@ -124,7 +106,7 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--teleport-lr",
-        type=_positive_float,
+        type=positive_float,
         default=0.1,
         metavar="LR",
         help="search step size (default 0.1)",
@@ -201,10 +183,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         "--eval-batch-size", type=positive_int, default=None, help="default: --batch-size"
     )
     group.add_argument(
-        "--lr", type=_positive_float, default=1e-3, help="learning rate (default 1e-3)"
+        "--lr", type=positive_float, default=1e-3, help="learning rate (default 1e-3)"
     )
     group.add_argument(
-        "--weight-decay", type=_non_negative_float, default=0.0, help="Adam weight decay"
+        "--weight-decay", type=non_negative_float, default=0.0, help="Adam weight decay"
     )
     group.add_argument(
         "--scheduler",
@@ -213,7 +195,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         help="learning-rate schedule per epoch (plateau: halve after 5 epochs without progress)",
     )
     group.add_argument(
-        "--grad-clip", type=_positive_float, default=None, help="max global gradient norm"
+        "--grad-clip", type=positive_float, default=None, help="max global gradient norm"
     )
     group.add_argument(
         "--precision",

@@ -218,3 +218,22 @@ def test_readout_takes_any_float_dtype_exactly():
     out = readout(x, torch.tensor([0, 0, 1, 1]))
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, readout.double()(x, torch.tensor([0, 0, 1, 1])))
+
+
+def test_dynamics_breaking_input_and_relaxed_kernel_sizes_are_named():
+    from symgraph.groups import group_from_name
+    from symgraph.models import EquivariantDynamics
+    from symgraph.nn import RelaxedImplicitSteerableConv, SymmetryBreakingInput
+
+    for options, message in (
+        (dict(num_rbf=-1), "num_rbf: expected an integer >= 1, got -1"),
+        (dict(max_z=-1), "max_z: expected an integer >= 0, got -1"),
+        (dict(dt=float("inf")), "dt: expected a positive finite time step"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            EquivariantDynamics(hidden=8, num_layers=1, **options)
+    breaking = SymmetryBreakingInput("1x1o", group_from_name("C4"))
+    with pytest.raises(TypeError, match="x: expected floating-point node features"):
+        breaking(torch.ones(5, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="free_hidden: expected a positive int, got True"):
+        RelaxedImplicitSteerableConv("1x0e", "1x0e", free_hidden=True)

@@ -101,8 +101,11 @@ class EquivariantDynamics(nn.Module):
         velocity_scale: float = 0.01,
     ) -> None:
         super().__init__()
-        if not dt > 0:
-            raise ValueError(f"dt: expected a positive time step in fs, got {dt!r}")
+        if not 0 < dt < math.inf:
+            raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
+        for name, value, least in (("num_rbf", num_rbf, 1), ("max_z", max_z, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
         if not 0 < velocity_scale < math.inf:

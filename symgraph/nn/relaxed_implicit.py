@@ -130,9 +130,9 @@ class RelaxedImplicitKernel(ImplicitKernel):
             rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
             cutoff, r_max,
         )  # fmt: skip
-        if not isinstance(free_hidden, int) or free_hidden < 1:
+        if isinstance(free_hidden, bool) or not isinstance(free_hidden, int) or free_hidden < 1:
             raise ValueError(f"free_hidden: expected a positive int, got {free_hidden!r}")
-        if not isinstance(free_layers, int) or free_layers < 1:
+        if isinstance(free_layers, bool) or not isinstance(free_layers, int) or free_layers < 1:
             raise ValueError(f"free_layers: expected an int ≥ 1, got {free_layers!r}")
         if free_input not in FREE_INPUTS:
             raise ValueError(f"free_input: expected one of {FREE_INPUTS}, got {free_input!r}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_tensor
+from symgraph.checks import check_parameter_dtype, check_tensor
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.groups.rep import as_rep
 from symgraph.nn.relaxed_steerable import symmetry_breaking_basis
@@ -64,7 +64,10 @@ class SymmetryBreakingInput(nn.Module):
         x = check_tensor(x, "x")
         if x.dim() != 2:
             raise ValueError(f"x: expected node features [N, C], got shape {list(x.shape)}")
-        value = self.value.to(dtype=x.dtype)
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected floating-point node features, got dtype {x.dtype}")
+        check_parameter_dtype(x, self, "x")
+        value = self.value.to(dtype=x.dtype)  # autocast: the features' precision
         return torch.cat([x, value.expand(x.shape[0], -1)], dim=-1)
 
     def breaking_part(self) -> Tensor:

@@ -6,17 +6,18 @@ simulates :class:`~symgraph.data.fluids.SmokePlumeDataset` plumes (deterministic
 :mod:`symgraph.models.fluids` (``conv``, ``equivariant`` or ``relaxed``) on windows of the
 training simulations' past, and reports:
 
-- validation (10 % of the training windows, by a seeded split; ``--val-split time``: the
-  latest 10 % of each training simulation's windows, training on the windows that end
-  before them): ``rmse``, the RMSE of an autoregressive rollout of ``--horizon`` frames;
+- validation (10 % of the training windows, by a seeded split, so most validation windows
+  share frames with training windows; ``--val-split time``: the latest 10 % of each
+  training simulation's windows, training on the windows that end before them, no frame
+  shared): ``rmse``, the RMSE of an autoregressive rollout of ``--horizon`` frames;
 - test: ``future_rmse`` (the training simulations' future) and ``domain_rmse`` (unseen
   inflow positions), each also per forecast step, ``future_rmse_h1`` ... (RMSE vs horizon).
 
 The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
-units of the training fields' RMS; relaxed models add ``--relaxation-weight`` times
-:func:`symgraph.nn.relaxation_penalty`, and may slow their non-equivariant pathway
-down (``--relaxation-lr-scale``, ``--relaxation-warmup``; see
-:mod:`symgraph.train.relaxation_schedule`). Everything else -- run folder, checkpoints,
+units of the RMS of the training simulations' past (the frames training reads); relaxed
+models add ``--relaxation-weight`` times :func:`symgraph.nn.relaxation_penalty`, and may
+slow their non-equivariant pathway down (``--relaxation-lr-scale``, ``--relaxation-warmup``;
+see :mod:`symgraph.train.relaxation_schedule`). Everything else -- run folder, checkpoints,
 ``--resume``, ``symgraph evaluate`` -- is the trainer's.
 """
 
@@ -30,7 +31,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from symgraph.train.jobs import JobSpec, arg, register_job
+from symgraph.train.jobs import (
+    JobSpec,
+    arg,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    register_job,
+)
 from symgraph.train.split import random_split_indices, temporal_split_indices
 from symgraph.train.tasks import Task
 
@@ -142,9 +151,19 @@ def build_fluid_datasets(args: argparse.Namespace) -> dict[str, Dataset]:
         return {s: SmokePlumeDataset(root, s, **options) for s in _SPLITS}
 
 
+def _grid_size(text: str) -> int:
+    """``--grid``: an even number of cells, at least 8 (the solver's spectral grid)."""
+    size = int_at_least(8, "an even integer >= 8")(text)
+    if size % 2:
+        raise argparse.ArgumentTypeError(f"expected an even integer >= 8, got {text!r}")
+    return size
+
+
 def _field_rms(dataset: Dataset) -> float:
-    """RMS of the fields of all simulations behind ``dataset`` (a SmokePlumeDataset)."""
-    return float(dataset.data.double().square().mean().sqrt())
+    """RMS of the fields ``dataset`` (a SmokePlumeDataset) reads: for the training split, the
+    past of its simulations (their future frames are the ``future`` test split)."""
+    first, last = dataset.frame_range
+    return float(dataset.data[:, first:last].double().square().mean().sqrt())
 
 
 @register_job(
@@ -162,30 +181,40 @@ def _field_rms(dataset: Dataset) -> float:
             default=0.2,
             help="rotation-symmetry breaking of the simulated plumes, in [0, 1] (default 0.2)",
         ),
-        arg("--frames-in", type=int, default=3, help="past frames fed to the model (default 3)"),
-        arg("--horizon", type=int, default=5, help="frames forecast in evaluation (default 5)"),
+        arg(
+            "--frames-in",
+            type=positive_int,
+            default=3,
+            help="past frames fed to the model (default 3)",
+        ),
+        arg(
+            "--horizon",
+            type=positive_int,
+            default=5,
+            help="frames forecast in evaluation (default 5)",
+        ),
         arg(
             "--train-horizon",
-            type=int,
+            type=positive_int,
             default=1,
             help="frames forecast by the training loss (default 1)",
         ),
         arg(
             "--relaxation-weight",
-            type=float,
+            type=non_negative_float,
             default=1.0,
             help="weight of the relaxation penalty Σ s² (relaxed model; default 1)",
         ),
         arg(
             "--relaxation-lr-scale",
-            type=float,
+            type=positive_float,
             default=1.0,
             help="relaxed model: learning rate of the non-equivariant pathway, as a multiple "
             "of --lr (default 1)",
         ),
         arg(
             "--relaxation-warmup",
-            type=int,
+            type=int_at_least(0, "epochs >= 0"),
             default=0,
             help="relaxed model: epochs during which the non-equivariant pathway stays "
             "frozen, training the strict model first (default 0)",
@@ -194,9 +223,10 @@ def _field_rms(dataset: Dataset) -> float:
             "--val-split",
             default="random",
             choices=("random", "time"),
-            help="validation windows: a seeded random 10 %% of the training windows (random) "
-            "or the latest 10 %% of each training simulation's, training only on windows "
-            "that end before them (time) (default random)",
+            help="validation windows: a seeded random 10 %% of the training windows, which "
+            "share frames with training windows (random), or the latest 10 %% of each "
+            "training simulation's, training only on windows that end before them (time) "
+            "(default random)",
         ),
         arg(
             "--relaxation",
@@ -222,14 +252,16 @@ def _field_rms(dataset: Dataset) -> float:
         ),
         arg(
             "--free-hidden",
-            type=int,
+            type=positive_int,
             default=8,
             help="relaxed model: width of the non-equivariant pathway's features (position "
             "and radial; default 8)",
         ),
-        arg("--width", type=int, default=16, help="model width (see build_fluid_model)"),
-        arg("--layers", type=int, default=4, help="convolution layers (default 4)"),
-        arg("--radius", type=int, default=1, help="stencil radius, kernel 2r+1 (default 1)"),
+        arg("--width", type=positive_int, default=16, help="model width (see build_fluid_model)"),
+        arg("--layers", type=positive_int, default=4, help="convolution layers (default 4)"),
+        arg(
+            "--radius", type=positive_int, default=1, help="stencil radius, kernel 2r+1 (default 1)"
+        ),
         arg("--group", default="C4", help="group of the steerable models (default C4)"),
         arg(
             "--kernel-hidden",
@@ -245,18 +277,23 @@ def _field_rms(dataset: Dataset) -> float:
             "(irreps), or copies of the regular representation of the finite --group with "
             "pointwise SiLU, as in a group CNN (regular) (default irreps)",
         ),
-        arg("--grid", type=int, default=32, help="grid cells per side (default 32)"),
-        arg("--simulations", type=int, default=8, help="training simulations (default 8)"),
+        arg(
+            "--grid",
+            type=_grid_size,
+            default=32,
+            help="grid cells per side, even, at least 8 (default 32)",
+        ),
+        arg("--simulations", type=positive_int, default=8, help="training simulations (default 8)"),
         arg(
             "--domain-simulations",
-            type=int,
+            type=positive_int,
             default=4,
             help="simulations of the domain test set (default 4)",
         ),
-        arg("--frames", type=int, default=60, help="frames per simulation (default 60)"),
+        arg("--frames", type=positive_int, default=60, help="frames per simulation (default 60)"),
         arg(
             "--future-frames",
-            type=int,
+            type=positive_int,
             default=20,
             help="last frames of each simulation kept for the future test set (default 20)",
         ),
@@ -289,10 +326,6 @@ def fluid(args: argparse.Namespace) -> JobSpec:
 
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))
-    if not 0 < lr_scale < float("inf"):
-        raise ValueError(f"--relaxation-lr-scale: expected a positive number, got {lr_scale}")
-    if warmup < 0:
-        raise ValueError(f"--relaxation-warmup: expected epochs ≥ 0, got {warmup}")
     data = build_fluid_datasets(args)
     scale = _field_rms(data["train"])
     val_split = getattr(args, "val_split", "random")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -130,6 +131,26 @@ def int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
 
 #: ``argparse`` type of a count flag: an integer ``>= 1``.
 positive_int = int_at_least(1, "a positive integer")
+
+
+def _finite_float(allow_zero: bool) -> Callable[[str], float]:
+    expected = "a non-negative finite number" if allow_zero else "a positive finite number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 <= value if allow_zero else 0 < value) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: ``argparse`` types of a positive / non-negative finite number.
+positive_float = _finite_float(allow_zero=False)
+non_negative_float = _finite_float(allow_zero=True)
 
 
 def arg(*flags: str, **kwargs: Any) -> Argument:

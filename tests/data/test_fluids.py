@@ -81,6 +81,23 @@ def test_batched_equals_single():
         assert torch.allclose(vel[i], v1, atol=1e-12) and torch.allclose(rho[i], r1, atol=1e-12)
 
 
+def test_a_batch_needs_equal_steps_per_frame_and_warm_up():
+    for field, value in (("substeps", 4), ("warmup_steps", 10)):
+        other = SMALL.replace(**{field: value})
+        with pytest.raises(ValueError, match=f"configs: `{field}` must be equal across a batch"):
+            simulate_plumes([SMALL, other], 2)
+
+
+@pytest.mark.parametrize("n", [9, 10])
+def test_spectral_divergence_of_odd_and_even_grids(n):
+    """div(sin(2π·4x), 0) = 8π cos(2π·4x): exact for odd N too (no Nyquist mode to drop)."""
+    x = torch.arange(n, dtype=torch.float64) / n
+    u = torch.sin(2 * math.pi * 4 * x).expand(n, n)  # varies along the last axis (x)
+    velocity = torch.stack([u, torch.zeros_like(u)])
+    expected = 8 * math.pi * torch.cos(2 * math.pi * 4 * x).expand(n, n)
+    torch.testing.assert_close(spectral_divergence(velocity, 1.0), expected)
+
+
 @pytest.mark.parametrize("k, walls", [(1, 0), (2, 0), (3, 2)])
 def test_symmetric_dynamics_commute_with_rotations(k, walls):
     cfg = SMALL.replace(walls=walls)
@@ -150,6 +167,7 @@ def test_dataset_splits_and_items():
     assert x.shape == (3, 2, 16, 16) and y.shape == (2, 2, 16, 16)
     assert torch.equal(train.data, future.data)  # same simulations, later frames
     assert future.window(0) == (0, 7)
+    assert train.frame_range == (0, 7) and future.frame_range == (7, 12)  # past / future
     # training inflows near the axes, domain inflows near the diagonals
     for cfg in train.configs:
         angle = cfg.inflow_angle % (math.pi / 2)

@@ -243,6 +243,21 @@ def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     assert evaluated == pytest.approx(trained, rel=1e-6)
 
 
+def test_fluid_job_scale_comes_from_the_training_past_only():
+    """The loss unit is the RMS of the frames training reads: the training simulations'
+    future frames are the future test split and must not enter it."""
+    from symgraph.data.fluids import PlumeConfig, SmokePlumeDataset
+    from symgraph.train.job_fluid import _field_rms
+
+    options = dict(num_train_simulations=2, num_domain_simulations=1, frames=12,
+                   future_frames=5, input_frames=2, target_frames=1,
+                   base_config=PlumeConfig(size=16))  # fmt: skip
+    train = SmokePlumeDataset(split="train", **options)
+    past = train.data[:, :7].double()
+    assert _field_rms(train) == pytest.approx(float(past.square().mean().sqrt()), rel=1e-12)
+    assert _field_rms(train) != pytest.approx(float(train.data.double().square().mean().sqrt()))
+
+
 @pytest.mark.parametrize("relaxation", [[], ["--relaxation", "input"]])
 def test_example_runs_in_quick_mode(capsys, load_script, relaxation):
     example = load_script("examples/fluid_dynamics.py")

@@ -65,9 +65,23 @@ def test_warmup_trains_the_strict_model_first_then_releases_the_relaxation(
     assert rates == pytest.approx([1e-3, 5e-4])
 
 
-def test_bad_flags_of_the_fluid_job_name_the_flag(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--relaxation-lr-scale", "0"], "--relaxation-lr-scale: expected a positive finite"),
+        (["--relaxation-warmup", "-2"], "--relaxation-warmup: expected epochs >= 0"),
+        (["--relaxation-weight", "-1"], "--relaxation-weight: expected a non-negative finite"),
+        (["--relaxation-weight", "nan"], "--relaxation-weight: expected a non-negative finite"),
+        (["--horizon", "0"], "--horizon: expected a positive integer"),
+        (["--frames-in", "0"], "--frames-in: expected a positive integer"),
+        (["--simulations", "0"], "--simulations: expected a positive integer"),
+        (["--grid", "6"], "--grid: expected an even integer >= 8"),
+        (["--grid", "33"], "--grid: expected an even integer >= 8"),
+    ],
+)
+def test_bad_flags_of_the_fluid_job_name_the_flag(tmp_path, capsys, flags, message):
     base = ["train", "fluid", "--out", str(tmp_path / "run"), "--no-progress"]
-    assert symgraph_main([*base, "--relaxation-lr-scale", "0"]) == 2
-    assert "--relaxation-lr-scale: expected a positive number" in capsys.readouterr().err
-    assert symgraph_main([*base, "--relaxation-warmup", "-2"]) == 2
-    assert "--relaxation-warmup: expected epochs ≥ 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        symgraph_main([*base, *flags])
+    assert exit_info.value.code == 2
+    assert f"argument {message}" in capsys.readouterr().err

@@ -16,8 +16,9 @@ Simulations (all generated together, deterministically from ``seed``):
     ``3pi/2`` -- the training distribution turned by 180 degrees. A model without a
     rotation prior meets flow directions it never saw; a strictly C4-equivariant model
     maps them onto the training ones, which is right only for ``s = 0``: the fixed
-    "gravity" part of the force makes the domain plumes (rising rightwards and upwards)
-    stronger than any training plume. Note that for ``s > 0`` the training set then holds
+    "gravity" part of the force makes the ``3pi/2`` domain plumes (rising upwards) stronger
+    than any training plume, while the ``pi`` ones mirror the ``0`` training plumes and are
+    as strong. Note that for ``s > 0`` the training set then holds
     a single buoyant direction (the ``pi/2`` plumes are nearly force-free for ``s = 0.5``):
     the fixed "up" part of the force cannot be told apart from a prior on that direction;
   - ``"three-quarter"``: the training inflows sit near the axes ``0``, ``pi/2`` and ``pi``,
@@ -189,6 +190,8 @@ class SmokePlumeDataset(Dataset):
         first, last = (
             (frames - future_frames, frames) if split == "future" else (0, frames - future_frames)
         )
+        #: ``(first, last)``: the frames of each simulation this split's windows read
+        self.frame_range = (first, last)
         self.windows = [
             (sim, start)
             for sim in range(self.data.shape[0])

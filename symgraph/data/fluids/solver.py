@@ -29,7 +29,18 @@ from symgraph.data.fluids.config import PlumeConfig
 
 __all__ = ["PlumeSolver", "simulate_plume", "simulate_plumes", "spectral_divergence"]
 
-_SHARED = ("size", "length", "dt", "viscosity", "diffusivity", "drag", "density_decay", "walls")
+_SHARED = (
+    "size",
+    "length",
+    "dt",
+    "viscosity",
+    "diffusivity",
+    "drag",
+    "density_decay",
+    "walls",
+    "substeps",
+    "warmup_steps",
+)
 
 
 def _wavenumbers(n: int, length: float, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
@@ -48,11 +59,11 @@ def spectral_divergence(velocity: Tensor, length: float = 1.0) -> Tensor:
         )
     n = velocity.shape[-1]
     ky, kx = _wavenumbers(n, length, velocity.dtype, velocity.device)
-    nyq = n // 2  # the Nyquist modes have no odd derivative: drop them
     kx = kx.clone()
     ky = ky.clone()
-    kx[..., nyq] = 0
-    ky[nyq] = 0
+    if n % 2 == 0:  # the Nyquist modes (even N only) have no odd derivative: drop them
+        kx[..., n // 2] = 0
+        ky[n // 2] = 0
     hat = torch.fft.rfft2(velocity)
     div = 1j * kx * hat[..., 0, :, :] + 1j * ky * hat[..., 1, :, :]
     return torch.fft.irfft2(div, s=(n, n))
