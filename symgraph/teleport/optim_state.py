@@ -117,9 +117,10 @@ def running_gradient(
     Adam's (AdamW's, NAdam's …) ``exp_avg``, SGD's ``momentum_buffer`` (with
     ``momentum > 0``; a weighted sum rather than a mean, which only scales it), RMSprop's
     ``grad_avg`` (``centered=True``; never its momentum, a sum of normalised steps): an
-    average over roughly ``1 / (1 − β)`` recent
-    minibatches, at no cost, for ``teleport(..., objective="min_grad_norm", gradient=...)``.
-    The tensors are the optimizer's own (not copies).
+    average over roughly ``1 / (1 − β)`` recent minibatches, at no cost, for
+    ``teleport(..., objective="min_grad_norm", gradient=...)`` (with weight decay in the
+    optimizer, of the decayed objective's gradient). The tensors are the optimizer's own
+    (not copies).
 
     Args:
         optimizer: any ``torch.optim.Optimizer``.

@@ -13,7 +13,7 @@ demo job).
 """
 
 from symgraph.train.callbacks import Callback, ExtraLoss
-from symgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from symgraph.train.checkpoint import ResumeError, load_checkpoint, save_checkpoint
 from symgraph.train.distributed import DistContext, init_distributed, shutdown_distributed
 from symgraph.train.jobs import JOBS, JobSpec, arg, get_job, register_job
 from symgraph.train.loop import RUN_FILES, TrainConfig, Trainer, evaluate, seed_everything
@@ -32,6 +32,7 @@ __all__ = [
     "GlobalBatchSampler",
     "JobSpec",
     "RegressionTask",
+    "ResumeError",
     "Task",
     "TeleportCallback",
     "TrainConfig",
