@@ -36,6 +36,8 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset, download_url, extract_zip
 from torch_geometric.transforms import SamplePoints
 
+from symgraph.data.transforms import transform_fingerprint
+
 __all__ = [
     "MODELNET40_CLASSES",
     "RESAMPLED_URL",
@@ -279,7 +281,7 @@ class ModelNet40(InMemoryDataset):
             if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 1:
                 allowed = "a positive int" + (" or None" if source == "resampled" else "")
                 raise ValueError(f"num_points: expected {allowed}, got {num_points!r}")
-        root = Path(root).expanduser()
+        root = Path(root).expanduser().resolve()  # PyG joins raw file names onto raw_dir
         self.split, self.source, self.num_points = split, source, num_points
         self.allow_missing, self.seed = allow_missing, seed
         self._raw = self._find_raw_dir(root)
@@ -291,7 +293,7 @@ class ModelNet40(InMemoryDataset):
                 raise FileNotFoundError(
                     f"root: data folder {self._raw} does not exist. {_resampled_help(self._raw)}"
                 )
-            folder = self._raw if split_dir is None else Path(split_dir).expanduser()
+            folder = self._raw if split_dir is None else Path(split_dir).expanduser().resolve()
             self.split_file = folder / f"modelnet40_{split}.txt"
             if not self.split_file.is_file():
                 raise FileNotFoundError(
@@ -363,8 +365,8 @@ class ModelNet40(InMemoryDataset):
             self.classes,
             self.allow_missing,
             str(self._raw.resolve()),
-            repr(self.pre_transform),
-            repr(self.pre_filter),
+            transform_fingerprint(self.pre_transform),
+            transform_fingerprint(self.pre_filter),
         ]
         if self.split_file is not None:
             content = hashlib.sha1(self.split_file.read_bytes()).hexdigest()

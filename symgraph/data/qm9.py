@@ -57,6 +57,7 @@ import torch
 from torch_geometric.data import Data, InMemoryDataset
 
 from symgraph.data.molecules import DEFAULT_CUTOFF, ELEMENTS, from_geometry
+from symgraph.data.transforms import transform_fingerprint
 
 __all__ = [
     "TARGETS",
@@ -480,13 +481,22 @@ class QM9(InMemoryDataset):
         }
         for name, hook in (("pre_transform", pre_transform), ("pre_filter", pre_filter)):
             if hook is not None:  # absent when unused, so default caches keep their names
-                key[name] = repr(hook)
+                key[name] = transform_fingerprint(hook)
         if self.source == "csv":  # content identity, so that edited files are re-read
-            key["files"] = [[p.name, sha256_file(p)] for p in self.csv_files]
+            key["files"] = [[p.name, self._verified_sha256(p)] for p in self.csv_files]
         elif self.source == "qm9pack":
             key["files"] = [QM9PACK_SHA256[f] for f in QM9PACK_FILES]
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         return f"qm9_{self.source}_{digest}.pt"
+
+    def _verified_sha256(self, path: Path) -> str:
+        """``path``'s sha256, checked against ``checksums`` before any cache is looked up
+        (a cache built from a corrupt file must not be reused once its checksum is given)."""
+        got = sha256_file(path)
+        expected = self.checksums.get(path.name)
+        if expected is not None and got != expected.lower():
+            raise _corrupt(path, f"sha256 {got} does not match the expected {expected}")
+        return got
 
     def _choose(self, total: int) -> list[int]:
         if self.subset is None:

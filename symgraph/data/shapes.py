@@ -41,6 +41,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
 from symgraph.data.modelnet40 import save_atomic
+from symgraph.data.transforms import transform_fingerprint
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -511,7 +512,7 @@ class ProceduralShapes(InMemoryDataset):
                 self.classes,
                 self.seed,
                 self.noise,
-                repr(self.pre_transform),
+                transform_fingerprint(self.pre_transform),
             )
         )
         digest = hashlib.sha1(key.encode()).hexdigest()[:12]

@@ -24,8 +24,10 @@ matters (or when duplicates would waste kNN slots).
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -36,6 +38,7 @@ from symgraph.checks import check_batch, check_finite
 from symgraph.graph import check_max_num_neighbors, knn_graph, radius_graph
 
 __all__ = [
+    "transform_fingerprint",
     "NORMAL_IRREPS",
     "GroupSampler",
     "NormalizeUnitSphere",
@@ -419,3 +422,15 @@ class NormalsAsFeatures(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cat={self.cat})"
+
+
+def transform_fingerprint(hook: Any) -> str:
+    """A cache key for a ``pre_transform``/``pre_filter``: its type and a hash of its pickled
+    state when it pickles (``repr`` often leaves out arguments, e.g. PyG's
+    ``RadiusGraph(2.0, loop=True)`` prints as ``RadiusGraph(r=2.0)``), else its ``repr``."""
+    try:
+        state = hashlib.sha256(pickle.dumps(hook)).hexdigest()
+    except Exception:  # lambdas, local functions: only the repr is available
+        return repr(hook)
+    kind = type(hook)
+    return f"{kind.__module__}.{kind.__qualname__}:{state}"

@@ -61,6 +61,15 @@ def test_real_sample_counts_and_classes(train: ModelNet40, test_set: ModelNet40)
     assert set(train.shape_ids).isdisjoint(test_set.shape_ids)
 
 
+def test_a_relative_root_reads_the_same_sample(
+    mn_root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--root data/modelnet40`` is relative: PyG joins the split file onto raw_dir."""
+    monkeypatch.chdir(mn_root.parent)
+    relative = ModelNet40(Path(mn_root.name), "test", processed_dir=cache / "relative")
+    assert len(relative) == 29 and Path(relative.raw_dir).is_absolute()
+
+
 def test_real_sample_items(train: ModelNet40, mn_root: Path) -> None:
     for i in (0, 50, len(train) - 1):
         data = train[i]

@@ -166,6 +166,19 @@ def test_pre_transform_gets_its_own_cache(first200_csv, tmp_path):
     assert bool((changed[2].x[3:] == 0).all())
 
 
+def test_transforms_whose_repr_hides_an_argument_get_their_own_cache(first200_csv, tmp_path):
+    """PyG's ``Distance(cat=True)`` and ``Distance(cat=False)`` print alike."""
+    from torch_geometric.transforms import Distance
+
+    appended, replaced = Distance(cat=True), Distance(cat=False)
+    assert repr(appended) == repr(replaced)
+    options = dict(source="csv", csv_files=[first200_csv], subset=5, log=False)
+    first = QM9(tmp_path, pre_transform=appended, **options)
+    second = QM9(tmp_path, pre_transform=replaced, **options)
+    assert first.processed_paths != second.processed_paths
+    assert second._data.edge_attr.shape[1] == 1 < first._data.edge_attr.shape[1]
+
+
 def test_target_selection(dataset, first200_csv):
     gap = QM9(dataset.root, source="csv", csv_files=[first200_csv], target="gap", log=False)
     assert gap[5].y.shape == (1, 1) and gap.target_names == ("gap",)
@@ -231,6 +244,24 @@ def test_checksum_mismatch(first200_csv, tmp_path):
             csv_files=[first200_csv],
             subset=3,
             checksums={FIRST200: "0" * 64},
+            log=False,
+        )
+
+
+def test_checksums_are_checked_before_a_cache_is_reused(first200_csv, tmp_path):
+    """A cache built from a truncated file without checksums is not reused once the
+    official checksum is given: the file is refused."""
+    lines = first200_csv.read_bytes().splitlines(keepends=True)
+    truncated = tmp_path / FIRST200
+    truncated.write_bytes(b"".join(lines[: len(lines) // 2]))
+    root = tmp_path / "root"
+    assert len(QM9(root, source="csv", csv_files=[truncated], log=False)) < 200
+    with pytest.raises(ValueError, match=r"qm9pack_first200\.csv.*sha256 .* does not match"):
+        QM9(
+            root,
+            source="csv",
+            csv_files=[truncated],
+            checksums={FIRST200: sha256_file(first200_csv)},
             log=False,
         )
 
