@@ -11,7 +11,7 @@ memory for the next step. The cost is that the process's resident memory stays a
 instead of shrinking between steps. It is what ``LD_PRELOAD``-ing jemalloc or tcmalloc
 (PyTorch's CPU tuning advice) achieves, without a second allocator.
 
-``symgraph train`` calls it, and so do the benchmarks, for every model they run.
+``symgraph train`` calls it, and so do the QM9 benchmarks (``qm9.py``, ``train_step.py``).
 """
 
 from __future__ import annotations

@@ -339,6 +339,11 @@ def load_md17(
         FileNotFoundError: nothing matching was found (the message says how to download).
         ValueError: an unknown file layout, or frames of different molecules.
     """
+    if max_frames is not None and (
+        isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
+    ):
+        raise ValueError(f"max_frames: expected None or a positive int, got {max_frames!r}")
+    _unit_factor("kcal/mol", energy_unit)  # refuses an unknown unit for every layout
     path = Path(path_or_root)
     if path.is_file():
         if path.suffix != ".npz":
@@ -349,7 +354,7 @@ def load_md17(
     if (path / "type.raw").is_file() or any(
         (p / "type.raw").is_file() for p in path.iterdir() if p.is_dir()
     ):
-        return load_deepmd(path, dtype, max_frames)
+        return load_deepmd(path, dtype, max_frames)  # eV, its native unit
     if molecule is None:
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:

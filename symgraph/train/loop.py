@@ -229,7 +229,10 @@ class Trainer:
         scheduler: ``optimizer -> scheduler`` or ``None``; ``ReduceLROnPlateau`` is stepped
             with the validation ``task.monitor``.
         callbacks: hooks, see ``callbacks.py``.
-        extra_losses: ``(model, batch) -> scalar`` terms added to the task loss.
+        extra_losses: ``(model, batch) -> scalar`` terms added to the task loss: a mean over
+            the batch's items or a term of the parameters alone (under torchrun, each
+            rank's objective is weighted by its share of the global batch's items, which is
+            exact for both).
         split: ``{"train": [...], "val": [...], "test": [...]}`` for ``split.json``
             (default: inferred from the datasets, see ``split.dataset_indices``).
         run_config: what else ``config.json`` should record (e.g. the CLI arguments).
@@ -534,8 +537,8 @@ class Trainer:
             with self.autocast():
                 loss, n, extra = self.batch_losses(self.model, batch)
             stats[0], stats[1], stats[2], stats[3] = loss.detach() * n, n, 1, extra.detach()
-        # global item count and number of ranks with data, to weight the local loss
-        sum_loss, count, ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()
+        # global item count, to weight the local objective by this rank's share of the items
+        sum_loss, count, _ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()
         if not (math.isfinite(sum_loss) and math.isfinite(sum_extra)) or count == 0:
             raise FloatingPointError(
                 f"Trainer: training loss is {sum_loss / max(count, 1)} (extra losses "
@@ -543,11 +546,13 @@ class Trainer:
                 f"{self.step_in_epoch + 1}"
             )
         if batch is not None:
-            if self.dist.is_distributed:
-                objective = loss * (n / count) + extra / ranks_with_data
-            else:
-                objective = loss + extra if self.extra_losses else loss
+            objective = loss + extra if self.extra_losses else loss
+            if self.dist.is_distributed:  # the shares n / count sum to 1 over the ranks: a
+                # mean over items and a term of the parameters alone both come out exact
+                objective = objective * (n / count)
             self.scaler.scale(objective).backward()
+        else:  # an empty shard: the loss scaler still needs its scale for step() below
+            self.scaler.scale(torch.zeros((), device=self.dist.device))
         all_reduce_gradients(self.model.parameters(), self.dist)
         # gradients are identical on all ranks here, so every rank's scaler decides alike
         if self.config.grad_clip is not None:

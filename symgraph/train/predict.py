@@ -43,16 +43,30 @@ def load_qm9_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Modu
     return model.eval(), task
 
 
+def _is_ase_atoms(obj: object) -> bool:
+    try:
+        from ase import Atoms
+    except ImportError:  # pragma: no cover - ase is a dependency
+        return False
+    return isinstance(obj, Atoms)
+
+
 def to_graph(molecule: object, cutoff: float) -> Data:
     """An ase ``Atoms``, an rdkit ``Mol`` with a conformer, or a ready ``Data`` as a graph."""
     from symgraph.data.molecules import from_ase, from_rdkit
 
     if isinstance(molecule, Data):
         return molecule
-    module = type(molecule).__module__
-    if module.startswith("ase"):
+    if _is_ase_atoms(molecule):
         return from_ase(molecule, cutoff=cutoff)
-    if module.startswith("rdkit"):
+    if type(molecule).__module__.startswith("rdkit") and hasattr(molecule, "GetAtoms"):
+        implicit = sum(atom.GetNumImplicitHs() for atom in molecule.GetAtoms())
+        if implicit:
+            raise ValueError(
+                f"molecules: an rdkit Mol with {implicit} implicit hydrogens (file readers drop "
+                "them by default); the model was trained on all atoms: add them with "
+                "Chem.AddHs(mol, addCoords=True)"
+            )
         return from_rdkit(molecule, cutoff=cutoff)
     raise TypeError(
         f"molecules: expected ase Atoms, rdkit Mol or PyG Data, got {type(molecule).__name__}"
@@ -71,6 +85,13 @@ def predict(
         molecules: ase ``Atoms``, rdkit ``Mol`` (with a 3D conformer) or PyG ``Data``.
         batch_size: molecules per forward pass.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if isinstance(molecules, Data) or _is_ase_atoms(molecules) or hasattr(molecules, "GetAtoms"):
+        raise TypeError(
+            f"molecules: expected a sequence of molecules, got one {type(molecules).__name__}; "
+            "wrap it in a list"
+        )
     model, task = load_qm9_run(run) if isinstance(run, str | Path) else run
     cutoff = getattr(getattr(model, "model", model), "cutoff", 5.0)
     graphs = [to_graph(m, cutoff) for m in molecules]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -22,7 +23,7 @@ def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
         raise ValueError("random_split_indices: sizes must name at least one part, got []")
     if any(s < 0 for s in sizes):
         raise ValueError(f"random_split_indices: sizes must be non-negative, got {list(sizes)}")
-    if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+    if all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
         counts = [int(s) for s in sizes]
         if sum(counts) > n:
             raise ValueError(
@@ -35,7 +36,8 @@ def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
             f"random_split_indices: fractions {list(sizes)} sum to {total} > 1 "
             "(give fractions summing to at most 1, or integer counts)"
         )
-    counts = [math.floor(float(f) * n) for f in sizes]
+    # f * n in floating point can land just below an integer (0.7 * 90 = 62.99999999999999)
+    counts = [math.floor(round(float(f) * n, 9)) for f in sizes]
     if math.isclose(total, 1.0, abs_tol=1e-9):
         counts[-1] = n - sum(counts[:-1])  # fractions summing to 1 use every index
     return counts

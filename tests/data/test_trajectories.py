@@ -78,6 +78,12 @@ def test_deepmd_water(shared_data):
     assert (one.z == 8).sum() == 64 and (one.z == 1).sum() == 128
     everything = load_md17(water)
     assert len(everything) == 400 and everything.energies.shape == (400,)
+    with pytest.raises(ValueError, match="energy_unit: expected 'eV' or 'native'"):
+        load_md17(water, energy_unit="kcal/mol")  # was ignored for DeePMD folders
+    md17 = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="max_frames: expected None or a positive int"):
+            load_md17(md17, max_frames=bad)
     torch.testing.assert_close(
         everything.cells[0].diagonal(),
         torch.full((3,), 12.444661, dtype=torch.float64),

@@ -47,6 +47,21 @@ def test_train_evaluate_predict(first200, tmp_path):
     assert model.convs[0].kernel.radial.num_basis == 12 and model.convs[0].kernel.lmax == 1
     values = predict((model, task), [molecule("CH3CH2OH"), molecule("HCN")])
     assert values.shape == (2,) and bool(torch.isfinite(values).all())
+    one_by_one = predict((model, task), [molecule("CH3CH2OH"), molecule("HCN")], batch_size=1)
+    torch.testing.assert_close(one_by_one, values)
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        predict((model, task), [molecule("HCN")], batch_size=0)
+    with pytest.raises(TypeError, match="molecules: expected a sequence of molecules, got one"):
+        predict((model, task), molecule("HCN"))
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with_h = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(with_h, randomSeed=0)
+    heavy = Chem.RemoveHs(with_h)  # what rdkit's file readers give by default
+    assert predict((model, task), [with_h]).shape == (1,)
+    with pytest.raises(ValueError, match="implicit hydrogens .* Chem.AddHs"):
+        predict((model, task), [heavy])
 
 
 def test_kill_and_resume_loses_nothing(first200, tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch.multiprocessing as mp
 
 from symgraph.cli import main
 from symgraph.train.checkpoint import load_checkpoint
+from symgraph.train.jobs import JOBS, Job, get_job
 
 # 40 graphs -> 32 train items; global batch 7 -> shards 4 + 3, and a last batch 4 -> 2 + 2
 ARGS = [
@@ -80,6 +82,47 @@ def test_two_processes_match_one_process(single_run, tmp_path):
     )
     assert_same_run(single_run, out)
     assert len(load_checkpoint(out / "checkpoint.pt")["rng"]) == 2  # one state per rank
+
+
+def _mean_output_penalty(model, batch):
+    """An extra loss that is a mean over the shard's items (like a Noether loss)."""
+    return 0.5 * model(batch).square().mean()
+
+
+def test_an_extra_loss_averaged_over_items_matches_one_process(tmp_path, monkeypatch):
+    """Shards of 4 + 3 items: each rank's objective, extra loss included, is weighted by its
+    share of the items, so a per-item mean comes out as on one process."""
+    toy = get_job("toy")
+    job = Job(
+        "toy-extra",
+        lambda args: replace(toy(args), extra_losses=[_mean_output_penalty]),
+        toy.arguments,
+    )
+    monkeypatch.setitem(JOBS, "toy-extra", job)  # inherited by the forked processes
+    argv = ["train", "toy-extra", *ARGS[2:]]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    mp.start_processes(
+        _worker,
+        args=(2, free_port(), [*argv, "--out", str(tmp_path / "ddp")]),
+        nprocs=2,
+        start_method="fork",
+    )
+    assert_same_run(tmp_path / "single", tmp_path / "ddp")
+
+
+def test_fp16_with_an_empty_shard_trains(tmp_path):
+    """Global batch 1 on 2 processes: one rank has no items at every step; its loss scaler
+    must still step (it used to fail: 'Attempted step but _scale is None')."""
+    argv = [*ARGS, "--batch-size", "1", "--epochs", "1", "--precision", "fp16"]
+    mp.start_processes(
+        _worker,
+        args=(2, free_port(), [*argv, "--out", str(tmp_path / "ddp")]),
+        nprocs=2,
+        start_method="fork",
+    )
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    assert state["global_step"] == 32
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 @pytest.mark.slow

@@ -36,6 +36,16 @@ def test_split_rejects_bad_sizes(sizes, match):
         random_split_indices(50, sizes, seed=0)
 
 
+def test_split_fractions_floor_exactly_and_numpy_counts_are_counts():
+    import numpy as np
+
+    sizes = [len(p) for p in random_split_indices(90, [0.7, 0.15, 0.15], seed=0)]
+    assert sizes == [63, 13, 14]  # 0.7 * 90 = 62.99999999999999 in floating point
+    assert [len(p) for p in random_split_indices(100, [0.57, 0.2], seed=0)] == [57, 20]
+    counts = random_split_indices(100, np.array([80, 10, 10]), seed=0)
+    assert [len(p) for p in counts] == [80, 10, 10]
+
+
 def test_shards_of_ranks_make_up_the_global_batches():
     single = GlobalBatchSampler(23, 5, shuffle=True, seed=1)
     ranks = [GlobalBatchSampler(23, 5, shuffle=True, seed=1, rank=r, world_size=2) for r in (0, 1)]
