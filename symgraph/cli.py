@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from symgraph.allocator import retain_freed_memory
+from symgraph.files import read_json, write_json
 from symgraph.teleport import DEFAULT_KINDS, OPTIMIZER_STATE_MODES, NoSymmetryError, parse_schedule
 from symgraph.teleport.hook import GRADIENT_SOURCES
 from symgraph.teleport.registry import registered_rules
 from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import ResumeError, load_checkpoint
 from symgraph.train.distributed import init_distributed, shutdown_distributed
-from symgraph.train.files import read_json, write_json
 from symgraph.train.jobs import (
     Job,
     JobSpec,

@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from torch_geometric.data import Data, InMemoryDataset, download_url, extract_zi
 from torch_geometric.transforms import SamplePoints
 
 from symgraph.data.transforms import transform_fingerprint
+from symgraph.files import atomic_write
 
 __all__ = [
     "MODELNET40_CLASSES",
@@ -77,18 +77,11 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     never sees a half-written file, and an interrupted write leaves no file behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".json":
-                f.write(json.dumps(obj, indent=1).encode())
-            else:
-                torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:  # readable as the umask allows, fsynced, renamed
+        if path.suffix == ".json":
+            f.write(json.dumps(obj, indent=1).encode())
+        else:
+            torch.save(obj, f)
 
 
 # --------------------------------------------------------------------------- readers

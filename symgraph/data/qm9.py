@@ -45,7 +45,6 @@ import numbers
 import os
 import random
 import re
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,6 +57,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from symgraph.data.molecules import DEFAULT_CUTOFF, ELEMENTS, from_geometry
 from symgraph.data.transforms import transform_fingerprint
+from symgraph.files import atomic_write
 
 __all__ = [
     "TARGETS",
@@ -530,17 +530,8 @@ class QM9(InMemoryDataset):
         """Collate and write to a temp file in the same folder, then ``os.replace``."""
         data, slices = self.collate(data_list)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                torch.save((data.to_dict(), slices, data.__class__), out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, "wb") as out:  # readable as the umask allows
+            torch.save((data.to_dict(), slices, data.__class__), out)
 
     def __repr__(self) -> str:
         targets = "all" if self._columns is None else ",".join(self.target_names)

@@ -7,9 +7,9 @@ Modules: ``loop`` (Trainer, evaluate), ``tasks`` (what to optimise and report),
 ``checkpoint`` (atomic saves, random states), ``sampler`` / ``loader`` (the data order),
 ``distributed`` (torchrun), ``split`` (random splits), ``callbacks``, ``teleport_callback``
 (symmetry teleportation, ``--teleport``), ``relaxation_schedule`` (how fast relaxed
-layers may leave exact equivariance), ``records`` (metrics.csv, curve.png), ``files``
-(atomic writes), ``jobs`` (the registry of ``symgraph train JOB``), ``toy`` (the built-in
-demo job).
+layers may leave exact equivariance), ``records`` (metrics.csv, curve.png), ``jobs`` (the
+registry of ``symgraph train JOB``), ``toy`` (the built-in demo job). Atomic file writes:
+:mod:`symgraph.files`.
 """
 
 from symgraph.train.callbacks import Callback, ExtraLoss

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from symgraph.train.files import atomic_write
+from symgraph.files import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -50,7 +50,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
     If anything fails (disk full, kill, an exception while pickling) the previous file at
     ``path`` stays valid and no partial file is left behind (a hard kill can leave a hidden
-    ``.NAME.*.tmp`` beside it, which :func:`~symgraph.train.files.remove_stale_temporaries`
+    ``.NAME.*.tmp`` beside it, which :func:`~symgraph.files.remove_stale_temporaries`
     clears).
     """
     if not isinstance(state, dict):

@@ -38,6 +38,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from symgraph.files import read_json, remove_stale_temporaries, write_json
 from symgraph.train.callbacks import Callback, ExtraLoss
 from symgraph.train.checkpoint import (
     ResumeError,
@@ -47,7 +48,6 @@ from symgraph.train.checkpoint import (
     save_checkpoint,
 )
 from symgraph.train.distributed import DistContext, all_reduce_gradients, resolve_device
-from symgraph.train.files import read_json, remove_stale_temporaries, write_json
 from symgraph.train.loader import make_loader, move_to
 from symgraph.train.records import plot_learning_curves, write_metrics_csv
 from symgraph.train.sampler import GlobalBatchSampler

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from symgraph.files import read_json
 from symgraph.train.checkpoint import load_checkpoint
-from symgraph.train.files import read_json
 from symgraph.train.loop import RUN_FILES
 from symgraph.train.tasks import RegressionTask
 

@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from symgraph.train.files import atomic_write
+from symgraph.files import atomic_write
 
 __all__ = ["write_csv", "write_metrics_csv", "plot_learning_curves"]
 

@@ -179,6 +179,18 @@ def test_transforms_whose_repr_hides_an_argument_get_their_own_cache(first200_cs
     assert second._data.edge_attr.shape[1] == 1 < first._data.edge_attr.shape[1]
 
 
+def test_the_cache_is_readable_as_the_umask_allows(first200_csv, tmp_path):
+    """Processed caches are shared: not owner-only like a fresh temporary file."""
+    import os
+    import stat
+
+    data = QM9(tmp_path, source="csv", csv_files=[first200_csv], subset=3, log=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in data.processed_paths:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask, path
+
+
 def test_target_selection(dataset, first200_csv):
     gap = QM9(dataset.root, source="csv", csv_files=[first200_csv], target="gap", log=False)
     assert gap[5].y.shape == (1, 1) and gap.target_names == ("gap",)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from symgraph.files import atomic_write, read_json, remove_stale_temporaries, write_json
 from symgraph.train import checkpoint as checkpoint_module
 from symgraph.train.checkpoint import (
     capture_rng_state,
@@ -15,7 +16,6 @@ from symgraph.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from symgraph.train.files import atomic_write, read_json, remove_stale_temporaries, write_json
 
 
 def _leftovers(directory):
