@@ -1,10 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Every file of a run folder (checkpoints, ``metrics.csv``, ``curve.png``, JSON records) and
-every processed dataset cache goes through :func:`atomic_write`: the content is written to a temporary file in the
-same directory, flushed and fsynced, then renamed over the target with ``os.replace``
-(atomic on POSIX and Windows). If writing fails, the temporary file is removed and the
-previous file is untouched.
+every processed dataset cache goes through :func:`atomic_write`: the content is written to
+a temporary file in the same directory, flushed and fsynced, then renamed over the target
+with ``os.replace`` (atomic on POSIX and Windows). If writing fails, the temporary file is
+removed and the previous file is untouched.
 """
 
 from __future__ import annotations

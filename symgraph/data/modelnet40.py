@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset, download_url, extract_zip
+from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.transforms import SamplePoints
 
+from symgraph.data.download import fetch_into
 from symgraph.data.transforms import transform_fingerprint
 from symgraph.files import atomic_write
 
@@ -366,7 +367,22 @@ class ModelNet40(InMemoryDataset):
             parts += [str(self.split_file.resolve()), content]
         else:
             parts.append(self.seed)
+        # the shape files found, with size and time: a file added, restored or replaced
+        # (e.g. the full 10,000-point files) makes a new cache
+        for path in self._shape_files():
+            stat = path.stat()
+            parts.append((path.name, stat.st_size, stat.st_mtime_ns))
         return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+    def _shape_files(self) -> list[Path]:
+        """The shape files :meth:`process` would read (no warnings)."""
+        if self.source == "resampled":
+            return [path for _, _, path in self._resampled_items()[0]]
+        return [
+            path
+            for cls in self.classes
+            for path in sorted((self._raw / cls / self.split).glob(f"{cls}_*.off"))
+        ]
 
     @property
     def raw_dir(self) -> str:
@@ -399,9 +415,7 @@ class ModelNet40(InMemoryDataset):
         if self.source == "resampled":
             raise FileNotFoundError(_resampled_help(self._raw))
         parent = self._raw.parent
-        zip_path = download_url(OFF_URL, str(parent))
-        extract_zip(zip_path, str(parent))
-        os.unlink(zip_path)
+        fetch_into(OFF_URL, parent)  # complete or not at all
         if self._raw.is_dir() and not any(self._raw.iterdir()):
             self._raw.rmdir()
         os.replace(parent / "ModelNet40", self._raw)

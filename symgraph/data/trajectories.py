@@ -469,13 +469,9 @@ class MD17(torch.utils.data.Dataset):
         return None
 
     def download(self) -> None:  # pragma: no cover - needs the network
-        from torch_geometric.data import download_url, extract_zip
+        from symgraph.data.download import fetch_into
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = download_url(self.url, str(self.root))
-        if path.endswith(".zip"):
-            extract_zip(path, str(self.root))
-            os.unlink(path)
+        fetch_into(self.url, self.root)  # complete or not at all
 
     def __len__(self) -> int:
         return len(self.trajectory)

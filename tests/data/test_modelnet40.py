@@ -70,6 +70,30 @@ def test_a_relative_root_reads_the_same_sample(
     assert len(relative) == 29 and Path(relative.raw_dir).is_absolute()
 
 
+def test_a_restored_shape_file_makes_a_new_cache(mn_root: Path, tmp_path: Path) -> None:
+    """The cache key covers the shape files found: a file missing at the first load and
+    restored later is read at the next load (the old cache is not reused)."""
+    import shutil
+
+    sample = mn_root / "modelnet40_normal_resampled"
+    copy = tmp_path / "modelnet40_normal_resampled"
+    copy.mkdir()
+    for name in ("modelnet40_shape_names.txt", "modelnet40_test.txt"):
+        shutil.copy(sample / name, copy / name)
+    for cls in ("airplane", "vase"):
+        shutil.copytree(sample / cls, copy / cls)
+    removed = copy / "vase" / "vase_0487.txt"
+    kept = removed.read_bytes()
+    removed.unlink()
+    options = dict(classes=["airplane", "vase"], processed_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="1 of 5 shapes"):
+        first = ModelNet40(copy, "test", allow_missing=True, **options)
+    removed.write_bytes(kept)
+    second = ModelNet40(copy, "test", allow_missing=True, **options)
+    assert (len(first), first.num_missing) == (4, 1)
+    assert (len(second), second.num_missing) == (5, 0)
+
+
 def test_real_sample_items(train: ModelNet40, mn_root: Path) -> None:
     for i in (0, 50, len(train) - 1):
         data = train[i]
