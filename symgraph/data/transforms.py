@@ -247,7 +247,12 @@ class DeduplicatePoints(BaseTransform):
         if index.numel() == p:
             return data
         for key in self.keys:
-            if key in data and isinstance(data[key], Tensor) and data[key].shape[0] == p:
+            if key in data and isinstance(data[key], Tensor):
+                if data[key].shape[0] != p:
+                    raise ValueError(
+                        f"DeduplicatePoints: expected `{key}` with {p} rows (one per point), "
+                        f"got shape {list(data[key].shape)}"
+                    )
                 data[key] = data[key][index]
         _drop_edges(data)
         return data

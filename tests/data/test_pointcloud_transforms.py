@@ -104,6 +104,8 @@ def test_deduplicate_points() -> None:
     assert torch.equal(out.normal, torch.eye(3)[[0, 1, 0]])
     near = DeduplicatePoints(decimals=3)(Data(pos=torch.tensor([[0.0, 0, 0], [1e-5, 0, 0]])))
     assert near.pos.shape == (1, 3)
+    with pytest.raises(ValueError, match=r"DeduplicatePoints: expected `normal` with 5 rows"):
+        DeduplicatePoints()(Data(pos=pos, normal=normal[:4]))  # used to be skipped silently
 
 
 # --------------------------------------------------------------------------- rotations
