@@ -64,15 +64,38 @@ def test_train_evaluate_predict(first200, tmp_path):
         predict((model, task), [heavy])
 
 
-def test_kill_and_resume_loses_nothing(first200, tmp_path):
+def test_kill_and_resume_loses_nothing(first200, tmp_path, monkeypatch):
+    """Killed in the middle of epoch 2 (a checkpoint after every step), resumed: the same
+    weights as an uninterrupted run, epoch 1's row carried over."""
+    from symgraph.train.loop import Trainer
+
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     common = ("--epochs", "2", "--checkpoint-every", "1", "--target", "homo")
     assert main(train_args(first200, straight, *common)) == 0
-    assert main(train_args(first200, resumed, "--epochs", "1", "--checkpoint-every", "1",
-                           "--target", "homo")) == 0  # fmt: skip
+    step = Trainer._train_step
+    calls = []
+
+    def killed_at_step_13(self, batch):  # epoch 1 has 10 steps (160 molecules, batch 16)
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", killed_at_step_13)
+    with pytest.raises(KeyboardInterrupt):
+        main(train_args(first200, resumed, *common))
     first_epoch = (resumed / "metrics.csv").read_text().splitlines()
+    assert len(first_epoch) == 2  # the header and epoch 1
+    assert torch.load(resumed / "checkpoint.pt", weights_only=True)["step_in_epoch"] == 2
+    trained = []
+
+    def counted(self, batch):
+        trained.append(1)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", counted)
     assert main(train_args(first200, resumed, *common, "--resume")) == 0
-    # epoch 1 is carried over, wall time included: a restart would have trained it again
+    assert len(trained) == 8  # steps 13-20 only: a restart would train all 20 again
     assert (resumed / "metrics.csv").read_text().splitlines()[:2] == first_epoch
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
