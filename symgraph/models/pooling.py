@@ -19,6 +19,7 @@ from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
 from symgraph.checks import check_batch, check_positions
+from symgraph.graph import exact_distances
 
 __all__ = ["farthest_point_sampling", "knn_bipartite"]
 
@@ -120,8 +121,7 @@ def knn_bipartite(
     if target.shape[0] > source.shape[0] or not bool(source_mask[: target.shape[0]].any(1).all()):
         raise ValueError("pos_source: every cloud with target points needs source points")
     source = source[: target.shape[0]]
-    exact = "donot_use_mm_for_euclid_dist"  # from the differences: exact far from the origin
-    dist = torch.cdist(target, source, compute_mode=exact)
+    dist = exact_distances(target, source)
     dist = dist.masked_fill(~source_mask[: target.shape[0], None], math.inf)
     kk = min(k, source.shape[1])
     nearest = torch.topk(dist, kk, dim=2, largest=False)  # [B, m, kk]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric.nn import MessagePassing
 
 from symgraph.checks import (
@@ -33,9 +34,21 @@ __all__ = ["ImplicitSteerableConv"]
 _AGGREGATIONS = ("add", "mean")
 
 
+#: ``pos`` tensors already found to hold a lattice's cells: ``{(pos._version, lattice)}``
+#: (a model calls every layer with the same ``pos``; checking it once saves a pass and, on
+#: GPUs, a synchronisation per layer and step).
+_CHECKED_POSITIONS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
 def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None:
     """Raise unless ``pos`` is ``copies`` translated copies of the lattice's cell positions
-    (another shape, axis order or spacing with as many edges would give other numbers)."""
+    (another shape, axis order or spacing with as many edges would give other numbers).
+    Checked once per ``pos`` tensor, lattice and in-place version."""
+    if torch.compiler.is_compiling():  # as the other value checks: not while tracing
+        return
+    key = (pos._version, lattice)
+    if key in _CHECKED_POSITIONS.get(pos, ()):
+        return
     cells = cell_positions(lattice, dtype=pos.dtype, device=pos.device)
     grid = pos.reshape(copies, lattice.num_cells, 3)
     offsets = grid - grid[:, :1]
@@ -48,6 +61,7 @@ def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None
             f"error {error:.3g}; expected {copies} copies of cell_positions(lattice), each "
             "possibly translated)"
         )
+    _CHECKED_POSITIONS.setdefault(pos, set()).add(key)
 
 
 class ImplicitSteerableConv(MessagePassing):

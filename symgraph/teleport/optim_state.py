@@ -63,6 +63,7 @@ def update_optimizer_state(
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {optimizer!r}")
     if mode not in OPTIMIZER_STATE_MODES:
         raise ValueError(f"mode: expected one of {OPTIMIZER_STATE_MODES}, got {mode!r}")
+    normalised = _normalised_entries(optimizer)
     done: dict[str, str] = {}
     for name, factor in factors.items():
         param = params[name]
@@ -77,7 +78,6 @@ def update_optimizer_state(
             del optimizer.state[param]
             done[name] = "reset"
             continue
-        normalised = _normalised_entries(optimizer)
         with torch.no_grad():
             for key, value in state.items():
                 if key in normalised or value is None:

@@ -532,13 +532,13 @@ class Trainer:
         ``batch`` is already on the device and the model in training mode.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        stats = torch.zeros(4, dtype=torch.float64, device=self.dist.device)
+        stats = torch.zeros(3, dtype=torch.float64, device=self.dist.device)
         if batch is not None:
             with self.autocast():
                 loss, n, extra = self.batch_losses(self.model, batch)
-            stats[0], stats[1], stats[2], stats[3] = loss.detach() * n, n, 1, extra.detach()
+            stats[0], stats[1], stats[2] = loss.detach() * n, n, extra.detach()
         # global item count, to weight the local objective by this rank's share of the items
-        sum_loss, count, _ranks_with_data, sum_extra = self.dist.all_reduce_sum(stats).tolist()
+        sum_loss, count, sum_extra = self.dist.all_reduce_sum(stats).tolist()
         if not (math.isfinite(sum_loss) and math.isfinite(sum_extra)) or count == 0:
             raise FloatingPointError(
                 f"Trainer: training loss is {sum_loss / max(count, 1)} (extra losses "

@@ -44,10 +44,8 @@ def load_qm9_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Modu
 
 
 def _is_ase_atoms(obj: object) -> bool:
-    try:
-        from ase import Atoms
-    except ImportError:  # pragma: no cover - ase is a dependency
-        return False
+    from ase import Atoms
+
     return isinstance(obj, Atoms)
 
 

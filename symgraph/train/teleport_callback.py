@@ -40,12 +40,11 @@ from torch import Tensor, nn
 
 from symgraph.teleport import (
     DEFAULT_KINDS,
-    OPTIMIZER_STATE_MODES,
     Teleport,
     TeleportResult,
     find_symmetries,
 )
-from symgraph.teleport.teleport import check_min_grad_norm
+from symgraph.teleport.teleport import check_min_grad_norm, check_search_settings
 from symgraph.train.callbacks import Callback
 from symgraph.train.checkpoint import ResumeError
 from symgraph.train.loader import move_to, random_batch
@@ -146,16 +145,9 @@ class TeleportCallback(Callback):
     ) -> None:
         if not isinstance(schedule, str):
             raise TypeError(f"schedule: expected a string such as 'every:100', got {schedule!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
-            raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-        if optimizer_state not in OPTIMIZER_STATE_MODES:
-            raise ValueError(
-                f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
-            )
         if objective not in CALLBACK_OBJECTIVES:
             raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
+        check_search_settings(steps, lr, objective, optimizer_state)
         if samples is not None and (
             isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
         ):
