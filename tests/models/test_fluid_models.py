@@ -219,7 +219,7 @@ def test_bad_input_names_the_argument():
         [],
         ["--free-input", "constant", "--domain-split", "three-quarter"],
         ["--features", "regular", "--kernel-hidden", "1x0e + 1x1o + 1x2e"],
-        ["--relaxation", "input", "--breaking", "1x1o + 1x0e", "--val-split", "time"],
+        ["--relaxation", "input", "--breaking", "1x1o + 1x0e", "--val-split", "random"],
     ],
 )
 def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
@@ -234,8 +234,11 @@ def test_fluid_job_trains_and_evaluates(tmp_path, capsys, options):
     trained = json.loads(capsys.readouterr().out)["metrics"]
     assert {"future_rmse", "domain_rmse", "future_rmse_h2", "domain_rmse_h1"} <= set(trained)
     assert json.loads((out / "config.json").read_text())["args"]["symmetry_breaking"] == 0.2
-    if "--val-split" in options:  # 11 windows of 4 frames per simulation, training reads 3
-        split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    if "--val-split" in options:  # random: a seeded tenth of the 22 windows, all kept
+        assert sorted(split["train"] + split["val"]) == list(range(22))
+        assert len(split["val"]) == 3
+    else:  # by default time: 11 windows of 4 frames per simulation, training reads 3
         assert split["val"] == [9, 10, 20, 21]
         assert split["train"] == [*range(0, 7), *range(11, 18)]
     assert symgraph_main(["evaluate", str(out)]) == 0
