@@ -227,11 +227,12 @@ def test_dynamics_breaking_input_and_relaxed_kernel_sizes_are_named():
 
     for options, message in (
         (dict(num_rbf=-1), "num_rbf: expected an integer >= 1, got -1"),
+        (dict(num_layers=0), "num_layers: expected an integer >= 1, got 0"),
         (dict(max_z=-1), "max_z: expected an integer >= 0, got -1"),
         (dict(dt=float("inf")), "dt: expected a positive finite time step"),
     ):
         with pytest.raises(ValueError, match=message):
-            EquivariantDynamics(hidden=8, num_layers=1, **options)
+            EquivariantDynamics(**{"hidden": 8, "num_layers": 1, **options})
     breaking = SymmetryBreakingInput("1x1o", group_from_name("C4"))
     with pytest.raises(TypeError, match="x: expected floating-point node features"):
         breaking(torch.ones(5, 2, dtype=torch.long))

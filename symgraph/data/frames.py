@@ -83,6 +83,20 @@ def _check_masses(mass: object, z: Tensor, dtype: torch.dtype, name: str) -> Ten
     return mass
 
 
+def _check_molecule_batch(batch: object, num_atoms: int) -> Tensor | None:
+    """``batch`` as :func:`check_batch` wants it, with every molecule ``0 .. B-1`` holding
+    atoms (an empty one would enter per-molecule sums and means as a phantom molecule)."""
+    batch = check_batch(batch, num_atoms)
+    if batch is not None and batch.numel() and not torch.compiler.is_compiling():
+        empty = (torch.bincount(batch) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"batch: expected molecule indices 0 .. B-1 without gaps, got no atoms for "
+                f"molecule(s) {empty[:5]}{' ...' if len(empty) > 5 else ''}"
+            )
+    return batch
+
+
 def _num_graphs(batch: Tensor | None) -> int:
     if batch is None:
         return 1
@@ -121,7 +135,7 @@ class Frame:
             torch.zeros_like(pos) if self.vel is None else _check_vectors(self.vel, "vel", (n,))
         )
         self.mass = _check_masses(self.mass, self.z, pos.dtype, "mass")
-        self.batch = check_batch(self.batch, n)
+        self.batch = _check_molecule_batch(self.batch, n)
 
     @property
     def num_atoms(self) -> int:
@@ -279,7 +293,7 @@ class Trajectory:
         if self.forces is not None:
             self.forces = _check_vectors(self.forces, "forces", (t, n))
         self.masses = _check_masses(self.masses, self.z, pos.dtype, "masses")
-        self.batch = check_batch(self.batch, n)
+        self.batch = _check_molecule_batch(self.batch, n)
         b = _num_graphs(self.batch)
         if self.energies is not None:
             e = check_tensor(self.energies, "energies")

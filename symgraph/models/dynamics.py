@@ -68,9 +68,12 @@ class _Layer(nn.Module):
         m = self.message(torch.cat([h[i], h[j], edge_attr], dim=-1)) * env[:, None]
         agg = h.new_zeros(h.shape).index_add(0, i, m)
         h = h + self.update(torch.cat([h, agg], dim=-1))
-        accel = h.new_zeros(vel_s.shape).index_add(0, i, unit * self.accel(m))
+        # the envelope weighs the edge terms too: accel(0), correct(0) are not 0 (biases),
+        # so without it a neighbour's term would jump to 0 as it crosses the cutoff
+        weight = unit * env[:, None]
+        accel = h.new_zeros(vel_s.shape).index_add(0, i, weight * self.accel(m))
         accel = accel + vel_s * self.damp(h)
-        corr = h.new_zeros(vel_s.shape).index_add(0, i, unit * self.correct(m))
+        corr = h.new_zeros(vel_s.shape).index_add(0, i, weight * self.correct(m))
         return h, accel, corr
 
 
@@ -103,7 +106,9 @@ class EquivariantDynamics(nn.Module):
         super().__init__()
         if not 0 < dt < math.inf:
             raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
-        for name, value, least in (("num_rbf", num_rbf, 1), ("max_z", max_z, 0)):
+        for name, value, least in (
+            ("num_layers", num_layers, 1), ("num_rbf", num_rbf, 1), ("max_z", max_z, 0)
+        ):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
         if cutoff is not None and not cutoff > 0:
@@ -138,7 +143,10 @@ class EquivariantDynamics(nn.Module):
                 f"of dtype {z.dtype}"
             )
         if z.numel() and (int(z.min()) < 0 or int(z.max()) > self.max_z):
-            raise ValueError(f"z: expected atomic numbers in [0, {self.max_z}]")
+            raise ValueError(
+                f"z: expected atomic numbers in [0, {self.max_z}], got values from "
+                f"{int(z.min())} to {int(z.max())}"
+            )
         batch = check_batch(batch, pos.shape[0])
         s = self.velocity_scale
         edge_index = radius_graph(pos.detach(), self.cutoff or float("inf"), batch)

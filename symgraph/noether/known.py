@@ -15,6 +15,7 @@ name            quantity                               typical size (mean over m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -107,8 +108,10 @@ def known_quantity(
         if name not in names:
             continue
         scale = scales.get(name)
-        if scale is None or not scale > 0:
-            raise ValueError(f"scales: expected a positive scale for {name!r}, got {scale!r}")
+        if scale is None or not 0 < scale < math.inf:
+            raise ValueError(
+                f"scales: expected a positive finite scale for {name!r}, got {scale!r}"
+            )
         if name == "momentum":
             parts.append(LinearMomentum())
         elif name == "angular":

@@ -127,6 +127,12 @@ class NeuralConservedQuantity(ConservedQuantity):
         backbone_dim: int | None = None,
     ) -> None:
         super().__init__()
+        for name, value, least in (
+            ("out_dim", out_dim, 0), ("vector_dim", vector_dim, 0), ("hidden", hidden, 1),
+            ("num_layers", num_layers, 0), ("max_z", max_z, 0),
+        ):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
         if out_dim < 1 and vector_dim < 1:
             raise ValueError(f"out_dim: expected >= 1 outputs, got {out_dim} (and no vectors)")
         if cutoff is not None and not cutoff > 0:

@@ -57,7 +57,9 @@ def quantity_series(g: Callable[[Any], Tensor], trajectory: object) -> Tensor:
 
     Raises:
         ValueError: when ``g`` does not return a scalar or a vector per frame, or when ``g``
-            reads velocities (``g.uses_velocities``) and the trajectory has none.
+            reads velocities (``g.uses_velocities``) and the trajectory has none, or when
+            ``g`` needs open boundaries (``g.needs_open_boundaries``: angular momentum) and
+            the trajectory has periodic ``cells``.
     """
     traj = as_trajectory(trajectory)
     if isinstance(traj, Trajectory):
@@ -65,6 +67,12 @@ def quantity_series(g: Callable[[Any], Tensor], trajectory: object) -> Tensor:
             raise ValueError(
                 f"trajectory: {type(g).__name__} needs velocities, got a trajectory without "
                 "any (estimate them with symgraph.data.trajectories.finite_difference_velocities)"
+            )
+        if traj.cells is not None and getattr(g, "needs_open_boundaries", False):
+            raise ValueError(
+                f"trajectory: {type(g).__name__} is not conserved (nor defined for wrapped "
+                "positions) under periodic boundaries, got a trajectory with cells; use "
+                "LinearMomentum or TotalEnergy for periodic systems"
             )
         t, b = len(traj), traj.num_graphs
         out = g(traj.flatten())

@@ -99,8 +99,10 @@ class MetaTailoring(nn.Module):
         clip_grad_norm: float | None = None,
     ) -> None:
         super().__init__()
-        if not inner_lr > 0:
-            raise ValueError(f"inner_lr: expected a positive number, got {inner_lr!r}")
+        if not 0 < inner_lr < math.inf:
+            raise ValueError(f"inner_lr: expected a positive finite number, got {inner_lr!r}")
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
+            raise ValueError(f"inner_steps: expected an integer >= 0, got {inner_steps!r}")
         self.model = model
         self.g = g
         self.inner_steps = inner_steps

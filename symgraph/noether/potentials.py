@@ -13,6 +13,7 @@ All follow PyG's energy-model signature ``model(z [N], pos [N, 3], batch [N]) ->
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,26 @@ def _checked_batch(pos: Tensor, batch: Tensor | None) -> tuple[Tensor, Tensor, i
     return pos, batch, int(batch.max()) + 1 if batch.numel() else 0
 
 
+def _pairs_within_molecules(batch: Tensor, num_molecules: int) -> tuple[Tensor, Tensor]:
+    """Atom pairs ``i < j`` of the same molecule, ``([P], [P])``, for a sorted ``batch``:
+    one upper-triangle pattern per molecule size (a flattened trajectory repeats a few
+    sizes), so the cost is the pairs within molecules, not all pairs of ``N`` atoms."""
+    counts = torch.bincount(batch, minlength=num_molecules)
+    offsets = torch.cumsum(counts, 0) - counts
+    rows, cols = [], []
+    for size in torch.unique(counts).tolist():
+        if size < 2:
+            continue
+        ti, tj = torch.triu_indices(size, size, 1, device=batch.device)
+        start = offsets[counts == size][:, None]  # [molecules of this size, 1]
+        rows.append((start + ti).flatten())
+        cols.append((start + tj).flatten())
+    if not rows:
+        empty = batch.new_zeros(0)
+        return empty, empty
+    return torch.cat(rows), torch.cat(cols)
+
+
 class LennardJones(nn.Module):
     """``U = Σ_{i<j} 4ε[(σ/r)¹² − (σ/r)⁶]`` over all pairs of each molecule -> ``[B]``.
 
@@ -164,14 +185,19 @@ class LennardJones(nn.Module):
 
     def __init__(self, epsilon: float = 0.01, sigma: float = 1.0) -> None:
         super().__init__()
+        for name, value in (("epsilon", epsilon), ("sigma", sigma)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (0 < value < math.inf)
+            ):
+                raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
         self.epsilon = float(epsilon)
         self.sigma = float(sigma)
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         pos, batch, b = _checked_batch(pos, batch)
-        i, j = torch.triu_indices(pos.shape[0], pos.shape[0], 1, device=pos.device)
-        same = batch[i] == batch[j]
-        i, j = i[same], j[same]
+        i, j = _pairs_within_molecules(batch, b)
         r2 = ((pos[i] - pos[j]) ** 2).sum(-1)
         s6 = (self.sigma**2 / r2) ** 3
         pair = 4.0 * self.epsilon * (s6 * s6 - s6)

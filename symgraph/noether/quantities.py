@@ -60,6 +60,10 @@ class ConservedQuantity(nn.Module):
     #: Whether it reads the velocities (a trajectory without any is then refused rather than
     #: read as standing still).
     uses_velocities: bool = False
+    #: Whether it is defined only without periodic boundaries (angular momentum: a periodic
+    #: cell is not rotation invariant, and wrapped positions jump), so trajectories with
+    #: ``cells`` are refused.
+    needs_open_boundaries: bool = False
 
     def forward(self, frame: Frame) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -110,6 +114,7 @@ class AngularMomentum(ConservedQuantity):
 
     dim = 3
     uses_velocities = True
+    needs_open_boundaries = True
 
     def __init__(self, about: str = "com") -> None:
         super().__init__()
@@ -218,6 +223,9 @@ class CombinedQuantity(ConservedQuantity):
         self.weights = weights
         self.dim = sum(int(getattr(q, "dim", 1)) for q in quantities)
         self.uses_velocities = any(getattr(q, "uses_velocities", False) for q in quantities)
+        self.needs_open_boundaries = any(
+            getattr(q, "needs_open_boundaries", False) for q in quantities
+        )
 
     def forward(self, frame: Frame) -> Tensor:
         parts = [w * q(frame) for q, w in zip(self.quantities, self.weights)]

@@ -180,15 +180,20 @@ def rollout(
     """Roll ``model`` out for ``horizon`` steps from ``x0``: ``[T + 1, ...]`` or a Trajectory.
 
     Args:
-        params: parameters to substitute (by name) for this call only.
+        params: parameters to substitute (by name) for this call only; the buffers are then
+            private copies, so running statistics (BatchNorm) are not updated. Without
+            ``params`` the model is called as it is and updates its buffers as usual.
     """
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
     step_fn = step_fn or default_step
-    state = _module_state(model, params or {})
+    if params is None:
+        call: Callable[..., Any] = model
+    else:
+        state = _module_state(model, params)
 
-    def call(*args: Any) -> Any:
-        return functional_call(model, state, args)
+        def call(*args: Any) -> Any:
+            return functional_call(model, state, args)
 
     states = [x0]
     for _ in range(horizon):
@@ -264,9 +269,24 @@ def tailor(
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
-    rates = [lr] if isinstance(lr, int | float) else lr if isinstance(lr, Sequence) else []
-    for rate in rates:  # numbers only: a tensor rate may be learned
+    if steps and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "tailor: the inner steps need gradients, which torch.inference_mode() disables "
+            "(and its tensors cannot be saved for backward); call tailor under "
+            "torch.no_grad() instead, which it supports"
+        )
+    if isinstance(lr, Sequence) and len(lr) == 0:
+        raise ValueError("lr: expected a step size or a non-empty sequence of them, got []")
+    rates = [lr] if isinstance(lr, int | float | Tensor) else lr if isinstance(lr, Sequence) else []
+    for rate in rates:
         if isinstance(rate, Tensor):
+            if rate.dim() != 0:
+                raise ValueError(f"lr: expected a scalar tensor, got shape {list(rate.shape)}")
+            if not rate.requires_grad and not 0 <= float(rate) < math.inf:  # learned: free
+                raise ValueError(
+                    f"lr: expected a non-negative finite step size (a negative one climbs the "
+                    f"loss), got {float(rate)!r}"
+                )
             continue
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < math.inf:
             raise ValueError(
@@ -310,6 +330,14 @@ def tailor(
         if x0.dim() != 2:
             raise ValueError(
                 f"x0: per_sample=True expects a batch of states [B, d], got {list(x0.shape)}"
+            )
+        coupling = _batch_statistics_module(model)
+        if coupling is not None:
+            raise ValueError(
+                f"per_sample=True: {coupling} normalises with batch statistics "
+                "(BatchNorm in training mode, or without running statistics), which couple "
+                "the samples of a batch, so they cannot be tailored separately; call "
+                "model.eval() or use per_sample=False"
             )
         if loss_fn is None and _only_scale_shift(model, selected):
             return _tailor_shared(model, x0, selected, expand=x0.shape[0], **kwargs)
@@ -365,9 +393,23 @@ def _step(
     return out
 
 
+def _batch_statistics_module(model: nn.Module) -> str | None:
+    """``model.<name>`` of a submodule whose output mixes the samples of a batch, or None."""
+    batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    for name, module in model.named_modules():
+        if isinstance(module, batch_norms) and (module.training or not module.track_running_stats):
+            return f"model.{name}" if name else "model"
+    return None
+
+
 def _only_scale_shift(model: nn.Module, selected: dict[str, Tensor]) -> bool:
     ids = {id(p) for m in model.modules() if isinstance(m, ScaleShift) for p in m.parameters()}
     return all(id(p) in ids for p in selected.values())
+
+
+def _copies(params: dict[str, Tensor], keep_graph: bool) -> dict[str, Tensor]:
+    """Private copies of ``params`` (differentiable when ``keep_graph``)."""
+    return {k: v.clone() if keep_graph else v.detach().clone() for k, v in params.items()}
 
 
 def _tailor_shared(
@@ -422,10 +464,12 @@ def _tailor_shared(
             )
         losses.append(per_traj.detach() if expand is not None else loss.detach())
     pred = rollout(model, x0, horizon, current, step_fn)
-    if expand is not None:
-        inner = torch.stack(losses, -1) if losses else torch.zeros(expand, 0)
-    else:
-        inner = torch.stack(losses) if losses else torch.zeros(0)
+    if not losses:  # no step: the selected parameters themselves, copied (never aliased)
+        current = _copies(current, create_graph)
+        ref = pred if isinstance(pred, Tensor) else getattr(pred, "positions", torch.zeros(0))
+        empty = ref.new_zeros(0) if expand is None else ref.new_zeros(expand, 0)
+        return TailorResult(pred, current, empty.detach())
+    inner = torch.stack(losses, -1) if expand is not None else torch.stack(losses)
     return TailorResult(pred, current, inner)
 
 
@@ -473,4 +517,6 @@ def _tailor_vmap(
         return pred, current, inner
 
     pred, params_out, inner = torch.func.vmap(one, out_dims=(1, 0, 0), randomness="same")(x0)
+    if steps == 0:  # vmap expanded the selected parameters themselves
+        params_out = _copies(params_out, create_graph)
     return TailorResult(pred, params_out, inner)

@@ -40,6 +40,30 @@ def test_equivariant_under_e3(det, cutoff):
     torch.testing.assert_close(v_a, v1[:5])
 
 
+def test_update_is_continuous_as_a_neighbour_crosses_the_cutoff():
+    """Every edge term fades out with the envelope: the prediction just inside and just
+    outside the cutoff agree (the learned MLPs have biases, so a term not weighted by the
+    envelope would drop from accel(0) to 0 there)."""
+    torch.manual_seed(0)
+    model = EquivariantDynamics(hidden=8, num_layers=2, cutoff=3.0).double()
+    with torch.no_grad():  # a trained-looking model: learned terms far from zero
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    vel = torch.randn(2, 3, dtype=torch.float64) * 0.01
+    z = torch.tensor([8, 1])
+
+    def step(distance: float) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.tensor([[0.0, 0.0, 0.0], [distance, 0.0, 0.0]], dtype=torch.float64)
+        next_pos, next_vel = model(pos, vel, z)
+        return next_pos - pos, next_vel
+
+    (inside_pos, inside_vel), (outside_pos, outside_vel) = step(3.0 - 1e-7), step(3.0 + 1e-7)
+    assert (inside_vel - outside_vel).abs().max() < 1e-9
+    assert (inside_pos - outside_pos).abs().max() < 1e-9
+    near_pos, near_vel = step(2.5)  # well inside, the neighbour does move the prediction
+    assert (near_vel - outside_vel).abs().max() > 1e-5
+
+
 def test_untrained_model_moves_in_straight_lines():
     model = EquivariantDynamics(hidden=8, num_layers=1, dt=0.5).double()
     pos = torch.randn(4, 3, dtype=torch.float64)

@@ -107,3 +107,17 @@ def test_bad_settings_and_inputs_are_named():
         g.uses_velocities
         and not NeuralConservedQuantity(2, 8, use_velocities=False).uses_velocities
     )
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(out_dim=-1, vector_dim=1), "out_dim: expected an integer >= 0, got -1"),
+        (dict(vector_dim=-1), "vector_dim: expected an integer >= 0, got -1"),
+        (dict(hidden=0), "hidden: expected an integer >= 1, got 0"),
+        (dict(num_layers=1.5), "num_layers: expected an integer >= 0, got 1.5"),
+    ],
+)
+def test_sizes_are_checked_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        NeuralConservedQuantity(**options)

@@ -55,6 +55,26 @@ def test_momentum_and_angular_momentum_conserved(ethanol):
     assert l0.abs().max() / l_scale < 1e-10
 
 
+def test_momenta_conserved_when_they_are_not_zero(ethanol):
+    """A Galilean boost of a solution is a solution (r + u t, v + u): P = M u and the
+    angular momenta are conserved at non-zero values, which tells the centre of mass from
+    any other point (the centroid moves against it as the molecule vibrates)."""
+    boost = torch.tensor([0.02, -0.01, 0.015], dtype=torch.float64)  # Å/fs, ~thermal speeds
+    t = torch.arange(len(ethanol), dtype=torch.float64)[:, None, None] * ethanol.dt
+    moving = ethanol[:]
+    offset = torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64)  # R far from the origin
+    moving.positions = ethanol.positions + offset + boost * t
+    moving.velocities = ethanol.velocities + boost
+    frames = moving.flatten()
+    total_mass = ethanol.masses.sum()
+    p = LinearMomentum()(frames)
+    torch.testing.assert_close(p, (total_mass * boost).expand_as(p), rtol=1e-10, atol=1e-12)
+    for about in ("com", "origin"):
+        l = AngularMomentum(about)(frames)
+        assert (l - l[0]).abs().max() < 1e-10 * l[0].norm().clamp_min(1.0), about
+    assert AngularMomentum("origin")(frames)[0].norm() > 1.0  # R x P: far from zero
+
+
 def test_total_energy_conserved_within_integration_error(ethanol):
     potential = AsePotential(ethanol.info["atoms"], MMFFCalculator())
     total = quantity_series(TotalEnergy(potential), ethanol)[:, 0, 0]

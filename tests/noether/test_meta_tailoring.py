@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from symgraph.models.dynamics import EquivariantDynamics
 from symgraph.noether import (
+    LinearMomentum,
     MetaTailoring,
     NeuralConservedQuantity,
     Trajectory,
@@ -80,3 +82,11 @@ def test_meta_tailoring_on_molecular_frames():
     assert bool(torch.isfinite(pred.positions).all())
     assert not torch.equal(pred.positions, plain.positions)  # tailoring moved the rollout
     assert float(trajectory_mse(pred, target).detach()) > 0
+
+
+def test_bad_settings_are_named():
+    model = EquivariantDynamics(hidden=8, num_layers=1)
+    with pytest.raises(ValueError, match="inner_steps: expected an integer >= 0, got -2"):
+        MetaTailoring(model, LinearMomentum(), inner_steps=-2)
+    with pytest.raises(ValueError, match="inner_lr: expected a positive finite number"):
+        MetaTailoring(model, LinearMomentum(), inner_lr=float("inf"))

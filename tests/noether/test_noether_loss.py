@@ -141,3 +141,13 @@ def test_combined_quantity_weights_must_be_positive():
         CombinedQuantity([LinearMomentum(), KineticEnergy()], [0.0, 1.0])
     with pytest.raises(ValueError, match=r"weights\[1\]: expected a positive finite number"):
         CombinedQuantity([LinearMomentum(), KineticEnergy()], [1.0, float("nan")])
+
+
+def test_angular_momentum_refuses_periodic_trajectories():
+    traj = Trajectory.from_frames(frames(), dt=0.5)
+    periodic = Trajectory(traj.positions, traj.velocities, traj.z, dt=0.5,
+                          cells=torch.eye(3).expand(len(traj), 3, 3) * 10.0)  # fmt: skip
+    for g in (AngularMomentum(), CombinedQuantity([LinearMomentum(), AngularMomentum()])):
+        with pytest.raises(ValueError, match="not conserved .* under periodic boundaries"):
+            noether_loss(g, periodic)
+    assert noether_loss(LinearMomentum(), periodic) >= 0  # momentum is, and is accepted

@@ -54,3 +54,19 @@ def test_lennard_jones_minimum_and_batches():
         torch.ones(4, dtype=torch.long), torch.cat([pos, pos + 10.0]), torch.tensor([0, 0, 1, 1])
     )
     torch.testing.assert_close(both, torch.tensor([-0.5, -0.5], dtype=torch.float64))
+
+
+def test_lennard_jones_sums_pairs_within_each_molecule_only():
+    """Molecules of several sizes (and a lone atom), packed close together: each energy is
+    the molecule's own pair sum, as computed over that molecule alone."""
+    torch.manual_seed(0)
+    lj = LennardJones(epsilon=0.3, sigma=0.9)
+    sizes = [3, 1, 4, 3, 2]
+    pos = torch.randn(sum(sizes), 3, dtype=torch.float64)  # molecules overlap in space
+    batch = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))
+    z = torch.ones(len(batch), dtype=torch.long)
+    alone = [lj(z[batch == m], pos[batch == m]) for m in range(len(sizes))]
+    torch.testing.assert_close(lj(z, pos, batch), torch.cat(alone))
+    assert alone[1].item() == 0.0  # one atom: no pair
+    with pytest.raises(ValueError, match="sigma: expected a positive finite number, got 0"):
+        LennardJones(sigma=0)

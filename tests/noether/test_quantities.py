@@ -94,6 +94,30 @@ def test_values_and_shapes():
     assert both(frame)[0, 3] == 1.0
 
 
+def test_unequal_masses_use_the_centre_of_mass():
+    """Masses 1 and 3 at x = 0 and 4: the centre of mass is at x = 3 (the centroid at 2)."""
+    frame = Frame(
+        pos=torch.tensor([[0.0, 0, 0], [4.0, 0, 0]], dtype=torch.float64),
+        vel=torch.tensor([[0.0, 2, 0], [0.0, 0, 0]], dtype=torch.float64),
+        z=torch.tensor([1, 1]),
+        mass=torch.tensor([1.0, 3.0], dtype=torch.float64),
+    )
+    f64 = dict(dtype=torch.float64)
+    torch.testing.assert_close(LinearMomentum()(frame), torch.tensor([[0.0, 2.0, 0.0]], **f64))
+    torch.testing.assert_close(CentreOfMassVelocity()(frame), torch.tensor([[0.0, 0.5, 0]], **f64))
+    # about the centre of mass: 1 * (-3, 0, 0) x (0, 2, 0) = (0, 0, -6); about the origin: 0
+    torch.testing.assert_close(AngularMomentum()(frame), torch.tensor([[0.0, 0, -6.0]], **f64))
+    torch.testing.assert_close(AngularMomentum("origin")(frame), torch.zeros(1, 3, **f64))
+    torch.testing.assert_close(KineticEnergy(scale=1.0)(frame), torch.tensor([[2.0]], **f64))
+
+
+def test_molecule_indices_with_a_gap_are_refused():
+    with pytest.raises(ValueError, match=r"batch: expected molecule indices 0 \.\. B-1 without "
+                       r"gaps, got no atoms for molecule\(s\) \[1\]"):  # fmt: skip
+        Frame(pos=torch.zeros(4, 3), z=torch.ones(4, dtype=torch.long),
+              batch=torch.tensor([0, 0, 2, 2]))  # fmt: skip
+
+
 def test_accepts_pyg_data():
     from torch_geometric.data import Data
 

@@ -75,6 +75,9 @@ def test_quantity_drift_and_known_quantities():
         check_quantity_names(["momentum", "spin"])
     with pytest.raises(ValueError, match="energy_model: expected a potential energy model"):
         known_quantity(["energy"], scales)
+    with pytest.raises(ValueError, match="scales: expected a positive finite scale for "
+                       "'momentum', got inf"):  # fmt: skip
+        known_quantity(["momentum"], {"momentum": float("inf")})
 
 
 def test_potentials_by_molecule_dispatch_on_atomic_numbers():

@@ -218,3 +218,63 @@ def test_line_search_never_increases_the_noether_loss(per_sample, params):
     else:
         assert after.mean() <= before.mean() + 1e-6
     assert torch.isfinite(res.predictions).all()
+
+
+def test_rollout_without_params_updates_buffers_as_a_forward_call_does():
+    """Training through rollout keeps BatchNorm's running statistics; tailoring (params
+    given) works on private copies of the buffers."""
+    model = Step().train()
+    x0 = torch.randn(8, 2)
+    rollout(model, x0, 2)
+    assert int(model.norm.num_batches_tracked) == 2
+    assert model.norm.running_mean.abs().sum() > 0
+    before = snapshot(model)
+    rollout(model, x0, 2, dict(model.named_parameters()))
+    for k, v in snapshot(model).items():
+        assert torch.equal(before[k], v), k
+
+
+def test_per_sample_refuses_batch_statistics():
+    model = Step().train()
+    x0 = torch.randn(4, 2)
+    for params in (None, "scale_shift"):
+        with pytest.raises(ValueError, match="per_sample=True: model.norm normalises with batch"):
+            tailor(model, x0, energy, steps=1, lr=1e-2, horizon=2, params=params, per_sample=True)
+    model.eval()  # running statistics: the samples are independent again
+    fast = tailor(model, x0, energy, steps=1, lr=1e-2, horizon=2, params="scale_shift",
+                  per_sample=True)  # fmt: skip
+    one = tailor(model, x0[:1], energy, steps=1, lr=1e-2, horizon=2, params="scale_shift")
+    torch.testing.assert_close(fast.predictions[:, 0], one.predictions[:, 0])
+
+
+def test_no_steps_returns_copies_and_losses_of_the_model_dtype():
+    model = Plain().double()
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+    for per_sample in (False, True):
+        res = tailor(model, x0, energy, steps=0, lr=1e-2, horizon=2, per_sample=per_sample)
+        assert res.inner_losses.dtype == torch.float64 and res.inner_losses.numel() == 0
+        weight = res.params["net.0.weight"]
+        assert weight.data_ptr() != model.net[0].weight.data_ptr()
+        torch.testing.assert_close(weight[0] if per_sample else weight, model.net[0].weight)
+
+
+def test_bad_learning_rates_are_named():
+    model = Plain()
+    x0 = torch.randn(2, 2)
+    with pytest.raises(ValueError, match=r"lr: expected a step size or a non-empty sequence"):
+        tailor(model, x0, energy, lr=[], horizon=2)
+    with pytest.raises(ValueError, match=r"lr: expected a non-negative finite step size.*-0.05"):
+        tailor(model, x0, energy, lr=torch.tensor(-0.05), horizon=2)
+    with pytest.raises(ValueError, match=r"lr: expected a scalar tensor, got shape \[2\]"):
+        tailor(model, x0, energy, lr=torch.tensor([0.1, 0.2]), horizon=2)
+    learned = torch.tensor(-0.05, requires_grad=True)  # a learned rate is the user's to keep
+    tailor(model, x0, energy, steps=1, lr=learned, horizon=2)
+
+
+def test_inference_mode_is_refused_with_the_alternative():
+    model = Plain()
+    with torch.inference_mode():
+        x0 = torch.randn(2, 2)
+        with pytest.raises(RuntimeError, match=r"inference_mode.*torch.no_grad\(\) instead"):
+            tailor(model, x0, energy, steps=1, lr=1e-2, horizon=2)
+        assert tailor(model, x0, energy, steps=0, horizon=2).predictions.shape == (3, 2, 2)
