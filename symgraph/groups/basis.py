@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symgraph.caching import outside_inference_mode
 from symgraph.groups.matrix_group import MatrixGroup
 from symgraph.groups.rep import Block, ProductBlock, Rep
 
@@ -77,7 +78,7 @@ def block_hom_basis(group: MatrixGroup, block_in: Block, block_out: Block) -> Te
     """
     key = (group.key, block_in.key, block_out.key)
     if key not in _CACHE:
-        _CACHE[key] = _solve(group, block_in, block_out)
+        _CACHE[key] = outside_inference_mode(_solve)(group, block_in, block_out)
     return _CACHE[key]
 
 

@@ -10,16 +10,16 @@ rounding error. The Lie-algebra action follows by differentiating the same ident
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from e3nn import o3
 from torch import Tensor
 
+from symgraph.caching import tensor_cache
+
 __all__ = ["wigner_D", "wigner_dD"]
 
 
-@functools.cache
+@tensor_cache(maxsize=None)
 def _fit(l: int) -> tuple[Tensor, Tensor, Tensor]:
     """Points ``X [P, 3]``, ``pinv(Y(X)) [2l+1, P]`` and SH Jacobians ``[P, 2l+1, 3]`` (float64)."""
     gen = torch.Generator().manual_seed(1234 + l)

@@ -19,11 +19,10 @@ lattice a vector takes three channels ``(u, v, w)`` = ``(x, y, z)``.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
+from symgraph.caching import tensor_cache
 from symgraph.checks import check_finite, check_tensor
 from symgraph.lattice.spec import Lattice
 
@@ -199,7 +198,7 @@ class FieldLayout:
         return out
 
 
-@functools.lru_cache(maxsize=1)
+@tensor_cache(maxsize=1)
 def _vector_layout() -> FieldLayout:
     return FieldLayout("1x1o", dim=2)
 

@@ -20,13 +20,13 @@ has zeros at the missing offsets (:func:`stencil_to_kernel`).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
 import torch
 from torch import Tensor
 
+from symgraph.caching import tensor_cache
 from symgraph.checks import check_tensor
 from symgraph.lattice.spec import Lattice
 
@@ -124,7 +124,7 @@ def stencil_to_kernel(weight: Tensor, lattice: Lattice) -> Tensor:
     return flat.reshape(*weight.shape[:-1], *size)
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _linear_kernel_index(lattice: Lattice) -> Tensor:
     """``[K]`` flat position of each stencil offset in the dense kernel (cached per lattice,
     not to be modified in place)."""

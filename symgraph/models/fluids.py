@@ -26,11 +26,10 @@ counts; :func:`rollout` feeds predictions back to forecast several frames.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor, nn
 
+from symgraph.caching import tensor_cache
 from symgraph.checks import check_finite, check_tensor
 from symgraph.groups import MatrixGroup, Rep, group_from_name
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
@@ -130,7 +129,7 @@ class FluidCNN(nn.Module):
         return frames[:, -1] + self.scale * h
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(maxsize=8)
 def _cached_graph(
     lattice: Lattice, batch_size: int, dtype: torch.dtype, device: str
 ) -> LatticeGraph:

@@ -43,11 +43,13 @@ _CHECKED_POSITIONS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None:
     """Raise unless ``pos`` is ``copies`` translated copies of the lattice's cell positions
     (another shape, axis order or spacing with as many edges would give other numbers).
-    Checked once per ``pos`` tensor, lattice and in-place version."""
+    Checked once per ``pos`` tensor, lattice and in-place version (every call for inference
+    tensors, which have no version counter)."""
     if torch.compiler.is_compiling():  # as the other value checks: not while tracing
         return
-    key = (pos._version, lattice)
-    if key in _CHECKED_POSITIONS.get(pos, ()):
+    remember = not pos.is_inference()
+    key = (pos._version, lattice) if remember else None
+    if remember and key in _CHECKED_POSITIONS.get(pos, ()):
         return
     cells = cell_positions(lattice, dtype=pos.dtype, device=pos.device)
     grid = pos.reshape(copies, lattice.num_cells, 3)
@@ -61,7 +63,8 @@ def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None
             f"error {error:.3g}; expected {copies} copies of cell_positions(lattice), each "
             "possibly translated)"
         )
-    _CHECKED_POSITIONS.setdefault(pos, set()).add(key)
+    if remember:
+        _CHECKED_POSITIONS.setdefault(pos, set()).add(key)
 
 
 class ImplicitSteerableConv(MessagePassing):

@@ -92,6 +92,38 @@ class EdgeLayout:
         return "scatter"
 
 
+def _checked_inputs(
+    h: Tensor, f: Tensor, dst: Tensor, num_nodes: int, backend: str, check_range: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(h, f, dst)`` checked by name (shapes, dtypes, backend), ``h``/``f`` promoted."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    for name, value in (("h", h), ("f", f)):
+        if not isinstance(value, Tensor) or value.dim() != 2 or not value.is_floating_point():
+            got = (f"shape {list(value.shape)}, dtype {value.dtype}"
+                   if isinstance(value, Tensor) else type(value).__name__)  # fmt: skip
+            raise ValueError(f"{name}: expected a floating tensor [E, ·], got {got}")
+    if f.shape[0] != h.shape[0]:
+        raise ValueError(f"f: expected {h.shape[0]} rows (one per edge, as h), got {f.shape[0]}")
+    if not isinstance(dst, Tensor) or dst.is_floating_point() or dst.dtype == torch.bool:
+        got = dst.dtype if isinstance(dst, Tensor) else type(dst).__name__
+        raise TypeError(f"dst: expected an integer index tensor [E], got {got}")
+    if tuple(dst.shape) != (h.shape[0],):
+        raise ValueError(
+            f"dst: expected shape [{h.shape[0]}] (one per edge), got {list(dst.shape)}"
+        )
+    if check_range and dst.numel() and not torch.compiler.is_compiling():
+        low, high = int(dst.min()), int(dst.max())
+        if low < 0 or high >= num_nodes:
+            raise ValueError(f"dst: expected entries in [0, {num_nodes}), got [{low}, {high}]")
+    if backend == "triton":
+        from symgraph.ops import fused
+
+        fused.check_triton_request(h, f)
+    dtype = torch.promote_types(h.dtype, f.dtype)
+    return h.to(dtype), f.to(dtype), dst.long()
+
+
 def neighbour_outer_sum(
     h: Tensor,
     f: Tensor,
@@ -109,11 +141,16 @@ def neighbour_outer_sum(
         num_nodes: N.
         layout: a precomputed :class:`EdgeLayout` of ``dst`` (computed when ``None``).
         backend: ``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"`` or ``"triton"``.
+
+    ``h`` and ``f`` of different floating dtypes are promoted to a common one (as the
+    Triton kernel does). Without a ``layout``, ``dst`` is checked to lie in
+    ``[0, num_nodes)``.
     """
+    h, f, dst = _checked_inputs(h, f, dst, num_nodes, backend, check_range=layout is None)
     layout = layout or EdgeLayout.from_receivers(dst, num_nodes)
     num_a, num_b = h.shape[1], f.shape[1]
-    if layout.k_max == 0:
-        return h.new_zeros(num_nodes, num_a, num_b)
+    if layout.k_max == 0:  # no edge: zeros, still connected to h and f for autograd
+        return h.new_zeros(num_nodes, num_a, num_b) + 0 * (h.sum() + f.sum())
     chosen = layout.choose(backend)
     if backend == "auto" and chosen != "regular" and h.is_cuda:
         from symgraph.ops import fused

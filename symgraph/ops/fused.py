@@ -70,12 +70,28 @@ def use_triton(*tensors: Tensor) -> bool:
     return all(t.dtype in TRITON_DTYPES for t in tensors if t.is_floating_point())
 
 
+def check_triton_request(*tensors: Tensor) -> None:
+    """Raise unless an explicit ``backend="triton"`` can run on ``tensors``: Triton installed
+    and floating inputs of :data:`TRITON_DTYPES` (the kernels accumulate in float32, so a
+    float64 input would silently lose precision)."""
+    if not triton_available():
+        raise RuntimeError("backend: 'triton' requested but Triton is not installed")
+    wide = sorted(
+        {str(t.dtype) for t in tensors if t.is_floating_point()} - {str(d) for d in TRITON_DTYPES}
+    )
+    if wide:
+        raise ValueError(
+            f"backend: 'triton' computes in float32 (inputs of float32, float16 or bfloat16), "
+            f"got {', '.join(wide)}; use backend 'torch' or 'auto' (or another contraction "
+            "backend), which keep float64"
+        )
+
+
 def _resolve(backend: str, *tensors: Tensor) -> bool:
     if backend not in FUSED_BACKENDS:
         raise ValueError(f"backend: expected one of {FUSED_BACKENDS}, got {backend!r}")
     if backend == "triton":
-        if not triton_available():
-            raise RuntimeError("backend: 'triton' requested but Triton is not installed")
+        check_triton_request(*tensors)
         return True
     return backend == "auto" and use_triton(*tensors)
 
@@ -185,6 +201,7 @@ def outer_sum_csr(
     ptr = _check_ptr(ptr, h.shape[0])
     if src is not None:
         src = _index("src", src, h.shape[0], x.shape[0])
+    check_triton_request(h, x)
     dtype = torch.promote_types(h.dtype, x.dtype)
     return _OuterSum.apply(h.to(dtype), x.to(dtype), src, ptr, _deterministic(deterministic))
 

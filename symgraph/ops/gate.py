@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from symgraph.caching import tensor_cache
+
 
 @dataclass(frozen=True)
 class GateSegment:
@@ -202,7 +204,7 @@ class GateFunction(torch.autograd.Function):
 SMALL_GATE_ELEMENTS = 4096
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _gather_plan(
     segments: tuple[GateSegment, ...], device: torch.device
 ) -> tuple[Tensor, Tensor | None]:

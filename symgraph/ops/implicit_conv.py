@@ -113,8 +113,8 @@ def _gather_in_kernel(backend: str, layout: EdgeLayout, h: Tensor, x: Tensor) ->
 
 def _block_function(hidden_fn: HiddenFn, num_block_nodes: int, mean: bool, backend: str):
     def run(x, src, dst, rel, edge_attr, node_src, node_dst, weight):
-        if src.numel() == 0:
-            return x.new_zeros(num_block_nodes, weight.shape[0])
+        if src.numel() == 0:  # zeros still connected to x and weight, as a sum would be
+            return x.new_zeros(num_block_nodes, weight.shape[0]) + 0 * (x.sum() + weight.sum())
         h = hidden_fn(rel, edge_attr, node_src, node_dst)
         layout = EdgeLayout.from_receivers(dst, num_block_nodes)
         if _gather_in_kernel(backend, layout, h, x):

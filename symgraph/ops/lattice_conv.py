@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from symgraph.caching import tensor_cache
 from symgraph.checks import check_tensor
 from symgraph.lattice import Lattice, stencil_offsets, stencil_to_kernel
 
@@ -58,7 +59,7 @@ def _check_lattice(lattice: object) -> Lattice:
 # The stencil's geometry depends on the lattice only (a frozen, hashable dataclass), so it
 # is derived once per lattice: a layer called every step should not rebuild it. The cached
 # tensors are internal and never modified in place.
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _offsets(lattice: Lattice, self_loops: bool) -> Tensor:
     """``[K, dim]`` integer stencil offsets, without the centre when ``not self_loops``."""
     offsets = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil)
@@ -79,7 +80,7 @@ def stencil_relative_positions(
     return _relative_positions(_check_lattice(lattice), dtype, device).clone()
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _relative_positions(
     lattice: Lattice, dtype: torch.dtype, device: torch.device | str | None
 ) -> Tensor:
@@ -156,7 +157,7 @@ def lattice_weight(
     return stencil_to_kernel(values.permute(1, 2, 0), lattice)
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _centre_index(lattice: Lattice) -> Tensor:
     """``[1]`` the row of the zero offset among the stencil offsets."""
     return (_offsets(lattice, True).abs().sum(1) == 0).nonzero()[0]
