@@ -17,6 +17,7 @@ __all__ = [
     "direction_embedding_rows",
     "RadialEmbedding",
     "cosine_cutoff",
+    "edge_length",
 ]
 
 
@@ -25,6 +26,15 @@ def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
     if not isinstance(lmax, int) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     return Rep(" + ".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(1, lmax + 1)), group)
+
+
+def edge_length(rel: Tensor) -> Tensor:
+    """``|rel|`` per row, ``[E, 3]`` -> ``[E]``, with finite first *and second* derivatives at
+    zero vectors (self-loops), where they are 0: ``Tensor.norm``'s second derivative is NaN
+    there, which poisons force training (a loss on ``-∂E/∂pos``) on graphs with self-loops."""
+    squared = (rel * rel).sum(-1)
+    safe = squared.clamp_min(torch.finfo(rel.dtype).tiny).sqrt()
+    return torch.where(squared > 0, safe, torch.zeros_like(safe))
 
 
 def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
@@ -37,7 +47,7 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
         raise ValueError(f"rel: expected shape [N, 3], got {list(rel.shape)}")
     if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
-    norm = rel.norm(dim=-1, keepdim=True)
+    norm = edge_length(rel)[:, None]
     unit = rel / norm.clamp_min(torch.finfo(rel.dtype).eps)
     sh = o3.spherical_harmonics(list(range(1, lmax + 1)), unit, normalize=False)
     return sh * (norm > 0)

@@ -35,6 +35,7 @@ from symgraph.nn.embedding import (
     cosine_cutoff,
     direction_embedding,
     direction_embedding_rows,
+    edge_length,
     spherical_harmonics_rep,
 )
 from symgraph.nn.mlp import EquivariantMLPLayer
@@ -161,7 +162,7 @@ class ImplicitKernel(nn.Module):
         node_dst: Tensor | None = None,
     ) -> Tensor:
         """The MLP input ``[E, rep_embedding.dim]``: scalars first, then ``Y_1..Y_lmax``."""
-        parts = [self.radial(rel.norm(dim=-1))]
+        parts = [self.radial(edge_length(rel))]
         parts += [a.to(rel) for a in self.scalar_attributes(edge_attr, node_src, node_dst)]
         parts.append(direction_embedding(rel, self.lmax))
         return torch.cat(parts, dim=-1)
@@ -280,7 +281,7 @@ class ImplicitKernel(nn.Module):
 
     def envelope(self, rel: Tensor) -> Tensor | None:
         """``[E]`` the cutoff envelope of each edge, or None without a cutoff."""
-        return None if self.cutoff is None else cosine_cutoff(rel.norm(dim=-1), self.cutoff)
+        return None if self.cutoff is None else cosine_cutoff(edge_length(rel), self.cutoff)
 
     def hidden_features(
         self,

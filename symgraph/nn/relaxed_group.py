@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from symgraph.checks import check_features, check_parameter_dtype
 from symgraph.groups import MatrixGroup, RegularBlock, Rep
-from symgraph.nn.embedding import cosine_cutoff
+from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
 from symgraph.ops import EdgeLayout, neighbour_outer_sum
@@ -185,7 +185,7 @@ class RelaxedGroupConv(ExactBufferModule):
             h = F.silu(layer(h))
         features = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
         if self.cutoff is not None:
-            features = features * cosine_cutoff(rel.norm(dim=-1), self.cutoff)[..., None]
+            features = features * cosine_cutoff(edge_length(rel), self.cutoff)[..., None]
         return features
 
     def mixed_weights(self) -> Tensor:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.conv import ImplicitSteerableConv
-from symgraph.nn.embedding import cosine_cutoff
+from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.kernel import HiddenFunction, ImplicitKernel, KernelWeights
 
 __all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv", "FREE_INPUTS"]
@@ -181,7 +181,7 @@ class RelaxedImplicitKernel(ImplicitKernel):
     ) -> Tensor:
         """``u_ij ∈ (−1, 1)^H`` times the envelope: ``[E, H]`` (``[E, 1]`` of ones for
         ``free_input="constant"``; of the raw relative position for ``"position"``)."""
-        distance = rel.norm(dim=-1)
+        distance = edge_length(rel)
         if self.free_body is None:
             u = torch.ones_like(distance)[:, None]
         else:

@@ -45,6 +45,7 @@ from symgraph.nn.embedding import (
     RadialEmbedding,
     cosine_cutoff,
     direction_embedding,
+    edge_length,
     spherical_harmonics_rep,
 )
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -171,9 +172,9 @@ class RelaxedSteerableConv(ExactBufferModule):
     # ------------------------------------------------------------------ forward
     def edge_coefficients(self, rel: Tensor) -> tuple[Tensor, Tensor]:
         """``(c [E, basis.dim], Y [E, rep_sh.dim])``: per-edge coefficients and harmonics."""
-        radial = self.radial(rel.norm(dim=-1))
+        radial = self.radial(edge_length(rel))
         if self.cutoff is not None:
-            radial = radial * cosine_cutoff(rel.norm(dim=-1), self.cutoff)[:, None]
+            radial = radial * cosine_cutoff(edge_length(rel), self.cutoff)[:, None]
         harmonics = torch.cat(
             [torch.ones_like(rel[:, :1]), direction_embedding(rel, self.lmax)], dim=-1
         )

@@ -272,3 +272,22 @@ def test_padded_backend_on_a_graph_too_uneven_to_pad_matches_scatter():
     padded = conv(x, pos, edge_index)
     conv.backend = "scatter"
     torch.testing.assert_close(padded, conv(x, pos, edge_index), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cutoff", [None, 2.5])
+def test_second_derivatives_stay_finite_with_self_loops(cutoff):
+    """Force training and Hessians differentiate ∂E/∂pos again: at a self-loop (rel = 0)
+    every edge length and direction term needs finite first and second derivatives
+    (``Tensor.norm``'s second derivative is NaN at 0)."""
+    torch.manual_seed(0)
+    conv = ImplicitSteerableConv("2x0e + 1x1o", "1x0e + 1x1o", group=sg.groups.O3(), cutoff=cutoff)
+    conv = conv.double()
+    pos = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, conv.rep_in.dim, dtype=torch.float64)
+    edge_index = torch.tensor([[0, 1, 2], [1, 1, 1]])  # 1 -> 1 is a self-loop
+    (force,) = torch.autograd.grad(conv(x, pos, edge_index).square().sum(), pos,
+                                   create_graph=True)  # fmt: skip
+    force.square().sum().backward()
+    assert torch.isfinite(force).all() and torch.isfinite(pos.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in conv.parameters() if p.grad is not None)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
