@@ -1,9 +1,9 @@
 """Fluid dynamics: forecast smoke plumes whose rotation symmetry is partly broken.
 
-Run:  python examples/fluid_dynamics.py [--quick] [--breaking 0.3] [--relaxation input]
+Run:  python examples/fluid_dynamics.py [--quick] [--symmetry-breaking 0.3] [--relaxation input]
 
 Simulates smoke plumes (:class:`symgraph.data.fluids.SmokePlumeDataset`: the buoyancy
-blends towards a fixed "up" direction by ``--breaking``), trains the three next-frame
+blends towards a fixed "up" direction by ``--symmetry-breaking``), trains the three next-frame
 predictors of :mod:`symgraph.models.fluids` with the same budget -- a plain CNN, a
 C4-equivariant steerable network on the lattice graph (lattice fast path: one dense conv
 per layer), and its relaxed version -- and prints the RMSE of autoregressive rollouts on
@@ -66,7 +66,10 @@ def rmse(model: torch.nn.Module, inputs, targets) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (< 30 s)")
-    parser.add_argument("--breaking", type=float, default=0.3, help="symmetry breaking s")
+    parser.add_argument(  # the name of the same setting in `symgraph train fluid`
+        "--symmetry-breaking", dest="breaking", type=float, default=0.3,
+        help="symmetry breaking s of the simulated plumes (default 0.3)",
+    )  # fmt: skip
     parser.add_argument(
         "--relaxation", choices=FLUID_RELAXATIONS, default="kernel",
         help="how the relaxed model breaks the symmetry (kernel pathways or a global input)",

@@ -3,6 +3,9 @@ MAE with the MAE of predicting the training mean.
 
 Run:  python examples/qm9_demo.py [--quick] [--out runs/demo] [extra `symgraph train qm9` flags]
 
+Run again with the same folder, it resumes the run there (finishing it if it was stopped,
+else evaluating it again); other settings than the run's are refused (use another --out).
+
 The data come from the `qm9pack` package (the full QM9 as CSV, installed from PyPI by
 `make demo`); `--quick` uses 200 molecules (all of a 200-molecule file, else a seeded
 sample) of a local qm9pack-format CSV instead (`--csv FILE`) and trains for seconds (the
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument("--target", default="homo")
     args, extra = parser.parse_known_args(argv)
+    if args.csv is not None and not args.quick:
+        parser.error("--csv: only --quick reads a CSV (the full demo uses qm9pack)")
     if args.quick:
         if args.csv is None:
             parser.error("--quick needs --csv FILE (e.g. ../shared/data/qm9/qm9pack_first200.csv)")
@@ -47,7 +52,11 @@ def main(argv: list[str] | None = None) -> dict:
         data = ["--source", "qm9pack", "--subset-size", "6000", "--root", "data/qm9-demo"]
         schedule = ["--epochs", "6", "--batch-size", "32", "--lr", "5e-3", "--scheduler", "cosine"]
     command = ["train", "qm9", "--target", args.target, "--out", args.out, *data, *schedule]
-    symgraph_main([*command, *extra])
+    if (Path(args.out) / "checkpoint.pt").exists() and "--resume" not in extra:
+        command.append("--resume")
+    status = symgraph_main([*command, *extra])
+    if status:  # the error is printed; never report another run's files
+        raise SystemExit(status)
 
     run = Path(args.out)
     split = json.loads((run / "split.json").read_text())

@@ -286,8 +286,46 @@ def _units(task: Task, metrics: dict[str, float]) -> dict[str, str]:
     return {name: task.units.get(name, "") for name in metrics}
 
 
+#: Settings that ``--resume`` may change: how long and how the loop runs. Every other
+#: setting (target, data, model, seed, teleportation …) must be the run's own, or the
+#: resumed run would silently learn something else.
+RESUMABLE_CHANGES = frozenset({
+    "epochs", "batch_size", "eval_batch_size", "lr", "weight_decay", "scheduler",
+    "grad_clip", "precision", "num_workers", "device", "out", "resume",
+    "checkpoint_every", "no_progress",
+})  # fmt: skip
+
+
+def _check_resumed_settings(args: argparse.Namespace) -> None:
+    """Raise :class:`ResumeError` when ``--resume`` asks for other job settings than the
+    run in ``--out`` was trained with (settings the run predates are not compared)."""
+    path = Path(args.out) / RUN_FILES["config"]
+    if not path.exists():
+        return
+    saved = read_json(path)
+    if saved.get("job") not in (None, args.job):
+        raise ResumeError(f"--resume: {args.out} holds a {saved['job']!r} run, not {args.job!r}")
+    before = saved.get("args", {})
+    now = json.loads(json.dumps(vars(args), default=str))  # as config.json stores them
+    changed = sorted(
+        key for key in before.keys() & now.keys()
+        if key not in RESUMABLE_CHANGES and before[key] != now[key]
+    )  # fmt: skip
+    if changed:
+        shown = ", ".join(
+            f"--{key.replace('_', '-')} {before[key]!r} (now {now[key]!r})" for key in changed
+        )
+        raise ResumeError(
+            f"--resume: {args.out} was trained with {shown}; resume with the run's settings "
+            f"or start a new run (--out). A resumed run may change only: "
+            + ", ".join(f"--{key.replace('_', '-')}" for key in sorted(RESUMABLE_CHANGES))
+        )
+
+
 def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train; the test metrics on rank 0, ``None`` on the other ranks."""
+    if args.resume:
+        _check_resumed_settings(args)
     retain_freed_memory()
     dist = init_distributed(args.device)
     try:

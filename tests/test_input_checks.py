@@ -238,3 +238,37 @@ def test_dynamics_breaking_input_and_relaxed_kernel_sizes_are_named():
         breaking(torch.ones(5, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="free_hidden: expected a positive int, got True"):
         RelaxedImplicitSteerableConv("1x0e", "1x0e", free_hidden=True)
+
+
+def test_lattice_ops_and_gate_name_bad_arguments():
+    from symgraph.lattice import FieldLayout, Lattice, kernel_index, stencil_to_kernel
+    from symgraph.nn.activations import Gate
+    from symgraph.ops import lattice_convolution, lattice_degree
+    from symgraph.ops.fused import segment_reduce
+    from symgraph.ops.gate import gate
+
+    lattice = Lattice((4, 5), radius=1)
+    x = torch.randn(20, 2)
+    weight = torch.randn(3, 2, 3, 3)
+    degree = lattice_degree(lattice)
+    with pytest.raises(ValueError, match=r"degree: expected shape \[4, 5\].*got \[5\]"):
+        lattice_convolution(x, weight, lattice, degree=degree[0])
+    with pytest.raises(ValueError, match=r"bias: expected shape \[3\] \(C_out\), got \[1\]"):
+        lattice_convolution(x, weight, lattice, bias=torch.zeros(1), degree=degree)
+    with pytest.raises(ValueError, match=r"bias: expected shape \[3\] \(C_out\), got \[1\]"):
+        lattice_convolution(x, weight, lattice, bias=torch.zeros(1))
+    with pytest.raises(ValueError, match="spacing: expected positive finite numbers, got None"):
+        Lattice((4, 4), spacing=None)
+    with pytest.raises(ValueError, match="offsets: expected integer offsets"):
+        kernel_index(torch.tensor([[0.5, 0.0]]), 1)
+    with pytest.raises(TypeError, match="lattice: expected a Lattice, got tuple"):
+        stencil_to_kernel(torch.randn(2, 9), (4, 4))
+    with pytest.raises(TypeError, match="lattice: expected a Lattice, got tuple"):
+        FieldLayout("1x1o", dim=2).to_field(torch.randn(16, 3), (4, 4))
+    with pytest.raises(ValueError, match="num_segments: expected an int >= 0, got 2.5"):
+        segment_reduce(torch.randn(3, 2), torch.tensor([0, 0, 1]), 2.5)
+    segments = Gate(Rep("2x0e + 1x1o", SO3())).segments  # 2 values + 3 vector rows + 1 gate
+    with pytest.raises(ValueError, match=r"x: expected 6 rows along axis 1"):
+        gate(torch.randn(3, 8), 1, segments)
+    with pytest.raises(ValueError, match=r"axis: expected an int in \[0, 2\)"):
+        gate(torch.randn(3, 6), -1, segments)

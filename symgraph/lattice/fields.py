@@ -24,7 +24,7 @@ from torch import Tensor
 
 from symgraph.caching import tensor_cache
 from symgraph.checks import check_finite, check_tensor
-from symgraph.lattice.spec import Lattice
+from symgraph.lattice.spec import Lattice, check_lattice
 
 __all__ = [
     "field_to_nodes",
@@ -157,6 +157,7 @@ class FieldLayout:
 
     def to_field(self, x: Tensor, lattice: Lattice, batch_size: int = 1) -> Tensor:
         """``[B * N, node_dim] -> [B, C_field, *lattice.shape]`` (2D: vectors' z dropped)."""
+        check_lattice(lattice)
         x = check_tensor(x, "x")
         if lattice.dim != self.dim:
             raise ValueError(f"lattice: expected a {self.dim}D lattice, got shape {lattice.shape}")

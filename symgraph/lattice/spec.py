@@ -31,9 +31,10 @@ Validity rules (each raises ``ValueError`` with the argument named):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
-__all__ = ["Lattice"]
+__all__ = ["Lattice", "check_lattice"]
 
 _STENCILS = ("square", "disc")
 
@@ -76,7 +77,10 @@ class Lattice:
         if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
             raise ValueError(f"shape: expected positive integers, got {tuple(shape)!r}")
         dim = len(shape)
-        spacing = tuple(float(s) for s in _per_axis(self.spacing, dim, "spacing"))
+        spacing = _per_axis(self.spacing, dim, "spacing")
+        if not all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in spacing):
+            raise ValueError(f"spacing: expected positive finite numbers, got {self.spacing!r}")
+        spacing = tuple(float(s) for s in spacing)
         if not all(math.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"spacing: expected positive finite numbers, got {spacing!r}")
         radius = _per_axis(self.radius, dim, "radius")
@@ -139,3 +143,10 @@ class Lattice:
     def extent(self) -> tuple[float, ...]:
         """Physical size of the domain per array axis, ``shape * spacing``."""
         return tuple(n * s for n, s in zip(self.shape, self.spacing))
+
+
+def check_lattice(lattice: object, name: str = "lattice") -> Lattice:
+    """``lattice`` if it is a :class:`Lattice`, else a ``TypeError`` naming ``name``."""
+    if not isinstance(lattice, Lattice):
+        raise TypeError(f"{name}: expected a Lattice, got {type(lattice).__name__}")
+    return lattice

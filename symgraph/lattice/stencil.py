@@ -28,7 +28,7 @@ from torch import Tensor
 
 from symgraph.caching import tensor_cache
 from symgraph.checks import check_tensor
-from symgraph.lattice.spec import Lattice
+from symgraph.lattice.spec import Lattice, check_lattice
 
 __all__ = ["stencil_offsets", "kernel_index", "stencil_to_kernel", "kernel_to_stencil"]
 
@@ -92,6 +92,8 @@ def kernel_index(offsets: Tensor, radius: int | tuple[int, ...]) -> Tensor:
     offsets = check_tensor(offsets, "offsets")
     if offsets.dim() != 2 or offsets.shape[1] not in (2, 3):
         raise ValueError(f"offsets: expected shape [K, 2] or [K, 3], got {list(offsets.shape)}")
+    if offsets.is_floating_point() and not torch.equal(offsets, offsets.round()):
+        raise ValueError("offsets: expected integer offsets (cells), got fractional values")
     radii = torch.tensor(_radii(radius, offsets.shape[1]), dtype=torch.long)
     index = offsets.long() + radii.to(offsets.device)
     if bool((index < 0).any()) or bool((index > 2 * radii.to(offsets.device)).any()):
@@ -112,7 +114,7 @@ def stencil_to_kernel(weight: Tensor, lattice: Lattice) -> Tensor:
         has no offset (a disc's corners). For ``conv2d``/``conv3d`` as documented above.
     """
     weight = check_tensor(weight, "weight")
-    linear = _linear_kernel_index(lattice)
+    linear = _linear_kernel_index(check_lattice(lattice))
     if weight.dim() < 1 or weight.shape[-1] != linear.shape[0]:
         raise ValueError(
             f"weight: expected last axis of size {linear.shape[0]} (stencil offsets), "

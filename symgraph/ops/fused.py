@@ -286,13 +286,17 @@ def segment_reduce(
     Args:
         x: ``[R, F]`` rows (e.g. node features).
         index: ``[R]`` segment of each row (e.g. PyG's ``batch``; any order).
-        num_segments: S. Empty segments give 0.
+        num_segments: S (an int >= 0). Empty segments give 0.
         reduce: the reduction. For ``"max"`` the Triton path sends the gradient to the first
-            row among equal maxima (torch's ``scatter_reduce`` splits it between them).
+            row among equal maxima (torch's ``scatter_reduce`` splits it between them), and
+            may skip NaN rows where torch returns NaN (seen in Triton's interpreter; on a
+            GPU it follows ``tl.max``): check inputs for NaN where that matters.
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce: expected one of {REDUCTIONS}, got {reduce!r}")
+    if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 0:
+        raise ValueError(f"num_segments: expected an int >= 0, got {num_segments!r}")
     x = _features("x", x, None)
     index = _index("index", index, x.shape[0], num_segments)
     if not _resolve(backend, x):

@@ -238,7 +238,19 @@ def gate_gathered(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Te
 
 def gate(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
     """The gate along ``axis`` (≥ 0): :func:`gate_gathered` for inputs of at most
-    :data:`SMALL_GATE_ELEMENTS` elements, :class:`GateFunction` otherwise (same values)."""
+    :data:`SMALL_GATE_ELEMENTS` elements, :class:`GateFunction` otherwise (same values).
+
+    ``x.shape[axis]`` must be the segments' values and gates, as :class:`Gate` lays them out.
+    """
+    if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < x.dim():
+        raise ValueError(f"axis: expected an int in [0, {x.dim()}) for x of {x.dim()} axes, "
+                         f"got {axis!r}")  # fmt: skip
+    width = sum(_split_sizes(segments)[0])
+    if x.shape[axis] != width:
+        raise ValueError(
+            f"x: expected {width} rows along axis {axis} (the segments' values and gates), "
+            f"got shape {list(x.shape)}"
+        )
     if x.numel() <= SMALL_GATE_ELEMENTS:
         return gate_gathered(x, axis, segments)
     return GateFunction.apply(x, axis, segments)

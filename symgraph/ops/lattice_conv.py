@@ -35,6 +35,7 @@ from torch import Tensor
 from symgraph.caching import tensor_cache
 from symgraph.checks import check_tensor
 from symgraph.lattice import Lattice, stencil_offsets, stencil_to_kernel
+from symgraph.lattice.spec import check_lattice
 
 __all__ = [
     "KernelFn",
@@ -48,12 +49,6 @@ __all__ = [
 #: ``rel [K, 3] -> K [K, C_out, C_in]``: a kernel of the relative position only (e.g. an
 #: :class:`~symgraph.nn.ImplicitKernel` without edge or node attributes).
 KernelFn = Callable[[Tensor], Tensor]
-
-
-def _check_lattice(lattice: object) -> Lattice:
-    if not isinstance(lattice, Lattice):
-        raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
-    return lattice
 
 
 # The stencil's geometry depends on the lattice only (a frozen, hashable dataclass), so it
@@ -77,7 +72,7 @@ def stencil_relative_positions(
     the spacing, axes flipped from array order ``(y, x)``/``(z, y, x)``; ``z = 0`` in 2D. These
     are exactly the ``offsets`` of :func:`symgraph.lattice.lattice_graph`.
     """
-    return _relative_positions(_check_lattice(lattice), dtype, device).clone()
+    return _relative_positions(check_lattice(lattice), dtype, device).clone()
 
 
 @tensor_cache(maxsize=64)
@@ -98,7 +93,7 @@ def lattice_edge_count(lattice: Lattice, self_loops: bool = True) -> int:
 
     A periodic axis of size ``n`` gives every offset ``n`` centres; a bounded one ``n − |d|``.
     """
-    return _edge_count(_check_lattice(lattice), bool(self_loops))
+    return _edge_count(check_lattice(lattice), bool(self_loops))
 
 
 @functools.lru_cache(maxsize=64)
@@ -136,7 +131,7 @@ def lattice_weight(
         ``[C_out, C_in, kH, kW]`` (2D) or ``[C_out, C_in, kD, kH, kW]`` (3D), zero where the
         stencil has no offset, for :func:`lattice_convolution`.
     """
-    rel = _relative_positions(_check_lattice(lattice), dtype, device)
+    rel = _relative_positions(check_lattice(lattice), dtype, device)
     values = check_tensor(kernel(rel), "kernel(rel)")
     if values.dim() != 3 or values.shape[0] != rel.shape[0]:
         raise ValueError(
@@ -273,7 +268,7 @@ def lattice_convolution(
     Returns:
         ``[B * N, C_out]``, the same numbers (up to rounding) as the message-passing sum.
     """
-    lattice = _check_lattice(lattice)
+    lattice = check_lattice(lattice)
     x, weight = check_tensor(x, "x"), check_tensor(weight, "weight")
     cells = lattice.num_cells
     if x.dim() != 2 or x.shape[0] % cells:
@@ -286,6 +281,15 @@ def lattice_convolution(
         raise ValueError(
             f"weight: expected shape {list(expected)} (C_out, C_in = x's {x.shape[1]} channels, "
             f"kernel size of the lattice), got {list(weight.shape)}"
+        )
+    if bias is not None and tuple(check_tensor(bias, "bias").shape) != (weight.shape[0],):
+        raise ValueError(
+            f"bias: expected shape [{weight.shape[0]}] (C_out), got {list(bias.shape)}"
+        )
+    if degree is not None and tuple(check_tensor(degree, "degree").shape) != lattice.shape:
+        raise ValueError(
+            f"degree: expected shape {list(lattice.shape)} (one divisor per cell, "
+            f"lattice_degree), got {list(degree.shape)}"
         )
     batch = x.shape[0] // cells
     # [B * N, C] row-major over cells is a channels-last field: a view, no copy
@@ -311,7 +315,7 @@ def lattice_degree(
     centre when ``not self_loops``) whose neighbour exists -- all of them on periodic axes,
     fewer within ``radius`` of a bounded edge.
     """
-    lattice = _check_lattice(lattice)
+    lattice = check_lattice(lattice)
     taps = torch.ones(_offsets(lattice, True).shape[0], dtype=dtype, device=device)
     if not self_loops:
         taps = taps * (_offsets(lattice, True).abs().sum(1) > 0).to(taps)

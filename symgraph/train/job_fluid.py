@@ -325,6 +325,14 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     from symgraph.nn import relaxation_penalty
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
+    breaking_irreps = getattr(args, "breaking", "1x1o")
+    if breaking_irreps != "1x1o" and getattr(args, "relaxation", "kernel") != "input":
+        raise ValueError(
+            f"--breaking: irreps of the learned symmetry-breaking input, read only with "
+            f"--relaxation input, got {breaking_irreps!r} with --relaxation "
+            f"{getattr(args, 'relaxation', 'kernel')} (the plumes' breaking level is "
+            "--symmetry-breaking)"
+        )
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))
     data = build_fluid_datasets(args)

@@ -115,8 +115,13 @@ def test_demo_quick(first200, tmp_path):
         import qm9_demo
     finally:
         sys.path.pop(0)
-    result = qm9_demo.main(["--quick", "--csv", str(first200), "--out", str(tmp_path / "demo")])
+    quick = ["--quick", "--csv", str(first200), "--out", str(tmp_path / "demo")]
+    result = qm9_demo.main(quick)
     assert 0 < result["baseline"] < math.inf and 0 < result["mae"] < math.inf
+    assert qm9_demo.main(quick) == result  # run again: the same run, resumed and evaluated
+    with pytest.raises(SystemExit) as stopped:  # another target: refused, no stale report
+        qm9_demo.main([*quick, "--target", "gap"])
+    assert stopped.value.code == 2
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, argv: list[str]) -> None:

@@ -52,11 +52,25 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
     wider = [a if a != "8" or i != TOY.index("--hidden") + 1 else "16" for i, a in enumerate(TOY)]
     resume = ["--epochs", "2", "--resume", "--teleport", "every:2"]
     assert main(["train", "toy", "--out", str(out), *wider, *resume]) == 2
-    assert "the checkpoint's model or optimizer does not fit" in capsys.readouterr().err
+    assert "was trained with --hidden 8 (now 16)" in capsys.readouterr().err
     assert main([*args[:-1], "2", "--resume"]) == 2
-    assert "checkpoint holds state of 1 callbacks" in capsys.readouterr().err
+    assert "was trained with --teleport 'every:2' (now None)" in capsys.readouterr().err
     assert (out / "config.json").read_text() == config
     run(capsys, ["evaluate", str(out)])
+
+
+def test_resume_refuses_other_job_settings_and_allows_loop_settings(tmp_path, capsys):
+    """A resumed run must learn the same thing: job settings (here the seed and the model
+    width) are compared with config.json; loop settings (epochs, lr, …) may change."""
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), *TOY]
+    run(capsys, [*args, "--epochs", "1"])
+    assert main([*args, "--epochs", "2", "--seed", "3", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: " in err and "was trained with --seed 0 (now 3)" in err
+    assert "may change only: " in err and "--epochs" in err
+    run(capsys, [*args, "--epochs", "2", "--lr", "5e-4", "--resume"])
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
 
 
 def test_a_cosine_run_cannot_be_extended(tmp_path, capsys):

@@ -85,3 +85,13 @@ def test_bad_flags_of_the_fluid_job_name_the_flag(tmp_path, capsys, flags, messa
         symgraph_main([*base, *flags])
     assert exit_info.value.code == 2
     assert f"argument {message}" in capsys.readouterr().err
+
+
+def test_breaking_irreps_without_the_input_relaxation_are_refused(tmp_path, capsys):
+    """``--breaking`` is read only by ``--relaxation input``; a level such as 0.3 given
+    there by mistake (the plumes' level is ``--symmetry-breaking``) is not ignored."""
+    args = ["train", "fluid", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert symgraph_main([*args, "--model", "relaxed", "--breaking", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "--breaking: irreps of the learned symmetry-breaking input" in err
+    assert "--symmetry-breaking" in err and not (tmp_path / "run").exists()
