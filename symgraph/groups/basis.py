@@ -36,14 +36,16 @@ def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
         r_in = block_in.rho(group.discrete_generators)
         r_out = block_out.rho(group.discrete_generators)
         rows.append(_commutator_rows(r_in, r_out, eye_in, eye_out))
-    if len(group.lie_generators):
-        r_in = block_in.drho(group.lie_generators)
-        r_out = block_out.drho(group.lie_generators)
+    if len(group.lie_generators):  # unit generators: the same algebra, constraints of size 1
+        lie = group.lie_generators
+        lie = lie / lie.reshape(len(lie), -1).norm(dim=1)[:, None, None]
+        r_in = block_in.drho(lie)
+        r_out = block_out.drho(lie)
         rows.append(_commutator_rows(r_in, r_out, eye_in, eye_out))
     if not rows:  # trivial group: every matrix
         return torch.eye(d_out * d_in, dtype=torch.float64).reshape(-1, d_out, d_in)
     constraints = torch.cat(rows)
-    _, s, vh = torch.linalg.svd(constraints, full_matrices=True)
+    _, s, vh = torch.linalg.svd(constraints, full_matrices=False)  # rows >= columns: all of V
     rank = int((s > _NULL_TOL * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
     basis = vh[rank:].reshape(-1, d_out, d_in)
     return _canonical(basis)
@@ -57,18 +59,41 @@ def _commutator_rows(r_in: Tensor, r_out: Tensor, eye_in: Tensor, eye_out: Tenso
     return (left - right).reshape(k * d_out * d_in, d_out * d_in)
 
 
+def _reduced_row_echelon(rows: Tensor, tol: float = _NULL_TOL) -> Tensor:
+    """The reduced row echelon form of ``rows [n, D]`` (full row rank): the one basis of
+    their span with a leading 1 in each row, in increasing columns, and zeros above and
+    below it. It depends only on the span, not on which basis came in."""
+    r = rows.clone()
+    n, row = r.shape[0], 0
+    for col in range(r.shape[1]):
+        if row == n:
+            break
+        pivot = row + int(r[row:, col].abs().argmax())
+        if not float(r[pivot, col].abs()) > tol:
+            continue
+        if pivot != row:
+            r[[row, pivot]] = r[[pivot, row]]
+        r[row] = r[row] / r[row, col]
+        factors = r[:, col].clone()
+        factors[row] = 0.0
+        r -= factors[:, None] * r[row]
+        row += 1
+    return r[:row]
+
+
 def _canonical(basis: Tensor) -> Tensor:
-    """A deterministic orthonormal basis of the same span (QR of the reduced row form)."""
+    """The orthonormal basis of the span of ``basis [n, d_out, d_in]`` that depends only on
+    the span: Gram–Schmidt (QR, positive diagonal) of its reduced row echelon form. An SVD's
+    null vectors are any rotation of each other, and that rotation moves with rounding
+    (another BLAS, another machine); the layers store only coefficients on this basis, so
+    a saved model must find the same basis when it is loaded."""
     if basis.shape[0] == 0:
         return basis
-    flat = basis.reshape(basis.shape[0], -1)
-    q, _ = torch.linalg.qr(flat.T)  # [D, n], orthonormal columns spanning the space
-    # fix signs so that the largest entry of each basis vector is positive
-    idx = q.abs().argmax(dim=0)
-    signs = torch.sign(q[idx, torch.arange(q.shape[1])])
-    q = q * signs
+    echelon = _reduced_row_echelon(basis.reshape(basis.shape[0], -1))
+    q, r = torch.linalg.qr(echelon.T)  # [D, n] orthonormal columns, in the echelon's order
+    q = q * torch.sign(torch.diagonal(r))  # R's diagonal positive: Gram–Schmidt's own signs
     q[q.abs() < 1e-14] = 0.0
-    return q.T.reshape(basis.shape).contiguous()
+    return q.T.reshape(-1, *basis.shape[1:]).contiguous()
 
 
 def block_hom_basis(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
@@ -79,7 +104,7 @@ def block_hom_basis(group: MatrixGroup, block_in: Block, block_out: Block) -> Te
     key = (group.key, block_in.key, block_out.key)
     if key not in _CACHE:
         _CACHE[key] = outside_inference_mode(_solve)(group, block_in, block_out)
-    return _CACHE[key]
+    return _CACHE[key].clone()  # the cached solve stays as it is whatever callers do
 
 
 _CACHE: dict[tuple, Tensor] = {}
@@ -135,6 +160,9 @@ class EquivariantBasis:
 
     def matrix(self, weights: Tensor) -> Tensor:
         """The map ``[rep_out.dim, rep_in.dim]`` with coefficients ``weights [dim]``."""
+        if not isinstance(weights, Tensor) or not weights.is_floating_point():
+            got = weights.dtype if isinstance(weights, Tensor) else type(weights).__name__
+            raise TypeError(f"weights: expected a floating-point tensor [{self.dim}], got {got}")
         if weights.shape != (self.dim,):
             raise ValueError(f"weights: expected shape [{self.dim}], got {list(weights.shape)}")
         out = weights.new_zeros(self.rep_out.dim, self.rep_in.dim)
@@ -206,6 +234,11 @@ class BilinearBasis:
     """
 
     def __init__(self, rep_a: Rep, rep_b: Rep, rep_out: Rep) -> None:
+        for name, rep in (("rep_a", rep_a), ("rep_b", rep_b), ("rep_out", rep_out)):
+            if not isinstance(rep, Rep):
+                raise TypeError(
+                    f"{name}: expected a Rep (e.g. sg.Rep('1o', group)), got {type(rep).__name__}"
+                )
         if not rep_a.group == rep_b.group == rep_out.group:
             raise ValueError(
                 "bilinear_basis: all representations must belong to the same group, got "

@@ -146,6 +146,16 @@ def O3() -> MatrixGroup:  # noqa: N802
 def _check_order(n: object, name: str) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{name}(n): `n` must be a positive int, got {n!r}")
+    if n > _MAX_ROTATION_ORDER:
+        raise ValueError(
+            f"{name}(n): `n` at most {_MAX_ROTATION_ORDER} (a finite group's elements are "
+            f"listed; use SO2 for the continuous limit), got {n}"
+        )
+
+
+#: Largest ``n`` of ``C(n)`` and ``D(n)`` (``D(n)`` has ``2n`` elements, within the limit on
+#: a finite group's order).
+_MAX_ROTATION_ORDER = 5_000
 
 
 GROUPS = {
@@ -162,6 +172,8 @@ def group_from_name(name: str) -> MatrixGroup:
 
     Unknown names raise ``ValueError`` listing the valid ones.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"group: expected a group name (str), got {type(name).__name__}")
     if name in GROUPS:
         return GROUPS[name]()
     if len(name) > 1 and name[0] in "CD" and name[1:].isdigit() and int(name[1:]) > 0:

@@ -20,6 +20,8 @@ from torch import Tensor
 __all__ = ["MatrixGroup", "check_elements"]
 
 _MAX_COMPONENTS = 10_000
+#: Products of generators closer than this (Frobenius norm) are the same group element.
+_SAME_ELEMENT = 1e-6
 
 
 def check_elements(g: object, name: str = "g") -> Tensor:
@@ -57,6 +59,12 @@ def _rotation_about(axis: Tensor, angle: Tensor) -> Tensor:
     s, c = torch.sin(angle)[:, None, None], torch.cos(angle)[:, None, None]
     eye = torch.eye(3, dtype=axis.dtype)
     return eye + s * k + (1 - c) * (k @ k)
+
+
+def _distances(a: Tensor, b: Tensor) -> Tensor:
+    """Exact pairwise Euclidean distances (not cdist's matrix-product form, whose rounding
+    would blur the small distances told apart here)."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def _haar_so3(n: int, generator: torch.Generator | None) -> Tensor:
@@ -98,14 +106,14 @@ class MatrixGroup:
         eye = torch.eye(3, dtype=torch.float64)
         for i, g in enumerate(self.discrete_generators):
             err = float((g.T @ g - eye).abs().max())
-            if err > atol:
+            if not err <= atol:  # NaN included
                 raise ValueError(
                     f"discrete[{i}]: expected an orthogonal matrix (g^T g = I), "
                     f"got an error of {err:.2e}"
                 )
         for i, a in enumerate(self.lie_generators):
             err = float((a + a.T).abs().max())
-            if err > atol:
+            if not err <= atol or not bool(torch.isfinite(a).all()):
                 raise ValueError(
                     f"lie[{i}]: expected a skew-symmetric matrix (A^T = -A), "
                     f"got an error of {err:.2e}"
@@ -121,7 +129,13 @@ class MatrixGroup:
     def _lie_dimension(self) -> int:
         if len(self.lie_generators) == 0:
             return 0
-        rank = int(torch.linalg.matrix_rank(self.lie_generators.reshape(-1, 9), tol=1e-8))
+        norms = self.lie_generators.reshape(-1, 9).norm(dim=1)
+        if not bool((norms > 0).all()):
+            zero = int((norms > 0).logical_not().nonzero()[0])
+            raise ValueError(f"lie[{zero}]: expected a non-zero skew-symmetric matrix, got zeros")
+        # relative to the generators' size: tiny generators span as much as large ones
+        rank = int(torch.linalg.matrix_rank(self.lie_generators.reshape(-1, 9) / norms.max(),
+                                            tol=1e-8))  # fmt: skip
         if rank == 2:
             raise ValueError(
                 "lie: expected generators spanning a Lie subalgebra of so(3) "
@@ -151,15 +165,16 @@ class MatrixGroup:
                 )
 
     def _component_key(self, g: Tensor) -> tuple:
+        """The component of G/G0 holding ``g`` (continuous groups: a few discrete signs)."""
+        det = int(torch.sign(torch.linalg.det(g)))
         if self.lie_dim == 3:
-            return (int(torch.sign(torch.linalg.det(g))),)
-        if self.lie_dim == 1:
-            det = int(torch.sign(torch.linalg.det(g)))
-            return (det, int(torch.sign(self._axis @ (g @ self._axis))))
-        return tuple(torch.round(g * 1e6).to(torch.int64).flatten().tolist())
+            return (det,)
+        return (det, int(torch.sign(self._axis @ (g @ self._axis))))
 
     def _coset_representatives(self) -> Tensor:
         """Elements of the closure of the discrete generators, one per component of G/G0."""
+        if self.lie_dim == 0:
+            return self._finite_closure()
         eye = torch.eye(3, dtype=torch.float64)
         found = {self._component_key(eye): eye}
         frontier = [eye]
@@ -179,6 +194,31 @@ class MatrixGroup:
                 )
             frontier = new
         return torch.stack(list(found.values()))
+
+    def _finite_closure(self) -> Tensor:
+        """``[order, 3, 3]``: every product of the generators, identity first, in the order
+        found (breadth first, element-major). Products closer than ``_SAME_ELEMENT`` (in the
+        Frobenius norm) are one element, so generators given to ~1e-9 (a decimal expansion,
+        float32) close on the true group rather than on rounding noise; distinct elements of
+        the groups allowed (at most ``_MAX_COMPONENTS``) lie at least ~1e-3 apart."""
+        found = torch.eye(3, dtype=torch.float64).reshape(1, 9)
+        frontier = found.reshape(1, 3, 3)
+        generators = self.discrete_generators
+        while len(frontier) and len(generators):
+            products = (generators[None] @ frontier[:, None]).reshape(-1, 9)  # [F * k, 9]
+            known = _distances(products, found).amin(1) <= _SAME_ELEMENT
+            fresh = products[~known]
+            if len(fresh) > 1:  # keep the first of each group of near-equal products
+                near = _distances(fresh, fresh) <= _SAME_ELEMENT
+                fresh = fresh[~torch.tril(near, diagonal=-1).any(1)]
+            found = torch.cat([found, fresh])
+            if len(found) > _MAX_COMPONENTS:
+                raise ValueError(
+                    f"discrete: the generators produce more than {_MAX_COMPONENTS} elements; "
+                    "expected generators of a finite group (an irrational rotation angle?)"
+                )
+            frontier = fresh.reshape(-1, 3, 3)
+        return found.reshape(-1, 3, 3)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -210,7 +250,7 @@ class MatrixGroup:
         device: torch.device | str | None = None,
     ) -> Tensor:
         """``n`` Haar-random elements ``[n, 3, 3]`` (uniform over the elements when finite)."""
-        if not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"sample: `n` must be a non-negative int, got {n!r}")
         pick = torch.randint(len(self._components), (n,), generator=generator)
         coset = self._components[pick]

@@ -31,6 +31,10 @@ class IrrepBlock:
     """The O(3) irrep ``(l, parity)`` (e3nn's ``"{l}e"``/``"{l}o"``), dimension ``2l + 1``."""
 
     def __init__(self, l: int, parity: int) -> None:
+        if isinstance(l, bool) or not isinstance(l, int) or l < 0:
+            raise ValueError(f"l: expected a degree l >= 0, got {l!r}")
+        if parity not in (1, -1) or isinstance(parity, bool):
+            raise ValueError(f"parity: expected 1 (even) or -1 (odd), got {parity!r}")
         self.l, self.parity = int(l), int(parity)
         self.dim = 2 * self.l + 1
         self.key = ("irrep", self.l, self.parity)
@@ -188,6 +192,8 @@ class Rep:
     @classmethod
     def regular(cls, group: MatrixGroup, mul: int = 1) -> Rep:
         """``mul`` copies of the regular representation of a finite group."""
+        if isinstance(mul, bool) or not isinstance(mul, int) or mul < 1:
+            raise ValueError(f"mul: expected a positive number of copies, got {mul!r}")
         return cls(group=group, blocks=[(mul, RegularBlock(group))])
 
     @classmethod
@@ -254,15 +260,15 @@ class Rep:
 
     # ---------------------------------------------------------------- actions
     def rho(self, g: Tensor) -> Tensor:
-        """Block-diagonal matrices ``[B, dim, dim]`` for elements ``g [B, 3, 3]``."""
+        """Block-diagonal matrices ``[B, dim, dim]`` for elements ``g [B, 3, 3]`` (taken to be
+        orthogonal, as :meth:`MatrixGroup.sample` gives them: not checked here)."""
         g = check_elements(g, "g")
         out = torch.zeros(g.shape[0], self.dim, self.dim, dtype=g.dtype, device=g.device)
         for (mul, block), where in zip(self.blocks, self.slices()):
             d = block.rho(g)
             eye = torch.eye(mul, dtype=g.dtype, device=g.device)
-            full = torch.einsum("uv,bij->buivj", eye, d).reshape(
-                g.shape[0], where.stop - where.start, -1
-            )
+            size = where.stop - where.start
+            full = torch.einsum("uv,bij->buivj", eye, d).reshape(g.shape[0], size, size)
             out[:, where, where] = full
         return out
 
@@ -273,9 +279,8 @@ class Rep:
         for (mul, block), where in zip(self.blocks, self.slices()):
             d = block.drho(a)
             eye = torch.eye(mul, dtype=a.dtype, device=a.device)
-            full = torch.einsum("uv,bij->buivj", eye, d).reshape(
-                a.shape[0], where.stop - where.start, -1
-            )
+            size = where.stop - where.start
+            full = torch.einsum("uv,bij->buivj", eye, d).reshape(a.shape[0], size, size)
             out[:, where, where] = full
         return out
 

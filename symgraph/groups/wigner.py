@@ -30,18 +30,24 @@ def _fit(l: int) -> tuple[Tensor, Tensor, Tensor]:
     return points, torch.linalg.pinv(sh), jac
 
 
+def _det(g: Tensor) -> Tensor:
+    """``det(g) [B]`` in ``g``'s dtype, computed in at least float32 (no half-precision LU)."""
+    wide = g if g.dtype in (torch.float32, torch.float64) else g.float()
+    return torch.linalg.det(wide).to(g.dtype)
+
+
 def wigner_D(l: int, parity: int, g: Tensor) -> Tensor:
     """Matrices ``[B, 2l+1, 2l+1]`` of the O(3) irrep ``(l, parity)`` at elements ``g [B, 3, 3]``.
 
     Improper elements act as ``D_l(det(g) g)`` times ``parity``, e3nn's convention.
     """
     if l == 0:
-        det = torch.linalg.det(g)
+        det = _det(g)
         value = torch.where(det < 0, torch.full_like(det, float(parity)), torch.ones_like(det))
         return value[:, None, None]
     points, pinv, _ = _fit(l)
     points, pinv = points.to(g), pinv.to(g)
-    det = torch.sign(torch.linalg.det(g))
+    det = torch.sign(_det(g))
     proper = g * det[:, None, None]
     moved = o3.spherical_harmonics(l, points @ proper.transpose(1, 2), normalize=False)
     d = (pinv @ moved).transpose(1, 2)

@@ -81,13 +81,42 @@ def test_basis_is_orthonormal_and_equivariant(name):
     assert float(err) < 1e-12
 
 
-def test_large_representation_keeps_only_nonzero_pairs_and_is_cached():
+def test_large_representation_keeps_only_nonzero_pairs_and_is_cached(monkeypatch):
+    from symgraph.groups import basis as basis_module
+
     rep = Rep("64x0e + 32x1o + 16x2e", sg.groups.SO3())
     basis = equivariant_basis(rep, rep)
     assert basis.dim == 64 * 64 + 32 * 32 + 16 * 16
     assert len(basis.pairs) == 3  # only the non-zero block pairs are kept
+
+    def no_solve(*args):
+        raise AssertionError("solved again: the solves are not cached")
+
+    monkeypatch.setattr(basis_module, "_solve", no_solve)
     again = equivariant_basis(rep, rep)
-    assert again.pairs[0].basis is basis.pairs[0].basis, "solves are cached"
+    torch.testing.assert_close(again.pairs[1].basis, basis.pairs[1].basis)
+    again.pairs[1].basis.mul_(0)  # a caller's copy: the cached solve is untouched
+    assert equivariant_basis(rep, rep).pairs[1].basis.abs().sum() > 0
+
+
+def test_basis_depends_on_the_span_only():
+    """The layers store coefficients on the basis, not the basis: a span found with other
+    rounding (another BLAS, another machine) must give the same basis. A 1e-13 change of
+    SO(2)'s axis moves an SVD's null vectors by O(1), the canonical basis by ~1e-13."""
+    from symgraph.groups import MatrixGroup
+    from symgraph.groups.basis import _canonical
+
+    lz = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    tilt = torch.tensor([[0.0, 0, 1], [0, 0, 0], [-1, 0, 0]], dtype=torch.float64)
+    straight = MatrixGroup(lie=[lz], name="axis")
+    wobbly = MatrixGroup(lie=[lz + 1e-13 * tilt], name="axis")
+    a = equivariant_basis(Rep("2e", straight), Rep("2e", straight)).to_dense()
+    b = equivariant_basis(Rep("2e", wobbly), Rep("2e", wobbly)).to_dense()
+    assert (a - b).abs().max() < 1e-10
+    # any rotation of an orthonormal basis of the span comes back as the same basis
+    q, _ = torch.linalg.qr(torch.randn(a.shape[0], a.shape[0], dtype=torch.float64))
+    rotated = torch.einsum("ij,jab->iab", q, a)
+    torch.testing.assert_close(_canonical(rotated), a, atol=1e-12, rtol=0)
 
 
 def test_mismatched_groups_raise():

@@ -11,7 +11,8 @@ from symgraph.groups import Rep, group_from_name
 
 GROUP_NAMES = [
     "Trivial", "Inversion", "Mirror", "C4", "D3", "SO2", "O2Dihedral", "O2Conical",
-    "SO2Inversion", "Octahedral", "FullOctahedral", "SO3", "O3",
+    "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral", "FullOctahedral", "Icosahedral",
+    "SO3", "O3",
 ]  # fmt: skip
 
 
@@ -65,7 +66,7 @@ def test_regular_representation():
     assert torch.allclose(rep.rho(elements[idx[:1]] @ elements[idx[1:]]), r[3:4] @ r[5:6])
 
 
-def test_sum_multiplicity_tensor_dual():
+def test_sum_multiplicity_tensor():
     group = sg.groups.SO2()
     a, b = Rep("0e + 1o", group), Rep("2e", group)
     s = a + b
@@ -75,8 +76,39 @@ def test_sum_multiplicity_tensor_dual():
     g = group.sample(3, dtype=torch.float64)
     expected = torch.stack([torch.kron(x, y) for x, y in zip(a.rho(g), b.rho(g))])
     assert t.dim == 20 and torch.allclose(t.rho(g), expected, atol=1e-12)
-    assert a.dual() == a
     assert t.irreps is None
+    # a product block is a homomorphism too
+    h = group.sample(3, dtype=torch.float64)
+    assert float((t.rho(g @ h) - t.rho(g) @ t.rho(h)).abs().max()) < 1e-12
+
+
+def test_regular_representation_of_inexact_generators_is_a_homomorphism():
+    """Generators written to 9 decimals (within the orthogonality tolerance) close on the
+    true group: D(59) has 118 elements, and its regular representation is a homomorphism."""
+    import math
+
+    from symgraph.groups import MatrixGroup
+
+    angle = 2 * math.pi / 59
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 0],
+                             [math.sin(angle), math.cos(angle), 0], [0, 0, 1]],
+                            dtype=torch.float64)  # fmt: skip
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    group = MatrixGroup(discrete=[torch.round(rotation * 1e9) / 1e9, flip], name="D59")
+    assert group.order == 118
+    rep = Rep.regular(group)
+    e = group.elements()
+    gen = torch.Generator().manual_seed(0)
+    i, j = torch.randint(118, (50,), generator=gen), torch.randint(118, (50,), generator=gen)
+    assert torch.equal(rep.rho(e[i] @ e[j]), rep.rho(e[i]) @ rep.rho(e[j]))
+
+
+def test_empty_batches_and_half_precision():
+    rep = Rep("0e + 0o + 1o + 2e", sg.groups.O3())
+    assert rep.rho(sg.groups.O3().sample(0, dtype=torch.float64)).shape == (0, 10, 10)
+    assert rep.drho(torch.zeros(0, 3, 3, dtype=torch.float64)).shape == (0, 10, 10)
+    g = sg.groups.O3().sample(4, dtype=torch.float64)
+    torch.testing.assert_close(rep.rho(g.half()).double(), rep.rho(g), atol=2e-2, rtol=0)
 
 
 def test_accepts_e3nn_irreps():
@@ -97,3 +129,36 @@ def test_bad_input_messages():
         Rep.regular(sg.groups.SO2())
     with pytest.raises(ValueError, match="elements of D"):
         Rep.regular(sg.groups.D(4)).rho(sg.groups.SO3().sample(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="mul: expected a positive number of copies, got -2"):
+        Rep.regular(sg.groups.D(3), mul=-2)
+    from symgraph.groups import IrrepBlock, MatrixGroup, bilinear_basis
+
+    with pytest.raises(ValueError, match="l: expected a degree l >= 0, got -2"):
+        IrrepBlock(-2, 1)
+    with pytest.raises(ValueError, match=r"parity: expected 1 \(even\) or -1 \(odd\), got 0"):
+        IrrepBlock(1, 0)
+    with pytest.raises(TypeError, match="rep_a: expected a Rep"):
+        bilinear_basis("1o", "1o", "0e")
+    with pytest.raises(TypeError, match="group: expected a group name"):
+        group_from_name(4)
+    with pytest.raises(ValueError, match="sample: `n` must be a non-negative int, got True"):
+        sg.groups.SO3().sample(True)
+    with pytest.raises(ValueError, match="C\\(n\\): `n` at most 5000"):
+        sg.groups.C(20000)
+    nan = torch.full((3, 3), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match="discrete\\[0\\]: expected an orthogonal matrix"):
+        MatrixGroup(discrete=[nan])
+    with pytest.raises(ValueError, match="lie\\[0\\]: expected a non-zero skew"):
+        MatrixGroup(lie=[torch.zeros(3, 3)])
+    basis = sg.equivariant_basis(Rep("1o", sg.groups.SO2()), Rep("1o", sg.groups.SO2()))
+    with pytest.raises(TypeError, match="weights: expected a floating-point tensor"):
+        basis.matrix(torch.tensor([1, 2, 3]))
+
+
+def test_tiny_lie_generators_span_the_same_algebra():
+    from symgraph.groups import MatrixGroup
+
+    lz = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    tiny = MatrixGroup(lie=[1e-9 * lz], name="tiny")
+    assert tiny.lie_dim == 1
+    assert sg.equivariant_basis(Rep("1o", tiny), Rep("1o", tiny)).dim == 3  # as SO(2)'s
