@@ -11,6 +11,7 @@ distance matrix at a time).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,7 @@ def radius_graph(
     """
     check_positions(pos, "pos", dims=None)
     batch = check_batch(batch, pos.shape[0])
-    if not r > 0:
+    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not r > 0:
         raise ValueError(f"radius_graph: `r` must be a positive number, got {r!r}")
     check_max_num_neighbors(max_num_neighbors)
     if _torch_cluster is not None and pos.device.type != "mps":
@@ -128,14 +129,15 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
         pos: ``[N, 3]`` positions.
         k: neighbours per node (positive int).
         batch: ``[N]`` sorted graph index, or ``None``.
-        loop: count the node itself as a neighbour.
+        loop: count the node itself as a neighbour (always one of its ``k``, even when
+            other points coincide with it).
 
     Returns:
         ``edge_index [2, N * k']`` (int64), ``edge_index[1]`` the centre node.
     """
     check_positions(pos, "pos", dims=None)
     batch = check_batch(batch, pos.shape[0])
-    if not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"knn_graph: `k` must be a positive int, got {k!r}")
     edges = []
     for start, stop in _graph_ranges(batch, pos.shape[0]):
@@ -145,9 +147,9 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
             continue
         for a, b in _row_chunks(start, stop, stop - start):
             dist = exact_distances(pos[a:b], block)
-            if not loop:
-                rows = torch.arange(b - a, device=pos.device)
-                dist[rows, rows + (a - start)] = float("inf")
+            rows = torch.arange(b - a, device=pos.device)
+            # the node itself: first when counted (before duplicates of it at distance 0)
+            dist[rows, rows + (a - start)] = -1.0 if loop else float("inf")
             nearest = torch.topk(dist, kk, dim=1, largest=False).indices
             centre = torch.arange(a, b, device=pos.device).repeat_interleave(kk)
             edges.append(torch.stack([nearest.reshape(-1) + start, centre]))

@@ -272,3 +272,32 @@ def test_lattice_ops_and_gate_name_bad_arguments():
         gate(torch.randn(3, 8), 1, segments)
     with pytest.raises(ValueError, match=r"axis: expected an int in \[0, 2\)"):
         gate(torch.randn(3, 6), -1, segments)
+
+
+def test_data_builders_name_bad_arguments():
+    import numpy as np
+
+    from symgraph.data.molecules import from_geometry, perceive_bonds
+    from symgraph.data.qm9 import _target_columns
+    from symgraph.data.shapes import ProceduralShapes, sample_shape
+    from symgraph.graph import knn_graph
+
+    pos = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.1]])
+    with pytest.raises(ValueError, match="`charge` expected an integer total charge, got 1.5"):
+        from_geometry([6, 1], pos, charge=1.5)
+    with pytest.raises(ValueError, match="`charge` expected an integer total charge, got '0'"):
+        perceive_bonds([6, 1], pos, charge="0")
+    with pytest.raises(ValueError, match=r"`z` expected integer atomic numbers, got \[6.7, 1\]"):
+        from_geometry([6.7, 1], pos)
+    with pytest.raises(ValueError, match="`cutoff` must be a positive number"):
+        from_geometry([6, 1], pos, cutoff=True)
+    with pytest.raises(ValueError, match="target: expected a target name, an index or a non"):
+        _target_columns([])
+    with pytest.raises(ValueError, match="num_points: expected at least 2 points to normalise"):
+        sample_shape("chair", 1)
+    with pytest.raises(ValueError, match="num_points: expected at least 2 points per shape"):
+        ProceduralShapes(2, num_points=1)
+    with pytest.raises(ValueError, match="`k` must be a positive int, got True"):
+        knn_graph(torch.randn(4, 3), True)
+    with pytest.raises(ValueError, match="`r` must be a positive number, got '2'"):
+        radius_graph(torch.randn(4, 3), "2")

@@ -55,6 +55,8 @@ one per element added).
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -221,6 +223,11 @@ def _covalent_connectivity(mol: Chem.RWMol, pos: np.ndarray, factor: float) -> N
         mol.AddBond(int(i), int(j), Chem.BondType.SINGLE)
 
 
+def _check_charge(charge: object, who: str) -> None:
+    if isinstance(charge, bool) or not isinstance(charge, numbers.Integral):
+        raise ValueError(f"{who}: `charge` expected an integer total charge, got {charge!r}")
+
+
 def perceive_bonds(z: Sequence[int], pos: np.ndarray, charge: int = 0) -> tuple[Chem.Mol, str]:
     """Chemical bonds (with orders and formal charges) of a bare geometry, via rdkit.
 
@@ -236,6 +243,7 @@ def perceive_bonds(z: Sequence[int], pos: np.ndarray, charge: int = 0) -> tuple[
         ``"connectivity"`` (all attempts at bond orders failed: rdkit's connectivity,
         single bonds, sanitised as far as possible).
     """
+    _check_charge(charge, "perceive_bonds")
     pos = np.asarray(pos, dtype=np.float64)
     if pos.ndim != 2 or pos.shape != (len(z), 3):
         raise ValueError(
@@ -313,7 +321,9 @@ def _edges(bonds: np.ndarray, pos: Tensor, cutoff: float | None) -> tuple[Tensor
 
 
 def _check_cutoff(cutoff: float | None, where: str) -> None:
-    if cutoff is not None and not (isinstance(cutoff, int | float) and cutoff > 0):
+    if cutoff is not None and (
+        isinstance(cutoff, bool) or not (isinstance(cutoff, numbers.Real) and 0 < cutoff < math.inf)
+    ):
         raise ValueError(f"{where}: `cutoff` must be a positive number (Å) or None, got {cutoff!r}")
 
 
@@ -379,7 +389,11 @@ def from_geometry(
         ``(data, method)``: the graph (layout in the module docstring) and the perception
         method (see :func:`perceive_bonds`).
     """
-    z = [int(v) for v in (z.tolist() if isinstance(z, Tensor | np.ndarray) else z)]
+    values = z.tolist() if isinstance(z, Tensor | np.ndarray) else list(z)
+    if not all(float(v).is_integer() and not isinstance(v, bool) for v in values):
+        raise ValueError(f"from_geometry: `z` expected integer atomic numbers, got {values}")
+    z = [int(v) for v in values]
+    _check_charge(charge, "from_geometry")
     _check_elements(_symbols_from_z(z, "from_geometry"), elements, "from_geometry")
     _check_cutoff(cutoff, "from_geometry")
     pos64 = np.asarray(pos.detach().cpu() if isinstance(pos, Tensor) else pos, dtype=np.float64)

@@ -346,7 +346,10 @@ def _target_columns(target: str | int | Sequence[str | int] | None) -> list[int]
         return None
     if isinstance(target, str | numbers.Integral):
         return [target_index(target)]
-    return [target_index(t) for t in target]
+    columns = [target_index(t) for t in target]
+    if not columns:
+        raise ValueError("target: expected a target name, an index or a non-empty list, got []")
+    return columns
 
 
 class QM9(InMemoryDataset):
@@ -396,7 +399,9 @@ class QM9(InMemoryDataset):
             isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
         ):
             raise ValueError(f"subset: expected None or a positive int, got {subset!r}")
-        if cutoff is not None and not (isinstance(cutoff, int | float) and cutoff > 0):
+        if cutoff is not None and (
+            isinstance(cutoff, bool) or not (isinstance(cutoff, int | float) and cutoff > 0)
+        ):
             raise ValueError(f"cutoff: expected a positive number (Å) or None, got {cutoff!r}")
         self._columns = _target_columns(target)
         self.source = source

@@ -313,7 +313,9 @@ def _capsule(rng: np.random.Generator, n: int) -> Cloud:
 
 
 def _chair(rng: np.random.Generator, n: int) -> Cloud:
-    """Seat, four legs and a backrest (boxes); hidden faces where parts meet are left out."""
+    """Seat, four legs and a backrest (boxes); the legs' tops and the backrest's bottom,
+    hidden against the seat, are left out (the seat's faces under them are kept, ~3 % of
+    the points)."""
     w, d = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6)  # seat half-width (x), half-depth (y)
     thick, seat_z = rng.uniform(0.04, 0.08), rng.uniform(0.7, 1.1)
     leg, back_t, back_h = rng.uniform(0.03, 0.06), rng.uniform(0.03, 0.06), rng.uniform(0.6, 1.2)
@@ -409,6 +411,11 @@ def sample_shape(
     _check_noise(noise)
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
+    if normalize and num_points < 2:
+        raise ValueError(
+            f"num_points: expected at least 2 points to normalise (one point has no size), "
+            f"got {num_points}; pass normalize=False for a single point"
+        )
     pos, normal = _SAMPLERS[name](rng, num_points)
     if normalize:
         pos = pos - pos.mean(axis=0)
@@ -482,6 +489,8 @@ class ProceduralShapes(InMemoryDataset):
     ) -> None:
         _check_positive_int(num_shapes, "num_shapes")
         _check_positive_int(num_points, "num_points")
+        if num_points < 2:  # clouds are normalised to the unit sphere
+            raise ValueError(f"num_points: expected at least 2 points per shape, got {num_points}")
         _check_noise(noise)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed: expected a non-negative int, got {seed!r}")

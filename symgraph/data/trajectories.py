@@ -378,8 +378,12 @@ def finite_difference_velocities(positions: Tensor, dt: float) -> Tensor:
 
     Central differences inside, one-sided at both ends (MD17 stores no velocities).
     """
+    if not isinstance(positions, Tensor):
+        raise TypeError(f"positions: expected a tensor [T, N, 3], got {type(positions).__name__}")
     if positions.dim() != 3 or positions.shape[0] < 2:
         raise ValueError(f"positions: expected [T, N, 3] with T >= 2, got {list(positions.shape)}")
+    if not positions.is_floating_point():  # integer steps would be truncated
+        positions = positions.to(torch.get_default_dtype())
     if not dt > 0:
         raise ValueError(f"dt: expected a positive time step in fs, got {dt!r}")
     v = torch.empty_like(positions)

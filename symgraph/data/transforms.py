@@ -101,12 +101,52 @@ def _unit(normal: Tensor) -> Tensor:
     return torch.nn.functional.normalize(normal, dim=1)
 
 
-def _make_generator(seed: int | None) -> torch.Generator | None:
-    if seed is None:
-        return None
-    if not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int or None, got {type(seed).__name__} {seed!r}")
-    return torch.Generator().manual_seed(seed)
+class _SeededDraws:
+    """The private ``torch.Generator`` of a seeded random transform, one per process.
+
+    In the main process it is seeded with ``seed``. In a DataLoader worker it is seeded
+    with ``seed`` and the worker's own seed (``get_worker_info().seed``, which PyTorch
+    draws anew for every worker and epoch from the loader's generator), so workers and
+    epochs draw differently (a copy of one generator per worker would repeat worker 0's
+    draws in every worker and every epoch) and a seeded loader still repeats a whole run.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed: expected an int or None, got {type(seed).__name__} {seed!r}")
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._worker_seed: int | None = None
+
+    def generator(self) -> torch.Generator | None:
+        """The generator to draw from now (``None``: torch's global RNG, unseeded)."""
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker_seed = None if info is None else int(info.seed)
+        if self._generator is None or worker_seed != self._worker_seed:
+            mixed = self.seed if worker_seed is None else (self.seed * 1_000_003 + worker_seed)
+            self._generator = torch.Generator().manual_seed(mixed % 2**63)
+            self._worker_seed = worker_seed
+        return self._generator
+
+
+def _check_one_cloud(data: Data, num_points: int, who: str) -> None:
+    """Per-cloud transforms refuse a batch of several clouds (they would mix them)."""
+    batch = check_batch(getattr(data, "batch", None), num_points, "data.batch")
+    if batch is not None and batch.numel() and int(batch.max()) > 0:
+        raise ValueError(
+            f"{who}: expected one cloud, got a batch of {int(batch.max()) + 1} clouds "
+            "(data.batch); apply it to each cloud, e.g. as a dataset transform"
+        )
+
+
+def _reindex_one_cloud(data: Data, num_points: int) -> None:
+    """After sampling or deduplicating one cloud held as a batch: ``batch``/``ptr`` anew."""
+    if getattr(data, "batch", None) is not None:
+        data.batch = data.batch.new_zeros(num_points)
+    if getattr(data, "ptr", None) is not None:
+        data.ptr = data.ptr.new_tensor([0, num_points])
 
 
 def _graph_sizes(data: Data, num_points: int) -> list[int]:
@@ -143,6 +183,7 @@ class NormalizeUnitSphere(BaseTransform):
         pos = _get_pos(data, "NormalizeUnitSphere")
         if pos.shape[0] == 0:
             raise ValueError("NormalizeUnitSphere: expected at least one point, got 0")
+        _check_one_cloud(data, pos.shape[0], "NormalizeUnitSphere")
         if self.center == "mean":
             c = pos.mean(dim=0)
         else:
@@ -169,8 +210,9 @@ class SamplePointsFixed(BaseTransform):
 
     Args:
         num_points: the fixed count ``P'``.
-        seed: seeds a private ``torch.Generator`` (the sequence of draws is then
-            reproducible in a single process); ``None`` uses torch's global RNG.
+        seed: seeds a private ``torch.Generator``: the draws are reproducible, and in
+            DataLoader workers they differ per worker and epoch (mixed with the worker's
+            seed, reproducible when the loader is seeded); ``None`` uses torch's global RNG.
         keys: per-point attributes ``[P, ...]`` to index along with ``pos`` (a string: one).
 
     Shapes: ``pos [P, 3] -> [P', 3]``, likewise ``normal`` and ``x``.
@@ -186,7 +228,7 @@ class SamplePointsFixed(BaseTransform):
             raise ValueError(f"num_points: expected a positive int, got {num_points!r}")
         self.num_points = num_points
         self.seed = seed
-        self.generator = _make_generator(seed)
+        self.draws = _SeededDraws(seed)
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
     def forward(self, data: Data) -> Data:
@@ -194,13 +236,15 @@ class SamplePointsFixed(BaseTransform):
         p, n = pos.shape[0], self.num_points
         if p == 0:
             raise ValueError("SamplePointsFixed: expected a cloud with at least one point, got 0")
-        perm = torch.randperm(p, generator=self.generator)
+        _check_one_cloud(data, p, "SamplePointsFixed")
+        generator = self.draws.generator()
+        perm = torch.randperm(p, generator=generator)
         if p >= n:
             index = perm[:n]
         else:
-            extra = torch.randint(p, (n - p,), generator=self.generator)
+            extra = torch.randint(p, (n - p,), generator=generator)
             index = torch.cat([perm, extra])
-            index = index[torch.randperm(n, generator=self.generator)]
+            index = index[torch.randperm(n, generator=generator)]
         index = index.to(pos.device)
         for key in self.keys:
             if key in data and isinstance(data[key], Tensor):
@@ -210,6 +254,7 @@ class SamplePointsFixed(BaseTransform):
                         f"got shape {list(data[key].shape)}"
                     )
                 data[key] = data[key][index]
+        _reindex_one_cloud(data, n)
         _drop_edges(data)
         return data
 
@@ -231,6 +276,8 @@ class DeduplicatePoints(BaseTransform):
     def __init__(
         self, decimals: int | None = None, keys: Sequence[str] = ("pos", "normal", "x")
     ) -> None:
+        if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int)):
+            raise ValueError(f"decimals: expected an int or None, got {decimals!r}")
         self.decimals = decimals
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
@@ -239,6 +286,7 @@ class DeduplicatePoints(BaseTransform):
         p = pos.shape[0]
         if p == 0:
             return data
+        _check_one_cloud(data, p, "DeduplicatePoints")
         key_pos = pos if self.decimals is None else torch.round(pos, decimals=self.decimals)
         _, inverse = torch.unique(key_pos, dim=0, return_inverse=True)
         first = torch.full((int(inverse.max()) + 1,), p, dtype=torch.long, device=pos.device)
@@ -254,6 +302,7 @@ class DeduplicatePoints(BaseTransform):
                         f"got shape {list(data[key].shape)}"
                     )
                 data[key] = data[key][index]
+        _reindex_one_cloud(data, index.numel())
         _drop_edges(data)
         return data
 
@@ -276,7 +325,8 @@ class RandomGroupRotation(BaseTransform):
             (a :mod:`symgraph.groups` group).
         keys: attributes ``[P, 3]`` to transform (a string: one); those absent are skipped,
             except ``pos`` which must be present.
-        seed: seeds a private ``torch.Generator`` passed to ``group.sample``.
+        seed: seeds a private ``torch.Generator`` passed to ``group.sample`` (per
+            DataLoader worker and epoch as for :class:`SamplePointsFixed`).
         store: also keep the element as ``data.rotation [1, 3, 3]`` (float64), which
             batches to ``[B, 3, 3]``.
     """
@@ -296,12 +346,12 @@ class RandomGroupRotation(BaseTransform):
         self.group = group
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
         self.seed = seed
-        self.generator = _make_generator(seed)
+        self.draws = _SeededDraws(seed)
         self.store = store
 
     def sample_element(self) -> Tensor:
         """One group element ``[3, 3]`` (float64), checked to be orthogonal."""
-        g = self.group.sample(1, generator=self.generator, dtype=torch.float64)
+        g = self.group.sample(1, generator=self.draws.generator(), dtype=torch.float64)
         if not isinstance(g, Tensor) or g.shape != (1, 3, 3):
             got = f"shape {list(g.shape)}" if isinstance(g, Tensor) else type(g).__name__
             raise ValueError(f"group.sample(1): expected a tensor [1, 3, 3], got {got}")
@@ -361,7 +411,9 @@ class KNNGraph(BaseTransform):
                 f"with {smallest} points; lower k, upsample with SamplePointsFixed, or pass "
                 "clip=True"
             )
-        data.edge_index = knn_graph(pos, self.k, getattr(data, "batch", None), loop=self.loop)
+        edge_index = knn_graph(pos, self.k, getattr(data, "batch", None), loop=self.loop)
+        _drop_edges(data)  # edge_attr / edge_weight of the old edges must not stay paired
+        data.edge_index = edge_index
         return data
 
     def __repr__(self) -> str:
@@ -384,9 +436,11 @@ class RadiusGraph(BaseTransform):
 
     def forward(self, data: Data) -> Data:
         pos = _get_pos(data, "RadiusGraph")
-        data.edge_index = radius_graph(
+        edge_index = radius_graph(
             pos, self.r, getattr(data, "batch", None), self.loop, self.max_num_neighbors
         )
+        _drop_edges(data)  # edge_attr / edge_weight of the old edges must not stay paired
+        data.edge_index = edge_index
         return data
 
     def __repr__(self) -> str:

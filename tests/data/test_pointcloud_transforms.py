@@ -252,3 +252,66 @@ def test_pipeline_on_procedural_shapes() -> None:
     assert batch.pos.shape == (4 * 256, 3) and batch.x.shape == (4 * 256, 3)
     assert batch.edge_index.shape == (2, 4 * 256 * 16)
     assert torch.equal(batch.x, batch.normal) and batch.y.shape == (4,)
+
+
+class _Clouds(torch.utils.data.Dataset):
+    """Eight copies of one cloud, each passed through a seeded random rotation."""
+
+    def __init__(self) -> None:
+        self.transform = RandomGroupRotation(SO3(), seed=0, store=True)
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> Data:
+        return self.transform(_cloud(10))
+
+
+def _rotations(workers: int, epochs: int = 2) -> list[torch.Tensor]:
+    loader = DataLoader(_Clouds(), batch_size=1, num_workers=workers,
+                        generator=torch.Generator().manual_seed(5))  # fmt: skip
+    return [torch.cat([b.rotation for b in loader]) for _ in range(epochs)]
+
+
+def test_seeded_transforms_draw_anew_per_worker_and_epoch() -> None:
+    """A seeded transform copied into DataLoader workers must not repeat one worker's draws
+    in the others, nor an epoch's in the next; a seeded loader repeats the whole run."""
+    first, second = _rotations(workers=2)
+    flat = first.reshape(8, 9)
+    assert torch.cdist(flat, flat).add(torch.eye(8)).min() > 1e-3  # 8 distinct rotations
+    assert not torch.allclose(first, second)  # epochs differ
+    again, _ = _rotations(workers=2)
+    torch.testing.assert_close(again, first)  # reproducible with a seeded loader
+    serial, serial_next = _rotations(workers=0)
+    assert not torch.allclose(serial, serial_next)
+
+
+def test_graph_transforms_drop_the_old_edge_attributes() -> None:
+    data = _cloud(20)
+    data.edge_index = torch.tensor([[0, 1], [1, 0]])
+    data.edge_attr = torch.ones(2, 5)
+    for transform in (KNNGraph(3), RadiusGraph(10.0)):
+        out = transform(data.clone())
+        assert out.edge_attr is None and out.edge_index.shape[1] > 2
+
+
+def test_per_cloud_transforms_refuse_a_batch_of_clouds() -> None:
+    batch = Batch.from_data_list([_cloud(30, 0), _cloud(20, 1)])
+    for transform in (NormalizeUnitSphere(), SamplePointsFixed(16), DeduplicatePoints()):
+        with pytest.raises(ValueError, match="expected one cloud, got a batch of 2 clouds"):
+            transform(batch.clone())
+    one = SamplePointsFixed(16, seed=0)(Batch.from_data_list([_cloud(30)]))
+    assert one.batch.tolist() == [0] * 16 and one.ptr.tolist() == [0, 16]
+    with pytest.raises(ValueError, match="decimals: expected an int or None, got 2.5"):
+        DeduplicatePoints(decimals=2.5)
+
+
+def test_knn_self_loop_comes_first_among_coinciding_points() -> None:
+    from symgraph.graph import knn_graph
+
+    edge_index = knn_graph(torch.zeros(3, 3), 1, loop=True)
+    assert edge_index.tolist() == [[0, 1, 2], [0, 1, 2]]
+    upsampled = SamplePointsFixed(64, seed=0)(_cloud(10))
+    edges = KNNGraph(4, loop=True)(upsampled).edge_index
+    loops = edges[0] == edges[1]
+    assert int(loops.sum()) == 64 and torch.unique(edges[1][loops]).numel() == 64

@@ -27,6 +27,9 @@ def test_md17_dft_trajectory(shared_data):
     torch.testing.assert_close(
         traj.energies[:3], torch.as_tensor(raw["E"][:3, 0]) * KCAL_PER_MOL_IN_EV
     )
+    torch.testing.assert_close(  # forces: kcal/mol/Å -> eV/Å, the same factor
+        traj.forces[:3], torch.as_tensor(raw["F"][:3]).to(traj.forces) * KCAL_PER_MOL_IN_EV
+    )
     native = load_md17(path, energy_unit="native", max_frames=10, dtype=torch.float32)
     assert len(native) == 10 and native.energy_unit == "kcal/mol"
     assert native.positions.dtype == torch.float32
@@ -37,6 +40,21 @@ def test_md17_dft_trajectory(shared_data):
     with_v = Trajectory(traj.positions[:200], vel, traj.z, dt=traj.dt)
     p = quantity_series(LinearMomentum(), with_v)
     assert p.shape == (200, 1, 3)
+
+
+def test_finite_difference_velocities_are_the_verlet_velocities():
+    """Velocity Verlet's positions: the central difference is the stored velocity (to
+    rounding), so a wrong divisor or a half-step shift cannot pass."""
+    from symgraph.data.trajectories import generate_md_trajectory
+
+    traj = generate_md_trajectory("H2O", steps=40, dt_fs=0.5, seed=2, save_every=1)
+    estimate = finite_difference_velocities(traj.positions, traj.dt)
+    torch.testing.assert_close(estimate[1:-1], traj.velocities[1:-1], rtol=1e-8, atol=1e-10)
+    steps = torch.arange(4.0)[:, None, None].expand(4, 1, 3).to(torch.int64) * 3  # 3 Å/step
+    torch.testing.assert_close(finite_difference_velocities(steps, 2.0),
+                               torch.full((4, 1, 3), 1.5))  # fmt: skip
+    with pytest.raises(TypeError, match="positions: expected a tensor"):
+        finite_difference_velocities(np.zeros((3, 1, 3)), 1.0)
 
 
 def test_md17_root_lookup_and_ccsd(shared_data):
