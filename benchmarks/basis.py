@@ -3,38 +3,48 @@
 Run:  python benchmarks/basis.py
 
 For Rep("64x0e + 32x1o + 16x2e") -> itself under SO(3), SO(2) and Octahedral: the block
-solver of symgraph (cold: empty cache; cached: second call) against the peer method, a
-dense nullspace solve of the whole constraint system at once (EMLP-style, without the
-block decomposition), measured in the same process. Peak memory is the traced Python
-allocation peak (tracemalloc) plus torch CPU allocations reported by the profiler.
+solver of symgraph (cold: Wigner fits and block solves cleared before each call; cached: a
+call after a solve) against the peer method, a dense nullspace solve of the whole
+constraint system at once (EMLP-style, without the block decomposition), measured in the
+same process. Times are uninstrumented (ours: the median of several calls); peak memory
+is the rise of the process's resident set (``VmHWM``) during one call.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import statistics
+import sys
 import time
-import tracemalloc
+from pathlib import Path
 
 import torch
 
-from symgraph.groups import SO2, SO3, Octahedral, Rep, clear_cache, equivariant_basis
-from symgraph.groups.wigner import _fit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line, timed_peak  # noqa: E402
+
+from symgraph.groups import SO2, SO3, Octahedral, Rep, clear_cache, equivariant_basis  # noqa: E402
+from symgraph.groups.wigner import _fit  # noqa: E402
 
 
-def _peak_bytes(fn) -> tuple[float, int, object]:
-    """Run ``fn`` once; (seconds, peak bytes of CPU tensors and Python objects, result)."""
-    tracemalloc.start()
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
+def cold_solve(rep: Rep):
+    """A call that solves from scratch: block solves and Wigner fits cleared first."""
+
+    def run():
+        clear_cache()
+        _fit.cache_clear()
+        return equivariant_basis(rep, rep)
+
+    return run
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-    _, python_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    torch_peak = max((e.cpu_memory_usage for e in prof.key_averages()), default=0)
-    return seconds, python_peak + max(torch_peak, 0), result
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def dense_nullspace(rep: Rep) -> int:
@@ -64,39 +74,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default="16x0e + 8x1o + 4x2e",
         help="smaller representation for the dense peer (its cost grows as d^6)",
     )
+    parser.add_argument("--repeats", type=int, default=5, help="calls per median (ours)")
     args = parser.parse_args(argv)
     rows = []
     for group in (SO3(), SO2(), Octahedral()):
-        rep = Rep(args.irreps, group)
-        clear_cache()
-        _fit.cache_clear()
-        cold_s, cold_mem, basis = _peak_bytes(lambda rep=rep: equivariant_basis(rep, rep))
-        warm_s, warm_mem, _ = _peak_bytes(lambda rep=rep: equivariant_basis(rep, rep))
-        small = Rep(args.peer_irreps, group)
-        clear_cache()
-        ours_small_s, _, ours_small = _peak_bytes(
-            lambda small=small: equivariant_basis(small, small)
-        )
-        peer_s, peer_mem, peer_dim = _peak_bytes(lambda small=small: dense_nullspace(small))
+        rep, small = Rep(args.irreps, group), Rep(args.peer_irreps, group)
+        _, cold_mem, basis = timed_peak(cold_solve(rep))
+        cold_s = median_seconds(cold_solve(rep), args.repeats)
+        warm_s = median_seconds(lambda rep=rep: equivariant_basis(rep, rep), 20 * args.repeats)
+        ours_small_s = median_seconds(cold_solve(small), args.repeats)
+        ours_small = cold_solve(small)()
+        peer_s, peer_mem, peer_dim = timed_peak(lambda small=small: dense_nullspace(small))
         assert peer_dim == ours_small.dim, (peer_dim, ours_small.dim)
         rows.append(
             dict(
                 group=group.name,
                 dim=basis.dim,
                 cold_s=cold_s,
-                cold_mb=cold_mem / 2**20,
+                cold_mb=cold_mem,
                 cached_s=warm_s,
-                cached_mb=warm_mem / 2**20,
                 small_dim=ours_small.dim,
                 ours_small_s=ours_small_s,
                 peer_s=peer_s,
-                peer_mb=peer_mem / 2**20,
+                peer_mb=peer_mem,
             )
         )
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
-        f" torch {torch.__version__}"
-    )
+    print(machine_line())
     print(f"\nHom_G(ρ, ρ) for ρ = {args.irreps} (dim {Rep(args.irreps).dim})\n")
     print(
         "| group | dim Hom | cold (s) | cold peak (MiB) | cached (s) | peer ρ' dim Hom | "

@@ -50,6 +50,19 @@ def _reset_peak() -> None:
         pass
 
 
+def timed_peak(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """``(seconds, peak extra resident memory in MiB, result)`` of one CPU call of ``fn``,
+    timed without instrumentation (for calls too slow to repeat for each measure)."""
+    _reset_peak()
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    mib = float("nan") if before is None or peak is None else max(peak - before, 0) / 1024
+    return seconds, mib, result
+
+
 def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float:
     """Peak extra memory (MiB) while running ``fn`` once."""
     if device.startswith("cuda"):
@@ -148,3 +161,19 @@ def machine_line() -> str:
         f"{platform.machine()} {_cpu_model()}, {torch.get_num_threads()} torch "
         f"threads, torch {torch.__version__}, python {platform.python_version()}"
     )
+
+
+def result_path(folder: Path, stem: str, suffix: str, quick: bool, tag: str = "") -> Path:
+    """``folder/stem[_tag][_quick].suffix``: a quick run or another configuration never
+    overwrites a full run's file (``tag``: e.g. the targets of one of several processes)."""
+    parts = [stem, *([tag] if tag else []), *(["quick"] if quick else [])]
+    return folder / ("_".join(parts) + suffix)
+
+
+def write_result(path: Path, text: str) -> None:
+    """Write a result file atomically (a crash leaves the previous one whole)."""
+    from symgraph.files import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as handle:
+        handle.write(text)

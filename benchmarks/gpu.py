@@ -140,15 +140,17 @@ def layer_table(grid, device: str, repeats: int) -> list[str]:
         edge_index = torch.stack([src, dst])
         pos = torch.randn(num_nodes, 3, device=device)
         irreps = irreps_for(channels)
+        ours = sg.nn.ImplicitSteerableConv(irreps, irreps, group=sg.groups.O3())
         models = {
-            "symgraph auto": sg.nn.ImplicitSteerableConv(irreps, irreps, group=sg.groups.O3()),
+            "symgraph auto": ours,
             "symgraph auto, 8192-edge blocks": sg.nn.ImplicitSteerableConv(
                 irreps, irreps, group=sg.groups.O3(), block_edges=8192
             ),
             "symgraph padded": sg.nn.ImplicitSteerableConv(
                 irreps, irreps, group=sg.groups.O3(), backend="padded"
             ),
-            "e3nn": E3nnConv(irreps, width=channels),
+            # the radial network as wide as our kernel's hidden layer, as in conv.py
+            "e3nn": E3nnConv(irreps, width=ours.kernel.rep_hidden.dim),
         }
         for name, model in models.items():
             model = model.to(device)

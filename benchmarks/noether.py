@@ -46,6 +46,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import result_path, write_result  # noqa: E402
 
 from symgraph.noether import (  # noqa: E402
     AsePotential,
@@ -551,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["a"] = rows
         print(f"## (a) pendulum and spring ({time.perf_counter() - start:.0f} s)\n")
         print(table_a(rows) + "\n")
-        (OUT / "noether_a.json").write_text(json.dumps(rows, indent=1))
+        write_result(result_path(OUT, "noether_a", ".json", args.quick), json.dumps(rows, indent=1))
     if part in ("b", "all"):
         start = time.perf_counter()
         res = part_b(args.quick, args.seed)
@@ -562,7 +564,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(table_b(res) + "\n")
         print(f"figure: {OUT / 'noether_rollouts.png'}")
-        (OUT / "noether_b.json").write_text(json.dumps(res, indent=1))
+        write_result(result_path(OUT, "noether_b", ".json", args.quick), json.dumps(res, indent=1))
     if not math.isfinite(sum(r["rmse"] for r in results.get("a", []))):
         raise SystemExit("non-finite RMSE")
     return results

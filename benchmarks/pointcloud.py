@@ -54,7 +54,7 @@ from torch_geometric.nn import MLP, PointNetConv, global_max_pool  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, result_path, write_result  # noqa: E402
 
 from symgraph.models import SteerablePointNet  # noqa: E402
 from symgraph.models.pooling import farthest_point_sampling, knn_bipartite  # noqa: E402
@@ -386,9 +386,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(results, classes, header)
-    (args.out / "pointcloud.md").write_text(table)
-    (args.out / "pointcloud.json").write_text(json.dumps(results, indent=1))
-    plot_confusions(results, classes, args.out / "pointcloud_confusion.png")
+    write_result(result_path(args.out, "pointcloud", ".md", args.quick), table)
+    write_result(result_path(args.out, "pointcloud", ".json", args.quick),
+                 json.dumps(results, indent=1))  # fmt: skip
+    plot_confusions(results, classes,
+                    result_path(args.out, "pointcloud_confusion", ".png", args.quick))  # fmt: skip
     print("\n" + table)
     return results
 

@@ -56,6 +56,7 @@ import csv
 import io
 import json
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -221,9 +222,10 @@ def print_paired(
     if not others:
         return
     print(
-        "\n| relaxed minus | test set | mean ± std over seeds | relaxed lower in | paired t (p) |"
+        "\n| relaxed minus | test set | mean ± std over seeds (median) | relaxed lower in | "
+        "Wilcoxon p | paired t (p) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for other in others:
         for key in ("future_rmse", "domain_rmse"):
             diffs = torch.tensor(
@@ -233,9 +235,19 @@ def print_paired(
             std = float(diffs.std()) if len(seeds) > 1 else 0.0
             wins = int((diffs < 0).sum())
             print(
-                f"| {other} | {key.split('_')[0]} | {float(diffs.mean()):+.5f} ± {std:.5f} | "
-                f"{wins} of {len(seeds)} seeds | {paired_t(diffs)} |"
+                f"| {other} | {key.split('_')[0]} | {float(diffs.mean()):+.5f} ± {std:.5f} "
+                f"({statistics.median(diffs.tolist()):+.5f}) | {wins} of {len(seeds)} seeds | "
+                f"{wilcoxon_p(diffs)} | {paired_t(diffs)} |"
             )
+
+
+def wilcoxon_p(diffs: torch.Tensor) -> str:
+    """Two-sided p of the Wilcoxon signed-rank test of the paired differences against 0
+    (``—`` with fewer than two non-zero differences)."""
+    values = diffs.double().numpy()
+    if int((values != 0).sum()) < 2:
+        return "—"
+    return f"{stats.wilcoxon(values).pvalue:.3f}"
 
 
 def paired_t(diffs: torch.Tensor) -> str:
@@ -472,18 +484,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 
+#: Arguments that choose which runs a file holds, not how they ran (merged files may differ).
+RUN_SELECTION = frozenset({"seeds", "models", "tag", "merge", "plot_seeds", "levels"})
+
+
 def merge(paths: list[Path]) -> tuple[dict[tuple, dict], dict[float, list[dict]], float]:
     """The runs, sweep and table breaking of several results files of the same settings."""
     runs: dict[tuple, dict] = {}
     sweep: dict[float, dict[tuple[str, int], dict]] = {}
-    breaking = None
+    breaking, first, settings = None, None, None
     for path in paths:
         result = json.loads(Path(path).read_text())
-        if breaking not in (None, result["args"]["breaking"]):
+        these = {k: v for k, v in result["args"].items() if k not in RUN_SELECTION}
+        if settings is not None and these != settings:
+            differ = sorted(k for k in these.keys() | settings.keys()
+                            if these.get(k) != settings.get(k))  # fmt: skip
             raise ValueError(
-                f"--merge: {path} has breaking {result['args']['breaking']}, the first file "
-                f"{breaking}"
+                f"--merge: {path} was run with other settings than {first}: "
+                + ", ".join(f"{k} {these.get(k)!r} vs {settings.get(k)!r}" for k in differ)
             )
+        first, settings = first or path, these
         breaking = result["args"]["breaking"]
         for row in result["table"]:
             key = (row["model"], row["breaking"], row["seed"])

@@ -22,11 +22,16 @@ def test_paired_differences_and_win_counts(load_script, capsys):
     bench.print_paired(runs, 0.5, [0, 1])
     lines = capsys.readouterr().out.splitlines()
     assert "| 0 | 3.00000 / 6.00000 | 2.00000 / 5.00000 | 1.50000 / 4.00000 |" in lines
-    assert "| equivariant | future | +0.00000 ± 0.70711 | 1 of 2 seeds | +0.00 (1.000) |" in lines
-    assert "| equivariant | domain | +0.00000 ± 1.41421 | 1 of 2 seeds | +0.00 (1.000) |" in lines
-    assert "| conv | future | -1.50000 ± 0.00000 | 2 of 2 seeds | — |" in lines
+    # medians of two values are their means; the exact Wilcoxon test of two differences
+    # gives p = 1 for one of each sign and p = 0.5 when both have the same sign
+    assert ("| equivariant | future | +0.00000 ± 0.70711 (+0.00000) | 1 of 2 seeds | 1.000 | "
+            "+0.00 (1.000) |") in lines  # fmt: skip
+    assert ("| equivariant | domain | +0.00000 ± 1.41421 (+0.00000) | 1 of 2 seeds | 1.000 | "
+            "+0.00 (1.000) |") in lines  # fmt: skip
+    assert "| conv | future | -1.50000 ± 0.00000 (-1.50000) | 2 of 2 seeds | 0.500 | — |" in lines
     # t = -1.5 / (0.70711 / sqrt 2) = -3, two-sided p with 1 degree of freedom = 0.2048
-    assert "| conv | domain | -1.50000 ± 0.70711 | 2 of 2 seeds | -3.00 (0.205) |" in lines
+    assert ("| conv | domain | -1.50000 ± 0.70711 (-1.50000) | 2 of 2 seeds | 0.500 | "
+            "-3.00 (0.205) |") in lines  # fmt: skip
 
 
 def _result(breaking: float, seeds: list[int], sweep_seeds: list[int]) -> dict:
@@ -58,8 +63,16 @@ def test_merge_joins_seeds_of_separate_runs(load_script, tmp_path):
     with pytest.raises(ValueError, match="repeats the run"):
         bench.merge([first, second])
     second.write_text(json.dumps(_result(0.25, [2], [2])))
-    with pytest.raises(ValueError, match="has breaking 0.25"):
+    with pytest.raises(ValueError, match="was run with other settings .*: breaking 0.25 vs 0.5"):
         bench.merge([first, second])
+    other = _result(0.5, [2], [2])
+    other["args"]["grad_clip"] = 1.0  # pooled runs must share every setting but the seeds
+    second.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="grad_clip 1.0 vs None"):
+        bench.merge([first, second])
+    other["args"] = {**_result(0.5, [2], [2])["args"], "seeds": [2], "tag": "_b"}
+    second.write_text(json.dumps(other))
+    assert len(bench.merge([first, second])[0]) == 9
 
 
 def test_sweep_table_pairs_relaxed_with_strict_per_level(load_script, capsys):

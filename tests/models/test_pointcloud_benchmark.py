@@ -27,12 +27,12 @@ def test_two_seeds_write_mean_std_tables_and_plot(bench, tmp_path):
                 torch.tensor(accuracies).std().item()
             )
             assert sum(map(sum, result["confusion"][test])) == 2 * 12  # pooled over seeds
-    saved = json.loads((tmp_path / "pointcloud.json").read_text())
+    saved = json.loads((tmp_path / "pointcloud_quick.json").read_text())
     assert saved[0]["runs"][1]["accuracy"] == results[0]["runs"][1]["accuracy"]
-    table = (tmp_path / "pointcloud.md").read_text()
+    table = (tmp_path / "pointcloud_quick.md").read_text()
     assert "Seeds [0, 1]" in table and " ± " in table
     assert "| SO2 | " in table and "helix_left" in table  # per-class accuracies on (b)
-    assert (tmp_path / "pointcloud_confusion.png").stat().st_size > 0
+    assert (tmp_path / "pointcloud_confusion_quick.png").stat().st_size > 0
 
 
 def test_quick_defaults_to_one_seed_and_full_to_three(bench):

@@ -15,8 +15,8 @@ def test_small_job_writes_table_and_plot(bench, tmp_path):
     base, tele = result.runs[0]
     assert len(base.loss) == len(tele.loss)
     assert tele.teleports == 1 and tele.refused == 0
-    assert (tmp_path / "teleport_booth.png").stat().st_size > 0
-    assert "| booth | 1 |" in (tmp_path / "teleport.md").read_text()
+    assert (tmp_path / "teleport_booth_quick.png").stat().st_size > 0
+    assert "| booth | 1 |" in (tmp_path / "teleport_quick.md").read_text()
 
 
 def test_paper_mlp_job_teleports_with_gl(bench):
@@ -150,7 +150,7 @@ def test_learning_rates_compared_from_the_command_line(bench, tmp_path):
     assert "(lr 0.01," in results[1].notes
     finals = [r.runs[0][0].eval_loss[-1] for r in results]
     assert finals[0] != finals[1]  # the rate reached the optimizer
-    table = (tmp_path / "teleport.md").read_text()
+    table = (tmp_path / "teleport_quick.md").read_text()
     assert "By learning rate, against the first rate's baseline:" in table
     assert "| gnn sgd | 0.001 | baseline | 1 | 1.00× (1/1 reached) |" in table
     assert "| gnn sgd | 0.001 | balance | 1 |" in table
@@ -174,7 +174,7 @@ def test_full_batch_on_the_first_graphs_from_the_command_line(bench, tmp_path):
     per_seed = bench.seed_step_ratios(result)
     assert (
         f"- {result.job}: step speed-up per seed {per_seed}"
-        in (tmp_path / "teleport.md").read_text()
+        in (tmp_path / "teleport_quick.md").read_text()
     )
     assert per_seed == "—" or float(per_seed) > 0
     for bad in (["--gnn-batch-size", "-1"], ["--gnn-molecules", "3"]):
