@@ -301,3 +301,68 @@ def test_data_builders_name_bad_arguments():
         knn_graph(torch.randn(4, 3), True)
     with pytest.raises(ValueError, match="`r` must be a positive number, got '2'"):
         radius_graph(torch.randn(4, 3), "2")
+
+
+def test_models_count_graphs_without_atoms_and_layers_name_bad_settings():
+    from ase.build import molecule
+    from torch_geometric.data import Batch, Data
+
+    from symgraph.data import from_ase
+    from symgraph.models import SteerableMoleculeNet
+    from symgraph.nn import ImplicitKernel
+    from symgraph.nn.mlp import EquivariantMLPLayer
+
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=1)
+    hcn, ch4 = from_ase(molecule("HCN")), from_ase(molecule("CH4"))
+    empty = Data(**{k: v[:0] if torch.is_tensor(v) and v.dim() and v.shape[0] == hcn.num_nodes
+                    else v for k, v in hcn.items()})  # fmt: skip
+    empty.edge_index, empty.edge_attr = hcn.edge_index[:, :0], hcn.edge_attr[:0]
+    both = model(Batch.from_data_list([hcn, ch4])).detach()
+    with_empty = model(Batch.from_data_list([hcn, ch4, empty])).detach()
+    assert with_empty.shape == (3, 1)  # one row per graph, the empty one included
+    torch.testing.assert_close(with_empty[:2], both)
+    readout = InvariantReadout(Rep("2x0e + 1x1o", SO3()))
+    assert readout(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long), num_graphs=0).shape == (
+        0,
+        2,
+    )
+    with pytest.raises(ValueError, match="nonlinearity: expected one of"):
+        EquivariantMLPLayer(Rep("1x0e", SO3()), Rep("1x0e", SO3()), "relu", True, False)
+    with pytest.raises(ValueError, match="hidden"):
+        ImplicitKernel("1x0e", "1x0e", hidden="")
+    kernel = ImplicitKernel("1x0e", "1x0e")
+    with pytest.raises(ValueError, match="node_src: this kernel was built with node_dim=0"):
+        kernel.check_inputs(torch.randn(3, 3), node_src=torch.randn(3, 2))
+
+
+def test_pointnet_refuses_an_empty_cloud_at_the_end_and_averages_tta_exactly():
+    from torch_geometric.data import Batch, Data
+
+    from symgraph.models import SteerablePointNet
+
+    torch.manual_seed(0)
+    model = SteerablePointNet(3, group="C4", hidden="4x0e + 2x1o", k=4, use_normals=False)
+    clouds = [
+        Data(pos=torch.randn(12, 3)),
+        Data(pos=torch.randn(10, 3)),
+        Data(pos=torch.zeros(0, 3)),
+    ]
+    with pytest.raises(ValueError, match=r"a cloud \(index 2\) with 0 points"):
+        model(Batch.from_data_list(clouds))
+    exact = SteerablePointNet(3, group="C5", hidden="4x0e + 2x1o", k=4, use_normals=False,
+                              tta=5, tta_group="C5").double().eval()  # fmt: skip
+    pos = torch.randn(12, 3, dtype=torch.float64)
+    plain = exact._logits(pos, None, None)
+    torch.testing.assert_close(exact.classify(pos), plain, atol=1e-14, rtol=0)
+
+
+def test_radial_centres_survive_a_float32_round_trip():
+    from symgraph.nn import RadialEmbedding
+
+    built_in_float32 = RadialEmbedding(7, 3.3).double()
+    built_in_float64 = RadialEmbedding(7, 3.3).double()
+    distance = torch.linspace(0, 4, 9, dtype=torch.float64)
+    assert torch.equal(built_in_float32(distance), built_in_float64(distance))
+    reference = torch.linspace(0.0, 3.3, 7, dtype=torch.float64)
+    assert torch.equal(built_in_float32.centres, reference)

@@ -45,10 +45,30 @@ def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
     if not rows:  # trivial group: every matrix
         return torch.eye(d_out * d_in, dtype=torch.float64).reshape(-1, d_out, d_in)
     constraints = torch.cat(rows)
-    _, s, vh = torch.linalg.svd(constraints, full_matrices=False)  # rows >= columns: all of V
-    rank = int((s > _NULL_TOL * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
-    basis = vh[rank:].reshape(-1, d_out, d_in)
+    basis = _null_space(constraints).reshape(-1, d_out, d_in)
     return _canonical(basis)
+
+
+def _null_space(constraints: Tensor) -> Tensor:
+    """Orthonormal rows spanning ``{w : C w = 0}`` for ``C [rows >= columns, D]``.
+
+    An SVD of ``C``; should LAPACK's divide-and-conquer SVD not converge (it can fail on
+    large constraint systems, e.g. a regular representation of the icosahedral group in a
+    bilinear map), the SVD of the square ``R`` of ``C = QR`` (same singular values and right
+    vectors), and failing that the eigenvectors of ``RᵀR`` (singular values squared).
+    """
+    try:
+        _, s, vh = torch.linalg.svd(constraints, full_matrices=False)  # rows >= columns
+    except torch.linalg.LinAlgError:
+        r = torch.linalg.qr(constraints, mode="r")[1]
+        try:
+            _, s, vh = torch.linalg.svd(r)
+        except torch.linalg.LinAlgError:
+            values, vectors = torch.linalg.eigh(r.T @ r)  # ascending
+            s = values.clamp_min(0).sqrt().flip(0)
+            vh = vectors.flip(1).T
+    rank = int((s > _NULL_TOL * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
+    return vh[rank:]
 
 
 def _commutator_rows(r_in: Tensor, r_out: Tensor, eye_in: Tensor, eye_out: Tensor) -> Tensor:

@@ -32,6 +32,20 @@ __all__ = ["SteerableMoleculeNet"]
 _READOUTS = ("sum", "mean")
 
 
+def _graph_count(data: Data | Batch, batch: Tensor) -> int:
+    """Graphs in ``data``: a ``Batch``'s ``num_graphs`` (which counts graphs without atoms,
+    wherever they are), else ``batch.max() + 1``, else one (a ``Data`` is one molecule)."""
+    counted = int(batch.max()) + 1 if batch.numel() else 0
+    declared = getattr(data, "num_graphs", None)
+    if isinstance(declared, int):
+        if declared < counted:
+            raise ValueError(
+                f"data.num_graphs: expected at least batch.max() + 1 = {counted}, got {declared}"
+            )
+        return declared
+    return counted if getattr(data, "batch", None) is not None else 1
+
+
 class SteerableMoleculeNet(nn.Module):
     """Molecular property predictor built from :class:`ImplicitSteerableConv` layers.
 
@@ -174,7 +188,7 @@ class SteerableMoleculeNet(nn.Module):
             if batch is not None
             else h.new_zeros(h.shape[0], dtype=torch.long)
         )
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        num_graphs = _graph_count(data, batch)
         atom_out = self.head(h @ self.invariants.projection.T)
         if not self.dipole:
             return segment_reduce(atom_out, batch, num_graphs, self.readout)

@@ -61,6 +61,7 @@ from symgraph.nn import (
     InvariantReadout,
     gate_rep,
 )
+from symgraph.nn.exact_buffers import ExactBufferModule
 
 __all__ = ["SteerablePointNet"]
 
@@ -151,7 +152,7 @@ class _CloudBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
-class SteerablePointNet(nn.Module):
+class SteerablePointNet(ExactBufferModule):
     """G-invariant point-cloud classifier: implicit-kernel convs, FPS pooling, invariant head.
 
     Args:
@@ -241,15 +242,15 @@ class SteerablePointNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(mlp_hidden, num_classes),
         )
-        self.register_buffer("tta_elements", self._tta_elements(), persistent=False)
+        self.register_exact_buffer("tta_elements", self._tta_elements())
 
     def _tta_elements(self) -> Tensor:
         if self.tta == 0:
             return torch.zeros(0, 3, 3)
         if self.tta_group.is_finite:
-            return self.tta_group.elements().float()
+            return self.tta_group.elements(dtype=torch.float64)
         generator = torch.Generator().manual_seed(_TTA_SEED)
-        return self.tta_group.sample(self.tta, generator=generator)
+        return self.tta_group.sample(self.tta, generator=generator, dtype=torch.float64)
 
     def reset_parameters(self) -> None:
         for module in [self.embed, *self.pools, *self.convs]:
@@ -267,14 +268,21 @@ class SteerablePointNet(nn.Module):
                 "call classify(pos, normal, batch) with tensors"
             )
         normal = getattr(data, "normal", None) if self.use_normals else None
-        return self.classify(data.pos, normal, getattr(data, "batch", None))
+        declared = getattr(data, "num_graphs", None)
+        return self.classify(data.pos, normal, getattr(data, "batch", None), declared)
 
     def classify(
-        self, pos: Tensor, normal: Tensor | None = None, batch: Tensor | None = None
+        self,
+        pos: Tensor,
+        normal: Tensor | None = None,
+        batch: Tensor | None = None,
+        num_clouds: int | None = None,
     ) -> Tensor:
         """Logits ``[B, C]`` of clouds ``pos [N, 3]`` with ``normal [N, 3]``, ``batch [N]``.
 
-        In eval mode with ``tta > 0`` the logits are averaged over the augmentation elements.
+        ``num_clouds`` (a ``Batch``'s ``num_graphs``) lets a cloud without points at the end
+        of the batch be refused like any other too-small cloud. In eval mode with
+        ``tta > 0`` the logits are averaged over the augmentation elements.
         """
         pos = check_parameter_dtype(check_positions(pos, "pos"), self, "pos")
         batch = check_batch(batch, pos.shape[0])
@@ -286,17 +294,20 @@ class SteerablePointNet(nn.Module):
                 )
             normal = check_features(normal, 3, "normal", pos.shape[0])
             normal = check_parameter_dtype(check_positions(normal, "normal"), self, "normal")
-        self._check_sizes(pos, batch)
+        self._check_sizes(pos, batch, num_clouds)
         if self.training or self.tta == 0:
             return self._logits(pos, normal, batch)
         logits = 0
-        for g in self.tta_elements.to(pos):
+        for g in self.exact_buffer_as("tta_elements", pos):
             moved = normal @ g.T if normal is not None else None
             logits = logits + self._logits(pos @ g.T, moved, batch)
         return logits / len(self.tta_elements)
 
-    def _check_sizes(self, pos: Tensor, batch: Tensor | None) -> None:
-        sizes = torch.bincount(batch) if batch is not None else torch.tensor([pos.shape[0]])
+    def _check_sizes(self, pos: Tensor, batch: Tensor | None, num_clouds: int | None) -> None:
+        if batch is None:
+            sizes = torch.tensor([pos.shape[0]])
+        else:
+            sizes = torch.bincount(batch, minlength=num_clouds or 0)
         smallest = int(sizes.min()) if sizes.numel() else 0
         if smallest < self.k + 1:
             which = int(sizes.argmin()) if sizes.numel() else 0

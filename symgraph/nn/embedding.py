@@ -7,9 +7,10 @@ import math
 
 import torch
 from e3nn import o3
-from torch import Tensor, nn
+from torch import Tensor
 
 from symgraph.groups import MatrixGroup, Rep
+from symgraph.nn.exact_buffers import ExactBufferModule
 
 __all__ = [
     "spherical_harmonics_rep",
@@ -89,7 +90,7 @@ def cosine_cutoff(distance: Tensor, cutoff: float) -> Tensor:
     return torch.where(inside, value, torch.zeros_like(value))
 
 
-class RadialEmbedding(nn.Module):
+class RadialEmbedding(ExactBufferModule):
     """Gaussian radial basis ``[E, num_basis]`` of distances on ``[0, r_max]``.
 
     Args:
@@ -104,7 +105,8 @@ class RadialEmbedding(nn.Module):
         if not r_max > 0:
             raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
         self.num_basis, self.r_max = num_basis, float(r_max)
-        self.register_buffer("centres", torch.linspace(0.0, r_max, num_basis), persistent=False)
+        centres = torch.linspace(0.0, r_max, num_basis, dtype=torch.float64)
+        self.register_exact_buffer("centres", centres)  # exact across .float()/.double()
         self.width = r_max / max(num_basis - 1, 1)
 
     def forward(self, distance: Tensor) -> Tensor:
@@ -116,13 +118,13 @@ class RadialEmbedding(nn.Module):
             )
         if not distance.is_floating_point():
             raise TypeError(f"distance: expected a floating tensor [E], got dtype {distance.dtype}")
-        diff = (distance[:, None] - self.centres.to(distance)) / self.width
+        diff = (distance[:, None] - self.exact_buffer_as("centres", distance)) / self.width
         return torch.exp(-0.5 * diff * diff)
 
     def rows(self, distance: Tensor, out: Tensor) -> Tensor:
         """:meth:`forward` written feature-major into ``out [num_basis, E]`` (in place, not
         differentiable)."""
-        torch.sub(distance[None, :], self.centres.to(distance)[:, None], out=out)
+        torch.sub(distance[None, :], self.exact_buffer_as("centres", distance)[:, None], out=out)
         return out.mul_(math.sqrt(0.5) / self.width).square_().neg_().exp_()
 
     def extra_repr(self) -> str:

@@ -128,7 +128,8 @@ class ImplicitKernel(nn.Module):
         self.rep_in = as_rep(rep_in, group, "rep_in")
         group = self.rep_in.group
         self.rep_out = as_rep(rep_out, group, "rep_out")
-        self.rep_hidden = as_rep(hidden or default_kernel_hidden(lmax), group, "hidden")
+        hidden = default_kernel_hidden(lmax) if hidden is None else hidden
+        self.rep_hidden = as_rep(hidden, group, "hidden")
         for name, r in (
             ("rep_in", self.rep_in),
             ("rep_out", self.rep_out),
@@ -309,6 +310,11 @@ class ImplicitKernel(nn.Module):
         edge_attr = check_edge_attr(edge_attr, edges, self.edge_dim)
         for name, value in (("node_src", node_src), ("node_dst", node_dst)):
             if not self.node_dim:
+                if value is not None:
+                    raise ValueError(
+                        f"{name}: this kernel was built with node_dim=0 (no node attributes), "
+                        f"got a tensor of shape {list(value.shape)}; build it with node_dim"
+                    )
                 continue
             value = check_tensor(value, name) if value is not None else None
             if value is None or value.shape != (edges, self.node_dim):

@@ -32,6 +32,10 @@ class EquivariantMLPLayer(nn.Module):
         self, rep_in: Rep, rep_out: Rep, nonlinearity: str, bias: bool, bilinear: bool
     ) -> None:
         super().__init__()
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}"
+            )
         self.rep_in, self.rep_out = rep_in, rep_out
         pre = gate_rep(rep_out) if nonlinearity == "gate" else rep_out
         self.linear = EquivariantLinear(rep_in, pre, bias=bias)

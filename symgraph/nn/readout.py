@@ -56,10 +56,11 @@ class InvariantReadout(ExactBufferModule):
     ) -> Tensor:
         self.rep.check_features(x, "x")
         invariants = x @ self.exact_buffer_as("projection", x).T  # any float dtype (no weights)
+        single = batch is None  # one graph, even without nodes
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         batch = check_batch(batch, x.shape[0], "batch", require_sorted=False)
-        needed = int(batch.max()) + 1 if batch.numel() else 1
+        needed = int(batch.max()) + 1 if batch.numel() else int(single)
         if num_graphs is not None and num_graphs < needed:
             raise ValueError(
                 f"num_graphs: expected at least batch.max() + 1 = {needed}, got {num_graphs}"

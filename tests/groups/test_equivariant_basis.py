@@ -122,3 +122,30 @@ def test_basis_depends_on_the_span_only():
 def test_mismatched_groups_raise():
     with pytest.raises(ValueError, match="same group"):
         equivariant_basis(Rep("1o", sg.groups.SO3()), Rep("1o", sg.groups.SO2()))
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_null_space_survives_an_svd_that_does_not_converge(monkeypatch, failures):
+    """LAPACK's divide-and-conquer SVD can fail on large constraint systems; the solve falls
+    back to the SVD of R (C = QR), then to eigh(RᵀR), and finds the same (canonical) basis."""
+    from symgraph.groups import basis as basis_module
+
+    group = sg.groups.Octahedral()
+    rep_in, rep_out = Rep("1x0e + 2x1o + 1x2e", group), Rep("1x1o + 2x2e + 1x3o", group)
+    expected = equivariant_basis(rep_in, rep_out).to_dense()
+    svd = torch.linalg.svd
+    calls = {"n": 0}
+
+    def failing_svd(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return svd(*args, **kwargs)
+
+    basis_module.clear_cache()
+    monkeypatch.setattr(torch.linalg, "svd", failing_svd)
+    got = equivariant_basis(rep_in, rep_out).to_dense()
+    monkeypatch.undo()
+    basis_module.clear_cache()
+    assert calls["n"] >= failures
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=0)
