@@ -8,6 +8,11 @@ call after a solve) against the peer method, a dense nullspace solve of the whol
 constraint system at once (EMLP-style, without the block decomposition), measured in the
 same process. Times are uninstrumented (ours: the median of several calls); peak memory
 is the rise of the process's resident set (``VmHWM``) during one call.
+
+A second table solves Hom_G(regular, regular) of finite groups (and, with ``--bilinear``,
+the bilinear map regular x 1o -> regular), where symgraph averages over the group's
+elements, against the SVD of the generator constraints of the same block (symgraph's
+method for small blocks and before session 21); both give the same canonical basis.
 """
 
 from __future__ import annotations
@@ -23,7 +28,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, timed_peak  # noqa: E402
 
-from symgraph.groups import SO2, SO3, Octahedral, Rep, clear_cache, equivariant_basis  # noqa: E402
+from symgraph.groups import (  # noqa: E402
+    SO2,
+    SO3,
+    Icosahedral,
+    Octahedral,
+    Rep,
+    bilinear_basis,
+    clear_cache,
+    equivariant_basis,
+)
+from symgraph.groups.basis import _solve_by_constraints  # noqa: E402
+from symgraph.groups.rep import ProductBlock  # noqa: E402
 from symgraph.groups.wigner import _fit  # noqa: E402
 
 
@@ -66,6 +82,40 @@ def dense_nullspace(rep: Rep) -> int:
     return int((s < 1e-8 * s.max()).sum()) + max(0, d * d - s.numel())
 
 
+_PEER_MAX_UNKNOWNS = 4000  # the constraint SVD grows as (d_in d_out)^3: hours beyond this
+
+
+def regular_rows(bilinear: bool) -> list[dict]:
+    """Cold solves of regular-representation blocks: ours against the constraint SVD."""
+    rows = []
+    for group in (Octahedral(), Icosahedral()):
+        reg, vector = Rep.regular(group), Rep("1o", group)
+        cases = [("regular -> regular", reg.blocks[0][1], cold_solve(reg))]
+        if bilinear:
+            product = ProductBlock(reg, vector)
+
+            def solve_bilinear(reg=reg, vector=vector):
+                clear_cache()
+                return bilinear_basis(reg, vector, reg)
+
+            cases.append(("regular x 1o -> regular", product, solve_bilinear))
+        block_out = reg.blocks[0][1]
+        for label, block_in, ours in cases:
+            seconds, mib, basis = timed_peak(ours)
+            row = dict(group=group.name, case=label, dim=basis.dim, ours_s=seconds, ours_mb=mib)
+            if block_in.dim * block_out.dim <= _PEER_MAX_UNKNOWNS:
+                peer_s, peer_mb, peer = timed_peak(
+                    lambda g=group, a=block_in, b=block_out: _solve_by_constraints(g, a, b)
+                )
+                ours_block = basis.pairs[0].basis if hasattr(basis, "pairs") else (
+                    basis.triples[0].basis.reshape(peer.shape)
+                )  # fmt: skip
+                assert (ours_block - peer).abs().max() < 1e-10, "the two solves differ"
+                row.update(peer_s=peer_s, peer_mb=peer_mb)
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="basis solve benchmark")
     parser.add_argument("--irreps", default="64x0e + 32x1o + 16x2e")
@@ -75,6 +125,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="smaller representation for the dense peer (its cost grows as d^6)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="calls per median (ours)")
+    parser.add_argument(
+        "--bilinear",
+        action="store_true",
+        help="also time the bilinear map regular x 1o -> regular (the peer SVD takes minutes)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for group in (SO3(), SO2(), Octahedral()):
@@ -112,7 +167,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{r['cached_s']:.5f} | {r['small_dim']} | {r['ours_small_s']:.4f} | "
             f"{r['peer_s']:.3f} | {r['peer_mb']:.1f} | {r['peer_s'] / r['ours_small_s']:.0f}x |"
         )
-    return rows
+    regular = regular_rows(args.bilinear)
+    print("\nRegular representations, one cold solve each (ours: group average)\n")
+    print("| group | map | dim Hom | ours (s) | ours peak (MiB) | constraint SVD (s) | "
+          "SVD peak (MiB) | speed-up |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in regular:
+        peer = (
+            f"{r['peer_s']:.3f} | {r['peer_mb']:.1f} | {r['peer_s'] / r['ours_s']:.0f}x"
+            if "peer_s" in r
+            else "not run (hours) | — | —"
+        )
+        print(
+            f"| {r['group']} | {r['case']} | {r['dim']} | {r['ours_s']:.3f} | "
+            f"{r['ours_mb']:.1f} | {peer} |"
+        )
+    return rows + regular
 
 
 if __name__ == "__main__":

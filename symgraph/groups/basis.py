@@ -28,6 +28,68 @@ _NULL_TOL = 1e-8
 
 
 def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
+    if _averaging_is_cheaper(group, block_in.dim, block_out.dim):
+        basis = _solve_by_averaging(group, block_in, block_out)
+        if basis is not None:
+            return _canonical(basis)
+    return _solve_by_constraints(group, block_in, block_out)
+
+
+def _averaging_is_cheaper(group: MatrixGroup, d_in: int, d_out: int) -> bool:
+    """Whether averaging over a finite group's elements beats the SVD of the generator
+    constraints: ``~|G| n D (d_in + d_out)`` against ``~k D³`` flops for ``D = d_in d_out``
+    unknowns, ``n <= D`` solutions and ``k`` generators. Small blocks keep the SVD."""
+    if not group.is_finite or d_in * d_out < _AVERAGING_MIN_UNKNOWNS:
+        return False
+    unknowns = d_in * d_out
+    solutions = min(d_in, d_out) + _AVERAGING_OVERSAMPLE  # a guess at n + 8 before the characters
+    averaging = group.order * solutions * unknowns * (d_in + d_out)
+    constraints = max(1, len(group.discrete_generators)) * unknowns**3
+    return averaging < constraints
+
+
+_AVERAGING_MIN_UNKNOWNS = 256
+_AVERAGING_OVERSAMPLE = 8
+
+
+def _solve_by_averaging(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor | None:
+    """Rows ``[n, d_out, d_in]`` spanning Hom_G(block_in, block_out) of a finite group, by
+    the group average ``P(W) = |G|⁻¹ Σ_g ρ_out(g) W ρ_in(g)⁻¹``, the projection onto the
+    equivariant maps. Its rank ``n = |G|⁻¹ Σ_g χ_out(g) χ_in(g⁻¹)`` comes from the
+    characters; ``n + 8`` Gaussian matrices are averaged and their span's leading ``n``
+    directions kept. ``None`` when the characters or the spectrum do not give a clean
+    rank, or the result fails the generators' constraints (the caller then solves those)."""
+    elements = group.elements()
+    r_in, r_out = block_in.rho(elements), block_out.rho(elements)
+    r_in_inverse = torch.linalg.inv(r_in)
+    characters = torch.einsum("gii->g", r_out) * torch.einsum("gii->g", r_in_inverse)
+    expected = float(characters.sum()) / len(elements)
+    n = round(expected)
+    if abs(expected - n) > 1e-6:
+        return None
+    d_out, d_in = block_out.dim, block_in.dim
+    if n == 0:
+        return torch.zeros(0, d_out, d_in, dtype=torch.float64)
+    draws = torch.Generator().manual_seed(0)
+    samples = torch.randn(
+        n + _AVERAGING_OVERSAMPLE, d_out, d_in, generator=draws, dtype=torch.float64
+    )
+    average = torch.zeros_like(samples)
+    for rho_out, rho_in_inverse in zip(r_out, r_in_inverse):
+        average += rho_out @ samples @ rho_in_inverse
+    _, s, vh = torch.linalg.svd(average.reshape(len(samples), -1), full_matrices=False)
+    if not float(s[n - 1]) > 1e3 * float(s[n]) + _NULL_TOL * float(s[0]):
+        return None
+    basis = vh[:n].reshape(n, d_out, d_in)
+    generators = group.discrete_generators
+    if len(generators):
+        r_in, r_out = block_in.rho(generators)[:, None], block_out.rho(generators)[:, None]
+        if not float((r_out @ basis - basis @ r_in).abs().max()) < _NULL_TOL:
+            return None
+    return basis
+
+
+def _solve_by_constraints(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
     d_in, d_out = block_in.dim, block_out.dim
     eye_in = torch.eye(d_in, dtype=torch.float64)
     eye_out = torch.eye(d_out, dtype=torch.float64)

@@ -40,7 +40,7 @@ def test_dimension_equals_character_formula(name, text_in, text_out):
     assert abs(expected - round(expected)) < 1e-9
 
 
-@pytest.mark.parametrize("name", ["C4", "D3", "Octahedral"])
+@pytest.mark.parametrize("name", ["C4", "D3", "Octahedral", "Icosahedral"])
 def test_regular_representation_dimension(name):
     group = group_from_name(name)
     reg = Rep.regular(group)
@@ -149,3 +149,65 @@ def test_null_space_survives_an_svd_that_does_not_converge(monkeypatch, failures
     basis_module.clear_cache()
     assert calls["n"] >= failures
     torch.testing.assert_close(got, expected, atol=1e-9, rtol=0)
+
+
+def _largest(x: torch.Tensor) -> float:
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
+def _block(text: str, group):
+    from symgraph.groups.rep import ProductBlock
+
+    def rep(part: str) -> Rep:
+        return Rep.regular(group) if part == "regular" else Rep(part, group)
+
+    if "*" in text:
+        a, b = text.split("*")
+        return ProductBlock(rep(a), rep(b))
+    return rep(text).blocks[0][1]
+
+
+@pytest.mark.parametrize(
+    "name, text_in, text_out, expected_dim",
+    [
+        ("Octahedral", "regular", "regular", 24),
+        ("FullOctahedral", "3e*3o", "3o", None),
+        ("FullOctahedral", "3e*3e", "3o", 0),  # parity: no map at all
+        ("Icosahedral", "regular*1o", "regular", 180),
+    ],
+)
+def test_group_average_finds_the_constraints_basis(name, text_in, text_out, expected_dim):
+    """Large blocks of finite groups are solved by averaging over the elements (an SVD of
+    the generator constraints took 34 s for the icosahedral regular representation); both
+    solves must give the same canonical basis."""
+    from symgraph.groups import basis as basis_module
+
+    group = group_from_name(name)
+    block_in, block_out = _block(text_in, group), _block(text_out, group)
+    assert basis_module._averaging_is_cheaper(group, block_in.dim, block_out.dim)
+    averaged = basis_module._solve_by_averaging(group, block_in, block_out)
+    assert averaged is not None
+    averaged = basis_module._canonical(averaged)
+    if expected_dim is not None:
+        assert averaged.shape[0] == expected_dim
+    g = group.discrete_generators  # equivariant under the generators: under every element
+    r_in, r_out = block_in.rho(g)[:, None], block_out.rho(g)[:, None]
+    assert _largest(r_out @ averaged - averaged @ r_in) < 1e-10
+    if block_in.dim * block_out.dim <= 1000:  # the constraint SVD is quick enough here
+        constrained = basis_module._solve_by_constraints(group, block_in, block_out)
+        assert constrained.shape == averaged.shape
+        assert _largest(constrained - averaged) < 1e-10
+
+
+def test_group_average_falls_back_to_the_constraints(monkeypatch):
+    from symgraph.groups import basis as basis_module
+
+    reg = Rep.regular(group_from_name("Octahedral"))
+    basis_module.clear_cache()
+    expected = equivariant_basis(reg, reg).to_dense()
+    monkeypatch.setattr(basis_module, "_solve_by_averaging", lambda *args: None)
+    basis_module.clear_cache()
+    got = equivariant_basis(reg, reg).to_dense()
+    monkeypatch.undo()
+    basis_module.clear_cache()
+    assert (got - expected).abs().max() < 1e-10
