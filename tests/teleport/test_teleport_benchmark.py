@@ -19,6 +19,28 @@ def test_small_job_writes_table_and_plot(bench, tmp_path):
     assert "| booth | 1 |" in (tmp_path / "teleport_quick.md").read_text()
 
 
+def test_toy_jobs_alternate_the_run_order_and_keep_the_pairs(bench, monkeypatch):
+    """Each seed's baseline runs first at even positions and second at odd ones; the
+    result still pairs (baseline, teleport) per seed."""
+    labels = []
+    train = bench.train
+
+    def recording_train(*args):
+        labels.append(args[5])
+        return train(*args)
+
+    monkeypatch.setattr(bench, "train", recording_train)
+    result = bench.run_test_function("booth", [0, 1], quick=True)
+    assert labels == ["GD", "GD + teleport", "GD + teleport", "GD"]
+    for base, tele in result.runs:
+        assert base.teleports == 0 and tele.teleports == 1
+    labels.clear()
+    result = bench.run_mlp([0, 1], quick=True)
+    assert labels == ["SGD", "SGD + teleport", "SGD + teleport", "SGD"]
+    for base, tele in result.runs:
+        assert base.teleports == 0 and tele.teleports == 1
+
+
 def test_paper_mlp_job_teleports_with_gl(bench):
     result = bench.run_mlp([0], quick=True)
     base, tele = result.runs[0]
