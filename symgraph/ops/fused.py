@@ -288,9 +288,9 @@ def segment_reduce(
         index: ``[R]`` segment of each row (e.g. PyG's ``batch``; any order).
         num_segments: S (an int >= 0). Empty segments give 0.
         reduce: the reduction. For ``"max"`` the Triton path sends the gradient to the first
-            row among equal maxima (torch's ``scatter_reduce`` splits it between them), and
-            may skip NaN rows where torch returns NaN (seen in Triton's interpreter; on a
-            GPU it follows ``tl.max``): check inputs for NaN where that matters.
+            row among equal maxima (torch's ``scatter_reduce`` splits it between them); a
+            NaN in a segment makes its maximum NaN on both paths, and the Triton path sends
+            that entry's gradient to the segment's first NaN row.
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
     """
     if reduce not in REDUCTIONS:

@@ -123,6 +123,7 @@ def _segment_reduce_kernel(
     else:
         acc = tl.zeros((BLOCK_F,), dtype=tl.float32)
     arg = tl.full((BLOCK_F,), -1, dtype=tl.int64)
+    seen_nan = tl.zeros((BLOCK_F,), dtype=tl.int1)
     for e0 in range(start, stop, BLOCK_E):
         pos = e0 + tl.arange(0, BLOCK_E)
         mask_e = pos < stop
@@ -133,21 +134,28 @@ def _segment_reduce_kernel(
         mask = mask_e[:, None] & mask_f[None, :]
         vals = tl.load(x_ptr + rows[:, None] * num_f + offs_f[None, :], mask=mask, other=0.0)
         vals = vals.to(tl.float32)
-        if REDUCE == 2:
-            vals = tl.where(mask, vals, float("-inf"))
+        if REDUCE == 2:  # NaN wins, as in torch: the first NaN row becomes the arg
+            nan = mask & (vals != vals)
+            vals = tl.where(mask & ~nan, vals, float("-inf"))
             chunk_max = tl.max(vals, axis=0)
             big = tl.full((BLOCK_E, BLOCK_F), 1 << 62, dtype=tl.int64)
-            hits = mask & (vals == chunk_max[None, :])
+            hits = mask & ~nan & (vals == chunk_max[None, :])
             chunk_arg = tl.min(tl.where(hits, rows[:, None], big), axis=0)
+            nan_arg = tl.min(tl.where(nan, rows[:, None], big), axis=0)
             better = (chunk_max > acc) | ((arg < 0) & (chunk_arg < (1 << 62)))
+            better = better & ~seen_nan
             acc = tl.where(better, chunk_max, acc)
             arg = tl.where(better, chunk_arg, arg)
+            first_nan = ~seen_nan & (nan_arg < (1 << 62))
+            arg = tl.where(first_nan, nan_arg, arg)
+            seen_nan = seen_nan | first_nan
         else:
             acc += tl.sum(vals, axis=0)
     if REDUCE == 1:
         acc = acc / tl.maximum(stop - start, 1).to(tl.float32)
     if REDUCE == 2:
         acc = tl.where(arg >= 0, acc, 0.0)
+        acc = tl.where(seen_nan, float("nan"), acc)
         tl.store(arg_ptr + seg * num_f + offs_f, arg, mask=mask_f)
     tl.store(out_ptr + seg * num_f + offs_f, acc.to(out_ptr.dtype.element_ty), mask=mask_f)
 

@@ -143,6 +143,28 @@ def test_segment_reduce_matches_float64(device, reduce, dtype):
 
 
 @pytest.mark.triton
+def test_segment_max_propagates_nan_as_torch_does(device):
+    """A NaN in a segment makes that column's maximum NaN (torch's ``amax``), also when the
+    NaN row comes before or after a larger value, or in a later chunk of the kernel's loop;
+    its gradient goes to the segment's first NaN row."""
+    num_f = 3
+    index = torch.tensor([0] * 5 + [1] * 70 + [2] * 4)  # 70 rows: more than one chunk
+    x = torch.arange(index.shape[0] * num_f, dtype=torch.float32).reshape(-1, num_f)
+    x[1, 0] = float("nan")  # segment 0, before its maximum
+    x[60, 1] = x[66, 1] = float("nan")  # segment 1, in a later chunk; two NaN rows
+    x[77, 2] = float("nan")  # segment 2
+    x_, index = x.to(device).requires_grad_(), index.to(device)
+    out = fused.segment_reduce(x_, index, 3, "max", backend="triton")
+    ref = fused.segment_reduce(x.to(device), index, 3, "max", backend="torch")
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out[~out.isnan()], ref[~ref.isnan()])
+    assert out.isnan().sum() == 3
+    (grad,) = torch.autograd.grad(out.sum(), x_)
+    assert grad[1, 0] == grad[60, 1] == grad[77, 2] == 1
+    assert grad[66, 1] == 0 and grad[4, 0] == 0 and grad.sum() == 3 * num_f
+
+
+@pytest.mark.triton
 def test_index_input_is_sorted_or_converted(device):
     src, dst, num_nodes, num_senders = _graph(5, device)
     h = torch.randn(dst.shape[0], 4, device=device)
