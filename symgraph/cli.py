@@ -290,7 +290,7 @@ def _units(task: Task, metrics: dict[str, float]) -> dict[str, str]:
 #: setting (target, data, model, seed, teleportation …) must be the run's own, or the
 #: resumed run would silently learn something else.
 RESUMABLE_CHANGES = frozenset({
-    "epochs", "batch_size", "eval_batch_size", "lr", "weight_decay", "scheduler",
+    "epochs", "batch_size", "eval_batch_size", "lr", "weight_decay",
     "grad_clip", "precision", "num_workers", "device", "out", "resume",
     "checkpoint_every", "no_progress",
 })  # fmt: skip

@@ -279,6 +279,8 @@ class Trainer:
                 m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
             )
         self.optimizer = optimizer(self.model)
+        # the run's own rates per group: a resumed run may set others (--lr, --weight-decay)
+        self._base_rates = _group_rates(self.optimizer)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         if (
             isinstance(self.scheduler, ReduceLROnPlateau)
@@ -407,6 +409,13 @@ class Trainer:
                 f"Trainer: checkpoint holds state of {len(state['callbacks'])} callbacks, "
                 f"this trainer has {len(self.callbacks)}"
             )
+        saved_kind = state.get("scheduler_type", _scheduler_type(self.scheduler))
+        if saved_kind != _scheduler_type(self.scheduler):
+            raise ResumeError(
+                f"Trainer: the checkpoint was trained with scheduler {saved_kind}, this run has "
+                f"{_scheduler_type(self.scheduler)}; a schedule's state does not carry over to "
+                "another kind: resume with the run's own (--scheduler) or start a new run"
+            )
         saved_span = (state["scheduler"] or {}).get("T_max")
         span = getattr(self.scheduler, "T_max", None)
         if saved_span is not None and span is not None and saved_span != span:
@@ -425,6 +434,7 @@ class Trainer:
             ) from err
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_new_rates(state.get("base_rates"))
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state["task"])
@@ -628,10 +638,43 @@ class Trainer:
     def _elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._started
 
+    def _apply_new_rates(self, saved: list[dict[str, float]] | None) -> None:
+        """Give the restored optimiser this run's base rates where they differ from the
+        checkpoint's (``optimizer.load_state_dict`` brings back the saved ones). Weight decay
+        is set; a learning rate is scaled by ``new / saved`` together with the scheduler's
+        base rates, so the schedule continues where it was, at the new scale (exact for
+        rates proportional to the base: cosine to 0, plateau, none)."""
+        if saved is None or saved == self._base_rates:
+            return
+        if len(saved) != len(self._base_rates):
+            raise ResumeError(
+                f"Trainer: the checkpoint's optimizer has {len(saved)} parameter groups, this "
+                f"run's {len(self._base_rates)}"
+            )
+        base_lrs = getattr(self.scheduler, "base_lrs", None)
+        for i, (group, old, new) in enumerate(
+            zip(self.optimizer.param_groups, saved, self._base_rates)
+        ):
+            if "weight_decay" in new:
+                group["weight_decay"] = new["weight_decay"]
+            if "lr" not in new or new["lr"] == old.get("lr"):
+                continue
+            ratio = new["lr"] / old["lr"] if old.get("lr") else None
+            for holder, key in ((group, "lr"), (group, "initial_lr")):
+                if key in holder:
+                    holder[key] = holder[key] * ratio if ratio is not None else new["lr"]
+            if base_lrs is not None:
+                base_lrs[i] = new["lr"]
+        if self.scheduler is not None and hasattr(self.scheduler, "_last_lr"):
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        logger.info("resumed with new optimiser rates %s (the run had %s)", self._base_rates, saved)
+
     def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "base_rates": self._base_rates,
+            "scheduler_type": _scheduler_type(self.scheduler),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
@@ -707,3 +750,15 @@ class Trainer:
                 ),
             )
         return metrics
+
+
+def _group_rates(optimizer: torch.optim.Optimizer) -> list[dict[str, float]]:
+    """``[{"lr": .., "weight_decay": ..}]`` per parameter group (the keys a group has)."""
+    return [
+        {key: float(group[key]) for key in ("lr", "weight_decay") if key in group}
+        for group in optimizer.param_groups
+    ]
+
+
+def _scheduler_type(scheduler: object | None) -> str | None:
+    return None if scheduler is None else type(scheduler).__name__

@@ -70,7 +70,12 @@ def test_resume_refuses_other_job_settings_and_allows_loop_settings(tmp_path, ca
     assert "--resume: " in err and "was trained with --seed 0 (now 3)" in err
     assert "may change only: " in err and "--epochs" in err
     run(capsys, [*args, "--epochs", "2", "--lr", "5e-4", "--resume"])
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3
+    lr_column = rows[0].split(",").index("lr")
+    assert float(rows[2].split(",")[lr_column]) == 5e-4  # the new rate was trained with
+    assert main([*args, "--epochs", "3", "--scheduler", "cosine", "--resume"]) == 2
+    assert "was trained with --scheduler 'none' (now 'cosine')" in capsys.readouterr().err
 
 
 def test_a_cosine_run_cannot_be_extended(tmp_path, capsys):

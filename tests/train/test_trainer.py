@@ -167,6 +167,62 @@ def test_resume_rejects_other_split_or_seed(straight_run, toy_splits):
         other_seed.fit()
 
 
+def rate_trainer(splits, run_dir, *, lr, weight_decay=0.0, scheduler="cosine", resume=False):
+    torch.manual_seed(123)
+    train, val, test = splits
+    factories = {
+        "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3),
+        "step": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+        None: None,
+    }
+    return Trainer(
+        ToyGCN(4, 8),
+        RegressionTask.from_dataset(train),
+        train,
+        val,
+        test,
+        run_dir,
+        TrainConfig(
+            epochs=3, batch_size=7, seed=3, lr=lr, weight_decay=weight_decay, progress=False
+        ),  # fmt: skip
+        scheduler=factories[scheduler],
+        resume=resume,
+    )
+
+
+def test_resume_takes_new_rates_and_keeps_the_schedule(toy_splits, tmp_path):
+    """--lr and --weight-decay may change on resume: the optimiser gets them (its
+    load_state_dict brings back the saved ones), and the schedule goes on at the new scale."""
+    fresh = rate_trainer(toy_splits, tmp_path / "fresh", lr=2e-2)
+    fresh.fit()
+    first = rate_trainer(toy_splits, tmp_path / "run", lr=1e-2)
+    first.config.epochs = 1  # stop after one epoch (T_max stays 3)
+    first.fit()
+    resumed = rate_trainer(toy_splits, tmp_path / "run", lr=2e-2, weight_decay=0.1, resume=True)
+    resumed.fit()
+    assert resumed.optimizer.param_groups[0]["weight_decay"] == 0.1
+    assert resumed.scheduler.base_lrs == [2e-2]
+    rows, fresh_rows = (
+        read_rows(tmp_path / "run/metrics.csv"),
+        read_rows(tmp_path / "fresh/metrics.csv"),
+    )
+    assert float(rows[0]["lr"]) == pytest.approx(float(fresh_rows[0]["lr"]) / 2)
+    for row, fresh_row in zip(rows[1:], fresh_rows[1:]):  # after the resume: the new scale
+        assert float(row["lr"]) == pytest.approx(float(fresh_row["lr"]), rel=1e-12)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
+        fresh.optimizer.param_groups[0]["lr"], rel=1e-12, abs=1e-15
+    )
+
+
+@pytest.mark.parametrize("before, after", [("cosine", None), (None, "step"), ("step", "cosine")])
+def test_resume_refuses_another_kind_of_scheduler(toy_splits, tmp_path, before, after):
+    first = rate_trainer(toy_splits, tmp_path, lr=1e-2, scheduler=before)
+    first.config.epochs = 1
+    first.fit()
+    with pytest.raises(ValueError, match="scheduler"):
+        rate_trainer(toy_splits, tmp_path, lr=1e-2, scheduler=after, resume=True).fit()
+
+
 class MLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
