@@ -16,14 +16,25 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torch_geometric.data.data import BaseData
 from torch_geometric.loader.dataloader import Collater
 
+from symgraph.train.checkpoint import capture_rng_state, restore_rng_state
 from symgraph.train.sampler import GlobalBatchSampler
 
 __all__ = ["is_graph_dataset", "make_loader", "move_to", "random_batch"]
 
 
 def is_graph_dataset(dataset: Dataset) -> bool:
-    """Whether the items of ``dataset`` are PyG graphs (``Data`` / ``HeteroData``)."""
-    return len(dataset) > 0 and isinstance(dataset[0], BaseData)
+    """Whether the items of ``dataset`` are PyG graphs (``Data`` / ``HeteroData``).
+
+    Reading the first item runs the dataset's transform, which may draw random numbers;
+    the global random states are put back afterwards, so that asking leaves a run (and
+    its exact resume) as it was."""
+    if len(dataset) == 0:
+        return False
+    states = capture_rng_state()
+    try:
+        return isinstance(dataset[0], BaseData)
+    finally:
+        restore_rng_state(states)
 
 
 class _ShardCollate:

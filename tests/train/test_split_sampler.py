@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,29 @@ def test_temporal_split_bad_input_names_the_argument():
         temporal_split_indices(windows, 0, 0.2)
     with pytest.raises(ValueError, match="windows: no training window ends before"):
         temporal_split_indices(windows, 5, 0.2)
+
+
+def test_asking_whether_a_dataset_holds_graphs_draws_no_random_numbers():
+    """The probe reads an item, running the dataset's transform: a random transform (a
+    rotation drawn from the global RNG) must not shift the run's random stream, or a run
+    resumed mid-epoch would differ from the uninterrupted one."""
+    import random
+
+    import numpy as np
+    from torch_geometric.data import Data
+
+    from symgraph.train.loader import is_graph_dataset
+
+    class RandomlyTransformed(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            random.random(), np.random.rand()
+            return Data(x=torch.randn(2, 3))
+
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    expected = torch.rand(1).item(), random.random(), np.random.rand()
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    assert is_graph_dataset(RandomlyTransformed())
+    assert (torch.rand(1).item(), random.random(), np.random.rand()) == expected
