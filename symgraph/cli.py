@@ -65,11 +65,15 @@ def _device(text: str) -> str:
     """``--device``: ``auto`` or a torch device string (``cpu``, ``cuda``, ``cuda:K``, ...)."""
     if text != "auto":
         try:
-            torch.device(text)
+            device = torch.device(text)
         except RuntimeError:
             raise argparse.ArgumentTypeError(
                 f"expected auto, cpu, cuda or cuda:K, got {text!r}"
             ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}, but CUDA is not available on this machine (use auto or cpu)"
+            )
     return text
 
 

@@ -86,6 +86,12 @@ class TrajectoryWindows(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def split_ids(self, items: Sequence[int] | None = None) -> list[int]:
+        """The ids of the trajectories that ``items`` (window indices, default all) come
+        from, in order of first appearance: what ``split.json`` records for these windows."""
+        chosen = range(len(self)) if items is None else items
+        return list(dict.fromkeys(self.ids[self.index[int(k)][0]] for k in chosen))
+
     def __getitem__(self, index: int) -> Data:
         i, start = self.index[index]
         traj = self.trajectories[i]

@@ -5,9 +5,9 @@ every discrete generator ``h`` and ``dρ_b(A) W = W dρ_a(A)`` for every Lie gen
 form the nullspace of a stacked constraint matrix (the method of Finzi, Welling and
 Wilson, 2021). A large block of a finite group (a regular representation, say) is instead
 the image of the group average ``|G|⁻¹ Σ_g ρ_b(g) W ρ_a(g)⁻¹``, far cheaper than an SVD
-of ``(d_a d_b)²`` entries. Each span is solved once per distinct ``(G, a, b)`` and cached. A map between
-direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients for every block pair, so
-even large representations cost only a few small solves.
+of ``(d_a d_b)²`` entries. Each span is solved once per distinct ``(G, a, b)`` and
+cached. A map between direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients
+for every block pair, so even large representations cost only a few small solves.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ held-out window on all chosen quantities (known ones and ``g_φ``), rates ``--ta
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -71,7 +72,7 @@ from symgraph.noether import (
     rollout,
 )
 from symgraph.noether.known import KNOWN_QUANTITIES, known_quantity, typical_scales
-from symgraph.train.jobs import JobSpec, arg, register_job
+from symgraph.train.jobs import JobSpec, arg, non_negative_float, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.task_dynamics import TAILOR_TAG, NextStepTask, dynamics_model
 
@@ -144,6 +145,11 @@ class ConservationLoss:
     def __init__(self, quantity: nn.Module, weight: float, horizon: int) -> None:
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"--noether-horizon: expected a positive int, got {horizon!r}")
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"--noether-weight: expected a finite weight >= 0 (a negative one rewards "
+                f"breaking the conservation law), got {weight!r}"
+            )
         self.quantity, self.weight, self.horizon = quantity, float(weight), horizon
 
     def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -261,7 +267,7 @@ def _model(args: argparse.Namespace, names: Sequence[str], dt: float, speed: flo
             help="rollout steps of validation and test (default 100)"),
         arg("--noether", type=_checked(parse_noether), default="",
             help=f"conserved quantities, comma-separated among {','.join(NOETHER_NAMES)}"),
-        arg("--noether-weight", type=float, default=1.0,
+        arg("--noether-weight", type=non_negative_float, default=1.0,
             help="weight of the known quantities' conservation loss (default 1)"),
         arg("--noether-horizon", type=int, default=4,
             help="rollout steps of the conservation loss and of meta-tailoring (default 4)"),

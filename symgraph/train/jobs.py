@@ -236,13 +236,21 @@ def _first(dataset: Dataset, n: int) -> Dataset:
 
 
 def take_subset(spec: JobSpec, n: int) -> JobSpec:
-    """Keep the first ``n`` items of each split (and of the recorded split indices)."""
+    """Keep the first ``n`` items of each split, and record what they are: a dataset with
+    ``split_ids(items)`` (e.g. windows of trajectories, recorded by trajectory id) says so
+    itself, any other keeps the first ``n`` recorded indices (one per item)."""
     if n < 1:
         raise ValueError(f"take_subset: n must be >= 1, got {n}")
     datasets = {"train": spec.train, "val": spec.val, "test": spec.test}
     split = spec.split_indices()
+
+    def recorded(name: str, dataset: Dataset) -> list[int]:
+        if hasattr(dataset, "split_ids"):
+            return [int(i) for i in dataset.split_ids(range(min(n, len(dataset))))]
+        return split[name][:n]
+
     return replace(
         spec,
-        split={name: split[name][:n] for name in datasets},
+        split={name: recorded(name, ds) for name, ds in datasets.items()},
         **{name: _first(ds, n) for name, ds in datasets.items()},
     )

@@ -127,6 +127,16 @@ class TrainConfig:
     precision: Literal["32", "bf16", "fp16"] = "32"
 
     def __post_init__(self) -> None:
+        counts = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "checkpoint_every": self.checkpoint_every,
+            "num_workers": self.num_workers,
+        }
+        for name, value in counts.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"TrainConfig: {name} must be an int, got {value!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size}
         if self.eval_batch_size is not None:
             positive["eval_batch_size"] = self.eval_batch_size

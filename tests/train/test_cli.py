@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from symgraph.cli import main
 from symgraph.train.jobs import JOBS, JobSpec, get_job, register_job
@@ -94,6 +95,14 @@ def test_unknown_job_lists_the_valid_ones(capsys):
     assert "toy" in capsys.readouterr().err
     with pytest.raises(KeyError, match="valid jobs: .*toy"):
         get_job("no-such-job")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "toy", "--out", str(tmp_path / "run"), *TOY, "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "argument --device: got 'cuda', but CUDA is not available" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

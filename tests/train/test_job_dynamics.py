@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from symgraph.cli import main
 from symgraph.train.job_dynamics import parse_noether, parse_rates
@@ -86,3 +87,33 @@ def test_unknown_noether_name_lists_the_valid_ones(tmp_path, capsys):
 def test_tailoring_needs_quantities(tmp_path, capsys):
     assert main(["train", "dynamics", "--tailor-steps", "2", "--out", str(tmp_path)]) == 2
     assert "--tailor-steps: tailoring needs conserved" in capsys.readouterr().err
+
+
+def test_subset_records_the_trajectories_it_keeps(tmp_path):
+    """``split.json`` of the dynamics job lists trajectory ids, not window indices: after
+    ``--subset`` it must list the trajectories of the windows kept (it kept the first n
+    ids, most of them not trained on)."""
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import get_job, load_jobs, take_subset
+
+    six = ["--trajectories", "6", "--split", "4", "1", "1"]
+    argv = ["train", "dynamics", *TINY[:2], *six, *TINY[8:], "--out", str(tmp_path)]
+    args = build_parser(load_jobs()).parse_args(argv)
+    spec = get_job("dynamics")(args)
+    assert len(spec.split_indices()["train"]) > 1  # several trajectories before the cut
+    cut = take_subset(spec, 3)
+    for name in ("train", "val", "test"):
+        dataset = getattr(cut, name)
+        kept = list(dict.fromkeys(int(dataset[i].trajectory) for i in range(len(dataset))))
+        assert cut.split_indices()[name] == kept
+
+
+def test_negative_noether_weight_is_refused(tmp_path):
+    from symgraph.train.job_dynamics import ConservationLoss
+
+    with pytest.raises(SystemExit):
+        main(["train", "dynamics", *TINY, "--noether", "momentum", "--noether-weight", "-1",
+              "--out", str(tmp_path / "run")])  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="--noether-weight: expected a finite weight >= 0"):
+        ConservationLoss(torch.nn.Identity(), -1.0, 4)

@@ -266,6 +266,10 @@ def test_non_finite_loss_raises(toy_splits, tmp_path):
 
 
 def test_config_validation():
+    for name, value in [("epochs", 1.5), ("batch_size", 4.7), ("checkpoint_every", 2.5),
+                        ("num_workers", True), ("eval_batch_size", 8.0)]:  # fmt: skip
+        with pytest.raises(TypeError, match=f"{name} must be an int, got {value!r}"):
+            TrainConfig(**{name: value})
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="checkpoint_every"):
