@@ -59,6 +59,7 @@ def _schedule(text: str) -> str:
 
 
 _non_negative_int = int_at_least(0, "a non-negative integer")
+_seed = int_at_least(0, "a non-negative integer below 2**63", maximum=2**63 - 1)
 
 
 def _device(text: str) -> str:
@@ -208,9 +209,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         help="training precision: float32, or autocast to bfloat16 / float16 (fp16 scales "
         "the loss); validation and test run in float32",
     )
-    group.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of data, split and model"
-    )
+    group.add_argument("--seed", type=_seed, default=0, help="seed of data, split and model")
     group.add_argument(
         "--subset", type=positive_int, default=None, help="keep the first N items of each split"
     )

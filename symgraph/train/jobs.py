@@ -113,16 +113,16 @@ class Argument:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
-    """``argparse`` type of a count flag: an integer ``>= minimum``; ``expected`` says so in
-    the usage error (``"expected <expected>, got '0'"``)."""
+def int_at_least(minimum: int, expected: str, maximum: int | None = None) -> Callable[[str], int]:
+    """``argparse`` type of a count flag: an integer ``>= minimum`` (and ``<= maximum``);
+    ``expected`` says so in the usage error (``"expected <expected>, got '0'"``)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 

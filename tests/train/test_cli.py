@@ -108,7 +108,8 @@ def test_cuda_without_cuda_is_a_usage_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--seed", "-1"], "argument --seed: expected a non-negative integer, got '-1'"),
+        (["--seed", "-1"], "argument --seed: expected a non-negative integer below 2**63, got"),
+        (["--seed", str(2**63)], "argument --seed: expected a non-negative integer below 2**63"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
         (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
         (["--subset", "-3"], "argument --subset: expected a positive integer"),
