@@ -17,8 +17,11 @@ Layers (input side = columns that absorb ``1/s``; output side = rows and bias sc
 ``SAGEConv`` (``project=False``, ``normalize=False``, aggregation sum/mean/max/min),
 ``GraphConv`` (same aggregations), ``GINConv`` (through its ``nn``), and containers
 through their first and last layers. Normalisation layers provide an output side through
-their per-channel affine parameters: ``BatchNorm1d/2d/3d``, ``LayerNorm`` (1-D, affine),
-``GroupNorm``, PyG ``BatchNorm``, ``LayerNorm``, ``GraphNorm``.
+their per-channel affine parameters: ``BatchNorm1d`` (on ``[N, C]`` inputs, where its
+channels are the last axis as the next layer reads them; teleport's loss check refuses
+it on ``[N, C, L]``), ``LayerNorm`` (1-D, affine), PyG ``BatchNorm``, ``LayerNorm``,
+``GraphNorm``. ``BatchNorm2d/3d`` and ``GroupNorm`` scale axis 1 of image-like inputs,
+which no registered layer reads as its channels, so they provide none.
 
 Pass-through (positively homogeneous or elementwise-masking): ``ReLU``, ``LeakyReLU``,
 ``PReLU``, ``Identity``, ``Dropout``, PyG's ``SumAggregation``, ``MeanAggregation``,
@@ -109,8 +112,7 @@ def _layer_norm_out(m: nn.Module, prefix: str) -> list[ParamSlice] | None:
     return _affine_out()(m, prefix)
 
 
-for _norm in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm):
-    register_channel_map(_norm, outputs=_affine_out())
+register_channel_map(nn.BatchNorm1d, outputs=_affine_out())
 register_channel_map(nn.LayerNorm, outputs=_layer_norm_out)
 
 # Normalisations whose *input* scale does not matter when eps = 0, with the shape of the
@@ -130,7 +132,9 @@ register_linear_passthrough(nn.Dropout, lambda m: m.p == 0)
 
 # ----------------------------------------------------------------------------- containers
 def _sequential_stages(m: nn.Module, prefix: str) -> list[Stage]:
-    return [(join(prefix, name), child) for name, child in m.named_children()]
+    # every position, repeats included (``named_children`` lists a module used twice once,
+    # which would join the layers around its second use)
+    return [(join(prefix, name), child) for name, child in m._modules.items()]
 
 
 register_container(nn.Sequential, _sequential_stages)

@@ -36,7 +36,7 @@ from torch import nn
 from . import builtins as _builtins  # noqa: F401  (fills the registry)
 from . import gated as _gated  # noqa: F401  (registers the "gated" rule)
 from .base import NoSymmetryError, ParameterSymmetry, ParamSlice
-from .builtins import NORM_SCALE_TYPES
+from .builtins import NORM_SCALE_TYPES, _initialised
 from .registry import (
     Stage,
     container_stages,
@@ -173,13 +173,19 @@ def norm_scale_rule(
     return list(found.values())
 
 
-def _gl_linear(module: nn.Module) -> bool:
+def _gl_linear(module: object) -> bool:
+    """Whether ``module`` is an initialised linear layer (a plain function child of a PyG
+    ``Sequential``, or a lazy layer before its first call, is not)."""
     try:
         from torch_geometric.nn import Linear as PygLinear
     except ImportError:  # pragma: no cover
         PygLinear = nn.Linear  # noqa: N806
-    forward = type(module).forward
-    return forward in (nn.Linear.forward, PygLinear.forward) and module.weight.dim() == 2
+    if not isinstance(module, nn.Module):
+        return False
+    if type(module).forward not in (nn.Linear.forward, PygLinear.forward):
+        return False
+    weight = getattr(module, "weight", None)
+    return _initialised(weight) and weight.dim() == 2
 
 
 def _gl_neutral(module: nn.Module) -> bool:
@@ -383,12 +389,18 @@ def find_symmetries(
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     rules = registered_rules()
     check_find_options(kinds, options)  # names every unknown kind and option
-    shared = _shared_parameter_names(model)
+    # shared or frozen parameters are never touched, whichever rule (built-in or a user's)
+    # proposed the symmetry
+    untouchable = _shared_parameter_names(model) | {
+        name for name, p in model.named_parameters() if not p.requires_grad
+    }
     out: list[ParameterSymmetry] = []
     for kind in kinds:
         got = rules[kind](model, approximate=approximate, **options)
         out += [
-            s for s in got if (s.exact or approximate) and not shared.intersection(s.param_names)
+            s
+            for s in got
+            if (s.exact or approximate) and not untouchable.intersection(s.param_names)
         ]
     if not out and raise_if_empty:
         raise NoSymmetryError(

@@ -38,6 +38,9 @@ _FIRST_MOMENTS = {"exp_avg", "momentum_buffer", "grad_avg"}
 #: State entries holding a running mean (up to scale) of past gradients, in order of use.
 _RUNNING_GRADIENT = ("exp_avg", "momentum_buffer", "grad_avg")
 _SECOND_MOMENTS = {"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"}
+#: Scalar state entries that do not scale with the gradient (step counters, NAdam's and
+#: ASGD's schedules).
+_SCALAR_ENTRIES = {"step", "mu_product", "eta", "mu"}
 
 
 def update_optimizer_state(
@@ -98,10 +101,10 @@ def _normalised_entries(optimizer: torch.optim.Optimizer) -> set[str]:
 
 
 def _transformable(state: Mapping[str, object], param: Tensor) -> bool:
-    """Every tensor entry but scalars must be a known moment (a factored second moment,
-    shaped otherwise than the parameter, is not)."""
+    """Every tensor entry but the known scalar counters must be a known moment (a factored
+    second moment, or Adamax's ``exp_inf``, is not, whatever the parameter's size)."""
     for key, value in state.items():
-        if isinstance(value, Tensor) and value.numel() > 1:
+        if isinstance(value, Tensor) and key not in _SCALAR_ENTRIES:
             if key not in _FIRST_MOMENTS | _SECOND_MOMENTS:
                 return False
     return True

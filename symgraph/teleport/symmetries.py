@@ -289,13 +289,18 @@ class GLSymmetry(_LayerPairGL):
             layout = "[H, 1] ([N, d_in + 1]: inputs and a ones column for the bias)"
             if not self.has_bias:
                 layout = "H ([N, d_in])"
-            reason = f"{n} samples > {cols} columns" if n > cols else f"rank {rank} < {n} samples"
+            if n == 0:
+                reason = "an empty batch"
+            elif n > cols:
+                reason = f"{n} samples > {cols} columns"
+            else:
+                reason = f"rank {rank} < {n} samples: some are linear combinations of others"
             raise TeleportBatchError(
                 f"batch: the GL(d) action {self.name!r} is exact on a batch only when the "
-                f"inputs of {self.first!r}, {layout}, have full row rank N, i.e. at most "
+                f"inputs of {self.first!r}, {layout}, have full row rank N >= 1, i.e. 1 to "
                 f"{cols} linearly independent samples; got N={n}, rank {rank} ({reason}). "
-                f"Teleport with a batch of at most {cols} distinct samples, or use the "
-                f"data-free symmetries (kinds=('rescale',))."
+                f"Teleport with a batch of at most {cols} linearly independent samples, or "
+                f"use the data-free symmetries (kinds=('rescale',))."
             )
         return _GLState(design=h, pinv=torch.linalg.pinv(h))
 

@@ -435,6 +435,13 @@ def teleport(
     trainable = [n for n, p in named.items() if p.requires_grad]
     if not trainable:
         raise ValueError("model: expected trainable parameters (requires_grad=True), got none")
+    for sym in symmetries:
+        frozen = [n for n in sym.param_names if not named[n].requires_grad]
+        if frozen:
+            raise ValueError(
+                f"symmetries: {sym.name!r} would change the frozen parameters {frozen} "
+                "(requires_grad=False); teleportation never touches frozen parameters"
+            )
     touched = list(dict.fromkeys(n for s in symmetries for n in s.param_names))
     dtype = named[touched[0]].dtype
     default_rtol, default_atol = _default_tolerance(dtype)

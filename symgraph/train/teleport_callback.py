@@ -24,7 +24,8 @@ Record: ``teleports.csv`` in the run folder (rewritten atomically from the check
 records after each teleport and each epoch), one row per teleport: ``step`` (optimiser
 steps taken before it), ``epoch`` (1-based), ``refused``, ``moved``, ``loss_before``,
 ``loss_after``, ``loss_change``, ``grad_norm_before``, ``grad_norm_after`` (``‖∇L‖`` on the
-batch) and ``seconds``.
+batch; with ``gradient="optimizer"``, the norm of the optimiser's running gradient over
+the parameters the symmetries touch, which the search used instead) and ``seconds``.
 """
 
 from __future__ import annotations

@@ -261,6 +261,45 @@ def test_factored_or_unknown_moments_are_reset():
     assert result.optimizer_state["2.weight"] == "reset"  # row_var / col_var of a matrix
 
 
+def test_unknown_moments_of_a_one_element_parameter_are_reset():
+    """Adamax's ``exp_inf`` is no known moment, also for a parameter of one element (its
+    ``exp_avg`` was divided by the scale and ``exp_inf`` left alone)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 1), nn.ReLU(), nn.Linear(1, 2)).double()  # one unit
+    batch = _data()
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-2)
+    for _ in range(4):
+        optimizer.zero_grad()
+        mse(model, batch).backward()
+        optimizer.step()
+    result = teleport(model, mse, batch, steps=3, lr=0.5, optimizer=optimizer)
+    assert result.moved
+    assert result.optimizer_state == {"0.weight": "reset", "0.bias": "reset", "2.weight": "reset"}
+    assert all(optimizer.state[p] == {} for p in (model[0].weight, model[0].bias))
+
+
+def test_a_symmetry_on_a_frozen_parameter_is_refused():
+    model, batch = _mlp(), _data()
+    model[0].weight.requires_grad_(False)
+    sym = RescaleSymmetry("first", [ParamSlice("0.weight", 0)], [ParamSlice("2.weight", 1)], 8)
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match=r"frozen parameters \['0.weight'\]"):
+        teleport(model, mse, batch, steps=2, lr=0.1, symmetries=[sym])
+    assert_bit_identical(model, saved)
+
+
+def test_gl_batch_messages_name_the_real_condition():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2)).double()
+    (sym,) = find_symmetries(model, kinds="gl")
+    for batch, reason in [
+        (torch.zeros(0, 3, dtype=torch.float64), "an empty batch"),
+        (torch.ones(3, 3, dtype=torch.float64), "some are linear combinations of others"),
+    ]:
+        with pytest.raises(TeleportBatchError, match=reason):
+            teleport(model, lambda m, x: m(x).square().sum(), batch, steps=1, lr=0.1,
+                     symmetries=[sym])  # fmt: skip
+
+
 def test_an_optimizer_of_the_wrong_type_is_refused_before_anything_moves():
     model, batch = _mlp(), _data()
     saved = snapshot(model)

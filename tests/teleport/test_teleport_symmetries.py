@@ -72,7 +72,7 @@ def _pyg_mlps():
 
 SEQUENTIAL_MODELS = {
     "sequential": (_seq_plain, 3),
-    "sequential+norms": (_seq_norms, 3),
+    "sequential+norms": (_seq_norms, 2),  # GroupNorm provides no output side
     "nested": (_seq_nested, 3),
     "pyg-mlp": (_pyg_mlps, 7),
 }
@@ -520,3 +520,56 @@ def test_linear_gl_bad_arguments_are_named():
         sym.act(params, torch.zeros(2, 2))
     big = sym.project(torch.full((3, 3), 5.0))
     assert float(torch.linalg.matrix_norm(big)) == pytest.approx(1.0)
+
+
+def _shared_activation(act: nn.Module) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 4), act, nn.Linear(4, 2)).double()
+
+
+def test_a_module_used_twice_in_a_sequential_stays_in_the_chain(check_invariant):
+    """``named_children`` lists a repeated module once: the layers around its second use
+    looked directly connected (GL(4) across a Tanh, rescalings across it)."""
+    kinds = ("rescale", "norm", "linear", "gl")
+    assert find_symmetries(_shared_activation(nn.Tanh()), kinds, raise_if_empty=False) == []
+    relu = _shared_activation(nn.ReLU())
+    syms = find_symmetries(relu, kinds, raise_if_empty=False)
+    assert [s.name for s in syms] == ["rescale 0 -> 2", "rescale 2 -> 4"]
+    check_invariant(relu, (torch.randn(6, 3, dtype=torch.float64),), syms)
+
+
+@pytest.mark.parametrize(
+    "norm, shape",
+    [
+        (nn.BatchNorm2d(4), (6, 4, 5, 4)),
+        (nn.BatchNorm3d(4), (6, 4, 2, 3, 4)),
+        (nn.GroupNorm(2, 4), (6, 4, 4)),
+    ],  # fmt: skip
+)
+def test_norms_scaling_axis_one_provide_no_output_side(norm, shape):
+    """These scale axis 1, the next Linear reads the last axis: pairing them was wrong."""
+    model = nn.Sequential(norm, nn.ReLU(), nn.Linear(4, 3)).double()
+    assert find_symmetries(model, ("rescale",), raise_if_empty=False) == []
+    model(torch.randn(*shape, dtype=torch.float64))  # a valid model all the same
+
+
+def test_linear_rules_skip_functions_and_lazy_layers():
+    """A plain function child of a PyG Sequential, or a lazy layer not yet called, is no
+    linear layer (the rules crashed on both)."""
+    seq = pyg_nn.Sequential(
+        "x", [(nn.Linear(3, 4), "x -> x"), (torch.tanh, "x -> x"), (nn.Linear(4, 2), "x -> x")]
+    )
+    lazy = nn.Sequential(nn.LazyLinear(4), nn.LeakyReLU(0.1), nn.Linear(4, 2))
+    pyg_lazy = nn.Sequential(pyg_nn.Linear(-1, 4), nn.Linear(4, 2))
+    for model in (seq, lazy, pyg_lazy):
+        assert find_symmetries(model, ("gl", "linear"), raise_if_empty=False) == []
+
+
+def test_no_rule_may_touch_a_frozen_parameter():
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    model[0].weight.requires_grad_(False)
+
+    @tp.register_rule("test-frozen-scale")
+    def _rule(m, **_):
+        return [RescaleSymmetry("first only", [ParamSlice("0.weight", 0)], [], 2, kind="x")]
+
+    assert find_symmetries(model, ("test-frozen-scale",), raise_if_empty=False) == []
