@@ -9,8 +9,10 @@
   exact and data-free;
 - ``"norm"`` — ``A → pass-through* → normalisation``: the normalisation ignores the scale of
   its input, so ``A``'s output side may be scaled freely (per channel for batch/graph norm,
-  globally for layer norm). Exact only for ``eps == 0`` and no running statistics; with
-  ``approximate=True`` the others are returned too, flagged ``exact=False``;
+  globally for layer norm). Exact only for ``eps == 0`` and no running statistics (torch's
+  batch norm refuses ``eps = 0``, so behind it the symmetry is approximate only; layer norm
+  and PyG's ``GraphNorm`` take ``eps = 0``); with ``approximate=True`` the others are
+  returned too, flagged ``exact=False``;
 - ``"gated"`` — symgraph's gated equivariant MLP layers: one positive scale per gated copy
   (see :mod:`symgraph.teleport.gated`), exact and data-free;
 - ``"linear"`` — ``Linear → L → Linear`` where everything in ``L`` is linear and acts on
