@@ -409,11 +409,13 @@ class Trainer:
                 f"Trainer: checkpoint was trained with seed {state['seed']}, resuming with "
                 f"seed {self.config.seed} would change the data order; use --seed {state['seed']}"
             )
-        if state["step_in_epoch"] and state["batch_size"] != self.config.batch_size:
-            raise ResumeError(
-                f"Trainer: checkpoint stopped mid-epoch with batch_size {state['batch_size']}, "
-                f"got batch_size {self.config.batch_size}"
-            )
+        for key in ("batch_size", "drop_last"):  # they decide the rest of the epoch's batches
+            saved = state.get(key, getattr(self.config, key))
+            if state["step_in_epoch"] and saved != getattr(self.config, key):
+                raise ResumeError(
+                    f"Trainer: checkpoint stopped mid-epoch with {key} {saved}, got {key} "
+                    f"{getattr(self.config, key)}"
+                )
         if len(state["callbacks"]) != len(self.callbacks):
             raise ResumeError(
                 f"Trainer: checkpoint holds state of {len(state['callbacks'])} callbacks, "
@@ -692,6 +694,7 @@ class Trainer:
             "global_step": self.global_step,
             "seed": self.config.seed,
             "batch_size": self.config.batch_size,
+            "drop_last": self.config.drop_last,
             "rng": rng,
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,

@@ -146,6 +146,17 @@ def test_crash_mid_epoch_then_resume_is_exact(straight_run, toy_splits, tmp_path
     )
 
 
+@pytest.mark.parametrize("change", [{"batch_size": 5}, {"drop_last": True}])
+def test_mid_epoch_resume_refuses_other_batches(toy_splits, tmp_path, change):
+    with pytest.raises(Crash):
+        make_trainer(toy_splits, tmp_path, callbacks=[CrashAt(8), CountSteps()]).fit()
+    resumed = make_trainer(toy_splits, tmp_path, callbacks=[CountSteps()], resume=True)
+    for key, value in change.items():
+        setattr(resumed.config, key, value)
+    with pytest.raises(ValueError, match=f"mid-epoch with {next(iter(change))}"):
+        resumed.fit()
+
+
 def test_existing_run_needs_resume_and_finished_run_only_retests(straight_run, toy_splits):
     _, run_dir, test_metrics, _ = straight_run
     with pytest.raises(FileExistsError, match="resume"):
