@@ -241,7 +241,18 @@ def test_dynamics_breaking_input_and_relaxed_kernel_sizes_are_named():
 
 
 def test_lattice_ops_and_gate_name_bad_arguments():
-    from symgraph.lattice import FieldLayout, Lattice, kernel_index, stencil_to_kernel
+    from symgraph.lattice import (
+        FieldLayout,
+        Lattice,
+        cell_index,
+        cell_positions,
+        field_to_nodes,
+        kernel_index,
+        kernel_to_stencil,
+        lattice_graph,
+        rotate_field,
+        stencil_to_kernel,
+    )
     from symgraph.nn.activations import Gate
     from symgraph.ops import lattice_convolution, lattice_degree
     from symgraph.ops.fused import segment_reduce
@@ -257,6 +268,20 @@ def test_lattice_ops_and_gate_name_bad_arguments():
         lattice_convolution(x, weight, lattice, bias=torch.zeros(1), degree=degree)
     with pytest.raises(ValueError, match=r"bias: expected shape \[3\] \(C_out\), got \[1\]"):
         lattice_convolution(x, weight, lattice, bias=torch.zeros(1))
+    with pytest.raises(ValueError, match=r"weight: expected x's dtype and device \(torch.float64"):
+        lattice_convolution(x.double(), weight, lattice)
+    for call in (
+        lambda: cell_index("x"),
+        lambda: cell_positions("x"),
+        lambda: field_to_nodes(torch.zeros(1, 1, 4, 4), "x"),
+        lambda: kernel_to_stencil(torch.zeros(3, 3), "x"),
+    ):
+        with pytest.raises(TypeError, match="lattice: expected a Lattice, got str"):
+            call()
+    with pytest.raises(TypeError, match="k: expected an int number of quarter turns, got '1'"):
+        rotate_field(torch.zeros(1, 1, 4, 4), "1")
+    with pytest.raises(TypeError, match="dtype: expected a floating-point torch dtype"):
+        lattice_graph(lattice, dtype=torch.long)  # half-cell positions would round
     with pytest.raises(ValueError, match="spacing: expected positive finite numbers, got None"):
         Lattice((4, 4), spacing=None)
     with pytest.raises(ValueError, match="offsets: expected integer offsets"):

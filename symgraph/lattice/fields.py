@@ -50,7 +50,7 @@ def field_to_nodes(field: Tensor, lattice: Lattice | None = None) -> Tensor:
     field = check_tensor(field, "field")
     if field.dim() not in (4, 5):
         raise ValueError(f"field: expected [B, C, H, W] or [B, C, D, H, W], got {_describe(field)}")
-    if lattice is not None and tuple(field.shape[2:]) != lattice.shape:
+    if lattice is not None and tuple(field.shape[2:]) != check_lattice(lattice).shape:
         raise ValueError(
             f"field: expected spatial shape {list(lattice.shape)} (the lattice), "
             f"got {_describe(field)}"

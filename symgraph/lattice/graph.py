@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from symgraph.lattice.spec import Lattice
+from symgraph.lattice.spec import Lattice, check_lattice
 from symgraph.lattice.stencil import stencil_offsets
 
 __all__ = ["LatticeGraph", "lattice_graph", "grid_to_graph", "cell_positions", "cell_index"]
@@ -66,6 +66,7 @@ def _to_xyz(array_order: Tensor) -> Tensor:
 
 def cell_index(lattice: Lattice, device: torch.device | str | None = None) -> Tensor:
     """``[N, dim]`` int64 array index of every cell, row-major (node order)."""
+    lattice = check_lattice(lattice)
     axes = [torch.arange(n, device=device) for n in lattice.shape]
     grids = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([g.reshape(-1) for g in grids], dim=1)
@@ -81,6 +82,8 @@ def cell_positions(
     The origin is the centre of the grid, so rotations about z by multiples of 90 degrees
     (square grids) and reflections ``x -> -x``, ``y -> -y`` permute the nodes.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
     index = cell_index(lattice, device).to(torch.float64)
     centre = torch.tensor([(n - 1) / 2 for n in lattice.shape], dtype=torch.float64)
     spacing = torch.tensor(lattice.spacing, dtype=torch.float64)

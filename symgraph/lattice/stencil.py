@@ -140,7 +140,7 @@ def _linear_kernel_index(lattice: Lattice) -> Tensor:
 
 def kernel_to_stencil(kernel: Tensor, lattice: Lattice) -> Tensor:
     """Inverse of :func:`stencil_to_kernel`: read ``[..., K]`` from a dense kernel."""
-    kernel = check_tensor(kernel, "kernel")
+    kernel, lattice = check_tensor(kernel, "kernel"), check_lattice(lattice)
     size = lattice.kernel_size
     if kernel.dim() < lattice.dim or tuple(kernel.shape[-lattice.dim :]) != size:
         raise ValueError(

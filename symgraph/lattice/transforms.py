@@ -65,6 +65,8 @@ def rotate_field(field: Tensor, k: int = 1, layout: str | FieldLayout | None = N
         the rotated field, same shape.
     """
     field = _check_field(field)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k: expected an int number of quarter turns, got {k!r}")
     if k % 2 and field.shape[-1] != field.shape[-2]:
         raise ValueError(f"field: a quarter turn needs H == W, got shape {list(field.shape)}")
     layout = _layout(layout, field)
