@@ -93,7 +93,15 @@ def widths(args: argparse.Namespace) -> dict[str, int]:
 
 
 def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) -> list[str]:
-    """The flags of one run: data, budget (shared by all models) and the model's width."""
+    """The flags of one run: data, budget (shared by all models), the model's width, and
+    the relaxed model's own settings (which the job refuses for the strict models)."""
+    relaxed = [
+        "--relaxation-weight", str(args.relaxation_weight),
+        "--free-input", args.free_input, "--free-hidden", str(args.free_hidden),
+        "--relaxation", args.relaxation, "--breaking", args.breaking_irreps,
+        "--relaxation-lr-scale", str(args.relaxation_lr_scale),
+        "--relaxation-warmup", str(args.relaxation_warmup),
+    ]  # fmt: skip
     return [
         "--symmetry-breaking", str(breaking), "--grid", str(args.grid),
         "--simulations", str(args.simulations), "--domain-simulations", str(args.domain),
@@ -103,17 +111,14 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--domain-split", args.domain_split, "--fields", args.fields,
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
-        "--relaxation-weight", str(args.relaxation_weight), "--scheduler", "cosine",
-        "--free-input", args.free_input, "--free-hidden", str(args.free_hidden),
-        "--relaxation", args.relaxation, "--breaking", args.breaking_irreps,
+        "--scheduler", "cosine",
         "--val-split", args.val_split,
         "--features", args.features,
         "--group", args.group, "--radius", str(args.radius),
         *(["--kernel-hidden", args.kernel_hidden] if args.kernel_hidden else []),
-        "--relaxation-lr-scale", str(args.relaxation_lr_scale),
-        "--relaxation-warmup", str(args.relaxation_warmup),
         *(["--grad-clip", str(args.grad_clip)] if args.grad_clip is not None else []),
         "--data-root", str(OUT / "relaxed_data"), "--no-progress",
+        *(relaxed if model == "relaxed" else []),
     ]  # fmt: skip
 
 

@@ -167,6 +167,19 @@ def _field_rms(dataset: Dataset) -> float:
     return float(dataset.data[:, first:last].double().square().mean().sqrt())
 
 
+#: Flags read by the relaxed model only, with their defaults: another value with a strict
+#: model would be silently ignored, so it is refused.
+RELAXED_ONLY_FLAGS: dict[str, object] = {
+    "--relaxation-weight": 1.0,
+    "--relaxation-lr-scale": 1.0,
+    "--relaxation-warmup": 0,
+    "--relaxation": "kernel",
+    "--breaking": "1x1o",
+    "--free-input": "position",
+    "--free-hidden": 8,
+}
+
+
 @register_job(
     "fluid",
     arguments=[
@@ -325,6 +338,17 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     from symgraph.nn import relaxation_penalty
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
+    model_kind = getattr(args, "model", "relaxed")
+    changed = [
+        flag
+        for flag, default in RELAXED_ONLY_FLAGS.items()
+        if getattr(args, flag.lstrip("-").replace("-", "_"), default) != default
+    ]
+    if model_kind != "relaxed" and changed:
+        raise ValueError(
+            f"{', '.join(changed)}: read by the relaxed model only, got --model {model_kind} "
+            "(leave them at their defaults, or train --model relaxed)"
+        )
     breaking_irreps = getattr(args, "breaking", "1x1o")
     if breaking_irreps != "1x1o" and getattr(args, "relaxation", "kernel") != "input":
         raise ValueError(

@@ -149,3 +149,13 @@ def test_gradient_clipping_reaches_every_model(load_script):
         flags = bench.job_flags(clipped, model, 0.5, 0)
         assert flags[flags.index("--grad-clip") + 1] == "1.0"
     assert "--grad-clip" not in bench.job_flags(bench.parse_args([]), "relaxed", 0.5, 0)
+
+
+def test_only_the_relaxed_model_gets_the_relaxed_settings(load_script):
+    """The fluid job refuses relaxed-only settings for the strict models."""
+    bench = load_script("benchmarks/relaxed.py")
+    args = bench.parse_args([])
+    assert "--relaxation-weight" in bench.job_flags(args, "relaxed", 0.5, 0)
+    for model in set(bench.MODELS) - {"relaxed"}:
+        flags = bench.job_flags(args, model, 0.5, 0)
+        assert not {"--relaxation-weight", "--free-input", "--breaking"} & set(flags)

@@ -95,3 +95,14 @@ def test_breaking_irreps_without_the_input_relaxation_are_refused(tmp_path, caps
     err = capsys.readouterr().err
     assert "--breaking: irreps of the learned symmetry-breaking input" in err
     assert "--symmetry-breaking" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", ["equivariant", "conv"])
+def test_relaxed_only_settings_are_refused_for_strict_models(tmp_path, capsys, model):
+    """A strict model reads none of the relaxed model's settings: given, they were ignored."""
+    args = ["train", "fluid", "--out", str(tmp_path / "run"), "--no-progress", "--model", model]
+    flags = ["--relaxation", "input", "--relaxation-warmup", "3", "--relaxation-lr-scale", "0.1"]
+    assert symgraph_main([*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--relaxation-lr-scale, --relaxation-warmup, --relaxation: read by the relaxed" in err
+    assert f"got --model {model}" in err and not (tmp_path / "run").exists()
