@@ -15,6 +15,14 @@ of R^3 restricted to the planar groups (rotations about z, reflections in vertic
 i.e. an e3nn ``1o`` feature in Cartesian ``(x, y, z)`` order (e3nn >= 0.6 uses that basis).
 Back to the grid, the ``z`` component is dropped (projection onto the plane). On a 3D
 lattice a vector takes three channels ``(u, v, w)`` = ``(x, y, z)``.
+
+Parity follows the mirror: an in-plane reflection acts as the mirror of R³ that fixes z
+(``det = -1``), under which ``0o`` and ``1e`` change sign, as 2D vorticity does. The
+catalog's ``D(n)`` lies in SO(3) and flips the plane by a half turn about x (``det = +1``),
+under which ``0o`` and ``1e`` transform as ``0e`` and ``1o``: a ``D(n)`` model cannot tell
+them apart, and is equivariant to :func:`symgraph.lattice.reflect_field` on ``0e``/``1o``
+layouts only. For pseudo-scalars use a group whose flip is that mirror, e.g.
+``MatrixGroup(discrete=[C(4) generator, diag(1, -1, 1)])`` (C4v, order 8).
 """
 
 from __future__ import annotations

@@ -82,6 +82,10 @@ def reflect_field(
 ) -> Tensor:
     """Reflect a field in the plane ``axis = 0`` (``"x"``: x -> -x, ``"y"``: y -> -y).
 
+    The reflection is a mirror (``det = -1``): ``0o`` and ``1e`` channels change sign. The
+    catalog's ``D(n)`` realises the flip as a half turn (``det = +1``) instead, so its
+    models match this on ``0e``/``1o`` channels only (see :mod:`symgraph.lattice.fields`).
+
     Args:
         field: ``[B, C, H, W]`` or ``[B, C, D, H, W]``.
         axis: ``"x"`` or ``"y"`` (``"z"`` also for 3D fields).

@@ -309,3 +309,38 @@ def test_invalid_lattices_are_rejected():
     with pytest.raises(ValueError, match="spacing"):
         Lattice((8, 8), spacing=-1.0)
     Lattice((8, 8), radius=(1, 2), periodic=True)  # non-square is fine on a torus
+
+
+@pytest.mark.parametrize("layout", ["1x0e + 1x0o", "1x1o + 1x1e"])
+def test_pseudo_fields_follow_the_mirror_not_the_half_turn(layout):
+    """``reflect_field`` is a mirror: odd-parity channels change sign. A group whose flip is
+    that mirror (C4v) is equivariant to it on such layouts; the catalog's D4, whose flip is a
+    half turn about x, is not (the convention the fields docstring states)."""
+    from symgraph.groups import D, MatrixGroup
+    from symgraph.lattice import FieldLayout, Lattice, lattice_graph, reflect_field
+    from symgraph.nn import ImplicitSteerableConv
+
+    quarter = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    mirror = torch.diag(torch.tensor([1.0, -1, 1], dtype=torch.float64))
+    c4v = MatrixGroup(discrete=[quarter, mirror], name="C4v")
+    lattice, fields = Lattice((5, 5), periodic=True), FieldLayout(layout)
+    graph = lattice_graph(lattice, 1, dtype=torch.float64)
+    errors = {}
+    for name, group in (("C4v", c4v), ("D4", D(4))):
+        torch.manual_seed(0)
+        conv = ImplicitSteerableConv(
+            fields.irreps, fields.irreps, group=group, hidden="4x0e + 2x1o + 2x0o + 2x1e",
+            num_radial=3, r_max=3.0,
+        ).double()  # fmt: skip
+
+        def apply(field, conv=conv):
+            nodes = fields.to_nodes(field, lattice)
+            out = conv(nodes, graph.pos, graph.edge_index, lattice=lattice)
+            return fields.to_field(out, lattice)
+
+        field = torch.randn(1, fields.field_channels, 5, 5, dtype=torch.float64)
+        ref = apply(field)
+        moved = apply(reflect_field(field, "y", fields)) - reflect_field(ref, "y", fields)
+        errors[name] = float(moved.abs().max() / ref.abs().max())
+    assert errors["C4v"] < 1e-10
+    assert errors["D4"] > 1e-2
