@@ -89,5 +89,12 @@ class RelaxationWarmup(Callback):
     def on_batch_start(self, trainer: Trainer, step: int, batch: Any) -> None:
         set_relaxation_trainable(trainer.model, trainer.epoch >= self.epochs)
 
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """After the last epoch the relaxation is trainable again, also when the run ended
+        inside the warm-up: the returned model is not left with frozen parameters (a resumed,
+        longer run freezes them again at its next batch while the warm-up lasts)."""
+        if epoch + 1 >= trainer.config.epochs:
+            set_relaxation_trainable(trainer.model, True)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epochs={self.epochs})"

@@ -106,3 +106,18 @@ def test_relaxed_only_settings_are_refused_for_strict_models(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert "--relaxation-lr-scale, --relaxation-warmup, --relaxation: read by the relaxed" in err
     assert f"got --model {model}" in err and not (tmp_path / "run").exists()
+
+
+def test_a_run_ending_inside_the_warmup_returns_trainable_relaxation():
+    from types import SimpleNamespace
+
+    model = build_fluid_model("relaxed", 3, width=4, layers=2)
+    free = [p for _, m in relaxed_modules(model) for p in m.relaxation_parameters()]
+    trainer = SimpleNamespace(model=model, epoch=0, config=SimpleNamespace(epochs=2))
+    warmup = RelaxationWarmup(5)
+    warmup.on_batch_start(trainer, 1, None)
+    assert free and not any(p.requires_grad for p in free)
+    warmup.on_epoch_end(trainer, 0)  # not the last epoch: still frozen
+    assert not any(p.requires_grad for p in free)
+    warmup.on_epoch_end(trainer, 1)
+    assert all(p.requires_grad for p in free)
