@@ -29,12 +29,13 @@ from torch import Tensor, nn
 from symgraph.checks import check_parameter_dtype, check_tensor
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.groups.rep import as_rep
+from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.relaxed_steerable import symmetry_breaking_basis
 
 __all__ = ["SymmetryBreakingInput"]
 
 
-class SymmetryBreakingInput(nn.Module):
+class SymmetryBreakingInput(ExactBufferModule):
     """Appends a learned constant vector ``b`` of ``rep`` to every node's features.
 
     Args:
@@ -52,8 +53,8 @@ class SymmetryBreakingInput(nn.Module):
         if self.rep.dim == 0:
             raise ValueError(f"rep: expected a non-empty representation, got {self.rep!r}")
         self.value = nn.Parameter(torch.zeros(self.rep.dim))
-        # U [m, rep.dim]: orthonormal rows spanning the non-invariant part (float64 until cast)
-        self.register_buffer("breaking_basis", symmetry_breaking_basis(self.rep), persistent=False)
+        # U [m, rep.dim]: orthonormal rows spanning the non-invariant part (float64 master)
+        self.register_exact_buffer("breaking_basis", symmetry_breaking_basis(self.rep))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -72,7 +73,7 @@ class SymmetryBreakingInput(nn.Module):
 
     def breaking_part(self) -> Tensor:
         """``b − P b`` ``[rep.dim]``: the part of ``b`` that some group element moves."""
-        basis = self.breaking_basis.to(self.value)
+        basis = self.exact_buffer_as("breaking_basis", self.value)
         return basis.T @ (basis @ self.value)
 
     @property
@@ -82,7 +83,7 @@ class SymmetryBreakingInput(nn.Module):
 
     def relaxation_penalty(self) -> Tensor:
         """``‖b − P b‖² = ‖U b‖²``: zero exactly when ``b`` breaks no symmetry."""
-        return (self.breaking_basis.to(self.value) @ self.value).square().sum()
+        return (self.exact_buffer_as("breaking_basis", self.value) @ self.value).square().sum()
 
     def relaxation_parameters(self) -> list[nn.Parameter]:
         """``[b]`` (freeze it at 0 for the strictly equivariant network)."""

@@ -95,3 +95,16 @@ def test_bad_input_names_the_argument():
         SymmetryBreakingInput(3, group)
     with pytest.raises(ValueError, match=r"x: expected node features \[N, C\]"):
         SymmetryBreakingInput("1x1o", group)(torch.randn(2, 3, 4))
+
+
+def test_breaking_basis_keeps_float64_across_a_float32_round_trip():
+    from symgraph.nn.relaxed_steerable import symmetry_breaking_basis
+
+    rep = Rep("1x1o + 1x2e", group_from_name("C3"))
+    layer = SymmetryBreakingInput(rep).float().double()
+    expected = symmetry_breaking_basis(rep)
+    assert layer.breaking_basis.dtype == torch.float64
+    assert torch.equal(layer.breaking_basis, expected)
+    layer.value.data.normal_()
+    b = layer.value.detach()
+    assert layer.relaxation_penalty() == (expected @ b).square().sum()
