@@ -280,6 +280,16 @@ def test_lattice_ops_and_gate_name_bad_arguments():
             call()
     with pytest.raises(TypeError, match="k: expected an int number of quarter turns, got '1'"):
         rotate_field(torch.zeros(1, 1, 4, 4), "1")
+    from symgraph.lattice import reflect_field
+
+    with pytest.raises(ValueError, match="a quarter turn needs H == W"):
+        rotate_field(torch.randn(1, 1, 3, 5), 1)
+    with pytest.raises(ValueError, match=r"axis: expected one of \['x', 'y'\], got 'z'"):
+        reflect_field(torch.randn(1, 1, 4, 4), "z")
+    with pytest.raises(ValueError, match="expected 2 channels for layout '1x1o'"):
+        rotate_field(torch.randn(1, 3, 4, 4), layout="1x1o")
+    with pytest.raises(ValueError, match=r"field: expected \[B, C, H, W\]"):
+        reflect_field(torch.randn(1, 2, 5))
     with pytest.raises(TypeError, match="dtype: expected a floating-point torch dtype"):
         lattice_graph(lattice, dtype=torch.long)  # half-cell positions would round
     with pytest.raises(ValueError, match="spacing: expected positive finite numbers, got None"):

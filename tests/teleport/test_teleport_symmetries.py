@@ -573,3 +573,25 @@ def test_no_rule_may_touch_a_frozen_parameter():
         return [RescaleSymmetry("first only", [ParamSlice("0.weight", 0)], [], 2, kind="x")]
 
     assert find_symmetries(model, ("test-frozen-scale",), raise_if_empty=False) == []
+
+
+def test_pairs_of_other_widths_or_a_zero_slope_give_no_symmetry():
+    """A ``Linear(3, 4) → Linear(5, 2)`` chain has no common units (a shape bug, but no
+    symmetry to claim), and ``LeakyReLU(0)`` is a ReLU, not invertible."""
+    mismatched = nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2))
+    for kinds in (("rescale",), ("linear",)):
+        assert find_symmetries(mismatched, kinds, raise_if_empty=False) == []
+    flat = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.0), nn.Linear(4, 2))
+    assert find_symmetries(flat, ("gl",), raise_if_empty=False) == []
+
+
+def test_inexact_symmetries_of_a_user_rule_need_approximate():
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+
+    @tp.register_rule("test-inexact")
+    def _rule(m, **_):
+        return [RescaleSymmetry("rough", [ParamSlice("0.weight", 0)], [], 2, exact=False)]
+
+    assert find_symmetries(model, ("test-inexact",), raise_if_empty=False) == []
+    (found,) = find_symmetries(model, ("test-inexact",), approximate=True)
+    assert not found.exact

@@ -70,12 +70,25 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
 
 
 def test_rng_state_roundtrip_through_checkpoint(tmp_path):
+    random.gauss(0, 1), np.random.normal()  # both cache the second Gaussian of a pair
     save_checkpoint(tmp_path / "rng.pt", {"rng": capture_rng_state()})
     expected = (random.random(), np.random.rand(), torch.rand(3))
+    gaussians = (random.gauss(0, 1), np.random.normal())
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     assert random.random() == expected[0]
     assert np.random.rand() == expected[1]
     assert torch.equal(torch.rand(3), expected[2])
+    assert (random.gauss(0, 1), np.random.normal()) == gaussians  # the cached ones too
+
+
+class _Payload:
+    """Any class: unpickling it could run code, so checkpoints load with weights_only."""
+
+
+def test_load_refuses_arbitrary_objects(tmp_path):
+    torch.save({"format": 1, "payload": _Payload()}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_checkpoint(tmp_path / "pickled.pt")
 
 
 def test_json_helpers_and_stale_temporaries(tmp_path):

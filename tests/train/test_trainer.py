@@ -144,6 +144,32 @@ def test_crash_mid_epoch_then_resume_is_exact(straight_run, toy_splits, tmp_path
     assert without_time(read_rows(tmp_path / "metrics.csv")) == without_time(
         read_rows(straight_dir / "metrics.csv")
     )
+    times = [float(r["wall_time"]) for r in read_rows(tmp_path / "metrics.csv")]
+    assert times == sorted(times) and times[0] > 0  # the clock continues across the resume
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["elapsed"] >= times[-1]
+
+
+def test_resume_at_an_epoch_boundary_may_change_the_batches(toy_splits, tmp_path):
+    first = make_trainer(toy_splits, tmp_path, epochs=1)
+    first.fit()
+    resumed = make_trainer(toy_splits, tmp_path, resume=True, epochs=2)
+    resumed.config.batch_size, resumed.config.drop_last = 5, True
+    resumed.fit()
+    assert resumed.global_step == 5 + 32 // 5
+
+
+def test_checkpoint_keeps_the_best_epoch(toy_splits, tmp_path, monkeypatch):
+    """The best epoch, not the last, is what a resumed run must compare against."""
+    from symgraph.train import loop
+
+    trainer = make_trainer(toy_splits, tmp_path, epochs=3)
+    monitor = [0.5, 0.1, 0.9]  # the best validation at epoch 2 (then the test set: 1.0)
+    monkeypatch.setattr(
+        loop, "evaluate", lambda *a, **k: {"loss": 1.0, "mae": monitor.pop(0) if monitor else 1.0}
+    )
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["best_epoch"] == 2 and state["best_metric"] == 0.1
 
 
 @pytest.mark.parametrize("change", [{"batch_size": 5}, {"drop_last": True}])
@@ -223,6 +249,12 @@ def test_resume_takes_new_rates_and_keeps_the_schedule(toy_splits, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(
         fresh.optimizer.param_groups[0]["lr"], rel=1e-12, abs=1e-15
     )
+    # right after the restore, before any step: the scheduler reports the new scale
+    again = rate_trainer(toy_splits, tmp_path / "run", lr=4e-2, resume=True)
+    again._restore(load_checkpoint(tmp_path / "run/checkpoint.pt"))
+    group = again.optimizer.param_groups[0]
+    assert group["initial_lr"] == 4e-2
+    assert again.scheduler.get_last_lr() == [group["lr"]]
 
 
 @pytest.mark.parametrize("before, after", [("cosine", None), (None, "step"), ("step", "cosine")])
@@ -277,6 +309,12 @@ def test_non_finite_loss_raises(toy_splits, tmp_path):
 
 
 def test_config_validation():
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        TrainConfig(seed=True)
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)
+    with pytest.raises(ValueError, match="eval_batch_size must be >= 1"):
+        TrainConfig(eval_batch_size=0)
     for name, value in [("epochs", 1.5), ("batch_size", 4.7), ("checkpoint_every", 2.5),
                         ("num_workers", True), ("eval_batch_size", 8.0)]:  # fmt: skip
         with pytest.raises(TypeError, match=f"{name} must be an int, got {value!r}"):
