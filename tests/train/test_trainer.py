@@ -235,6 +235,7 @@ def test_resume_takes_new_rates_and_keeps_the_schedule(toy_splits, tmp_path):
     first = rate_trainer(toy_splits, tmp_path / "run", lr=1e-2)
     first.config.epochs = 1  # stop after one epoch (T_max stays 3)
     first.fit()
+    after_one_epoch = load_checkpoint(tmp_path / "run/checkpoint.pt")
     resumed = rate_trainer(toy_splits, tmp_path / "run", lr=2e-2, weight_decay=0.1, resume=True)
     resumed.fit()
     assert resumed.optimizer.param_groups[0]["weight_decay"] == 0.1
@@ -251,9 +252,9 @@ def test_resume_takes_new_rates_and_keeps_the_schedule(toy_splits, tmp_path):
     )
     # right after the restore, before any step: the scheduler reports the new scale
     again = rate_trainer(toy_splits, tmp_path / "run", lr=4e-2, resume=True)
-    again._restore(load_checkpoint(tmp_path / "run/checkpoint.pt"))
+    again._restore(after_one_epoch)
     group = again.optimizer.param_groups[0]
-    assert group["initial_lr"] == 4e-2
+    assert group["initial_lr"] == 4e-2 and group["lr"] > 0
     assert again.scheduler.get_last_lr() == [group["lr"]]
 
 
