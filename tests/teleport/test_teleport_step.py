@@ -623,3 +623,15 @@ def test_linear_gl_teleport_steepens_and_resets_adam_moments():
     # a non-diagonal action cannot carry Adam's second moments: they are reset
     assert result.optimizer_state == {"0.weight": "reset", "0.bias": "reset", "2.weight": "reset"}
     assert model[0].weight not in opt.state and model[2].bias in opt.state
+
+
+def test_parameters_without_optimizer_state_are_reported_as_such():
+    """Reading ``optimizer.state[p]`` creates an empty entry: that is still no state."""
+    from symgraph.teleport import update_optimizer_state
+
+    model = _mlp()
+    optimizer = torch.optim.Adam(model.parameters())
+    assert optimizer.state[model[0].weight] == {}  # the defaultdict made an empty entry
+    params = dict(model.named_parameters())
+    factors = {"0.weight": torch.full((16, 1), 2.0, dtype=torch.float64)}
+    assert update_optimizer_state(optimizer, params, factors) == {"0.weight": "no state"}
