@@ -98,6 +98,31 @@ def test_order_by_in_degree_renumbers_and_sorts():
     # the same edges, renumbered, with the edge permutation given
     assert torch.equal(order.edge_index, order.rank[edge_index[:, order.edges]])
     assert torch.equal(order.nodes[order.edge_index], edge_index[:, order.edges])
+    # stable: equal degrees keep their node order, a receiver's edges their edge order
+    in_degree = torch.bincount(edge_index[1], minlength=50)
+    assert torch.equal(order.nodes, torch.argsort(in_degree, stable=True))
+    assert torch.equal(order.edges, torch.argsort(order.rank[edge_index][1], stable=True))
+
+
+def test_radius_is_exclusive():
+    """ "Closer than r": a pair exactly at distance r is no edge."""
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert radius_graph(pos, 1.0).shape == (2, 0)
+    assert radius_graph(pos, 1.0 + 1e-6).shape == (2, 2)
+
+
+def test_graphs_built_in_chunks_equal_the_graphs_built_at_once(monkeypatch):
+    """Large point sets are paired a block of rows at a time; small blocks change nothing."""
+    import symgraph.graph as graph_module
+
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.rand(30, 3, generator=gen, dtype=torch.float64)
+    batch = torch.tensor([0] * 14 + [1] * 16)
+    whole = radius_graph(pos, 0.5, batch), knn_graph(pos, 4, batch)
+    monkeypatch.setattr(graph_module, "_CHUNK_ELEMENTS", 20)  # a few rows per block
+    chunked = radius_graph(pos, 0.5, batch), knn_graph(pos, 4, batch)
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
 
 
 def test_convolution_on_the_renumbered_graph_is_the_renumbered_convolution():

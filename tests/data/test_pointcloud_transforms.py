@@ -73,6 +73,9 @@ def test_normalize_unit_sphere() -> None:
     assert torch.equal(src.pos, _cloud().pos)  # the input is not modified
     with pytest.raises(ValueError, match="center"):
         NormalizeUnitSphere("median")
+    normals = torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 3, 4]])
+    unit = NormalizeUnitSphere()(Data(pos=torch.randn(3, 3), normal=normals)).normal
+    assert torch.allclose(unit.norm(dim=1), torch.tensor([1.0, 0.0, 1.0]))  # zero stays zero
 
 
 # --------------------------------------------------------------------------- sampling
@@ -86,6 +89,7 @@ def test_sample_points_fixed_down_and_up() -> None:
     up = SamplePointsFixed(256, seed=0)(_cloud(10))
     assert up.pos.shape == (256, 3)
     assert len(torch.unique(up.pos, dim=0)) == 10  # every original point is kept
+    assert len(torch.unique(up.pos[:10], dim=0)) < 10  # repeats are shuffled in, not appended
     again = SamplePointsFixed(32, seed=0)(_cloud(100))
     assert torch.equal(again.pos, down.pos)  # seeded
     one = SamplePointsFixed(4)(Data(pos=torch.zeros(1, 3), y=torch.tensor([2])))
@@ -155,8 +159,13 @@ def test_group_rotation_bad_groups() -> None:
         def sample(self, n, generator=None, dtype=torch.float32):
             return torch.eye(3, dtype=dtype)
 
-    with pytest.raises(ValueError, match="orthogonal"):
-        RandomGroupRotation(Stretch())(_cloud())
+    class Sheared:
+        def sample(self, n, generator=None, dtype=torch.float32):
+            return (torch.eye(3) + 1e-3 * torch.ones(3, 3)).to(dtype).expand(n, 3, 3)
+
+    for almost in (Stretch(), Sheared()):
+        with pytest.raises(ValueError, match="orthogonal"):
+            RandomGroupRotation(almost)(_cloud())
     with pytest.raises(ValueError, match="\\[1, 3, 3\\]"):
         RandomGroupRotation(Flat())(_cloud())
     with pytest.raises(ValueError, match="normal"):

@@ -278,3 +278,21 @@ def test_inference_mode_is_refused_with_the_alternative():
         with pytest.raises(RuntimeError, match=r"inference_mode.*torch.no_grad\(\) instead"):
             tailor(model, x0, energy, steps=1, lr=1e-2, horizon=2)
         assert tailor(model, x0, energy, steps=0, horizon=2).predictions.shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_line_search_keeps_the_model_when_every_rate_overshoots(per_sample):
+    """With only rates that overshoot, "no step" is the best choice: the plain rollout."""
+    torch.manual_seed(0)
+    model, x0 = Plain(), torch.randn(6, 2) * 2
+    res = tailor(model, x0, energy, steps=2, lr=[10.0, 100.0], horizon=5, per_sample=per_sample)
+    torch.testing.assert_close(res.predictions, rollout(model, x0, 5))
+
+
+def test_per_sample_refuses_batch_norm_without_running_statistics():
+    """In eval mode too, a BatchNorm without running statistics normalises with the batch."""
+    model = Step()
+    model.norm = nn.BatchNorm1d(16, track_running_stats=False)
+    model.eval()
+    with pytest.raises(ValueError, match="batch statistics"):
+        tailor(model, torch.randn(4, 2), energy, steps=1, lr=1e-2, horizon=2, per_sample=True)

@@ -81,3 +81,14 @@ def test_no_edges_gives_zeros_connected_to_the_inputs(backend):
     x = torch.randn(3, conv.rep_in.dim, requires_grad=True)
     conv(x, torch.randn(3, 3), torch.zeros(2, 0, dtype=torch.long)).square().sum().backward()
     assert x.grad is not None and not x.grad.any()
+
+
+@pytest.mark.parametrize(
+    "reduce, expected", [("max", [[-1.0], [2.0], [0.0]]), ("mean", [[-2.0], [2.0], [0.0]])]
+)
+def test_torch_segment_reduce_of_negative_rows_and_an_empty_segment(reduce, expected):
+    """The torch path (the CPU default): a maximum of negative rows stays negative, and an
+    empty segment gives 0 (no NaN from a division by its zero count)."""
+    x = torch.tensor([[-3.0], [-1.0], [2.0]])
+    out = fused.segment_reduce(x, torch.tensor([0, 0, 1]), 3, reduce, backend="torch")
+    assert torch.equal(out, torch.tensor(expected))

@@ -30,7 +30,13 @@ def test_split_counts_and_partial_fractions():
 
 @pytest.mark.parametrize(
     ("sizes", "match"),
-    [([0.9, 0.2], "sum to"), ([40, 20], "sum to"), ([-1, 2], "non-negative"), ([], "at least")],
+    [
+        ([0.9, 0.2], "sum to"),
+        ([0.5, 0.5005], "sum to"),
+        ([40, 20], "sum to"),
+        ([-1, 2], "non-negative"),
+        ([], "at least"),
+    ],  # fmt: skip
 )
 def test_split_rejects_bad_sizes(sizes, match):
     with pytest.raises(ValueError, match=match):
@@ -67,7 +73,13 @@ def test_order_depends_on_seed_and_epoch_only_and_resume_skips():
 
     assert order(0, 1) == order(0, 1)
     assert order(0, 1) != order(0, 2) and order(0, 1) != order(1, 1)
+    assert order(0, 1) != order(1, 0)  # seed and epoch are not interchangeable
     assert order(0, 1, start=3) == order(0, 1)[3:]
+    resumed = GlobalBatchSampler(20, 4, shuffle=True, seed=0)
+    resumed.set_epoch(1, start_batch=2)
+    assert len(resumed) == len(list(resumed)) == 3
+    resumed.set_epoch(1, start_batch=5)  # a checkpoint at the very end of the epoch
+    assert list(resumed) == [] and len(resumed) == 0
 
 
 def test_empty_shard_and_drop_last():
