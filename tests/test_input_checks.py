@@ -268,6 +268,8 @@ def test_lattice_ops_and_gate_name_bad_arguments():
         lattice_convolution(x, weight, lattice, bias=torch.zeros(1), degree=degree)
     with pytest.raises(ValueError, match=r"bias: expected shape \[3\] \(C_out\), got \[1\]"):
         lattice_convolution(x, weight, lattice, bias=torch.zeros(1))
+    with pytest.raises(ValueError, match=r"x: expected \[B \* 20, C\] node features"):
+        lattice_convolution(torch.randn(21, 2), weight, lattice)
     with pytest.raises(ValueError, match=r"weight: expected x's dtype and device \(torch.float64"):
         lattice_convolution(x.double(), weight, lattice)
     for call in (

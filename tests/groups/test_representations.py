@@ -55,6 +55,36 @@ def test_drho_is_the_derivative_of_rho():
     assert float((exact - via_algebra).abs().max()) < 1e-12
 
 
+def test_drho_of_a_tensor_product_is_the_derivative_of_its_rho():
+    rep = Rep("1o").tensor(Rep("1o"))
+    a = torch.randn(2, 3, 3, dtype=torch.float64)
+    a = a - a.transpose(1, 2)
+    t = 1e-5
+    central = rep.rho(torch.linalg.matrix_exp(t * a)) - rep.rho(torch.linalg.matrix_exp(-t * a))
+    torch.testing.assert_close(rep.drho(a), central / (2 * t), atol=1e-8, rtol=0)
+
+
+def test_empty_blocks_scalar_counts_and_scalar_features():
+    assert Rep("0x0e + 1x1o") == Rep("1x1o") and len(Rep("0x0e + 1x1o").blocks) == 1
+    assert Rep("2x0e + 3x0o").num_invariant_scalars == 2  # 0o is not invariant
+    with pytest.raises(ValueError, match="x"):
+        Rep("1x1o").check_features(torch.tensor(1.0))
+
+
+def test_rotations_about_a_tilted_axis():
+    """Groups about another axis than z: samples fix the axis and rho is a homomorphism."""
+    axis = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64) / 2**0.5
+    generator = torch.tensor(
+        [[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]],
+        dtype=torch.float64,
+    )
+    group = sg.groups.MatrixGroup(lie=[generator], name="tilted")
+    g = group.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(g @ axis, axis.expand(4, 3), atol=1e-12, rtol=0)
+    rep = Rep("1o + 2e", group)
+    torch.testing.assert_close(rep.rho(g[:2] @ g[2:]), rep.rho(g[:2]) @ rep.rho(g[2:]))
+
+
 def test_regular_representation():
     group = sg.groups.D(4)
     rep = Rep.regular(group)

@@ -172,6 +172,8 @@ def test_bad_input_names_the_argument():
         conv(x, graph.pos, graph.edge_index, lattice=Lattice((5, 5)))
     with pytest.raises(TypeError, match="lattice: expected a Lattice"):
         conv(x, graph.pos, graph.edge_index, lattice=(6, 7))
+    with pytest.raises(ValueError, match=r"rel: expected \d+ rows \(one per edge\)"):
+        conv(x, graph.pos, graph.edge_index, rel=graph.offsets[:-1])
     with pytest.raises(ValueError, match=r"centre: expected shape \[4, 8\]"):
         lattice_weight(conv.kernel, lattice, centre=torch.zeros(8, 4))
     with pytest.raises(ValueError, match="edge_index: 84 edges"):
@@ -193,3 +195,32 @@ def test_bad_input_names_the_argument():
         lattice_weight(lambda rel: torch.zeros(2, 3, 3), lattice)
     with pytest.raises(ValueError, match="radius: non-square stencil"):
         Lattice((8, 8), radius=(1, 2), periodic=(True, False))
+
+
+def test_bias_with_a_degree_is_added_once_and_undivided():
+    lattice = Lattice((4, 5), periodic=False, radius=1)
+    x, weight, bias = torch.randn(20, 2), torch.randn(3, 2, 3, 3), torch.randn(3)
+    degree = lattice_degree(lattice)
+    plain = lattice_convolution(x, weight, lattice, degree=degree)
+    torch.testing.assert_close(
+        lattice_convolution(x, weight, lattice, degree=degree, bias=bias), plain + bias
+    )
+
+
+def test_a_lone_cell_without_self_loops_has_degree_one():
+    """No neighbour at all: the mean divides by 1, not 0."""
+    lone = Lattice((2, 2), periodic=False, radius=0)  # the stencil is the centre alone
+    assert torch.equal(lattice_degree(lone, self_loops=False), torch.ones(2, 2))
+
+
+def test_node_attributes_on_the_lattice_keep_message_passing():
+    """A layer with node attributes is not the plain lattice convolution: the lattice
+    call must still read them."""
+    lattice = LATTICES["2d-periodic"]
+    conv = ImplicitSteerableConv(LAYOUT_IN, LAYOUT_OUT, group=group_from_name("C4"), node_dim=2)
+    graph = lattice_graph(lattice, 1)
+    x = random_nodes(lattice, 1, torch.float32)
+    attrs = torch.randn(x.shape[0], 2), torch.randn(x.shape[0], 2)
+    outs = [conv(x, graph.pos, graph.edge_index, node_attr=a, lattice=lattice) for a in attrs]
+    assert torch.equal(outs[0], conv(x, graph.pos, graph.edge_index, node_attr=attrs[0]))
+    assert not torch.equal(outs[0], outs[1])

@@ -16,6 +16,8 @@ def test_parse_schedule_strings():
     assert [s for s in range(21) if every(s)] == [5, 10, 15, 20]
     until = parse_schedule("every:5,until:12")
     assert [s for s in range(21) if until(s)] == [5, 10]
+    exclusive = parse_schedule("every:5,until:10")  # "before step N": not at N itself
+    assert [s for s in range(21) if exclusive(s)] == [5]
     at = parse_schedule("at:0, 3,7")
     assert [s for s in range(10) if at(s)] == [0, 3, 7]
     assert not any(parse_schedule("never")(s) for s in range(10))
@@ -58,9 +60,13 @@ def test_hook_in_plain_loop_teleports_on_schedule():
         optimizer.step()
     assert [step for step, _ in tp.history] == [4, 8, 12]
     assert tp.seconds > 0
-    assert len(tp.symmetries_for(model)) == 1
+    found = tp.symmetries_for(model)
+    assert len(found) == 1
     tp.reset()
     assert tp.history == [] and tp.step_count == 0
+    assert tp.symmetries_for(model) is not found  # found again after a reset
+    tp(model, (x, y), optimizer, step=7)  # an explicit step number sets the count
+    assert tp.step_count == 8
 
 
 def test_hook_teleports_on_its_own_batch_only_when_due():
