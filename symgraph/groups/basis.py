@@ -27,6 +27,8 @@ __all__ = [
 ]  # fmt: skip
 
 _NULL_TOL = 1e-8
+_AVERAGING_MIN_UNKNOWNS = 256  # smaller blocks keep the constraint SVD
+_AVERAGING_OVERSAMPLE = 8  # Gaussian matrices averaged beyond the rank n
 
 
 def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
@@ -48,10 +50,6 @@ def _averaging_is_cheaper(group: MatrixGroup, d_in: int, d_out: int) -> bool:
     averaging = group.order * solutions * unknowns * (d_in + d_out)
     constraints = max(1, len(group.discrete_generators)) * unknowns**3
     return averaging < constraints
-
-
-_AVERAGING_MIN_UNKNOWNS = 256
-_AVERAGING_OVERSAMPLE = 8
 
 
 def _solve_by_averaging(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor | None:

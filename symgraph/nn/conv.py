@@ -116,8 +116,6 @@ class ImplicitSteerableConv(MessagePassing):
     is evaluated once at the stencil offsets and applied as one dense ``conv2d``/``conv3d``
     (circular padding on periodic axes, zeros on bounded ones), with the self-interaction
     folded into the centre tap -- the same numbers as message passing up to rounding.
-    That path takes the offsets from the lattice and does not read ``rel``: pass
-    ``rel=None`` or the stencil graph's own ``offsets``.
     ``rel`` is then ignored (the offsets are the lattice's), and ``pos`` must be the
     lattice's cell positions (:func:`~symgraph.lattice.cell_positions`, each copy possibly
     translated; checked, as is the number of edges). Layers with attributes use message

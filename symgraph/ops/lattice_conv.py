@@ -282,6 +282,10 @@ def lattice_convolution(
             f"weight: expected shape {list(expected)} (C_out, C_in = x's {x.shape[1]} channels, "
             f"kernel size of the lattice), got {list(weight.shape)}"
         )
+    if bias is not None and tuple(check_tensor(bias, "bias").shape) != (weight.shape[0],):
+        raise ValueError(
+            f"bias: expected shape [{weight.shape[0]}] (C_out), got {list(bias.shape)}"
+        )
     autocast = torch.is_autocast_enabled(x.device.type)  # then the convolution casts
     for name, tensor in (("weight", weight), ("bias", bias)):
         if tensor is not None and (
@@ -289,12 +293,8 @@ def lattice_convolution(
         ):
             raise ValueError(
                 f"{name}: expected x's dtype and device ({x.dtype}, {x.device}), got "
-                f"{check_tensor(tensor, name).dtype}, {tensor.device}"
+                f"{tensor.dtype}, {tensor.device}"
             )
-    if bias is not None and tuple(check_tensor(bias, "bias").shape) != (weight.shape[0],):
-        raise ValueError(
-            f"bias: expected shape [{weight.shape[0]}] (C_out), got {list(bias.shape)}"
-        )
     if degree is not None and tuple(check_tensor(degree, "degree").shape) != lattice.shape:
         raise ValueError(
             f"degree: expected shape {list(lattice.shape)} (one divisor per cell, "

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from symgraph.train.jobs import (
+    JOBS,
     JobSpec,
     arg,
     int_at_least,
@@ -167,17 +168,12 @@ def _field_rms(dataset: Dataset) -> float:
     return float(dataset.data[:, first:last].double().square().mean().sqrt())
 
 
-#: Flags read by the relaxed model only, with their defaults: another value with a strict
+#: Flags read by the relaxed model only: another value than their default with a strict
 #: model would be silently ignored, so it is refused.
-RELAXED_ONLY_FLAGS: dict[str, object] = {
-    "--relaxation-weight": 1.0,
-    "--relaxation-lr-scale": 1.0,
-    "--relaxation-warmup": 0,
-    "--relaxation": "kernel",
-    "--breaking": "1x1o",
-    "--free-input": "position",
-    "--free-hidden": 8,
-}
+RELAXED_ONLY_FLAGS = (
+    "--relaxation-weight", "--relaxation-lr-scale", "--relaxation-warmup", "--relaxation",
+    "--breaking", "--free-input", "--free-hidden",
+)  # fmt: skip
 
 
 @register_job(
@@ -339,10 +335,11 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
     model_kind = getattr(args, "model", "relaxed")
+    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS["fluid"].arguments}
     changed = [
         flag
-        for flag, default in RELAXED_ONLY_FLAGS.items()
-        if getattr(args, flag.lstrip("-").replace("-", "_"), default) != default
+        for flag in RELAXED_ONLY_FLAGS
+        if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
     ]
     if model_kind != "relaxed" and changed:
         raise ValueError(

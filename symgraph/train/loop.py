@@ -672,9 +672,9 @@ class Trainer:
             if "lr" not in new or new["lr"] == old.get("lr"):
                 continue
             ratio = new["lr"] / old["lr"] if old.get("lr") else None
-            for holder, key in ((group, "lr"), (group, "initial_lr")):
-                if key in holder:
-                    holder[key] = holder[key] * ratio if ratio is not None else new["lr"]
+            for key in ("lr", "initial_lr"):
+                if key in group:
+                    group[key] = group[key] * ratio if ratio is not None else new["lr"]
             if base_lrs is not None:
                 base_lrs[i] = new["lr"]
         if self.scheduler is not None and hasattr(self.scheduler, "_last_lr"):
