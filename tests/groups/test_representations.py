@@ -192,3 +192,17 @@ def test_tiny_lie_generators_span_the_same_algebra():
     tiny = MatrixGroup(lie=[1e-9 * lz], name="tiny")
     assert tiny.lie_dim == 1
     assert sg.equivariant_basis(Rep("1o", tiny), Rep("1o", tiny)).dim == 3  # as SO(2)'s
+
+
+def test_as_rep_checks_the_group_by_value():
+    """A Rep of an equal group (built separately) passes; a Rep of another group is named."""
+    c4, other_c4 = group_from_name("C4"), group_from_name("C4")
+    assert c4 is not other_c4
+    rep = Rep("2x0e + 1x1o", other_c4)
+    assert sg.groups.as_rep(rep, c4, "rep_in") is rep
+    assert sg.groups.as_rep(rep, None, "rep_in") is rep
+    assert sg.groups.as_rep("2x0e + 1x1o", c4, "rep_in") == Rep("2x0e + 1x1o", c4)
+    with pytest.raises(ValueError, match=r"rep_in: expected a representation of C\(6\)"):
+        sg.groups.as_rep(rep, group_from_name("C6"), "rep_in")
+    with pytest.raises(TypeError, match="rep_in: expected an irreps string"):
+        sg.groups.as_rep(3, c4, "rep_in")

@@ -224,3 +224,48 @@ def test_node_attributes_on_the_lattice_keep_message_passing():
     outs = [conv(x, graph.pos, graph.edge_index, node_attr=a, lattice=lattice) for a in attrs]
     assert torch.equal(outs[0], conv(x, graph.pos, graph.edge_index, node_attr=attrs[0]))
     assert not torch.equal(outs[0], outs[1])
+
+
+def test_each_copy_of_a_batch_may_be_translated_on_its_own():
+    """Copies of a batch shifted by different vectors are still the lattice: same output."""
+    lattice = LATTICES["2d-periodic"]
+    conv = make_conv("C4")
+    graph = lattice_graph(lattice, 3, dtype=torch.float64)
+    x = random_nodes(lattice, 3, torch.float64)
+    shifts = torch.tensor([[0.0, 0.0, 0.0], [4.0, -2.5, 0.0], [-1.0, 7.0, 0.0]]).double()
+    moved = (graph.pos.reshape(3, -1, 3) + shifts[:, None]).reshape(-1, 3)
+    torch.testing.assert_close(
+        conv(x, moved, graph.edge_index, lattice=lattice),
+        conv(x, graph.pos, graph.edge_index, lattice=lattice),
+    )
+
+
+def test_positions_changed_in_place_are_checked_again():
+    """The check is remembered per in-place version: editing ``pos`` in place re-runs it."""
+    lattice = LATTICES["2d-periodic"]
+    conv = make_conv("C4")
+    graph = lattice_graph(lattice, 1, dtype=torch.float64)
+    x = random_nodes(lattice, 1, torch.float64)
+    pos = graph.pos.clone()
+    conv(x, pos, graph.edge_index, lattice=lattice)  # checked and remembered
+    pos.mul_(2.0)  # another spacing, same tensor object
+    with pytest.raises(ValueError, match="lattice: pos does not hold the cell positions"):
+        conv(x, pos, graph.edge_index, lattice=lattice)
+
+
+def test_position_tolerance_follows_the_smallest_spacing():
+    """Rounding-level noise is accepted; an error of 0.1 % of the finest spacing is not,
+    even when another axis is 100 times coarser."""
+    lattice = Lattice((6, 7), radius=1, spacing=(1.0, 0.01))
+    conv = make_conv("C4")
+    graph = lattice_graph(lattice, 1, dtype=torch.float64)
+    x = random_nodes(lattice, 1, torch.float64)
+    noisy = graph.pos + 1e-9 * torch.randn_like(graph.pos)
+    torch.testing.assert_close(
+        conv(x, noisy, graph.edge_index, lattice=lattice),
+        conv(x, graph.pos, graph.edge_index, lattice=lattice),
+    )
+    off = graph.pos.clone()
+    off[5, 0] += 1e-3 * min(lattice.spacing)
+    with pytest.raises(ValueError, match="lattice: pos does not hold the cell positions"):
+        conv(x, off, graph.edge_index, lattice=lattice)

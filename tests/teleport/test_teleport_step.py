@@ -635,3 +635,92 @@ def test_parameters_without_optimizer_state_are_reported_as_such():
     params = dict(model.named_parameters())
     factors = {"0.weight": torch.full((16, 1), 2.0, dtype=torch.float64)}
     assert update_optimizer_state(optimizer, params, factors) == {"0.weight": "no state"}
+
+
+def _loss_with_a_small_leak(eps: float):
+    """``100·MSE + eps·‖W₀‖²``: rescaling units of layer 0 moves it by about ``eps``."""
+
+    def loss_fn(model, batch):
+        return 100 * mse(model, batch) + eps * model[0].weight.pow(2).sum()
+
+    return loss_fn
+
+
+def _relative_leak(eps: float, dtype=torch.float64) -> float:
+    """How far (relative to the loss) a teleport moves the leaky loss with this ``eps``."""
+    model = _mlp().to(dtype)
+    x, y = _data()
+    result = teleport(
+        model,
+        _loss_with_a_small_leak(eps),
+        (x.to(dtype), y.to(dtype)),
+        steps=5,
+        lr=0.2,
+        rtol=1.0,
+        atol=0.0,
+    )
+    assert result.accepted and result.moved
+    return abs(result.loss_after - result.loss_before) / abs(result.loss_before)
+
+
+def test_the_loss_check_scales_rtol_by_the_loss_and_adds_atol():
+    """Refused just below ``atol + rtol·|L|``, accepted just above: each term and their sum."""
+    eps = 1e-3
+    change = _relative_leak(eps)
+    loss = value(_loss_with_a_small_leak(eps), _mlp(), _data())
+    assert loss > 10  # so that rtol·|L| and rtol alone differ
+    for rtol, atol, accepted in (
+        (0.5 * change, 0.0, False),
+        (2.0 * change, 0.0, True),
+        (0.0, 0.5 * change * loss, False),
+        (0.0, 2.0 * change * loss, True),
+        (0.6 * change, 0.6 * change * loss, True),  # the two terms add up
+    ):
+        model = _mlp()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TeleportRefusedWarning)
+            result = teleport(
+                model, _loss_with_a_small_leak(eps), _data(), steps=5, lr=0.2, rtol=rtol, atol=atol
+            )
+        assert result.accepted is accepted, (rtol, atol, result.message)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "relative", "accepted"),
+    [
+        (torch.float64, 1e-7, False),  # float32's default would pass it
+        (torch.float64, 1e-11, True),
+        (torch.float32, 1e-6, True),  # float64's default would refuse it
+    ],
+)
+def test_default_tolerances_follow_the_parameter_dtype(dtype, relative, accepted):
+    """Defaults: ``1e-9·|L| + 1e-12`` in float64, ``1e-4·|L| + 1e-6`` in float32."""
+    eps = 1e-3 * relative / _relative_leak(1e-3)
+    measured = _relative_leak(eps, dtype)
+    assert relative / 3 < measured < 3 * relative
+    model = _mlp().to(dtype)
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TeleportRefusedWarning)
+        result = teleport(
+            model, _loss_with_a_small_leak(eps), (x.to(dtype), y.to(dtype)), steps=5, lr=0.2
+        )
+    assert result.accepted is accepted, result.message
+
+
+def test_a_data_dependent_symmetry_needs_its_module_called_once():
+    """GL(d) reads a layer's input batch: a loss calling the model twice is refused by name."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(5, 6, bias=False), nn.LeakyReLU(0.1), nn.Linear(6, 7, bias=False)
+    ).double()
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
+
+    def twice(m, b):
+        return mse(m, (b[0][:2], b[1][:2])) + mse(m, (b[0][2:], b[1][2:]))
+
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match="module '.*' was called 2 times in one loss"):
+        teleport(model, twice, (x, y), kinds="gl")
+    assert_bit_identical(model, saved)
+    assert teleport(model, mse, (x[:3], y[:3]), steps=2, lr=0.05, kinds="gl").accepted
