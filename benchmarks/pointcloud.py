@@ -262,7 +262,7 @@ def plot_confusions(results: list[dict], classes: list[str], path: Path) -> None
         for ax, test in zip(row, TESTS):
             matrix = torch.tensor(result["confusion"][test], dtype=torch.float64)
             matrix = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-            ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+            ax.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="Blues")
             accuracy = f"{100 * result['accuracy'][test]:.1f}"
             if len(result["runs"]) > 1:
                 accuracy += f" ± {100 * result['accuracy_std'][test]:.1f}"

@@ -42,7 +42,7 @@ def fit(model, x, target, steps: int = 150) -> list[float]:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
