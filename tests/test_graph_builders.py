@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symgraph as sg
 from symgraph.graph import knn_graph, order_by_in_degree, radius_graph
@@ -143,3 +145,80 @@ def test_convolution_on_the_renumbered_graph_is_the_renumbered_convolution():
 def test_order_by_in_degree_rejects_bad_edges():
     with pytest.raises(ValueError, match="edge_index"):
         order_by_in_degree(torch.tensor([[0, 5], [1, 0]]), 3)
+
+
+@st.composite
+def point_sets(draw):
+    """Points on a coarse grid (ties and coinciding points are common), split into graphs."""
+    sizes = draw(st.lists(st.integers(1, 9), min_size=1, max_size=4))
+    n = sum(sizes)
+    coords = draw(st.lists(st.integers(0, 3), min_size=3 * n, max_size=3 * n))
+    pos = 0.5 * torch.tensor(coords, dtype=torch.float64).reshape(n, 3)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return pos, batch
+
+
+def _pair_distances(pos, batch):
+    """``[N, N]`` distances, ``inf`` across graphs."""
+    dist = torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist")
+    return dist.masked_fill(batch[:, None] != batch[None, :], float("inf"))
+
+
+def _check_nearest_kept(edges, dist, loop):
+    """Per centre: no repeated edge, and no dropped candidate nearer than a kept one."""
+    pairs = [tuple(e) for e in edges.T.tolist()]
+    assert len(pairs) == len(set(pairs))
+    for centre in range(dist.shape[0]):
+        kept = edges[0][edges[1] == centre]
+        candidates = dist[centre].clone()
+        if not loop:
+            candidates[centre] = float("inf")
+        dropped = torch.ones_like(candidates, dtype=torch.bool)
+        dropped[kept] = False
+        if kept.numel() and dropped.any():
+            assert candidates[kept].max() <= candidates[dropped].min()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cloud=point_sets(),
+    r=st.sampled_from([0.5, 0.75, 1.0, 1.6]),
+    loop=st.booleans(),
+    max_neighbours=st.one_of(st.none(), st.integers(1, 5)),
+)
+def test_radius_graph_properties(cloud, r, loop, max_neighbours):
+    """The pairs closer than ``r`` in one graph (with self-pairs when ``loop``); with a
+    limit, ``min(limit, count)`` of them per centre, the nearest."""
+    pos, batch = cloud
+    dist = _pair_distances(pos, batch)
+    within = dist < r
+    if not loop:
+        within.fill_diagonal_(False)
+    edges = radius_graph(pos, r, batch, loop=loop, max_num_neighbors=max_neighbours)
+    got = {tuple(e) for e in edges.T.tolist()}
+    expected = {(int(j), int(i)) for i, j in within.nonzero().tolist()}
+    if max_neighbours is None:
+        assert got == expected and edges.shape[1] == len(expected)
+        return
+    assert got <= expected
+    counts = torch.bincount(edges[1], minlength=len(pos))
+    assert counts.tolist() == within.sum(1).clamp_max(max_neighbours).tolist()
+    _check_nearest_kept(edges, dist.masked_fill(~within, float("inf")), loop=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cloud=point_sets(), k=st.integers(1, 6), loop=st.booleans())
+def test_knn_graph_properties(cloud, k, loop):
+    """Every centre gets ``min(k, n_graph − (not loop))`` of the nearest nodes of its own
+    graph, itself included when ``loop`` (even among coinciding points), sorted by centre."""
+    pos, batch = cloud
+    dist = _pair_distances(pos, batch)
+    edges = knn_graph(pos, k, batch, loop=loop)
+    sizes = torch.bincount(batch)[batch]
+    counts = torch.bincount(edges[1], minlength=len(pos))
+    assert counts.tolist() == (sizes - (0 if loop else 1)).clamp_max(k).tolist()
+    assert bool((edges[1][1:] >= edges[1][:-1]).all())
+    assert bool((batch[edges[0]] == batch[edges[1]]).all())
+    self_edges = edges[0] == edges[1]
+    assert int(self_edges.sum()) == (len(pos) if loop else 0)
+    _check_nearest_kept(edges, dist, loop)
