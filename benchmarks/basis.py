@@ -4,10 +4,12 @@ Run:  python benchmarks/basis.py
 
 For Rep("64x0e + 32x1o + 16x2e") -> itself under SO(3), SO(2) and Octahedral: the block
 solver of symgraph (cold: Wigner fits and block solves cleared before each call; cached: a
-call after a solve) against the peer method, a dense nullspace solve of the whole
+call after a solve), and the peer method, a dense nullspace solve of the whole
 constraint system at once (EMLP-style, without the block decomposition), measured in the
-same process. Times are uninstrumented (ours: the median of several calls); peak memory
-is the rise of the process's resident set (``VmHWM``) during one call.
+same process. The peer's cost grows as d⁶, so it runs on the smaller
+ρ' = ``--peer-irreps`` (default "16x0e + 8x1o + 4x2e"), where ours is timed again. Times
+are uninstrumented (ours: the median of several calls); peak memory is the rise of the
+process's resident set (``VmHWM``) during one call.
 
 A second table solves Hom_G(regular, regular) of finite groups (and, with ``--bilinear``,
 the bilinear map regular x 1o -> regular), where symgraph averages over the group's

@@ -16,7 +16,8 @@ features ``[B * H * W, 32]`` in ``field_to_nodes`` order, Conv2d a ``[B, 32, H, 
 (PyTorch's default, channels-first; the same Conv2d on a channels-last copy of the field is
 timed too, for reference: the goal's ratio is to the plain one).
 
-The three are run in interleaved rounds (the machine may be shared); the table gives the
+The fast path and Conv2d (plain and channels-last) run in interleaved rounds (the machine may
+be shared), message passing in ``--mp-rounds`` rounds of its own; the table gives the
 median wall time and the median CPU time of the process (less sensitive to other load)
 per forward + backward, the ratios to Conv2d, and the peak extra memory of one call. The
 largest difference between the fast path's and message passing's outputs is checked in

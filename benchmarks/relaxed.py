@@ -1,6 +1,8 @@
 """Benchmark: CNN vs strictly equivariant vs relaxed-equivariant smoke-plume forecasting.
 
-Run:  python benchmarks/relaxed.py            (32x32 plumes, the sizes of the table)
+Run:  python benchmarks/relaxed.py            (32x32 plumes, the sizes of the session-6
+                                              table; the flags of later tables are in
+                                              benchmarks/RESULTS.md)
       python benchmarks/relaxed.py --quick    (16x16, a few epochs: a smoke test, < 2 min)
 
 Every model is trained by the ``fluid`` job (``symgraph train fluid``, one run folder each

@@ -5,6 +5,7 @@ Run:  python benchmarks/train_step.py                       (the shared 12k QM9 
       python benchmarks/train_step.py --default-allocator   (glibc's default allocator)
       python benchmarks/train_step.py --models SteerableMoleculeNet [--default-allocator]
       python benchmarks/train_step.py --csv PATH...         (other qm9pack CSVs)
+      python benchmarks/train_step.py --adam                (the optimiser step alone)
 
 A step is forward, backward and an Adam update on a batch of real molecules (default 32, as
 in ``benchmarks/qm9.py``). The contenders run the same batches in interleaved rounds; the
@@ -15,6 +16,10 @@ process allocated before (its mmap threshold grows with the blocks it has freed)
 fault count of a fresh training process can be much higher than here. By default the run
 calls :func:`symgraph.allocator.retain_freed_memory` first, as ``symgraph train`` and
 ``benchmarks/qm9.py`` do.
+
+``--adam`` times only the optimiser step on the parameters of SteerableMoleculeNet at two
+sizes (random gradients, no data): torch's fused Adam, which the ``Trainer`` uses, against
+its ``foreach`` implementation and its per-tensor loop (torch's default on the CPU).
 """
 
 from __future__ import annotations
@@ -57,6 +62,68 @@ def step_function(model, batches, index):
     return run
 
 
+#: Adam implementations compared by ``--adam``: keyword arguments of ``torch.optim.Adam``.
+ADAM_VARIANTS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "per-tensor loop": {"foreach": False},
+}
+
+#: Model sizes of ``--adam``: the library default and the QM9 short-budget settings.
+ADAM_MODELS = {
+    "default": {},
+    "short-budget (32x0e + 8x1o, lmax 1)": {"hidden": "32x0e + 8x1o", "lmax": 1},
+}
+
+
+def adam_optimizers(model: torch.nn.Module) -> dict[str, torch.optim.Adam]:
+    """One Adam per variant, each on its own copy of the model's parameters, all with the
+    same fixed random gradients."""
+    optimizers = {}
+    for name, options in ADAM_VARIANTS.items():
+        gen = torch.Generator().manual_seed(0)
+        params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        optimizers[name] = torch.optim.Adam(params, lr=1e-4, **options)
+    return optimizers
+
+
+def adam_step_functions(model: torch.nn.Module, steps: int) -> dict:
+    """Per Adam variant, a run of ``steps`` optimiser steps (:func:`adam_optimizers`)."""
+
+    def steps_of(optimizer: torch.optim.Adam):
+        def run() -> None:
+            for _ in range(steps):
+                optimizer.step()
+
+        return run
+
+    return {name: steps_of(opt) for name, opt in adam_optimizers(model).items()}
+
+
+def adam_table(steps: int, rounds: int) -> dict[str, dict]:
+    """``--adam``: ms per optimiser step of each variant, and the loop's time over fused's."""
+    lines = ["| model | parameter tensors | "
+             + " | ".join(f"{v} ms" for v in ADAM_VARIANTS) + " | loop / fused |",
+             "|---|---|" + "---|" * len(ADAM_VARIANTS) + "---|"]  # fmt: skip
+    out = {}
+    for label, options in ADAM_MODELS.items():
+        torch.manual_seed(0)
+        model = SteerableMoleculeNet(readout="mean", **options)
+        fns = adam_step_functions(model, steps)
+        results = measure_interleaved(fns, repeats=rounds, warmup=1)
+        ratio = paired_ratio(results["per-tensor loop"]["times"], results["fused"]["times"])
+        times = " | ".join(f"{results[v]['time_s'] / steps * 1e3:.2f}" for v in ADAM_VARIANTS)
+        count = sum(1 for _ in model.parameters())
+        lines.append(f"| {label} | {count} | {times} | {ratio:.1f}× |")
+        out[label] = results
+    print(f"machine: {machine_line()}")
+    print(f"{steps} optimiser steps per round, {rounds} rounds")
+    print("\n".join(lines))
+    return out
+
+
 def faults_per_step(fn, steps: int) -> float:
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     fn()
@@ -80,7 +147,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         help="only these contenders (names as in the table); one alone shows the allocator's "
         "effect on a process that trains a single model",
     )  # fmt: skip
+    parser.add_argument("--adam", action="store_true", help="time the optimiser step alone")
     args = parser.parse_args(argv)
+    if args.adam:
+        return adam_table(steps=10 * args.steps, rounds=args.rounds)
     if not args.default_allocator:
         retain_freed_memory()
     from torch_geometric.loader import DataLoader

@@ -81,3 +81,26 @@ def test_train_step_benchmark_runs_dense_and_block_sparse_heads_alike(
     assert set(results) == {"SteerableMoleculeNet, dense head", "SteerableMoleculeNet",
                             "SchNet (PyG)"}  # fmt: skip
     assert all(r["time_s"] > 0 and r["faults"] >= 0 for r in results.values())
+
+
+def test_adam_variants_of_the_step_benchmark_take_the_same_step(load_script):
+    """``train_step.py --adam`` compares implementations that compute the same update, and
+    reports each of them for both model sizes."""
+    step = load_script("benchmarks/train_step.py")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    optimizers = step.adam_optimizers(model)
+    assert set(optimizers) == set(step.ADAM_VARIANTS)
+    finals = []
+    for optimizer in optimizers.values():
+        for _ in range(3):
+            optimizer.step()
+        params = optimizer.param_groups[0]["params"]
+        finals.append(torch.cat([p.detach().reshape(-1) for p in params]))
+    assert not torch.equal(
+        finals[0], torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    )
+    for other in finals[1:]:
+        torch.testing.assert_close(other, finals[0])
+    results = step.main(["--adam", "--steps", "1", "--rounds", "1"])
+    assert set(results) == set(step.ADAM_MODELS)
+    assert all(set(r) == set(step.ADAM_VARIANTS) for r in results.values())
