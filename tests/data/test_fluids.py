@@ -265,3 +265,95 @@ def test_ocean_currents_bad_files(tmp_path):
     np.save(nan, np.full((2, 2, 4, 4), np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="finite"):
         load_ocean_currents(nan)
+
+
+# --------------------------------------------------------------------------- exact solutions
+QUIET = SMALL.replace(buoyancy=0.0, inflow_rate=0.0, initial_vorticity=0.0, substeps=1)
+
+
+def _shear(config: PlumeConfig, amplitude: float, mode: int):
+    """Vorticity ``A sin(k x)`` (``k = 2π mode / L``, varying along the last axis) and its
+    velocity ``u = 0``, ``v = -A cos(k x) / k`` (from ``-lap psi = omega``). The advection
+    terms of this shear flow vanish: it only decays, ``d omega / dt = -(nu k² + drag) omega``."""
+    x = torch.arange(config.size, dtype=torch.float64) * config.spacing
+    k = 2 * math.pi * mode / config.length
+    n = config.size
+    return (
+        amplitude * torch.sin(k * x).expand(n, n),
+        (-amplitude / k * torch.cos(k * x)).expand(n, n),
+        k,
+    )
+
+
+def _rk3(z: float) -> float:
+    """Amplification of ``y' = λ y`` by one SSP-RK3 step, ``z = λ dt``: the cubic Taylor
+    polynomial of ``exp(z)``."""
+    return 1 + z + z**2 / 2 + z**3 / 6
+
+
+def test_one_step_of_linear_modes_is_the_rk3_polynomial():
+    """A decaying shear flow and a smoke profile along x (no buoyancy, no source): each mode
+    is multiplied by the SSP-RK3 amplification of its linear rate in one step."""
+    cfg = QUIET
+    w0, v0, k = _shear(cfg, 2.0, mode=2)
+    x = torch.arange(cfg.size, dtype=torch.float64) * cfg.spacing
+    k_rho = 2 * math.pi * 3 / cfg.length
+    rho0 = 0.5 + 0.2 * torch.cos(k_rho * x).expand(cfg.size, cfg.size)
+    vel, rho = simulate_plume(
+        cfg, 1, initial_vorticity=w0, initial_density=rho0, dtype=torch.float64
+    )
+    decay_w = _rk3(-(cfg.viscosity * k**2 + cfg.drag) * cfg.dt)
+    torch.testing.assert_close(vel[0, 0], torch.zeros_like(v0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(vel[0, 1], v0 * decay_w, rtol=0, atol=1e-12)
+    mean = 0.5 * _rk3(-cfg.density_decay * cfg.dt)
+    wave = 0.2 * _rk3(-(cfg.diffusivity * k_rho**2 + cfg.density_decay) * cfg.dt)
+    expected = mean + wave * torch.cos(k_rho * x).expand(cfg.size, cfg.size)
+    torch.testing.assert_close(rho[0, 0], expected, rtol=0, atol=1e-12)
+
+
+def test_modes_outside_the_two_thirds_mask_are_removed():
+    """The state lives in ``|k_x|, |k_y| < N / 3``: on a 32 grid mode 10 is kept, mode 11
+    (``11 > 32 / 3``) is removed from the initial vorticity."""
+    speeds = []
+    for mode in (10, 11):
+        w0, v0, _ = _shear(QUIET, 1.0, mode)
+        vel, _ = simulate_plume(QUIET, 1, initial_vorticity=w0, dtype=torch.float64)
+        speeds.append(float(vel.abs().max()) / float(v0.abs().max()))
+    assert speeds[0] > 0.9 and speeds[1] < 1e-12
+
+
+def test_a_cfl_number_between_one_and_two_is_reported():
+    """A shear flow is stable at any speed (no advection), so only the CFL check stops it:
+    ``max |v| dt / dx = 1.5`` is refused, ``0.9`` is not."""
+    for cfl in (0.9, 1.5):
+        k = 2 * math.pi * 2 / QUIET.length
+        w0, _, _ = _shear(QUIET, cfl * k * QUIET.spacing / QUIET.dt, mode=2)
+        if cfl < 1:
+            simulate_plume(QUIET, 1, initial_vorticity=w0, dtype=torch.float64)
+            continue
+        with pytest.raises(RuntimeError, match=r"CFL number 1\.\d\d > 1"):
+            simulate_plume(QUIET, 1, initial_vorticity=w0, dtype=torch.float64)
+
+
+def test_random_initial_vorticity_has_the_configured_rms():
+    """Each simulation of a batch starts from a field of RMS ``config.initial_vorticity``."""
+    from symgraph.data.fluids.solver import PlumeSolver
+
+    solver = PlumeSolver([SMALL, SMALL.replace(initial_vorticity=2.5)], dtype=torch.float64)
+    field = solver.random_vorticity(torch.Generator().manual_seed(0))
+    rms = field.pow(2).mean(dim=(-2, -1)).sqrt()
+    torch.testing.assert_close(
+        rms, torch.tensor([1.0, 2.5], dtype=torch.float64), rtol=1e-12, atol=0
+    )
+
+
+def test_spectral_divergence_drops_the_nyquist_modes_of_both_axes():
+    """``cos(π N x)`` (the Nyquist mode) has zero slope at every sample: the divergence of
+    ``(cos(π N x) sin(2π y), sin(2π x) cos(π N y))`` on an even grid is zero."""
+    n = 10
+    c = torch.arange(n, dtype=torch.float64) / n
+    nyquist, wave = torch.cos(math.pi * n * c), torch.sin(2 * math.pi * c)
+    u = wave[:, None] * nyquist[None, :]  # rows are y, columns x
+    v = nyquist[:, None] * wave[None, :]
+    div = spectral_divergence(torch.stack([u, v]), 1.0)
+    assert float(div.abs().max()) < 1e-12

@@ -67,3 +67,18 @@ def test_generated_set_is_cached_and_its_force_field_rebuilt(tmp_path):
     potential = AsePotential(mmff_atoms(read[1]))
     energy = potential(read[1].z, read[1].positions[3])
     torch.testing.assert_close(energy, read[1].energies[3:4])
+
+
+def test_split_ids_follow_the_order_of_first_appearance():
+    """``split_ids`` lists trajectory ids as the chosen windows first meet them, not sorted."""
+    windows = TrajectoryWindows([traj(4, 2, 0), traj(5, 2, 1)], length=2, ids=[7, 3])
+    assert [windows.index[k][0] for k in range(len(windows))] == [0, 0, 1, 1, 1]
+    assert windows.split_ids() == [7, 3]
+    assert windows.split_ids([3, 0, 4, 1]) == [3, 7]
+
+
+def test_pieces_need_at_least_two_frames():
+    """A piece of one frame holds no transition: ``frames`` must be at least 2."""
+    with pytest.raises(ValueError, match="frames: expected an int >= 2, got 1"):
+        cut_segments(traj(6, 2, 0), 1)
+    assert [len(p) for p in cut_segments(traj(5, 2, 0), 2)] == [2, 2]

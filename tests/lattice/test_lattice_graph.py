@@ -144,6 +144,16 @@ def test_stencil_order_and_kernel_index():
     assert torch.equal(kernel_to_stencil(kernel, lattice), w)
 
 
+def test_zero_radius_axes_keep_only_the_centre_row():
+    """A radius of 0 on an axis is allowed: the stencil does not extend along it (square and
+    disc alike), e.g. a 1D stencil along x on a 2D grid."""
+    line = stencil_offsets((0, 1), dim=2)
+    assert line.tolist() == [[0, -1], [0, 0], [0, 1]]
+    assert stencil_offsets((0, 2), dim=2, shape="disc").tolist() == [[0, d] for d in range(-2, 3)]
+    assert torch.equal(kernel_index(line, (0, 1)), line + torch.tensor([0, 1]))
+    assert stencil_offsets(0, dim=3).tolist() == [[0, 0, 0]]
+
+
 def _message_passing(x: torch.Tensor, graph, weight: torch.Tensor) -> torch.Tensor:
     """``out_i = sum_{j -> i} weight[k(j - i)] x_j`` with plain ``index_add_``."""
     src, dst = graph.edge_index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 import symgraph as sg
 from symgraph.data import from_ase
@@ -132,3 +132,71 @@ def test_edges_beyond_the_cutoff_are_dropped_without_changing_anything(monkeypat
     assert seen == [int(short.sum())] * 4
     torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=0, atol=1e-12)
     torch.testing.assert_close(outputs[0][1], outputs[1][1], rtol=0, atol=1e-12)
+
+
+def _double(batch):
+    batch.pos, batch.x, batch.edge_attr = (
+        batch.pos.double(),
+        batch.x.double(),
+        batch.edge_attr.double(),
+    )
+    return batch
+
+
+def test_relabelling_the_atoms_permutes_features_and_keeps_predictions():
+    """Atoms given in another order (molecules interleaved): node features are permuted the
+    same way and the per-molecule predictions do not change."""
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=2).double()
+    batch = _double(molecules())
+    perm = torch.randperm(batch.num_nodes, generator=torch.Generator().manual_seed(1))
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel())
+    relabelled = batch.clone()
+    relabelled.pos, relabelled.x, relabelled.batch = (
+        batch.pos[perm],
+        batch.x[perm],
+        batch.batch[perm],
+    )
+    relabelled.edge_index = inverse[batch.edge_index]
+    features = model.node_features(batch)
+    torch.testing.assert_close(
+        model.node_features(relabelled),
+        features[perm],
+        rtol=0,
+        atol=1e-10 * float(features.detach().abs().max()),
+    )
+    reference = model(batch)
+    torch.testing.assert_close(
+        model(relabelled), reference, rtol=0, atol=1e-10 * float(reference.detach().abs().max())
+    )
+
+
+def test_mean_readout_divides_the_sum_by_the_atom_count():
+    """With the same weights, ``readout="mean"`` is ``readout="sum"`` over the atom count."""
+    torch.manual_seed(0)
+    summed = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=1, num_targets=2).double()
+    mean = SteerableMoleculeNet(
+        hidden="8x0e + 2x1o", num_layers=1, num_targets=2, readout="mean"
+    ).double()
+    mean.load_state_dict(summed.state_dict())
+    batch = _double(molecules())
+    atoms = torch.bincount(batch.batch).double()[:, None]
+    assert len(set(atoms[:, 0].tolist())) > 1  # the molecules differ in size
+    torch.testing.assert_close(mean(batch) * atoms, summed(batch), rtol=1e-10, atol=1e-12)
+
+
+def test_num_graphs_smaller_than_the_batch_is_refused():
+    """A declared ``num_graphs`` below ``batch.max() + 1`` is an error, even by one."""
+    model = SteerableMoleculeNet(hidden="4x0e", num_layers=1)
+    batch = molecules()
+    data = Data(
+        x=batch.x, pos=batch.pos, edge_index=batch.edge_index, edge_attr=batch.edge_attr,
+        batch=batch.batch,
+    )  # fmt: skip
+    data.num_graphs = batch.num_graphs - 1
+    with pytest.raises(ValueError, match="data.num_graphs: expected at least"):
+        model(data)
+    data.num_graphs = batch.num_graphs + 1  # a trailing molecule without atoms: a zero row
+    out = model(data)
+    assert out.shape == (batch.num_graphs + 1, 1) and float(out[-1].detach().abs().max()) == 0.0

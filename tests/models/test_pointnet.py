@@ -129,6 +129,30 @@ def test_knn_bipartite_is_exact_far_from_the_origin() -> None:
         assert set(src[dst == t].tolist()) == set(dist.topk(3, largest=False).indices.tolist())
 
 
+def test_farthest_point_sampling_count_is_robust_to_rounding() -> None:
+    """``0.28 * 25`` is ``7.000000000000001`` in floating point: still ``ceil(7) = 7`` points
+    (the ``0.3 * 10`` case above is exactly 3.0, so does not exercise this)."""
+    assert 0.28 * 25 > 7  # the rounding this guards against
+    pos, _, batch = clouds(num=2, points=25)
+    index, new_batch = farthest_point_sampling(pos, 0.28, batch)
+    assert len(index) == 14 and torch.bincount(new_batch).tolist() == [7, 7]
+
+
+def test_knn_bipartite_with_a_cloud_smaller_than_k() -> None:
+    """A cloud with fewer than ``k`` sources gives its targets all of them; the targets of a
+    larger cloud in the same batch still get ``k`` neighbours."""
+    pos, _, _ = clouds(num=1, points=11)
+    batch = torch.tensor([0] * 3 + [1] * 8)
+    targets = torch.tensor([0, 5, 9])
+    src, dst = knn_bipartite(pos, pos[targets], 5, batch, batch[targets])
+    assert torch.bincount(dst).tolist() == [3, 5, 5]
+    assert set(src[dst == 0].tolist()) == {0, 1, 2}
+    for t in (1, 2):
+        point = int(targets[t])
+        dist = (pos - pos[point]).norm(dim=1).masked_fill(batch != batch[point], math.inf)
+        assert set(src[dst == t].tolist()) == set(dist.topk(5, largest=False).indices.tolist())
+
+
 # --------------------------------------------------------------------------- tta
 def test_test_time_augmentation_averages_over_the_group() -> None:
     model = small_model("Trivial", tta=3, tta_group="C4")

@@ -11,8 +11,9 @@ from torch import nn
 from torch_geometric.nn.models import GCN, GIN, GraphSAGE
 
 import symgraph.teleport as tp
-from symgraph.groups import group_from_name
-from symgraph.nn import EquivariantMLP
+from symgraph.groups import Rep, group_from_name
+from symgraph.nn import EquivariantLinear, EquivariantMLP
+from symgraph.nn.mlp import EquivariantMLPLayer
 from symgraph.teleport import (
     GLSymmetry,
     LinearGLSymmetry,
@@ -21,6 +22,7 @@ from symgraph.teleport import (
     RescaleSymmetry,
     SO2ChartSymmetry,
     TeleportBatchError,
+    TeleportContext,
     find_symmetries,
 )
 
@@ -595,3 +597,154 @@ def test_inexact_symmetries_of_a_user_rule_need_approximate():
     assert find_symmetries(model, ("test-inexact",), raise_if_empty=False) == []
     (found,) = find_symmetries(model, ("test-inexact",), approximate=True)
     assert not found.exact
+
+
+def test_bounds_of_the_group_coordinates_are_checked():
+    """``max_imbalance`` must exceed 1 (``log 1 = 0`` would freeze every unit) and the GL(d)
+    ``max_norm`` must stay below 1 (``I + T`` with ``‖T‖_F = 1``, e.g. ``T = -e₁e₁ᵀ``, may be
+    singular)."""
+    up, down = [ParamSlice("a.weight", 0)], [ParamSlice("b.weight", 1)]
+    with pytest.raises(ValueError, match="max_imbalance"):
+        RescaleSymmetry("x", up, down, 2, max_imbalance=1.0)
+    assert RescaleSymmetry("x", up, down, 2, max_imbalance=1.5).max_imbalance == 1.5
+    with pytest.raises(ValueError, match="max_norm"):
+        GLSymmetry("x", "a", "b", 3, has_bias=True, negative_slope=0.1, max_norm=1.0)
+    assert GLSymmetry("x", "a", "b", 3, has_bias=True, negative_slope=0.1, max_norm=0.9)
+
+
+def test_rescale_projection_clips_log_scales_on_both_sides():
+    """Without a trust-region state ``project`` clips each log-scale to ``±max_log_scale``."""
+    sym = RescaleSymmetry(
+        "x", [ParamSlice("a.weight", 0)], [ParamSlice("b.weight", 1)], 3, max_log_scale=1.5
+    )
+    theta = torch.tensor([4.0, -4.0, 0.5], dtype=torch.float64)
+    assert sym.project(theta).tolist() == [1.5, -1.5, 0.5]
+
+
+def test_rescale_without_up_slices_has_no_trust_region():
+    """A symmetry with "down" slices only has no up/down imbalance to bound: ``prepare``
+    gives no state and the action divides the columns by ``exp(theta)``."""
+    sym = RescaleSymmetry("inputs", [], [ParamSlice("w", 1)], 3)
+    params = {"w": torch.randn(2, 3, dtype=torch.float64)}
+    assert sym.prepare(params, TeleportContext(inputs={})) is None
+    theta = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    new = sym.act(params, sym.project(theta))["w"]
+    torch.testing.assert_close(new, params["w"] * torch.exp(-theta), rtol=1e-12, atol=0)
+
+
+def test_sage_conv_with_normalized_outputs_gives_no_rescaling(graph, check_invariant):
+    """``SAGEConv(normalize=True)`` divides its output by its norm, which a per-channel scale
+    changes: no pair through it; the same chain without normalisation has an exact one."""
+
+    def chain(normalize):
+        return pyg_nn.Sequential(
+            "x, edge_index",
+            [
+                (pyg_nn.SAGEConv(4, 8, normalize=normalize), "x, edge_index -> x"),
+                nn.ReLU(),
+                (pyg_nn.SAGEConv(8, 2), "x, edge_index -> x"),
+            ],
+        ).double()
+
+    assert find_symmetries(chain(True), kinds="rescale", raise_if_empty=False) == []
+    plain = chain(False)
+    (sym,) = find_symmetries(plain, kinds="rescale")
+    check_invariant(plain, graph(), [sym])
+
+
+@pytest.mark.parametrize("act_first", [False, True])
+def test_pyg_mlp_norm_feeds_the_next_layer_only_after_its_activation(act_first, check_invariant):
+    """In a PyG MLP with a tanh, the norm's affine output reaches the next layer directly only
+    with ``act_first=True`` (``lin → tanh → norm → lin``); by default the tanh follows the
+    norm, and a tanh does not commute with positive scales."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        pyg_nn.MLP([3, 6, 6, 2], norm="batch_norm", act="tanh", act_first=act_first, dropout=0.0)
+    ).double()
+    syms = find_symmetries(model, kinds="rescale", raise_if_empty=False)
+    if not act_first:
+        assert syms == []
+        return
+    assert [s.name for s in syms] == [
+        "rescale 0.norms.0 -> 0.lins.1",
+        "rescale 0.norms.1 -> 0.lins.2",
+    ]
+    check_invariant(model.train(), (torch.randn(16, 3, dtype=torch.float64),), syms)
+
+
+def test_gin_with_max_aggregation_still_absorbs_input_scales(graph, check_invariant):
+    """A max over neighbours commutes with positive per-channel scales, so a GINConv with
+    ``aggr="max"`` absorbs a rescaling of its input (only the GL(d) rule needs a sum)."""
+    torch.manual_seed(0)
+    model = pyg_nn.Sequential(
+        "x, edge_index",
+        [
+            (nn.Linear(4, 6), "x -> x"),
+            nn.ReLU(),
+            (pyg_nn.GINConv(nn.Sequential(nn.Linear(6, 5)), aggr="max"), "x, edge_index -> x"),
+        ],
+    ).double()
+    (sym,) = find_symmetries(model, kinds="rescale")
+    assert sym.name == "rescale module_0 -> module_2"
+    check_invariant(model, graph(), [sym])
+
+
+def test_a_break_at_the_end_of_a_container_hides_its_output_layer():
+    """The output of this PyG Sequential is ``relu(h)``, not the layer just before it (whose
+    result is unused): the outer ``Linear`` has no layer to pair with."""
+    inner = pyg_nn.Sequential(
+        "x",
+        [(nn.Linear(3, 4), "x -> h"), (nn.Linear(4, 4), "h -> g"), (nn.ReLU(), "h -> y")],
+    )
+    model = nn.Sequential(inner, nn.Linear(4, 2))
+    assert find_symmetries(model, kinds="rescale", raise_if_empty=False) == []
+
+
+def _gated_layer(rep_in, rep_out, bilinear):
+    return EquivariantMLPLayer(rep_in, rep_out, "gate", True, bilinear)
+
+
+def test_gated_scale_skips_bilinear_layers_and_reaches_the_next_projection(check_invariant):
+    """A gated layer with a bilinear term has no copy scale (its bilinear output would need
+    it too); a following bilinear layer reads the copies through its linear map and its
+    projection, and both absorb ``1/s``."""
+    group = group_from_name("O3")
+    rep_in, hidden, rep_out = (
+        Rep(r, group) for r in ("4x0e + 2x1o", "8x0e + 4x1o + 2x2e", "1x0e + 1x1o")
+    )
+    bilinear = EquivariantMLP(
+        "4x0e + 2x1o", "1x0e + 1x1o", hidden="8x0e + 4x1o + 2x2e", layers=2, group=group,
+        bilinear=True,
+    )  # fmt: skip
+    assert find_symmetries(bilinear, kinds="gated", raise_if_empty=False) == []
+    torch.manual_seed(0)
+    mixed = nn.Sequential(
+        _gated_layer(rep_in, hidden, False),
+        _gated_layer(hidden, hidden, True),
+        EquivariantLinear(hidden, rep_out),
+    ).double()
+    (sym,) = find_symmetries(mixed, kinds="gated")
+    assert sym.name == "gated copies 0 -> 1" and sym.size == 6
+    assert any(s.name.startswith("1.project.") for s in sym.down)
+    check_invariant(mixed, (torch.randn(10, 4 + 2 * 3, dtype=torch.float64),), [sym])
+
+
+def test_gated_copies_scale_independently():
+    """Each gated copy is its own unit: scaling unit ``u`` alone changes the parameters and
+    leaves the output unchanged."""
+    torch.manual_seed(0)
+    model = EquivariantMLP(
+        "4x0e + 2x1o", "1x0e + 1x1o", hidden="8x0e + 4x1o + 2x2e", layers=2,
+        group=group_from_name("O3"),
+    ).double()  # fmt: skip
+    sym = find_symmetries(model, kinds="gated")[0]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    x = torch.randn(10, 4 + 2 * 3, dtype=torch.float64)
+    ref = model(x).detach()
+    for unit in range(sym.size):
+        theta = sym.identity(ref)
+        theta[unit] = 0.7
+        new = sym.act(params, theta)
+        assert any(not torch.equal(new[n], params[n]) for n in sym.param_names), unit
+        out = torch.func.functional_call(model, new, (x,))
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10 * float(ref.abs().max()))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 
 import numpy as np
 import pytest
 import torch
 
+from symgraph import files as files_module
 from symgraph.files import atomic_write, read_json, remove_stale_temporaries, write_json
 from symgraph.train import checkpoint as checkpoint_module
 from symgraph.train.checkpoint import (
@@ -101,3 +104,52 @@ def test_json_helpers_and_stale_temporaries(tmp_path):
     stale.write_bytes(b"left by a killed process")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and (tmp_path / "a.json").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="directory fsync is POSIX only")
+def test_atomic_write_syncs_the_data_before_the_rename_and_the_directory_after(
+    tmp_path, monkeypatch
+):
+    """The content reaches the disk before it replaces the target, and the rename itself is
+    persisted by syncing the directory: ``fsync(file)``, ``replace``, ``fsync(directory)``."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files_module.os, "fsync", fsync)
+    monkeypatch.setattr(files_module.os, "replace", replace)
+    with atomic_write(tmp_path / "a.bin") as handle:
+        handle.write(b"data")
+    assert events == ["fsync file", "replace", "fsync dir"]
+    assert (tmp_path / "a.bin").read_bytes() == b"data"
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    """The temporary file is created owner-only; the written file has ``0o666 & ~umask``
+    like any file the process creates with ``open``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "plain.txt").write_text("x")
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode == 0o666 & ~mask == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+
+
+def test_stale_temporaries_are_only_our_hidden_files(tmp_path):
+    """Only hidden ``.*.tmp`` files (the pattern :func:`atomic_write` uses) are removed; a
+    user's ``notes.tmp`` stays."""
+    with atomic_write(tmp_path / "b.txt", "w") as handle:
+        handle.write("b")
+    user = tmp_path / "notes.tmp"
+    user.write_text("mine")
+    stale = tmp_path / ".b.txt.xyz.tmp"
+    stale.write_text("left by a killed process")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert user.read_text() == "mine" and (tmp_path / "b.txt").read_text() == "b"
