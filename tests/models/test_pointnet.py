@@ -94,7 +94,7 @@ def test_farthest_point_sampling() -> None:
     g = group_from_name("O3").sample(1, dtype=torch.float64)[0]
     moved, _ = farthest_point_sampling(pos @ g.T + 1.0, 0.35, batch)
     assert moved.tolist() == index.tolist()
-    assert len(farthest_point_sampling(pos[:10], 0.3)[0]) == 3  # not 4 by rounding
+    assert len(farthest_point_sampling(pos[:10], 0.3)[0]) == 3  # ceil(0.3 · 10) = 3
 
 
 def test_farthest_point_sampling_with_duplicates_picks_distinct_points() -> None:
