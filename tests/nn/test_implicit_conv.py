@@ -298,3 +298,52 @@ def test_second_derivatives_stay_finite_with_self_loops(cutoff):
     assert torch.isfinite(force).all() and torch.isfinite(pos.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in conv.parameters() if p.grad is not None)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
+
+
+def test_feature_major_embedding_keeps_gradients_of_attributes():
+    """Attributes that need gradients (positions that do not) take the differentiable path."""
+    kernel = ImplicitKernel("2x0e + 1o", "1o", edge_dim=2, node_dim=1).double()
+    rel = torch.randn(6, 3, dtype=torch.float64)
+    attrs = [torch.randn(6, w, dtype=torch.float64, requires_grad=True) for w in (2, 1, 1)]
+    weights = torch.randn(kernel.rep_embedding.dim, 6, dtype=torch.float64)
+    fast = kernel.embed_feature_major(rel, *attrs)
+    assert fast.requires_grad
+    got = torch.autograd.grad((fast * weights).sum(), attrs)
+    want = torch.autograd.grad((kernel.embed(rel, *attrs).T * weights).sum(), attrs)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-14)
+
+
+def test_cutoff_must_be_positive_and_sets_the_radial_range():
+    """``cutoff=0`` is refused by name; with a cutoff, ``r_max`` plays no part."""
+    with pytest.raises(ValueError, match="cutoff: expected a positive number"):
+        ImplicitKernel("0e", "0e", cutoff=0.0)
+    rel = torch.randn(9, 3, dtype=torch.float64)
+    outputs = []
+    for r_max in (5.0, 20.0):
+        torch.manual_seed(1)
+        kernel = ImplicitKernel("0e + 1o", "1o", cutoff=1.5, r_max=r_max).double()
+        assert kernel.radial.r_max == 1.5
+        outputs.append(kernel(rel))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_embedding_puts_sender_attributes_before_receiver_attributes():
+    """The MLP input: radial basis, edge attributes, sender's, then receiver's node attributes."""
+    kernel = ImplicitKernel("0e", "0e", edge_dim=2, node_dim=3, num_radial=4).double()
+    rel = torch.randn(5, 3, dtype=torch.float64)
+    edge_attr, src, dst = (torch.randn(5, w, dtype=torch.float64) for w in (2, 3, 3))
+    for embedding in (kernel.embed(rel, edge_attr, src, dst),
+                      kernel.embed_feature_major(rel, edge_attr, src, dst).T):  # fmt: skip
+        assert torch.equal(embedding[:, 4:6], edge_attr)
+        assert torch.equal(embedding[:, 6:9], src)
+        assert torch.equal(embedding[:, 9:12], dst)
+
+
+def test_node_attributes_of_the_wrong_shape_are_named():
+    kernel = ImplicitKernel("0e", "0e", node_dim=2).double()
+    rel = torch.randn(4, 3, dtype=torch.float64)
+    good = torch.randn(4, 2, dtype=torch.float64)
+    for bad in (torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"node_dst: expected shape \[4, 2\]"):
+            kernel(rel, None, good, bad)

@@ -165,3 +165,37 @@ def test_irreps_attributes_and_repr():
     assert str(layer.irreps_in) == "2x0e+1x1o"
     assert "SO2" in repr(layer) and "2x0e + 1x1o -> 1x1o" in repr(layer)
     assert EquivariantLinear(Rep.regular(sg.groups.C(3)), "0e").irreps_in is None
+
+
+def test_default_initialisation_gives_unit_variance_with_multi_dimensional_bases():
+    """Under SO(2) each ``1o -> 1o`` pair has a 3-dimensional basis; the fan-in counts every
+    basis element, so unit-variance inputs still give outputs of about unit variance."""
+    layer = EquivariantLinear("32x1o", "32x1o", group=sg.groups.SO2(), bias=False).double()
+    assert layer.basis.pairs[0].basis.shape[0] == 3
+    x = torch.randn(4000, layer.rep_in.dim, dtype=torch.float64)
+    second_moment = layer(x).square().mean().item()
+    assert 0.6 < second_moment < 1.6  # 3x larger if the fan-in ignored the basis size
+
+
+def test_norm_activation_is_smooth_at_zero():
+    """``|v| = sqrt(|v|² + eps)``: finite gradients at a zero vector."""
+    act = sg.nn.NormActivation(Rep("1x0e + 2x1o", sg.groups.O3())).double()
+    x = torch.zeros(2, act.rep.dim, dtype=torch.float64, requires_grad=True)
+    act(x).sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+    slope = torch.sigmoid(torch.tensor(act.eps, dtype=torch.float64).sqrt())  # d(v·σ(|v|))/dv
+    torch.testing.assert_close(x.grad[:, 1:], slope.expand(2, 6), rtol=0, atol=1e-15)
+
+
+def test_norm_activation_gives_each_copy_its_own_bias():
+    """Copy ``u`` of the gated blocks is scaled by ``sigmoid(|v_u| + b_u)`` with its own ``b_u``."""
+    rep = Rep("1x0e + 2x1o + 1x2e", sg.groups.O3())
+    act = sg.nn.NormActivation(rep, eps=0.0).double()
+    with torch.no_grad():
+        act.bias.copy_(torch.tensor([-1.0, 0.5, 2.0]))
+    x = torch.randn(4, rep.dim, dtype=torch.float64)
+    copies = [x[:, 1:4], x[:, 4:7], x[:, 7:12]]
+    expected = [torch.nn.functional.silu(x[:, :1])]
+    for v, b in zip(copies, act.bias.detach(), strict=True):
+        expected.append(v * torch.sigmoid(v.norm(dim=-1, keepdim=True) + b))
+    torch.testing.assert_close(act(x), torch.cat(expected, dim=-1), rtol=0, atol=1e-14)

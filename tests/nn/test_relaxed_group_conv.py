@@ -276,3 +276,44 @@ def test_repr_and_reset():
     _relax(conv)
     conv.reset_parameters()
     assert _penalty(conv) == 0.0
+
+
+def test_relaxation_penalty_is_the_squared_deviation_from_the_mean():
+    """``Σ_l Σ_h (w_l(h) − mean_h w_l)²``, computed here directly."""
+    conv = RelaxedGroupConv(2, 3, D(4), num_filter_banks=3).double()
+    _relax(conv)
+    w = conv.mixing_weights.detach()
+    expected = (w - w.mean(dim=1, keepdim=True)).square().sum().item()
+    assert _penalty(conv) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("lifting", [True, False])
+def test_mean_aggregation_leaves_isolated_nodes_at_the_bias(lifting):
+    """Nodes without incoming edges average nothing: only the bias, no 0/0."""
+    conv = RelaxedGroupConv(2, 3, C(4), lifting=lifting, aggr="mean").double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    pos = torch.randn(4, 3, dtype=F64)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 1]])  # nodes 0 and 3: no incoming edge
+    out = conv(torch.randn(4, conv.rep_in.dim, dtype=F64), pos, edge_index)
+    assert bool(torch.isfinite(out).all())
+    bias = conv.bias.detach().repeat_interleave(conv.order)
+    for node in (0, 3):
+        torch.testing.assert_close(out[node], bias, rtol=0, atol=0)
+
+
+def test_mixed_kernel_starts_with_the_variance_of_one_bank():
+    """``w = 1/sqrt(L)``: the sum of L independent banks has the variance of one bank."""
+    torch.manual_seed(0)
+    conv = RelaxedGroupConv(4, 8, C(4), num_filter_banks=4, hidden=32).double()
+    ratio = (conv.mixed_weights().var() / conv.weight.var()).item()
+    assert 0.8 < ratio < 1.25  # 1/L = 0.25 with w = 1/L
+
+
+def test_group_pooling_reduces_the_group_axis():
+    """``[C, |G|]`` layout: the mean or the maximum over the group elements of each channel."""
+    group = C(4)
+    x = torch.randn(5, 3 * group.order, dtype=F64)
+    lifted = x.reshape(5, 3, group.order)
+    torch.testing.assert_close(GroupPooling(3, group, "mean")(x), lifted.mean(-1))
+    assert torch.equal(GroupPooling(3, group, "max")(x), lifted.max(-1).values)

@@ -154,3 +154,35 @@ def test_bad_arguments():
     pos = torch.randn(5, 3)
     with pytest.raises(ValueError, match=r"x: expected shape \[N, 4\]"):
         conv(torch.randn(5, 3), pos, radius_graph(pos, 2.0))
+
+
+def test_free_features_are_bounded_by_the_tanh():
+    """``u ∈ (−1, 1)^H`` even far away (no cutoff): the free head alone sets the strength."""
+    kernel = RelaxedImplicitKernel("1x0e", "1x1o", group_from_name("C4")).double()
+    with torch.no_grad():
+        for layer in kernel.free_body:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(std=3.0)
+    rel = 30 * torch.randn(64, 3, dtype=F64)
+    u = kernel.free_features(rel)
+    assert u.abs().max().item() <= 1.0
+
+
+def test_reset_switches_the_free_pathway_off():
+    conv = make_conv("C4")
+    with torch.no_grad():
+        conv.kernel.head.free.normal_()
+    assert float(conv.strength.detach()) > 0
+    conv.reset_parameters()
+    assert float(relaxation_penalty(conv).detach()) == 0.0
+    assert error(conv, "C4") < 1e-10
+
+
+def test_freezing_covers_the_free_mlp():
+    """The relaxation parameters are the free head and every parameter of the free MLP."""
+    conv = make_conv("C4")
+    body = list(conv.kernel.free_body.parameters())
+    relaxed = conv.kernel.relaxation_parameters()
+    assert body and all(any(p is q for q in relaxed) for p in body)
+    set_relaxation_trainable(conv, False)
+    assert not any(p.requires_grad for p in body)

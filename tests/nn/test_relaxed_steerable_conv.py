@@ -12,6 +12,7 @@ import torch
 from symgraph.graph import radius_graph
 from symgraph.groups import SO3, C, D, Rep, group_from_name
 from symgraph.lattice import FieldLayout, Lattice, lattice_graph, reflect_field, rotate_field
+from symgraph.nn import EquivariantBilinear
 from symgraph.nn.relaxed_group import RelaxedGroupConv
 from symgraph.nn.relaxed_steerable import RelaxedSteerableConv, symmetry_breaking_basis
 from symgraph.nn.relaxed_utils import (
@@ -237,3 +238,53 @@ def test_relaxed_convolutions_take_graphs_without_edges(num_nodes):
     assert out.shape == (num_nodes, 12)
     if num_nodes:  # no neighbour: only the bias, the same for every node
         assert torch.allclose(out, out[:1].expand_as(out))
+
+
+def test_messages_are_the_bilinear_map_of_the_harmonics_and_the_features():
+    """``K(r) f = B(c(r))(Y(r), f)``: every basis triple of an output block contributes, as in
+    the :class:`~symgraph.nn.EquivariantBilinear` with the edge's coefficients as weights."""
+    conv = RelaxedSteerableConv("1x0e + 1x1o", "2x0e + 1x1o", C(4), lmax=2).double()
+    _relax(conv)
+    rel = torch.randn(3, 3, dtype=F64)
+    f = torch.randn(3, conv.rep_in.dim, dtype=F64)
+    coefficients, harmonics = conv.edge_coefficients(rel)
+    bilinear = EquivariantBilinear(conv.rep_sh, conv.rep_in, conv.rep_out).double()
+    messages = conv.messages(rel, f)
+    for edge in range(3):
+        with torch.no_grad():
+            start = 0
+            for weight, triple in zip(bilinear.weights, conv.basis.triples, strict=True):
+                weight.copy_(coefficients[edge, start : start + triple.num].view(weight.shape))
+                start += triple.num
+        expected = bilinear(harmonics[edge], f[edge])
+        torch.testing.assert_close(messages[edge], expected, rtol=0, atol=1e-12)
+
+
+def test_kernel_vanishes_beyond_the_cutoff():
+    """Messages along edges at least ``cutoff`` long are zero, the relaxed pathway's too."""
+    conv = RelaxedSteerableConv("1x0e + 1x1o", "1x0e + 1x1o", C(4), cutoff=1.5).double()
+    _relax(conv)
+    rel = torch.tensor([[1.5, 0.0, 0.0], [0.0, 2.0, 1.0], [0.3, 0.2, 0.1]], dtype=F64)
+    messages = conv.messages(rel, torch.randn(3, conv.rep_in.dim, dtype=F64))
+    assert messages[:2].abs().max().item() == 0.0 and messages[2].abs().max().item() > 0.0
+
+
+def test_mean_aggregation_leaves_isolated_nodes_finite():
+    """Nodes without incoming edges average nothing: self-interaction and bias only."""
+    conv = RelaxedSteerableConv("2x0e + 1x1o", "2x0e + 1x1o", C(4), aggr="mean").double()
+    x = torch.randn(4, conv.rep_in.dim, dtype=F64)
+    pos = torch.randn(4, 3, dtype=F64)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 1]])  # nodes 0 and 3: no incoming edge
+    out = conv(x, pos, edge_index)
+    assert bool(torch.isfinite(out).all())
+    expected = conv.bias(conv.self_linear(x[[0, 3]]))
+    torch.testing.assert_close(out[[0, 3]], expected, rtol=0, atol=1e-14)
+
+
+def test_initial_coefficients_have_variance_one_over_fan_in():
+    """``θ ~ N(0, 1/fan_in)``, fan-in = input copies × paths into the output block (here 16
+    copies of ``0e`` and the single path ``Y_0 ⊗ 0e -> 0e``)."""
+    torch.manual_seed(0)
+    conv = RelaxedSteerableConv("16x0e", "4x0e", SO3(), lmax=1)
+    assert len(conv.basis.triples) == 1 and conv.coefficients.shape == (8, 64)
+    assert conv.coefficients.std().item() == pytest.approx(1 / 16**0.5, rel=0.15)

@@ -8,7 +8,7 @@ import torch
 
 import symgraph as sg
 from symgraph.nn import ImplicitSteerableConv
-from symgraph.ops import fused, neighbour_outer_sum
+from symgraph.ops import contraction, fused, neighbour_outer_sum
 
 
 def reference(h: torch.Tensor, f: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
@@ -16,15 +16,28 @@ def reference(h: torch.Tensor, f: torch.Tensor, dst: torch.Tensor, n: int) -> to
     return per_edge.new_zeros(n, h.shape[1], f.shape[1]).index_add(0, dst, per_edge)
 
 
-def test_mixed_dtypes_are_promoted_on_every_backend():
-    h = torch.randn(5, 3, dtype=torch.float64)
-    f = torch.randn(5, 2)
+@pytest.mark.parametrize("h_dtype, f_dtype", [(torch.float64, torch.float32),
+                                              (torch.float32, torch.float64)])  # fmt: skip
+def test_mixed_dtypes_are_promoted_on_every_backend(h_dtype, f_dtype):
+    h = torch.randn(5, 3, dtype=h_dtype)
+    f = torch.randn(5, 2, dtype=f_dtype)
     dst = torch.tensor([0, 0, 1, 2, 2])
-    want = reference(h, f.double(), dst, 3)
+    want = reference(h.double(), f.double(), dst, 3)
     for backend in ("auto", "padded", "scatter"):
         out = neighbour_outer_sum(h, f, dst, 3, backend=backend)
         assert out.dtype == torch.float64
         torch.testing.assert_close(out, want)
+
+
+def test_scatter_backend_sums_every_chunk(monkeypatch):
+    """Edges are summed in chunks of ``_CHUNK_ELEMENTS // (A·B)``: none may be left out."""
+    monkeypatch.setattr(contraction, "_CHUNK_ELEMENTS", 3 * 2 * 3)  # chunks of 3 edges
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    f = torch.randn(10, 2, generator=gen, dtype=torch.float64)
+    dst = torch.tensor([0, 1, 1, 2, 0, 3, 3, 1, 2, 0])
+    out = neighbour_outer_sum(h, f, dst, 4, backend="scatter")
+    torch.testing.assert_close(out, reference(h, f, dst, 4), rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize(

@@ -78,3 +78,13 @@ def test_values_into_a_wider_buffer_are_zero_padded(gate):
 def test_wrong_width_names_x(gate):
     with pytest.raises(ValueError, match="x: expected 28 features"):
         gate(torch.randn(4, 27))
+
+
+def test_first_derivative_with_create_graph_matches_the_plain_one(gate):
+    """Double backward differentiates a first derivative equal to the one without a graph."""
+    x = torch.randn(3, gate.rep_in.dim, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(3, gate.rep.dim, dtype=torch.float64)
+    (plain,) = torch.autograd.grad(gate(x), x, grad_out)
+    (graph,) = torch.autograd.grad(gate(x), x, grad_out, create_graph=True)
+    assert graph.requires_grad
+    torch.testing.assert_close(graph, plain, rtol=0, atol=1e-15)
