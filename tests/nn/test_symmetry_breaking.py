@@ -41,7 +41,7 @@ def test_penalty_counts_only_the_part_that_some_element_moves(group):
     average = layer.rep.rho(elements.to(torch.float64)).mean(0) @ layer.value.detach()
     tolerance = 1e-12 if g.is_finite else 0.05  # Monte Carlo average for SO(2), O(3)
     assert torch.allclose(layer.breaking_part().detach(), layer.value - average, atol=tolerance)
-    expected = float((layer.value - average).square().sum())
+    expected = float((layer.value - average).detach().square().sum())
     penalty = float(layer.relaxation_penalty().detach())
     assert penalty == pytest.approx(expected, rel=1e-12 if g.is_finite else 0.03)
     assert float(layer.strength.detach()) ** 2 == pytest.approx(penalty)
