@@ -102,8 +102,8 @@ def read_resampled_file(
     """
     path = Path(path)
     with open(path) as f:
-        lines = f.readlines() if num_points is None else list(itertools.islice(f, num_points))
-    lines = [ln for ln in lines if ln.strip()]
+        rows = (ln for ln in f if ln.strip())  # blank lines do not count as points
+        lines = list(rows) if num_points is None else list(itertools.islice(rows, num_points))
     try:
         arr = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as err:

@@ -372,3 +372,61 @@ def test_off_missing_classes_and_degenerate_mesh(tmp_path: Path) -> None:
     flat.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
     with pytest.raises(ValueError, match="cone_0002.off.*degenerate"):
         ModelNet40(root, "train", source="off", num_points=32, classes=["cone"])
+
+
+def test_normals_more_than_one_percent_off_are_counted(tmp_path: Path) -> None:
+    """A normal 5 % too long is re-normalised and counted; one 0.5 % too long is not counted."""
+    path = tmp_path / "shape.txt"
+    path.write_text("0,0,0,0,0,1.05\n1,0,0,0,1.005,0\n0,1,0,0.6,0.8,0\n")
+    pos, normal, bad = read_resampled_file(path)
+    assert bad == 1 and pos.shape == (3, 3)
+    assert torch.allclose(normal.norm(dim=1), torch.ones(3))
+
+
+def test_read_off_refuses_a_face_index_equal_to_the_vertex_count(tmp_path: Path) -> None:
+    """Vertex indices are 0-based: with 3 vertices, index 3 is out of range."""
+    bad = tmp_path / "bad.off"
+    bad.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 3\n")
+    with pytest.raises(ValueError, match="face indices"):
+        read_off(bad)
+
+
+def test_num_points_gets_its_own_cache(tmp_path: Path) -> None:
+    """Two point counts read into the same processed_dir are two caches, not a stale hit."""
+    data = _write_layout(tmp_path / "d", {"cone": 1}, train=["cone_0001"])
+    eight = ModelNet40(data, "train", num_points=8, processed_dir=tmp_path / "p")
+    twelve = ModelNet40(data, "train", num_points=12, processed_dir=tmp_path / "p")
+    assert eight[0].pos.shape == (8, 3) and twelve[0].pos.shape == (12, 3)
+
+
+def test_a_single_missing_shape_is_an_error(tmp_path: Path) -> None:
+    """Even one listed shape absent on disk raises unless allow_missing=True."""
+    data = _write_layout(tmp_path / "d", {"cone": 1}, train=["cone_0001", "cone_0002"])
+    with pytest.raises(FileNotFoundError, match="1 of 2 shapes"):
+        ModelNet40(data, "train", num_points=8, processed_dir=tmp_path / "p")
+
+
+def test_off_sampling_is_seeded_per_shape(tmp_path: Path) -> None:
+    """Two copies of the same mesh under different shape names get different samples."""
+    root = _off_root(tmp_path)
+    folder = root / "raw" / "cone" / "train"
+    (folder / "cone_0002.off").write_text(TETRA)
+    ds = ModelNet40(root, "train", source="off", num_points=64, classes=["cone"])
+    assert ds.shape_ids == ["cone_0001", "cone_0002"]
+    assert not torch.equal(ds[0].pos, ds[1].pos)
+
+
+def test_off_source_needs_a_point_count(tmp_path: Path) -> None:
+    """OFF meshes are sampled: num_points=None (all points) only makes sense for files."""
+    root = _off_root(tmp_path)
+    with pytest.raises(ValueError, match="num_points: expected a positive int, got None"):
+        ModelNet40(root, "train", source="off", num_points=None, classes=["cone"])
+
+
+def test_blank_lines_do_not_count_towards_num_points(tmp_path):
+    """The first ``num_points`` points are the first non-blank lines, wherever blanks sit."""
+    path = tmp_path / "edited.txt"
+    path.write_text("0,0,0,0,0,1\n\n1,0,0,0,0,1\n2,0,0,0,0,1\n")
+    pos, normal, _ = read_resampled_file(path, 2)
+    assert pos[:, 0].tolist() == [0.0, 1.0] and normal.shape == (2, 3)
+    assert read_resampled_file(path)[0].shape == (3, 3)

@@ -218,3 +218,52 @@ def test_impossible_valence_falls_back_to_single_bonds():
     _check_layout(data)
     bonded = data.edge_attr[:, 0] == 0
     assert int(bonded.sum()) == 10 and bool((data.edge_attr[bonded, SINGLE] == 1).all())
+
+
+def test_zero_cutoff_is_refused(first200):
+    """A radius of 0 Å would silently give a bond-only graph: it must be positive."""
+    rec = first200[1]
+    with pytest.raises(ValueError, match="cutoff"):
+        from_geometry(rec.z, rec.pos, cutoff=0.0)
+
+
+def test_loosest_covalent_rule_that_works_is_used(first200):
+    """Bicyclo[1.1.1]pentane: its bridgeheads are farther apart than 1.2 (r_C + r_C), its
+    C-C bonds closer, so the first (loosest) tighter rule, 1.2, already gives the bonds."""
+    rec = first200[105]
+    r_c = Chem.GetPeriodicTable().GetRcovalent(6)
+    carbons = rec.pos[rec.z == 6]
+    dist = np.linalg.norm(carbons[:, None] - carbons[None], axis=-1)
+    pairs = np.sort(dist[np.triu_indices(5, 1)])  # 6 C-C bonds, the bridgeheads, 3 more
+    assert pairs[5] < 1.2 * 2 * r_c < pairs[6] < 1.9
+    _, method = perceive_bonds(rec.z, rec.pos)
+    assert method == "covalent-1.2"
+
+
+def test_charged_molecule_gets_its_bond_orders():
+    """Methylammonium with charge=1: the Lewis structure exists (N+), no fallback warning."""
+    import warnings
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[NH3+]"))
+    assert AllChem.EmbedMolecule(mol, randomSeed=1) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = from_ase(_as_atoms(mol), charge=1)
+    charges = data.x[:, COL["formal_charge"]]
+    assert charges[data.z == 7].tolist() == [1.0] and float(charges.sum()) == 1.0
+
+
+def test_partially_periodic_atoms_are_refused():
+    """A slab (periodic along x only) is not a molecule either."""
+    h2 = ase.Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[5] * 3)
+    h2.pbc = [True, False, False]
+    with pytest.raises(ValueError, match="non-periodic"):
+        from_ase(h2)
+
+
+def test_2d_conformer_is_refused():
+    """A 2D depiction has no real geometry: from_rdkit asks for a 3D conformer."""
+    mol = Chem.MolFromSmiles("CCO")
+    AllChem.Compute2DCoords(mol)
+    with pytest.raises(ValueError, match="2D, expected 3D"):
+        from_rdkit(mol)

@@ -384,3 +384,89 @@ def test_qm9pack_hardest_cage_keeps_smiles_bonds(tmp_path):
     assert method == "covalent-1.1"
     bonds = Chem.AddHs(Chem.MolFromSmiles(record.smiles)).GetNumBonds()
     assert data.edge_index.shape[1] == 2 * bonds
+
+
+def test_from_pyg_qm9_keeps_the_atomization_columns(dataset):
+    """PyG's ``y [1, 19]`` holds total U0/U/H/G in columns 7-10 and the atomization ones in
+    12-15 (PyG's documented table): the stored targets are the atomization energies."""
+    ours = dataset[3]  # acetylene, QM9 #4
+    z = ours.z.tolist()
+    y19 = torch.zeros(1, 19)
+    y19[0, :7] = ours.y[0, :7]  # mu, alpha, homo, lumo, gap, r2, zpve
+    y19[0, 11] = ours.y[0, 11]  # Cv
+    for k, kind in enumerate(("U0", "U", "H", "G")):
+        atoms = sum(ATOM_REFERENCES_HARTREE[kind][number] for number in z) * HARTREE_TO_EV
+        y19[0, 7 + k] = ours.y[0, 7 + k] + atoms  # total energy (eV)
+        y19[0, 12 + k] = ours.y[0, 7 + k]  # atomization energy (eV)
+    y19[0, 16:] = torch.tensor([1.0, 2.0, 3.0])  # rotational constants A, B, C (GHz)
+    pyg = Data(z=ours.z, pos=ours.pos.double(), y=y19, name="gdb_4", smiles=ours.smiles)
+    data, _ = from_pyg_qm9(pyg)
+    torch.testing.assert_close(data.y, ours.y)
+
+
+def test_negative_target_index_is_refused():
+    """Target indices run over [0, 12) only: -1 is not an alias of the last column."""
+    with pytest.raises(ValueError, match="out of range"):
+        target_index(-1)
+
+
+def test_integer_target_and_empty_target_list(dataset, first200_csv):
+    """``target=4`` keeps the gap column like ``target="gap"``; ``target=[]`` is refused."""
+    gap = QM9(dataset.root, source="csv", csv_files=[first200_csv], target=4, log=False)
+    assert gap.target_names == ("gap",) and gap[5].y.shape == (1, 1)
+    assert torch.equal(gap[5].y[:, 0], dataset[5].y[:, 4])
+    with pytest.raises(ValueError, match="non-empty"):
+        QM9(dataset.root, source="csv", csv_files=[first200_csv], target=[], log=False)
+
+
+def test_cutoff_gets_its_own_cache(first200_csv, tmp_path):
+    """A bond-only set built in the same root does not reuse the radius-graph cache."""
+    options = dict(source="csv", csv_files=[first200_csv], subset=5, log=False)
+    radius = QM9(tmp_path, **options)
+    bonds = QM9(tmp_path, cutoff=None, **options)
+    assert radius.processed_paths != bonds.processed_paths
+    assert int(bonds._data.edge_attr[:, 0].sum()) == 0 < int(radius._data.edge_attr[:, 0].sum())
+
+
+def test_subset_may_take_every_molecule(first200_csv, tmp_path):
+    """``subset=M`` with ``M`` equal to the number of molecules keeps them all."""
+    lines = first200_csv.read_text().splitlines(keepends=True)
+    four = tmp_path / "four.csv"
+    four.write_text("".join(lines[:5]))  # header + QM9 #1..#4
+    ds = QM9(tmp_path / "root", source="csv", csv_files=[four], subset=4, log=False)
+    assert ds._data.idx.tolist() == [1, 2, 3, 4]
+
+
+def _rewrite_row(source: Path, target: Path, row: int, **changes: str) -> None:
+    """Copy the CSV's header and first 4 rows to ``target``, changing fields of ``row``."""
+    with open(source, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [next(reader) for _ in range(4)]
+        fields = reader.fieldnames
+    rows[row].update(changes)
+    with open(target, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_atom_count_mismatch_and_nan_coordinates_are_detected(first200_csv, tmp_path):
+    """A row whose ``N_atoms`` disagrees with its atoms, or with a NaN coordinate, is refused
+    with its file and line."""
+    rows = _csv_rows(first200_csv)
+    bad = tmp_path / "bad.csv"
+    _rewrite_row(first200_csv, bad, 2, N_atoms=str(int(rows[2]["N_atoms"]) + 1))
+    with pytest.raises(ValueError, match=r"bad\.csv.*line 4.*N_atoms"):
+        list(read_qm9_csv(bad))
+    xyz = rows[1]["XYZ_Ang"]
+    _rewrite_row(first200_csv, bad, 1, XYZ_Ang="[[nan" + xyz[xyz.index(",") :])
+    with pytest.raises(ValueError, match=r"bad\.csv.*line 3.*non-finite"):
+        list(read_qm9_csv(bad))
+
+
+def test_checksums_are_case_insensitive(first200_csv, tmp_path):
+    """A sha256 written in upper-case hex (as some tools print it) is accepted."""
+    upper = sha256_file(first200_csv).upper()
+    assert len(list(read_qm9_csv(first200_csv, expected_sha256=upper))) == 200
+    options = dict(source="csv", csv_files=[first200_csv], subset=2, log=False)
+    assert len(QM9(tmp_path, checksums={FIRST200: upper}, **options)) == 2

@@ -183,3 +183,48 @@ def test_bad_arguments() -> None:
         ProceduralShapes(2, seed=-1)
     with pytest.raises(ValueError, match="name"):
         sample_shape("dragon")
+
+
+def test_area_uniform_disks_cones_triangles_and_tori() -> None:
+    """Area-uniform shares, from each surface's area element: half of a disk's area lies
+    within R / √2 of its centre; half of a cone's lateral area lies within 1 / √2 of the
+    slant from the apex; a rectangle made of two triangles has half its area on each side
+    of either mid-line; the outer half of a torus holds 1/2 + r / (π R) of its area."""
+    pos, normal = (t.double().numpy() for t in sample_shape("cylinder_standing", 20000, 3))
+    cap = np.abs(normal[:, 2]) > 0.99
+    rho = np.linalg.norm(pos[:, :2], axis=1)
+    assert (rho[cap] < rho[~cap].mean() / np.sqrt(2)).mean() == pytest.approx(0.5, abs=0.03)
+
+    pos, normal = (t.double().numpy() for t in sample_shape("cone", 20000, 3))
+    base, side = normal[:, 2] < -0.99, normal[:, 2] > 0
+    slope = normal[side, 2] / np.linalg.norm(normal[side, :2], axis=1)  # radius / height
+    rho = np.linalg.norm(pos[side, :2] - pos[base, :2].mean(0), axis=1)
+    t = rho / (rho + slope * (pos[side, 2] - pos[base, 2].mean()))  # distance from apex / slant
+    assert (t < 1 / np.sqrt(2)).mean() == pytest.approx(0.5, abs=0.03)
+
+    pos, normal = (t.double().numpy() for t in sample_shape("pyramid", 20000, 3))
+    rect = pos[normal[:, 2] < -0.99][:, :2]  # the base rectangle, two triangles
+    middle = (rect.max(0) + rect.min(0)) / 2
+    assert np.allclose((rect > middle).mean(0), 0.5, atol=0.035)
+
+    pos, normal = (t.double().numpy() for t in sample_shape("torus", 20000, 3))
+    rho = np.linalg.norm(pos[:, :2], axis=1)
+    big, small = (rho.max() + rho.min()) / 2, (rho.max() - rho.min()) / 2
+    outer = float(((normal[:, :2] * pos[:, :2]).sum(1) > 0).mean())
+    assert outer == pytest.approx(0.5 + small / (np.pi * big), abs=0.015)
+    assert small / (np.pi * big) > 0.04  # the check is sensitive to the area weighting
+
+
+def test_seeds_give_unrelated_sets() -> None:
+    """Shape 1 of seed 0 is not shape 0 of seed 1 (each (seed, index) has its own stream)."""
+    a = ProceduralShapes(2, 64, classes=["box"], seed=0)
+    b = ProceduralShapes(1, 64, classes=["box"], seed=1)
+    assert not torch.equal(a[1].pos, b[0].pos)
+
+
+def test_noise_gets_its_own_cache(tmp_path: Path) -> None:
+    """A noisy set in the same root does not reuse the clean set's cache."""
+    clean = ProceduralShapes(4, 64, root=tmp_path)
+    noisy = ProceduralShapes(4, 64, noise=0.05, root=tmp_path)
+    assert noisy.cache_path != clean.cache_path
+    assert not torch.equal(noisy[0].pos, clean[0].pos)

@@ -180,3 +180,76 @@ def test_stack_trajectories_refuses_what_it_cannot_pack():
         stack_trajectories([_toy(cells=cells)])
     with pytest.raises(TypeError, match=r"trajectories\[0\]: expected a Trajectory"):
         stack_trajectories([_toy().positions])
+
+
+def test_kcal_per_mol_constant():
+    """1 kcal/mol = 4184 J/mol / (N_A e) = 0.0433641 eV (exact SI values of N_A and e)."""
+    assert KCAL_PER_MOL_IN_EV == pytest.approx(4184 / (6.02214076e23 * 1.602176634e-19), rel=1e-6)
+
+
+def test_deepmd_sets_are_read_in_order(shared_data):
+    """Frames of set.000 come before those of set.001."""
+    system = shared_data / "md" / "water_dft_pbc" / "data_1"
+    first = np.load(system / "set.000" / "coord.npy").astype(np.float64)
+    last = np.load(system / "set.001" / "coord.npy").astype(np.float64)
+    traj = load_deepmd(system)
+    assert len(traj) == len(first) + len(last)
+    torch.testing.assert_close(traj.positions[0], torch.as_tensor(first[0]).reshape(-1, 3))
+    torch.testing.assert_close(traj.positions[-1], torch.as_tensor(last[-1]).reshape(-1, 3))
+
+
+def test_md17_split_picks_the_test_file(shared_data, tmp_path):
+    """``split="test"`` reads ``<name>-test.npz`` of a CCSD(T) set, not its train file."""
+    source = shared_data / "md" / "md17" / "ethanol_ccsd_t-train.npz"
+    (tmp_path / source.name).symlink_to(source)
+    with np.load(source) as raw:
+        np.savez(tmp_path / "ethanol_ccsd_t-test.npz", **{k: raw[k][:5] for k in "REF"}, z=raw["z"])
+    test = MD17(tmp_path, "ethanol CCSD(T)", split="test")
+    assert len(test) == 5 and test.path.name == "ethanol_ccsd_t-test.npz"
+    assert len(MD17(tmp_path, "ethanol CCSD(T)", split="train")) == 1000
+
+
+def test_finite_difference_velocities_of_two_frames():
+    """Two frames are enough: both ends use the one-sided difference."""
+    positions = torch.tensor([[[0.0, 0.0, 0.0]], [[3.0, -1.0, 0.5]]], dtype=torch.float64)
+    velocities = finite_difference_velocities(positions, 2.0)
+    torch.testing.assert_close(velocities, torch.tensor([[[1.5, -0.5, 0.25]]] * 2).double())
+
+
+def test_energy_drift_report():
+    """Drift is the final deviation from E(0), the fluctuation the largest one, both and the
+    standard deviation divided by the number of atoms."""
+    from symgraph.data.trajectories import energy_drift
+
+    energies = torch.tensor([0.0, 3.0, 1.0], dtype=torch.float64)
+    traj = Trajectory(
+        torch.zeros(3, 2, 3, dtype=torch.float64),
+        torch.zeros(3, 2, 3, dtype=torch.float64),  # at rest: the total energy is E
+        torch.tensor([1, 1]),
+        energies=energies,
+    )
+    report = energy_drift(traj)
+    assert report["drift_per_atom"] == pytest.approx(1.0 / 2)
+    assert report["max_fluctuation_per_atom"] == pytest.approx(3.0 / 2)
+    assert report["std_per_atom"] == pytest.approx(float(energies.std()) / 2)
+
+
+def test_stack_trajectories_offsets_by_molecules_not_trajectories():
+    """A two-molecule trajectory first: the next one's molecule gets index 2, not 1."""
+    packed = stack_trajectories([_toy(2), _toy(1, seed=1)])
+    assert packed.num_graphs == 3 and packed.batch.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_zero_padded_atoms_are_refused_even_when_every_frame_agrees(tmp_path):
+    """``z [T, N]`` with the same zero padding in every frame is not one molecule."""
+    padded = tmp_path / "padded.npz"
+    z = np.array([[6, 1, 0], [6, 1, 0]])
+    np.savez(padded, R=np.zeros((2, 3, 3)), E=np.zeros((2, 1)), F=np.zeros((2, 3, 3)), z=z)
+    with pytest.raises(ValueError, match="load_padded_molecules"):
+        load_md17(padded)
+
+
+def test_given_dt_overrides_the_md17_default(shared_data):
+    """The 0.5 fs of the original MD17 files is a default: an explicit ``dt`` wins."""
+    path = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
+    assert load_md17(path, dt=2.0, max_frames=3).dt == 2.0

@@ -151,3 +151,61 @@ def test_angular_momentum_refuses_periodic_trajectories():
         with pytest.raises(ValueError, match="not conserved .* under periodic boundaries"):
             noether_loss(g, periodic)
     assert noether_loss(LinearMomentum(), periodic) >= 0  # momentum is, and is accepted
+
+
+def test_atomic_numbers_and_masses_must_be_physical():
+    """z = 0 has no standard mass; a zero mass is refused like a negative one."""
+    from symgraph.data.frames import default_masses
+
+    with pytest.raises(ValueError, match=r"z: expected atomic numbers in \[1,"):
+        default_masses(torch.tensor([0, 1]))
+    pos = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="positive masses"):
+        Frame(pos, z=torch.tensor([1, 1]), mass=torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+def test_cat_of_batched_frames_keeps_every_molecule():
+    """Two frames of two molecules each make a batch of four molecules."""
+    two = Frame.cat(frames(2))
+    four = Frame.cat([two, two])
+    assert four.num_graphs == 4 and four.batch.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+
+
+def test_per_molecule_energies_of_a_batched_trajectory():
+    """With B = 2 molecules, energies are [T, 2]: [T] is refused, and split() gives each
+    molecule its own column."""
+    traj = Trajectory.from_frames([Frame.cat(frames(2)) for _ in range(4)])
+    with pytest.raises(ValueError, match=r"energies: expected shape \[4, 2\]"):
+        Trajectory(traj.positions, traj.velocities, traj.z, batch=traj.batch,
+                   energies=torch.zeros(4, dtype=torch.float64))  # fmt: skip
+    energies = torch.arange(8.0, dtype=torch.float64).reshape(4, 2)
+    both = Trajectory(traj.positions, traj.velocities, traj.z, batch=traj.batch, energies=energies)
+    first, second = both.split()
+    torch.testing.assert_close(first.energies, energies[:, 0])
+    torch.testing.assert_close(second.energies, energies[:, 1])
+
+
+def test_from_frames_refuses_different_masses():
+    """Frames of one trajectory share their masses (e.g. no isotope swap mid-way)."""
+    base = frames(1)[0]
+    heavy = base.replace(mass=base.mass * torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"frames\[1\]: masses differ"):
+        Trajectory.from_frames([base, heavy])
+
+
+def test_pyg_frames_may_name_their_masses_masses():
+    """A PyG ``Data`` with ``masses`` (not ``mass``) keeps them instead of standard masses."""
+    from torch_geometric.data import Data
+
+    from symgraph.data.frames import as_frame
+
+    masses = torch.tensor([13.0, 2.0, 18.0], dtype=torch.float64)  # 13C, D, 18O
+    data = Data(pos=torch.zeros(3, 3, dtype=torch.float64), z=torch.tensor([6, 1, 8]))
+    data.masses = masses
+    torch.testing.assert_close(as_frame(data).mass, masses)
+
+
+def test_zero_time_step_is_refused():
+    """``dt`` is the positive time between frames (``None`` for unordered snapshots)."""
+    with pytest.raises(ValueError, match="dt: expected a positive time step"):
+        Trajectory(torch.zeros(2, 1, 3), z=torch.tensor([1]), dt=0.0)
