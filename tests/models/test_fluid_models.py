@@ -269,3 +269,67 @@ def test_example_runs_in_quick_mode(capsys, load_script, relaxation):
     for kind in ("conv", "equivariant", "relaxed"):
         assert f"| {kind} |" in text
     assert ("{'breaking':" in text) == bool(relaxation)  # the per-layer relaxation report
+
+
+@pytest.mark.parametrize("kind", ["conv", "equivariant"])
+def test_predictors_are_homogeneous_in_the_field_scale(kind):
+    """Inputs are divided by ``scale`` and updates multiplied: a model of scale ``s`` on
+    ``s x`` predicts ``s`` times what the same model of scale 1 predicts on ``x``."""
+    torch.manual_seed(0)
+    unit = build_fluid_model(kind, 3, width=4, layers=2, scale=1.0).double()
+    torch.manual_seed(0)
+    scaled = build_fluid_model(kind, 3, width=4, layers=2, scale=2.5).double()
+    x = frames(dtype=torch.float64)
+    with torch.no_grad():
+        expected, out = 2.5 * unit(x), scaled(2.5 * x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    assert (expected - 2.5 * x[:, -1]).abs().max() > 1e-3  # a non-trivial update
+
+
+def test_cnn_update_is_added_to_the_last_frame():
+    """With zero weights the CNN's update is its last bias times ``scale``, added to the
+    newest frame (no nonlinearity after the last convolution)."""
+    model = FluidCNN(3, "1x1o", hidden=4, layers=2, scale=0.5).double()
+    with torch.no_grad():
+        model.convs[-1].weight.zero_()
+        model.convs[-1].bias.copy_(torch.tensor([-2.0, 3.0]))
+    x = frames(dtype=torch.float64)
+    expected = x[:, -1] + 0.5 * torch.tensor([-2.0, 3.0], dtype=torch.float64)[:, None, None]
+    torch.testing.assert_close(model(x).detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cnn_commutes_with_periodic_shifts():
+    """Circular padding: shifting the field around the periodic grid shifts the prediction."""
+    torch.manual_seed(0)
+    model = FluidCNN(3, "1x1o", hidden=4, layers=3).double()
+    x = frames(dtype=torch.float64)
+    with torch.no_grad():
+        shifted = model(torch.roll(x, (2, -3), dims=(-2, -1)))
+        expected = torch.roll(model(x), (2, -3), dims=(-2, -1))
+    torch.testing.assert_close(shifted, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_steerable_model_reads_every_input_frame():
+    """Every one of the ``T`` input frames (not only the newest) changes the prediction."""
+    torch.manual_seed(0)
+    model = build_fluid_model("equivariant", 3, "1x1o + 1x0e", width=4, layers=2).double()
+    x = frames("1x1o + 1x0e", dtype=torch.float64)
+    with torch.no_grad():
+        base = model(x)
+        for t in range(3):
+            for channel in range(3):
+                moved = x.clone()
+                moved[:, t, channel] += torch.randn_like(moved[:, t, channel])
+                assert (model(moved) - base).abs().max() > 1e-6, (t, channel)
+
+
+def test_kernel_radial_range_reaches_the_stencil_corners():
+    """``r_max`` defaults to the stencil's reach ``radius √2``; the CNN has ``2 width``
+    channels and kernel size ``2 radius + 1``."""
+    for radius in (1, 2):
+        model = build_fluid_model("equivariant", 3, width=4, layers=2, radius=radius)
+        for conv in model.convs:
+            assert conv.kernel.radial.r_max == pytest.approx(radius * 2**0.5, rel=1e-12)
+    cnn = build_fluid_model("conv", 3, width=4, layers=3, radius=2)
+    assert [c.out_channels for c in cnn.convs] == [8, 8, 2]
+    assert all(c.kernel_size == (5, 5) for c in cnn.convs)

@@ -298,3 +298,80 @@ def test_example_runs_in_quick_mode(tmp_path: Path, load_script) -> None:
     assert set(accuracy) == {"aligned", "SO(3)-rotated"}
     # the SO(3) model is invariant: rotating the 12 test shapes changes at most a borderline one
     assert accuracy["SO(3)-rotated"] == pytest.approx(accuracy["aligned"], abs=1 / 12 + 1e-9)
+
+
+def test_relative_positions_are_divided_by_their_clouds_mean_edge_length() -> None:
+    """``_scaled_rel``: each edge vector over the mean edge length of its own cloud."""
+    from symgraph.models.pointnet import _scaled_rel
+
+    rel = torch.tensor([[1.0, 0, 0], [0, 3.0, 0], [0, 0, 4.0], [0, -4.0, 0]], dtype=torch.float64)
+    cloud = torch.tensor([0, 0, 1, 1])
+    expected = rel / torch.tensor([[2.0], [2.0], [4.0], [4.0]], dtype=torch.float64)
+    torch.testing.assert_close(_scaled_rel(rel, cloud, 2), expected, rtol=1e-12, atol=0)
+
+
+def test_convolutions_within_a_stage_are_residual() -> None:
+    """The kNN conv after pooling adds its input: switching the residual off removes ``x``."""
+    model = small_model("SO3")
+    block = model.convs[0]
+    assert block.residual and not model.embed.residual and not model.pools[0].residual
+    pos, _, _ = clouds(num=1, points=12)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(12, model.reps[1].dim, generator=gen, dtype=torch.float64)
+    cloud, radial = torch.zeros(12, dtype=torch.long), pos.norm(dim=1, keepdim=True)
+    with_input = model._conv(block, x, pos, radial, cloud, 1)
+    block.residual = False
+    torch.testing.assert_close(
+        with_input - model._conv(block, x, pos, radial, cloud, 1), x, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_a_training_batch_of_one_cloud_uses_the_running_statistics() -> None:
+    """A single cloud in training mode (no batch variance): logits as in eval mode, and the
+    running statistics of the head's batch norm are left as they are."""
+    model = small_model("SO3")
+    pos, normal, _ = clouds(num=1, points=20)
+    expected = model.classify(pos, normal)
+    norm = model.head[0]
+    mean, var = norm.running_mean.clone(), norm.running_var.clone()
+    model.train()
+    torch.testing.assert_close(model.classify(pos, normal), expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)
+
+
+def test_ratio_one_keeps_every_point() -> None:
+    """``ratio=1`` (documented range ``(0, 1]``) is accepted: pooling keeps all the points,
+    and the logits stay invariant."""
+    model = small_model("SO3", ratio=1.0)
+    pos, normal, batch = clouds(num=2, points=10)
+    out = model.classify(pos, normal, batch)
+    g = group_from_name("SO3").sample(1, dtype=torch.float64)[0]
+    assert out.shape == (2, 3)
+    assert torch.allclose(model.classify(pos @ g.T, normal @ g.T, batch), out, atol=1e-10)
+    index, _ = farthest_point_sampling(pos, model.ratio, batch)
+    assert sorted(index.tolist()) == list(range(20))
+
+
+def test_centroid_offsets_are_in_units_of_the_clouds_rms_radius() -> None:
+    """``(p - c) / s`` with ``c`` the centroid and ``s`` the RMS radius of each cloud."""
+    pos = torch.tensor(
+        [[1.0, 5, 0], [-1, 5, 0], [2, 0, 1], [2, 2, 1], [2, 4, 1], [2, 6, 1]], dtype=torch.float64
+    )
+    cloud = torch.tensor([0, 0, 1, 1, 1, 1])
+    # cloud 0: offsets ±1 along x, radius 1; cloud 1: ±1, ±3 along y, radius sqrt(5)
+    y = torch.tensor([-3.0, -1, 1, 3], dtype=torch.float64) / 5**0.5
+    expected = torch.zeros(6, 3, dtype=torch.float64)
+    expected[0, 0], expected[1, 0], expected[2:, 1] = 1.0, -1.0, y
+    out = SteerablePointNet._centroid_offsets(pos, cloud, 2)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_logits_do_not_depend_on_the_order_of_the_points() -> None:
+    """A cloud is a set: permuting its points (and normals) leaves the logits unchanged."""
+    model = small_model("SO3", stages=3, hidden="4x0e + 2x1o + 1x2e", ratio=0.5)
+    pos, normal, batch = clouds(num=2, points=24)
+    gen = torch.Generator().manual_seed(5)
+    perm = torch.cat([torch.randperm(24, generator=gen), 24 + torch.randperm(24, generator=gen)])
+    out = model.classify(pos, normal, batch)
+    moved = model.classify(pos[perm], normal[perm], batch)
+    assert (moved - out).abs().max() < 1e-10 * out.abs().max()

@@ -83,3 +83,64 @@ def test_bad_inputs():
         model(pos, torch.randn(4, 3), torch.ones(4))
     with pytest.raises(ValueError, match="dt"):
         EquivariantDynamics(dt=0.0)
+
+
+def _perturbed(model: EquivariantDynamics, size: float = 0.3) -> EquivariantDynamics:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(size * torch.randn_like(p))
+    return model
+
+
+def test_positions_follow_the_mean_velocity_without_correction():
+    """With the learned corrections off, ``r' = r + dt (v + v') / 2`` (trapezoidal step)."""
+    torch.manual_seed(0)
+    model = _perturbed(EquivariantDynamics(hidden=8, num_layers=2, dt=0.7).double())
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.correct[-1].weight.zero_()
+            layer.correct[-1].bias.zero_()
+    pos = torch.randn(5, 3, dtype=torch.float64)
+    vel = torch.randn(5, 3, dtype=torch.float64) * 0.01
+    p, v = model(pos, vel, torch.tensor([6, 1, 1, 8, 1]))
+    assert (v - vel).abs().max() > 1e-4  # the velocity does change
+    torch.testing.assert_close(p, pos + 0.35 * (vel + v), rtol=1e-12, atol=1e-12)
+
+
+def test_update_scales_with_the_velocity_scale():
+    """Velocities enter divided by ``velocity_scale`` and the learned terms come out
+    multiplied by it: scaling both velocities and the scale by ``λ`` scales the whole
+    update (``v'`` and ``r' - r``) by ``λ``."""
+    torch.manual_seed(0)
+    model = _perturbed(EquivariantDynamics(hidden=8, num_layers=2, dt=1.5).double())
+    pos = torch.randn(5, 3, dtype=torch.float64)
+    vel = torch.randn(5, 3, dtype=torch.float64) * 0.01
+    z = torch.tensor([6, 1, 1, 8, 1])
+    p1, v1 = model(pos, vel, z)
+    model.velocity_scale *= 4.0
+    p4, v4 = model(pos, 4.0 * vel, z)
+    torch.testing.assert_close(v4, 4.0 * v1, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(p4 - pos, 4.0 * (p1 - pos), rtol=1e-10, atol=1e-14)
+    assert (p1 - pos - 1.5 * vel).abs().max() > 1e-5  # the learned terms are not negligible
+
+
+def test_soft_bound_is_monotone_and_bounded():
+    """``_soft_bound``: about ``x`` for small ``x``, increasing, tending to ``±bound``."""
+    from symgraph.models.dynamics import _soft_bound
+
+    x = torch.linspace(-1e3, 1e3, 20001, dtype=torch.float64)
+    y = _soft_bound(x, 10.0)
+    assert (y.diff() > 0).all() and y.abs().max() < 10.0
+    assert y[-1] > 9.99 and y[0] < -9.99
+    small = torch.tensor([1e-3, -2e-3], dtype=torch.float64)
+    torch.testing.assert_close(_soft_bound(small, 10.0), small, rtol=1e-7, atol=0)
+
+
+def test_largest_atomic_number_is_embedded():
+    """``max_z`` itself is a valid atomic number; ``max_z + 1`` is refused."""
+    model = EquivariantDynamics(hidden=8, num_layers=1, max_z=9)
+    pos, vel = torch.randn(2, 3), torch.randn(2, 3) * 0.01
+    p, _ = model(pos, vel, torch.tensor([9, 1]))
+    assert torch.isfinite(p).all()
+    with pytest.raises(ValueError, match=r"z: expected atomic numbers in \[0, 9\]"):
+        model(pos, vel, torch.tensor([10, 1]))

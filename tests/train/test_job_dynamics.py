@@ -117,3 +117,124 @@ def test_negative_noether_weight_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="--noether-weight: expected a finite weight >= 0"):
         ConservationLoss(torch.nn.Identity(), -1.0, 4)
+
+
+# --------------------------------------------------------------------------- NextStepTask
+class _Drift(torch.nn.Module):
+    """Moves every atom by ``d`` and changes every velocity by ``e`` per step."""
+
+    def __init__(self, d, e) -> None:
+        super().__init__()
+        self.d = torch.nn.Parameter(torch.tensor(d, dtype=torch.float64))
+        self.e = torch.tensor(e, dtype=torch.float64)
+
+    def forward(self, pos, vel, z, batch=None):
+        return pos + self.d, vel + self.e
+
+
+def _windows(moves, frames, tag=0, accels=((0.0, 0.0, 0.0),) * 2):
+    """Windows of ``frames - 1`` future frames of molecules of 2 and 3 atoms, positions
+    moving by ``moves[i]`` and velocities by ``accels[i]`` per frame."""
+    from symgraph.data.frames import Trajectory
+    from symgraph.data.windows import TrajectoryWindows
+
+    gen = torch.Generator().manual_seed(0)
+    trajs = []
+    for atoms, move, accel in zip((2, 3), moves, accels):
+        start = torch.randn(atoms, 3, generator=gen, dtype=torch.float64)
+        steps = torch.arange(frames, dtype=torch.float64)[:, None, None]
+        pos = start + steps * torch.tensor(move, dtype=torch.float64)
+        vel = torch.randn(atoms, 3, generator=gen, dtype=torch.float64)
+        vel = vel + steps * torch.tensor(accel, dtype=torch.float64)
+        trajs.append(Trajectory(pos, vel, z=torch.tensor([6, 1, 1][:atoms])))
+    return TrajectoryWindows(trajs, frames - 1, tag=tag)
+
+
+def _window_batch(dataset):
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([dataset[i] for i in range(len(dataset))])
+
+
+def test_next_step_scales_are_rms_changes_per_coordinate():
+    """``from_dataset``: the RMS one-step change over every atom and coordinate."""
+    from symgraph.train.task_dynamics import NextStepTask
+
+    # molecule of 2 atoms moves by |u|² = 9 per frame, the one of 3 atoms by |u|² = 0.25
+    # and velocities by |w|² = 0.25 and 0.01
+    moves, accels = [(1.0, 2.0, 2.0), (0.0, 0.0, 0.5)], [(0.5, 0.0, 0.0), (0.0, 0.1, 0.0)]
+    task = NextStepTask.from_dataset(_windows(moves, frames=4, accels=accels))
+    assert task.pos_scale == pytest.approx(math.sqrt((2 * 9 + 3 * 0.25) / (3 * 5)), rel=1e-12)
+    assert task.vel_scale == pytest.approx(math.sqrt((2 * 0.25 + 3 * 0.01) / 15), rel=1e-12)
+
+
+def test_next_step_loss_and_metrics_of_a_known_drift():
+    """Loss and rollout metrics of a model that drifts by ``d`` per step from still truth:
+    frame ``t`` is off by ``t d`` (and the velocity by ``t e``)."""
+    from symgraph.train.task_dynamics import NextStepTask
+
+    d, e, steps = (0.3, -0.1, 0.2), (0.0, 0.05, 0.0), 3
+    batch = _window_batch(_windows([(0.0, 0.0, 0.0)] * 2, frames=steps + 1))
+
+    def x_sum(frame):  # an "energy": the sum of x coordinates of each molecule
+        return torch.zeros(frame.num_graphs, dtype=frame.pos.dtype).index_add(
+            0, frame.batch_index(), frame.pos[:, 0]
+        )
+
+    task = NextStepTask(2.0, 0.5, energy=x_sum)
+    model = _Drift(d, e)
+    d2, e2 = sum(x * x for x in d) / 3, sum(x * x for x in e) / 3  # per coordinate
+    t2 = [t * t for t in range(1, steps + 1)]
+    loss, n = task.loss(model, batch)
+    expected = sum(t2) / steps * (d2 / 2.0**2 + e2 / 0.5**2)
+    assert n == 2 and loss.item() == pytest.approx(expected, rel=1e-10)
+    metrics = task.metrics(model, batch)
+    ones = torch.ones(2, dtype=torch.float64)
+    torch.testing.assert_close(metrics["one_step_mse"], d2 * ones, rtol=1e-10, atol=0)
+    torch.testing.assert_close(metrics["loss"], (d2 / 4 + e2 / 0.25) * ones, rtol=1e-10, atol=0)
+    rmse = math.sqrt(sum(t2) / steps * d2)  # RMS over the rolled-out frames 1..L
+    torch.testing.assert_close(metrics["rollout_rmse"], rmse * ones, rtol=1e-10, atol=0)
+    final = steps * math.sqrt(d2)
+    torch.testing.assert_close(metrics["rollout_rmse_final"], final * ones, rtol=1e-10, atol=0)
+    # the x sum of a molecule of n atoms drifts by n L d_x: L d_x per atom
+    drift = steps * abs(d[0]) * ones
+    torch.testing.assert_close(metrics["energy_drift"], drift, rtol=1e-10, atol=0)
+
+
+def test_tailoring_horizons_follow_the_window(monkeypatch):
+    """Test-time tailoring of a tagged window runs its inner Noether loss over
+    ``min(tailor_horizon, L)`` steps; meta-training a ``MetaTailoring`` rolls out over its
+    ``loss_horizon`` even when the window is shorter, then scores the first ``L`` steps."""
+    from symgraph.noether import MetaTailoring
+    from symgraph.noether.quantities import AngularMomentum
+    from symgraph.train import task_dynamics
+    from symgraph.train.task_dynamics import NextStepTask
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["horizon"], kwargs["loss_horizon"]))
+        return real_tailor(*args, **kwargs)
+
+    real_tailor = task_dynamics.tailor
+    monkeypatch.setattr(task_dynamics, "tailor", spy)
+    batch = _window_batch(_windows([(0.0, 0.0, 0.0)] * 2, frames=4, tag=1))
+    model = _Drift((0.3, -0.1, 0.2), (0.0, 0.05, 0.0))
+    task = NextStepTask(quantity=AngularMomentum(), tailor_steps=1, tailor_horizon=20)
+    metrics = task.metrics(model, batch)
+    assert calls == [(3, 3), (3, 3)] and metrics["rollout_rmse_tailored"].shape == (2,)
+    task = NextStepTask(quantity=AngularMomentum(), tailor_steps=1, tailor_horizon=2)
+    task.metrics(model, batch)
+    assert calls[2:] == [(3, 2), (3, 2)]
+
+    horizons = []
+    real_meta = MetaTailoring.tailor
+
+    def meta_spy(self, x0, horizon, *args, **kwargs):
+        horizons.append(horizon)
+        return real_meta(self, x0, horizon, *args, **kwargs)
+
+    monkeypatch.setattr(MetaTailoring, "tailor", meta_spy)
+    meta = MetaTailoring(model, AngularMomentum(), loss_horizon=5).train()
+    loss, n = NextStepTask().loss(meta, batch)
+    assert horizons == [5] and n == 2 and torch.isfinite(loss)

@@ -53,6 +53,7 @@ def test_regression_state_roundtrip_and_errors():
     other = RegressionTask(0)
     other.load_state_dict(task.state_dict())
     assert other.mean.item() == 2.0 and other.std.item() == 4.0 and other.units["mae"] == "eV"
+    assert other.unit_scale == 27.2 and other.unit_name == "eV"
     with pytest.raises(ValueError, match="target_index"):
         RegressionTask(1).load_state_dict(task.state_dict())
     with pytest.raises(ValueError, match="std must be > 0"):
@@ -86,3 +87,30 @@ def test_classification_loss_and_accuracy():
     with pytest.raises(ValueError, match="labels"):
         task.loss(model, (torch.zeros(2, 1), torch.tensor([0, 1])))
     assert task.monitor == "accuracy" and task.mode == "max"
+
+
+def test_multi_target_regression_averages_each_items_targets():
+    """``target_index=None`` with ``y [n, T]``: statistics per column, and every per-item
+    metric is the mean over the item's ``T`` targets; the loss counts items, not values."""
+    y = torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])
+    task = RegressionTask.from_dataset(TensorDataset(torch.zeros(3, 1), y), unit_scale=2.0)
+    torch.testing.assert_close(task.mean, torch.tensor([3.0, 30.0]))
+    torch.testing.assert_close(task.std, torch.tensor([(8 / 3) ** 0.5, (800 / 3) ** 0.5]))
+    batch = (torch.zeros(3, 1), y)
+    metrics = task.metrics(Constant(torch.zeros(2)), batch)  # predicts the column means
+    # |errors| (2, 20), (0, 0), (2, 20) in dataset units: mean 11, times unit_scale 2
+    torch.testing.assert_close(metrics["mae"], torch.tensor([22.0, 0.0, 22.0]))
+    # standardised squared errors 2² / (8/3) = 1.5 in both columns
+    torch.testing.assert_close(metrics["loss"], torch.tensor([1.5, 0.0, 1.5]))
+    loss, n = task.loss(Constant(torch.zeros(2)), batch)
+    assert n == 3 and loss.item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_regression_refuses_transposed_predictions_and_negative_columns():
+    """A prediction ``[T, n]`` for targets ``[n, T]`` is not silently reshaped, and
+    ``target_index`` must be a column index ``0 <= i < T``."""
+    batch = (torch.zeros(3, 1), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="model output has shape"):
+        RegressionTask().loss(Fixed(torch.zeros(2, 3)), batch)
+    with pytest.raises(ValueError, match="target_index=-1"):
+        RegressionTask(-1).loss(Constant(torch.zeros(())), batch)

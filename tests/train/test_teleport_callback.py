@@ -346,11 +346,15 @@ def _ddp_worker(rank: int, world_size: int, port: int, out, state: str) -> None:
         trainer = make_trainer(splits, out / "run", dist=dist, state=state)
         trainer.fit()
         optimizer = {n: trainer.optimizer.state[p] for n, p in trainer.model.named_parameters()}
+        probe = torch.full((2,), float(rank + 1))  # every rank gets rank 0's tensor and object
+        dist.broadcast_tensors([probe])
         torch.save(
             {
                 "model": trainer.model.state_dict(),
                 "optimizer": optimizer,
                 "records": trainer.callbacks[-1].records,
+                "probe": probe,
+                "object": dist.broadcast_object(rank),
             },
             out / f"rank{rank}.pt",
         )
@@ -374,3 +378,52 @@ def test_two_processes_teleport_identically(tmp_path, state):
         for key, value in entries.items():
             assert torch.equal(value, rank1["optimizer"][name][key]), (name, key)
     assert len(read_rows(tmp_path / "run" / "teleports.csv")) == 7
+    for rank in (rank0, rank1):
+        assert rank["probe"].tolist() == [1.0, 1.0] and rank["object"] == 0
+
+
+def test_sample_batches_depend_on_the_seed_and_the_step(toy_splits):
+    """``samples=N``: each teleport draws its own samples, a function of the run's seed and
+    the step (the same step draws the same graphs, another step or seed other graphs)."""
+    from types import SimpleNamespace
+
+    train = toy_splits[0]
+    callback = TeleportCallback(ToyGCN(4, 8), "every:2", samples=5)
+
+    def trainer(seed):
+        dist = SimpleNamespace(device=torch.device("cpu"))
+        return SimpleNamespace(
+            config=SimpleNamespace(seed=seed), datasets={"train": train}, dist=dist
+        )
+
+    def drawn(seed, taken):
+        return callback._random_batch(trainer(seed), taken).y.tolist()
+
+    assert drawn(3, 2) == drawn(3, 2)
+    assert drawn(3, 2) != drawn(3, 4) and drawn(3, 2) != drawn(4, 2)
+
+
+def test_epoch_end_logs_that_epochs_teleports(tmp_path, caplog):
+    """``on_epoch_end`` rewrites ``teleports.csv`` and logs the teleports of the epoch that
+    ended (1-based in the records), with the mean ratio of the gradient norms."""
+    import logging
+    from types import SimpleNamespace
+
+    callback = TeleportCallback(ToyGCN(4, 8), "every:2")
+    row = dict.fromkeys(TELEPORT_COLUMNS, 0.0)
+    callback.records = [
+        {**row, "epoch": 1, "refused": False, "seconds": 0.5, "grad_norm_before": 1.0,
+         "grad_norm_after": 2.0},
+        {**row, "epoch": 1, "refused": True, "seconds": 0.25, "grad_norm_before": 2.0,
+         "grad_norm_after": 2.0},
+        {**row, "epoch": 2, "refused": False, "seconds": 9.0, "grad_norm_before": 1.0,
+         "grad_norm_after": 9.0},
+    ]  # fmt: skip
+    trainer = SimpleNamespace(
+        dist=SimpleNamespace(is_main=True), path=lambda name: tmp_path / f"{name}.csv"
+    )
+    with caplog.at_level(logging.INFO, logger="symgraph.train"):
+        callback.on_epoch_end(trainer, 0)
+    messages = [r.getMessage() for r in caplog.records if r.name == "symgraph.train"]
+    assert messages == ["epoch 1: 2 teleports (1 refused), 0.75 s, grad norm x1.5 on average"]
+    assert len(read_rows(tmp_path / "teleports.csv")) == 3

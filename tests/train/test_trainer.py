@@ -328,3 +328,21 @@ def test_config_validation():
         TrainConfig(seed=-1)
     with pytest.raises(ValueError, match="scheduler_interval"):
         TrainConfig(scheduler_interval="batch")
+
+
+def test_csv_records_keep_every_column_and_refuse_unknown_keys(tmp_path):
+    """``write_metrics_csv``: the header is the union of the rows' keys in first-seen order
+    (a metric that appears later still gets its column); ``write_csv`` refuses a row with a
+    key outside its columns rather than dropping the value."""
+    import csv
+
+    from symgraph.train.records import write_csv, write_metrics_csv
+
+    history = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25, "val_mae": 3.0}]
+    write_metrics_csv(history, tmp_path / "metrics.csv")
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,train_loss,val_mae", "1,0.5,", "2,0.25,3.0"]
+    with pytest.raises(ValueError):
+        write_csv([{"step": 1, "extra": 2}], tmp_path / "t.csv", ["step"])
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        assert [row["val_mae"] for row in csv.DictReader(handle)] == ["", "3.0"]
