@@ -108,3 +108,60 @@ def test_unknown_group_name_lists_valid_ones():
 def test_elements_of_continuous_group_raises():
     with pytest.raises(ValueError, match="continuous"):
         sg.groups.SO3().elements()
+
+
+def _contains(elements: torch.Tensor, matrix: torch.Tensor) -> bool:
+    return float((elements - matrix).abs().flatten(1).max(1).values.min()) < 1e-12
+
+
+@pytest.mark.parametrize("n", [3, 5, 6])
+def test_cyclic_and_dihedral_generators_follow_the_axis_conventions(n):
+    """C(n) and D(n) turn by 2π/n about z; D(n)'s flip is the half turn about x,
+    ``diag(1, -1, -1)`` (the catalog's convention, which odd ``n`` tells apart)."""
+    t = 2 * math.pi / n
+    turn = torch.tensor(
+        [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0], [0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    assert _contains(sg.groups.C(n).elements(), turn)
+    assert _contains(sg.groups.D(n).elements(), turn)
+    assert _contains(sg.groups.D(n).elements(), flip)
+
+
+def test_mirror_groups_follow_the_axis_conventions():
+    """Mirror is ``z -> -z``; O2Conical's mirror is vertical, so every element fixes z and
+    half of them have ``det = -1``; O2Dihedral's flip sends z to -z with ``det = +1``."""
+    mirror_z = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    assert _contains(sg.groups.Mirror().elements(), mirror_z)
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    conical = sg.groups.O2Conical().sample(200, generator=gen, dtype=torch.float64)
+    assert torch.allclose(conical @ z, z.expand(200, 3), atol=1e-12)
+    assert set(torch.linalg.det(conical).round().tolist()) == {-1.0, 1.0}
+    dihedral = sg.groups.O2Dihedral().sample(200, generator=gen, dtype=torch.float64)
+    assert set(torch.linalg.det(dihedral).round().tolist()) == {1.0}
+    assert set(dihedral[:, 2, 2].round().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "name,vertices",
+    [
+        ("Tetrahedral", [[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]),
+        ("Octahedral", [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]),
+        ("Icosahedral", None),
+    ],
+)
+def test_polyhedral_groups_permute_their_polyhedron(name, vertices):
+    """Every element maps the documented polyhedron's vertices onto themselves (the
+    icosahedron's are the cyclic permutations of ``(0, ±1, ±φ)``)."""
+    if vertices is None:
+        phi = (1 + math.sqrt(5)) / 2
+        vertices = []
+        for s1 in (1, -1):
+            for s2 in (phi, -phi):
+                vertices += [[0, s1, s2], [s1, s2, 0], [s2, 0, s1]]
+    points = torch.tensor(vertices, dtype=torch.float64)
+    moved = torch.einsum("gij,vj->gvi", group_from_name(name).elements(), points)
+    distance = torch.cdist(moved, points.expand(moved.shape[0], -1, -1))
+    assert float(distance.min(-1).values.max()) < 1e-10

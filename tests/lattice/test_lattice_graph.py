@@ -354,3 +354,23 @@ def test_pseudo_fields_follow_the_mirror_not_the_half_turn(layout):
         errors[name] = float((moved.abs().max() / ref.abs().max()).detach())
     assert errors["C4v"] < 1e-10
     assert errors["D4"] > 1e-2
+
+
+def test_lattice_per_axis_properties():
+    """Per-axis settings become tuples; ``kernel_size = 2r + 1``, ``extent = shape · spacing``
+    per array axis and ``num_cells = prod(shape)``."""
+    lattice = Lattice((4, 6), spacing=(0.5, 0.25), radius=(1, 2))
+    assert lattice.radius == (1, 2) and lattice.periodic == (True, True)
+    assert lattice.kernel_size == (3, 5)
+    assert lattice.extent == (2.0, 1.5)
+    assert (lattice.dim, lattice.num_cells) == (2, 24)
+    assert Lattice((3, 4, 5), spacing=2.0).extent == (6.0, 8.0, 10.0)
+
+
+def test_layout_to_field_rejects_a_lattice_of_the_other_dimension():
+    """A 2D layout refuses a 3D lattice (and a 3D layout a 2D one) even when the number of
+    nodes matches the lattice's cells."""
+    with pytest.raises(ValueError, match="lattice: expected a 2D lattice"):
+        FieldLayout("1x0e", dim=2).to_field(torch.zeros(36, 1), Lattice((3, 3, 4)))
+    with pytest.raises(ValueError, match="lattice: expected a 3D lattice"):
+        FieldLayout("1x0e", dim=3).to_field(torch.zeros(36, 1), Lattice((6, 6)))

@@ -112,3 +112,14 @@ def test_joint_assembly_matches_the_separate_assemblies():
         assert torch.equal(a, b)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+
+
+def test_bilinear_init_std_is_one_over_root_fan_in_of_the_output_block():
+    """``N(0, 1/fan_in)`` with fan_in summed over every triple feeding the output block:
+    ``16·16·1 + 4·4·1 = 272`` for ``(16x0e + 4x1o)⊗(16x0e + 4x1o) -> 4x0e`` under O(3)."""
+    torch.manual_seed(0)
+    rep = Rep("16x0e + 4x1o", O3())
+    layer = EquivariantBilinear(rep, rep, Rep("4x0e", O3()))
+    assert sorted(w.numel() for w in layer.weights) == [64, 1024]
+    weights = torch.cat([w.detach().reshape(-1) for w in layer.weights])
+    assert float(weights.std()) == pytest.approx(1 / math.sqrt(272), rel=0.1)

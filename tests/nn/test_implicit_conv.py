@@ -250,6 +250,38 @@ def test_readout_and_layer_norm_are_equivariant(name):
     assert readout.num_invariants == expected_invariants[name]
 
 
+def test_layer_norm_values_per_block_type():
+    """Layer norm by hand: ``0e`` centred and scaled over its copies, ``0o`` and regular
+    blocks by their RMS over all channels, vectors by the RMS over copies of ``|v|²``."""
+    group = group_from_name("C4")
+    rep = sg.Rep("2x0e + 3x1o + 2x0o", group) + sg.Rep.regular(group, 2)
+    norm = sg.nn.EquivariantLayerNorm(rep, eps=1e-6).double()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for scale in norm.scales:
+            scale.uniform_(0.5, 2.0)
+        norm.shifts[0].copy_(torch.tensor([0.3, -0.7], dtype=torch.float64))
+    x = torch.randn(5, rep.dim, dtype=torch.float64)
+    s = [scale.detach() for scale in norm.scales]
+    scalars = x[:, 0:2] - x[:, 0:2].mean(-1, keepdim=True)
+    scalars = scalars / (scalars.square().mean(-1, keepdim=True) + 1e-6).sqrt()
+    vectors = x[:, 2:11].reshape(5, 3, 3)
+    vectors = vectors / (vectors.square().sum(-1).mean(-1) + 1e-6).sqrt()[:, None, None]
+    odd = x[:, 11:13] / (x[:, 11:13].square().mean(-1, keepdim=True) + 1e-6).sqrt()
+    regular = x[:, 13:21] / (x[:, 13:21].square().mean(-1, keepdim=True) + 1e-6).sqrt()
+    expected = torch.cat(
+        [
+            scalars * s[0] + torch.tensor([0.3, -0.7], dtype=torch.float64),
+            (vectors * s[1][:, None]).reshape(5, 9),
+            odd * s[2],
+            (regular.reshape(5, 2, 4) * s[3][:, None]).reshape(5, 8),
+        ],
+        dim=-1,
+    )
+    assert rep.dim == 21
+    assert torch.allclose(norm(x), expected, atol=1e-10)
+
+
 @pytest.mark.parametrize("backend", ["auto", "scatter"])
 def test_block_size_does_not_change_the_result(backend):
     pos, edge_index, edge_attr, node_attr = random_graph(40)
@@ -347,3 +379,31 @@ def test_node_attributes_of_the_wrong_shape_are_named():
     for bad in (torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)):
         with pytest.raises(ValueError, match=r"node_dst: expected shape \[4, 2\]"):
             kernel(rel, None, good, bad)
+
+
+def test_edge_length_is_exact_with_zero_derivatives_at_self_loops():
+    """``edge_length`` is ``|rel|``, exactly 0 for zero vectors, with finite first and second
+    derivatives there (0) and the usual ones elsewhere."""
+    from symgraph.nn.embedding import edge_length
+
+    rel = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1.0, -2.0, 2.0]], dtype=torch.float64)
+    rel.requires_grad_(True)
+    length = edge_length(rel)
+    assert torch.equal(length.detach(), torch.tensor([5.0, 0.0, 3.0], dtype=torch.float64))
+    (grad,) = torch.autograd.grad(length.sum(), rel, create_graph=True)
+    expected = rel.detach() / torch.tensor([[5.0], [1.0], [3.0]], dtype=torch.float64)
+    assert torch.allclose(grad, expected, atol=1e-12)
+    (second,) = torch.autograd.grad(grad.square().sum(), rel)
+    assert torch.isfinite(second).all() and torch.equal(second[1], torch.zeros(3).double())
+
+
+def test_radial_embedding_is_gaussians_one_spacing_wide_and_rows_match():
+    """Centres ``linspace(0, r_max, n)``, width the spacing ``r_max / (n - 1)``; the
+    feature-major ``rows`` equal the transposed ``forward``."""
+    radial = sg.nn.RadialEmbedding(num_basis=5, r_max=2.0)
+    distance = torch.tensor([0.0, 0.3, 1.25, 2.0, 3.1], dtype=torch.float64)
+    centres = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    expected = torch.exp(-0.5 * ((distance[:, None] - centres) / 0.5) ** 2)
+    assert torch.allclose(radial(distance), expected, atol=1e-12)
+    rows = radial.rows(distance, torch.empty(5, 5, dtype=torch.float64))
+    assert torch.allclose(rows, expected.T, atol=1e-12)

@@ -11,6 +11,8 @@ from symgraph.models import SteerableMoleculeNet
 from symgraph.nn import ImplicitSteerableConv, RelaxedImplicitSteerableConv
 from symgraph.ops import EdgeLayout, fused_implicit_convolution
 from symgraph.ops.sparse_head import (
+    MAX_DENSITY,
+    MAX_PRODUCTS,
     group_weights,
     head_groups,
     scatter_group_grads,
@@ -115,3 +117,21 @@ def test_block_sparse_head_matches_dense_head(keep, aggr):
     got = torch.autograd.grad((sparse * weights).sum(), inputs)
     for value, reference in zip(got, expected, strict=True):
         torch.testing.assert_close(value, reference, rtol=0, atol=1e-11)
+
+
+def test_grouping_thresholds_are_inclusive_and_contained_spans_merge():
+    """Groups are kept at exactly ``MAX_PRODUCTS`` products and exactly ``MAX_DENSITY`` of
+    the dense cost ("at most"), dropped one step beyond; a span lying inside an earlier one
+    merges into it."""
+    n = MAX_PRODUCTS
+    support = [(slice(2 * i, 2 * i + 1), slice(i, i + 1), slice(0, 1)) for i in range(n)]
+    groups = head_groups(support, (2 * n, n, 1))
+    assert groups is not None and sum(len(g.spans) for g in groups) == n
+    more = support + [(slice(2 * n, 2 * n + 1), slice(n, n + 1), slice(0, 1))]
+    assert head_groups(more, (2 * n + 2, n + 1, 1)) is None
+    assert MAX_DENSITY * 5 == 3.0  # three of five outputs is exactly the threshold
+    assert head_groups([(slice(0, 3), slice(0, 1), slice(0, 1))], (5, 1, 1)) is not None
+    assert head_groups([(slice(0, 4), slice(0, 1), slice(0, 1))], (5, 1, 1)) is None
+    a, b = slice(0, 2), slice(0, 3)
+    (group,) = head_groups([(slice(0, 4), a, b), (slice(1, 2), a, b)], (20, 4, 5))
+    assert group.spans == (slice(0, 4),)
