@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -185,7 +186,8 @@ def test_dataset_is_deterministic_and_cached_atomically(tmp_path):
     a = SmokePlumeDataset(tmp_path, "domain", **TINY)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 1 and files[0].startswith("smoke_plume_") and files[0].endswith(".pt")
-    b = SmokePlumeDataset(tmp_path, "domain", **TINY)  # read from the cache
+    with mock.patch.object(SmokePlumeDataset, "_generate", side_effect=AssertionError("regen")):
+        b = SmokePlumeDataset(tmp_path, "domain", **TINY)  # read from the cache
     c = SmokePlumeDataset(None, "domain", **TINY)  # regenerated in memory
     assert torch.equal(a.data, b.data) and torch.equal(a.data, c.data)
     other = SmokePlumeDataset(tmp_path, "domain", **{**TINY, "seed": 6})

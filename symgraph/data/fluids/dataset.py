@@ -244,15 +244,16 @@ class SmokePlumeDataset(Dataset):
         key = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:16]
         path = root / f"smoke_plume_{key}.pt"
         self.cache_path = path
+        params = json.loads(json.dumps(self.params))  # tuples as lists, as stored and compared
         if path.is_file() and not force_reload:
             stored = torch.load(path, map_location="cpu", weights_only=True)
-            if stored.get("params") == json.loads(json.dumps(self.params)):
+            if stored.get("params") == params:
                 return stored["tensors"]
         tensors = self._generate()
         fd, tmp = tempfile.mkstemp(prefix=".smoke_plume_", suffix=".tmp", dir=root)
         try:
             with os.fdopen(fd, "wb") as handle:
-                torch.save({"params": self.params, "tensors": tensors}, handle)
+                torch.save({"params": params, "tensors": tensors}, handle)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
