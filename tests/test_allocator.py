@@ -47,3 +47,46 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert took == "True"
     assert int(before) > 20 * 1000  # 20 rounds of 7,680 pages (30 MB) of 4 KiB each
     assert int(after) < 100
+
+
+class _FakeLibc:
+    """A C library whose ``mallopt`` records its calls and answers ``results`` in turn."""
+
+    def __init__(self, *results: int, has_mallopt: bool = True):
+        self.calls = []
+        answers = iter(results)
+        if has_mallopt:
+
+            def mallopt(param, value):
+                self.calls.append((param, value))
+                return next(answers)
+
+            self.mallopt = mallopt
+
+
+@pytest.mark.parametrize("results", [(1, 1), (0, 1), (1, 0)])
+def test_mallopt_gets_glibcs_parameters_and_its_answer_is_reported(monkeypatch, results):
+    """``M_MMAP_THRESHOLD`` (-3 in glibc's malloc.h) is set to 32 MiB and ``M_TRIM_THRESHOLD``
+    (-1) to the largest int; True only when both calls succeed (``mallopt`` returns 1)."""
+    import ctypes.util
+
+    from symgraph import allocator
+
+    libc = _FakeLibc(*results)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.so.6")
+    assert allocator.retain_freed_memory() is (results == (1, 1))
+    assert libc.calls == [(-3, 32 * 2**20), (-1, 2**31 - 1)]
+
+
+def test_a_c_library_without_mallopt_is_a_no_op(monkeypatch):
+    """No ``mallopt`` (musl) or no C library at all: False, nothing raised."""
+    import ctypes.util
+
+    from symgraph import allocator
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: _FakeLibc(has_mallopt=False))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.musl.so")
+    assert allocator.retain_freed_memory() is False
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert allocator.retain_freed_memory() is False

@@ -41,6 +41,24 @@ def test_tensor_cache_builds_ordinary_tensors_in_inference_mode():
     assert ones(3) is cached
 
 
+def test_tensor_cache_keeps_at_most_maxsize_values():
+    """With ``maxsize=2`` a third argument evicts the least recently used value."""
+    builds = []
+
+    @tensor_cache(maxsize=2)
+    def ones(n: int) -> torch.Tensor:
+        builds.append(n)
+        return torch.ones(n)
+
+    first = ones(1)
+    ones(2)
+    assert ones(1) is first and builds == [1, 2]
+    ones(3)  # evicts 2, the least recently used
+    ones(1)
+    ones(2)
+    assert builds == [1, 2, 3, 2]
+
+
 @pytest.mark.parametrize("backend", ["scatter", "auto"])
 def test_layer_trains_after_an_inference_mode_pass(backend):
     clear_tensor_caches()

@@ -83,9 +83,9 @@ def generated_trajectories(
 
     if not molecules:
         raise ValueError("molecules: expected at least one g2 molecule name, got none")
-    if not isinstance(per_molecule, int) or per_molecule < 1:
+    if isinstance(per_molecule, bool) or not isinstance(per_molecule, int) or per_molecule < 1:
         raise ValueError(f"per_molecule: expected a positive int, got {per_molecule!r}")
-    if not isinstance(frames, int) or frames < 2:
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
         raise ValueError(f"frames: expected an int >= 2, got {frames!r}")
     folder = None if cache_dir is None else Path(cache_dir)
     if folder is not None:

@@ -145,6 +145,58 @@ def test_bad_configs_and_blow_up_are_reported():
         )
 
 
+def test_config_rejects_zero_steps_and_sizes_and_infinite_rates():
+    """Strictly positive fields refuse 0, rates refuse inf, ``substeps`` at least 1."""
+    with pytest.raises(ValueError, match="dt"):
+        PlumeConfig(dt=0.0)
+    with pytest.raises(ValueError, match="inflow_radius"):
+        PlumeConfig(inflow_radius=0.0)
+    with pytest.raises(ValueError, match="buoyancy"):
+        PlumeConfig(buoyancy=float("inf"))
+    with pytest.raises(ValueError, match="substeps"):
+        PlumeConfig(substeps=0)
+    for name in ("dt", "viscosity", "symmetry_breaking"):  # a bool is not a number here
+        with pytest.raises(ValueError, match=f"{name}: expected"):
+            PlumeConfig(**{name: True})
+
+
+def test_config_walls_and_inflow_bounds():
+    """Walls must leave an interior (``2 walls < size``); the inflow lies in ``[-L/2, L/2)``."""
+    assert PlumeConfig(size=8, walls=3).walls == 3
+    with pytest.raises(ValueError, match="walls"):
+        PlumeConfig(size=8, walls=4)
+    assert PlumeConfig(inflow_position=(-0.5, -0.5)).inflow_position == (-0.5, -0.5)
+    with pytest.raises(ValueError, match="inflow_position"):
+        PlumeConfig(inflow_position=(0.5, 0.0))
+    with pytest.raises(ValueError, match="inflow_position"):
+        PlumeConfig(inflow_position=(0.0, 0.5))
+
+
+def test_config_stability_bound_uses_the_diagonal_wavenumber_and_both_diffusivities():
+    """RK3 stability needs ``(max(nu, kappa) k_max^2 + drag) dt <= 2`` with the largest kept
+    wavevector ``(2 pi / L)(N / 3)(1, 1)``: for N = 64, dt = 0.01, drag = 0.1 the limit is
+    ``nu <= 199.9 / (2 (2 pi 64 / 3)^2) ~ 5.56e-3``."""
+    k_max_sq = 2 * (2 * math.pi * 64 / 3) ** 2
+    limit = (2.0 / 0.01 - 0.1) / k_max_sq
+    assert limit == pytest.approx(5.563e-3, rel=1e-3)
+    PlumeConfig(viscosity=0.99 * limit)
+    PlumeConfig(diffusivity=0.99 * limit)
+    with pytest.raises(ValueError, match="dt: diffusion is unstable"):
+        PlumeConfig(viscosity=1.2 * limit)  # stable along an axis, not along the diagonal
+    with pytest.raises(ValueError, match="dt: diffusion is unstable"):
+        PlumeConfig(diffusivity=1.2 * limit)
+
+
+def test_rotation_wraps_onto_the_domain_and_takes_negative_turns():
+    """An inflow turned onto ``x = L/2`` wraps to ``-L/2``; ``k = -1`` is ``k = 3``."""
+    cfg = PlumeConfig(inflow_position=(0.0, -0.5))
+    assert cfg.rotated(1).inflow_position == (-0.5, 0.0)  # (0.5, 0) wrapped
+    off_axis = PlumeConfig(inflow_position=(0.1, -0.3))
+    assert off_axis.rotated(-1).inflow_position == pytest.approx((-0.3, -0.1))
+    assert off_axis.rotated(-1) == off_axis.rotated(3)
+    assert off_axis.rotated(4) == off_axis
+
+
 # --------------------------------------------------------------------------- dataset
 
 TINY = dict(
@@ -233,6 +285,76 @@ def test_dataset_three_quarter_domain_split():
     assert [quarter(cfg) for cfg in train.configs] == [0, 1, 2, 0]
     assert [quarter(cfg) for cfg in domain.configs] == [3, 3]
     assert train.params["domain_split"] == "three-quarter"
+
+
+def test_dataset_rejects_bad_windows_distances_and_ranges():
+    """Past and future must each hold a window; counts are true ints (no bools); the inflow
+    distance lies in ``(0, 0.5)``; the buoyancy range is ordered and finite."""
+    for bad in ({"future_frames": 4}, {"frames": 9}):  # windows of 5 frames
+        with pytest.raises(ValueError, match="frames"):
+            SmokePlumeDataset(**{**TINY, **bad})
+    with pytest.raises(ValueError, match="stride"):
+        SmokePlumeDataset(**{**TINY, "stride": True})
+    for distance in (0.0, 0.5):
+        with pytest.raises(ValueError, match="inflow_distance"):
+            SmokePlumeDataset(**TINY, inflow_distance=distance)
+    for bad_range in ((3.0, 2.0), (1.0, float("inf"))):
+        with pytest.raises(ValueError, match="buoyancy_range"):
+            SmokePlumeDataset(**TINY, buoyancy_range=bad_range)
+
+
+def test_dataset_items_are_consecutive_frames_and_channels_velocity_first():
+    """An item is frames ``start .. start + 5`` of its simulation split 3 / 2; with density
+    the channels are ``(u, v, density)``."""
+    train = SmokePlumeDataset(split="train", **TINY)
+    x, y = train[4]  # simulation 1, first frame 1 (three windows per simulation)
+    assert torch.equal(torch.cat([x, y]), train.data[1, 1:6])
+    future = SmokePlumeDataset(split="future", **TINY)
+    x, y = future[-1]
+    assert torch.equal(torch.cat([x, y]), train.data[1, 7:12])
+    both = SmokePlumeDataset(split="train", fields="velocity+density", **TINY)
+    assert torch.equal(both.data[:, :, :2], train.data)
+    assert float(both.data[:, :, 2].mean()) > 0  # smoke was injected
+
+
+def test_dataset_inflows_and_forces_follow_the_arguments():
+    """Inflows sit at ``inflow_distance * L`` from the centre, forces within ``buoyancy_range``."""
+    base = PlumeConfig(size=16, length=2.0, initial_vorticity=1.0, warmup_steps=4)
+    options = {**TINY, "base_config": base, "num_train_simulations": 4, "frames": 10}
+    data = SmokePlumeDataset(**options, inflow_distance=0.2, buoyancy_range=(1.0, 1.2))
+    for cfg in data.train_configs + data.domain_configs:
+        assert math.hypot(*cfg.inflow_position) == pytest.approx(0.4)
+        assert 1.0 <= cfg.buoyancy <= 1.2
+
+
+def test_dataset_cache_key_and_stale_files(tmp_path):
+    """Another base configuration gets its own file; a file under the key whose stored
+    parameters differ is not trusted but regenerated."""
+    a = SmokePlumeDataset(tmp_path, "domain", **TINY)
+    base = TINY["base_config"].replace(inflow_radius=0.05)
+    b = SmokePlumeDataset(tmp_path, "domain", **{**TINY, "base_config": base})
+    assert a.cache_path != b.cache_path and len(list(tmp_path.iterdir())) == 2
+    stored = torch.load(a.cache_path, weights_only=True)
+    zeros = {k: torch.zeros_like(v) for k, v in stored["tensors"].items()}
+    torch.save({"params": {**stored["params"], "seed": 99}, "tensors": zeros}, a.cache_path)
+    assert torch.equal(SmokePlumeDataset(tmp_path, "domain", **TINY).data, a.data)
+
+
+def test_force_reload_regenerates_a_valid_cache(tmp_path):
+    """A cache file with the right parameters is read, unless ``force_reload`` is given."""
+    first = SmokePlumeDataset(tmp_path, "domain", **TINY)
+    calls = []
+    original = SmokePlumeDataset._generate
+
+    def counted(self):
+        calls.append(1)
+        return original(self)
+
+    with mock.patch.object(SmokePlumeDataset, "_generate", counted):
+        SmokePlumeDataset(tmp_path, "domain", **TINY)
+        assert calls == []
+        again = SmokePlumeDataset(tmp_path, "domain", force_reload=True, **TINY)
+    assert calls == [1] and torch.equal(again.data, first.data)
 
 
 # --------------------------------------------------------------------------- ocean sample

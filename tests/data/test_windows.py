@@ -69,6 +69,37 @@ def test_generated_set_is_cached_and_its_force_field_rebuilt(tmp_path):
     torch.testing.assert_close(energy, read[1].energies[3:4])
 
 
+def test_generated_set_reads_its_cache_and_checks_counts(tmp_path, monkeypatch):
+    """Each trajectory has ``frames`` frames and its own seed in ``info``; a second call reads
+    the files without integrating; bad counts and a multi-molecule trajectory are refused."""
+    import symgraph.data.trajectories as trajectories
+
+    made = generated_trajectories(["H2O"], 2, 3, seed=2, cache_dir=tmp_path)
+    assert [t.positions.shape[0] for t in made] == [3, 3]
+    assert [t.info["seed"] for t in made] == [20000, 20001]
+
+    def no_integration(*args, **kwargs):
+        raise AssertionError("integrated: the cache was not read or a bad count was accepted")
+
+    monkeypatch.setattr(trajectories, "generate_md_trajectory", no_integration)
+    read = generated_trajectories(["H2O"], 2, 3, seed=2, cache_dir=tmp_path)
+    assert torch.equal(read[1].positions, made[1].positions)
+    atoms = mmff_atoms(read[1], frame=2)
+    assert torch.equal(torch.as_tensor(atoms.positions), read[1].positions[2].double())
+    with pytest.raises(ValueError, match="one molecule"):
+        mmff_atoms(stack_trajectories(read))
+    with pytest.raises(ValueError, match="per_molecule"):
+        generated_trajectories(["H2O"], 0, 3)
+    with pytest.raises(ValueError, match="frames"):
+        generated_trajectories(["H2O"], 1, 1)
+    with pytest.raises(ValueError, match="per_molecule: expected a positive int, got True"):
+        generated_trajectories(["H2O"], True, 3)
+    with pytest.raises(ValueError, match="frames: expected an int >= 2, got True"):
+        generated_trajectories(["H2O"], 1, True)
+    with pytest.raises(ValueError, match="molecules"):
+        generated_trajectories([], 1, 3)
+
+
 def test_split_ids_follow_the_order_of_first_appearance():
     """``split_ids`` lists trajectory ids as the chosen windows first meet them, not sorted."""
     windows = TrajectoryWindows([traj(4, 2, 0), traj(5, 2, 1)], length=2, ids=[7, 3])

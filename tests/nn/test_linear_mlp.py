@@ -199,3 +199,55 @@ def test_norm_activation_gives_each_copy_its_own_bias():
     for v, b in zip(copies, act.bias.detach(), strict=True):
         expected.append(v * torch.sigmoid(v.norm(dim=-1, keepdim=True) + b))
     torch.testing.assert_close(act(x), torch.cat(expected, dim=-1), rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- equivariance_error
+
+
+def _constant_shift(c: torch.Tensor):
+    """``v -> v + c``: equivariant only for elements that fix ``c``."""
+    return lambda v: v + c
+
+
+def test_equivariance_error_is_the_max_relative_error_over_all_finite_elements():
+    """``f(v) = v + c`` at ``v = 0`` errs by ``|(I - g) c| / |c|`` at ``g``: all elements of
+    a finite group are used, and the worst one is reported whatever the scale of ``c``."""
+    from symgraph.testing import equivariance_error_per_element
+
+    group = group_from_name("C4")
+    c = 1000.0 * torch.tensor([[3.0, 1.0, 2.0]], dtype=torch.float64)
+    v = torch.zeros(1, 3, dtype=torch.float64)
+    want = torch.stack([(c - c @ g.T).norm() / c.norm() for g in group.elements()])
+    assert float(want.max()) > 1.0
+    args = (_constant_shift(c), group, [v], ["vector"], "vector")
+    elements, errors = equivariance_error_per_element(*args)
+    assert torch.equal(elements, group.elements())
+    torch.testing.assert_close(errors, want, rtol=1e-12, atol=1e-12)
+    assert equivariance_error(*args) == pytest.approx(float(want.max()), rel=1e-12)
+
+
+def test_equivariance_error_of_a_vanishing_output_is_absolute_per_entry():
+    """An output of norm below ``1e-3 sqrt(numel)`` is judged against that floor."""
+    group = group_from_name("C4")
+    c = 1e-6 * torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64)
+    v = torch.zeros(4, 3, dtype=torch.float64)  # 12 output entries
+    floor = 1e-3 * 12**0.5
+    want = max(float(2 * (c - c @ g.T).norm() / floor) for g in group.elements())
+    got = equivariance_error(_constant_shift(c), group, [v], ["vector"], "vector")
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_equivariance_error_translates_positions_but_not_vectors():
+    """Lengths of ``"vector"`` arguments are invariant; of ``"pos"`` ones they are not
+    (those are also translated). One spec per argument is required."""
+    group = sg.groups.SO3()
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+
+    def lengths(u):
+        return u.norm(dim=1)
+
+    assert equivariance_error(lengths, group, [v], ["vector"], None, generator=gen) < 1e-12
+    assert equivariance_error(lengths, group, [v], ["pos"], None, generator=gen) > 0.1
+    with pytest.raises(ValueError, match="arg_specs: expected one spec per argument"):
+        equivariance_error(lengths, group, [v], ["vector", None], None)

@@ -120,6 +120,23 @@ def test_many_blocks_empty_blocks_and_isolated_nodes():
             torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
+def test_graph_without_edges_gives_zeros_connected_to_the_inputs():
+    """No edges at all: the output is zero yet differentiable (zero gradients for x and W̃),
+    with and without checkpointing."""
+    x = torch.randn(5, 2, dtype=F64, requires_grad=True)
+    weight = torch.randn(4, 3, 2, dtype=F64, requires_grad=True)
+    none = torch.zeros(0, dtype=torch.long)
+    rel = torch.zeros(0, 3, dtype=F64)
+    for checkpoint in (False, True):
+        out = implicit_convolution(
+            lambda r, *_: r, weight, x, none, none, rel, None, None, None, 5,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+        assert out.shape == (5, 4) and out.abs().max().item() == 0.0
+        grad_x, grad_weight = torch.autograd.grad(out.sum(), [x, weight])
+        assert grad_x.abs().max().item() == 0.0 and grad_weight.abs().max().item() == 0.0
+
+
 def test_gradcheck_and_double_backward():
     """First and second derivatives (teleportation and force training need the latter)."""
     gen = torch.Generator().manual_seed(3)

@@ -33,12 +33,14 @@ __all__ = ["PlumeConfig"]
 
 
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
 
 
 def _non_negative(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
 
 
@@ -113,7 +115,7 @@ class PlumeConfig:
         if 2 * self.walls >= n:
             raise ValueError(f"walls: expected fewer than {n // 2} cells, got {self.walls}")
         s = self.symmetry_breaking
-        if not (isinstance(s, (int, float)) and 0 <= s <= 1):
+        if isinstance(s, bool) or not (isinstance(s, (int, float)) and 0 <= s <= 1):
             raise ValueError(f"symmetry_breaking: expected a number in [0, 1], got {s!r}")
         pos = tuple(self.inflow_position)
         if len(pos) != 2 or not all(math.isfinite(float(p)) for p in pos):
