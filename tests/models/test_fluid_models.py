@@ -261,6 +261,64 @@ def test_fluid_job_scale_comes_from_the_training_past_only():
     assert _field_rms(train) != pytest.approx(float(train.data.double().square().mean().sqrt()))
 
 
+def test_fluid_rollout_task_loss_and_metrics_by_hand():
+    """Loss in units of ``scale``; ``*_rmse`` the RMSE over all forecast frames (not the mean
+    of the per-step RMSEs), grouped by tag: zero predictions against frames of 1 then 3."""
+    from torch import nn
+
+    from symgraph.train.job_fluid import FluidRolloutTask
+
+    class Zero(nn.Module):
+        def forward(self, window):
+            return torch.zeros_like(window[:, -1])
+
+    inputs = torch.zeros(2, 2, 1, 2, 2)
+    targets = torch.stack([torch.ones(1, 2, 2), torch.full((1, 2, 2), 3.0)])[None].repeat(
+        2, 1, 1, 1, 1
+    )
+    batch = (inputs, targets, torch.tensor([-1, 0]))
+    task = FluidRolloutTask(horizon=2, train_horizon=2, scale=2.0)
+    loss, count = task.loss(Zero(), batch)
+    assert count == 2 and float(loss) == pytest.approx((1 + 9) / 2 / 4)
+    metrics = task.metrics(Zero(), batch)
+    for name in ("rmse", "future_rmse"):
+        assert metrics[name].tolist() == pytest.approx([5**0.5])
+        assert metrics[f"{name}_h1"].tolist() == [1.0] and metrics[f"{name}_h2"].tolist() == [3.0]
+    assert "domain_rmse" not in metrics
+    assert metrics["loss"].tolist() == pytest.approx([5 / 4, 5 / 4])
+
+
+def test_fluid_job_passes_its_flags_on():
+    """--symmetry-breaking reaches the simulations, --relaxation-weight the penalty."""
+    from symgraph.cli import build_parser
+    from symgraph.nn import relaxed_modules
+    from symgraph.train.jobs import get_job, load_jobs
+
+    flags = [
+        "--grid", "8", "--simulations", "1", "--domain-simulations", "1", "--frames", "10",
+        "--future-frames", "3", "--frames-in", "2", "--horizon", "1", "--width", "4",
+        "--layers", "2", "--symmetry-breaking", "0.5", "--relaxation-weight", "0.25",
+    ]  # fmt: skip
+    args = build_parser(load_jobs()).parse_args(["train", "fluid", *flags])
+    spec = get_job("fluid")(args)
+    plumes = spec.train.dataset.dataset
+    assert {config.symmetry_breaking for config in plumes.configs} == {0.5}
+    for _, module in relaxed_modules(spec.model):
+        for parameter in module.relaxation_parameters():
+            torch.nn.init.constant_(parameter, 1.0)
+    (extra,) = spec.extra_losses
+    with torch.no_grad():
+        penalty, weighted = float(relaxation_penalty(spec.model)), float(extra(spec.model, None))
+    assert penalty > 0 and weighted == pytest.approx(0.25 * penalty)
+
+
+def test_strict_models_refuse_the_relaxed_width(tmp_path, capsys):
+    """--free-hidden is read by the relaxed model only: refused with --model conv."""
+    args = ["train", "fluid", "--model", "conv", "--free-hidden", "4", "--out", str(tmp_path)]
+    assert symgraph_main(args) == 2
+    assert "--free-hidden: read by the relaxed model only" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("relaxation", [[], ["--relaxation", "input"]])
 def test_example_runs_in_quick_mode(capsys, load_script, relaxation):
     example = load_script("examples/fluid_dynamics.py")

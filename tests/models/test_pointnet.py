@@ -291,6 +291,39 @@ def test_modelnet40_job_bad_data_arguments(tmp_path: Path, capsys) -> None:
     assert "modelnet40_train.txt not found" in capsys.readouterr().err
 
 
+def modelnet40_spec(*flags: str):
+    """The modelnet40 job's JobSpec for the tiny procedural ``JOB`` and ``flags``."""
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import get_job, load_jobs
+
+    args = build_parser(load_jobs()).parse_args([*JOB, *flags])
+    return get_job("modelnet40")(args)
+
+
+def test_modelnet40_job_builds_what_the_flags_say() -> None:
+    """--val-fraction holds out that share of the 24 shapes, the 8 test shapes are none of
+    them, and --dropout / --no-normals reach the model."""
+    spec = modelnet40_spec("--val-fraction", "0.25", "--dropout", "0.3", "--no-normals")
+    split = spec.split_indices()
+    assert (len(split["train"]), len(split["val"]), len(spec.test)) == (18, 6, 8)
+    pool = [*spec.train, *spec.val]
+    for shape in spec.test:
+        assert not any(torch.equal(shape.pos, other.pos) for other in pool)
+    assert spec.model.use_normals is False
+    (dropout,) = [m for m in spec.model.head if isinstance(m, torch.nn.Dropout)]
+    assert dropout.p == 0.3
+
+
+@pytest.mark.parametrize("fraction", ["0", "1"])
+def test_modelnet40_job_refuses_an_empty_part(tmp_path: Path, capsys, fraction: str) -> None:
+    """--val-fraction 0 or 1 would leave validation or training empty: a usage error."""
+    from symgraph.cli import main
+
+    assert main([*JOB, "--val-fraction", fraction, "--out", str(tmp_path / "run")]) == 2
+    expected = f"--val-fraction: expected a number in (0, 1), got {float(fraction)}"
+    assert expected in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- example
 def test_example_runs_in_quick_mode(tmp_path: Path, load_script) -> None:
     module = load_script("examples/pointcloud_classification.py")

@@ -153,3 +153,127 @@ def test_two_processes_match_one_process_on_qm9(first200, tmp_path):
     b = torch.load(ddp / "checkpoint.pt", weights_only=True)["model"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def qm9_args(csv: Path, root: Path, *flags: str):
+    """The parsed command line of the qm9 job (data cached under ``root``)."""
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import load_jobs
+
+    argv = ["train", "qm9", "--source", "csv", "--csv", str(csv), "--root", str(root)]
+    return build_parser(load_jobs()).parse_args([*argv, "--hidden", "8x0e", *flags])
+
+
+def test_qm9_job_builds_what_the_flags_say(first200, tmp_path):
+    """Counts split, the test split's molecules, the cutoff, the readout of an intensive
+    target and the MAE reported in meV for an energy (eV) target."""
+    from symgraph.data.qm9 import TARGETS
+    from symgraph.train.job_qm9 import build_qm9_dataset, build_qm9_model
+    from symgraph.train.jobs import get_job
+
+    flags = ["--target", "gap", "--cutoff", "4.0", "--split", "150", "49", "1"]
+    args = qm9_args(first200, tmp_path / "data", *flags)
+    spec = get_job("qm9")(args)
+    split = spec.split_indices()
+    assert [len(split[k]) for k in ("train", "val", "test")] == [150, 49, 1]
+    assert len(set(split["train"]) | set(split["val"]) | set(split["test"])) == 200
+    dataset = build_qm9_dataset(args)
+    for name in ("train", "val", "test"):
+        expected = dataset[torch.tensor(split[name])].y
+        assert torch.equal(getattr(spec, name).y, expected), name
+    assert spec.model.cutoff == 4.0 and spec.model.readout == "mean"
+    task = spec.resolved_task()
+    assert task.target_index == TARGETS.index("gap")
+    assert task.unit_scale == 1000.0 and task.unit_name == "meV"
+    assert build_qm9_model(qm9_args(first200, tmp_path, "--target", "U0")).readout == "sum"
+
+
+def test_qm9_subset_seed_picks_other_molecules(first200, tmp_path):
+    """--subset-seed seeds the --subset-size sample: another seed, other molecules."""
+    from symgraph.train.job_qm9 import build_qm9_dataset
+
+    def sample(seed: str):
+        flags = ["--subset-size", "50", "--subset-seed", seed]
+        return build_qm9_dataset(qm9_args(first200, tmp_path / "data", *flags)).y
+
+    first = sample("0")
+    assert len(first) == 50 and torch.equal(sample("0"), first)
+    assert not torch.equal(sample("1"), first)
+
+
+def test_dipole_only_for_target_mu(first200, tmp_path, capsys):
+    assert main(train_args(first200, tmp_path / "run", "--target", "homo", "--dipole")) == 2
+    assert "--dipole: only for target 'mu', got target 'homo'" in capsys.readouterr().err
+
+
+def test_predict_undoes_the_standardisation():
+    """predict returns model output * std + mean, in batches."""
+    from torch import nn
+    from torch_geometric.data import Data
+    from torch_geometric.nn import global_add_pool
+
+    from symgraph.train.predict import predict
+    from symgraph.train.tasks import RegressionTask
+
+    class SumOfX(nn.Module):
+        def forward(self, batch):
+            return global_add_pool(batch.x, batch.batch).squeeze(-1)
+
+    graphs = [Data(x=torch.full((n, 1), float(n)), pos=torch.zeros(n, 3)) for n in (1, 2, 3)]
+    task = RegressionTask(0, mean=2.0, std=3.0)
+    values = predict((SumOfX(), task), graphs, batch_size=2)
+    torch.testing.assert_close(values, torch.tensor([1.0, 4.0, 9.0]) * 3.0 + 2.0)
+
+
+def test_load_qm9_run_reads_the_chosen_checkpoint(tmp_path):
+    """checkpoint='last' loads checkpoint.pt, 'best' best.pt (here with other weights); a run
+    of another job is refused."""
+    from symgraph.train.checkpoint import save_checkpoint
+    from symgraph.train.job_qm9 import build_qm9_model
+    from symgraph.train.loop import RUN_FILES
+    from symgraph.train.predict import load_qm9_run
+    from symgraph.train.tasks import RegressionTask
+
+    args = qm9_args(tmp_path / "none.csv", tmp_path / "data", "--layers", "1")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"job": "qm9", "args": vars(args)}))
+    best = build_qm9_model(args).state_dict()
+    last = {name: value + 1 if value.is_floating_point() else value for name, value in best.items()}
+    task = RegressionTask(2, 0.5, 2.0).state_dict()
+    save_checkpoint(run / RUN_FILES["best"], {"model": best, "task": task})
+    save_checkpoint(run / RUN_FILES["checkpoint"], {"model": last, "task": task})
+    for checkpoint, expected in (("last", last), ("best", best)):
+        model, loaded = load_qm9_run(run, checkpoint)
+        state = model.state_dict()
+        assert all(torch.equal(state[name], expected[name]) for name in expected), checkpoint
+        assert float(loaded.mean) == 0.5 and float(loaded.std) == 2.0
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "job": "toy"}))
+    with pytest.raises(ValueError, match="expected a run of the qm9 job, got job 'toy'"):
+        load_qm9_run(run)
+
+
+def test_predict_builds_graphs_with_the_wrapped_models_cutoff():
+    """A DipoleNorm-wrapped model's cutoff (not the 5 Å default) decides the graph's edges:
+    HCN with a 1.25 Å cutoff has its two bonds (1.07, 1.16 Å), not the 2.2 Å H-N pair."""
+    from ase.build import molecule
+    from torch import nn
+
+    from symgraph.train.job_qm9 import DipoleNorm
+    from symgraph.train.predict import predict
+    from symgraph.train.tasks import RegressionTask
+
+    class LongestEdge(nn.Module):
+        cutoff = 1.25
+
+        def forward(self, batch):
+            src, dst = batch.edge_index
+            length = (batch.pos[src] - batch.pos[dst]).norm(dim=-1)
+            longest = torch.zeros(batch.num_graphs).scatter_reduce(
+                0, batch.batch[src], length.float(), "amax"
+            )
+            return torch.stack([longest, torch.zeros_like(longest), torch.zeros_like(longest)], -1)
+
+    value = predict((DipoleNorm(LongestEdge()), RegressionTask(0, 0.0, 1.0)), [molecule("HCN")])
+    assert 1.0 < float(value[0]) < 1.25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -160,3 +161,175 @@ def test_register_job_refuses_a_second_job_of_the_same_name():
 def test_evaluate_needs_a_run_folder(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def recorded_trainer(monkeypatch, argv) -> dict:
+    """``main(argv)`` with the Trainer replaced by a recorder: what it was given, no training."""
+    import symgraph.cli as cli
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, model, task, train, val, test, out, config, **kwargs):
+            seen.update(model=model, task=task, train=train, val=val, test=test, config=config)
+            seen.update(kwargs)
+
+        def fit(self):
+            return {}
+
+    monkeypatch.setattr(cli, "Trainer", Recorder)
+    assert main(argv) == 0
+    return seen
+
+
+def test_loop_flags_reach_the_train_config(tmp_path, monkeypatch, capsys):
+    """--eval-batch-size, --grad-clip and --weight-decay end up in the TrainConfig."""
+    flags = ["--eval-batch-size", "5", "--grad-clip", "0.5", "--weight-decay", "0.01"]
+    seen = recorded_trainer(monkeypatch, ["train", "toy", "--out", str(tmp_path), *TOY, *flags])
+    config = seen["config"]
+    assert config.eval_batch_size == 5 and config.batch_size == 8
+    assert config.grad_clip == 0.5 and config.weight_decay == 0.01
+
+
+def test_teleport_flags_reach_the_callback(tmp_path, monkeypatch, capsys):
+    """The documented teleport defaults, and --teleport-samples passed to the callback."""
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import load_jobs
+
+    args = build_parser(load_jobs()).parse_args(["train", "toy", "--teleport", "every:2"])
+    assert (args.teleport_steps, args.teleport_lr, args.teleport_samples) == (10, 0.1, None)
+    argv = ["train", "toy", "--out", str(tmp_path), *TOY, "--teleport", "every:2"]
+    seen = recorded_trainer(monkeypatch, [*argv, "--teleport-samples", "24"])
+    (callback,) = seen["callbacks"]
+    assert callback.schedule == "every:2" and callback.samples == 24
+
+
+def test_resume_refuses_another_subset(tmp_path, capsys):
+    """--subset chooses the data: a resumed run with another subset is refused."""
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), *TOY]
+    run(capsys, [*args, "--subset", "16", "--epochs", "1"])
+    assert main([*args, "--subset", "24", "--epochs", "2", "--resume"]) == 2
+    assert "was trained with --subset 16 (now 24)" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_run_folder_of_another_job(tmp_path, monkeypatch, capsys):
+    """--resume into the run folder of another job is a usage error naming both jobs."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"job": "modelnet40", "args": {}}))
+    argv = ["train", "toy", "--out", str(out), *TOY, "--resume"]
+    seen = {}
+    monkeypatch.setattr("symgraph.cli.Trainer", lambda *a, **k: seen.setdefault("built", 1))
+    assert main(argv) == 2
+    assert "holds a 'modelnet40' run, not 'toy'" in capsys.readouterr().err
+    assert not seen
+
+
+def test_evaluate_last_checkpoint_and_split_check(tmp_path, capsys):
+    """evaluate --checkpoint last scores checkpoint.pt (the last epoch); a split.json whose
+    training part differs from the rebuilt one is refused."""
+    out = tmp_path / "run"
+    run(capsys, ["train", "toy", "--epochs", "2", "--out", str(out), *TOY])
+    last = run(capsys, ["evaluate", str(out), "--checkpoint", "last"])
+    assert last["checkpoint"] == "checkpoint.pt" and last["epoch"] == 2
+    split = json.loads((out / "split.json").read_text())
+    split["train"] = split["train"][::-1]
+    (out / "split.json").write_text(json.dumps(split))
+    assert main(["evaluate", str(out)]) == 2
+    assert "rebuilt a split different" in capsys.readouterr().err
+
+
+def test_number_types_zero_and_infinity():
+    """non_negative_float takes 0, positive_float does not; neither takes infinity."""
+    from symgraph.train.jobs import non_negative_float, positive_float
+
+    assert non_negative_float("0") == 0.0 and positive_float("1e-3") == 1e-3
+    for parse, text in [
+        (positive_float, "0"),
+        (positive_float, "inf"),
+        (non_negative_float, "inf"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match="finite number"):
+            parse(text)
+
+
+def toy_spec(*flags):
+    """The toy job's JobSpec for ``flags``, built as the command line builds it."""
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import load_jobs
+
+    args = build_parser(load_jobs()).parse_args(["train", "toy", "--num-graphs", "40", *flags])
+    return get_job("toy")(args)
+
+
+def test_toy_job_reads_its_flags():
+    """--seed changes the toy data, every edge is shorter than --radius, and the GCN is
+    --hidden wide."""
+
+    def targets(spec):  # of all 40 graphs, whatever the split
+        return torch.cat([spec.train.y, spec.val.y, spec.test.y]).sort().values
+
+    first, again, other = toy_spec(), toy_spec(), toy_spec("--seed", "1")
+    assert torch.equal(targets(first), targets(again))
+    assert not torch.equal(targets(first), targets(other))
+    for graph in toy_spec("--radius", "0.2").train:
+        src, dst = graph.edge_index
+        assert bool(((graph.pos[src] - graph.pos[dst]).norm(dim=-1) < 0.2).all())
+    model = toy_spec("--hidden", "8").model
+    assert model.conv1.out_channels == 8 and model.readout.in_features == 8
+
+
+def test_toy_task_is_fitted_on_the_training_split():
+    """The target mean and std are the training split's."""
+    spec = toy_spec()
+    task = spec.resolved_task()
+    y = spec.train.y.double().reshape(-1)
+    assert float(task.mean) == pytest.approx(float(y.mean()), rel=1e-6)
+    assert float(task.std) == pytest.approx(float(y.std(unbiased=False)), rel=1e-6)
+
+
+def test_evaluate_device_flag_overrides_the_runs(tmp_path, monkeypatch, capsys):
+    """evaluate --device replaces the device the run was trained with."""
+    import symgraph.cli as cli
+
+    out = tmp_path / "run"
+    run(capsys, ["train", "toy", "--epochs", "1", "--out", str(out), *TOY])
+    devices = []
+    init = cli.init_distributed
+    monkeypatch.setattr(
+        cli, "init_distributed", lambda device: devices.append(device) or init(device)
+    )
+    run(capsys, ["evaluate", str(out), "--device", "cpu"])
+    run(capsys, ["evaluate", str(out)])
+    assert devices == ["cpu", "auto"]
+
+
+def test_scheduler_flag_builds_the_documented_schedules():
+    """--scheduler plateau halves the rate after 5 epochs without progress; cosine spans
+    --epochs."""
+    from symgraph.cli import _scheduler_factory
+    from symgraph.train.tasks import RegressionTask
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plateau = _scheduler_factory("plateau", 7, RegressionTask())(optimizer)
+    assert (plateau.factor, plateau.patience, plateau.mode) == (0.5, 5, "min")
+    assert _scheduler_factory("cosine", 7, RegressionTask())(optimizer).T_max == 7
+    assert _scheduler_factory("none", 7, RegressionTask()) is None
+
+
+def test_take_subset_of_a_short_plain_dataset():
+    """--subset larger than a (non-PyG) split keeps the whole split, and records it."""
+    from torch.utils.data import TensorDataset
+
+    from symgraph.train.jobs import take_subset
+    from symgraph.train.tasks import RegressionTask
+
+    def items(n):
+        return TensorDataset(torch.arange(float(n)))
+
+    spec = JobSpec(torch.nn.Linear(1, 1), RegressionTask(), items(10), items(3), items(2))
+    cut = take_subset(spec, 4)
+    assert [len(cut.train), len(cut.val), len(cut.test)] == [4, 3, 2]
+    assert [float(cut.val[i][0]) for i in range(len(cut.val))] == [0.0, 1.0, 2.0]
+    assert cut.split_indices() == {"train": [0, 1, 2, 3], "val": [0, 1, 2], "test": [0, 1]}

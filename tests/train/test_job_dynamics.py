@@ -238,3 +238,40 @@ def test_tailoring_horizons_follow_the_window(monkeypatch):
     meta = MetaTailoring(model, AngularMomentum(), loss_horizon=5).train()
     loss, n = NextStepTask().loss(meta, batch)
     assert horizons == [5] and n == 2 and torch.isfinite(loss)
+
+
+def test_horizon_must_leave_a_frame_to_start_from(tmp_path, capsys):
+    """--horizon equal to --frames leaves no window of horizon + 1 frames: a usage error."""
+    argv = ["train", "dynamics", *TINY, "--horizon", "12", "--data-root", str(tmp_path / "c")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "--horizon: expected 1 <= horizon <= --frames - 1 = 11, got 12" in (
+        capsys.readouterr().err
+    )
+
+
+def test_dynamics_job_builds_what_the_flags_say(tmp_path):
+    """Held-out windows of --horizon + 1 frames do not overlap, 'learned' meta-tailors and
+    the conservation loss rolls out over --noether-horizon steps, tailoring over
+    --tailor-horizon, and the known quantities are scaled on training data only."""
+    from symgraph.cli import build_parser
+    from symgraph.data.frames import Frame
+    from symgraph.noether.known import known_quantity, typical_scales
+    from symgraph.train.job_dynamics import build_trajectories
+    from symgraph.train.jobs import get_job, load_jobs
+
+    flags = ["--noether", "momentum,learned", "--noether-horizon", "3", "--tailor-horizon", "2"]
+    argv = ["train", "dynamics", *TINY, *flags, "--data-root", str(tmp_path / "cache")]
+    args = build_parser(load_jobs()).parse_args(argv)
+    spec = get_job("dynamics")(args)
+    assert len(spec.val) == len(spec.test) == 2  # 12 frames: windows 0-5 and 5-10
+    assert spec.model.loss_horizon == 3
+    flat = [t.to(torch.float32) for t in build_trajectories(args)[0]]
+    train = [flat[i] for i in spec.split_indices()["train"]]
+    (conservation,) = spec.extra_losses
+    assert conservation.horizon == 3 and spec.resolved_task().tailor_horizon == 2
+    frame = flat[0].flatten()  # with a net momentum (MD frames have none)
+    frame = Frame(frame.pos, torch.ones_like(frame.vel), frame.z, frame.mass, frame.batch_index())
+    expected = known_quantity(["momentum"], typical_scales(train))(frame)
+    torch.testing.assert_close(conservation.quantity(frame), expected, rtol=1e-6, atol=0)
+    leaked = known_quantity(["momentum"], typical_scales(flat))(frame)
+    assert not torch.allclose(leaked, expected, rtol=1e-4, atol=0)

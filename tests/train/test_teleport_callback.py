@@ -295,6 +295,7 @@ def test_cli_teleports_to_the_least_steep_point(tmp_path, capsys):
         (["--teleport-steps", "-1"], "argument --teleport-steps: expected a non-negative"),
         (["--teleport-lr", "0"], "argument --teleport-lr: expected a positive"),
         (["--teleport-kinds", "rescale,bogus"], "argument --teleport-kinds: expected comma"),
+        (["--teleport-kinds", ","], "argument --teleport-kinds: expected comma"),
         (["--teleport-objective", "descent"], "argument --teleport-objective: invalid choice"),
         (["--teleport-samples", "0"], "argument --teleport-samples: expected a positive"),
         (["--teleport-gradient", "adam"], "argument --teleport-gradient: invalid choice"),
