@@ -145,19 +145,23 @@ def test_bad_configs_and_blow_up_are_reported():
         )
 
 
-def test_config_rejects_zero_steps_and_sizes_and_infinite_rates():
-    """Strictly positive fields refuse 0, rates refuse inf, ``substeps`` at least 1."""
-    with pytest.raises(ValueError, match="dt"):
-        PlumeConfig(dt=0.0)
-    with pytest.raises(ValueError, match="inflow_radius"):
-        PlumeConfig(inflow_radius=0.0)
-    with pytest.raises(ValueError, match="buoyancy"):
-        PlumeConfig(buoyancy=float("inf"))
-    with pytest.raises(ValueError, match="substeps"):
-        PlumeConfig(substeps=0)
-    for name in ("dt", "viscosity", "symmetry_breaking"):  # a bool is not a number here
-        with pytest.raises(ValueError, match=f"{name}: expected"):
-            PlumeConfig(**{name: True})
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("dt", 0.0),
+        ("inflow_radius", 0.0),
+        ("buoyancy", float("inf")),
+        ("substeps", 0),
+        ("dt", True),  # a bool is not a number here
+        ("viscosity", True),
+        ("symmetry_breaking", True),
+    ],
+)
+def test_config_rejects_zero_steps_and_sizes_infinite_rates_and_bools(field, value):
+    """Strictly positive fields refuse 0, rates refuse inf, ``substeps`` at least 1, and no
+    field takes a bool for a number; the error names the field."""
+    with pytest.raises(ValueError, match=f"{field}: expected"):
+        PlumeConfig(**{field: value})
 
 
 def test_config_walls_and_inflow_bounds():
