@@ -71,3 +71,33 @@ def test_a_plain_file_is_moved_into_place(tmp_path, monkeypatch):
     _serve(monkeypatch, source)
     (moved,) = fetch_into("https://example.org/md17_ethanol.npz", tmp_path / "root")
     assert moved == tmp_path / "root" / "md17_ethanol.npz" and moved.read_bytes() == b"data"
+
+
+def test_a_zip_is_kept_as_is_without_extract(tmp_path, monkeypatch):
+    """``extract=False`` moves the archive itself into place, unopened."""
+    source = _zip(tmp_path / "set.zip", {"Set/a/one.off": "OFF"})
+    _serve(monkeypatch, source)
+    (moved,) = fetch_into("https://example.org/set.zip", tmp_path / "root", extract=False)
+    assert moved == tmp_path / "root" / "set.zip" and moved.read_bytes() == source.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["set.zip"]
+
+
+def test_the_download_is_staged_in_a_hidden_folder_inside_the_target(tmp_path, monkeypatch):
+    """The staging folder lies inside the (created) target folder, so moving into place is a
+    rename on one file system; it is removed afterwards."""
+    source = tmp_path / "md17_ethanol.npz"
+    source.write_bytes(b"data")
+    staged = []
+
+    def fake(url: str, folder: str) -> str:
+        staged.append(Path(folder))
+        target = Path(folder) / source.name
+        shutil.copy(source, target)
+        return str(target)
+
+    monkeypatch.setattr(download_module, "download_url", fake)
+    root = tmp_path / "a" / "b"
+    fetch_into("https://example.org/md17_ethanol.npz", root)
+    (folder,) = staged
+    assert folder.parent == root and folder.name.startswith(".")
+    assert not folder.exists()

@@ -251,3 +251,53 @@ def test_equivariance_error_translates_positions_but_not_vectors():
     assert equivariance_error(lengths, group, [v], ["pos"], None, generator=gen) > 0.1
     with pytest.raises(ValueError, match="arg_specs: expected one spec per argument"):
         equivariance_error(lengths, group, [v], ["vector", None], None)
+
+
+def test_bilinear_layer_adds_the_bilinear_term_to_the_linear_map():
+    """A bilinear hidden layer computes ``act(W x + B(P x, P x))``: both terms, summed."""
+    torch.manual_seed(0)
+    mlp = EquivariantMLP("2x0e + 1o", "1o", hidden="4x0e + 2x1o", layers=1, bilinear=True)
+    mlp = mlp.double()
+    layer = mlp.net[0]
+    x = torch.randn(5, 5, dtype=torch.float64)
+    p = layer.project(x)
+    expected = layer.activation(layer.linear(x) + layer.bilinear(p, p))
+    torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-10)
+    assert (layer.bilinear(p, p).abs().max() > 1e-3) and (layer.linear(x).abs().max() > 1e-3)
+
+
+def test_bilinear_projection_keeps_at_most_four_copies_of_each_irrep():
+    """The projection ``P x`` of a bilinear layer keeps ``min(m, 4)`` copies of each irrep."""
+    mlp = EquivariantMLP("1o", "1o", hidden="8x0e + 2x1o + 4x2e", layers=1, bilinear=True)
+    small = mlp.net[0].project.rep_out
+    assert [m for m, _ in small.blocks] == [4, 2, 4]
+    assert small.dim == 4 * 1 + 2 * 3 + 4 * 5
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_bias_flag_reaches_every_linear_map(bias):
+    """``bias`` gives every linear map (projection and output included) a bias, or none."""
+    mlp = EquivariantMLP("2x0e + 1o", "0e + 1o", hidden="4x0e + 2x1o", bilinear=True, bias=bias)
+    linears = [m for m in mlp.modules() if isinstance(m, EquivariantLinear)]
+    assert len(linears) == 2 * 2 + 1  # linear and projection per hidden layer, then the output
+    assert all((m.bias is not None) == bias for m in linears)
+
+
+def test_zero_hidden_layers_is_a_single_linear_map():
+    """``layers=0`` is allowed and gives exactly one equivariant linear map."""
+    mlp = EquivariantMLP("2x0e + 1o", "0e + 1o", layers=0).double()
+    assert len(mlp.net) == 1 and mlp.last_linear is mlp.net[0]
+    x = torch.randn(3, 5, dtype=torch.float64)
+    torch.testing.assert_close(mlp(x), mlp.last_linear(x), rtol=1e-10, atol=1e-10)
+
+
+def test_reset_parameters_resets_the_bilinear_projection():
+    """With ``bilinear=True`` the projection and bilinear weights are reset too."""
+    mlp = EquivariantMLP("2x0e + 1x1o", "1x0e + 1x1o", "4x0e + 2x1o", bilinear=True)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.fill_(3.0)
+    mlp.reset_parameters()
+    for name, value in mlp.named_parameters():
+        if value.numel():
+            assert not torch.all(value == 3.0), name

@@ -60,3 +60,41 @@ def test_autocast_output_is_finite_and_close():
 def test_bad_dtype_name():
     with pytest.raises(ValueError, match="dtypes"):
         equivariance_error_by_dtype(nn.Identity(), sg.groups.SO3(), [], [], None, ["int8"])
+
+
+def test_the_module_is_left_in_its_own_dtype():
+    """Each dtype runs on a copy: the module keeps its dtype and its parameters."""
+    linear = sg.nn.EquivariantLinear("2x0e + 1o", "0e + 1o")
+    before = {k: v.clone() for k, v in linear.state_dict().items()}
+    errors = equivariance_error_by_dtype(
+        linear, sg.groups.SO3(), [torch.randn(6, 5)], [linear.rep_in], linear.rep_out,
+        dtypes=["float64"],
+    )  # fmt: skip
+    assert list(errors) == ["float64"] and errors["float64"] < 1e-12
+    for name, value in linear.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[name]), name
+
+
+def test_num_elements_sets_how_many_group_elements_are_tried():
+    """``num_elements`` reaches :func:`equivariance_error`: three more elements, three more
+    forward passes per dtype."""
+
+    class Counted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = sg.nn.EquivariantLinear("2x0e + 1o", "0e + 1o")
+
+        def forward(self, x):
+            calls.append(x.dtype)
+            return self.linear(x)
+
+    module, x = Counted(), torch.randn(6, 5)
+    counts = []
+    for num_elements in (2, 5):
+        calls = []
+        equivariance_error_by_dtype(
+            module, sg.groups.SO3(), [x], [module.linear.rep_in], module.linear.rep_out,
+            dtypes=["float64", "float32"], num_elements=num_elements,
+        )  # fmt: skip
+        counts.append(len(calls))
+    assert counts[1] - counts[0] == 2 * 3

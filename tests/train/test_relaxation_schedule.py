@@ -121,3 +121,25 @@ def test_a_run_ending_inside_the_warmup_returns_trainable_relaxation():
     assert not any(p.requires_grad for p in free)
     warmup.on_epoch_end(trainer, 1)
     assert all(p.requires_grad for p in free)
+
+
+def test_relaxed_adam_applies_weight_decay_to_both_groups():
+    """``weight_decay`` of :func:`relaxed_adam` reaches every parameter group."""
+    model = build_fluid_model("relaxed", 3, width=4, layers=2)
+    optimizer = relaxed_adam(1e-3, weight_decay=0.125, lr_scale=0.5)(model)
+    assert len(optimizer.param_groups) == 2
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.125, 0.125]
+
+
+def test_zero_warmup_never_freezes_and_a_bool_is_refused():
+    """``RelaxationWarmup(0)`` leaves the relaxation trainable from the first batch; ``True`` is
+    not an epoch count."""
+    from types import SimpleNamespace
+
+    model = build_fluid_model("relaxed", 3, width=4, layers=2)
+    free = [p for _, m in relaxed_modules(model) for p in m.relaxation_parameters()]
+    trainer = SimpleNamespace(model=model, epoch=0, config=SimpleNamespace(epochs=3))
+    RelaxationWarmup(0).on_batch_start(trainer, 1, None)
+    assert free and all(p.requires_grad for p in free)
+    with pytest.raises(ValueError, match="epochs: expected an int ≥ 0"):
+        RelaxationWarmup(True)

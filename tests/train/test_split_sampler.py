@@ -145,3 +145,73 @@ def test_asking_whether_a_dataset_holds_graphs_draws_no_random_numbers():
     torch.manual_seed(0), random.seed(0), np.random.seed(0)
     assert is_graph_dataset(RandomlyTransformed())
     assert (torch.rand(1).item(), random.random(), np.random.rand()) == expected
+
+
+def test_loader_yields_none_for_an_empty_shard_and_seeds_per_epoch_and_rank():
+    """An empty shard is ``None``; the loader's generator depends on seed, epoch and rank and
+    creating it draws nothing from the global torch random state."""
+    from torch.utils.data import TensorDataset
+
+    from symgraph.train.loader import make_loader
+
+    dataset = TensorDataset(torch.arange(5.0))
+
+    def loader(seed, epoch, rank):
+        sampler = GlobalBatchSampler(5, 4, shuffle=False, seed=seed, rank=rank, world_size=2)
+        sampler.set_epoch(epoch)
+        return make_loader(dataset, sampler)
+
+    batches = list(loader(0, 0, 1))
+    assert len(batches) == 2 and batches[1] is None
+    assert torch.equal(batches[0][0], torch.tensor([1.0, 3.0]))
+    state = torch.get_rng_state()
+    seeds = {
+        key: loader(*key).generator.initial_seed() for key in [(0, 1, 0), (0, 2, 0), (0, 1, 1)]
+    }
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(set(seeds.values())) == 3
+    assert loader(0, 1, 0).generator.initial_seed() == seeds[(0, 1, 0)]
+
+
+def test_random_batch_draws_distinct_items_with_its_own_generator_only():
+    """``random_batch`` takes ``min(size, len)`` distinct items, reproducibly from its
+    generator and without touching the global torch random state."""
+    from torch.utils.data import TensorDataset
+
+    from symgraph.train.loader import random_batch
+
+    dataset = TensorDataset(torch.arange(10))
+    state = torch.get_rng_state()
+    (first,) = random_batch(dataset, 4, torch.Generator().manual_seed(3))
+    (again,) = random_batch(dataset, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert first.shape == (4,) and len(set(first.tolist())) == 4 and torch.equal(first, again)
+    (everything,) = random_batch(dataset, 25, torch.Generator().manual_seed(3))
+    assert sorted(everything.tolist()) == list(range(10))
+
+
+def test_move_to_moves_nested_containers_and_keeps_their_types():
+    """Tuples stay tuples, lists lists, and values inside dicts are moved too."""
+    from symgraph.train.loader import move_to
+
+    class Box:
+        def __init__(self, where=None):
+            self.where = where
+
+        def to(self, device):
+            return Box(device)
+
+    device = torch.device("cpu")
+    moved = move_to((Box(), [Box(), {"a": Box()}], 7), device)
+    assert type(moved) is tuple and type(moved[1]) is list and moved[2] == 7
+    assert moved[0].where == device and moved[1][0].where == device
+    assert moved[1][1]["a"].where == device
+
+
+def test_an_empty_dataset_holds_no_graphs():
+    """``is_graph_dataset`` of an empty dataset is ``False`` (nothing to read)."""
+    from torch.utils.data import TensorDataset
+
+    from symgraph.train.loader import is_graph_dataset
+
+    assert is_graph_dataset(TensorDataset(torch.zeros(0))) is False
