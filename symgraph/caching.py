@@ -5,6 +5,10 @@ never save it for backward. A cache filled during one inference-mode evaluation 
 such tensors to every later training step (index tensors are saved by ``index_select``,
 ``index_add`` …), which then fails far from the cause. :func:`tensor_cache` builds every
 value outside inference mode instead, so the cache serves both.
+
+While :func:`torch.compile` traces, every cache here builds its value directly: dynamo
+bypasses a ``functools.lru_cache`` anyway (and warns that it did), and the traced graph
+holds the value it built.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import ParamSpec, TypeVar
 
 import torch
 
-__all__ = ["tensor_cache", "outside_inference_mode"]
+__all__ = ["compile_aware_cache", "tensor_cache", "outside_inference_mode"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,10 +36,30 @@ def outside_inference_mode(build: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def tensor_cache(maxsize: int | None = 128) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """:func:`functools.lru_cache` whose values are built outside inference mode."""
+def compile_aware_cache(maxsize: int | None = 128) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """:func:`functools.lru_cache` in eager mode; while ``torch.compile`` traces, the value
+    is computed directly. The result keeps ``cache_clear`` and ``cache_info``."""
 
     def decorate(build: Callable[P, R]) -> Callable[P, R]:
-        return functools.lru_cache(maxsize=maxsize)(outside_inference_mode(build))
+        cached = functools.lru_cache(maxsize=maxsize)(build)
+
+        @functools.wraps(build)
+        def lookup(*args: P.args, **kwargs: P.kwargs) -> R:
+            if torch.compiler.is_compiling():
+                return build(*args, **kwargs)
+            return cached(*args, **kwargs)
+
+        lookup.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        lookup.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        return lookup
+
+    return decorate
+
+
+def tensor_cache(maxsize: int | None = 128) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """:func:`compile_aware_cache` whose values are built outside inference mode."""
+
+    def decorate(build: Callable[P, R]) -> Callable[P, R]:
+        return compile_aware_cache(maxsize)(outside_inference_mode(build))
 
     return decorate

@@ -21,14 +21,13 @@ the sigmoids and one product. :func:`gate` picks between the two by size.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from symgraph.caching import tensor_cache
+from symgraph.caching import compile_aware_cache, tensor_cache
 
 
 @dataclass(frozen=True)
@@ -63,28 +62,17 @@ def gate_forward_reference(x: Tensor, axis: int, segments: tuple[GateSegment, ..
     return torch.cat(parts, dim=axis)
 
 
+@compile_aware_cache(maxsize=256)
 def _split_sizes(segments: tuple[GateSegment, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Row counts that split a gate's input (each segment's values, then the gates of each
     gated segment) and its output (each segment's values): one ``split`` call per tensor
-    instead of several views per segment. Cached in eager mode; while ``torch.compile``
-    traces, computed directly (dynamo would bypass the cache and warn about it)."""
-    if torch.compiler.is_compiling():
-        return _count_split_sizes(segments)
-    return _cached_split_sizes(segments)
-
-
-def _count_split_sizes(
-    segments: tuple[GateSegment, ...],
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    instead of several views per segment."""
     values = tuple(seg.length for seg in segments)
     gated = [seg for seg in segments if seg.kind == "gated"]
     starts = [sum(values) + sum(seg.mul for seg in gated[:i]) for i in range(len(gated))]
     if [seg.gate_start for seg in gated] != starts:
         raise ValueError("segments: gates must follow the values, in the order of the segments")
     return values + tuple(seg.mul for seg in gated), values
-
-
-_cached_split_sizes = functools.lru_cache(maxsize=256)(_count_split_sizes)
 
 
 def _copies(t: Tensor, axis: int, seg: GateSegment) -> Tensor:

@@ -22,7 +22,6 @@ are viewed as a channels-last field and convolved channels-last (no transposing 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from symgraph.caching import tensor_cache
+from symgraph.caching import compile_aware_cache, tensor_cache
 from symgraph.checks import check_tensor
 from symgraph.lattice import Lattice, stencil_offsets, stencil_to_kernel
 from symgraph.lattice.spec import check_lattice
@@ -96,7 +95,7 @@ def lattice_edge_count(lattice: Lattice, self_loops: bool = True) -> int:
     return _edge_count(check_lattice(lattice), bool(self_loops))
 
 
-@functools.lru_cache(maxsize=64)
+@compile_aware_cache(maxsize=64)
 def _edge_count(lattice: Lattice, self_loops: bool) -> int:
     total = 0
     for offset in _offsets(lattice, self_loops).tolist():
