@@ -237,7 +237,9 @@ def gate_gathered(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Te
 
 def gate(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
     """The gate along ``axis`` (≥ 0): :func:`gate_gathered` for inputs of at most
-    :data:`SMALL_GATE_ELEMENTS` elements, :class:`GateFunction` otherwise (same values).
+    :data:`SMALL_GATE_ELEMENTS` elements and while ``torch.compile`` traces (the compiler
+    fuses its elementwise operations itself, and torch 2.4 cannot trace the ``out=``
+    writes of :class:`GateFunction`), :class:`GateFunction` otherwise (same values).
 
     ``x.shape[axis]`` must be the segments' values and gates, as :class:`Gate` lays them out.
     """
@@ -250,6 +252,6 @@ def gate(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
             f"x: expected {width} rows along axis {axis} (the segments' values and gates), "
             f"got shape {list(x.shape)}"
         )
-    if x.numel() <= SMALL_GATE_ELEMENTS:
+    if x.numel() <= SMALL_GATE_ELEMENTS or torch.compiler.is_compiling():
         return gate_gathered(x, axis, segments)
     return GateFunction.apply(x, axis, segments)

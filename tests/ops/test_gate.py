@@ -50,6 +50,17 @@ def test_the_two_implementations_agree_and_the_size_picks_one(axis):
     assert "GateFunction" in type(gate_ops.gate(big, 1, module.segments).grad_fn).__name__
 
 
+def test_traced_gates_take_the_gathered_form_at_any_size(monkeypatch):
+    """While torch.compile traces, large inputs are gathered too: torch 2.4's tracer
+    refuses the ``out=`` writes of :class:`GateFunction` on inputs that require grad."""
+    module = Gate(sg.groups.Rep(REP, sg.groups.O3()))
+    big = torch.randn(2000, module.rep_in.dim, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    y = gate_ops.gate(big, 1, module.segments)
+    assert "GateFunction" not in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, expected_gate(big), rtol=0, atol=1e-15)
+
+
 def test_matches_the_hand_written_gate_on_both_axes(gate):
     x = torch.randn(7, gate.rep_in.dim, dtype=torch.float64)
     assert gate.rep_in.dim == 28 and gate.num_gates == 5

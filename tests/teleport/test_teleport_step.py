@@ -251,6 +251,8 @@ def test_normalising_optimizers_take_the_same_step_after_a_transported_teleport(
 
 
 def test_factored_or_unknown_moments_are_reset():
+    if not hasattr(torch.optim, "Adafactor"):
+        pytest.skip("torch.optim.Adafactor is new in torch 2.5")
     model, batch = _mlp(), _data()
     optimizer = torch.optim.Adafactor(model.parameters(), lr=1e-3)
     optimizer.zero_grad()
