@@ -11,7 +11,9 @@ from symgraph.groups.basis import (
     equivariant_basis,
 )
 from symgraph.groups.catalog import (
+    ALIASES,
     GROUPS,
+    O2,
     O3,
     SO2,
     SO3,
@@ -36,8 +38,8 @@ from symgraph.groups.rep import IrrepBlock, ProductBlock, RegularBlock, Rep, as_
 __all__ = [
     "MatrixGroup", "check_elements", "Rep", "as_rep", "IrrepBlock", "RegularBlock",
     "ProductBlock", "equivariant_basis", "bilinear_basis", "BilinearBasis", "BlockTriple",
-    "EquivariantBasis", "BlockPair", "block_hom_basis",
-    "clear_cache", "GROUPS", "group_from_name", "Trivial", "Inversion", "Mirror", "C", "D",
-    "SO2", "O2Dihedral", "O2Conical", "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral",
+    "EquivariantBasis", "BlockPair", "block_hom_basis", "clear_cache", "GROUPS", "ALIASES",
+    "group_from_name", "Trivial", "Inversion", "Mirror", "C", "D",
+    "SO2", "O2", "O2Dihedral", "O2Conical", "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral",
     "FullOctahedral", "Icosahedral", "SO3", "O3",
 ]  # fmt: skip

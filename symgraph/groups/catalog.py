@@ -15,9 +15,9 @@ from torch import Tensor
 from symgraph.groups.matrix_group import MatrixGroup
 
 __all__ = [
-    "Trivial", "Inversion", "Mirror", "C", "D", "SO2", "O2Dihedral", "O2Conical",
+    "Trivial", "Inversion", "Mirror", "C", "D", "SO2", "O2", "O2Dihedral", "O2Conical",
     "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral", "FullOctahedral", "Icosahedral",
-    "SO3", "O3", "GROUPS", "group_from_name",
+    "SO3", "O3", "GROUPS", "ALIASES", "group_from_name",
 ]  # fmt: skip
 
 _EYE = torch.eye(3, dtype=torch.float64)
@@ -81,6 +81,12 @@ def O2Dihedral() -> MatrixGroup:  # noqa: N802
 def O2Conical() -> MatrixGroup:  # noqa: N802
     """SO(2) about z plus a mirror through a vertical plane (y -> -y); z stays fixed."""
     return MatrixGroup(discrete=[_MIRROR_Y], lie=[_LZ], name="O2Conical")
+
+
+def O2() -> MatrixGroup:  # noqa: N802
+    """O(2) of the xy plane with z fixed: :func:`O2Conical` under its usual name (its
+    reflections are mirrors of the plane; :func:`O2Dihedral` is the other O(2) in O(3))."""
+    return O2Conical()
 
 
 def SO2Inversion() -> MatrixGroup:  # noqa: N802
@@ -166,17 +172,20 @@ GROUPS = {
 }  # fmt: skip
 """Groups without parameters, by name. ``C(n)`` and ``D(n)`` are spelled ``C4``, ``D6`` …"""
 
+ALIASES = {"O2": O2}
+"""Other names :func:`group_from_name` takes, for groups of :data:`GROUPS`."""
+
 
 def group_from_name(name: str) -> MatrixGroup:
-    """``"SO3"``, ``"O2Dihedral"``, ``"C4"``, ``"D6"`` … -> the group.
+    """``"SO3"``, ``"O2Dihedral"``, ``"O2"``, ``"C4"``, ``"D6"`` … -> the group.
 
     Unknown names raise ``ValueError`` listing the valid ones.
     """
     if not isinstance(name, str):
         raise TypeError(f"group: expected a group name (str), got {type(name).__name__}")
-    if name in GROUPS:
-        return GROUPS[name]()
+    if name in GROUPS or name in ALIASES:
+        return {**GROUPS, **ALIASES}[name]()
     if len(name) > 1 and name[0] in "CD" and name[1:].isdigit() and int(name[1:]) > 0:
         return (C if name[0] == "C" else D)(int(name[1:]))
-    valid = ", ".join(list(GROUPS) + ["C<n>", "D<n>"])
+    valid = ", ".join([*GROUPS, *ALIASES, "C<n>", "D<n>"])
     raise ValueError(f"group: unknown group name {name!r}; expected one of {valid}")

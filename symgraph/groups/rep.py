@@ -21,6 +21,7 @@ import torch
 from e3nn import o3
 from torch import Tensor
 
+from symgraph.checks import check_finite
 from symgraph.groups.matrix_group import MatrixGroup, check_elements
 from symgraph.groups.wigner import wigner_D, wigner_dD
 
@@ -285,7 +286,7 @@ class Rep:
         return out
 
     def check_features(self, x: object, name: str = "x") -> Tensor:
-        """``x`` must be a floating tensor whose last dimension is ``dim``."""
+        """``x`` must be a finite floating tensor whose last dimension is ``dim``."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: expected a tensor [..., {self.dim}], got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.dim:
@@ -295,7 +296,7 @@ class Rep:
             )
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
-        return x
+        return check_finite(x, name)
 
     # ---------------------------------------------------------------- display
     def short(self) -> str:

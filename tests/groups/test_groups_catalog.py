@@ -100,9 +100,16 @@ def test_bad_generators_raise():
 
 
 def test_unknown_group_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="SO3.*C<n>"):
+    with pytest.raises(ValueError, match="SO3.*O2, C<n>"):
         group_from_name("SO4")
     assert group_from_name("D6").order == 12
+
+
+def test_o2_is_the_planar_o2_with_z_fixed():
+    """``O2()`` and the name ``"O2"`` give O2Conical: it acts on the xy plane as O(2)."""
+    for group in (sg.groups.O2(), group_from_name("O2")):
+        assert group == sg.groups.O2Conical() and group.name == "O2Conical"
+    assert "O2" not in sg.groups.GROUPS  # listed once, under its catalog name
 
 
 def test_elements_of_continuous_group_raises():
