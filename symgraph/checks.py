@@ -78,7 +78,7 @@ def check_positions(pos: object, name: str = "pos", dims: int | None = 3) -> Ten
 
 
 def check_features(x: object, dim: int, name: str = "x", num_nodes: int | None = None) -> Tensor:
-    """``x`` must be a floating tensor ``[N, dim]`` (``N == num_nodes`` when given)."""
+    """``x`` must be a finite floating tensor ``[N, dim]`` (``N == num_nodes`` when given)."""
     x = check_tensor(x, name)
     if x.dim() != 2 or x.shape[1] != dim:
         raise ValueError(f"{name}: expected shape [N, {dim}], got {_describe(x)}")
@@ -88,7 +88,7 @@ def check_features(x: object, dim: int, name: str = "x", num_nodes: int | None =
         )
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {_describe(x)}")
-    return x
+    return check_finite(x, name)
 
 
 def check_edge_index(edge_index: object, num_nodes: int, name: str = "edge_index") -> Tensor:

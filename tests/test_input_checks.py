@@ -36,6 +36,28 @@ def test_linear_layer_refuses_integer_and_other_precision_features():
         linear(torch.ones(3, 5, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_refused_not_propagated(bad):
+    """A NaN/inf feature raises at the layer that reads it, naming the argument (no silent
+    NaN output), in message passing, in linear maps and at a model's atom features."""
+    conv = ImplicitSteerableConv("2x0e + 1x1o", "2x0e", node_dim=2)
+    x, pos, node_attr = torch.randn(4, 5), torch.randn(4, 3), torch.randn(4, 2)
+    x[2, 3] = bad
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 NaN/inf entries"):
+        conv(x, pos, EDGES)
+    x[2, 3] = 0.0
+    node_attr[0, 1] = bad
+    with pytest.raises(ValueError, match="node_attr: expected finite values"):
+        conv(x, pos, EDGES, node_attr=node_attr)
+    assert torch.isfinite(conv(x, pos, EDGES, node_attr=node_attr.nan_to_num(0.0))).all()
+    linear = EquivariantLinear(Rep("2x0e + 1x1o", SO3()), Rep("2x0e", SO3()))
+    with pytest.raises(ValueError, match="h: expected finite values"):
+        linear.rep_in.check_features(torch.full((3, 5), bad), "h")
+    x[0, 0] = bad
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        linear(x)
+
+
 def test_node_attributes_of_a_layer_without_them_are_refused():
     conv = ImplicitSteerableConv("2x0e", "2x0e")
     with pytest.raises(ValueError, match="node_attr: this layer was built with node_dim=0.*=7"):
