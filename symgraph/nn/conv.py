@@ -85,13 +85,16 @@ class ImplicitSteerableConv(MessagePassing):
         node_dim: number of scalar node attributes (``node_attr``) fed to the kernel for
             both endpoints.
         hidden, layers, lmax, num_radial: the kernel MLP (see :class:`ImplicitKernel`).
-        cutoff: radius where the kernel vanishes smoothly (``None``: no envelope; the
-            radial basis then spans ``[0, r_max]``).
+        cutoff: radius where the kernel vanishes smoothly (``None``, the default: no
+            envelope, e.g. for k-nearest-neighbour graphs; the radial basis then spans
+            ``[0, r_max]``). Set it to the radius of a radius graph, so that messages fade
+            out before neighbours leave the graph.
         r_max: radial range when there is no cutoff.
         aggr: ``"add"`` or ``"mean"`` over incoming edges.
         self_interaction: add an equivariant linear map of the node's own features.
         bias: learned bias on the invariant output components only.
-        backend: contraction backend (``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"``).
+        backend: contraction backend (``"auto"``, ``"regular"``, ``"padded"``, ``"scatter"``
+            or ``"triton"``; see :func:`symgraph.ops.neighbour_outer_sum`).
         checkpoint: recompute each block of edges during backward instead of storing the
             kernel MLP's activations (peak memory of one block; the forward runs twice).
             On CPU, with the plain kernel and a regular or padded layout, the layer runs

@@ -1,4 +1,5 @@
-"""Tailoring: gradient steps on a model's weights at prediction time, per trajectory.
+"""Tailoring: gradient steps on a model's weights at prediction time, per trajectory
+(``per_sample=True``, as in the paper) or shared by a batch (the default).
 
 ``tailor`` implements PREDICTSEQUENCE of Algorithm 1 of Noether Networks (Alet et al.,
 2021): roll the predictor ``f_θ`` out from ``x_0``, take ``steps`` gradient steps of the
