@@ -282,6 +282,14 @@ def _build(args: argparse.Namespace) -> tuple[JobSpec, Task]:
     spec = get_job(args.job)(args)
     if args.subset is not None:
         spec = take_subset(spec, args.subset)
+    sizes = {name: len(getattr(spec, name)) for name in ("train", "val", "test")}
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        counts = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        raise ValueError(
+            f"the {' and '.join(empty)} split is empty ({counts} items); give every split at "
+            "least one item (--split, --val-fraction, --subset, or more data)"
+        )
     return spec, spec.resolved_task()
 
 

@@ -142,7 +142,8 @@ def modelnet40(args: argparse.Namespace) -> JobSpec:
     train_idx, val_idx = random_split_indices(
         len(pool), [1 - args.val_fraction, args.val_fraction], seed=args.seed
     )
-    train, val = pool[torch.tensor(train_idx)], pool[torch.tensor(val_idx)]
+    train = pool[torch.tensor(train_idx, dtype=torch.long)]
+    val = pool[torch.tensor(val_idx, dtype=torch.long)]
     if args.train_rotation:
         from symgraph.data import RandomGroupRotation
         from symgraph.groups import group_from_name

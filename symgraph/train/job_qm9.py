@@ -110,7 +110,8 @@ def qm9(args: argparse.Namespace) -> JobSpec:
     if args.dipole and name != "mu":
         raise ValueError(f"--dipole: only for target 'mu', got target {name!r}")
     dataset = build_qm9_dataset(args)
-    counts = [int(f) if f >= 1 else f for f in args.split]
+    whole = all(float(f).is_integer() for f in args.split) and max(args.split) >= 1
+    counts = [int(f) for f in args.split] if whole else list(args.split)  # counts or fractions
     train, val, test = random_split_indices(len(dataset), counts, seed=args.seed)
     model = build_qm9_model(args)
     unit_scale, unit_name = REPORT_FACTOR[name], REPORT_UNITS[name]
@@ -126,8 +127,8 @@ def qm9(args: argparse.Namespace) -> JobSpec:
     return JobSpec(
         model=model,
         task=task,
-        train=dataset[torch.tensor(train)],
-        val=dataset[torch.tensor(val)],
-        test=dataset[torch.tensor(test)],
+        train=dataset[torch.tensor(train, dtype=torch.long)],
+        val=dataset[torch.tensor(val, dtype=torch.long)],
+        test=dataset[torch.tensor(test, dtype=torch.long)],
         split={"train": train, "val": val, "test": test},
     )

@@ -188,6 +188,23 @@ def test_qm9_job_builds_what_the_flags_say(first200, tmp_path):
     assert build_qm9_model(qm9_args(first200, tmp_path, "--target", "U0")).readout == "sum"
 
 
+def test_split_counts_may_hold_a_zero_and_an_empty_split_is_a_usage_error(
+    first200, tmp_path, capsys
+):
+    """``--split 190 0 10`` are counts (a whole-number 0 among them is no fraction); an empty
+    split stops the run before training with a usage error naming the split."""
+    from symgraph.train.jobs import get_job
+
+    spec = get_job("qm9")(qm9_args(first200, tmp_path / "data", "--split", "190", "0", "10"))
+    assert [len(spec.split[k]) for k in ("train", "val", "test")] == [190, 0, 10]
+    assert len(spec.val) == 0 and len(spec.test) == 10
+    for split in (["190", "0", "10"], ["0.9", "0", "0.1"]):
+        assert main(train_args(first200, tmp_path / "run", "--split", *split)) == 2
+        err = capsys.readouterr().err
+        assert "qm9: the val split is empty (train " in err and "--split" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_qm9_subset_seed_picks_other_molecules(first200, tmp_path):
     """--subset-seed seeds the --subset-size sample: another seed, other molecules."""
     from symgraph.train.job_qm9 import build_qm9_dataset
