@@ -245,7 +245,8 @@ class ModelNet40(InMemoryDataset):
 
     Attributes:
         classes: class names; ``y`` indexes this list.
-        shape_ids: the shape name of every item (``"airplane_0627"``).
+        shape_ids: the shape name of every item (``"airplane_0627"``), in item order, also of
+            a subset (``ds[idx]``) or a shuffled copy.
         num_missing: listed shapes skipped because absent on disk.
         num_fixed_normals: resampled normals more than 1% off unit length (re-normalised).
     """
@@ -301,7 +302,7 @@ class ModelNet40(InMemoryDataset):
         super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload)
         self.load(self.processed_paths[1])
         meta = json.loads(Path(self.processed_paths[0]).read_text())
-        self.shape_ids: list[str] = meta["shape_ids"]
+        self._all_shape_ids: list[str] = meta["shape_ids"]
         self.num_missing: int = meta["num_missing"]
         self.num_fixed_normals: int = meta["num_fixed_normals"]
         if self.num_missing:
@@ -402,6 +403,11 @@ class ModelNet40(InMemoryDataset):
     @property
     def processed_file_names(self) -> list[str]:
         return ["meta.json", "data.pt"]
+
+    @property
+    def shape_ids(self) -> list[str]:
+        """The shape name of every item, in item order (follows indexing and shuffling)."""
+        return [self._all_shape_ids[i] for i in self.indices()]
 
     @property
     def num_classes(self) -> int:

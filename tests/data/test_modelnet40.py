@@ -61,6 +61,18 @@ def test_real_sample_counts_and_classes(train: ModelNet40, test_set: ModelNet40)
     assert set(train.shape_ids).isdisjoint(test_set.shape_ids)
 
 
+def test_shape_ids_follow_indexing_and_shuffling(train: ModelNet40) -> None:
+    """A subset or shuffled copy names its own items, in its order (the class of each name
+    is the item's label)."""
+    sub = train[[100, 0]]
+    assert sub.shape_ids == [train.shape_ids[100], train.shape_ids[0]] and len(train) == 127
+    shuffled = train.shuffle()
+    assert sorted(shuffled.shape_ids) == sorted(train.shape_ids)
+    for ds in (sub, shuffled):
+        for shape_id, data in zip(ds.shape_ids, ds):
+            assert shape_id.rsplit("_", 1)[0] == train.classes[int(data.y)]
+
+
 def test_a_relative_root_reads_the_same_sample(
     mn_root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
