@@ -177,7 +177,8 @@ ALIASES = {"O2": O2}
 
 
 def group_from_name(name: str) -> MatrixGroup:
-    """``"SO3"``, ``"O2Dihedral"``, ``"O2"``, ``"C4"``, ``"D6"`` … -> the group.
+    """``"SO3"``, ``"O2Dihedral"``, ``"O2"``, ``"C4"``, ``"D6"`` … -> the group (every
+    group's ``name`` is accepted too: ``"C(4)"``).
 
     Unknown names raise ``ValueError`` listing the valid ones.
     """
@@ -185,7 +186,8 @@ def group_from_name(name: str) -> MatrixGroup:
         raise TypeError(f"group: expected a group name (str), got {type(name).__name__}")
     if name in GROUPS or name in ALIASES:
         return {**GROUPS, **ALIASES}[name]()
-    if len(name) > 1 and name[0] in "CD" and name[1:].isdigit() and int(name[1:]) > 0:
-        return (C if name[0] == "C" else D)(int(name[1:]))
+    order = name[2:-1] if name[1:2] == "(" and name.endswith(")") else name[1:]  # C(4) or C4
+    if name[:1] in ("C", "D") and order.isdigit() and int(order) > 0:
+        return (C if name[0] == "C" else D)(int(order))
     valid = ", ".join([*GROUPS, *ALIASES, "C<n>", "D<n>"])
     raise ValueError(f"group: unknown group name {name!r}; expected one of {valid}")

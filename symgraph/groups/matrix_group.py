@@ -246,10 +246,11 @@ class MatrixGroup:
         self,
         n: int,
         generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """``n`` Haar-random elements ``[n, 3, 3]`` (uniform over the elements when finite)."""
+        """``n`` Haar-random elements ``[n, 3, 3]`` (uniform over the elements when finite),
+        of ``dtype`` (default: torch's default dtype), computed in float64."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"sample: `n` must be a non-negative int, got {n!r}")
         pick = torch.randint(len(self._components), (n,), generator=generator)
@@ -261,6 +262,7 @@ class MatrixGroup:
             g0 = _rotation_about(self._axis, angle)
         else:
             g0 = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         return (g0 @ coset).to(dtype=dtype, device=device)
 
     def identity(self, dtype: torch.dtype = torch.float64) -> Tensor:

@@ -146,10 +146,20 @@ def _parse_irreps(text: str) -> tuple[tuple[int, IrrepBlock], ...]:
     return tuple((mul, IrrepBlock(ir.l, ir.p)) for mul, ir in irreps)
 
 
-def _default_group() -> MatrixGroup:
-    from symgraph.groups.catalog import O3
+def _group_or_default(group: MatrixGroup | str | None, name: str = "group") -> MatrixGroup:
+    """``group`` as a MatrixGroup: a catalog name is looked up, ``None`` is O(3)."""
+    from symgraph.groups.catalog import O3, group_from_name
 
-    return O3()
+    if group is None:
+        return O3()
+    if isinstance(group, str):
+        return group_from_name(group)
+    if not isinstance(group, MatrixGroup):
+        raise TypeError(
+            f"{name}: expected a MatrixGroup or a group name (e.g. 'SO3'), got "
+            f"{type(group).__name__}"
+        )
+    return group
 
 
 class Rep:
@@ -157,7 +167,8 @@ class Rep:
 
     Args:
         irreps: an e3nn irreps string (``"16x0e + 8x1o"``), an ``e3nn.o3.Irreps``, or a Rep.
-        group: the group G ≤ O(3) the irreps are restricted to (default ``O3()``).
+        group: the group G ≤ O(3) the irreps are restricted to, or its catalog name
+            (``"SO3"``, ``"C4"`` …; default ``O3()``).
 
     Example:
         >>> rep = Rep("8x0e + 4x1o", SO2())
@@ -170,16 +181,14 @@ class Rep:
     def __init__(
         self,
         irreps: str | o3.Irreps | Rep = "",
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         *,
         blocks: Iterable[tuple[int, Block]] | None = None,
     ) -> None:
         if isinstance(irreps, Rep):
             group = group or irreps.group
             blocks = irreps.blocks if blocks is None else blocks
-        if group is not None and not isinstance(group, MatrixGroup):
-            raise TypeError(f"group: expected a symgraph MatrixGroup, got {type(group).__name__}")
-        self.group = group if group is not None else _default_group()
+        self.group = _group_or_default(group)
         if blocks is None:
             if not isinstance(irreps, str | o3.Irreps):
                 raise TypeError(f"irreps: expected a string or e3nn Irreps, got {type(irreps)}")
@@ -312,8 +321,11 @@ class Rep:
         return f"Rep({self.short()!r}, {self.group.name})"
 
 
-def as_rep(value: str | o3.Irreps | Rep, group: MatrixGroup | None, name: str) -> Rep:
-    """Turn an irreps string / e3nn Irreps / Rep into a Rep of ``group``, checking the group."""
+def as_rep(value: str | o3.Irreps | Rep, group: MatrixGroup | str | None, name: str) -> Rep:
+    """Turn an irreps string / e3nn Irreps / Rep into a Rep of ``group`` (a MatrixGroup, a
+    catalog name, or ``None``: the Rep's own group, O(3) for strings), checking the group."""
+    if group is not None:
+        group = _group_or_default(group)
     if isinstance(value, Rep):
         if group is not None and value.group != group:
             raise ValueError(

@@ -35,7 +35,7 @@ class EquivariantBilinear(nn.Module):
         rep_a: Rep | str | o3.Irreps,
         rep_b: Rep | str | o3.Irreps,
         rep_out: Rep | str | o3.Irreps,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
     ) -> None:
         super().__init__()
         if group is None and isinstance(rep_a, Rep):

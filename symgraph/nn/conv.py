@@ -136,7 +136,7 @@ class ImplicitSteerableConv(MessagePassing):
         self,
         irreps_in: Rep | str | o3.Irreps,
         irreps_out: Rep | str | o3.Irreps,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         edge_dim: int = 0,
         node_dim: int = 0,
         hidden: Rep | str | o3.Irreps | None = None,
@@ -341,6 +341,6 @@ class ImplicitSteerableConv(MessagePassing):
         return (
             f"{self.__class__.__name__}({self.rep_in.short()} -> {self.rep_out.short()}, "
             f"group={self.group.name}, edge_dim={self.edge_dim}, node_dim={self.node_attr_dim}, "
-            f"kernel_hidden={self.kernel.rep_hidden.short()}, lmax={self.kernel.lmax}, "
+            f"hidden={self.kernel.rep_hidden.short()}, lmax={self.kernel.lmax}, "
             f"cutoff={self.kernel.cutoff}, aggr={self.aggr})"
         )

@@ -103,7 +103,7 @@ class ImplicitKernel(nn.Module):
         self,
         rep_in: Rep | str | o3.Irreps,
         rep_out: Rep | str | o3.Irreps,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         edge_dim: int = 0,
         node_dim: int = 0,
         hidden: Rep | str | o3.Irreps | None = None,

@@ -103,7 +103,7 @@ class EquivariantLinear(nn.Module):
         self,
         rep_in: Rep | str | o3.Irreps,
         rep_out: Rep | str | o3.Irreps,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         bias: bool = True,
     ) -> None:
         super().__init__()

@@ -90,7 +90,7 @@ class EquivariantMLP(nn.Module):
         rep_out: Rep | str | o3.Irreps,
         hidden: Rep | str | o3.Irreps = "32x0e + 8x1o + 8x1e + 4x2e",
         layers: int = 2,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         nonlinearity: str = "gate",
         bias: bool = True,
         bilinear: bool = False,

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from symgraph.checks import check_features, check_parameter_dtype
-from symgraph.groups import MatrixGroup, RegularBlock, Rep
+from symgraph.groups import MatrixGroup, RegularBlock, Rep, group_from_name
 from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
@@ -60,8 +60,12 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def _finite_group(group: object) -> MatrixGroup:
+    if isinstance(group, str):
+        group = group_from_name(group)
     if not isinstance(group, MatrixGroup):
-        raise TypeError(f"group: expected a symgraph MatrixGroup, got {type(group).__name__}")
+        raise TypeError(
+            f"group: expected a MatrixGroup or a group name (e.g. 'C4'), got {type(group).__name__}"
+        )
     if not group.is_finite:
         raise ValueError(
             f"group: expected a finite group (C(n), D(n), Octahedral(), ...), got {group!r}; "
@@ -103,7 +107,7 @@ class RelaxedGroupConv(ExactBufferModule):
         self,
         in_channels: int,
         out_channels: int,
-        group: MatrixGroup,
+        group: MatrixGroup | str,
         num_filter_banks: int = 2,
         lifting: bool = False,
         hidden: int = 32,
@@ -120,7 +124,7 @@ class RelaxedGroupConv(ExactBufferModule):
         self.num_filter_banks = _positive_int(num_filter_banks, "num_filter_banks")
         self.hidden = _positive_int(hidden, "hidden")
         self.kernel_layers = _positive_int(kernel_layers, "kernel_layers")
-        self.group = _finite_group(group)
+        self.group = group = _finite_group(group)
         if not length_scale > 0:
             raise ValueError(f"length_scale: expected a positive number, got {length_scale!r}")
         if cutoff is not None and not cutoff > 0:
@@ -249,10 +253,10 @@ class GroupPooling(nn.Module):
         reduce: ``"mean"`` or ``"max"`` over the group axis.
     """
 
-    def __init__(self, channels: int, group: MatrixGroup, reduce: str = "mean") -> None:
+    def __init__(self, channels: int, group: MatrixGroup | str, reduce: str = "mean") -> None:
         super().__init__()
         self.channels = _positive_int(channels, "channels")
-        self.group = _finite_group(group)
+        self.group = group = _finite_group(group)
         if reduce not in _REDUCTIONS:
             raise ValueError(f"reduce: expected one of {_REDUCTIONS}, got {reduce!r}")
         self.reduce = reduce

@@ -103,7 +103,7 @@ class RelaxedSteerableConv(ExactBufferModule):
         self,
         rep_in: Rep | str | o3.Irreps,
         rep_out: Rep | str | o3.Irreps,
-        group: MatrixGroup | None = None,
+        group: MatrixGroup | str | None = None,
         lmax: int = 2,
         num_radial: int = 8,
         r_max: float = 5.0,

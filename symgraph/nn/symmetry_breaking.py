@@ -47,7 +47,7 @@ class SymmetryBreakingInput(ExactBufferModule):
         ``x [N, C] -> [N, C + rep.dim]`` (``b`` in the last ``rep.dim`` columns).
     """
 
-    def __init__(self, rep: Rep | str, group: MatrixGroup | None = None) -> None:
+    def __init__(self, rep: Rep | str, group: MatrixGroup | str | None = None) -> None:
         super().__init__()
         self.rep = as_rep(rep, group, "rep")
         if self.rep.dim == 0:

@@ -112,6 +112,39 @@ def test_o2_is_the_planar_o2_with_z_fixed():
     assert "O2" not in sg.groups.GROUPS  # listed once, under its catalog name
 
 
+def test_names_are_accepted_wherever_a_group_is_and_printed_names_parse():
+    """A catalog name works for ``Rep`` and every layer's ``group=``; every group's own
+    ``name`` (``"C(4)"``) parses back to it."""
+    from symgraph.nn import EquivariantLinear, ImplicitSteerableConv
+
+    assert sg.Rep("1x1o", "C4") == sg.Rep("1x1o", sg.groups.C(4))
+    assert ImplicitSteerableConv("2x0e + 1x1o", "2x0e", group="SO2").group == sg.groups.SO2()
+    linear = EquivariantLinear("1x1o", "1x1o", group="D3")
+    assert linear.rep_in.group == sg.groups.D(3)
+    for group in (sg.groups.C(4), sg.groups.D(6), sg.groups.O3(), sg.groups.O2()):
+        assert group_from_name(group.name) == group
+    for bad in ("C(0)", "C()", "C(4", "X(4)", "D(a)"):
+        with pytest.raises(ValueError, match="unknown group name"):
+            group_from_name(bad)
+    with pytest.raises(TypeError, match="group: expected a MatrixGroup or a group name.*int"):
+        sg.Rep("1x1o", 3)
+
+
+def test_samples_follow_the_default_dtype_unless_one_is_given():
+    group = sg.groups.SO3()
+    assert group.sample(2).dtype == torch.get_default_dtype() == torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        g = group.sample(3, generator=torch.Generator().manual_seed(0))
+        assert g.dtype == torch.float64
+        eye = torch.eye(3, dtype=torch.float64).expand(3, 3, 3)
+        assert torch.allclose(g @ g.transpose(1, 2), eye, atol=1e-14)
+        assert group.sample(1, dtype=torch.float16).dtype == torch.float16
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def test_elements_of_continuous_group_raises():
     with pytest.raises(ValueError, match="continuous"):
         sg.groups.SO3().elements()

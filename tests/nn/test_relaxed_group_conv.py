@@ -245,8 +245,9 @@ def test_bad_input_raises_clear_errors():
         RelaxedGroupConv(2, 2, SO2())
     with pytest.raises(ValueError, match="group: expected a finite group"):
         GroupPooling(2, SO2())
-    with pytest.raises(TypeError, match="group: expected a symgraph MatrixGroup"):
-        RelaxedGroupConv(2, 2, "C4")
+    with pytest.raises(TypeError, match="group: expected a MatrixGroup or a group name"):
+        RelaxedGroupConv(2, 2, 4)
+    assert RelaxedGroupConv(2, 2, "C4").group == C(4) == GroupPooling(2, "C4").group
     with pytest.raises(ValueError, match="in_channels: expected a positive int, got 0"):
         RelaxedGroupConv(0, 2, C(4))
     with pytest.raises(ValueError, match="aggr"):
