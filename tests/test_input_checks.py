@@ -160,6 +160,23 @@ def test_degenerate_sizes_are_refused_at_construction():
         ImplicitSteerableConv("2x0e", "2x0e", backend="bogus")
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(lmax=2.0), "lmax: expected an int ≥ 1, got 2.0"),
+        (dict(lmax=True), "lmax: expected an int ≥ 1, got True"),
+        (dict(cutoff="5"), "cutoff: expected a positive number or None, got '5'"),
+        (dict(cutoff=True), "cutoff: expected a positive number or None, got True"),
+        (dict(r_max=0), "r_max: expected a positive number, got 0"),
+        (dict(r_max=None), "r_max: expected a positive number, got None"),
+    ],
+)
+def test_kernel_settings_of_the_wrong_type_are_named(setting, message):
+    with pytest.raises(ValueError, match=message):
+        ImplicitSteerableConv("2x0e", "2x0e", **setting)
+    assert ImplicitSteerableConv("2x0e", "2x0e", lmax=1, cutoff=3, r_max=2.5).kernel.lmax == 1
+
+
 def test_representation_helpers_want_a_rep_and_counts_are_checked():
     from symgraph.graph import order_by_in_degree
     from symgraph.nn.linear import invariant_subspace

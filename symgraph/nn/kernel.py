@@ -19,6 +19,7 @@ product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,6 +61,10 @@ class KernelWeights:
 
     layers: list[KernelLayer]
     head: Tensor
+
+
+def _is_positive_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
 
 
 def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
@@ -121,8 +126,12 @@ class ImplicitKernel(nn.Module):
             raise ValueError(f"layers: expected an int ≥ 1, got {layers!r}")
         if isinstance(num_radial, bool) or not isinstance(num_radial, int) or num_radial < 1:
             raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
-        if cutoff is not None and not cutoff > 0:
+        if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
+            raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
+        if cutoff is not None and not _is_positive_number(cutoff):
             raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
+        if not _is_positive_number(r_max):
+            raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group
         self.rep_in = as_rep(rep_in, group, "rep_in")

@@ -300,6 +300,8 @@ def tailor(
         raise ValueError(
             f"max_grad_norm: expected a positive finite number or None, got {max_grad_norm!r}"
         )
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
     selected = select_parameters(model, params)
     loss_horizon = horizon if loss_horizon is None else loss_horizon
     if not isinstance(loss_horizon, int) or loss_horizon < 1:

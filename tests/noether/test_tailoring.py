@@ -138,8 +138,10 @@ def test_parameter_selection():
         select_parameters(model, lambda k, p: False)
     with pytest.raises(ValueError, match="params: expected"):
         select_parameters(model, "some")
-    with pytest.raises(ValueError, match="horizon"):
+    with pytest.raises(ValueError, match="^horizon: expected a positive int, got 0"):
         tailor(model, x0, energy, horizon=0)
+    with pytest.raises(ValueError, match="^horizon: expected a positive int, got True"):
+        tailor(model, x0, energy, horizon=True)
     with pytest.raises(ValueError, match="steps"):
         tailor(model, x0, energy, steps=-1, horizon=2)
     with pytest.raises(ValueError, match="lr: expected non-negative finite step sizes"):
