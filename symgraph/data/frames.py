@@ -9,7 +9,7 @@ A :class:`Frame` is one state of ``B`` molecules packed as a PyG batch::
 
     pos   [N, 3]   positions
     vel   [N, 3]   velocities
-    z     [N]      atomic numbers (int64)
+    z     [N]      atomic numbers (int64); 0 for particles given only masses
     mass  [N]      masses (default: standard atomic masses of ``z``)
     batch [N]      sorted graph index of each atom, or None for one molecule
 
@@ -58,6 +58,18 @@ def _check_z(z: object, num_atoms: int, name: str = "z") -> Tensor:
     if z.is_floating_point() or z.is_complex():
         raise TypeError(f"{name}: expected an integer tensor, got dtype {z.dtype}")
     return z.long()
+
+
+def _species(z: object, mass: object, num_atoms: int, device: torch.device) -> Tensor:
+    """``z`` checked; particles given only masses get species 0 (none: no element)."""
+    if z is None:
+        if mass is None:
+            raise ValueError(
+                "z: expected atomic numbers [N] (int64), or masses (`mass`) for particles "
+                "without an element; got neither"
+            )
+        return torch.zeros(num_atoms, dtype=torch.long, device=device)
+    return _check_z(z, num_atoms)
 
 
 def _check_vectors(value: object, name: str, lead: tuple[int, ...]) -> Tensor:
@@ -110,7 +122,7 @@ class Frame:
     Attributes:
         pos: ``[N, 3]`` positions (Å).
         vel: ``[N, 3]`` velocities (Å/fs); zeros when not given.
-        z: ``[N]`` atomic numbers.
+        z: ``[N]`` atomic numbers (zeros when only ``mass`` is given: plain particles).
         mass: ``[N]`` masses (amu); standard masses of ``z`` when not given.
         batch: ``[N]`` sorted graph index, or ``None`` for a single molecule.
     """
@@ -128,9 +140,7 @@ class Frame:
         if not pos.is_floating_point():
             raise TypeError(f"pos: expected a float tensor [N, 3], got dtype {pos.dtype}")
         n = pos.shape[0]
-        if self.z is None:
-            raise ValueError("z: expected atomic numbers [N] (int64), got None")
-        self.z = _check_z(self.z, n)
+        self.z = _species(self.z, self.mass, n, pos.device)
         self.vel = (
             torch.zeros_like(pos) if self.vel is None else _check_vectors(self.vel, "vel", (n,))
         )
@@ -226,7 +236,7 @@ def as_frame(frame: object, name: str = "frame") -> Frame:
     get = getattr(frame, "get", None)
     if get is None and not hasattr(frame, "pos"):
         raise TypeError(
-            f"{name}: expected a symgraph Frame or a PyG Data with `pos` and `z`, "
+            f"{name}: expected a symgraph Frame or a PyG Data with `pos` and `z` (or `mass`), "
             f"got {type(frame).__name__}"
         )
 
@@ -249,7 +259,8 @@ class Trajectory:
     Attributes:
         positions: ``[T, N, 3]`` (Å).
         velocities: ``[T, N, 3]`` (Å/fs) or ``None`` (e.g. data sets that store none).
-        z: ``[N]`` atomic numbers, the same in every frame.
+        z: ``[N]`` atomic numbers, the same in every frame (zeros when only ``masses`` are
+            given: plain particles).
         masses: ``[N]`` (amu); standard masses of ``z`` when not given.
         batch: ``[N]`` sorted molecule index, or ``None`` for one molecule.
         energies: ``[T]`` (one molecule) or ``[T, B]`` potential energies, or ``None``.
@@ -285,9 +296,7 @@ class Trajectory:
         if not pos.is_floating_point():
             raise TypeError(f"positions: expected a floating-point tensor, got {pos.dtype}")
         t, n = pos.shape[0], pos.shape[1]
-        if self.z is None:
-            raise ValueError("z: expected atomic numbers [N] (int64), got None")
-        self.z = _check_z(self.z, n)
+        self.z = _species(self.z, self.masses, n, pos.device)
         if self.velocities is not None:
             self.velocities = _check_vectors(self.velocities, "velocities", (t, n))
         if self.forces is not None:

@@ -153,6 +153,25 @@ def test_angular_momentum_refuses_periodic_trajectories():
     assert noether_loss(LinearMomentum(), periodic) >= 0  # momentum is, and is accepted
 
 
+def test_particles_with_masses_need_no_atomic_numbers():
+    """Generic particles (springs, the Noether-networks setting) give ``mass`` instead of
+    ``z``: momentum is ``Σ m v``, and a change of momentum is seen; with neither, refused."""
+    from torch_geometric.data import Data
+
+    gen = torch.Generator().manual_seed(0)
+    pos, vel = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    mass = 1 + torch.rand(4, generator=gen, dtype=torch.float64)
+    states = [Data(pos=pos + t * vel, vel=vel, mass=mass) for t in range(3)]
+    assert float(noether_loss(LinearMomentum(), states)) == 0.0
+    states[2].vel = 2 * vel
+    expected = ((mass[:, None] * vel).sum(0) ** 2).sum()  # |P(x_2) − P(x_0)|², P = Σ m v
+    torch.testing.assert_close(noether_loss(LinearMomentum(), states), expected)
+    traj = Trajectory(torch.stack([s.pos for s in states]), masses=mass)
+    assert traj.z.tolist() == [0, 0, 0, 0] and torch.equal(traj.masses, mass)
+    with pytest.raises(ValueError, match=r"z: expected atomic numbers \[N\].*or masses"):
+        Frame(pos)
+
+
 def test_atomic_numbers_and_masses_must_be_physical():
     """z = 0 has no standard mass; a zero mass is refused like a negative one."""
     from symgraph.data.frames import default_masses
