@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from e3nn import o3
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric.nn import MessagePassing
 
@@ -17,7 +20,7 @@ from symgraph.checks import (
     check_tensor,
 )
 from symgraph.groups import MatrixGroup, Rep, as_rep
-from symgraph.lattice import Lattice, cell_positions
+from symgraph.lattice import Lattice, cell_positions, lattice_graph
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
 from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
@@ -65,6 +68,50 @@ def _check_lattice_positions(pos: Tensor, lattice: Lattice, copies: int) -> None
         )
     if remember:
         _CHECKED_POSITIONS.setdefault(pos, set()).add(key)
+
+
+def _no_propagate_hook(name: str) -> Callable[..., RemovableHandle]:
+    """A ``MessagePassing.<name>`` that refuses to register: the layer never calls
+    ``propagate`` (nor ``message``, ``aggregate``, ``message_and_aggregate`` or
+    ``edge_updater``), so such a hook would silently never run."""
+
+    def register(self: MessagePassing, hook: Callable) -> RemovableHandle:
+        raise NotImplementedError(
+            f"{name}: {type(self).__name__} contracts per node without calling propagate, "
+            "so propagate/message/aggregate hooks would never run; use "
+            "register_forward_hook or register_forward_pre_hook on the layer instead (an "
+            "explainer that hooks every MessagePassing layer, e.g. AttentionExplainer, "
+            "skips it after layer.explain = False)"
+        )
+
+    register.__name__ = register.__qualname__ = name
+    register.__doc__ = f"Refused (``NotImplementedError``): {name} would never run its hook."
+    return register
+
+
+def _masked_envelope(envelope: Tensor | None, edge_mask: Tensor | None) -> Tensor | None:
+    """The per-edge factor ``[E]`` of the hidden features: cutoff envelope times edge mask."""
+    if edge_mask is None:
+        return envelope
+    return edge_mask if envelope is None else envelope * edge_mask
+
+
+def _lattice_offsets(
+    edge_index: Tensor, lattice: Lattice, copies: int, self_loops: bool, pos: Tensor
+) -> Tensor:
+    """``[E, 3]`` minimum-image offsets of ``lattice_graph(lattice, copies)``, whose
+    ``edge_index [2, E]`` (in its order) ``edge_index`` must be: message passing on a lattice
+    reads each edge's offset, which ``pos`` alone does not give on periodic axes."""
+    graph = lattice_graph(
+        lattice, copies, self_loops=self_loops, dtype=pos.dtype, device=pos.device
+    )
+    if not torch.equal(edge_index.long(), graph.edge_index):
+        raise ValueError(
+            f"edge_index: expected lattice_graph(lattice, {copies}).edge_index in its order "
+            "(an explained lattice layer runs message passing on it), got other edges; "
+            "pass rel= without lattice= for any other graph"
+        )
+    return graph.offsets
 
 
 class ImplicitSteerableConv(MessagePassing):
@@ -123,6 +170,17 @@ class ImplicitSteerableConv(MessagePassing):
     lattice's cell positions (:func:`~symgraph.lattice.cell_positions`, each copy possibly
     translated; checked, as is the number of edges). Layers with attributes use message
     passing, the lattice graph being a graph like any other.
+
+    Explanations. PyG's explainers (``torch_geometric.explain``) set an edge mask ``m [E]``
+    on every ``MessagePassing`` layer; this layer scales the message ``j → i`` by ``m_ij``
+    (after a sigmoid unless the explainer says otherwise), exactly as ``propagate`` would:
+    ``out_i = W̃(Σ_j m_ij h_ij ⊗ f_j)`` (``"mean"`` still divides by the in-degree), the
+    self-interaction and bias being no messages. The mask rides on the hidden features, so
+    every backend computes it; a lattice layer then runs message passing on
+    ``lattice_graph(lattice, B)`` (whose ``edge_index``, in its order, it requires).
+    As ``propagate`` is never called, registering a propagate, message, aggregate,
+    message-and-aggregate or edge-update hook raises ``NotImplementedError``; module
+    forward hooks (``register_forward_hook``) work as for any module.
     """
 
     kernel_class: type[ImplicitKernel] = ImplicitKernel
@@ -220,9 +278,12 @@ class ImplicitSteerableConv(MessagePassing):
 
         ``lattice``: the graph is ``lattice_graph(lattice, B)`` (see the class docstring).
         """
-        pos = check_parameter_dtype(check_positions(pos, "pos"), self, "pos")
+        # dtypes are checked against the kernel's parameters: PyG registers an explainer's
+        # (float32) edge mask as a parameter of the layer itself
+        pos = check_parameter_dtype(check_positions(pos, "pos"), self.kernel, "pos")
         num_nodes = pos.shape[0]
-        x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
+        x = check_features(x, self.rep_in.dim, "x", num_nodes)
+        x = check_parameter_dtype(x, self.kernel, "x")
         if node_attr is not None and not self.node_attr_dim:
             width = node_attr.shape[-1] if isinstance(node_attr, Tensor) else "D"
             raise ValueError(
@@ -230,17 +291,21 @@ class ImplicitSteerableConv(MessagePassing):
                 f"with node_dim={width} to use it, got {type(node_attr).__name__}"
             )
         if lattice is not None and not (self.edge_dim or self.node_attr_dim):
-            return self._lattice_forward(x, pos, edge_index, lattice)
+            copies, self_loops = self._lattice_copies(x, pos, edge_index, lattice)
+            if not self.explain:
+                return self._lattice_forward(x, lattice, self_loops)
+            rel = _lattice_offsets(edge_index, lattice, copies, self_loops, pos)
         edge_index = check_edge_index(edge_index, num_nodes).long()
         num_edges = edge_index.shape[1]
         edge_attr = check_edge_attr(edge_attr, num_edges, self.edge_dim)
         if self.node_attr_dim:
             node_attr = check_features(node_attr, self.node_attr_dim, "node_attr", num_nodes)
         src, dst = edge_index[0], edge_index[1]
+        edge_mask = self._explain_edge_mask(num_edges, x)
         if rel is None:
             rel = pos.index_select(0, src) - pos.index_select(0, dst)
         else:
-            rel = check_parameter_dtype(check_positions(rel, "rel"), self, "rel")
+            rel = check_parameter_dtype(check_positions(rel, "rel"), self.kernel, "rel")
             if rel.shape[0] != num_edges:
                 raise ValueError(
                     f"rel: expected {num_edges} rows (one per edge), got {rel.shape[0]}"
@@ -253,14 +318,14 @@ class ImplicitSteerableConv(MessagePassing):
             out = fused_implicit_convolution(
                 weights.layers, weights.head, x, src, dst,
                 self.kernel.embed_feature_major(rel, edge_attr, node_src, node_dst),
-                self.kernel.envelope(rel), layout, mean=self.aggr == "mean",
-                block_edges=self.block_edges,
+                _masked_envelope(self.kernel.envelope(rel), edge_mask), layout,
+                mean=self.aggr == "mean", block_edges=self.block_edges,
                 keep_activations=not self.checkpoint, head_groups=self.kernel.head_groups,
                 backend=self.backend,
             )  # fmt: skip
         else:
             out = self._generic_convolution(
-                x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout
+                x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout, edge_mask
             )
         if self.self_linear is not None:
             out = out + self.self_linear(x)
@@ -279,24 +344,53 @@ class ImplicitSteerableConv(MessagePassing):
         )
 
     def _generic_convolution(
-        self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout
+        self, x, src, dst, rel, edge_attr, node_src, node_dst, num_nodes, layout, edge_mask
     ) -> Tensor:
         weights = self.kernel.assemble(x)
         return implicit_convolution(
             self.kernel.hidden_function(x, weights), weights.head, x, src, dst,
             rel, edge_attr, node_src, node_dst, num_nodes, mean=self.aggr == "mean",
             backend=self.backend, checkpoint=self.checkpoint, block_edges=self.block_edges,
-            layout=layout,
+            layout=layout, edge_weight=edge_mask,
         )  # fmt: skip
 
-    def _lattice_forward(
-        self, x: Tensor, pos: Tensor, edge_index: Tensor, lattice: Lattice
-    ) -> Tensor:
-        """The fast path: the kernel at the stencil offsets as one dense convolution.
+    def _explain_edge_mask(self, num_edges: int, like: Tensor) -> Tensor | None:
+        """The explanation edge mask as message weights ``[E]`` in ``like``'s dtype (sigmoid
+        applied unless the explainer set ``_apply_sigmoid = False``, as
+        ``MessagePassing.explain_message`` does), or None when the layer is not explained."""
+        if not self.explain:
+            return None
+        if "explain_message" in vars(self) or (
+            type(self).explain_message is not MessagePassing.explain_message
+        ):
+            raise NotImplementedError(
+                f"explain_message: {type(self).__name__} never materialises messages, so a "
+                "replaced explain_message cannot run; expected the default one (an edge mask "
+                "scaling each message), got a replacement"
+            )
+        mask = self._edge_mask
+        if mask is None:
+            raise ValueError(
+                "edge_mask: expected an explanation edge mask on a layer with explain=True "
+                "(torch_geometric.explain.algorithm.utils.set_masks), got None"
+            )
+        if mask.shape != (num_edges,):
+            raise ValueError(
+                f"edge_mask: expected shape [{num_edges}] (one entry per edge of edge_index; "
+                f"this layer adds no self loops), got {list(mask.shape)}"
+            )
+        return (mask.sigmoid() if self._apply_sigmoid else mask).to(like.dtype)
 
-        ``edge_index`` is never indexed here, so only its shape is checked: its number of
-        edges must be that of ``lattice_graph(lattice, B)`` with or without self loops.
-        ``pos`` must be ``B`` (possibly translated) copies of the lattice's cell positions.
+    @staticmethod
+    def _lattice_copies(
+        x: Tensor, pos: Tensor, edge_index: Tensor, lattice: Lattice
+    ) -> tuple[int, bool]:
+        """``(B, self_loops)`` of the lattice graph the inputs claim to be, checked.
+
+        ``edge_index [2, E]`` is never indexed by the fast path, so only its shape is
+        checked: ``E`` must be that of ``lattice_graph(lattice, B)`` with or without self
+        loops. ``pos [N, 3]`` must be ``B`` (possibly translated) copies of the lattice's
+        cell positions.
         """
         if not isinstance(lattice, Lattice):
             raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
@@ -318,7 +412,12 @@ class ImplicitSteerableConv(MessagePassing):
                 "without)"
             )
         _check_lattice_positions(pos, lattice, copies)
-        self_loops = num_edges == counts[True]
+        return copies, num_edges == counts[True]
+
+    def _lattice_forward(self, x: Tensor, lattice: Lattice, self_loops: bool) -> Tensor:
+        """The fast path: the kernel at the stencil offsets as one dense convolution;
+        ``x [B * N, rep_in.dim] -> [B * N, rep_out.dim]`` (inputs checked by
+        :meth:`_lattice_copies`)."""
         bias = None if self.bias is None else self.bias.vector(x)
         if self.aggr == "mean":
             weight = lattice_weight(
@@ -336,6 +435,23 @@ class ImplicitSteerableConv(MessagePassing):
             device=x.device,
         )  # fmt: skip
         return lattice_convolution(x, weight, lattice, bias=bias)
+
+    register_propagate_forward_pre_hook = _no_propagate_hook("register_propagate_forward_pre_hook")
+    register_propagate_forward_hook = _no_propagate_hook("register_propagate_forward_hook")
+    register_message_forward_pre_hook = _no_propagate_hook("register_message_forward_pre_hook")
+    register_message_forward_hook = _no_propagate_hook("register_message_forward_hook")
+    register_aggregate_forward_pre_hook = _no_propagate_hook("register_aggregate_forward_pre_hook")
+    register_aggregate_forward_hook = _no_propagate_hook("register_aggregate_forward_hook")
+    register_message_and_aggregate_forward_pre_hook = _no_propagate_hook(
+        "register_message_and_aggregate_forward_pre_hook"
+    )
+    register_message_and_aggregate_forward_hook = _no_propagate_hook(
+        "register_message_and_aggregate_forward_hook"
+    )
+    register_edge_update_forward_pre_hook = _no_propagate_hook(
+        "register_edge_update_forward_pre_hook"
+    )
+    register_edge_update_forward_hook = _no_propagate_hook("register_edge_update_forward_hook")
 
     def __repr__(self) -> str:
         return (

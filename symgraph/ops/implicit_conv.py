@@ -57,6 +57,7 @@ def implicit_convolution(
     checkpoint: bool = True,
     block_edges: int | None = None,
     layout: EdgeLayout | None = None,
+    edge_weight: Tensor | None = None,
 ) -> Tensor:
     """Neighbour sum of the implicit kernel applied to ``x``: ``[N, weight.shape[0]]``.
 
@@ -73,12 +74,16 @@ def implicit_convolution(
         checkpoint: recompute each block in backward instead of storing its activations.
         block_edges: about how many edges one block holds (None: :func:`default_block_edges`).
         layout: ``EdgeLayout.from_receivers(dst, num_nodes)`` when the caller has it.
+        edge_weight: ``[E]`` factor of each edge's message (its hidden features ``h_ij``),
+            e.g. an explanation edge mask; None: 1.
     """
     layout = layout or EdgeLayout.from_receivers(dst, num_nodes)
     if layout.order is not None:
         order = layout.order
         src, dst, rel = src[order], dst[order], rel[order]
-        edge_attr, node_src, node_dst = (_take(v, order) for v in (edge_attr, node_src, node_dst))
+        edge_attr, node_src, node_dst, edge_weight = (
+            _take(v, order) for v in (edge_attr, node_src, node_dst, edge_weight)
+        )
     ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
     ptr[1:] = torch.cumsum(layout.degree, 0)
     block_edges = block_edges or default_block_edges(x.device)
@@ -92,6 +97,7 @@ def implicit_convolution(
         args = (
             x, src[e0:e1], dst[e0:e1] - node_start, rel[e0:e1], _take(edge_attr, slice(e0, e1)),
             _take(node_src, slice(e0, e1)), _take(node_dst, slice(e0, e1)), weight,
+            _take(edge_weight, slice(e0, e1)),
         )  # fmt: skip
         fn = _block_function(hidden_fn, node_stop - node_start, mean, backend)
         if use_checkpoint:
@@ -112,10 +118,12 @@ def _gather_in_kernel(backend: str, layout: EdgeLayout, h: Tensor, x: Tensor) ->
 
 
 def _block_function(hidden_fn: HiddenFn, num_block_nodes: int, mean: bool, backend: str):
-    def run(x, src, dst, rel, edge_attr, node_src, node_dst, weight):
+    def run(x, src, dst, rel, edge_attr, node_src, node_dst, weight, edge_weight):
         if src.numel() == 0:  # zeros still connected to x and weight, as a sum would be
             return x.new_zeros(num_block_nodes, weight.shape[0]) + 0 * (x.sum() + weight.sum())
         h = hidden_fn(rel, edge_attr, node_src, node_dst)
+        if edge_weight is not None:
+            h = h * edge_weight[:, None]
         layout = EdgeLayout.from_receivers(dst, num_block_nodes)
         if _gather_in_kernel(backend, layout, h, x):
             summed = fused.fused_outer_sum(h, x, src, dst, num_block_nodes, backend="triton")
