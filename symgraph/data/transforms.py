@@ -25,7 +25,9 @@ matters (or when duplicates would waste kNN slots).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
+import types
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -486,10 +488,38 @@ class NormalsAsFeatures(BaseTransform):
 def transform_fingerprint(hook: Any) -> str:
     """A cache key for a ``pre_transform``/``pre_filter``: its type and a hash of its pickled
     state when it pickles (``repr`` often leaves out arguments, e.g. PyG's
-    ``RadiusGraph(2.0, loop=True)`` prints as ``RadiusGraph(r=2.0)``), else its ``repr``."""
+    ``RadiusGraph(2.0, loop=True)`` prints as ``RadiusGraph(r=2.0)``); for lambdas and local
+    functions, which do not pickle, a hash of their code, defaults and closure (their
+    ``repr`` holds a memory address, which would make a new cache in every process); else
+    the ``repr``."""
     try:
         state = hashlib.sha256(pickle.dumps(hook)).hexdigest()
-    except Exception:  # lambdas, local functions: only the repr is available
+    except Exception:
+        if inspect.isfunction(hook):
+            return f"function {hook.__module__}.{hook.__qualname__}:{_function_state(hook)}"
         return repr(hook)
     kind = type(hook)
     return f"{kind.__module__}.{kind.__qualname__}:{state}"
+
+
+def _function_state(function: Any) -> str:
+    """A hash of what a plain function computes: its code, its defaults and the values it
+    closes over (their fingerprints), the same in every process."""
+    closure = [cell.cell_contents for cell in function.__closure__ or ()]
+    parts = [_code_state(function.__code__)]
+    for value in (function.__defaults__, function.__kwdefaults__, *closure):
+        parts.append(transform_fingerprint(value))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _code_state(code: types.CodeType) -> str:
+    """Bytecode, names and constants of ``code`` (nested functions included) as text."""
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            consts.append(_code_state(const))
+        elif isinstance(const, frozenset):  # iteration order varies with string hashing
+            consts.append(repr(sorted(map(repr, const))))
+        else:
+            consts.append(repr(const))
+    return repr((code.co_code.hex(), code.co_names, code.co_varnames, consts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -177,6 +178,41 @@ def test_transforms_whose_repr_hides_an_argument_get_their_own_cache(first200_cs
     second = QM9(tmp_path, pre_transform=replaced, **options)
     assert first.processed_paths != second.processed_paths
     assert second._data.edge_attr.shape[1] == 1 < first._data.edge_attr.shape[1]
+
+
+def _scaled_targets(factor: float):
+    """A fresh lambda (another object, another address) on every call."""
+    return lambda data: Data(**{**data.to_dict(), "y": data.y * factor})
+
+
+def test_lambda_pre_transforms_are_keyed_by_their_code_not_their_address(first200_csv, tmp_path):
+    """Lambdas do not pickle and their repr holds an address: the cache key hashes their code
+    and closure, so the same lambda reuses the cache, in this process and in another one
+    (other string hashing), and another closure value gets its own."""
+    import subprocess
+    import sys
+
+    options = dict(source="csv", csv_files=[first200_csv], subset=5, log=False)
+    first = QM9(tmp_path, pre_transform=_scaled_targets(2.0), **options)
+    again = QM9(tmp_path, pre_transform=_scaled_targets(2.0), **options)
+    other = QM9(tmp_path, pre_transform=_scaled_targets(3.0), **options)
+    assert first.processed_paths == again.processed_paths != other.processed_paths
+    assert len(list(Path(first.processed_dir).glob("qm9_*.pt"))) == 2
+    code = (
+        "from symgraph.data.transforms import transform_fingerprint\n"
+        "k = 2.0\nprint(transform_fingerprint(lambda d: d * k))\n"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout  # fmt: skip
+        for seed in ("1", "2")
+    }
+    assert len(keys) == 1 and "function __main__.<lambda>:" in keys.pop()
 
 
 def test_the_cache_is_readable_as_the_umask_allows(first200_csv, tmp_path):
