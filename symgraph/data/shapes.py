@@ -541,6 +541,6 @@ class ProceduralShapes(InMemoryDataset):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({self.num_shapes}, num_points={self.num_points}, "
+            f"{type(self).__name__}({len(self)}, num_points={self.num_points}, "
             f"classes={len(self.classes)}, seed={self.seed}, noise={self.noise})"
         )

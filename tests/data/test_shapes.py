@@ -55,6 +55,8 @@ def test_class_balance_and_subset() -> None:
     sub = ProceduralShapes(10, 64, classes=["torus", "box"])
     assert sub.classes == ["box", "torus"] and sub.num_classes == 2
     assert torch.bincount(torch.cat([d.y for d in sub])).tolist() == [5, 5]
+    assert repr(ds[5:8]).startswith("ProceduralShapes(3, num_points=64, classes=")
+    assert repr(sub) == "ProceduralShapes(10, num_points=64, classes=2, seed=0, noise=0.0)"
 
 
 def test_items_normalised_with_unit_normals() -> None:
