@@ -3,29 +3,50 @@
 Example:
     >>> err = equivariance_error(mlp, G, [x], [rep_in], rep_out)
     >>> err = equivariance_error(conv, G, [x, pos, edge_index], [rep_in, "pos", None], rep_out)
+    >>> err = equivariance_error(model, G, [batch], [{"pos": "pos"}], None)  # a PyG Batch
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+from torch_geometric.data.data import BaseData
 
 from symgraph.groups import MatrixGroup, Rep
 
 __all__ = ["equivariance_error", "transform", "equivariance_error_per_element"]
 
-Spec = Rep | str | None
+Spec = Rep | str | Mapping[str, "Spec"] | None
 """How an argument transforms: a Rep (``x -> x ρ(g)^T``), ``"pos"`` (rotated and, when the
 module is translation-equivariant, translated), ``"vector"`` (rotated, never translated),
-or ``None`` (left untouched: ``edge_index``, ``batch``, invariant attributes …)."""
+``None`` (left untouched: ``edge_index``, ``batch``, invariant attributes …), or, for a
+PyG ``Data``/``Batch`` (models such as ``SteerableMoleculeNet`` take one), a dict of specs
+by attribute (``{"pos": "pos", "x": rep}``; the other attributes are left untouched)."""
 
 
 def transform(value, spec: Spec, g: Tensor, shift: Tensor | None) -> object:
     """Apply one element ``g [3, 3]`` (and translation ``shift [3]``) to ``value`` per ``spec``."""
     if spec is None:
         return value
+    if isinstance(value, BaseData):
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                f"spec: a {type(value).__name__} argument needs a dict of specs by attribute "
+                f"(e.g. {{'pos': 'pos'}}), got {spec!r}"
+            )
+        moved = copy.copy(value)
+        for key, attr_spec in spec.items():
+            if key not in value:
+                raise ValueError(f"spec: {type(value).__name__} has no attribute {key!r}")
+            moved[key] = transform(value[key], attr_spec, g, shift)
+        return moved
+    if isinstance(spec, Mapping):
+        raise ValueError(
+            f"spec: a dict of specs is for a PyG Data argument, got a {type(value).__name__}"
+        )
     g = g.to(value)
     if isinstance(spec, Rep):
         return value @ spec.rho(g[None])[0].T

@@ -59,6 +59,29 @@ def test_dipole_readout_is_equivariant():
         assert torch.allclose(out, reference @ g.T, atol=1e-10 * reference.abs().max().item())
 
 
+def test_equivariance_error_takes_a_batch_with_specs_by_attribute():
+    """``sg.testing.equivariance_error`` on a model that takes a PyG Batch: the dipole turns
+    with the molecules; a wrong dipole or a plain spec for the Batch is caught."""
+    from symgraph.testing import equivariance_error
+
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o", num_layers=1, dipole=True).double()
+    batch = molecules()
+    for key in ("pos", "x", "edge_attr"):
+        batch[key] = batch[key].double()
+    error = equivariance_error(model, sg.groups.O3(), [batch], [{"pos": "pos"}], "vector")
+    assert error < 1e-10
+    twisted = lambda b: model(b) @ torch.diag(torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))  # noqa: E731
+    assert equivariance_error(twisted, sg.groups.O3(), [batch], [{"pos": "pos"}], "vector") > 1e-3
+    assert torch.equal(batch.pos, molecules().pos.double())  # the argument is left as it was
+    with pytest.raises(ValueError, match="spec: a DataBatch argument needs a dict of specs"):
+        equivariance_error(model, sg.groups.O3(), [batch], ["pos"], "vector")
+    with pytest.raises(ValueError, match="spec: DataBatch has no attribute 'positions'"):
+        equivariance_error(model, sg.groups.O3(), [batch], [{"positions": "pos"}], "vector")
+    with pytest.raises(ValueError, match="spec: a dict of specs is for a PyG Data argument"):
+        equivariance_error(torch.neg, sg.groups.O3(), [batch.pos], [{"pos": "pos"}], "pos")
+
+
 def test_learns_on_real_qm9(shared_data, tmp_path):
     from torch_geometric.loader import DataLoader
 
