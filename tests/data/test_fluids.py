@@ -395,6 +395,45 @@ def test_ocean_currents_bad_files(tmp_path):
         load_ocean_currents(nan)
 
 
+@pytest.mark.parametrize("where", [".", "ocean_currents", "fluids/ocean_currents"])
+def test_ocean_currents_are_found_in_each_documented_folder(tmp_path, where):
+    frames = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    folder = tmp_path / where
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "ocean_current_sample.npy", frames)
+    assert torch.equal(load_ocean_currents(tmp_path), torch.from_numpy(frames))
+
+
+def test_ocean_currents_dtype_and_layout(tmp_path):
+    frames = np.linspace(-1.0, 1.0, 2 * 2 * 3 * 4, dtype=np.float32).reshape(2, 2, 3, 4)
+    np.save(tmp_path / "frames.npy", frames)
+    wide = load_ocean_currents(tmp_path / "frames.npy", dtype=torch.float64)
+    assert wide.dtype == torch.float64
+    assert torch.equal(wide, torch.from_numpy(frames).double())
+    transposed = torch.from_numpy(frames).transpose(2, 3)  # [T, 2, W, H], not contiguous
+    torch.save(transposed, tmp_path / "frames.pt")
+    loaded = load_ocean_currents(tmp_path / "frames.pt")
+    assert loaded.is_contiguous() and torch.equal(loaded, transposed)
+
+
+def test_ocean_currents_refuse_other_contents(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path: no such file"):
+        load_ocean_currents(tmp_path / "missing.txt")
+    with pytest.raises(FileNotFoundError, match="path: no ocean_current_sample.npy"):
+        load_ocean_currents(tmp_path)  # a folder without the sample
+    torch.save({"u": torch.zeros(2, 2, 4, 4)}, tmp_path / "dict.pt")
+    with pytest.raises(ValueError, match="to hold one tensor, got dict"):
+        load_ocean_currents(tmp_path / "dict.pt")
+    np.save(tmp_path / "flat.npy", np.zeros((5, 2, 8), dtype=np.float32))
+    with pytest.raises(
+        ValueError, match=r"\[T, 2, H, W\] \(channels u, v\), got shape \[5, 2, 8\]"
+    ):
+        load_ocean_currents(tmp_path / "flat.npy")
+    np.save(tmp_path / "counts.npy", np.ones((2, 2, 4, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="expected floating-point values, got dtype torch.int64"):
+        load_ocean_currents(tmp_path / "counts.npy")
+
+
 # --------------------------------------------------------------------------- exact solutions
 QUIET = SMALL.replace(buoyancy=0.0, inflow_rate=0.0, initial_vorticity=0.0, substeps=1)
 

@@ -112,6 +112,23 @@ def test_deduplicate_points() -> None:
         DeduplicatePoints()(Data(pos=pos, normal=normal[:4]))  # used to be skipped silently
 
 
+def test_per_point_tensors_must_match_the_cloud() -> None:
+    data = Data(pos=torch.randn(6, 3), normal=torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"SamplePointsFixed: expected `normal` with 6 rows"):
+        SamplePointsFixed(4, seed=0)(data)
+
+
+def test_deduplicating_a_cloud_without_repeats_keeps_its_edges() -> None:
+    """Edges are dropped only when a point is removed (their indices would be stale)."""
+    pos = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    out = DeduplicatePoints()(Data(pos=pos, edge_index=edge_index, edge_attr=torch.ones(3, 2)))
+    assert torch.equal(out.pos, pos) and torch.equal(out.edge_index, edge_index)
+    assert torch.equal(out.edge_attr, torch.ones(3, 2))
+    repeated = Data(pos=pos[[0, 1, 0, 2]], edge_index=edge_index)
+    assert "edge_index" not in DeduplicatePoints()(repeated)
+
+
 # --------------------------------------------------------------------------- rotations
 @pytest.mark.parametrize("group", [ZRotations(), Orthogonal(), SO3(), O3(), C(4)])
 def test_group_rotation_is_applied_consistently(group) -> None:
@@ -243,6 +260,16 @@ def test_radius_graph() -> None:
     assert data.edge_index.shape[1] == int((dist < 0.8).sum()) - 100
     with pytest.raises(ValueError, match="r"):
         RadiusGraph(0.0)
+
+
+def test_radius_graph_with_self_loops_and_an_infinite_radius() -> None:
+    data = RadiusGraph(0.8, loop=True, max_num_neighbors=100)(_cloud(100))
+    src, dst = data.edge_index
+    assert int((src == dst).sum()) == 100  # one loop per point
+    assert data.edge_index.shape[1] == int((_dist(data.pos) < 0.8).sum())
+    for bad in (float("inf"), -1.0):
+        with pytest.raises(ValueError, match="r: expected a positive finite radius"):
+            RadiusGraph(bad)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -211,3 +211,21 @@ def test_group_average_falls_back_to_the_constraints(monkeypatch):
     monkeypatch.undo()
     basis_module.clear_cache()
     assert (got - expected).abs().max() < 1e-10
+
+
+def test_matrix_refuses_weights_of_another_shape():
+    """One coefficient per basis element: a longer vector or a batch is refused, not sliced."""
+    group = sg.groups.SO2()
+    basis = equivariant_basis(Rep("2x0e + 1o", group), Rep("0e + 2x1o", group))
+    assert basis.matrix(torch.zeros(basis.dim, dtype=torch.float64)).shape == (7, 5)
+    for bad in (torch.zeros(basis.dim + 1), torch.zeros(1, basis.dim)):
+        with pytest.raises(ValueError, match=rf"weights: expected shape \[{basis.dim}\]"):
+            basis.matrix(bad)
+
+
+def test_bilinear_basis_needs_one_group_for_all_three_representations():
+    so3, so2 = sg.groups.SO3(), sg.groups.SO2()
+    with pytest.raises(ValueError, match="all representations must belong to the same group"):
+        sg.groups.bilinear_basis(Rep("1o", so3), Rep("1o", so3), Rep("0e", so2))
+    with pytest.raises(ValueError, match="all representations must belong to the same group"):
+        sg.groups.bilinear_basis(Rep("1o", so3), Rep("1o", so2), Rep("0e", so3))

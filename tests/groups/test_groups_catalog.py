@@ -205,3 +205,11 @@ def test_polyhedral_groups_permute_their_polyhedron(name, vertices):
     moved = torch.einsum("gij,vj->gvi", group_from_name(name).elements(), points)
     distance = torch.cdist(moved, points.expand(moved.shape[0], -1, -1))
     assert float(distance.min(-1).values.max()) < 1e-10
+
+
+def test_elements_take_the_requested_dtype():
+    group = sg.groups.D(3)
+    single = group.elements(torch.float32)
+    assert single.dtype == torch.float32
+    assert torch.equal(single, group.elements().float())
+    assert group.elements().dtype == torch.float64

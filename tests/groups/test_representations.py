@@ -45,8 +45,10 @@ def test_vector_irrep_is_cartesian():
     assert torch.allclose(Rep("1e").rho(g), g * torch.linalg.det(g)[:, None, None], atol=1e-13)
 
 
-def test_drho_is_the_derivative_of_rho():
-    rep = Rep("0e + 1o + 2e + 3o")
+@pytest.mark.parametrize("irreps", ["0e + 1o + 2e + 3o", "2x1o + 3x2e + 2x0e"])
+def test_drho_is_the_derivative_of_rho(irreps):
+    """Also with several copies of a block: drho lays them out as rho does."""
+    rep = Rep(irreps)
     a = torch.randn(2, 3, 3, dtype=torch.float64)
     a = a - a.transpose(1, 2)
     t = 0.37
@@ -71,9 +73,11 @@ def test_empty_blocks_scalar_counts_and_scalar_features():
         Rep("1x1o").check_features(torch.tensor(1.0))
 
 
-def test_rotations_about_a_tilted_axis():
+@pytest.mark.parametrize("direction", [(1.0, 1.0, 0.0), (1.0, 2.0, 2.0), (0.0, -3.0, 4.0)])
+def test_rotations_about_a_tilted_axis(direction):
     """Groups about another axis than z: samples fix the axis and rho is a homomorphism."""
-    axis = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64) / 2**0.5
+    axis = torch.tensor(direction, dtype=torch.float64)
+    axis = axis / axis.norm()
     generator = torch.tensor(
         [[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]],
         dtype=torch.float64,
@@ -206,3 +210,44 @@ def test_as_rep_checks_the_group_by_value():
         sg.groups.as_rep(rep, group_from_name("C6"), "rep_in")
     with pytest.raises(TypeError, match="rep_in: expected an irreps string"):
         sg.groups.as_rep(3, c4, "rep_in")
+
+
+def test_a_rep_given_a_group_moves_to_that_group():
+    so3, so2 = sg.groups.SO3(), sg.groups.SO2()
+    rep = Rep("2x1o + 1x2e", so3)
+    assert Rep(rep) == rep and Rep(rep).group == so3
+    moved = Rep(rep, so2)
+    assert moved.group == so2 and moved.short() == rep.short() and moved.dim == rep.dim
+    assert moved == Rep("2x1o + 1x2e", so2) and moved != rep
+
+
+def test_copies_zero_and_negative():
+    rep = Rep("1x0e + 1x1o", sg.groups.SO3())
+    for empty in (0 * rep, rep * 0):
+        assert empty.dim == 0 and empty.blocks == () and empty.group == rep.group
+    assert (2 * rep).dim == 8
+    with pytest.raises(ValueError, match=r"k \* rep: expected a non-negative int k, got -1"):
+        -1 * rep
+    assert Rep.regular(sg.groups.D(3), mul=2).dim == 12
+    with pytest.raises(ValueError, match="mul: expected a positive number of copies, got 0"):
+        Rep.regular(sg.groups.D(3), mul=0)
+
+
+def test_multiplicities_tell_representations_apart():
+    group = sg.groups.SO3()
+    one, two = Rep("1x1o", group), Rep("2x1o", group)
+    assert one != two and Rep("2x1o", group) == two
+    assert len({one, two, Rep("2x1o", group)}) == 2
+
+
+def test_elements_of_the_wrong_shape_or_dtype_are_refused():
+    rep = Rep("1o + 2e")
+    shape = r"expected group elements of shape \[B, 3, 3\], got"
+    with pytest.raises(ValueError, match=rf"g: {shape} \[2, 4, 4\]"):
+        rep.rho(torch.zeros(2, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"a: {shape} \[2, 3, 2\]"):
+        rep.drho(torch.zeros(2, 3, 2, dtype=torch.float64))
+    with pytest.raises(
+        TypeError, match="g: expected a floating-point tensor, got dtype torch.int64"
+    ):
+        rep.rho(torch.eye(3, dtype=torch.long).expand(2, 3, 3))

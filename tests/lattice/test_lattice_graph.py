@@ -253,6 +253,40 @@ def test_reflecting_the_grid_commutes_with_vector_mapping(axis):
     assert torch.allclose(reflected[perm], layout.to_nodes(field) @ d.T, atol=1e-6)
 
 
+def test_quarter_turns_count_modulo_four():
+    field = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    for k in range(-4, 9):
+        expected = rotation_matrix_90(k % 4, dtype=torch.float64)
+        assert torch.equal(rotation_matrix_90(k, dtype=torch.float64), expected)
+        turned = rotate_field(field, k, "1x1o + 1x0e")
+        assert torch.equal(turned, rotate_field(field, k % 4, "1x1o + 1x0e"))
+    assert torch.equal(rotate_field(field, 4, "1x1o + 1x0e"), field)
+
+
+def test_odd_turns_need_a_square_grid_and_half_turns_do_not():
+    field = torch.randn(1, 2, 3, 5, dtype=torch.float64)
+    for k in (1, 3, -1, 5):
+        with pytest.raises(ValueError, match="a quarter turn needs H == W"):
+            rotate_field(field, k)
+    for k in (2, -2):  # (x, y) -> (-x, -y): both axes reversed, vectors negated
+        assert torch.equal(rotate_field(field, k), field.flip(-1, -2))
+        assert torch.equal(rotate_field(field, k, "1x1o"), -field.flip(-1, -2))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_3d_field_turns_like_a_stack_of_planes(k):
+    """About z, each depth slice of a 3D field turns as a 2D field: ``(u, v)`` as a vector,
+    ``w`` and scalars as scalars; the mirror ``z -> -z`` reverses the depth and negates ``w``."""
+    layout = "1x1o + 1x0e"  # 3D channels (u, v, w, s)
+    field = torch.randn(2, 4, 3, 4, 4, dtype=torch.float64)
+    turned = rotate_field(field, k, layout)
+    for d in range(3):
+        assert torch.equal(turned[:, :2, d], rotate_field(field[:, :2, d], k, "1x1o"))
+        assert torch.equal(turned[:, 2:, d], rotate_field(field[:, 2:, d], k))
+    mirrored = reflect_field(field, "z", layout)
+    assert torch.equal(mirrored, field.flip(2) * torch.tensor([1.0, 1, -1, 1])[:, None, None, None])
+
+
 def test_rotation_matches_stencil_graph():
     """A quarter turn maps the stencil graph onto itself (square stencil, square grid)."""
     lattice = Lattice((5, 5), radius=1, periodic=False)

@@ -229,6 +229,16 @@ def test_bad_input_names_the_argument():
         ImplicitSteerableConv("0e", "0e", aggr="max")
 
 
+def test_node_attributes_for_a_layer_built_without_them_are_refused():
+    """A layer built with ``node_dim=0`` would ignore ``node_attr``: it says so instead."""
+    conv = ImplicitSteerableConv("1x0e + 1x1o", "1x0e", group=sg.groups.SO3())
+    pos, edge_index, _, node_attr = random_graph(6, dtype=torch.float32)
+    x = torch.randn(6, conv.rep_in.dim)
+    with pytest.raises(ValueError, match="node_attr: this layer was built with node_dim=0"):
+        conv(x, pos, edge_index, node_attr=node_attr)
+    assert conv(x, pos, edge_index).shape == (6, 1)
+
+
 def test_repr_is_informative():
     text = repr(make_conv(sg.groups.SO2()))
     assert "ImplicitSteerableConv" in text and "group=SO2" in text and "edge_dim=3" in text

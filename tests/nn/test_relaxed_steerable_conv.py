@@ -191,6 +191,27 @@ def test_relaxation_utilities_collect_every_relaxed_layer():
         relaxation_penalty("not a model")
 
 
+class _PenaltyOnly(torch.nn.Module):
+    """Has a penalty but no relaxation parameters: not a relaxed layer."""
+
+    def relaxation_penalty(self) -> torch.Tensor:
+        return torch.tensor(5.0)
+
+
+def test_a_relaxed_layer_needs_both_methods():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), _PenaltyOnly())
+    assert relaxed_modules(model) == []
+    assert float(relaxation_penalty(model)) == 0.0 and relaxation_report(model) == {}
+    set_relaxation_trainable(model, False)  # nothing to freeze
+    assert model[0].weight.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_penalty_of_a_model_without_relaxed_layers_has_its_dtype(dtype):
+    penalty = relaxation_penalty(torch.nn.Linear(2, 2).to(dtype))
+    assert penalty.dtype == dtype and penalty.shape == () and float(penalty) == 0.0
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_raises_clear_errors():
     group = C(4)

@@ -227,6 +227,26 @@ def test_cuda_without_triton_warns_once(monkeypatch):
     fused._warn_no_triton.cache_clear()
 
 
+def test_auto_dispatch_needs_every_tensor_on_cuda_in_a_kernel_dtype(monkeypatch):
+    monkeypatch.setattr(fused, "triton_available", lambda: True)
+    assert fused.use_triton(_CudaStandIn(), _CudaStandIn())
+    assert not fused.use_triton(_CudaStandIn(), torch.zeros(3))  # one tensor on the CPU
+    wide = _CudaStandIn()
+    wide.dtype = torch.float64  # the kernels compute in float32
+    assert not fused.use_triton(_CudaStandIn(), wide)
+
+
+def test_out_of_range_and_mismatched_inputs_are_named():
+    h, x = torch.randn(5, 3), torch.randn(4, 2)
+    dst = torch.tensor([0, 0, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"src: entries must lie in \[0, 4\), got \[-1, 3\]"):
+        fused.fused_outer_sum(h, x, torch.tensor([0, -1, 2, 3, 1]), dst, 3)
+    with pytest.raises(ValueError, match="x: expected 5 rows, got 4"):
+        fused.outer_sum_csr(h, x, torch.tensor([0, 2, 3, 5]))  # per-edge x: one row per edge
+    with pytest.raises(ValueError, match=r"index: entries must lie in \[0, 2\), got \[0, 2\]"):
+        fused.segment_reduce(x, torch.tensor([0, 1, 2, 1]), 2, backend="torch")
+
+
 @pytest.mark.triton
 def test_implicit_conv_with_triton_backend_matches_torch_path(device, monkeypatch):
     """The layer with the kernel gathering ``x[src]`` itself: same outputs and gradients."""
