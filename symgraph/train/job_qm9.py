@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from symgraph.train.jobs import JobSpec, arg, register_job
+from symgraph.train.jobs import JobSpec, arg, named_by_flags, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import RegressionTask
 
+if TYPE_CHECKING:
+    from symgraph.groups import MatrixGroup
+
 __all__ = ["qm9", "build_qm9_dataset", "build_qm9_model", "INTENSIVE_TARGETS", "DipoleNorm"]
+
+_DATASET_FLAGS = {
+    "source": "--source", "csv_files": "--csv", "subset": "--subset-size",
+    "subset_seed": "--subset-seed", "cutoff": "--cutoff",
+}  # fmt: skip
+_MODEL_FLAGS = {
+    "irreps": "--hidden", "num_layers": "--layers", "cutoff": "--cutoff", "lmax": "--lmax",
+    "num_radial": "--num-radial",
+}  # fmt: skip
 
 INTENSIVE_TARGETS = ("mu", "homo", "lumo", "gap")
 """Targets pooled with a mean over atoms; the others (energies, alpha, r2, Cv) are summed."""
@@ -41,25 +54,36 @@ def build_qm9_dataset(args: argparse.Namespace):
     from symgraph.data.qm9 import QM9
 
     csv_files = [Path(p) for p in args.csv] if args.csv else None
-    return QM9(
-        args.root,
-        source=args.source,
-        csv_files=csv_files,
-        subset=args.subset_size,
-        subset_seed=args.subset_seed if args.subset_size else None,
-        cutoff=args.cutoff,
-    )
+    with named_by_flags(_DATASET_FLAGS):
+        return QM9(
+            args.root,
+            source=args.source,
+            csv_files=csv_files,
+            subset=args.subset_size,
+            subset_seed=args.subset_seed if args.subset_size else None,
+            cutoff=args.cutoff,
+        )
 
 
 def build_qm9_model(args: argparse.Namespace) -> nn.Module:
     """The model the flags describe (``DipoleNorm``-wrapped with ``--dipole``)."""
     from symgraph.data.qm9 import TARGETS, target_index
     from symgraph.groups import group_from_name
+
+    with named_by_flags({"target": "--target", "group": "--group"}):
+        name = TARGETS[target_index(args.target)]
+        group = group_from_name(args.group)
+    with named_by_flags(_MODEL_FLAGS):
+        model = _molecule_model(args, group, name)
+    return DipoleNorm(model) if args.dipole else model
+
+
+def _molecule_model(args: argparse.Namespace, group: MatrixGroup, name: str) -> nn.Module:
+    """SteerableMoleculeNet of the flags, for target ``name`` (its readout) and ``group``."""
     from symgraph.models import SteerableMoleculeNet
 
-    name = TARGETS[target_index(args.target)]
-    model = SteerableMoleculeNet(
-        group=group_from_name(args.group),
+    return SteerableMoleculeNet(
+        group=group,
         hidden=args.hidden,
         num_layers=args.layers,
         cutoff=args.cutoff,
@@ -71,7 +95,6 @@ def build_qm9_model(args: argparse.Namespace) -> nn.Module:
         readout="mean" if name in INTENSIVE_TARGETS else "sum",
         dipole=args.dipole,
     )
-    return DipoleNorm(model) if args.dipole else model
 
 
 @register_job(
@@ -105,7 +128,8 @@ def qm9(args: argparse.Namespace) -> JobSpec:
     """QM9 molecular property regression with SteerableMoleculeNet."""
     from symgraph.data.qm9 import REPORT_FACTOR, REPORT_UNITS, TARGETS, target_index
 
-    index = target_index(args.target)
+    with named_by_flags({"target": "--target"}):
+        index = target_index(args.target)
     name = TARGETS[index]
     if args.dipole and name != "mu":
         raise ValueError(f"--dipole: only for target 'mu', got target {name!r}")

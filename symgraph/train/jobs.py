@@ -30,9 +30,10 @@ line after the job returns, so a job may ignore it (or use it to build less data
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "load_jobs",
     "register_job",
     "take_subset",
+    "named_by_flags",
 ]
 
 #: Modules that register jobs when imported (add yours here).
@@ -254,3 +256,17 @@ def take_subset(spec: JobSpec, n: int) -> JobSpec:
         split={name: recorded(name, ds) for name, ds in datasets.items()},
         **{name: _first(ds, n) for name, ds in datasets.items()},
     )
+
+
+@contextlib.contextmanager
+def named_by_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a ``ValueError`` that names a library argument (``"subset: ..."``) with the
+    command-line flag that sets it (``"--subset-size: ..."``), e.g. ``{"subset":
+    "--subset-size"}``; other errors pass unchanged."""
+    try:
+        yield
+    except ValueError as err:
+        name, sep, rest = str(err).partition(": ")
+        if not sep or name not in flags:
+            raise
+        raise ValueError(f"{flags[name]}: {rest}") from err

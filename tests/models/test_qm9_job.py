@@ -104,9 +104,24 @@ def test_kill_and_resume_loses_nothing(first200, tmp_path, monkeypatch):
 
 def test_unknown_target_and_group_list_valid_names(first200, tmp_path, capsys):
     assert main(train_args(first200, tmp_path / "a", "--target", "enthalpy")) == 2
-    assert "homo" in capsys.readouterr().err
+    assert "qm9: --target: unknown QM9 target 'enthalpy'" in capsys.readouterr().err
     assert main(train_args(first200, tmp_path / "b", "--group", "SO4")) == 2
-    assert "SO3" in capsys.readouterr().err
+    assert "qm9: --group: unknown group name 'SO4'; expected one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--subset-size", "400"], "--subset-size: asked for 400 molecules, the source has 200"),
+        (["--hidden", "8x0q"], "--hidden: expected an e3nn irreps string"),
+        (["--layers", "0"], "--layers: expected a positive int, got 0"),
+        (["--cutoff", "-1"], "--cutoff: expected a positive number"),
+        (["--num-radial", "0"], "--num-radial: expected a positive int"),
+    ],
+)
+def test_refused_settings_name_their_flag(first200, tmp_path, capsys, flags, message):
+    assert main(train_args(first200, tmp_path / "run", *flags)) == 2
+    assert f"symgraph: error: qm9: {message}" in capsys.readouterr().err
 
 
 def test_demo_quick(first200, tmp_path):
