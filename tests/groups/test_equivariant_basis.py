@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -229,3 +231,85 @@ def test_bilinear_basis_needs_one_group_for_all_three_representations():
         sg.groups.bilinear_basis(Rep("1o", so3), Rep("1o", so3), Rep("0e", so2))
     with pytest.raises(ValueError, match="all representations must belong to the same group"):
         sg.groups.bilinear_basis(Rep("1o", so3), Rep("1o", so2), Rep("0e", so3))
+
+
+def _rotation_x(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+
+
+def _turned(generators: torch.Tensor, size: float, seed: int) -> torch.Tensor:
+    """Each generator moved by a random rotation of angle ~``size`` (an error of that size)."""
+    from symgraph.groups.matrix_group import _rotation_about
+
+    draws = torch.Generator().manual_seed(seed)
+    axes = torch.randn(len(generators), 3, generator=draws, dtype=torch.float64)
+    turns = [
+        _rotation_about(a / a.norm(), torch.tensor([size], dtype=torch.float64))[0] for a in axes
+    ]
+    return torch.stack(turns) @ generators
+
+
+C3_ABOUT_X = sg.groups.MatrixGroup(discrete=[_rotation_x(2 * math.pi / 3)])
+INEXACT = {  # generators accurate to ~1e-7, the exact group they stand for
+    "C3 about x, float32": (C3_ABOUT_X.discrete_generators.float(), C3_ABOUT_X),
+    "D(3), float32": (sg.groups.D(3).discrete_generators.float(), sg.groups.D(3)),
+    "Icosahedral, float32": (
+        sg.groups.Icosahedral().discrete_generators.float(),
+        sg.groups.Icosahedral(),
+    ),
+    "Icosahedral, turned by 3e-7": (
+        _turned(sg.groups.Icosahedral().discrete_generators, 3e-7, seed=0),
+        sg.groups.Icosahedral(),
+    ),
+}
+PAIRS = [("1o + 2e", "1o + 2e"), ("0e + 1o", "2e + 3o"), ("1e + 2o + 3e", "1o + 2e + 3o")]
+
+
+@pytest.mark.parametrize("case", INEXACT)
+def test_inexact_generators_give_the_exact_groups_basis(case):
+    """Generators accurate to ``atol`` close on the true group and are snapped onto an
+    exact one: the same basis dimensions as the exact group (not those of the dense
+    subgroup that inexact rotations generate: 14 instead of 22 for C3's ``1o + 2e``), and
+    maps that commute with every element of the snapped group to float64 rounding."""
+    generators, exact = INEXACT[case]
+    group = sg.groups.MatrixGroup(discrete=generators, atol=1e-6)
+    assert group.order == exact.order
+    elements = group.elements()
+    assert _largest(elements - _nearest(elements, exact.elements())) < 1e-6
+    for text_in, text_out in PAIRS:
+        rep_in, rep_out = Rep(text_in, group), Rep(text_out, group)
+        basis = equivariant_basis(rep_in, rep_out)
+        assert basis.dim == equivariant_basis(Rep(text_in, exact), Rep(text_out, exact)).dim
+        dense = basis.to_dense()
+        r_in, r_out = rep_in.rho(elements)[:, None], rep_out.rho(elements)[:, None]
+        assert _largest(r_out @ dense - dense @ r_in) < 1e-10
+
+
+def _nearest(elements: torch.Tensor, among: torch.Tensor) -> torch.Tensor:
+    """The element of ``among [m, 3, 3]`` nearest each of ``elements [n, 3, 3]``."""
+    distance = torch.cdist(elements.reshape(-1, 9), among.reshape(-1, 9))
+    return among[distance.argmin(1)]
+
+
+@pytest.mark.parametrize("case", ["C3 about x, float32", "D(3), float32"])
+def test_rounded_generators_snap_onto_the_group_they_round(case):
+    """Rounding that only moves the rotation angles (entries 0, ±1, ±1/2 are exact in
+    float32) snaps back onto the float64 group itself: equal keys (one basis cache entry),
+    the same elements, and maps equivariant under the float64 group's elements."""
+    generators, exact = INEXACT[case]
+    group = sg.groups.MatrixGroup(discrete=generators, atol=1e-6, name=exact.name)
+    assert group == exact
+    assert _largest(group.elements() - exact.elements()) < 1e-14
+    rep = Rep("1o + 2e + 3o", exact)
+    dense = equivariant_basis(Rep("1o + 2e + 3o", group), Rep("1o + 2e + 3o", group)).to_dense()
+    r = rep.rho(exact.elements())[:, None]
+    assert _largest(r @ dense - dense @ r) < 1e-10
+
+
+def test_exact_generators_are_kept_as_given():
+    """Groups exact to float64 rounding (the catalog's) are not snapped: bit for bit."""
+    for group in (sg.groups.Icosahedral(), sg.groups.D(7), sg.groups.FullOctahedral()):
+        again = sg.groups.MatrixGroup(discrete=group.discrete_generators, atol=1e-6)
+        assert torch.equal(again.discrete_generators, group.discrete_generators)
+        assert torch.equal(again.elements(), group.elements())

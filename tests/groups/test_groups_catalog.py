@@ -99,6 +99,34 @@ def test_bad_generators_raise():
         MatrixGroup(discrete=[sg.groups.Octahedral().elements()[5]], lie=[lx])
 
 
+def test_rounded_generators_without_atol_are_refused_saying_what_to_do():
+    """A float32 generator (orthogonal to ~1e-8) is refused at the default ``atol=1e-9``
+    with a message naming the fix: float64 generators or ``atol``; a matrix far from
+    orthogonal gets no such hint."""
+    t = 2 * math.pi / 3
+    turn = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, math.cos(t), -math.sin(t)], [0.0, math.sin(t), math.cos(t)]]
+    )
+    with pytest.raises(ValueError, match=r"discrete\[0\].*atol=1e-09.*float64.*atol=1e-6"):
+        MatrixGroup(discrete=[turn])
+    assert MatrixGroup(discrete=[turn], atol=1e-6).order == 3
+    with pytest.raises(ValueError, match=r"orthogonal.*got an error of 3\.00e\+00$"):
+        MatrixGroup(discrete=[2 * torch.eye(3)])
+    for bad in (0.0, -1e-6, float("nan"), "1e-6", True):
+        with pytest.raises(ValueError, match="atol: expected a positive number"):
+            MatrixGroup(discrete=[turn], atol=bad)
+
+
+def test_generators_that_close_on_no_group_within_atol_raise():
+    """An ``atol`` so loose that distinct elements merge (C(100)'s turns lie 0.09 apart,
+    within the drift of 15 products at ``atol=1e-3``) leaves no group to snap onto: the
+    error names ``atol``; at a fitting ``atol`` the same generator closes."""
+    turn = sg.groups.C(100).discrete_generators
+    with pytest.raises(ValueError, match="discrete: .*atol=0.001.*do not close on a group"):
+        MatrixGroup(discrete=turn, atol=1e-3)
+    assert MatrixGroup(discrete=turn, atol=1e-6).order == 100
+
+
 def test_unknown_group_name_lists_valid_ones():
     with pytest.raises(ValueError, match="SO3.*O2, C<n>"):
         group_from_name("SO4")
