@@ -121,3 +121,62 @@ def test_bad_settings_and_inputs_are_named():
 def test_sizes_are_checked_by_name(options, message):
     with pytest.raises(ValueError, match=message):
         NeuralConservedQuantity(**options)
+
+
+def test_edge_features_match_their_formulas():
+    """One edge ``j = 0 -> i = 1`` at distance 1.5 Å, cutoff 3 Å, speed scale 0.01 Å/fs:
+    ``v_i·v_j / s² = 2``, ``r_ij·(v_j − v_i) / (|r_ij| s) = −1``, envelope ``½(cos(π/2)+1)``."""
+    from symgraph.noether.learned import invariant_edge_features
+
+    f64 = dict(dtype=torch.float64)
+    frame = Frame(
+        pos=torch.tensor([[0.0, 0, 0], [1.5, 0, 0]], **f64),
+        vel=torch.tensor([[0.02, 0.01, 0.0], [0.01, 0.0, 0.03]], **f64),
+        z=torch.tensor([6, 1]),
+    )
+    centres = torch.tensor([0.0, 1.0, 2.0], **f64)
+    edge_index = torch.tensor([[0], [1]])
+    attr, env = invariant_edge_features(frame, edge_index, centres, 0.5, 3.0, 0.01)
+    rbf = torch.exp(-(((1.5 - centres) / 0.5) ** 2))
+    torch.testing.assert_close(attr[0], torch.cat([rbf, torch.tensor([2.0, -1.0], **f64)]))
+    torch.testing.assert_close(env, torch.tensor([0.5], **f64))
+    _, flat = invariant_edge_features(frame, edge_index, centres, 0.5, None, 0.01)
+    torch.testing.assert_close(flat, torch.ones(1, **f64))
+    still, _ = invariant_edge_features(frame, edge_index, centres, 0.5, 3.0, 0.01, False)
+    torch.testing.assert_close(still[0, 3:], torch.zeros(2, **f64))
+
+
+def test_a_message_goes_from_j_to_i():
+    """With the single edge ``j = 0 -> i = 1`` only atom 1 receives a message: atoms 0 and
+    2 are updated as without any edge."""
+    from symgraph.noether.learned import InvariantMessagePassing
+
+    torch.manual_seed(0)
+    layer = InvariantMessagePassing(hidden=4, edge_dim=3).double()
+    h = torch.randn(3, 4, dtype=torch.float64)
+    edge_attr = torch.randn(1, 3, dtype=torch.float64)
+    out = layer(h, torch.tensor([[0], [1]]), edge_attr, torch.ones(1, dtype=torch.float64))
+    alone = layer(h, torch.zeros(2, 0, dtype=torch.long), edge_attr[:0], edge_attr[:0, 0])
+    torch.testing.assert_close(out[[0, 2]], alone[[0, 2]])
+    assert not torch.allclose(out[1], alone[1])
+
+
+def test_the_largest_atomic_number_is_embedded():
+    g = NeuralConservedQuantity(out_dim=2, hidden=8, max_z=8).double()
+    frame = Frame(torch.randn(2, 3, dtype=torch.float64), z=torch.tensor([8, 1]))
+    assert g(frame).shape == (1, 2)
+
+
+def test_vector_outputs_follow_their_formula():
+    """With constant weights ``a = 0.5``, ``b = 2``: ``Σ_i a (r_i − c) + b v_i / s`` (``c``
+    the centre of mass)."""
+    g = NeuralConservedQuantity(out_dim=1, hidden=8, vector_dim=1, velocity_scale=0.02).double()
+    last = g.vector_weights[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.5, 2.0]))
+    frame = molecules(1)
+    mass = frame.mass[:, None]
+    com = (mass * frame.pos).sum(0) / mass.sum()
+    want = 0.5 * (frame.pos - com).sum(0) + 2.0 * frame.vel.sum(0) / 0.02
+    torch.testing.assert_close(g(frame)[0, 1:], want)

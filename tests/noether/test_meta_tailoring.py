@@ -90,3 +90,98 @@ def test_bad_settings_are_named():
         MetaTailoring(model, LinearMomentum(), inner_steps=-2)
     with pytest.raises(ValueError, match="inner_lr: expected a positive finite number"):
         MetaTailoring(model, LinearMomentum(), inner_lr=float("inf"))
+
+
+def test_trajectory_mse_skips_frame_zero_and_weights_velocities():
+    target = torch.randn(4, 3, 2, dtype=torch.float64)
+    prediction = target.clone()
+    prediction[0] += 5.0  # the given initial state is not scored
+    prediction[1:] += 0.1
+    torch.testing.assert_close(
+        trajectory_mse(prediction, target), torch.tensor(0.01, dtype=torch.float64)
+    )
+    z = torch.tensor([6, 1, 8])
+    truth = Trajectory(torch.randn(4, 3, 3, dtype=torch.float64),
+                       torch.zeros(4, 3, 3, dtype=torch.float64), z)  # fmt: skip
+    moved = Trajectory(truth.positions + 0.1, truth.velocities + 0.2, z)
+    for weight in (0.5, 0.0):
+        want = torch.tensor(0.01 + weight * 0.04, dtype=torch.float64)
+        torch.testing.assert_close(trajectory_mse(moved, truth, velocity_weight=weight), want)
+
+
+def test_first_order_meta_training_leaves_g_alone():
+    """Without the second-order term, the tailored rollout depends on g only through a
+    detached inner gradient: the outer step moves θ but not φ."""
+    torch.manual_seed(0)
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    meta = MetaTailoring(model, g, inner_lr=1e-2, first_order=True)
+    opt = torch.optim.SGD(meta.parameter_groups(lr_out=1e-2, lr_emb=1e-2))
+    theta0 = [p.detach().clone() for p in model.parameters()]
+    phi0 = [p.detach().clone() for p in g.parameters()]
+    meta.training_step(pendulum_batch(), opt)
+    assert all(p.grad is None for p in g.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(phi0, g.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(theta0, model.parameters()))
+
+
+def test_parameter_groups_put_theta_at_lr_out_and_trainable_phi_at_lr_emb():
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    g[0].weight.requires_grad_(False)
+    meta = MetaTailoring(model, g, learn_inner_lr=True)
+    theta, phi = meta.parameter_groups(lr_out=3e-3, lr_emb=1e-4)
+    assert theta["lr"] == 3e-3 and phi["lr"] == 1e-4
+    assert {id(p) for p in theta["params"]} == {id(p) for p in model.parameters()}
+    want = {id(g[0].bias), id(g[2].weight), id(g[2].bias), id(meta.log_inner_lr)}
+    assert {id(p) for p in phi["params"]} == want
+
+
+def test_each_training_step_starts_from_zero_gradients():
+    """With a zero learning rate nothing moves, so a second step sees the same gradients
+    (not their sum with the first step's)."""
+    torch.manual_seed(0)
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    meta = MetaTailoring(model, g, inner_lr=1e-2)
+    opt = torch.optim.SGD(meta.parameter_groups(lr_out=0.0, lr_emb=0.0))
+    data = pendulum_batch()
+    meta.training_step(data, opt)
+    first = [p.grad.clone() for p in meta.parameters()]
+    meta.training_step(data, opt)
+    for a, p in zip(first, meta.parameters()):
+        torch.testing.assert_close(p.grad, a)
+
+
+def test_training_step_clips_the_outer_gradient():
+    torch.manual_seed(0)
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    meta = MetaTailoring(model, g, inner_lr=1e-2, clip_grad_norm=1e-3)
+    opt = torch.optim.SGD(meta.parameter_groups(lr_out=1.0, lr_emb=1.0))
+    before = [p.detach().clone() for p in meta.parameters()]
+    meta.training_step(pendulum_batch(), opt)
+    grad_norm = torch.cat([p.grad.reshape(-1) for p in meta.parameters()]).norm()
+    moved = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(meta.parameters(), before)])
+    assert float(grad_norm) == pytest.approx(1e-3, rel=1e-4)
+    assert float(moved.norm()) == pytest.approx(1e-3, rel=1e-4)  # SGD at lr 1
+
+
+def test_the_inner_loss_horizon_is_capped_by_the_training_horizon():
+    """``loss_horizon=8`` on a 3-frame target: the inner loss is that of a 2-step rollout."""
+    from symgraph.noether import noether_loss, rollout
+
+    torch.manual_seed(0)
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    meta = MetaTailoring(model, g, inner_lr=1e-2, loss_horizon=8)
+    data = pendulum_batch(steps=2)
+    with torch.no_grad():
+        want = float(noether_loss(g, rollout(model, data[0], 2)))
+    opt = torch.optim.SGD(meta.parameter_groups(lr_out=1e-3, lr_emb=1e-3))
+    assert meta.training_step(data, opt)["inner"] == pytest.approx(want, rel=1e-6)
+
+
+def test_a_target_needs_two_frames_and_inner_steps_an_integer():
+    model, g = Step(), nn.Sequential(nn.Linear(2, 4))
+    meta = MetaTailoring(model, g)
+    opt = torch.optim.SGD(meta.parameter_groups(1e-3, 1e-3))
+    with pytest.raises(ValueError, match="target: expected at least 2 frames"):
+        meta.training_step(pendulum_batch()[:1], opt)
+    with pytest.raises(ValueError, match="inner_steps: expected an integer >= 0, got True"):
+        MetaTailoring(model, g, inner_steps=True)

@@ -228,3 +228,29 @@ def test_zero_time_step_is_refused():
     """``dt`` is the positive time between frames (``None`` for unordered snapshots)."""
     with pytest.raises(ValueError, match="dt: expected a positive time step"):
         Trajectory(torch.zeros(2, 1, 3), z=torch.tensor([1]), dt=0.0)
+
+
+def test_a_single_frame_has_zero_loss_with_either_reduction():
+    from symgraph.noether import noether_losses
+
+    traj = Trajectory.from_frames([Frame.cat(frames(2))])
+    for reduction in ("sum", "mean"):
+        per = noether_losses(KineticEnergy(1.0), traj, reduction=reduction)
+        torch.testing.assert_close(per, torch.zeros(2, dtype=torch.float64))
+        assert noether_loss(KineticEnergy(1.0), traj, reduction=reduction) == 0
+
+
+def test_tensor_trajectories_are_checked():
+    states = torch.randn(5, 4, 2)
+    with pytest.raises(TypeError, match="g: expected floating-point values, got dtype torch.int64"):
+        noether_loss(lambda x: (x > 0).long().sum(-1), states)
+    with pytest.raises(
+        ValueError, match=r"trajectory: expected a tensor of states \[T, \.\.\., d\]"
+    ):
+        noether_loss(lambda x: x, torch.randn(5))
+    with pytest.raises(ValueError, match="trajectory: expected states of one shape"):
+        noether_loss(lambda x: x.sum(-1), [torch.randn(4, 2), torch.randn(3, 2)])
+    stacked = noether_loss(lambda x: x.sum(-1), list(states))  # a list of states is stacked
+    torch.testing.assert_close(stacked, noether_loss(lambda x: x.sum(-1), states))
+    with pytest.raises(ValueError, match="reduction: expected 'sum' or 'mean', got 'avg'"):
+        noether_loss(lambda x: x.sum(-1), states, reduction="avg")

@@ -70,3 +70,67 @@ def test_lennard_jones_sums_pairs_within_each_molecule_only():
     assert alone[1].item() == 0.0  # one atom: no pair
     with pytest.raises(ValueError, match="sigma: expected a positive finite number, got 0"):
         LennardJones(sigma=0)
+
+
+def _water_copies(copies: int, seed: int = 0):
+    atoms = molecule("H2O")
+    atoms.calc = MMFFCalculator()
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.tensor(atoms.positions, dtype=torch.float64)
+    pos = torch.cat([pos + 0.02 * torch.randn(3, 3, generator=gen, dtype=torch.float64)
+                     for _ in range(copies)])  # fmt: skip
+    return atoms, torch.as_tensor(atoms.numbers).repeat(copies), pos
+
+
+def test_ase_potential_gradient_weights_each_molecule_by_its_upstream_gradient():
+    """``d(Σ_b w_b E_b)/dr_i = −w_{b(i)} F_i``: each molecule's forces are scaled by the
+    gradient flowing into its own energy."""
+    atoms, z, pos = _water_copies(2)
+    pot = AsePotential(atoms)
+    batch = torch.arange(2).repeat_interleave(3)
+    p = pos.clone().requires_grad_(True)
+    weights = torch.tensor([2.0, -0.5], dtype=torch.float64)
+    (pot(z, p, batch) * weights).sum().backward()
+    for b in range(2):
+        atoms.positions = pos[3 * b : 3 * b + 3].numpy()
+        forces = torch.as_tensor(atoms.get_forces())
+        torch.testing.assert_close(p.grad[3 * b : 3 * b + 3], -weights[b] * forces)
+
+
+def test_ase_potential_keeps_the_dtype_of_the_positions():
+    atoms, z, pos = _water_copies(1)
+    pot = AsePotential(atoms)
+    p = pos.float().requires_grad_(True)
+    energy = pot(z, p)
+    assert energy.dtype == torch.float32
+    energy.sum().backward()
+    assert p.grad.dtype == torch.float32
+    torch.testing.assert_close(energy.double(), pot(z, pos), rtol=1e-5, atol=1e-5)
+
+
+def test_ase_potential_refuses_a_batch_of_other_molecules():
+    """Six atoms are two copies of water only if the batch says so: molecules of 4 and 2
+    atoms, or one molecule of 6 (no batch), are refused rather than split by 3."""
+    atoms, z, pos = _water_copies(2)
+    pot = AsePotential(atoms)
+    for batch in (torch.tensor([0, 0, 0, 0, 1, 1]), None):
+        with pytest.raises(ValueError, match="batch: expected 2 molecules of 3 atoms each"):
+            pot(z, pos, batch)
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5])
+def test_lennard_jones_minimum_and_zero_scale_with_sigma(sigma):
+    """``U(2^{1/6} σ) = −ε`` (the well) and ``U(σ) = 0`` for any σ, not only σ = 1."""
+    lj = LennardJones(epsilon=0.3, sigma=sigma)
+    z = torch.ones(2, dtype=torch.long)
+    for r, want in ((2 ** (1 / 6) * sigma, -0.3), (sigma, 0.0)):
+        pos = torch.tensor([[0.0, 0, 0], [r, 0, 0]], dtype=torch.float64)
+        torch.testing.assert_close(lj(z, pos), torch.tensor([want], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad", [dict(epsilon=float("inf")), dict(sigma=float("inf")),
+                                 dict(epsilon=-1.0), dict(sigma=True)])  # fmt: skip
+def test_lennard_jones_refuses_non_positive_or_infinite_settings(bad):
+    ((name, value),) = bad.items()
+    with pytest.raises(ValueError, match=f"{name}: expected a positive finite number"):
+        LennardJones(**bad)

@@ -9,12 +9,16 @@ from symgraph.noether import (
     AngularMomentum,
     CentreOfMassVelocity,
     CombinedQuantity,
+    ConservedQuantity,
     Frame,
     KineticEnergy,
     LennardJones,
     LinearMomentum,
     TotalEnergy,
+    Trajectory,
+    noether_loss,
 )
+from symgraph.noether.quantities import segment_sum
 
 
 def random_orthogonal(det: float = 1.0) -> torch.Tensor:
@@ -140,3 +144,26 @@ def test_bad_inputs_raise_clear_errors():
         Frame(pos=torch.zeros(4, 3), z=torch.ones(3, dtype=torch.long))
     with pytest.raises(ValueError, match="weights"):
         CombinedQuantity([LinearMomentum()], weights=[1.0, 2.0])
+
+
+def test_total_energy_keeps_the_dtype_of_the_positions():
+    """A potential computed in float64 is cast to the frame's float32, not the reverse."""
+    frame = random_frame().to(torch.float32)
+    total = TotalEnergy(lambda z, pos, batch: LennardJones(0.01, 1.0)(z, pos.double(), batch))
+    out = total(frame)
+    assert out.dtype == torch.float32 and out.shape == (3, 1)
+
+
+def test_a_combination_reads_velocities_when_any_part_does():
+    class PositionsOnly(ConservedQuantity):  # Σ |r|² per molecule
+        def forward(self, frame):
+            per_atom = frame.pos.pow(2).sum(-1)
+            return segment_sum(per_atom, frame.batch_index(), frame.num_graphs)[:, None]
+
+    both = CombinedQuantity([PositionsOnly(), LinearMomentum()])
+    assert both.uses_velocities and not PositionsOnly().uses_velocities
+    frame = random_frame()
+    traj = Trajectory(torch.stack([frame.pos, frame.pos + 1.0]), None, frame.z, batch=frame.batch)
+    with pytest.raises(ValueError, match="trajectory: CombinedQuantity needs velocities"):
+        noether_loss(both, traj)
+    assert noether_loss(PositionsOnly(), traj) > 0

@@ -95,3 +95,87 @@ def test_potentials_by_molecule_dispatch_on_atomic_numbers():
         table(torch.tensor([1, 8]), pos_b)
     with pytest.raises(ValueError, match="two potentials for the same atomic numbers"):
         PotentialsByMolecule([(torch.tensor([8, 1]), soft), (torch.tensor([8, 1]), hard)])
+
+
+def test_typical_scales_of_angular_momentum_and_energy():
+    """Each scale is its module-table formula averaged over molecules and frames: the arm is
+    measured from each molecule's own centroid (not the origin), the energy is in eV."""
+    from symgraph.noether import EV_PER_AMU_A2_PER_FS2
+
+    a, b = free_particles(3, 4, 0), free_particles(4, 4, 1)
+    b = Trajectory(b.positions + 5.0, b.velocities, b.z)  # far from the origin and from a
+    scales = typical_scales([stack_trajectories([a, b]), a])  # 4*2 + 4*1 molecules
+    arm_total = energy_total = 0.0
+    for traj in (a, b, a):
+        arm = (traj.positions - traj.positions.mean(1, keepdim=True)).norm(dim=-1)
+        speed = traj.velocities.norm(dim=-1)
+        arm_total += float((traj.masses * arm * speed).sum())
+        energy_total += float((0.5 * traj.masses * speed**2).sum()) * EV_PER_AMU_A2_PER_FS2
+    assert scales["angular"] == pytest.approx(arm_total / 12, rel=1e-12)
+    assert scales["energy"] == pytest.approx(energy_total / 12, rel=1e-12)
+
+
+def test_typical_scales_refuses_no_trajectories_and_missing_velocities():
+    with pytest.raises(ValueError, match="trajectories: expected at least one Trajectory"):
+        typical_scales([])
+    still = free_particles(3, 4, 0)
+    no_vel = Trajectory(still.positions, None, still.z)
+    with pytest.raises(ValueError, match=r"trajectories\[1\]: expected velocities, got None"):
+        typical_scales([still, no_vel])
+
+
+def test_known_angular_momentum_is_about_the_centre_of_mass():
+    """With a non-zero total momentum away from the origin, ``L`` about the centre of mass
+    and about the origin differ; the known quantity is the former, divided by its scale."""
+    traj = free_particles(4, 2, 3)
+    traj = Trajectory(traj.positions + 3.0, traj.velocities + 0.05, traj.z)
+    frame = traj.frame(0)
+    g = known_quantity("angular", {"angular": 2.0})
+    torch.testing.assert_close(g(frame), AngularMomentum()(frame) / 2.0)
+    assert not torch.allclose(g(frame), AngularMomentum("origin")(frame) / 2.0)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_known_quantity_refuses_scales_that_are_not_positive(scale):
+    with pytest.raises(ValueError, match="scales: expected a positive finite scale for 'angular'"):
+        known_quantity(["momentum", "angular"], {"momentum": 1.0, "angular": scale})
+
+
+def test_no_quantity_name_is_refused():
+    with pytest.raises(
+        ValueError, match="expected names among momentum, angular, energy, got no name"
+    ):
+        check_quantity_names([])
+
+
+def test_quantity_drift_is_the_norm_of_the_change_from_frame_zero():
+    """Velocities pushed by ``t·u`` each frame: ``|P_t − P_0| = M t |u|`` per molecule, and
+    per atom ``M t |u| / n``."""
+    a, b = free_particles(3, 4, 0), free_particles(5, 4, 1)
+    truth = stack_trajectories([a, b])
+    u = torch.tensor([0.03, -0.04, 0.0], dtype=torch.float64)  # |u| = 0.05
+    t = torch.arange(4, dtype=torch.float64)
+    pushed = Trajectory(truth.positions, truth.velocities + t[:, None, None] * u, truth.z,
+                        batch=truth.batch)  # fmt: skip
+    mass = torch.stack([a.masses.sum(), b.masses.sum()])  # [2]
+    want = t[:, None] * 0.05 * mass
+    torch.testing.assert_close(quantity_drift(LinearMomentum(), pushed), want)
+    per_atom = quantity_drift(LinearMomentum(), pushed, per_atom=True)
+    torch.testing.assert_close(per_atom, want / torch.tensor([3.0, 5.0], dtype=torch.float64))
+
+
+def test_metrics_refuse_mismatched_or_incomplete_trajectories():
+    from symgraph.noether.metrics import squared_errors
+
+    truth = stack_trajectories([free_particles(3, 4, 0), free_particles(5, 4, 1)])
+    with pytest.raises(ValueError, match=r"truth: expected positions of shape \[4, 8, 3\]"):
+        position_rmse(truth, truth[:3])
+    no_vel = Trajectory(truth.positions, None, truth.z, batch=truth.batch)
+    with pytest.raises(ValueError, match="truth: expected velocities in the prediction and"):
+        squared_errors(truth, no_vel)
+    model = Ballistic(2.0)
+    with pytest.raises(ValueError, match="truth: expected at least 2 frames with velocities, "
+                       "got 1 frames$"):  # fmt: skip
+        one_step_mse(model, truth[:1])
+    with pytest.raises(ValueError, match="got 4 frames without velocities"):
+        one_step_mse(model, no_vel)

@@ -726,3 +726,43 @@ def test_a_data_dependent_symmetry_needs_its_module_called_once():
         teleport(model, twice, (x, y), kinds="gl")
     assert_bit_identical(model, saved)
     assert teleport(model, mse, (x[:3], y[:3]), steps=2, lr=0.05, kinds="gl").accepted
+
+
+def test_amsgrad_maximum_of_second_moments_is_transported():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    for _ in range(3):
+        optimizer.zero_grad()
+        mse(model, batch).backward()
+        optimizer.step()
+    before = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer)
+    assert result.moved and set(result.optimizer_state.values()) == {"transformed"}
+    for name, p in model.named_parameters():
+        c = p.detach() / weights[name]
+        old = before[p]["max_exp_avg_sq"]
+        assert torch.allclose(optimizer.state[p]["max_exp_avg_sq"], old / c**2, rtol=1e-9)
+
+
+def test_keep_leaves_the_optimizer_state_as_it_was():
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mse(model, batch).backward()
+    optimizer.step()
+    before = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    result = teleport(model, mse, batch, steps=5, lr=0.2, optimizer=optimizer,
+                      optimizer_state="keep")  # fmt: skip
+    assert result.moved and set(result.optimizer_state.values()) == {"kept"}
+    for p, state in optimizer.state.items():
+        assert all(torch.equal(v, before[p][k]) for k, v in state.items())
+
+
+def test_update_optimizer_state_checks_its_mode():
+    from symgraph.teleport import update_optimizer_state
+
+    model = _mlp()
+    optimizer = torch.optim.Adam(model.parameters())
+    params = dict(model.named_parameters())
+    with pytest.raises(ValueError, match="mode: expected one of .*, got 'magic'"):
+        update_optimizer_state(optimizer, params, {"0.weight": None}, mode="magic")

@@ -748,3 +748,49 @@ def test_gated_copies_scale_independently():
         assert any(not torch.equal(new[n], params[n]) for n in sym.param_names), unit
         out = torch.func.functional_call(model, new, (x,))
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
+
+
+def test_two_leaky_relus_between_linear_layers_give_no_gl_symmetry():
+    """``LeakyReLU(a)`` after ``LeakyReLU(b)`` is a leaky ReLU of slope ``a·b``: the GL(d)
+    action built for one slope only would not be exact."""
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.LeakyReLU(0.2), nn.Linear(4, 2)
+    ).double()
+    assert find_symmetries(model, kinds="gl", raise_if_empty=False) == []
+    single = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.1), nn.Linear(4, 2)).double()
+    (sym,) = find_symmetries(single, kinds="gl")
+    assert sym.negative_slope == 0.1
+
+
+def test_batch_norm_with_running_statistics_is_not_exact_even_with_eps_zero():
+    """With ``eps = 0`` (accepted by torch outside training) a batch norm that tracks
+    running statistics normalises by them in eval mode: the scale of its input matters."""
+    model = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6, eps=0.0), nn.Linear(6, 1)).double()
+    assert find_symmetries(model, kinds="norm", raise_if_empty=False) == []
+    (approx,) = find_symmetries(model, kinds="norm", approximate=True)
+    assert not approx.exact
+    batch_only = nn.Sequential(
+        nn.Linear(3, 6), nn.BatchNorm1d(6, eps=0.0, track_running_stats=False), nn.Linear(6, 1)
+    ).double()
+    (sym,) = find_symmetries(batch_only, kinds="norm")
+    assert sym.exact and sym.size == 6
+
+
+def test_an_output_side_of_mixed_widths_gives_no_rescaling():
+    """A layer whose declared output slices disagree on their number of units has no
+    common per-unit scale, even when one of the widths matches the next layer's."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 5)
+
+    tp.register_channel_map(
+        TwoHeads,
+        outputs=lambda m, prefix: [
+            ParamSlice(f"{prefix}.a.weight", 0),
+            ParamSlice(f"{prefix}.b.weight", 0),
+        ],
+    )
+    model = nn.Sequential(TwoHeads(), nn.ReLU(), nn.Linear(5, 2))
+    assert find_symmetries(model, kinds="rescale", raise_if_empty=False) == []
