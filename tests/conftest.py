@@ -33,6 +33,10 @@ def load_script() -> Callable[[str], ModuleType]:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up
+        # PyG's Sequential compiles its forward in a module importing the caller's module
+        # by its file name; without it, the instance falls back to the class-level forward,
+        # which the last Sequential compiled elsewhere has replaced (another signature)
+        sys.modules[path.stem] = module
         spec.loader.exec_module(module)
         return module
 
