@@ -316,7 +316,7 @@ def _check_resumed_settings(args: argparse.Namespace) -> None:
     saved = read_json(path)
     if saved.get("job") not in (None, args.job):
         raise ResumeError(f"--resume: {args.out} holds a {saved['job']!r} run, not {args.job!r}")
-    before = saved.get("args", {})
+    before = get_job(args.job).saved_args(saved.get("args", {}))
     now = json.loads(json.dumps(vars(args), default=str))  # as config.json stores them
     changed = sorted(
         key for key in before.keys() & now.keys()
@@ -387,7 +387,11 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
             f"{run_dir / RUN_FILES['config']} names no job: the run was not started by "
             "`symgraph train`"
         )
-    saved = argparse.Namespace(**config["args"])
+    try:
+        saved_args = get_job(config["job"]).saved_args(config["args"])
+    except KeyError as err:
+        raise UsageError(f"{run_dir / RUN_FILES['config']}: {err.args[0]}") from err
+    saved = argparse.Namespace(**saved_args)
     saved.device = args.device or saved.device
     dist = init_distributed(saved.device)
     try:

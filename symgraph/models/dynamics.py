@@ -13,8 +13,10 @@ translate). The update is integrator-shaped::
     r' = r + dt · (v + v') / 2 + s · dt · Σ_layers c_i   (c_i: learned correction)
 
 with ``s`` a typical speed; the learned terms start near zero, so an untrained model
-moves atoms in straight lines. The steerable-convolution version of this model will
-replace the message passing; the interface stays.
+moves atoms in straight lines. :class:`~symgraph.models.SteerableDynamics`
+(:mod:`symgraph.models.steerable_dynamics`) has the same interface and update with
+implicit steerable convolutions of any group G ≤ O(3); this model stays as the E(3)
+baseline (plain MLPs on invariants, cheaper per step).
 """
 
 from __future__ import annotations

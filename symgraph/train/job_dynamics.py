@@ -1,8 +1,18 @@
 """The ``dynamics`` job: next-frame molecular dynamics with Noether losses and tailoring.
 
 ``symgraph train dynamics --noether momentum,angular --tailor-steps 5 --epochs 20`` trains
-an :class:`~symgraph.models.EquivariantDynamics` on molecular trajectories and reports,
-on held-out trajectories, one-step and rollout errors with and without test-time tailoring.
+a next-frame predictor on molecular trajectories and reports, on held-out trajectories,
+one-step and rollout errors with and without test-time tailoring.
+
+Model (``--model``):
+
+- ``egnn`` (default): :class:`~symgraph.models.EquivariantDynamics`, EGNN-style and
+  E(3)-equivariant, ``--hidden`` wide, ``--layers`` layers (run folders made before the
+  flag existed are ``egnn`` runs);
+- ``steerable``: :class:`~symgraph.models.SteerableDynamics`, ``--layers`` implicit
+  steerable convolutions equivariant under ``--group`` (a catalog name, default ``O3``)
+  with node irreps ``--irreps`` (default ``16x0e + 8x1o``). ``--group`` and ``--irreps``
+  are read by this model only, ``--hidden`` only by ``egnn`` and by ``learned``'s ``g_φ``.
 
 Data (``--data``):
 
@@ -61,7 +71,9 @@ from symgraph.data.frames import Frame, Trajectory
 from symgraph.data.md_generated import generated_trajectories, mmff_atoms
 from symgraph.data.trajectories import finite_difference_velocities, load_md17
 from symgraph.data.windows import TrajectoryWindows, cut_segments
+from symgraph.groups import group_from_name
 from symgraph.models.dynamics import EquivariantDynamics
+from symgraph.models.steerable_dynamics import SteerableDynamics
 from symgraph.noether import (
     AsePotential,
     MetaTailoring,
@@ -72,7 +84,7 @@ from symgraph.noether import (
     rollout,
 )
 from symgraph.noether.known import KNOWN_QUANTITIES, known_quantity, typical_scales
-from symgraph.train.jobs import JobSpec, arg, non_negative_float, register_job
+from symgraph.train.jobs import JobSpec, arg, named_by_flags, non_negative_float, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.task_dynamics import TAILOR_TAG, NextStepTask, dynamics_model
 
@@ -88,6 +100,9 @@ __all__ = [
 #: Valid names of ``--noether``.
 NOETHER_NAMES = (*KNOWN_QUANTITIES, "learned")
 DEFAULT_MOLECULES = "CH3OH,CH3CHO,CH3CH2OH"
+#: Valid values of ``--model``; runs made before the flag are ``egnn`` runs.
+MODELS = ("egnn", "steerable")
+DEFAULT_GROUP, DEFAULT_IRREPS, DEFAULT_HIDDEN = "O3", "16x0e + 8x1o", 32
 
 
 def parse_noether(text: str) -> tuple[str, ...]:
@@ -215,12 +230,57 @@ def _energy_model(groups: list[list[Trajectory]]) -> nn.Module:
     return PotentialsByMolecule([(g[0].z, AsePotential(mmff_atoms(g[0]))) for g in groups])
 
 
-def _model(args: argparse.Namespace, names: Sequence[str], dt: float, speed: float) -> nn.Module:
-    """EquivariantDynamics, wrapped in MetaTailoring with a learned g_φ for ``learned``."""
-    model = EquivariantDynamics(
-        hidden=args.hidden, num_layers=args.layers, dt=dt, cutoff=args.cutoff,
-        velocity_scale=speed,
-    )  # fmt: skip
+def _check_model_flags(args: argparse.Namespace, names: Sequence[str]) -> str:
+    """``--model`` (``egnn`` for runs that predate it), refusing flags the chosen model
+    would not read."""
+    kind = getattr(args, "model", "egnn")
+    if kind not in MODELS:
+        raise ValueError(f"--model: expected one of {', '.join(MODELS)}, got {kind!r}")
+    group = getattr(args, "group", DEFAULT_GROUP)
+    irreps = getattr(args, "irreps", DEFAULT_IRREPS)
+    if kind == "egnn" and (group != DEFAULT_GROUP or irreps != DEFAULT_IRREPS):
+        changed = [f for f, v, d in (("--group", group, DEFAULT_GROUP),
+                                     ("--irreps", irreps, DEFAULT_IRREPS)) if v != d]  # fmt: skip
+        raise ValueError(
+            f"{', '.join(changed)}: read by --model steerable only, got --model egnn (leave "
+            "them at their defaults, or train --model steerable)"
+        )
+    if kind == "steerable":
+        with named_by_flags({"group": "--group"}):
+            group_from_name(group)  # refused before any data is made
+    if kind == "steerable" and args.hidden != DEFAULT_HIDDEN and "learned" not in names:
+        raise ValueError(
+            f"--hidden: the width of --model egnn and of the learned quantity g_φ, read by "
+            f"neither here, got {args.hidden} with --model steerable (its features are "
+            "--irreps; leave --hidden at its default or add --noether learned)"
+        )
+    return kind
+
+
+def _predictor(args: argparse.Namespace, kind: str, dt: float, speed: float) -> nn.Module:
+    """The next-frame predictor ``--model`` names, its refusals naming the flags."""
+    if kind == "egnn":
+        with named_by_flags({"hidden": "--hidden", "num_layers": "--layers", "cutoff": "--cutoff"}):
+            return EquivariantDynamics(
+                hidden=args.hidden, num_layers=args.layers, dt=dt, cutoff=args.cutoff,
+                velocity_scale=speed,
+            )  # fmt: skip
+    flags = {"group": "--group", "hidden": "--irreps", "num_layers": "--layers",
+             "cutoff": "--cutoff"}  # fmt: skip
+    with named_by_flags(flags):
+        return SteerableDynamics(
+            group=getattr(args, "group", DEFAULT_GROUP),
+            hidden=getattr(args, "irreps", DEFAULT_IRREPS),
+            num_layers=args.layers, dt=dt, cutoff=args.cutoff, velocity_scale=speed,
+        )  # fmt: skip
+
+
+def _model(
+    args: argparse.Namespace, kind: str, names: Sequence[str], dt: float, speed: float
+) -> nn.Module:
+    """The ``--model`` predictor, wrapped in MetaTailoring with a learned g_φ for
+    ``learned``."""
+    model = _predictor(args, kind, dt, speed)
     if "learned" not in names:
         return model
     g_phi = NeuralConservedQuantity(
@@ -235,6 +295,7 @@ def _model(args: argparse.Namespace, names: Sequence[str], dt: float, speed: flo
 
 @register_job(
     "dynamics",
+    predated={"model": "egnn"},
     arguments=[
         arg("--data", default="generated", choices=("generated", "md17"),
             help="generated: MMFF94 MD made by the library (default); md17: --md17-path"),
@@ -258,7 +319,15 @@ def _model(args: argparse.Namespace, names: Sequence[str], dt: float, speed: flo
         arg("--split", type=float, nargs=3, default=[0.6, 0.2, 0.2],
             metavar=("TRAIN", "VAL", "TEST"),
             help="trajectories per molecule: fractions or counts (default 0.6 0.2 0.2)"),
-        arg("--hidden", type=int, default=32, help="width of the model (default 32)"),
+        arg("--model", default="egnn", choices=MODELS,
+            help="egnn: EquivariantDynamics, E(3) (default); steerable: SteerableDynamics, "
+            "steerable convolutions equivariant under --group"),
+        arg("--hidden", type=int, default=DEFAULT_HIDDEN,
+            help="width of --model egnn and of the learned g_φ (default 32)"),
+        arg("--group", default=DEFAULT_GROUP,
+            help="symmetry group of --model steerable, e.g. O3, SO3, SO2, D4 (default O3)"),
+        arg("--irreps", default=DEFAULT_IRREPS,
+            help=f"node irreps of --model steerable (default {DEFAULT_IRREPS})"),
         arg("--layers", type=int, default=2, help="message-passing layers (default 2)"),
         arg("--cutoff", type=float, default=None, help="neighbour cutoff in Å (default: all)"),
         arg("--train-horizon", type=int, default=1,
@@ -285,6 +354,7 @@ def _model(args: argparse.Namespace, names: Sequence[str], dt: float, speed: flo
 def dynamics(args: argparse.Namespace) -> JobSpec:
     """Molecular dynamics forecasting with Noether conservation losses and tailoring."""
     names = parse_noether(args.noether)
+    kind = _check_model_flags(args, names)
     known = [n for n in names if n in KNOWN_QUANTITIES]
     if args.tailor_steps and not names:
         raise ValueError("--tailor-steps: tailoring needs conserved quantities; pass --noether")
@@ -328,7 +398,7 @@ def dynamics(args: argparse.Namespace) -> JobSpec:
     if quantity is not None and args.noether_weight:
         extra.append(ConservationLoss(quantity, args.noether_weight, args.noether_horizon))
     return JobSpec(
-        model=_model(args, names, flat[0].dt, speed),
+        model=_model(args, kind, names, flat[0].dt, speed),
         task=task,
         train=TrajectoryWindows(train, args.train_horizon, ids=train_ids),
         val=TrajectoryWindows([flat[i] for i in val_ids], args.horizon, args.horizon, val_ids),

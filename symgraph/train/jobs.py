@@ -164,12 +164,23 @@ def arg(*flags: str, **kwargs: Any) -> Argument:
 
 @dataclass(frozen=True)
 class Job:
-    """A registered job: ``job(args)`` builds its :class:`JobSpec`."""
+    """A registered job: ``job(args)`` builds its :class:`JobSpec`.
+
+    ``predated``: for flags added after runs were made, the value those runs used
+    (``{"model": "egnn"}``); ``--resume`` and ``symgraph evaluate`` read a run folder whose
+    ``config.json`` lacks the flag as having that value.
+    """
 
     name: str
     build: Callable[[argparse.Namespace], JobSpec]
     arguments: tuple[Argument, ...] = ()
     help: str = ""
+    predated: Mapping[str, Any] = field(default_factory=dict)
+
+    def saved_args(self, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of a run folder (``config.json``'s ``args``), the flags it
+        predates filled in from :attr:`predated`."""
+        return {**self.predated, **saved}
 
     def __call__(self, args: argparse.Namespace) -> JobSpec:
         spec = self.build(args)
@@ -190,7 +201,11 @@ JOBS: dict[str, Job] = {}
 
 
 def register_job(
-    name: str, *, arguments: Sequence[Argument] = (), help: str | None = None
+    name: str,
+    *,
+    arguments: Sequence[Argument] = (),
+    help: str | None = None,
+    predated: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[[argparse.Namespace], JobSpec]], Callable[[argparse.Namespace], JobSpec]]:
     """Decorator registering ``build(args) -> JobSpec`` as job ``name``.
 
@@ -198,6 +213,9 @@ def register_job(
         name: the job's name on the command line.
         arguments: the job's own flags (:func:`arg`).
         help: one line for ``symgraph train --help`` (default: the docstring's first line).
+        predated: destinations of flags added later and the value that runs made before
+            them used (see :class:`Job`); ``build`` should read them with ``getattr(args,
+            name, value)`` too, for namespaces made by hand.
     """
 
     def decorator(
@@ -206,7 +224,7 @@ def register_job(
         if name in JOBS and JOBS[name].build is not build:
             raise ValueError(f"register_job: a job named {name!r} is already registered")
         summary = help if help is not None else (build.__doc__ or "").strip().split("\n")[0]
-        JOBS[name] = Job(name, build, tuple(arguments), summary)
+        JOBS[name] = Job(name, build, tuple(arguments), summary, dict(predated or {}))
         return build
 
     return decorator
