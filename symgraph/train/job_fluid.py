@@ -178,6 +178,7 @@ RELAXED_ONLY_FLAGS = (
 
 @register_job(
     "fluid",
+    predated={"val_split": "random"},  # the validation split before --val-split existed
     arguments=[
         arg(
             "--model",

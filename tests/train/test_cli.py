@@ -226,6 +226,22 @@ def test_resume_refuses_a_run_folder_of_another_job(tmp_path, monkeypatch, capsy
     assert not seen
 
 
+def test_resume_reads_flags_a_run_predates_as_their_old_value(tmp_path, monkeypatch, capsys):
+    """A fluid run folder from before --val-split used the random split: resuming it with
+    today's default (time) is refused by name, not silently switched."""
+    from symgraph.train.jobs import get_job, load_jobs
+
+    load_jobs()
+    assert get_job("fluid").saved_args({"seed": 3}) == {"val_split": "random", "seed": 3}
+    assert get_job("fluid").saved_args({"val_split": "time"})["val_split"] == "time"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"job": "fluid", "args": {}}))
+    monkeypatch.setattr("symgraph.cli.Trainer", lambda *a, **k: pytest.fail("trained"))
+    assert main(["train", "fluid", "--out", str(out), "--resume"]) == 2
+    assert "trained with --val-split 'random' (now 'time')" in capsys.readouterr().err
+
+
 def test_evaluate_last_checkpoint_and_split_check(tmp_path, capsys):
     """evaluate --checkpoint last scores checkpoint.pt (the last epoch); a split.json whose
     training part differs from the rebuilt one is refused."""
