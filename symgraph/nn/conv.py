@@ -108,8 +108,8 @@ def _lattice_offsets(
     if not torch.equal(edge_index.long(), graph.edge_index):
         raise ValueError(
             f"edge_index: expected lattice_graph(lattice, {copies}).edge_index in its order "
-            "(an explained lattice layer runs message passing on it), got other edges; "
-            "pass rel= without lattice= for any other graph"
+            "(a lattice layer with attributes, or explained, runs message passing on it), got "
+            "other edges; pass rel= without lattice= for any other graph"
         )
     return graph.offsets
 
@@ -168,8 +168,10 @@ class ImplicitSteerableConv(MessagePassing):
     folded into the centre tap -- the same numbers as message passing up to rounding.
     ``rel`` is then ignored (the offsets are the lattice's), and ``pos`` must be the
     lattice's cell positions (:func:`~symgraph.lattice.cell_positions`, each copy possibly
-    translated; checked, as is the number of edges). Layers with attributes use message
-    passing, the lattice graph being a graph like any other.
+    translated; checked, as is the number of edges). Layers with edge or node attributes
+    run message passing instead, with each edge's offset from the lattice (minimum image
+    across periodic axes, which ``pos`` alone does not give); ``edge_index`` must then be
+    ``lattice_graph(lattice, B).edge_index``, in its order.
 
     Explanations. PyG's explainers (``torch_geometric.explain``) set an edge mask ``m [E]``
     on every ``MessagePassing`` layer; this layer scales the message ``j → i`` by ``m_ij``
@@ -290,10 +292,11 @@ class ImplicitSteerableConv(MessagePassing):
                 f"node_attr: this layer was built with node_dim=0 and would ignore it; build it "
                 f"with node_dim={width} to use it, got {type(node_attr).__name__}"
             )
-        if lattice is not None and not (self.edge_dim or self.node_attr_dim):
+        if lattice is not None:
             copies, self_loops = self._lattice_copies(x, pos, edge_index, lattice)
-            if not self.explain:
+            if not (self.explain or self.edge_dim or self.node_attr_dim):
                 return self._lattice_forward(x, lattice, self_loops)
+            # message passing on the lattice graph: each edge's offset across periodic axes
             rel = _lattice_offsets(edge_index, lattice, copies, self_loops, pos)
         edge_index = check_edge_index(edge_index, num_nodes).long()
         num_edges = edge_index.shape[1]

@@ -124,14 +124,20 @@ def test_periodic_padding_matches_circular_pad_and_differentiates_twice(name):
 
 
 def test_layers_with_attributes_keep_message_passing():
+    """With attributes the lattice layer passes messages along the lattice's own offsets
+    (minimum image across periodic axes), not ``pos`` differences, which wrap wrongly."""
     lattice = LATTICES["2d-periodic"]
     conv = ImplicitSteerableConv(LAYOUT_IN, LAYOUT_OUT, group=group_from_name("C4"), edge_dim=1)
     graph = lattice_graph(lattice, 1)
     x = random_nodes(lattice, 1, torch.float32)
     edge_attr = torch.randn(graph.edge_index.shape[1], 1)
     plain = conv(x, graph.pos, graph.edge_index, edge_attr, rel=graph.offsets)
-    given = conv(x, graph.pos, graph.edge_index, edge_attr, rel=graph.offsets, lattice=lattice)
+    given = conv(x, graph.pos, graph.edge_index, edge_attr, lattice=lattice)
     assert torch.equal(plain, given)
+    unwrapped = conv(x, graph.pos, graph.edge_index, edge_attr)  # pos differences
+    assert not torch.allclose(unwrapped, given, atol=1e-3)
+    with pytest.raises(ValueError, match=r"edge_index: expected lattice_graph\(lattice, 1\)"):
+        conv(x, graph.pos, graph.edge_index.flip(1), edge_attr, lattice=lattice)
 
 
 # --------------------------------------------------------------------------- the ops
@@ -224,7 +230,8 @@ def test_node_attributes_on_the_lattice_keep_message_passing():
     x = random_nodes(lattice, 1, torch.float32)
     attrs = torch.randn(x.shape[0], 2), torch.randn(x.shape[0], 2)
     outs = [conv(x, graph.pos, graph.edge_index, node_attr=a, lattice=lattice) for a in attrs]
-    assert torch.equal(outs[0], conv(x, graph.pos, graph.edge_index, node_attr=attrs[0]))
+    by_offsets = conv(x, graph.pos, graph.edge_index, node_attr=attrs[0], rel=graph.offsets)
+    assert torch.equal(outs[0], by_offsets)
     assert not torch.equal(outs[0], outs[1])
 
 
