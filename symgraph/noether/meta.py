@@ -69,8 +69,12 @@ class MetaTailoring(nn.Module):
         first_order: do not back-propagate through the inner gradient (needed when ``g``
             is only differentiable once, e.g. an ase-calculator energy).
         learn_inner_lr: make ``λ_in`` a learned parameter (stored as its logarithm).
-        step_fn, max_grad_norm: passed to :func:`~symgraph.noether.tailoring.tailor`.
-        reference, reduction: passed to :func:`~symgraph.noether.loss.noether_loss`.
+        step_fn, max_grad_norm: passed to :func:`~symgraph.noether.tailoring.tailor`; the
+            inner gradient is clipped to norm 1 by default (``None``: not clipped), which
+            with the mean reduction keeps one inner step bounded on real trajectories,
+            where the sum over frames and no clipping blow up for most initialisations.
+        reference, reduction: passed to :func:`~symgraph.noether.loss.noether_loss`
+            (default: the mean over frames).
         task_loss: ``task_loss(prediction, target) -> scalar``; default
             :func:`trajectory_mse`.
         loss_horizon: rollout length of the inner loss (default: the prediction horizon);
@@ -91,9 +95,9 @@ class MetaTailoring(nn.Module):
         first_order: bool = False,
         learn_inner_lr: bool = False,
         step_fn: StepFn | None = None,
-        max_grad_norm: float | None = None,
+        max_grad_norm: float | None = 1.0,
         reference: str = "initial",
-        reduction: str = "sum",
+        reduction: str = "mean",
         task_loss: Callable[[Any, Any], Tensor] | None = None,
         loss_horizon: int | None = None,
         clip_grad_norm: float | None = None,

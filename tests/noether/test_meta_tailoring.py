@@ -172,9 +172,29 @@ def test_the_inner_loss_horizon_is_capped_by_the_training_horizon():
     meta = MetaTailoring(model, g, inner_lr=1e-2, loss_horizon=8)
     data = pendulum_batch(steps=2)
     with torch.no_grad():
-        want = float(noether_loss(g, rollout(model, data[0], 2)))
+        want = float(noether_loss(g, rollout(model, data[0], 2), reduction="mean"))
     opt = torch.optim.SGD(meta.parameter_groups(lr_out=1e-3, lr_emb=1e-3))
     assert meta.training_step(data, opt)["inner"] == pytest.approx(want, rel=1e-6)
+
+
+def test_defaults_clip_the_inner_step_and_average_over_frames():
+    """The defaults (mean over frames, inner gradient clipped to norm 1) keep one inner step
+    bounded: a quantity with a huge Noether gradient moves the tailored weights by at most
+    ``inner_lr`` (the clipped step), where the sum and no clipping take a huge one."""
+    torch.manual_seed(0)
+    model, g = Step(), nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 4))
+    meta = MetaTailoring(model, lambda x: 1e4 * g(x), inner_lr=1e-2)
+    assert (meta.reduction, meta.max_grad_norm) == ("mean", 1.0)
+    data = pendulum_batch(steps=4)
+    moved = [
+        max(float((p.detach() - model.state_dict()[k]).abs().max()) for k, p in r.params.items())
+        for r in (
+            meta.tailor(data[0], 4),
+            MetaTailoring(model, lambda x: 1e4 * g(x), inner_lr=1e-2, reduction="sum",
+                          max_grad_norm=None).tailor(data[0], 4),
+        )
+    ]  # fmt: skip
+    assert moved[0] <= 1e-2 * (1 + 1e-6) < 1.0 < moved[1]
 
 
 def test_a_target_needs_two_frames_and_inner_steps_an_integer():
