@@ -74,14 +74,16 @@ def cell_index(lattice: Lattice, device: torch.device | str | None = None) -> Te
 
 def cell_positions(
     lattice: Lattice,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """``[N, 3]`` cell centres, centred on the domain: ``(index - (n - 1) / 2) * spacing``.
+    """``[N, 3]`` cell centres, centred on the domain: ``(index - (n - 1) / 2) * spacing``,
+    of ``dtype`` (default: torch's default dtype).
 
     The origin is the centre of the grid, so rotations about z by multiples of 90 degrees
     (square grids) and reflections ``x -> -x``, ``y -> -y`` permute the nodes.
     """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
     index = cell_index(lattice, device).to(torch.float64)
@@ -96,7 +98,7 @@ def lattice_graph(
     batch_size: int = 1,
     *,
     self_loops: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> LatticeGraph:
     """Build the stencil graph of ``batch_size`` copies of ``lattice``.
@@ -106,7 +108,7 @@ def lattice_graph(
         batch_size: number of copies (a batch of fields ``[B, C, ...]``).
         self_loops: keep the zero offset (each cell is its own neighbour), as the centre
             tap of a convolution kernel.
-        dtype, device: of ``pos`` and ``offsets``.
+        dtype, device: of ``pos`` and ``offsets`` (default: torch's default dtype).
 
     Returns:
         a :class:`LatticeGraph`; see the module docstring for orders and boundaries.
@@ -114,6 +116,7 @@ def lattice_graph(
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
     batch_size = _check_batch_size(batch_size)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     stencil = stencil_offsets(lattice.radius, lattice.dim, lattice.stencil).to(device)
     if not self_loops:
         stencil_ids = torch.nonzero(stencil.abs().sum(1) > 0).squeeze(1)
@@ -155,7 +158,7 @@ def grid_to_graph(
     batch_size: int = 1,
     *,
     self_loops: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(pos [B*N, 3], edge_index [2, E], offsets [E, 3])`` of :func:`lattice_graph`."""

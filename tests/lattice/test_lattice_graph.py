@@ -408,3 +408,17 @@ def test_layout_to_field_rejects_a_lattice_of_the_other_dimension():
         FieldLayout("1x0e", dim=2).to_field(torch.zeros(36, 1), Lattice((3, 3, 4)))
     with pytest.raises(ValueError, match="lattice: expected a 3D lattice"):
         FieldLayout("1x0e", dim=3).to_field(torch.zeros(36, 1), Lattice((6, 6)))
+
+
+def test_positions_and_offsets_follow_the_default_dtype_unless_one_is_given():
+    lattice = Lattice((4, 4), periodic=True, radius=1)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        graph = lattice_graph(lattice)
+        assert graph.pos.dtype == graph.offsets.dtype == torch.float64
+        assert cell_positions(lattice).dtype == torch.float64
+        assert lattice_graph(lattice, dtype=torch.float32).offsets.dtype == torch.float32
+    finally:
+        torch.set_default_dtype(previous)
+    assert lattice_graph(lattice).pos.dtype == torch.float32
