@@ -156,6 +156,12 @@ class Frame:
         """Number of molecules ``B`` in the frame."""
         return _num_graphs(self.batch)
 
+    def __repr__(self) -> str:
+        return (
+            f"Frame(atoms={self.num_atoms}, molecules={self.num_graphs}, "
+            f"dtype={self.pos.dtype}, device={self.pos.device})"
+        )
+
     def batch_index(self) -> Tensor:
         """``[N]`` graph index (zeros when :attr:`batch` is ``None``)."""
         if self.batch is not None:
@@ -335,6 +341,20 @@ class Trajectory:
     def num_graphs(self) -> int:
         """Molecules per frame ``B``."""
         return _num_graphs(self.batch)
+
+    def __repr__(self) -> str:
+        """Sizes and what is stored, not the arrays (a trajectory holds thousands of rows)."""
+        stored = [
+            name
+            for name in ("velocities", "energies", "forces", "cells")
+            if getattr(self, name) is not None
+        ]
+        dt = "None" if self.dt is None else f"{self.dt:g} fs"
+        return (
+            f"Trajectory(frames={self.num_frames}, atoms={self.num_atoms}, "
+            f"molecules={self.num_graphs}, dt={dt}, dtype={self.positions.dtype}, "
+            f"with={stored}, energy_unit={self.energy_unit!r}, info={sorted(self.info)})"
+        )
 
     # -- access --------------------------------------------------------------------------
     def frame(self, t: int) -> Frame:

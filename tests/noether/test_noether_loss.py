@@ -254,3 +254,18 @@ def test_tensor_trajectories_are_checked():
     torch.testing.assert_close(stacked, noether_loss(lambda x: x.sum(-1), states))
     with pytest.raises(ValueError, match="reduction: expected 'sum' or 'mean', got 'avg'"):
         noether_loss(lambda x: x.sum(-1), states, reduction="avg")
+
+
+def test_trajectories_and_frames_print_their_sizes_not_their_arrays():
+    traj = Trajectory(
+        torch.zeros(500, 3, 3, dtype=torch.float64),
+        z=torch.tensor([8, 1, 1]),
+        energies=torch.zeros(500, dtype=torch.float64),
+        dt=0.5,
+        info={"source": "test"},
+    )
+    assert repr(traj) == (
+        "Trajectory(frames=500, atoms=3, molecules=1, dt=0.5 fs, dtype=torch.float64, "
+        "with=['energies'], energy_unit='eV', info=['source'])"
+    )
+    assert repr(traj.frame(0)) == "Frame(atoms=3, molecules=1, dtype=torch.float64, device=cpu)"
