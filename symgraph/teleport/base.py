@@ -157,6 +157,11 @@ class ParameterSymmetry(ABC):
     def identity(self, like: Tensor) -> Tensor:
         """Group coordinates of the identity element (dtype and device of ``like``)."""
 
+    def validate(self, params: Mapping[str, Tensor]) -> None:
+        """Raise ``ValueError`` when this symmetry cannot act on these parameters (by name;
+        every name in :attr:`param_names` is present). Default: no check."""
+        return None
+
     def prepare(self, params: Mapping[str, Tensor], context: TeleportContext) -> Any:
         """Validate and precompute what :meth:`act` needs on this batch (default: nothing).
 

@@ -25,7 +25,8 @@
   teleport batch only, and only for small batches).
 
 Parameters that are shared (appear twice in the model) or frozen are never touched: a
-symmetry that would change one is dropped.
+symmetry that would change one is dropped (and named in the :class:`NoSymmetryError` when
+nothing else is found).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from . import gated as _gated  # noqa: F401  (registers the "gated" rule)
 from .base import NoSymmetryError, ParameterSymmetry, ParamSlice
 from .builtins import NORM_SCALE_TYPES, _initialised
 from .registry import (
+    RuleFn,
     Stage,
     container_stages,
     input_slices,
@@ -59,10 +61,39 @@ DEFAULT_KINDS: tuple[str, ...] = ("rescale", "norm", "gated")
 
 
 def _containers(model: nn.Module) -> Iterator[tuple[str, nn.Module, list[Stage]]]:
+    modules = dict(model.named_modules(remove_duplicate=False))
     for name, module in model.named_modules():
         stages = container_stages(module, name)
         if stages:
+            _check_stages(name, module, stages, modules)
             yield name, module, stages
+
+
+def _check_stages(
+    name: str, container: nn.Module, stages: list[Stage], modules: dict[str, nn.Module]
+) -> None:
+    """Raise ``ValueError`` when a stage holding parameters is not the model's module of that
+    name (a container declared with wrong names would otherwise find nothing, silently)."""
+    wrong = [
+        stage
+        for stage, module in stages
+        if isinstance(module, nn.Module)
+        and next(module.parameters(), None) is not None
+        and modules.get(stage) is not module
+    ]
+    if wrong:
+        raise ValueError(
+            f"register_container: the stages of {type(container).__name__} at "
+            f"{name or '<root>'!r} name {wrong}, which are not the model's modules of these "
+            f"names (stage names must be full module names, as in model.named_modules(), "
+            f"e.g. {list(modules)[1:6]})"
+        )
+
+
+def _all_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every parameter under every name, shared and frozen ones included: rules propose,
+    :func:`find_symmetries` drops (and reports) what touches those."""
+    return dict(model.named_parameters(remove_duplicate=False))
 
 
 def _positions(model: nn.Module) -> dict[str, int]:
@@ -70,11 +101,11 @@ def _positions(model: nn.Module) -> dict[str, int]:
 
 
 def _units(slices: list[ParamSlice], params: dict[str, nn.Parameter]) -> int | None:
-    """Common number of units of ``slices``, or ``None`` (missing/frozen/mismatched)."""
+    """Common number of units of ``slices``, or ``None`` (missing/mismatched)."""
     counts = set()
     for sl in slices:
         p = params.get(sl.name)
-        if p is None or not p.requires_grad:
+        if p is None:
             return None
         counts.add(sl.num_units(p))
     return counts.pop() if len(counts) == 1 else None
@@ -89,7 +120,7 @@ def rescale_rule(
     **_: object,
 ):
     """Positive rescaling between consecutive layers of every registered container."""
-    params = dict(model.named_parameters())
+    params = _all_parameters(model)
     pos = _positions(model)
     found: dict[tuple, RescaleSymmetry] = {}
     for _cname, _container, stages in _containers(model):
@@ -143,7 +174,7 @@ def norm_scale_rule(
     model: nn.Module, *, approximate: bool = False, max_log_scale: float = 2.0, **_: object
 ):
     """Scale invariance of the layer in front of a normalisation."""
-    params = dict(model.named_parameters())
+    params = _all_parameters(model)
     pos = _positions(model)
     found: dict[tuple, RescaleSymmetry] = {}
     for _cname, _container, stages in _containers(model):
@@ -196,21 +227,21 @@ def _gl_neutral(module: nn.Module) -> bool:
     return type(module) is nn.Dropout and module.p == 0
 
 
-def _pair_trainable(
+def _pair_held(
     params: dict[str, nn.Parameter], first: str, first_module: nn.Module, second: str
 ) -> bool:
     """Whether the weights (and bias) of ``first`` and the weight of ``second`` are all
-    trainable parameters of the model under these names (not frozen, not shared)."""
+    parameters of the model under these names."""
     names = [f"{first}.weight", f"{second}.weight"]
     if first_module.bias is not None:
         names.append(f"{first}.bias")
-    return all(n in params and params[n].requires_grad for n in names)
+    return all(n in params for n in names)
 
 
 @register_rule("gl")
 def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
     """The data-dependent GL(d) action on ``Linear → [LeakyReLU] → Linear`` chains."""
-    params = dict(model.named_parameters())
+    params = _all_parameters(model)
     pos = _positions(model)
     found: dict[tuple[str, str], GLSymmetry] = {}
     for _cname, _container, stages in _containers(model):
@@ -230,7 +261,7 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
             if isinstance(module, nn.Module) and _gl_linear(module):
                 if first is not None:
                     fname, fmod = first
-                    if _pair_trainable(params, fname, fmod, name) and (fname, name) not in found:
+                    if _pair_held(params, fname, fmod, name) and (fname, name) not in found:
                         act = "LeakyReLU" if slope is not None else "identity"
                         found[(fname, name)] = GLSymmetry(
                             f"GL({fmod.weight.shape[0]}) {fname} -> {act} -> {name}",
@@ -268,7 +299,7 @@ def _linear_end(module: nn.Module, prefix: str, last: bool) -> tuple[str, nn.Mod
 @register_rule("linear")
 def linear_rule(model: nn.Module, *, max_norm: float = 1.0, **_: object):
     """The data-free GL(d) action on ``Linear → linear ops on samples → Linear`` chains."""
-    params = dict(model.named_parameters())
+    params = _all_parameters(model)
     pos = _positions(model)
     found: dict[tuple[str, str], LinearGLSymmetry] = {}
     for _cname, _container, stages in _containers(model):
@@ -282,7 +313,7 @@ def linear_rule(model: nn.Module, *, max_norm: float = 1.0, **_: object):
             second = _linear_end(module, name, last=False)
             if first is not None and second is not None:
                 (fname, fmod), (sname, smod) = first, second
-                usable = _pair_trainable(params, fname, fmod, sname)
+                usable = _pair_held(params, fname, fmod, sname)
                 width = int(fmod.weight.shape[0])
                 if usable and width == smod.weight.shape[1] and (fname, sname) not in found:
                     found[(fname, sname)] = LinearGLSymmetry(
@@ -393,20 +424,49 @@ def find_symmetries(
     check_find_options(kinds, options)  # names every unknown kind and option
     # shared or frozen parameters are never touched, whichever rule (built-in or a user's)
     # proposed the symmetry
-    untouchable = _shared_parameter_names(model) | {
-        name for name, p in model.named_parameters() if not p.requires_grad
-    }
+    shared = _shared_parameter_names(model)
+    frozen = {name for name, p in _all_parameters(model).items() if not p.requires_grad}
     out: list[ParameterSymmetry] = []
+    excluded: list[str] = []
     for kind in kinds:
-        got = rules[kind](model, approximate=approximate, **options)
-        out += [
-            s
-            for s in got
-            if (s.exact or approximate) and not untouchable.intersection(s.param_names)
-        ]
+        for s in _run_rule(kind, rules[kind], model, approximate=approximate, **options):
+            reason = _untouchable_reason(s, frozen, shared)
+            if reason:
+                excluded.append(f"{s.name!r} ({reason})")
+            elif s.exact or approximate:
+                out.append(s)
     if not out and raise_if_empty:
+        dropped = (
+            f"Found but excluded, since teleportation never changes frozen or shared "
+            f"parameters: {'; '.join(excluded)}. "
+            if excluded
+            else ""
+        )
         raise NoSymmetryError(
             f"model: no parameter-space symmetry found in {type(model).__name__}. "
+            + dropped
             + describe_search(model, kinds)
         )
     return out
+
+
+def _run_rule(kind: str, rule: RuleFn, model: nn.Module, **options: object) -> list:
+    """``rule(model, **options)``, checked to be a list of symmetries."""
+    got = rule(model, **options)
+    if not isinstance(got, list | tuple) or not all(isinstance(s, ParameterSymmetry) for s in got):
+        raise TypeError(
+            f"rule {kind!r} ({getattr(rule, '__qualname__', rule)}): expected a list of "
+            f"ParameterSymmetry objects (empty when nothing is found), got {got!r}"
+        )
+    return list(got)
+
+
+def _untouchable_reason(sym: ParameterSymmetry, frozen: set[str], shared: set[str]) -> str:
+    """Why ``sym`` may not be used (the frozen and shared parameters it would change), or
+    ``""``."""
+    reasons = [
+        f"{label} {names}"
+        for label, held in (("frozen:", frozen), ("shared:", shared))
+        if (names := sorted(held.intersection(sym.param_names)))
+    ]
+    return ", ".join(reasons)

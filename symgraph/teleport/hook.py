@@ -72,6 +72,10 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
                 steps = {int(s) for s in spec[3:].split(",") if s}
             except ValueError:
                 steps = None
+            if steps and min(steps) < 0:
+                raise ValueError(
+                    f"schedule: expected non-negative step numbers after 'at:', got {schedule!r}"
+                )
             if steps:
                 return steps.__contains__
         if spec.startswith("every:"):
@@ -85,6 +89,11 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
                     raise ValueError
             except ValueError:
                 every = 0
+            if every > 0 and until is not None and until <= every:
+                raise ValueError(
+                    f"schedule: 'until:N' must exceed 'every:K' (the first teleport is at step "
+                    f"K={every}, and none at or after N={until}), got {schedule!r}"
+                )
             if every > 0:
                 return lambda step: (
                     step > 0 and step % every == 0 and (until is None or step < until)
@@ -184,6 +193,8 @@ class Teleport:
                 f"find_options: used only to find symmetries, got {sorted(find_options)} with "
                 "symmetries given"
             )
+        if isinstance(symmetries, ParameterSymmetry):
+            symmetries = [symmetries]
         self.symmetries = list(symmetries) if symmetries is not None else None
         self.kinds = kinds
         self.find_options = find_options

@@ -101,6 +101,13 @@ class RescaleSymmetry(ParameterSymmetry):
     def param_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.name for s in self.up + self.down))
 
+    def validate(self, params: Mapping[str, Tensor]) -> None:
+        """Every slice's ``dim`` exists and addresses :attr:`size` units (any number of
+        positions when ``size == 1``)."""
+        for side, slices in (("up", self.up), ("down", self.down)):
+            for sl in slices:
+                _check_slice(self, side, sl, params[sl.name])
+
     def _unit_norms(self, slices: tuple[ParamSlice, ...], params: Mapping[str, Tensor]) -> Tensor:
         """Per-unit norm of the entries of ``slices``: ``[size]``."""
         like = params[slices[0].name]
@@ -214,6 +221,32 @@ class _LayerPairGL(ParameterSymmetry):
         if float(norm) <= self.max_norm:
             return theta
         return theta * (self.max_norm / norm)
+
+
+def _check_slice(sym: RescaleSymmetry, side: str, sl: ParamSlice, param: Tensor) -> None:
+    where = f"symmetries: {sym.name!r}, {side} slice ParamSlice({sl.name!r}, dim={sl.dim})"
+    if not -param.dim() <= sl.dim < param.dim():
+        raise ValueError(
+            f"{where}: expected dim in [{-param.dim()}, {param.dim()}) for {sl.name!r} of shape "
+            f"{list(param.shape)}, got {sl.dim}"
+        )
+    length = sl.length(param)
+    if sl.index is not None:
+        if sl.index.shape != (length,):
+            raise ValueError(
+                f"{where}: expected an index of shape [{length}] (dim {sl.dim} of {sl.name!r}, "
+                f"shape {list(param.shape)}), got {list(sl.index.shape)}"
+            )
+        if sl.num_units(param) > sym.size:
+            raise ValueError(
+                f"{where}: expected unit ids below size={sym.size}, got up to "
+                f"{sl.num_units(param) - 1}"
+            )
+    elif sym.size not in (1, length):
+        raise ValueError(
+            f"{where}: expected size={sym.size} positions along dim {sl.dim} of {sl.name!r}, "
+            f"got {length} (shape {list(param.shape)})"
+        )
 
 
 class GLSymmetry(_LayerPairGL):

@@ -266,6 +266,22 @@ def _checked_gradient(
     return out
 
 
+def _check_optimizer_holds(
+    optimizer: torch.optim.Optimizer, named: Mapping[str, nn.Parameter], touched: Sequence[str]
+) -> None:
+    """Raise ``ValueError`` unless ``optimizer`` holds every parameter the symmetries change:
+    the state of one it does not hold (another optimizer's, or none) would go stale."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [n for n in touched if id(named[n]) not in held]
+    if missing:
+        raise ValueError(
+            f"optimizer: expected an optimizer holding every parameter the symmetries change, "
+            f"got one ({type(optimizer).__name__}) without {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} ({len(missing)} of {len(touched)}); pass "
+            f"the optimizer of these parameters, or symmetries that change only its own"
+        )
+
+
 def _default_tolerance(dtype: torch.dtype) -> tuple[float, float]:
     if dtype == torch.float64:
         return 1e-9, 1e-12
@@ -419,7 +435,7 @@ def teleport(
 
     if symmetries is None:
         symmetries = find_symmetries(model, DEFAULT_KINDS if kinds is None else kinds)
-    symmetries = list(symmetries)
+    symmetries = [symmetries] if isinstance(symmetries, ParameterSymmetry) else list(symmetries)
     if not symmetries:
         raise NoSymmetryError("symmetries: expected at least one symmetry, got an empty list")
     named = dict(model.named_parameters())
@@ -432,6 +448,7 @@ def teleport(
                 f"symmetries: {sym.name!r} names parameters {missing} that the model does not "
                 f"have (it has e.g. {list(named)[:5]})"
             )
+        sym.validate(named)
     trainable = [n for n, p in named.items() if p.requires_grad]
     if not trainable:
         raise ValueError("model: expected trainable parameters (requires_grad=True), got none")
@@ -443,6 +460,8 @@ def teleport(
                 "(requires_grad=False); teleportation never touches frozen parameters"
             )
     touched = list(dict.fromkeys(n for s in symmetries for n in s.param_names))
+    if optimizer is not None:
+        _check_optimizer_holds(optimizer, named, touched)
     dtype = named[touched[0]].dtype
     default_rtol, default_atol = _default_tolerance(dtype)
     rtol = default_rtol if rtol is None else float(rtol)

@@ -25,10 +25,20 @@ def test_parse_schedule_strings():
     assert parse_schedule(lambda s: s == 1)(1)
 
 
-@pytest.mark.parametrize("bad", ["every:0", "every:x", "sometimes", "at:", "every:5,since:3"])
+@pytest.mark.parametrize(
+    "bad",
+    ["every:0", "every:x", "sometimes", "at:", "every:5,since:3", "at:-1,3", "every:10,until:5"],
+)
 def test_parse_schedule_rejects_bad_specs(bad):
     with pytest.raises(ValueError, match="schedule"):
         parse_schedule(bad)
+
+
+def test_parse_schedule_names_negative_steps_and_an_empty_until():
+    with pytest.raises(ValueError, match=r"non-negative step numbers .*'at:-1,3'"):
+        Teleport.from_spec("at:-1,3")
+    with pytest.raises(ValueError, match=r"'until:N' must exceed 'every:K'.*'every:10,until:5'"):
+        Teleport.from_spec("every:10,until:5")
 
 
 def test_parse_schedule_rejects_bad_types():

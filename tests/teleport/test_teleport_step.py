@@ -283,7 +283,7 @@ def test_unknown_moments_of_a_one_element_parameter_are_reset():
 def test_a_symmetry_on_a_frozen_parameter_is_refused():
     model, batch = _mlp(), _data()
     model[0].weight.requires_grad_(False)
-    sym = RescaleSymmetry("first", [ParamSlice("0.weight", 0)], [ParamSlice("2.weight", 1)], 8)
+    sym = RescaleSymmetry("first", [ParamSlice("0.weight", 0)], [ParamSlice("2.weight", 1)], 16)
     saved = snapshot(model)
     with pytest.raises(ValueError, match=r"frozen parameters \['0.weight'\]"):
         teleport(model, mse, batch, steps=2, lr=0.1, symmetries=[sym])
@@ -308,6 +308,18 @@ def test_an_optimizer_of_the_wrong_type_is_refused_before_anything_moves():
     scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), 0.1), 1)
     with pytest.raises(TypeError, match="optimizer: expected a torch.optim.Optimizer or None"):
         teleport(model, mse, batch, optimizer=scheduler)
+    assert_bit_identical(model, saved)
+
+
+def test_an_optimizer_without_the_moved_parameters_is_refused_before_anything_moves():
+    model, batch = _mlp(), _data()
+    saved = snapshot(model)
+    other = torch.optim.Adam(_mlp().parameters())
+    with pytest.raises(ValueError, match=r"optimizer: expected an optimizer holding every .*Adam"):
+        teleport(model, mse, batch, optimizer=other)
+    head = torch.optim.Adam(list(model.parameters())[-2:])
+    with pytest.raises(ValueError, match=r"optimizer: .* without \['0.weight'"):
+        teleport(model, mse, batch, optimizer=head)
     assert_bit_identical(model, saved)
 
 

@@ -794,3 +794,52 @@ def test_an_output_side_of_mixed_widths_gives_no_rescaling():
     )
     model = nn.Sequential(TwoHeads(), nn.ReLU(), nn.Linear(5, 2))
     assert find_symmetries(model, kinds="rescale", raise_if_empty=False) == []
+
+
+def test_no_symmetry_message_names_what_was_excluded():
+    frozen = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    frozen[2].weight.requires_grad_(False)
+    with pytest.raises(
+        NoSymmetryError, match=r"excluded.*'rescale 0 -> 2' \(frozen: \['2.weight'\]"
+    ):
+        find_symmetries(frozen)
+    twice = nn.Linear(4, 4)
+    with pytest.raises(NoSymmetryError, match=r"excluded.*'rescale 0 -> 2' \(shared: "):
+        find_symmetries(nn.Sequential(twice, nn.ReLU(), twice))
+
+
+def test_a_rule_must_return_a_list_of_symmetries():
+    tp.register_rule("test-returns-none", lambda m, **_: None)
+    with pytest.raises(TypeError, match=r"rule 'test-returns-none' .*expected a list .*got None"):
+        find_symmetries(nn.Sequential(nn.Linear(3, 2)), ("test-returns-none",))
+
+
+def test_container_stage_names_must_be_module_names():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+
+    tp.register_container(Pair, lambda m, prefix: [("a", m.a), ("relu", nn.ReLU()), ("b", m.b)])
+    with pytest.raises(ValueError, match=r"register_container: .*Pair at '0' name \['a', 'b'\]"):
+        find_symmetries(nn.Sequential(Pair()))
+    assert len(find_symmetries(Pair())) == 1  # at the root the names are right
+
+
+def test_declared_slices_are_checked_against_the_model():
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+    batch = (torch.randn(4, 3), torch.randn(4, 1))
+    loss = lambda m, b: (m(b[0]) - b[1]).pow(2).mean()  # noqa: E731
+    up = [ParamSlice("0.weight", 0), ParamSlice("0.bias", 0)]
+    wrong_size = RescaleSymmetry("h", up, [ParamSlice("2.weight", 1)], 5)
+    with pytest.raises(
+        ValueError, match=r"'h', up slice ParamSlice\('0.weight', dim=0\): expected size=5 .*got 8"
+    ):
+        tp.teleport(model, loss, batch, symmetries=[wrong_size])
+    wrong_dim = RescaleSymmetry("h", up, [ParamSlice("2.weight", 2)], 8)
+    with pytest.raises(
+        ValueError, match=r"down slice ParamSlice\('2.weight', dim=2\): expected dim in \[-2, 2\)"
+    ):
+        tp.teleport(model, loss, batch, symmetries=[wrong_dim])
+    single = RescaleSymmetry("h", up, [ParamSlice("2.weight", 1)], 8)
+    assert tp.teleport(model, loss, batch, steps=1, symmetries=single).symmetries == ("h",)
