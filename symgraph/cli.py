@@ -402,7 +402,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
                 f"the job rebuilt a split different from {run_dir / RUN_FILES['split']}"
             )
         name = RUN_FILES["best" if args.checkpoint == "best" else "checkpoint"]
-        state = load_checkpoint(run_dir / name, dist.device)
+        try:
+            state = load_checkpoint(run_dir / name, dist.device)
+        except ValueError as err:  # unreadable, or not a symgraph checkpoint
+            raise UsageError(str(err)) from err
         model = spec.model.to(dist.device)
         model.load_state_dict(state["model"])
         task.load_state_dict(state["task"])

@@ -42,6 +42,7 @@ __all__ = [
     "FluidCNN",
     "SteerableFluidNet",
     "build_fluid_model",
+    "check_stencil",
     "rollout",
     "FLUID_MODELS",
     "FLUID_FEATURES",
@@ -72,6 +73,19 @@ def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor
     if not frames.is_floating_point():
         raise TypeError(f"frames: expected a floating-point tensor, got dtype {frames.dtype}")
     return check_finite(frames, "frames")
+
+
+def check_stencil(radius: int, grid: int) -> None:
+    """Refuse a stencil of ``radius`` cells that wraps onto itself on a periodic grid of
+    ``grid`` cells per side (``2 radius + 1 > grid``)."""
+    _check_positive("radius", radius)
+    _check_positive("grid", grid)
+    if 2 * radius + 1 > grid:
+        raise ValueError(
+            f"radius: a stencil of radius {radius} (kernel {2 * radius + 1}) wraps onto itself "
+            f"on a periodic grid of {grid} cells per side; expected 2 * radius + 1 <= {grid}, "
+            f"i.e. radius <= {(grid - 1) // 2}"
+        )
 
 
 def _check_positive(name: str, value: object) -> None:
@@ -207,7 +221,13 @@ class SteerableFluidNet(nn.Module):
         free = {k: v for k, v in kernel_options.items() if k in free_names}
         options = {"r_max": radius * 2**0.5, "hidden": kernel_hidden, "layers": kernel_layers}
         options.update({k: v for k, v in kernel_options.items() if k not in free_names})
-        self.breaking = None if breaking is None else SymmetryBreakingInput(breaking, self.group)
+        self.breaking = None
+        if breaking is not None:
+            try:
+                self.breaking = SymmetryBreakingInput(breaking, self.group)
+            except ValueError as err:  # named by this argument
+                name, sep, rest = str(err).partition(": ")
+                raise ValueError(f"breaking: {rest if name == 'rep' else err}") from err
         reps = [rep_in] + [rep_hidden] * (layers - 1)
         if self.breaking is not None:
             reps = [rep + self.breaking.rep for rep in reps]
@@ -262,6 +282,7 @@ def build_fluid_model(
     free_hidden: int = 8,
     relaxation: str = "kernel",
     breaking: str = "1x1o",
+    grid: int | None = None,
 ) -> nn.Module:
     """A next-frame predictor by name, ``kind`` in :data:`FLUID_MODELS`.
 
@@ -286,10 +307,16 @@ def build_fluid_model(
     through a learned symmetry-breaking input of irreps ``breaking`` that every layer of
     the equivariant network reads (:class:`~symgraph.nn.SymmetryBreakingInput`;
     ``"1x1o"``: one global direction, 2 parameters in the plane), ``free_*`` unused.
+
+    ``grid`` (optional): the cells per side of the fields the model will read; a stencil
+    that wraps onto itself on it (``2 radius + 1 > grid``) is refused here rather than at
+    the first forward pass.
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
     _check_positive("width", width)
+    if grid is not None:
+        check_stencil(radius, grid)
     if features not in FLUID_FEATURES:
         raise ValueError(f"features: expected one of {FLUID_FEATURES}, got {features!r}")
     if relaxation not in FLUID_RELAXATIONS:

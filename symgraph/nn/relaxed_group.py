@@ -35,6 +35,7 @@ permuted by ``g → h^{-1} g``).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -127,11 +128,16 @@ class RelaxedGroupConv(ExactBufferModule):
         self.group = group = _finite_group(group)
         if not length_scale > 0:
             raise ValueError(f"length_scale: expected a positive number, got {length_scale!r}")
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
+        if cutoff is not None and (
+            isinstance(cutoff, bool)
+            or not isinstance(cutoff, numbers.Real)
+            or not 0 < cutoff < math.inf
+        ):
+            raise ValueError(f"cutoff: expected a positive finite number or None, got {cutoff!r}")
         if aggr not in _AGGREGATIONS:
             raise ValueError(f"aggr: expected one of {_AGGREGATIONS}, got {aggr!r}")
-        self.lifting, self.length_scale, self.cutoff = bool(lifting), float(length_scale), cutoff
+        self.lifting, self.length_scale = bool(lifting), float(length_scale)
+        self.cutoff = None if cutoff is None else float(cutoff)
         self.aggr, self.backend = aggr, backend
         self.order = int(group.order)
         self.rep_in = (

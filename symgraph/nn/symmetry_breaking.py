@@ -52,9 +52,17 @@ class SymmetryBreakingInput(ExactBufferModule):
         self.rep = as_rep(rep, group, "rep")
         if self.rep.dim == 0:
             raise ValueError(f"rep: expected a non-empty representation, got {self.rep!r}")
+        basis = symmetry_breaking_basis(self.rep)
+        if basis.shape[0] == 0:
+            raise ValueError(
+                f"rep: every vector of '{self.rep.irreps}' is invariant under "
+                f"{self.rep.group.name}, so an input of it can never break the symmetry (the "
+                "network would stay exactly equivariant); expected a representation with "
+                "non-invariant components, e.g. '1x1o'"
+            )
         self.value = nn.Parameter(torch.zeros(self.rep.dim))
         # U [m, rep.dim]: orthonormal rows spanning the non-invariant part (float64 master)
-        self.register_exact_buffer("breaking_basis", symmetry_breaking_basis(self.rep))
+        self.register_exact_buffer("breaking_basis", basis)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

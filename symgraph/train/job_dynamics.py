@@ -84,7 +84,14 @@ from symgraph.noether import (
     rollout,
 )
 from symgraph.noether.known import KNOWN_QUANTITIES, known_quantity, typical_scales
-from symgraph.train.jobs import JobSpec, arg, named_by_flags, non_negative_float, register_job
+from symgraph.train.jobs import (
+    JOBS,
+    JobSpec,
+    arg,
+    named_by_flags,
+    non_negative_float,
+    register_job,
+)
 from symgraph.train.split import random_split_indices
 from symgraph.train.task_dynamics import TAILOR_TAG, NextStepTask, dynamics_model
 
@@ -173,27 +180,64 @@ class ConservationLoss:
         return self.weight * noether_loss(self.quantity, pred, reduction="mean")
 
 
+#: Library arguments of the generated trajectories, by the flag that sets them.
+_GENERATED_FLAGS = {
+    "molecules": "--molecules", "atoms_or_name": "--molecules", "per_molecule": "--trajectories",
+    "frames": "--frames", "steps": "--frames", "dt_fs": "--md-dt", "save_every": "--save-every",
+    "temperature_K": "--temperature", "seed": "--data-seed", "cache_dir": "--data-root",
+}  # fmt: skip
+#: Flags read by one ``--data`` source only: another value than their default with the other
+#: source would be silently ignored, so it is refused.
+DATA_ONLY_FLAGS = {
+    "md17": ("--md17-path", "--md17-stride"),
+    "generated": ("--molecules", "--trajectories", "--md-dt", "--save-every", "--temperature",
+                  "--data-seed"),
+}  # fmt: skip
+
+
+def _check_data_flags(args: argparse.Namespace) -> None:
+    """Refuse flags of the ``--data`` source that is not read (they would be ignored)."""
+    data = getattr(args, "data", "generated")
+    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS["dynamics"].arguments}
+    for source, flags in DATA_ONLY_FLAGS.items():
+        if source == data:
+            continue
+        changed = [
+            flag
+            for flag in flags
+            if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
+        ]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)}: read with --data {source} only, got --data {data} "
+                f"(leave them at their defaults, or pass --data {source})"
+            )
+
+
 def build_trajectories(args: argparse.Namespace) -> list[list[Trajectory]]:
     """The trajectories the flags describe, one list per molecule (float64)."""
+    _check_data_flags(args)
     if args.data == "generated":
         molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
-        trajs = generated_trajectories(
-            molecules,
-            args.trajectories,
-            args.frames,
-            dt_fs=args.md_dt,
-            save_every=args.save_every,
-            temperature_K=args.temperature,
-            seed=args.data_seed,
-            cache_dir=args.data_root,
-        )
+        with named_by_flags(_GENERATED_FLAGS):
+            trajs = generated_trajectories(
+                molecules,
+                args.trajectories,
+                args.frames,
+                dt_fs=args.md_dt,
+                save_every=args.save_every,
+                temperature_K=args.temperature,
+                seed=args.data_seed,
+                cache_dir=args.data_root,
+            )
         k = args.trajectories
         return [trajs[i * k : (i + 1) * k] for i in range(len(molecules))]
     if args.md17_path is None:
         raise ValueError("--md17-path: expected an MD17 .npz file for --data md17, got none")
     if args.md17_stride < 1:
         raise ValueError(f"--md17-stride: expected a positive int, got {args.md17_stride}")
-    traj = load_md17(args.md17_path)
+    with named_by_flags({"path_or_root": "--md17-path"}):
+        traj = load_md17(args.md17_path)
     if traj.dt is None:
         raise ValueError(
             f"--md17-path: {args.md17_path} holds no time step between frames (samples, not a "
@@ -201,7 +245,8 @@ def build_trajectories(args: argparse.Namespace) -> list[list[Trajectory]]:
         )
     velocities = finite_difference_velocities(traj.positions, traj.dt)
     traj = Trajectory(traj.positions, velocities, traj.z, dt=traj.dt, info=traj.info)
-    return [cut_segments(traj[:: args.md17_stride], args.frames)]
+    with named_by_flags({"frames": "--frames"}):
+        return [cut_segments(traj[:: args.md17_stride], args.frames)]
 
 
 def _split(groups: list[list[Trajectory]], sizes: Sequence[float], seed: int) -> list[list[int]]:

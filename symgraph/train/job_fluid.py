@@ -37,6 +37,7 @@ from symgraph.train.jobs import (
     JobSpec,
     arg,
     int_at_least,
+    named_by_flags,
     non_negative_float,
     positive_float,
     positive_int,
@@ -129,6 +130,22 @@ class FluidRolloutTask(Task):
         return out
 
 
+#: Library arguments of the datasets and the model, by the flag that sets them.
+_DATASET_FLAGS = {
+    "symmetry_breaking": "--symmetry-breaking", "num_train_simulations": "--simulations",
+    "num_domain_simulations": "--domain-simulations", "frames": "--frames",
+    "future_frames": "--future-frames", "input_frames": "--frames-in",
+    "target_frames": "--horizon", "fields": "--fields", "domain_split": "--domain-split",
+    "size": "--grid", "seed": "--seed",
+}  # fmt: skip
+_MODEL_FLAGS = {
+    "kind": "--model", "frames_in": "--frames-in", "width": "--width", "hidden": "--width",
+    "layers": "--layers", "group": "--group", "radius": "--radius", "grid": "--grid",
+    "features": "--features", "kernel_hidden": "--kernel-hidden", "free_input": "--free-input",
+    "free_hidden": "--free-hidden", "relaxation": "--relaxation", "breaking": "--breaking",
+}  # fmt: skip
+
+
 def build_fluid_datasets(args: argparse.Namespace) -> dict[str, Dataset]:
     """The ``"train"``, ``"future"`` and ``"domain"`` window datasets the flags describe."""
     from symgraph.data.fluids import SmokePlumeDataset
@@ -147,10 +164,11 @@ def build_fluid_datasets(args: argparse.Namespace) -> dict[str, Dataset]:
         base_config=DEFAULT_BASE.replace(size=args.grid),
         seed=args.seed,
     )
-    if args.data_root is not None:
-        return {s: SmokePlumeDataset(args.data_root, s, **options) for s in _SPLITS}
-    with tempfile.TemporaryDirectory(prefix="symgraph_plumes_") as root:  # simulate once
-        return {s: SmokePlumeDataset(root, s, **options) for s in _SPLITS}
+    with named_by_flags(_DATASET_FLAGS):
+        if args.data_root is not None:
+            return {s: SmokePlumeDataset(args.data_root, s, **options) for s in _SPLITS}
+        with tempfile.TemporaryDirectory(prefix="symgraph_plumes_") as root:  # simulate once
+            return {s: SmokePlumeDataset(root, s, **options) for s in _SPLITS}
 
 
 def _grid_size(text: str) -> int:
@@ -331,7 +349,7 @@ RELAXED_ONLY_FLAGS = (
 )
 def fluid(args: argparse.Namespace) -> JobSpec:
     """Smoke-plume forecasting: CNN, equivariant or relaxed-equivariant predictor."""
-    from symgraph.models.fluids import build_fluid_model
+    from symgraph.models.fluids import build_fluid_model, check_stencil
     from symgraph.nn import relaxation_penalty
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
@@ -355,6 +373,8 @@ def fluid(args: argparse.Namespace) -> JobSpec:
             f"{getattr(args, 'relaxation', 'kernel')} (the plumes' breaking level is "
             "--symmetry-breaking)"
         )
+    with named_by_flags(_MODEL_FLAGS):  # before simulating: a stencil the grid cannot hold
+        check_stencil(args.radius, args.grid)
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))
     data = build_fluid_datasets(args)
@@ -368,16 +388,18 @@ def fluid(args: argparse.Namespace) -> JobSpec:
         train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
     windows = TaggedWindows(data["train"])
     test = ConcatDataset([TaggedWindows(data[g], t) for g, t in SPLIT_TAGS.items()])
-    model = build_fluid_model(
-        args.model, args.frames_in, data["train"].layout, width=args.width, layers=args.layers,
-        group=args.group, radius=args.radius, scale=scale,
-        free_input=getattr(args, "free_input", "position"),
-        features=getattr(args, "features", "irreps"),
-        kernel_hidden=getattr(args, "kernel_hidden", None),
-        free_hidden=getattr(args, "free_hidden", 8),
-        relaxation=getattr(args, "relaxation", "kernel"),
-        breaking=getattr(args, "breaking", "1x1o"),
-    )  # fmt: skip
+    with named_by_flags(_MODEL_FLAGS):
+        model = build_fluid_model(
+            args.model, args.frames_in, data["train"].layout, width=args.width,
+            layers=args.layers, group=args.group, radius=args.radius, scale=scale,
+            free_input=getattr(args, "free_input", "position"),
+            features=getattr(args, "features", "irreps"),
+            kernel_hidden=getattr(args, "kernel_hidden", None),
+            free_hidden=getattr(args, "free_hidden", 8),
+            relaxation=getattr(args, "relaxation", "kernel"),
+            breaking=getattr(args, "breaking", "1x1o"),
+            grid=args.grid,
+        )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"
     extra = [lambda m, _batch: weight * relaxation_penalty(m)] if relaxed else []

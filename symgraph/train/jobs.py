@@ -278,13 +278,14 @@ def take_subset(spec: JobSpec, n: int) -> JobSpec:
 
 @contextlib.contextmanager
 def named_by_flags(flags: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a ``ValueError`` that names a library argument (``"subset: ..."``) with the
-    command-line flag that sets it (``"--subset-size: ..."``), e.g. ``{"subset":
-    "--subset-size"}``; other errors pass unchanged."""
+    """Re-raise a ``ValueError`` (or ``FileNotFoundError``) that names a library argument
+    (``"subset: ..."``) with the command-line flag that sets it (``"--subset-size: ..."``),
+    e.g. ``{"subset": "--subset-size"}``; other errors pass unchanged."""
     try:
         yield
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         name, sep, rest = str(err).partition(": ")
         if not sep or name not in flags:
             raise
-        raise ValueError(f"{flags[name]}: {rest}") from err
+        kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+        raise kind(f"{flags[name]}: {rest}") from err

@@ -340,7 +340,14 @@ class Trainer:
         """
         self._check_run_dir()
         if self.resume and self.path("checkpoint").is_file():
-            self._restore(load_checkpoint(self.path("checkpoint"), self.dist.device))
+            try:
+                state = load_checkpoint(self.path("checkpoint"), self.dist.device)
+            except ValueError as err:  # unreadable or not a checkpoint: cannot resume
+                raise ResumeError(
+                    f"--resume: {err}; delete {self.path('checkpoint')} to restart from "
+                    "scratch, or start a new run (--out)"
+                ) from err
+            self._restore(state)
         else:
             seed_everything(self.config.seed + self.dist.rank)
             self.dist.broadcast_module(self.model)

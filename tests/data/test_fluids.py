@@ -344,6 +344,37 @@ def test_dataset_cache_key_and_stale_files(tmp_path):
     assert torch.equal(SmokePlumeDataset(tmp_path, "domain", **TINY).data, a.data)
 
 
+def test_an_unreadable_cache_is_regenerated_with_a_warning(tmp_path):
+    """A truncated cache file (a crash of another writer, a full disk) is treated as stale:
+    regenerated, with a warning naming the file, rather than torch's bare error."""
+    first = SmokePlumeDataset(tmp_path, "domain", **TINY)
+    first.cache_path.write_bytes(first.cache_path.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=f"cache {first.cache_path} could not be read"):
+        again = SmokePlumeDataset(tmp_path, "domain", **TINY)
+    assert torch.equal(again.data, first.data)
+    SmokePlumeDataset(tmp_path, "domain", **TINY)  # rewritten: readable again
+
+
+def test_dataset_refuses_non_integer_seeds_and_non_number_distances():
+    for seed in (1.5, True, "1"):
+        with pytest.raises(ValueError, match="seed: expected an integer"):
+            SmokePlumeDataset(**{**TINY, "seed": seed})
+    for distance in ("0.3", None, True):
+        with pytest.raises(ValueError, match="inflow_distance: expected a fraction"):
+            SmokePlumeDataset(**TINY, inflow_distance=distance)
+
+
+def test_config_accepts_numpy_breaking_levels_but_not_bools():
+    import numpy as np
+
+    config = PlumeConfig(size=16, symmetry_breaking=np.float32(0.5))
+    assert config.symmetry_breaking == 0.5 and type(config.symmetry_breaking) is float
+    assert PlumeConfig(size=16, symmetry_breaking=np.int64(1)).symmetry_breaking == 1
+    for bad in (True, np.float64(1.5), "0.5"):
+        with pytest.raises(ValueError, match="symmetry_breaking: expected a number in"):
+            PlumeConfig(size=16, symmetry_breaking=bad)
+
+
 def test_force_reload_regenerates_a_valid_cache(tmp_path):
     """A cache file with the right parameters is read, unless ``force_reload`` is given."""
     first = SmokePlumeDataset(tmp_path, "domain", **TINY)

@@ -319,6 +319,39 @@ def test_strict_models_refuse_the_relaxed_width(tmp_path, capsys):
     assert "--free-hidden: read by the relaxed model only" in capsys.readouterr().err
 
 
+def test_a_stencil_wider_than_the_grid_is_refused_at_construction():
+    for kind in ("conv", "equivariant", "relaxed"):
+        with pytest.raises(ValueError, match=r"radius: a stencil of radius 4 \(kernel 9\)"):
+            build_fluid_model(kind, 3, width=4, layers=2, radius=4, grid=8)
+    build_fluid_model("conv", 3, width=4, layers=2, radius=3, grid=8)  # 7 cells fit
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--grid", "8", "--radius", "4"], "fluid: --radius: a stencil of radius 4"),
+        (["--symmetry-breaking", "1.5"], "fluid: --symmetry-breaking: expected a number in"),
+    ],
+)
+def test_fluid_job_names_the_flags_before_writing_anything(tmp_path, capsys, flags, message):
+    """Refusals of the library arguments name the flags, and come before simulating or
+    writing the run folder."""
+    out = tmp_path / "run"
+    assert symgraph_main(["train", "fluid", *flags, "--out", str(out)]) == 2
+    assert f"symgraph: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_fluid_job_refuses_an_invariant_breaking_input(tmp_path, capsys):
+    """--breaking 1x0e under C4 could never break the symmetry: refused, naming the flag."""
+    flags = ["--relaxation", "input", "--breaking", "1x0e", "--grid", "8", "--simulations",
+             "1", "--domain-simulations", "1", "--frames", "10", "--future-frames", "3",
+             "--frames-in", "2", "--horizon", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert symgraph_main(["train", "fluid", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "fluid: --breaking: every vector of '1x0e' is invariant under C(4)" in err
+
+
 @pytest.mark.parametrize("relaxation", [[], ["--relaxation", "input"]])
 def test_example_runs_in_quick_mode(capsys, load_script, relaxation):
     example = load_script("examples/fluid_dynamics.py")

@@ -271,6 +271,14 @@ def test_bad_input_raises_clear_errors():
         GroupPooling(3, C(4))(torch.randn(5, 8))
 
 
+def test_cutoff_must_be_a_positive_number():
+    """Bools are not numbers here, and a string is named rather than failing a comparison."""
+    for bad in (True, "2", 0.0, float("inf")):
+        with pytest.raises(ValueError, match="cutoff: expected a positive finite number or None"):
+            RelaxedGroupConv(2, 2, C(4), cutoff=bad)
+    assert RelaxedGroupConv(2, 2, C(4), cutoff=2).cutoff == 2.0
+
+
 def test_repr_and_reset():
     conv = RelaxedGroupConv(2, 3, D(4), lifting=True)
     assert "D(4)" in repr(conv) and "lifting" in repr(conv)

@@ -108,3 +108,11 @@ def test_breaking_basis_keeps_float64_across_a_float32_round_trip():
     layer.value.data.normal_()
     b = layer.value.detach()
     assert layer.relaxation_penalty() == (expected @ b).square().sum()
+
+
+@pytest.mark.parametrize("rep, group", [("1x0e", "C4"), ("1x0o", "C4"), ("2x0e", "D4")])
+def test_an_invariant_rep_is_refused(rep, group):
+    """Every vector of an invariant rep is fixed by G: the input could never break it."""
+    with pytest.raises(ValueError, match=f"rep: every vector of '{rep}' is invariant under"):
+        SymmetryBreakingInput(rep, group_from_name(group))
+    SymmetryBreakingInput("1x0e + 1x1o", group_from_name(group))  # a non-invariant part

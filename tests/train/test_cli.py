@@ -61,6 +61,22 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
     run(capsys, ["evaluate", str(out)])
 
 
+def test_a_corrupt_checkpoint_is_a_usage_error_naming_the_file(tmp_path, capsys):
+    """A truncated checkpoint.pt: --resume and evaluate --checkpoint last exit with 2."""
+    out = tmp_path / "run"
+    args = ["train", "toy", "--out", str(out), "--subset", "16", *TOY]
+    run(capsys, [*args, "--epochs", "1"])
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:64])
+    assert main([*args, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"symgraph: error: --resume: load_checkpoint: {checkpoint} could not be read" in err
+    assert main(["evaluate", str(out), "--checkpoint", "last"]) == 2
+    assert f"symgraph: error: load_checkpoint: {checkpoint} could not be read" in (
+        capsys.readouterr().err
+    )
+
+
 def test_resume_refuses_other_job_settings_and_allows_loop_settings(tmp_path, capsys):
     """A resumed run must learn the same thing: job settings (here the seed and the model
     width) are compared with config.json; loop settings (epochs, lr, …) may change."""

@@ -240,6 +240,27 @@ def test_tailoring_horizons_follow_the_window(monkeypatch):
     assert horizons == [5] and n == 2 and torch.isfinite(loss)
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--molecules", "XYZ"], "dynamics: --molecules: 'XYZ' is not in ase's g2 collection"),
+        (["--data", "md17", "--md17-path", "missing.npz"], "--md17-path: missing.npz does not"),
+        (["--md17-path", "x.npz"], "dynamics: --md17-path: read with --data md17 only, got "
+         "--data generated"),
+        (["--md17-stride", "2"], "dynamics: --md17-stride: read with --data md17 only"),
+        (["--data", "md17", "--md17-path", "x.npz", "--temperature", "10"],
+         "dynamics: --temperature: read with --data generated only, got --data md17"),
+    ],
+)  # fmt: skip
+def test_data_errors_name_the_flags(tmp_path, capsys, monkeypatch, flags, message):
+    """Refusals of the data name the flag, not the library argument; the flags of the
+    source --data does not read are refused rather than ignored."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "dynamics", *flags, "--data-root", str(tmp_path / "c")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert f"symgraph: error: {message}" in capsys.readouterr().err
+
+
 def test_horizon_must_leave_a_frame_to_start_from(tmp_path, capsys):
     """--horizon equal to --frames leaves no window of horizon + 1 frames: a usage error."""
     argv = ["train", "dynamics", *TINY, "--horizon", "12", "--data-root", str(tmp_path / "c")]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 __all__ = ["PlumeConfig"]
@@ -115,8 +116,10 @@ class PlumeConfig:
         if 2 * self.walls >= n:
             raise ValueError(f"walls: expected fewer than {n // 2} cells, got {self.walls}")
         s = self.symmetry_breaking
-        if isinstance(s, bool) or not (isinstance(s, (int, float)) and 0 <= s <= 1):
+        if isinstance(s, bool) or not (isinstance(s, numbers.Real) and 0 <= s <= 1):
             raise ValueError(f"symmetry_breaking: expected a number in [0, 1], got {s!r}")
+        if not isinstance(s, (int, float)):  # numpy scalars: a float, JSON-safe in cache keys
+            object.__setattr__(self, "symmetry_breaking", float(s))
         pos = tuple(self.inflow_position)
         if len(pos) != 2 or not all(math.isfinite(float(p)) for p in pos):
             raise ValueError(f"inflow_position: expected finite (x, y), got {pos!r}")

@@ -52,8 +52,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -152,7 +154,10 @@ class SmokePlumeDataset(Dataset):
                 f"({future_frames}) must each hold one window of {window} frames, "
                 f"got frames={frames}, future_frames={future_frames}"
             )
-        if not (0 < inflow_distance < 0.5):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed: expected an integer, got {seed!r}")
+        real = isinstance(inflow_distance, numbers.Real) and not isinstance(inflow_distance, bool)
+        if not (real and 0 < inflow_distance < 0.5):
             raise ValueError(
                 f"inflow_distance: expected a fraction in (0, 0.5), got {inflow_distance!r}"
             )
@@ -246,8 +251,17 @@ class SmokePlumeDataset(Dataset):
         self.cache_path = path
         params = json.loads(json.dumps(self.params))  # tuples as lists, as stored and compared
         if path.is_file() and not force_reload:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            if stored.get("params") == params:
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises several types for truncated files
+                warnings.warn(
+                    f"SmokePlumeDataset: cache {path} could not be read ({err}); "
+                    "regenerating it (the simulations are deterministic)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                stored = None
+            if isinstance(stored, dict) and stored.get("params") == params:
                 return stored["tensors"]
         tensors = self._generate()
         fd, tmp = tempfile.mkstemp(prefix=".smoke_plume_", suffix=".tmp", dir=root)
