@@ -686,6 +686,11 @@ def generate_md_trajectory(
     if not temperature_K >= 0:
         raise ValueError(f"temperature_K: expected a non-negative number, got {temperature_K!r}")
     atoms = _make_atoms(atoms_or_name)
+    if len(atoms) < 2:  # nothing to integrate (and rdkit aborts on a lone atom)
+        raise ValueError(
+            f"atoms_or_name: expected a molecule of at least 2 atoms, got "
+            f"{atoms.get_chemical_formula() or 'no atoms'} ({len(atoms)} atom(s))"
+        )
     if isinstance(calculator, str):
         if calculator.lower() != "mmff":
             raise ValueError(

@@ -253,3 +253,16 @@ def test_given_dt_overrides_the_md17_default(shared_data):
     """The 0.5 fs of the original MD17 files is a default: an explicit ``dt`` wins."""
     path = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
     assert load_md17(path, dt=2.0, max_frames=3).dt == 2.0
+
+
+def test_a_lone_atom_is_refused_before_the_force_field(capfd):
+    """MD needs at least two atoms; rdkit would abort with a C++ trace on one."""
+    from ase import Atoms
+
+    from symgraph.data.trajectories import generate_md_trajectory
+
+    with pytest.raises(
+        ValueError, match=r"atoms_or_name: expected a molecule of at least 2 atoms, got H \(1 atom"
+    ):
+        generate_md_trajectory(Atoms("H", positions=[[0.0, 0.0, 0.0]]), steps=4)
+    assert "Violation" not in capfd.readouterr().err
