@@ -373,6 +373,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
             resume=args.resume,
         )
         metrics = trainer.fit()
+        dist.barrier()  # every rank finishes before the process group is torn down
         return {"metrics": metrics, "units": _units(task, metrics)} if dist.is_main else None
     finally:
         shutdown_distributed(dist)
