@@ -30,6 +30,7 @@ from symgraph.groups.catalog import (
     SO2Inversion,
     Tetrahedral,
     Trivial,
+    as_group,
     group_from_name,
 )
 from symgraph.groups.matrix_group import MatrixGroup, check_elements
@@ -39,7 +40,7 @@ __all__ = [
     "MatrixGroup", "check_elements", "Rep", "as_rep", "IrrepBlock", "RegularBlock",
     "ProductBlock", "equivariant_basis", "bilinear_basis", "BilinearBasis", "BlockTriple",
     "EquivariantBasis", "BlockPair", "block_hom_basis", "clear_cache", "GROUPS", "ALIASES",
-    "group_from_name", "Trivial", "Inversion", "Mirror", "C", "D",
+    "group_from_name", "as_group", "Trivial", "Inversion", "Mirror", "C", "D",
     "SO2", "O2", "O2Dihedral", "O2Conical", "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral",
     "FullOctahedral", "Icosahedral", "SO3", "O3",
 ]  # fmt: skip

@@ -17,7 +17,7 @@ from symgraph.groups.matrix_group import MatrixGroup
 __all__ = [
     "Trivial", "Inversion", "Mirror", "C", "D", "SO2", "O2", "O2Dihedral", "O2Conical",
     "SO2Inversion", "O2Full", "Tetrahedral", "Octahedral", "FullOctahedral", "Icosahedral",
-    "SO3", "O3", "GROUPS", "ALIASES", "group_from_name",
+    "SO3", "O3", "GROUPS", "ALIASES", "group_from_name", "as_group",
 ]  # fmt: skip
 
 _EYE = torch.eye(3, dtype=torch.float64)
@@ -184,10 +184,24 @@ def group_from_name(name: str) -> MatrixGroup:
     """
     if not isinstance(name, str):
         raise TypeError(f"group: expected a group name (str), got {type(name).__name__}")
-    if name in GROUPS or name in ALIASES:
-        return {**GROUPS, **ALIASES}[name]()
+    factory = GROUPS.get(name) or ALIASES.get(name)
+    if factory is not None:
+        return factory()
     order = name[2:-1] if name[1:2] == "(" and name.endswith(")") else name[1:]  # C(4) or C4
     if name[:1] in ("C", "D") and order.isdigit() and int(order) > 0:
         return (C if name[0] == "C" else D)(int(order))
     valid = ", ".join([*GROUPS, *ALIASES, "C<n>", "D<n>"])
     raise ValueError(f"group: unknown group name {name!r}; expected one of {valid}")
+
+
+def as_group(group: MatrixGroup | str, name: str = "group") -> MatrixGroup:
+    """``group`` as a :class:`MatrixGroup`: a catalog name (``"SO3"``, ``"C4"`` …) is looked up
+    with :func:`group_from_name`; anything else but a MatrixGroup is refused, naming ``name``."""
+    if isinstance(group, str):
+        return group_from_name(group)
+    if not isinstance(group, MatrixGroup):
+        raise TypeError(
+            f"{name}: expected a MatrixGroup or a group name (e.g. 'SO3'), got "
+            f"{type(group).__name__}"
+        )
+    return group

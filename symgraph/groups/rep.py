@@ -146,20 +146,11 @@ def _parse_irreps(text: str) -> tuple[tuple[int, IrrepBlock], ...]:
     return tuple((mul, IrrepBlock(ir.l, ir.p)) for mul, ir in irreps)
 
 
-def _group_or_default(group: MatrixGroup | str | None, name: str = "group") -> MatrixGroup:
-    """``group`` as a MatrixGroup: a catalog name is looked up, ``None`` is O(3)."""
-    from symgraph.groups.catalog import O3, group_from_name
+def _group_or_default(group: MatrixGroup | str | None) -> MatrixGroup:
+    """``group`` as a MatrixGroup (:func:`~symgraph.groups.catalog.as_group`), ``None`` as O(3)."""
+    from symgraph.groups.catalog import O3, as_group
 
-    if group is None:
-        return O3()
-    if isinstance(group, str):
-        return group_from_name(group)
-    if not isinstance(group, MatrixGroup):
-        raise TypeError(
-            f"{name}: expected a MatrixGroup or a group name (e.g. 'SO3'), got "
-            f"{type(group).__name__}"
-        )
-    return group
+    return O3() if group is None else as_group(group)
 
 
 class Rep:

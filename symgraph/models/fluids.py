@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from symgraph.caching import tensor_cache
 from symgraph.checks import check_finite, check_tensor
-from symgraph.groups import MatrixGroup, Rep, group_from_name
+from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
 from symgraph.nn.conv import ImplicitSteerableConv
@@ -199,7 +199,7 @@ class SteerableFluidNet(nn.Module):
         if not isinstance(layers, int) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
         self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
-        self.group = group_from_name(group) if isinstance(group, str) else group
+        self.group = as_group(group)
         self.frames_in, self.radius, self.relaxed, self.scale = frames_in, radius, relaxed, scale
         # node features of T frames, grouped by irrep: "1x1o + 1x0e" -> "Tx1o + Tx0e"
         columns, parts = [], []
@@ -326,7 +326,7 @@ def build_fluid_model(
     half = max(width // 2, 1)
     hidden: str | Rep = f"{half}x0e + {half}x1o"
     if features == "regular":
-        group = group_from_name(group) if isinstance(group, str) else group
+        group = as_group(group)
         if not group.is_finite:
             raise ValueError(
                 f"group: features='regular' needs a finite group, got {group.name} "

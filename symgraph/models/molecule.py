@@ -17,7 +17,7 @@ from symgraph.checks import (
 )
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.graph import order_by_in_degree
-from symgraph.groups import MatrixGroup, Rep, group_from_name
+from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.nn import (
     EquivariantLinear,
     Gate,
@@ -100,7 +100,7 @@ class SteerableMoleculeNet(nn.Module):
             raise ValueError(f"readout: expected one of {_READOUTS}, got {readout!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
-        self.group = group_from_name(group) if isinstance(group, str) else group
+        self.group = as_group(group)
         self.rep_hidden = Rep(hidden, self.group)
         self.use_edge_attr, self.use_node_attr = use_edge_attr, use_node_attr
         self.atom_dim, self.edge_dim, self.cutoff = atom_dim, edge_dim, cutoff

@@ -52,7 +52,7 @@ from torch_geometric.utils import scatter
 
 from symgraph.checks import check_batch, check_features, check_parameter_dtype, check_positions
 from symgraph.graph import knn_graph
-from symgraph.groups import MatrixGroup, Rep, group_from_name
+from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.models.pooling import farthest_point_sampling, knn_bipartite
 from symgraph.nn import (
     EquivariantLayerNorm,
@@ -66,14 +66,6 @@ from symgraph.nn.exact_buffers import ExactBufferModule
 __all__ = ["SteerablePointNet"]
 
 _TTA_SEED = 1234
-
-
-def _resolve_group(group: str | MatrixGroup, name: str) -> MatrixGroup:
-    if isinstance(group, MatrixGroup):
-        return group
-    if isinstance(group, str):
-        return group_from_name(group)
-    raise TypeError(f"{name}: expected a group name or a MatrixGroup, got {type(group).__name__}")
 
 
 def _stage_reps(
@@ -214,8 +206,8 @@ class SteerablePointNet(ExactBufferModule):
             raise ValueError(f"tta: expected a non-negative int, got {tta!r}")
         if not isinstance(mlp_hidden, int) or isinstance(mlp_hidden, bool) or mlp_hidden < 1:
             raise ValueError(f"mlp_hidden: expected a positive int, got {mlp_hidden!r}")
-        self.group = _resolve_group(group, "group")
-        self.tta_group = self.group if tta_group is None else _resolve_group(tta_group, "tta_group")
+        self.group = as_group(group)
+        self.tta_group = self.group if tta_group is None else as_group(tta_group, "tta_group")
         self.num_classes, self.k, self.ratio, self.tta = num_classes, k, float(ratio), tta
         self.use_normals = use_normals
         self.rep_input = Rep("3x0e + 2x1o" if use_normals else "2x0e + 1x1o", self.group)

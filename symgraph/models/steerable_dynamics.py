@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from symgraph.checks import check_batch, check_parameter_dtype, check_positions
 from symgraph.graph import order_by_in_degree, radius_graph
-from symgraph.groups import MatrixGroup, Rep, group_from_name
+from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.models.dynamics import _soft_bound
 from symgraph.nn import EquivariantLinear, Gate, ImplicitSteerableConv, gate_rep
 
@@ -100,12 +100,7 @@ class SteerableDynamics(nn.Module):
         r_max: float = 5.0,
     ) -> None:
         super().__init__()
-        if isinstance(group, str):
-            group = group_from_name(group)
-        if not isinstance(group, MatrixGroup):
-            raise TypeError(
-                f"group: expected a group name or a MatrixGroup, got {type(group).__name__}"
-            )
+        group = as_group(group)
         if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
             raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
         _int_at_least("num_layers", num_layers)

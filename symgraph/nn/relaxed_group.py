@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from symgraph.checks import check_features, check_parameter_dtype
-from symgraph.groups import MatrixGroup, RegularBlock, Rep, group_from_name
+from symgraph.groups import MatrixGroup, RegularBlock, Rep, as_group
 from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
@@ -61,12 +61,7 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def _finite_group(group: object) -> MatrixGroup:
-    if isinstance(group, str):
-        group = group_from_name(group)
-    if not isinstance(group, MatrixGroup):
-        raise TypeError(
-            f"group: expected a MatrixGroup or a group name (e.g. 'C4'), got {type(group).__name__}"
-        )
+    group = as_group(group)
     if not group.is_finite:
         raise ValueError(
             f"group: expected a finite group (C(n), D(n), Octahedral(), ...), got {group!r}; "

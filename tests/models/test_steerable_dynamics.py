@@ -225,7 +225,7 @@ def test_bad_inputs_and_settings_are_named():
         SteerableDynamics(hidden="8x0e + 4x2e")
     with pytest.raises(ValueError, match="group: unknown group name 'O4'"):
         SteerableDynamics("O4")
-    with pytest.raises(TypeError, match="group: expected a group name or a MatrixGroup"):
+    with pytest.raises(TypeError, match="group: expected a MatrixGroup or a group name"):
         SteerableDynamics(3)
     for setting, message in [
         (dict(dt=0.0), "dt: expected a positive finite time step"),
