@@ -76,16 +76,11 @@ def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor
 
 
 def check_stencil(radius: int, grid: int) -> None:
-    """Refuse a stencil of ``radius`` cells that wraps onto itself on a periodic grid of
-    ``grid`` cells per side (``2 radius + 1 > grid``)."""
+    """Refuse a stencil of ``radius`` cells that the periodic ``grid x grid`` lattice of the
+    models cannot hold (it would wrap onto itself): :class:`Lattice` checks it."""
     _check_positive("radius", radius)
     _check_positive("grid", grid)
-    if 2 * radius + 1 > grid:
-        raise ValueError(
-            f"radius: a stencil of radius {radius} (kernel {2 * radius + 1}) wraps onto itself "
-            f"on a periodic grid of {grid} cells per side; expected 2 * radius + 1 <= {grid}, "
-            f"i.e. radius <= {(grid - 1) // 2}"
-        )
+    Lattice((grid, grid), radius=radius, periodic=True)
 
 
 def _check_positive(name: str, value: object) -> None:

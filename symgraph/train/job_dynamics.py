@@ -85,9 +85,9 @@ from symgraph.noether import (
 )
 from symgraph.noether.known import KNOWN_QUANTITIES, known_quantity, typical_scales
 from symgraph.train.jobs import (
-    JOBS,
     JobSpec,
     arg,
+    changed_flags,
     named_by_flags,
     non_negative_float,
     register_job,
@@ -198,15 +198,8 @@ DATA_ONLY_FLAGS = {
 def _check_data_flags(args: argparse.Namespace) -> None:
     """Refuse flags of the ``--data`` source that is not read (they would be ignored)."""
     data = getattr(args, "data", "generated")
-    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS["dynamics"].arguments}
     for source, flags in DATA_ONLY_FLAGS.items():
-        if source == data:
-            continue
-        changed = [
-            flag
-            for flag in flags
-            if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
-        ]
+        changed = changed_flags(args, "dynamics", flags) if source != data else []
         if changed:
             raise ValueError(
                 f"{', '.join(changed)}: read with --data {source} only, got --data {data} "
@@ -281,19 +274,17 @@ def _check_model_flags(args: argparse.Namespace, names: Sequence[str]) -> str:
     kind = getattr(args, "model", "egnn")
     if kind not in MODELS:
         raise ValueError(f"--model: expected one of {', '.join(MODELS)}, got {kind!r}")
-    group = getattr(args, "group", DEFAULT_GROUP)
-    irreps = getattr(args, "irreps", DEFAULT_IRREPS)
-    if kind == "egnn" and (group != DEFAULT_GROUP or irreps != DEFAULT_IRREPS):
-        changed = [f for f, v, d in (("--group", group, DEFAULT_GROUP),
-                                     ("--irreps", irreps, DEFAULT_IRREPS)) if v != d]  # fmt: skip
+    changed = changed_flags(args, "dynamics", ("--group", "--irreps"))
+    if kind == "egnn" and changed:
         raise ValueError(
             f"{', '.join(changed)}: read by --model steerable only, got --model egnn (leave "
             "them at their defaults, or train --model steerable)"
         )
     if kind == "steerable":
         with named_by_flags({"group": "--group"}):
-            group_from_name(group)  # refused before any data is made
-    if kind == "steerable" and args.hidden != DEFAULT_HIDDEN and "learned" not in names:
+            group_from_name(getattr(args, "group", DEFAULT_GROUP))  # before any data is made
+    hidden_unread = kind == "steerable" and "learned" not in names
+    if hidden_unread and changed_flags(args, "dynamics", ("--hidden",)):
         raise ValueError(
             f"--hidden: the width of --model egnn and of the learned quantity g_φ, read by "
             f"neither here, got {args.hidden} with --model steerable (its features are "

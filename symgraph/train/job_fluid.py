@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from symgraph.train.jobs import (
-    JOBS,
     JobSpec,
     arg,
+    changed_flags,
     int_at_least,
     named_by_flags,
     non_negative_float,
@@ -354,12 +354,7 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
 
     model_kind = getattr(args, "model", "relaxed")
-    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS["fluid"].arguments}
-    changed = [
-        flag
-        for flag in RELAXED_ONLY_FLAGS
-        if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
-    ]
+    changed = changed_flags(args, "fluid", RELAXED_ONLY_FLAGS)
     if model_kind != "relaxed" and changed:
         raise ValueError(
             f"{', '.join(changed)}: read by the relaxed model only, got --model {model_kind} "
@@ -398,7 +393,6 @@ def fluid(args: argparse.Namespace) -> JobSpec:
             free_hidden=getattr(args, "free_hidden", 8),
             relaxation=getattr(args, "relaxation", "kernel"),
             breaking=getattr(args, "breaking", "1x1o"),
-            grid=args.grid,
         )  # fmt: skip
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"

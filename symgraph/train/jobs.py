@@ -58,6 +58,7 @@ __all__ = [
     "register_job",
     "take_subset",
     "named_by_flags",
+    "changed_flags",
 ]
 
 #: Modules that register jobs when imported (add yours here).
@@ -289,3 +290,15 @@ def named_by_flags(flags: Mapping[str, str]) -> Iterator[None]:
             raise
         kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
         raise kind(f"{flags[name]}: {rest}") from err
+
+
+def changed_flags(args: argparse.Namespace, job: str, flags: Sequence[str]) -> list[str]:
+    """Those of ``flags`` (job ``job``'s own, ``"--free-hidden"`` …) whose value in ``args``
+    differs from their default; a flag missing from ``args`` (a run folder that predates
+    it) counts as its default. For refusing flags that the chosen setting would not read."""
+    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS[job].arguments}
+    return [
+        flag
+        for flag in flags
+        if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
+    ]
