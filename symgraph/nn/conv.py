@@ -11,6 +11,7 @@ from torch.utils.hooks import RemovableHandle
 from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric.nn import MessagePassing
 
+from symgraph.caching import tensor_cache
 from symgraph.checks import (
     check_edge_attr,
     check_edge_index,
@@ -20,7 +21,7 @@ from symgraph.checks import (
     check_tensor,
 )
 from symgraph.groups import MatrixGroup, Rep, as_rep
-from symgraph.lattice import Lattice, cell_positions, lattice_graph
+from symgraph.lattice import Lattice, LatticeGraph, cell_positions, lattice_graph
 from symgraph.nn.kernel import ImplicitKernel
 from symgraph.nn.linear import EquivariantLinear, InvariantBias
 from symgraph.ops import EdgeLayout, fused_implicit_convolution, implicit_convolution
@@ -96,15 +97,22 @@ def _masked_envelope(envelope: Tensor | None, edge_mask: Tensor | None) -> Tenso
     return edge_mask if envelope is None else envelope * edge_mask
 
 
+@tensor_cache(maxsize=16)
+def _cached_lattice_graph(
+    lattice: Lattice, copies: int, self_loops: bool, dtype: torch.dtype, device: torch.device
+) -> LatticeGraph:
+    """:func:`lattice_graph`, built once per lattice, batch, dtype and device (a layer reads
+    it on every forward pass)."""
+    return lattice_graph(lattice, copies, self_loops=self_loops, dtype=dtype, device=device)
+
+
 def _lattice_offsets(
     edge_index: Tensor, lattice: Lattice, copies: int, self_loops: bool, pos: Tensor
 ) -> Tensor:
     """``[E, 3]`` minimum-image offsets of ``lattice_graph(lattice, copies)``, whose
     ``edge_index [2, E]`` (in its order) ``edge_index`` must be: message passing on a lattice
     reads each edge's offset, which ``pos`` alone does not give on periodic axes."""
-    graph = lattice_graph(
-        lattice, copies, self_loops=self_loops, dtype=pos.dtype, device=pos.device
-    )
+    graph = _cached_lattice_graph(lattice, copies, self_loops, pos.dtype, pos.device)
     if not torch.equal(edge_index.long(), graph.edge_index):
         raise ValueError(
             f"edge_index: expected lattice_graph(lattice, {copies}).edge_index in its order "
