@@ -17,7 +17,7 @@ from symgraph.checks import (
 )
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.graph import order_by_in_degree
-from symgraph.groups import MatrixGroup, Rep, as_group
+from symgraph.groups import MatrixGroup, Rep, as_group, block_hom_basis
 from symgraph.nn import (
     EquivariantLinear,
     Gate,
@@ -25,11 +25,25 @@ from symgraph.nn import (
     InvariantReadout,
     gate_rep,
 )
+from symgraph.nn.linear import invariant_subspace
 from symgraph.ops import segment_reduce
 
 __all__ = ["SteerableMoleculeNet"]
 
 _READOUTS = ("sum", "mean")
+_LAST_LAYERS = ("readout", "full")
+
+
+def _read_blocks(rep: Rep, dipole: bool) -> list[int]:
+    """Indices of the blocks of ``rep`` that the readout reads: those with a G-invariant
+    component, and with ``dipole`` also those with a nonzero equivariant map to ``1o``."""
+    read = {index for index, _ in invariant_subspace(rep)}
+    if dipole:
+        vector = Rep("1x1o", rep.group).blocks[0][1]
+        for index, (_, block) in enumerate(rep.blocks):
+            if block_hom_basis(rep.group, block, vector).shape[0]:
+                read.add(index)
+    return sorted(read)
 
 
 def _graph_count(data: Data | Batch, batch: Tensor) -> int:
@@ -60,6 +74,13 @@ class SteerableMoleculeNet(nn.Module):
     ``μ = Σ_i q_i (r_i − r̄) + Σ_i v_i`` from per-atom charges ``q_i`` (invariant) and vectors
     ``v_i`` (a ``1o`` readout), which is equivariant.
 
+    The last layer computes only the blocks of ``hidden`` that the readout reads
+    (``rep_read``: those with an invariant component, and with ``dipole`` those that map to
+    ``1o``; under O(3), ``32x0e + 8x1o + 4x2e`` reads ``32x0e``), as the other blocks' outputs
+    and gates would never reach the prediction. ``last_layer="full"`` keeps every block
+    (equivariant atom features for other heads, and the architecture of runs before this
+    choice existed).
+
     Args:
         group: G (name or MatrixGroup; default O(3)).
         hidden: node representation between layers.
@@ -73,6 +94,8 @@ class SteerableMoleculeNet(nn.Module):
         readout: ``"sum"`` or ``"mean"`` over atoms.
         dipole: predict the dipole vector ``[B, 3]`` instead of scalars.
         kernel_hidden, lmax, num_radial: the kernel MLP (see :class:`ImplicitKernel`).
+        last_layer: ``"readout"`` (the last layer outputs ``rep_read``) or ``"full"``
+            (it outputs ``hidden``).
 
     Shapes:
         ``forward(data) -> [num_graphs, num_targets]`` (``[num_graphs, 3]`` with dipole).
@@ -94,10 +117,13 @@ class SteerableMoleculeNet(nn.Module):
         kernel_hidden: str | None = None,
         lmax: int = 2,
         num_radial: int = 8,
+        last_layer: str = "readout",
     ) -> None:
         super().__init__()
         if readout not in _READOUTS:
             raise ValueError(f"readout: expected one of {_READOUTS}, got {readout!r}")
+        if last_layer not in _LAST_LAYERS:
+            raise ValueError(f"last_layer: expected one of {_LAST_LAYERS}, got {last_layer!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
         self.group = as_group(group)
@@ -105,14 +131,32 @@ class SteerableMoleculeNet(nn.Module):
         self.use_edge_attr, self.use_node_attr = use_edge_attr, use_node_attr
         self.atom_dim, self.edge_dim, self.cutoff = atom_dim, edge_dim, cutoff
         self.readout, self.dipole, self.num_targets = readout, dipole, num_targets
+        self.last_layer = last_layer
+        read_blocks = (
+            _read_blocks(self.rep_hidden, dipole)
+            if last_layer == "readout"
+            else range(len(self.rep_hidden.blocks))
+        )
+        self.rep_read = Rep(
+            group=self.group, blocks=[self.rep_hidden.blocks[i] for i in read_blocks]
+        )
+        slices = self.rep_hidden.slices()
+        columns = [i for b in read_blocks for i in range(slices[b].start, slices[b].stop)]
+        # the columns of hidden that the last layer's residual keeps (None: all of them)
+        self.register_buffer(
+            "_read_columns",
+            None if len(columns) == self.rep_hidden.dim else torch.tensor(columns),
+            persistent=False,
+        )
         self.embed = EquivariantLinear(Rep(f"{atom_dim}x0e", self.group), self.rep_hidden)
         self.convs = nn.ModuleList()
         self.gates = nn.ModuleList()
-        for _ in range(num_layers):
+        for index in range(num_layers):
+            rep_out = self.rep_read if index == num_layers - 1 else self.rep_hidden
             self.convs.append(
                 ImplicitSteerableConv(
                     self.rep_hidden,
-                    gate_rep(self.rep_hidden),
+                    gate_rep(rep_out),
                     edge_dim=edge_dim if use_edge_attr else 0,
                     node_dim=atom_dim if use_node_attr else 0,
                     hidden=kernel_hidden,
@@ -122,13 +166,13 @@ class SteerableMoleculeNet(nn.Module):
                     checkpoint=False,
                 )  # fmt: skip
             )
-            self.gates.append(Gate(self.rep_hidden))
-        self.invariants = InvariantReadout(self.rep_hidden)
+            self.gates.append(Gate(rep_out))
+        self.invariants = InvariantReadout(self.rep_read)
         width = self.invariants.num_invariants
         outputs = 1 if dipole else num_targets
         self.head = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, outputs))
         self.vector_head = (
-            EquivariantLinear(self.rep_hidden, Rep("1x1o", self.group), bias=False)
+            EquivariantLinear(self.rep_read, Rep("1x1o", self.group), bias=False)
             if dipole
             else None
         )
@@ -144,7 +188,8 @@ class SteerableMoleculeNet(nn.Module):
             self.vector_head.reset_parameters()
 
     def node_features(self, data: Data | Batch) -> Tensor:
-        """Equivariant atom features ``[N, hidden.dim]`` after the interaction layers."""
+        """Equivariant atom features ``[N, rep_read.dim]`` after the interaction layers
+        (``rep_read`` is ``hidden`` with ``last_layer="full"``)."""
         x, pos, edge_index = data.x, data.pos, data.edge_index
         if x is None:
             raise ValueError(f"data.x: expected atom features [N, {self.atom_dim}], got None")
@@ -160,8 +205,12 @@ class SteerableMoleculeNet(nn.Module):
         edge_attr = None if edge_attr is None else edge_attr[order.edges]
         node_attr = None if node_attr is None else x
         h = self.embed(x)
-        for conv, gate in zip(self.convs, self.gates):
-            h = h + gate(conv(h, pos, order.edge_index, edge_attr, node_attr))
+        last = len(self.convs) - 1
+        for index, (conv, gate) in enumerate(zip(self.convs, self.gates)):
+            update = gate(conv(h, pos, order.edge_index, edge_attr, node_attr))
+            if index == last and self._read_columns is not None:
+                h = h[:, self._read_columns]
+            h = h + update
         return h[order.rank]
 
     def _edges_within_cutoff(
@@ -199,6 +248,7 @@ class SteerableMoleculeNet(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(group={self.group.name}, hidden={self.rep_hidden.short()}, "
-            f"layers={len(self.convs)}, cutoff={self.cutoff}, edge_attr={self.use_edge_attr}, "
-            f"node_attr={self.use_node_attr}, readout={self.readout}, dipole={self.dipole})"
+            f"read={self.rep_read.short()}, layers={len(self.convs)}, cutoff={self.cutoff}, "
+            f"edge_attr={self.use_edge_attr}, node_attr={self.use_node_attr}, "
+            f"readout={self.readout}, dipole={self.dipole})"
         )

@@ -94,6 +94,7 @@ def _molecule_model(args: argparse.Namespace, group: MatrixGroup, name: str) -> 
         use_node_attr=not args.no_node_attr,
         readout="mean" if name in INTENSIVE_TARGETS else "sum",
         dipole=args.dipole,
+        last_layer=getattr(args, "last_layer", "full"),
     )
 
 
@@ -122,7 +123,11 @@ def _molecule_model(args: argparse.Namespace, group: MatrixGroup, name: str) -> 
         arg("--no-node-attr", action="store_true", help="do not give atom types to the kernel"),
         arg("--dipole", action="store_true",
             help="for target mu: predict the dipole vector with an equivariant 1o readout"),
+        arg("--last-layer", choices=["readout", "full"], default="readout",
+            help="what the last layer outputs: the blocks the readout reads (default) or all "
+            "of --hidden"),
     ],
+    predated={"last_layer": "full"},  # the last layer before it was trimmed to the readout
 )  # fmt: skip
 def qm9(args: argparse.Namespace) -> JobSpec:
     """QM9 molecular property regression with SteerableMoleculeNet."""

@@ -59,6 +59,55 @@ def test_dipole_readout_is_equivariant():
         assert torch.allclose(out, reference @ g.T, atol=1e-10 * reference.abs().max().item())
 
 
+@pytest.mark.parametrize(
+    ("group", "dipole", "read"),
+    [
+        ("O3", False, "8x0e"),
+        ("O3", True, "8x0e + 2x1o"),
+        ("SO2", False, "8x0e + 2x1o + 1x2e"),  # 1o and 2e hold SO(2)-invariant components
+    ],
+)
+def test_last_layer_outputs_only_what_the_readout_reads(group, dipole, read):
+    """The last layer outputs ``rep_read``: each of its parameters then moves the prediction
+    (in the full last layer, the unread blocks' kernel paths get zero gradients)."""
+
+    def idle_parameters(model: SteerableMoleculeNet) -> list[str]:
+        model(molecules()).pow(2).sum().backward()
+        return [
+            name
+            for name, p in model.convs[-1].named_parameters()
+            if p.grad is None or not p.grad.abs().sum() > 0
+        ]
+
+    torch.manual_seed(0)
+    options = {"group": group, "hidden": "8x0e + 2x1o + 1x2e", "num_layers": 2, "dipole": dipole}
+    model = SteerableMoleculeNet(**options)
+    assert model.rep_read == sg.Rep(read, group)
+    assert model.convs[-1].rep_out == sg.nn.gate_rep(model.rep_read)
+    assert model.convs[0].rep_out == sg.nn.gate_rep(model.rep_hidden)
+    assert model.node_features(molecules()).shape[1] == model.rep_read.dim
+    assert idle_parameters(model) == []
+    full = SteerableMoleculeNet(**options, last_layer="full")
+    assert full.rep_read == full.rep_hidden
+    assert full.node_features(molecules()).shape[1] == full.rep_hidden.dim
+    assert bool(idle_parameters(full)) == (model.rep_read != model.rep_hidden)
+
+
+def test_trimmed_dipole_readout_is_equivariant():
+    """With a ``2e`` block the dipole model drops it from the last layer and stays equivariant."""
+    torch.manual_seed(0)
+    model = SteerableMoleculeNet(hidden="8x0e + 2x1o + 1x2e", num_layers=2, dipole=True)
+    model = model.double()
+    assert model.rep_read.short() == sg.Rep("8x0e + 2x1o").short()
+    batch = molecules()
+    for key in ("pos", "x", "edge_attr"):
+        batch[key] = batch[key].double()
+    reference = model(batch)
+    for g in sg.groups.O3().sample(3, dtype=torch.float64):
+        out = model(moved(batch, g, torch.randn(3, dtype=torch.float64)))
+        assert torch.allclose(out, reference @ g.T, atol=1e-10 * reference.abs().max().item())
+
+
 def test_equivariance_error_takes_a_batch_with_specs_by_attribute():
     """``sg.testing.equivariance_error`` on a model that takes a PyG Batch: the dipole turns
     with the molecules; a wrong dipole or a plain spec for the Batch is caught."""
@@ -111,6 +160,8 @@ def test_bad_input():
         SteerableMoleculeNet(readout="max")
     with pytest.raises(ValueError, match="group: unknown group name"):
         SteerableMoleculeNet(group="SO4")
+    with pytest.raises(ValueError, match=r"last_layer: expected one of \('readout', 'full'\)"):
+        SteerableMoleculeNet(last_layer="scalars")
     model = SteerableMoleculeNet(hidden="4x0e", num_layers=1)
     batch = molecules()
     batch.x = batch.x[:, :5]

@@ -309,3 +309,25 @@ def test_predict_builds_graphs_with_the_wrapped_models_cutoff():
 
     value = predict((DipoleNorm(LongestEdge()), RegressionTask(0, 0.0, 1.0)), [molecule("HCN")])
     assert 1.0 < float(value[0]) < 1.25
+
+
+def test_old_run_folders_keep_their_full_last_layer(first200, tmp_path, capsys):
+    """A run folder made before ``--last-layer`` (no ``last_layer`` in config.json) holds a
+    full last layer: it evaluates and resumes as one, and resuming it trimmed is refused."""
+    run = tmp_path / "run"
+
+    def command(epochs: int, *flags: str) -> list[str]:
+        hidden = ["--hidden", "8x0e + 2x1o + 1x2e"]  # its 1o and 2e are not read under O(3)
+        return train_args(first200, run, "--epochs", str(epochs), *hidden, *flags)
+
+    assert main(command(1, "--last-layer", "full")) == 0
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    del config["args"]["last_layer"]
+    path.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert main(command(2, "--resume")) == 2  # the last layer is trimmed by default now
+    assert "--last-layer 'full' (now 'readout')" in capsys.readouterr().err
+    assert main(command(2, "--last-layer", "full", "--resume")) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
