@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--ours-cutoff", type=float, default=OURS["cutoff"])
     parser.add_argument("--ours-num-radial", type=int, default=OURS["num_radial"])
     parser.add_argument(
+        "--ours-last-layer", choices=("readout", "full"), default="readout",
+        help="SteerableMoleculeNet's last layer ('full': as in the tables before session 24)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ours-lr", type=float, default=OURS_LR,
         help="learning rate of SteerableMoleculeNet and its ablation (the others use --lr)",
     )  # fmt: skip
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(
         f"split {split}, budget {budget:.0f} s per model, batch {args.batch_size}, "
         f"lr {args.lr} ({args.schedule}), ours: {args.ours_hidden}, l <= {args.ours_lmax}, "
-        f"{args.ours_cutoff} Å, {args.ours_num_radial} radial, lr {args.ours_lr}"
+        f"{args.ours_cutoff} Å, {args.ours_num_radial} radial, {args.ours_last_layer} last "
+        f"layer, lr {args.ours_lr}"
     )
     rows = []
     for number, target in enumerate(targets):
@@ -278,6 +283,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "lmax": args.ours_lmax,
             "cutoff": args.ours_cutoff,
             "num_radial": args.ours_num_radial,
+            "last_layer": args.ours_last_layer,
         }
         for name, model in models_for(target, number == 0, ours, args.models).items():
             torch.manual_seed(args.seed if args.init_seed is None else args.init_seed)

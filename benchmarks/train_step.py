@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     models = {
         "SteerableMoleculeNet, dense head": dense_head(SteerableMoleculeNet(readout="mean")),
         "SteerableMoleculeNet": SteerableMoleculeNet(readout="mean"),
+        "SteerableMoleculeNet, full last layer": SteerableMoleculeNet(
+            readout="mean", last_layer="full"
+        ),
         "SchNet (PyG)": SchNetAdapter("mean"),
     }
     if args.models is not None:

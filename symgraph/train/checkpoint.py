@@ -9,7 +9,8 @@ stores in it (``FORMAT`` = 1):
 - ``rng``: one :func:`capture_rng_state` per rank (python, numpy, torch, CUDA); the data
   order needs no state, it is a function of ``(seed, epoch)`` (see ``sampler.py``);
 - ``best_metric``, ``best_epoch``, ``history`` (the rows of ``metrics.csv``), the running
-  sums of the unfinished epoch's training loss, the wall time spent so far;
+  sums of the unfinished epoch's training loss, the learning rate of the latest optimiser
+  step (``step_lr``, for ``metrics.csv``), the wall time spent so far;
 - ``task`` (e.g. target mean/std), ``callbacks`` (their ``state_dict()``), ``extra`` (user).
 
 Everything is stored as tensors, numbers, strings, lists and dicts, so

@@ -6,7 +6,8 @@ A run folder holds::
     split.json      indices of the train / val / test items
     checkpoint.pt   the latest state (each epoch, and every ``checkpoint_every`` steps)
     best.pt         the state with the best validation ``task.monitor``
-    metrics.csv     one row per epoch: epoch, step, train_loss, val_*, lr, wall_time
+    metrics.csv     one row per epoch: epoch, step, train_loss, val_*, lr (the rate of the
+                    epoch's last optimiser step), wall_time
     curve.png       learning curves (redrawn at most every 30 s, and at the end)
     test.json       test metrics of best.pt, in the task's units
     teleports.csv   one row per teleport (only with a ``TeleportCallback``, ``--teleport``)
@@ -322,6 +323,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._step_lr: float | None = None  # the rate of the latest optimiser step
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
         self._last_plot = self._started
@@ -468,6 +470,7 @@ class Trainer:
         self.history = state["history"]
         self._loss_sum = state["loss_sum"]
         self._loss_count = state["loss_count"]
+        self._step_lr = state.get("step_lr")
         self._elapsed_before = state["elapsed"]
         if len(state["rng"]) == self.dist.world_size:
             restore_rng_state(state["rng"][self.dist.rank])
@@ -587,6 +590,7 @@ class Trainer:
         if self.config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self._step_lr = float(self.optimizer.param_groups[0]["lr"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self._loss_sum += sum_loss
@@ -611,7 +615,8 @@ class Trainer:
             raise FloatingPointError(
                 f"Trainer: validation {monitor} is {value} after epoch {self.epoch + 1}"
             )
-        lr = self.optimizer.param_groups[0]["lr"]
+        # what the epoch trained with (a per-step scheduler has already moved the rate on)
+        lr = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and self.config.scheduler_interval == "epoch":
             if isinstance(self.scheduler, ReduceLROnPlateau):
                 self.scheduler.step(value)
@@ -708,6 +713,7 @@ class Trainer:
             "history": self.history,
             "loss_sum": self._loss_sum,
             "loss_count": self._loss_count,
+            "step_lr": self._step_lr,
             "elapsed": self._elapsed(),
             "task": self.task.state_dict(),
             "callbacks": [callback.state_dict() for callback in self.callbacks],

@@ -267,6 +267,57 @@ def test_resume_refuses_another_kind_of_scheduler(toy_splits, tmp_path, before, 
         rate_trainer(toy_splits, tmp_path, lr=1e-2, scheduler=after, resume=True).fit()
 
 
+class CrashAtEpochEnd(Callback):
+    """Killed after the epoch's last step was checkpointed, before its end-of-epoch save."""
+
+    def on_epoch_end(self, trainer, epoch):
+        raise Crash(f"killed at the end of epoch {epoch + 1}")
+
+
+class RecordRates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_batch_start(self, trainer, step, batch):
+        self.rates.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_per_step_schedule_records_the_rate_the_epoch_trained_with(toy_splits, tmp_path):
+    """With scheduler_interval="step", metrics.csv's lr is the rate of the epoch's last step,
+    not the one the scheduler moved on to for the next epoch; also after a resume."""
+
+    def per_step(run_dir, callbacks, resume=False):
+        train, val, test = toy_splits
+        return Trainer(
+            ToyGCN(4, 8),
+            RegressionTask.from_dataset(train),
+            train,
+            val,
+            test,
+            run_dir,
+            TrainConfig(
+                epochs=2,
+                batch_size=7,
+                lr=1e-2,
+                checkpoint_every=1,
+                progress=False,
+                scheduler_interval="step",
+            ),
+            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+            callbacks=callbacks,
+            resume=resume,
+        )
+
+    recorder = RecordRates()
+    per_step(tmp_path / "straight", [recorder]).fit()
+    rates = [float(r["lr"]) for r in read_rows(tmp_path / "straight/metrics.csv")]
+    assert rates == [recorder.rates[4], recorder.rates[9]] == [1e-2 / 2**4, 1e-2 / 2**9]
+    with pytest.raises(Crash):
+        per_step(tmp_path / "crashed", [CrashAtEpochEnd()]).fit()
+    per_step(tmp_path / "crashed", [Callback()], resume=True).fit()
+    assert [float(r["lr"]) for r in read_rows(tmp_path / "crashed/metrics.csv")] == rates
+
+
 class MLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
