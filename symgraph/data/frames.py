@@ -370,6 +370,11 @@ class Trajectory:
                 f"got {type(index).__name__}"
             )
         step = index.step or 1
+        if step < 1:
+            raise ValueError(
+                f"index: expected a slice with a positive step (frames stay in time order), "
+                f"got step {step}"
+            )
 
         def cut(x: Tensor | None) -> Tensor | None:
             return None if x is None else x[index]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +333,8 @@ def load_md17(
         energy_unit: ``"eV"`` (convert; MD17 stores kcal/mol) or ``"native"``.
         dtype: floating dtype of the returned tensors.
         dt: time between frames in fs (default: 0.5 for original ``md17_*.npz``
-            trajectories, otherwise None: frames are samples, not consecutive).
+            trajectories, otherwise None: frames are samples, not consecutive); given for a
+            DeePMD system, it declares its frames consecutive.
         max_frames: keep only the first frames.
 
     Raises:
@@ -354,7 +356,8 @@ def load_md17(
     if (path / "type.raw").is_file() or any(
         (p / "type.raw").is_file() for p in path.iterdir() if p.is_dir()
     ):
-        return load_deepmd(path, dtype, max_frames)  # eV, its native unit
+        traj = load_deepmd(path, dtype, max_frames)  # eV, its native unit
+        return traj if dt is None else replace(traj, dt=dt)
     if molecule is None:
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:
@@ -649,7 +652,7 @@ def generate_md_trajectory(
 
     Args:
         atoms_or_name: an ``ase.Atoms`` or a g2 name for ``ase.build.molecule``.
-        steps: integration steps.
+        steps: integration steps (rounded down to a multiple of ``save_every``).
         dt_fs: integration time step in fs.
         temperature_K: temperature of the initial Maxwell–Boltzmann velocities.
         calculator: ``"mmff"`` (rdkit MMFF94 via :class:`MMFFCalculator`) or an ase
@@ -739,7 +742,7 @@ def generate_md_trajectory(
             "generator": "ase VelocityVerlet (NVE)",
             "calculator": name,
             "formula": atoms.get_chemical_formula(),
-            "steps": steps,
+            "steps": steps // save_every * save_every,  # the steps integrated
             "dt_fs": dt_fs,
             "temperature_K": temperature_K,
             "seed": seed,

@@ -178,6 +178,8 @@ class RegressionTask(Task):
         inputs, _ = split_batch(batch)
         target = self.target(batch)
         pred = _match_prediction(model(inputs), target, "RegressionTask")
+        if pred.dtype in (torch.float16, torch.bfloat16):  # autocast: compare in float32,
+            pred = pred.float()  # not with the target rounded to half precision
         mean, std = self.mean.to(target.device), self.std.to(target.device)
         return pred, (target - mean) / std
 

@@ -250,9 +250,32 @@ def test_zero_padded_atoms_are_refused_even_when_every_frame_agrees(tmp_path):
 
 
 def test_given_dt_overrides_the_md17_default(shared_data):
-    """The 0.5 fs of the original MD17 files is a default: an explicit ``dt`` wins."""
+    """The 0.5 fs of the original MD17 files is a default: an explicit ``dt`` wins; given
+    for a DeePMD system (snapshots by default) it declares the frames consecutive."""
     path = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
     assert load_md17(path, dt=2.0, max_frames=3).dt == 2.0
+    water = shared_data / "md" / "water_dft_pbc" / "data_1"
+    assert load_md17(water, max_frames=3).dt is None
+    assert load_md17(water, dt=1.0, max_frames=3).dt == 1.0
+    with pytest.raises(ValueError, match="dt: expected a positive time step in fs, got -1.0"):
+        load_md17(water, dt=-1.0, max_frames=3)
+
+
+def test_generated_trajectory_records_the_steps_it_integrated():
+    """``steps`` not a multiple of ``save_every``: the steps integrated are recorded."""
+    from symgraph.data.trajectories import generate_md_trajectory
+
+    traj = generate_md_trajectory("H2O", steps=10, dt_fs=0.5, seed=0, save_every=4)
+    assert len(traj) == 3 and traj.dt == 2.0
+    assert traj.info["steps"] == 8
+
+
+def test_slices_keep_frames_in_time_order():
+    traj = Trajectory(torch.randn(6, 2, 3), torch.randn(6, 2, 3), torch.tensor([1, 8]), dt=0.5)
+    every_other = traj[1::2]
+    assert len(every_other) == 3 and every_other.dt == 1.0
+    with pytest.raises(ValueError, match="index: expected a slice with a positive step"):
+        traj[::-1]
 
 
 def test_a_lone_atom_is_refused_before_the_force_field(capfd):

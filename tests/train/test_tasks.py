@@ -114,3 +114,18 @@ def test_regression_refuses_transposed_predictions_and_negative_columns():
         RegressionTask().loss(Fixed(torch.zeros(2, 3)), batch)
     with pytest.raises(ValueError, match="target_index=-1"):
         RegressionTask(-1).loss(Constant(torch.zeros(())), batch)
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_precision_predictions_are_compared_with_the_full_precision_target(half):
+    """Under autocast a model may predict in half precision: the loss and the MAE compare
+    with the float32 target, not with the target rounded to half precision."""
+    y = torch.tensor([[1.001], [2.003], [3.007]])
+    task = RegressionTask(0, mean=0.0, std=1.0, unit_scale=1000.0)
+    batch = (torch.zeros(3, 1), y)
+    zero = Constant(torch.zeros((), dtype=half))
+    loss, _ = task.loss(zero, batch)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(y.square().mean().item(), rel=1e-6)
+    mae = task.metrics(zero, batch)["mae"]
+    torch.testing.assert_close(mae, y[:, 0] * 1000.0)
