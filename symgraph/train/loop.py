@@ -243,7 +243,8 @@ class Trainer:
         extra_losses: ``(model, batch) -> scalar`` terms added to the task loss: a mean over
             the batch's items or a term of the parameters alone (under torchrun, each
             rank's objective is weighted by its share of the global batch's items, which is
-            exact for both).
+            exact for both). ``train_loss`` in ``metrics.csv`` is the task loss alone, so
+            that it compares with the validation loss.
         split: ``{"train": [...], "val": [...], "test": [...]}`` for ``split.json``
             (default: inferred from the datasets, see ``split.dataset_indices``).
         run_config: what else ``config.json`` should record (e.g. the CLI arguments).
