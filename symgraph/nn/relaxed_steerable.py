@@ -190,11 +190,11 @@ class RelaxedSteerableConv(ExactBufferModule):
         coefficients, harmonics = self.edge_coefficients(rel)
         num_edges = rel.shape[0]
         per_block: list[Tensor | None] = [None] * len(self.rep_out.blocks)
-        start = 0
-        for index, t in enumerate(self.basis.triples):
+        # one split (its backward concatenates once; slices would each zero-fill [E, dim])
+        per_triple = coefficients.split([t.num for t in self.basis.triples], dim=1)
+        for index, (t, c) in enumerate(zip(self.basis.triples, per_triple)):
             basis = getattr(self, f"_basis_{index}")  # [n, d_out, d_sh, d_in]
-            c = coefficients[:, start : start + t.num].unflatten(1, (t.mul_out, t.mul_b, -1))
-            start += t.num
+            c = c.unflatten(1, (t.mul_out, t.mul_b, -1))
             fb = f[:, t.slice_b].unflatten(1, (t.mul_b, -1))
             paths = torch.einsum("kcab,ea,evb->evkc", basis, harmonics[:, t.slice_a], fb)
             out = torch.einsum("euvk,evkc->euc", c, paths).flatten(1)
