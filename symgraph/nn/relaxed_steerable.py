@@ -29,6 +29,13 @@ strictly equivariant layers.)
 
 The relaxed implicit kernel (an :class:`~symgraph.nn.ImplicitKernel` plus a
 non-equivariant pathway) is not part of this module.
+
+Cost: the layer evaluates every edge's coefficients of every basis path (``[E, basis.dim]``,
+``basis.dim`` in the thousands for ``16x0e + 8x1o + 4x2e``) and its messages one edge at a
+time. On large or dense graphs :class:`~symgraph.nn.RelaxedImplicitSteerableConv`, which
+contracts through :mod:`symgraph.ops` and never builds per-edge kernels, is far cheaper
+(D4, ``16x0e + 8x1o + 4x2e``, 2,000 nodes, 114,570 edges, forward and backward on one CPU
+core: about 18 s against 0.4 s).
 """
 
 from __future__ import annotations
