@@ -442,3 +442,77 @@ def test_radial_centres_survive_a_float32_round_trip():
     assert torch.equal(built_in_float32(distance), built_in_float64(distance))
     reference = torch.linspace(0.0, 3.3, 7, dtype=torch.float64)
     assert torch.equal(built_in_float32.centres, reference)
+
+
+@pytest.mark.parametrize(
+    "layer", ["Gate", "NormActivation", "EquivariantLayerNorm", "InvariantReadout"]
+)
+def test_layers_on_one_representation_name_an_irreps_string(layer):
+    """Gate, NormActivation, EquivariantLayerNorm and InvariantReadout take a Rep (it carries
+    the group); an irreps string, as the other layers take, is named, not an AttributeError."""
+    import symgraph.nn
+
+    with pytest.raises(TypeError, match=r"rep: expected a symgraph Rep .* Rep\('4x0e \+ 1x1o'"):
+        getattr(symgraph.nn, layer)("4x0e + 1x1o")
+    assert getattr(symgraph.nn, layer)(Rep("4x0e + 1x1o", SO3())).rep.dim == 7
+
+
+@pytest.mark.parametrize("layer", ["NormActivation", "EquivariantLayerNorm"])
+def test_norm_layers_refuse_features_of_another_precision(layer):
+    """As every layer with weights: float32 features into a float64 layer are refused, not
+    silently promoted to a float64 output."""
+    import symgraph.nn
+
+    norm = getattr(symgraph.nn, layer)(Rep("2x0e + 1x1o", SO3())).double()
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float64 .* got torch.float32"):
+        norm(torch.randn(3, 5))
+    assert norm(torch.randn(3, 5, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_layer_norm_of_an_empty_representation_is_the_identity():
+    from symgraph.nn import EquivariantLayerNorm, NormActivation
+
+    x = torch.randn(3, 0)
+    assert EquivariantLayerNorm(Rep("0x0e", SO3()))(x).shape == (3, 0)
+    assert NormActivation(Rep("0x0e", SO3()))(x).shape == (3, 0)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(lmax=True), "lmax: expected an int ≥ 1, got True"),
+        (dict(num_radial=True), "num_radial: expected a positive int, got True"),
+        (dict(cutoff=True), "cutoff: expected a positive number or None, got True"),
+        (dict(cutoff="5"), "cutoff: expected a positive number or None, got '5'"),
+        (dict(r_max=None), "r_max: expected a positive number, got None"),
+    ],
+)
+def test_relaxed_steerable_settings_of_the_wrong_type_are_named(setting, message):
+    """The settings RelaxedSteerableConv shares with the implicit kernel are checked alike at
+    construction (a bool was taken as 1, lmax=True failed only in forward)."""
+    from symgraph.nn import RelaxedSteerableConv
+
+    with pytest.raises(ValueError, match=message):
+        RelaxedSteerableConv("2x0e", "2x0e", **setting)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(length_scale=None), "length_scale: expected a positive finite number, got None"),
+        (dict(length_scale=float("inf")), "length_scale: expected a positive finite number"),
+        (dict(backend="bogus"), "backend: expected one of .* got 'bogus'"),
+    ],
+)
+def test_relaxed_group_conv_settings_are_named_at_construction(setting, message):
+    from symgraph.nn import RelaxedGroupConv
+
+    with pytest.raises(ValueError, match=message):
+        RelaxedGroupConv(1, 1, "C4", **setting)
+
+
+def test_mlp_depth_is_no_bool():
+    from symgraph.nn import EquivariantMLP
+
+    with pytest.raises(ValueError, match="layers: expected a non-negative int, got True"):
+        EquivariantMLP("2x0e", "2x0e", layers=True)

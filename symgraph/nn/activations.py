@@ -16,7 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from symgraph.checks import check_parameter_dtype
 from symgraph.groups import IrrepBlock, RegularBlock, Rep
+from symgraph.nn.linear import check_rep
 from symgraph.ops.gate import GateSegment, gate
 
 __all__ = ["Gate", "NormActivation", "gated_blocks", "gate_rep"]
@@ -84,7 +86,7 @@ class Gate(nn.Module):
 
     def __init__(self, rep: Rep) -> None:
         super().__init__()
-        self.rep = rep
+        self.rep = check_rep(rep)
         self.rep_in = gate_rep(rep)
         self.segments = gate_segments(rep)
         self.num_gates = sum(seg.mul for seg in self.segments if seg.kind == "gated")
@@ -116,7 +118,7 @@ class NormActivation(nn.Module):
 
     def __init__(self, rep: Rep, eps: float = 1e-8) -> None:
         super().__init__()
-        self.rep = self.rep_in = rep
+        self.rep = self.rep_in = check_rep(rep)
         self.eps = eps
         self._gated = set(gated_blocks(rep))
         num = sum(rep.blocks[i][0] for i in self._gated)
@@ -127,7 +129,7 @@ class NormActivation(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        self.rep.check_features(x, "x")
+        check_parameter_dtype(self.rep.check_features(x, "x"), self, "x")
         outputs, used = [], 0
         for index, ((mul, block), where) in enumerate(zip(self.rep.blocks, self.rep.slices())):
             part = x[..., where]

@@ -465,9 +465,10 @@ class ImplicitSteerableConv(MessagePassing):
     register_edge_update_forward_hook = _no_propagate_hook("register_edge_update_forward_hook")
 
     def __repr__(self) -> str:
+        options = "".join(f", {key}={value}" for key, value in self._kernel_options().items())
         return (
             f"{self.__class__.__name__}({self.rep_in.short()} -> {self.rep_out.short()}, "
             f"group={self.group.name}, edge_dim={self.edge_dim}, node_dim={self.node_attr_dim}, "
             f"hidden={self.kernel.rep_hidden.short()}, lmax={self.kernel.lmax}, "
-            f"cutoff={self.kernel.cutoff}, aggr={self.aggr})"
+            f"cutoff={self.kernel.cutoff}, aggr={self.aggr}{options})"
         )

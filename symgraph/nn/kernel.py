@@ -43,7 +43,13 @@ from symgraph.nn.mlp import EquivariantMLPLayer
 from symgraph.ops.kernel_mlp import KernelLayer, hidden_forward
 from symgraph.ops.sparse_head import HeadGroup, head_groups
 
-__all__ = ["HiddenFunction", "ImplicitKernel", "KernelWeights", "default_kernel_hidden"]
+__all__ = [
+    "HiddenFunction",
+    "ImplicitKernel",
+    "KernelWeights",
+    "check_radial_settings",
+    "default_kernel_hidden",
+]
 
 HiddenFunction = Callable[[Tensor, Tensor | None, Tensor | None, Tensor | None], Tensor]
 """``(rel [E, 3], edge_attr, node_src, node_dst) -> h [E, A]``: a kernel's hidden features."""
@@ -65,6 +71,19 @@ class KernelWeights:
 
 def _is_positive_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+
+
+def check_radial_settings(lmax: int, num_radial: int, cutoff: float | None, r_max: float) -> None:
+    """Raise ``ValueError`` naming ``lmax``, ``num_radial``, ``cutoff`` or ``r_max`` when one
+    has the wrong type or range (a bool is no int or number here)."""
+    if isinstance(num_radial, bool) or not isinstance(num_radial, int) or num_radial < 1:
+        raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
+    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
+        raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
+    if cutoff is not None and not _is_positive_number(cutoff):
+        raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
+    if not _is_positive_number(r_max):
+        raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
 
 
 def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
@@ -124,14 +143,7 @@ class ImplicitKernel(nn.Module):
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers: expected an int ≥ 1, got {layers!r}")
-        if isinstance(num_radial, bool) or not isinstance(num_radial, int) or num_radial < 1:
-            raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
-        if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
-            raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
-        if cutoff is not None and not _is_positive_number(cutoff):
-            raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
-        if not _is_positive_number(r_max):
-            raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
+        check_radial_settings(lmax, num_radial, cutoff, r_max)
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group
         self.rep_in = as_rep(rep_in, group, "rep_in")

@@ -100,7 +100,7 @@ class EquivariantMLP(nn.Module):
             raise ValueError(
                 f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}"
             )
-        if not isinstance(layers, int) or layers < 0:
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
             raise ValueError(f"layers: expected a non-negative int, got {layers!r}")
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_batch
+from symgraph.checks import check_batch, check_parameter_dtype
 from symgraph.groups import IrrepBlock, Rep
 from symgraph.nn.activations import gated_blocks
 from symgraph.nn.exact_buffers import ExactBufferModule
-from symgraph.nn.linear import invariant_subspace
+from symgraph.nn.linear import check_rep, invariant_subspace
 from symgraph.ops.fused import segment_reduce
 
 __all__ = ["InvariantReadout", "EquivariantLayerNorm"]
@@ -35,7 +35,7 @@ class InvariantReadout(ExactBufferModule):
         super().__init__()
         if reduce not in _REDUCTIONS:
             raise ValueError(f"reduce: expected one of {_REDUCTIONS}, got {reduce!r}")
-        self.rep, self.reduce = rep, reduce
+        self.rep, self.reduce = check_rep(rep), reduce
         rows = []
         slices = rep.slices()
         for block_index, vectors in invariant_subspace(rep):
@@ -86,7 +86,7 @@ class EquivariantLayerNorm(nn.Module):
 
     def __init__(self, rep: Rep, eps: float = 1e-6) -> None:
         super().__init__()
-        self.rep, self.eps = rep, eps
+        self.rep, self.eps = check_rep(rep), eps
         self._gated = set(gated_blocks(rep))
         self.scales = nn.ParameterList([nn.Parameter(torch.ones(m)) for m, _ in rep.blocks])
         self.shifts = nn.ParameterList(
@@ -104,7 +104,7 @@ class EquivariantLayerNorm(nn.Module):
             nn.init.zeros_(shift)
 
     def forward(self, x: Tensor) -> Tensor:
-        self.rep.check_features(x, "x")
+        check_parameter_dtype(self.rep.check_features(x, "x"), self, "x")
         outputs, shift_index = [], 0
         for index, ((mul, block), where) in enumerate(zip(self.rep.blocks, self.rep.slices())):
             part = x[..., where].reshape(*x.shape[:-1], mul, block.dim)
@@ -120,7 +120,7 @@ class EquivariantLayerNorm(nn.Module):
                 part = part + self.shifts[shift_index][:, None]
                 shift_index += 1
             outputs.append(part.reshape(*x.shape[:-1], mul * block.dim))
-        return torch.cat(outputs, dim=-1)
+        return torch.cat(outputs, dim=-1) if outputs else x
 
     def extra_repr(self) -> str:
         return self.rep.short()

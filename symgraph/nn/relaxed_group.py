@@ -47,6 +47,7 @@ from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
 from symgraph.ops import EdgeLayout, neighbour_outer_sum
+from symgraph.ops.contraction import BACKENDS
 
 __all__ = ["RelaxedGroupConv", "GroupPooling"]
 
@@ -58,6 +59,10 @@ def _positive_int(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return value
+
+
+def _is_positive_finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def _finite_group(group: object) -> MatrixGroup:
@@ -121,16 +126,16 @@ class RelaxedGroupConv(ExactBufferModule):
         self.hidden = _positive_int(hidden, "hidden")
         self.kernel_layers = _positive_int(kernel_layers, "kernel_layers")
         self.group = group = _finite_group(group)
-        if not length_scale > 0:
-            raise ValueError(f"length_scale: expected a positive number, got {length_scale!r}")
-        if cutoff is not None and (
-            isinstance(cutoff, bool)
-            or not isinstance(cutoff, numbers.Real)
-            or not 0 < cutoff < math.inf
-        ):
+        if not _is_positive_finite(length_scale):
+            raise ValueError(
+                f"length_scale: expected a positive finite number, got {length_scale!r}"
+            )
+        if cutoff is not None and not _is_positive_finite(cutoff):
             raise ValueError(f"cutoff: expected a positive finite number or None, got {cutoff!r}")
         if aggr not in _AGGREGATIONS:
             raise ValueError(f"aggr: expected one of {_AGGREGATIONS}, got {aggr!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.lifting, self.length_scale = bool(lifting), float(length_scale)
         self.cutoff = None if cutoff is None else float(cutoff)
         self.aggr, self.backend = aggr, backend

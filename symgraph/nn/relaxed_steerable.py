@@ -56,6 +56,7 @@ from symgraph.nn.embedding import (
     spherical_harmonics_rep,
 )
 from symgraph.nn.exact_buffers import ExactBufferModule
+from symgraph.nn.kernel import check_radial_settings
 from symgraph.nn.linear import EquivariantLinear, InvariantBias, check_rep, invariant_subspace
 from symgraph.nn.relaxed_utils import check_graph, relative_positions
 
@@ -122,8 +123,7 @@ class RelaxedSteerableConv(ExactBufferModule):
         super().__init__()
         if aggr not in _AGGREGATIONS:
             raise ValueError(f"aggr: expected one of {_AGGREGATIONS}, got {aggr!r}")
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
+        check_radial_settings(lmax, num_radial, cutoff, r_max)
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group
         self.rep_in = as_rep(rep_in, group, "rep_in")

@@ -186,3 +186,11 @@ def test_freezing_covers_the_free_mlp():
     assert body and all(any(p is q for q in relaxed) for p in body)
     set_relaxation_trainable(conv, False)
     assert not any(p.requires_grad for p in body)
+
+
+def test_repr_names_the_free_pathway():
+    """Two layers that differ only in their free pathway print differently (``print(model)``
+    showed the plain layer's settings alone)."""
+    conv = RelaxedImplicitSteerableConv("2x0e", "2x0e", free_input="constant", free_layers=1)
+    assert "free_input=constant" in repr(conv) and "free_layers=1" in repr(conv)
+    assert "free_" not in repr(ImplicitSteerableConv("2x0e", "2x0e"))
