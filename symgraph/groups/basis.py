@@ -3,8 +3,10 @@
 For one pair of blocks ``(a, b)`` the maps ``W: a -> b`` with ``ρ_b(h) W = W ρ_a(h)`` for
 every discrete generator ``h`` and ``dρ_b(A) W = W dρ_a(A)`` for every Lie generator ``A``
 form the nullspace of a stacked constraint matrix (the method of Finzi, Welling and
-Wilson, 2021). A large block of a finite group (a regular representation, say) is instead
-the image of the group average ``|G|⁻¹ Σ_g ρ_b(g) W ρ_a(g)⁻¹``, far cheaper than an SVD
+Wilson, 2021). When a finite group permutes the coordinates of both blocks (regular
+representations, their products, ``0e``), the maps are spanned by the indicators of the
+orbits of index pairs, read off directly. Another large block of a finite group is
+instead the image of the group average ``|G|⁻¹ Σ_g ρ_b(g) W ρ_a(g)⁻¹``, far cheaper than an SVD
 of ``(d_a d_b)²`` entries. Each span is solved once per distinct ``(G, a, b)`` and
 cached. A map between direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients
 for every block pair, so even large representations cost only a few small solves.
@@ -32,6 +34,10 @@ _AVERAGING_OVERSAMPLE = 8  # Gaussian matrices averaged beyond the rank n
 
 
 def _solve(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
+    if group.is_finite:
+        basis = _solve_by_orbits(group, block_in, block_out)
+        if basis is not None:
+            return basis
     if _averaging_is_cheaper(group, block_in.dim, block_out.dim):
         basis = _solve_by_averaging(group, block_in, block_out)
         if basis is not None:
@@ -87,6 +93,46 @@ def _solve_by_averaging(group: MatrixGroup, block_in: Block, block_out: Block) -
         if not float((r_out @ basis - basis @ r_in).abs().max()) < _NULL_TOL:
             return None
     return basis
+
+
+def _permutations(block: Block, elements: Tensor) -> Tensor | None:
+    """``[|G|, d]`` images ``ρ(g) e_j = e_{images[g, j]}``, or ``None`` when some ``ρ(g)`` is
+    not a permutation matrix (regular blocks, their products and ``0e`` are)."""
+    rho = block.rho(elements)
+    ones = rho == 1
+    if not bool((ones | (rho == 0)).all()):
+        return None
+    if not (bool((ones.sum(1) == 1).all()) and bool((ones.sum(2) == 1).all())):
+        return None
+    return ones.to(torch.uint8).argmax(dim=1)  # the row of column j's one
+
+
+def _solve_by_orbits(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor | None:
+    """The canonical basis (:func:`_canonical`) of Hom_G(block_in, block_out) when G acts
+    on both blocks by permutation matrices, else ``None``.
+
+    ``W`` is equivariant exactly when it is constant on each orbit of the index pairs
+    ``(i, j) -> (π_out(g) i, π_in(g) j)``, so the normalised orbit indicators span the
+    maps. Their supports are disjoint; in the order of their first entries they are
+    already the reduced row echelon form and its Gram–Schmidt basis, i.e. the basis the
+    other solvers reach through averaging and a reduced row echelon form (75 s and 4 GB for
+    ``regular ⊗ regular -> regular`` of the octahedral group, against 0.2 s here), found
+    from ``|G| d_in d_out`` integers."""
+    elements = group.elements()
+    images_in = _permutations(block_in, elements)
+    images_out = None if images_in is None else _permutations(block_out, elements)
+    if images_out is None:
+        return None
+    d_out, d_in = block_out.dim, block_in.dim
+    pairs = images_out[:, :, None] * d_in + images_in[:, None, :]  # [|G|, d_out, d_in]
+    # the orbit of a pair is its images under every element: name it by its smallest
+    first = pairs.reshape(len(elements), -1).amin(dim=0)
+    orbits, orbit_of = torch.unique(first, sorted=True, return_inverse=True)
+    size = torch.bincount(orbit_of, minlength=len(orbits)).to(torch.float64)
+    basis = torch.zeros(len(orbits), d_out * d_in, dtype=torch.float64)
+    columns = torch.arange(d_out * d_in)
+    basis[orbit_of, columns] = size.rsqrt()[orbit_of]
+    return basis.reshape(-1, d_out, d_in)
 
 
 def _solve_by_constraints(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
