@@ -15,6 +15,10 @@ A second table solves Hom_G(regular, regular) of finite groups (and, with ``--bi
 the bilinear map regular x 1o -> regular), where symgraph averages over the group's
 elements, against the SVD of the generator constraints of the same block (symgraph's
 method for small blocks and before session 21); both give the same canonical basis.
+
+With ``--orbits``, a third table times blocks that the group permutes (regular
+representations and their products), which symgraph reads off the orbits of index pairs
+since session 24, against the group average it used before.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ from symgraph.groups import (  # noqa: E402
     clear_cache,
     equivariant_basis,
 )
-from symgraph.groups.basis import _solve_by_constraints  # noqa: E402
+from symgraph.groups.basis import (  # noqa: E402
+    _canonical,
+    _solve_by_averaging,
+    _solve_by_constraints,
+    block_hom_basis,
+)
 from symgraph.groups.rep import ProductBlock  # noqa: E402
 from symgraph.groups.wigner import _fit  # noqa: E402
 
@@ -118,6 +127,37 @@ def regular_rows(bilinear: bool) -> list[dict]:
     return rows
 
 
+def orbit_rows() -> list[dict]:
+    """Cold solves of permuted blocks: the orbit solver against the group average."""
+    rows = []
+    octahedral, icosahedral = Octahedral(), Icosahedral()
+    cases = [
+        (octahedral, "regular -> regular", Rep.regular(octahedral).blocks[0][1]),
+        (icosahedral, "regular -> regular", Rep.regular(icosahedral).blocks[0][1]),
+        (
+            octahedral,
+            "regular x regular -> regular",
+            ProductBlock(Rep.regular(octahedral), Rep.regular(octahedral)),
+        ),
+    ]
+    for group, label, block_in in cases:
+        block_out = Rep.regular(group).blocks[0][1]
+
+        def ours(g=group, a=block_in, b=block_out):
+            clear_cache()
+            return block_hom_basis(g, a, b)
+
+        def average(g=group, a=block_in, b=block_out):
+            return _canonical(_solve_by_averaging(g, a, b))
+
+        seconds, mib, basis = timed_peak(ours)
+        peer_s, peer_mb, peer = timed_peak(average)
+        assert (basis - peer).abs().max() < 1e-10, "the two solves differ"
+        rows.append(dict(group=group.name, case=label, dim=basis.shape[0], ours_s=seconds,
+                         ours_mb=mib, peer_s=peer_s, peer_mb=peer_mb))  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="basis solve benchmark")
     parser.add_argument("--irreps", default="64x0e + 32x1o + 16x2e")
@@ -131,6 +171,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--bilinear",
         action="store_true",
         help="also time the bilinear map regular x 1o -> regular (the peer SVD takes minutes)",
+    )
+    parser.add_argument(
+        "--orbits",
+        action="store_true",
+        help="also time permuted blocks against the group average (about 2 minutes)",
     )
     args = parser.parse_args(argv)
     rows = []
@@ -170,7 +215,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{r['peer_s']:.3f} | {r['peer_mb']:.1f} | {r['peer_s'] / r['ours_small_s']:.0f}x |"
         )
     regular = regular_rows(args.bilinear)
-    print("\nRegular representations, one cold solve each (ours: group average)\n")
+    print("\nRegular representations, one cold solve each\n")
     print("| group | map | dim Hom | ours (s) | ours peak (MiB) | constraint SVD (s) | "
           "SVD peak (MiB) | speed-up |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
@@ -184,7 +229,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"| {r['group']} | {r['case']} | {r['dim']} | {r['ours_s']:.3f} | "
             f"{r['ours_mb']:.1f} | {peer} |"
         )
-    return rows + regular
+    orbits = orbit_rows() if args.orbits else []
+    if orbits:
+        print("\nPermuted blocks, one cold solve each (ours: orbits)\n")
+        print("| group | map | dim Hom | ours (s) | ours peak (MiB) | group average (s) | "
+              "average peak (MiB) | speed-up |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
+        for r in orbits:
+            print(
+                f"| {r['group']} | {r['case']} | {r['dim']} | {r['ours_s']:.3f} | "
+                f"{r['ours_mb']:.1f} | {r['peer_s']:.3f} | {r['peer_mb']:.1f} | "
+                f"{r['peer_s'] / r['ours_s']:.0f}x |"
+            )
+    return rows + regular + orbits
 
 
 if __name__ == "__main__":
