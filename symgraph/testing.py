@@ -86,6 +86,12 @@ def equivariance_error_per_element(
         )
     with torch.no_grad():
         reference = module(*args)
+        if reference.numel() == 0:  # an error of 0/0: nothing would be tested
+            raise ValueError(
+                f"args: the module's output has no entries (shape {list(reference.shape)}), "
+                f"so there is nothing to compare; give inputs with at least one node and "
+                f"an output representation of positive dimension"
+            )
         # outputs that vanish identically (e.g. no equivariant map exists) are compared
         # absolutely, at the scale 1e-3 per entry, instead of dividing noise by noise
         scale = reference.norm().clamp_min(1e-3 * reference.numel() ** 0.5)

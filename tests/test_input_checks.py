@@ -469,6 +469,29 @@ def test_norm_layers_refuse_features_of_another_precision(layer):
     assert norm(torch.randn(3, 5, dtype=torch.float64)).dtype == torch.float64
 
 
+@pytest.mark.parametrize("eps", [0.0, -1e-6, True, "1e-6"])
+def test_layer_norm_eps_must_be_positive(eps):
+    from symgraph.nn import EquivariantLayerNorm
+
+    with pytest.raises(ValueError, match="eps: expected a positive number"):
+        EquivariantLayerNorm(Rep("2x0e + 1x1o", SO3()), eps=eps)
+
+
+def test_equivariance_error_of_an_empty_output_is_refused():
+    """No entries to compare gave an error of 0/0 = NaN; it is now named."""
+    from symgraph.testing import equivariance_error
+
+    linear = EquivariantLinear(Rep("2x1o", SO3()), Rep("1x1o", SO3()))
+    with pytest.raises(
+        ValueError, match=r"args: the module's output has no entries \(shape \[0, 3\]"
+    ):
+        equivariance_error(linear, SO3(), [torch.randn(0, 6)], [linear.rep_in], linear.rep_out)
+    assert (
+        equivariance_error(linear, SO3(), [torch.randn(2, 6)], [linear.rep_in], linear.rep_out)
+        < 1e-5
+    )
+
+
 def test_layer_norm_of_an_empty_representation_is_the_identity():
     from symgraph.nn import EquivariantLayerNorm, NormActivation
 

@@ -80,12 +80,18 @@ class EquivariantLayerNorm(nn.Module):
     block type is divided by the root-mean-square norm of its copies. Learned scales are
     per copy (invariant), learned shifts only on ``0e``.
 
+    Args:
+        rep: the feature representation.
+        eps: positive, added to each mean square before its square root.
+
     Shapes:
         ``x [..., rep.dim] -> [..., rep.dim]``.
     """
 
     def __init__(self, rep: Rep, eps: float = 1e-6) -> None:
         super().__init__()
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps: expected a positive number, got {eps!r}")
         self.rep, self.eps = check_rep(rep), eps
         self._gated = set(gated_blocks(rep))
         self.scales = nn.ParameterList([nn.Parameter(torch.ones(m)) for m, _ in rep.blocks])
