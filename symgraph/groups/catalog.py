@@ -182,8 +182,13 @@ def group_from_name(name: str) -> MatrixGroup:
 
     Unknown names raise ``ValueError`` listing the valid ones.
     """
+    return _lookup(name, "group")
+
+
+def _lookup(name: str, argument: str) -> MatrixGroup:
+    """:func:`group_from_name`, its errors naming ``argument``."""
     if not isinstance(name, str):
-        raise TypeError(f"group: expected a group name (str), got {type(name).__name__}")
+        raise TypeError(f"{argument}: expected a group name (str), got {type(name).__name__}")
     factory = GROUPS.get(name) or ALIASES.get(name)
     if factory is not None:
         return factory()
@@ -191,14 +196,15 @@ def group_from_name(name: str) -> MatrixGroup:
     if name[:1] in ("C", "D") and order.isdigit() and int(order) > 0:
         return (C if name[0] == "C" else D)(int(order))
     valid = ", ".join([*GROUPS, *ALIASES, "C<n>", "D<n>"])
-    raise ValueError(f"group: unknown group name {name!r}; expected one of {valid}")
+    raise ValueError(f"{argument}: unknown group name {name!r}; expected one of {valid}")
 
 
 def as_group(group: MatrixGroup | str, name: str = "group") -> MatrixGroup:
     """``group`` as a :class:`MatrixGroup`: a catalog name (``"SO3"``, ``"C4"`` …) is looked up
-    with :func:`group_from_name`; anything else but a MatrixGroup is refused, naming ``name``."""
+    with :func:`group_from_name`; an unknown name or anything else but a MatrixGroup is
+    refused, naming ``name``."""
     if isinstance(group, str):
-        return group_from_name(group)
+        return _lookup(group, name)
     if not isinstance(group, MatrixGroup):
         raise TypeError(
             f"{name}: expected a MatrixGroup or a group name (e.g. 'SO3'), got "

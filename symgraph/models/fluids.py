@@ -26,6 +26,9 @@ counts; :func:`rollout` feeds predictions back to forecast several frames.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor, nn
 
@@ -88,6 +91,16 @@ def _check_positive(name: str, value: object) -> None:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
+def _check_scale(scale: object) -> float:
+    """``scale`` as a float: inputs are divided by it, so it must be positive and finite."""
+    real = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+    if not (real and math.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"scale: expected a positive finite number (a typical field magnitude), got {scale!r}"
+        )
+    return float(scale)
+
+
 class FluidCNN(nn.Module):
     """``conv``: ``layers`` Conv2d layers of ``hidden`` channels, SiLU, circular padding.
 
@@ -97,7 +110,8 @@ class FluidCNN(nn.Module):
         hidden: channels of the hidden layers.
         layers: number of convolutions (at least 2).
         kernel_size: odd kernel size.
-        scale: typical field magnitude (inputs are divided by it, updates multiplied).
+        scale: typical field magnitude, positive (inputs are divided by it, updates
+            multiplied).
 
     Shapes:
         ``frames [B, T, C, H, W] -> [B, C, H, W]``.
@@ -120,7 +134,7 @@ class FluidCNN(nn.Module):
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}")
         self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
-        self.frames_in, self.scale = frames_in, float(scale)
+        self.frames_in, self.scale = frames_in, _check_scale(scale)
         channels = self.layout.field_channels
         widths = [frames_in * channels] + [hidden] * (layers - 1) + [channels]
         self.convs = nn.ModuleList(
@@ -157,7 +171,8 @@ class SteerableFluidNet(nn.Module):
         group: the symmetry group or its name (``"C4"``, ``"D4"``, ``"SO2"`` ...).
         radius: stencil radius in cells (kernel size ``2 radius + 1``).
         relaxed: use :class:`RelaxedImplicitSteerableConv` layers.
-        scale: typical field magnitude (inputs are divided by it, updates multiplied).
+        scale: typical field magnitude, positive (inputs are divided by it, updates
+            multiplied).
         kernel_hidden: hidden representation of every kernel MLP (the convolutions'
             ``hidden``; default :func:`~symgraph.nn.kernel.default_kernel_hidden`). Most of
             the parameters sit in the kernel heads, whose size grows with it.
@@ -193,6 +208,7 @@ class SteerableFluidNet(nn.Module):
         _check_positive("radius", radius)
         if not isinstance(layers, int) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
+        scale = _check_scale(scale)
         self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
         self.group = as_group(group)
         self.frames_in, self.radius, self.relaxed, self.scale = frames_in, radius, relaxed, scale

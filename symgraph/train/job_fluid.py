@@ -368,6 +368,11 @@ def fluid(args: argparse.Namespace) -> JobSpec:
             f"{getattr(args, 'relaxation', 'kernel')} (the plumes' breaking level is "
             "--symmetry-breaking)"
         )
+    if args.train_horizon > args.horizon:  # as FluidRolloutTask, but before simulating
+        raise ValueError(
+            f"--train-horizon: expected at most --horizon = {args.horizon} frames (the "
+            f"targets the windows hold), got {args.train_horizon}"
+        )
     with named_by_flags(_MODEL_FLAGS):  # before simulating: a stencil the grid cannot hold
         check_stencil(args.radius, args.grid)
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))

@@ -26,13 +26,18 @@ import argparse
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from symgraph.train.jobs import JobSpec, arg, register_job
+from symgraph.train.jobs import JobSpec, arg, named_by_flags, register_job
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import ClassificationTask
 
 __all__ = ["modelnet40", "rotated_copy", "build_pointcloud_datasets", "build_pointnet"]
 
 _TEST_SEED_OFFSET = 1_000_003
+#: The group arguments by the flag that names them.
+_GROUP_FLAGS = {
+    "group": "--group", "tta_group": "--tta-group", "train_rotation": "--train-rotation",
+    "test_rotation": "--test-rotation",
+}  # fmt: skip
 
 
 class _Clouds(InMemoryDataset):
@@ -57,6 +62,17 @@ def rotated_copy(dataset, group: str, seed: int) -> InMemoryDataset:
 
     rotate = RandomGroupRotation(group_from_name(group), seed=seed)
     return _Clouds([rotate(dataset[i].clone()) for i in range(len(dataset))])
+
+
+def _check_group_flags(args: argparse.Namespace) -> None:
+    """Refuse an unknown group name in any of the group flags, naming that flag (before any
+    data is read)."""
+    from symgraph.groups import as_group
+
+    with named_by_flags(_GROUP_FLAGS):
+        for name in _GROUP_FLAGS:
+            if getattr(args, name, None):
+                as_group(getattr(args, name), name)
 
 
 def build_pointcloud_datasets(args: argparse.Namespace):
@@ -138,6 +154,7 @@ def modelnet40(args: argparse.Namespace) -> JobSpec:
     """Point-cloud classification (ModelNet40 or procedural shapes) with SteerablePointNet."""
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val-fraction: expected a number in (0, 1), got {args.val_fraction}")
+    _check_group_flags(args)
     pool, test, classes = build_pointcloud_datasets(args)
     train_idx, val_idx = random_split_indices(
         len(pool), [1 - args.val_fraction, args.val_fraction], seed=args.seed

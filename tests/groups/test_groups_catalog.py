@@ -133,6 +133,18 @@ def test_unknown_group_name_lists_valid_ones():
     assert group_from_name("D6").order == 12
 
 
+def test_as_group_names_its_argument_for_an_unknown_name():
+    """``as_group(value, name)`` refuses an unknown name naming ``name``, as it does a
+    value of another type (it said ``group:`` whatever the argument)."""
+    from symgraph.groups import as_group
+
+    with pytest.raises(ValueError, match="tta_group: unknown group name 'SO4'; expected one of"):
+        as_group("SO4", "tta_group")
+    with pytest.raises(ValueError, match="group: unknown group name 'SO4'"):
+        as_group("SO4")
+    assert as_group("D6", "tta_group").order == 12
+
+
 def test_o2_is_the_planar_o2_with_z_fixed():
     """``O2()`` and the name ``"O2"`` give O2Conical: it acts on the xy plane as O(2)."""
     for group in (sg.groups.O2(), group_from_name("O2")):

@@ -213,6 +213,15 @@ def test_bad_input_names_the_argument():
         rollout(model, frames(), 0)
 
 
+@pytest.mark.parametrize("kind", ["conv", "equivariant", "relaxed"])
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_a_scale_that_is_not_a_positive_number_is_refused(kind, scale):
+    """Inputs are divided by ``scale``: 0 made NaN fields (the CNN returned them silently,
+    the steerable models failed inside with "field: expected finite values")."""
+    with pytest.raises(ValueError, match="scale: expected a positive finite number"):
+        build_fluid_model(kind, 3, width=4, layers=2, scale=scale)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -336,6 +345,10 @@ def test_a_stencil_wider_than_the_grid_is_refused_at_construction():
             "fluid: --radius: stencil radius 4 on periodic axis H of size 8",
         ),
         (["--symmetry-breaking", "1.5"], "fluid: --symmetry-breaking: expected a number in"),
+        (
+            "--train-horizon 3 --horizon 2 --grid 8 --simulations 1 --frames 10".split(),
+            "fluid: --train-horizon: expected at most --horizon = 2 frames",
+        ),
     ],
 )
 def test_fluid_job_names_the_flags_before_writing_anything(tmp_path, capsys, flags, message):

@@ -215,6 +215,8 @@ def test_bad_inputs_give_clear_errors() -> None:
         model(pos)
     with pytest.raises(ValueError, match="unknown group name 'SO4'"):
         SteerablePointNet(3, "SO4")
+    with pytest.raises(ValueError, match="tta_group: unknown group name 'SO4'"):
+        SteerablePointNet(3, "SO3", tta_group="SO4")
     with pytest.raises(ValueError, match="hidden: expected one representation per stage"):
         SteerablePointNet(3, "SO3", hidden=["4x0e"], stages=2)
     with pytest.raises(ValueError, match="ratio"):
@@ -289,6 +291,24 @@ def test_modelnet40_job_bad_data_arguments(tmp_path: Path, capsys) -> None:
     argv = ["train", "modelnet40", "--dataset", "modelnet40", "--root", str(empty)]
     assert main([*argv, "--out", str(tmp_path / "b")]) == 2  # missing split file: usage error
     assert "modelnet40_train.txt not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--group", "--tta-group", "--train-rotation", "--test-rotation"])
+def test_modelnet40_job_names_the_group_flag_it_refuses(
+    tmp_path: Path, capsys, monkeypatch, flag: str
+) -> None:
+    """An unknown group name is refused naming its flag (all four said ``group:``), before
+    any data is read (a bad rotation group was found after reading ModelNet40)."""
+    from symgraph.cli import main
+    from symgraph.train import job_modelnet40
+
+    def no_data(args):
+        raise AssertionError("the datasets were built before the group flags were checked")
+
+    monkeypatch.setattr(job_modelnet40, "build_pointcloud_datasets", no_data)
+    assert main([*JOB, flag, "Z9", "--out", str(tmp_path / "run")]) == 2
+    assert f"modelnet40: {flag}: unknown group name 'Z9'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def modelnet40_spec(*flags: str):
