@@ -539,3 +539,16 @@ def test_mlp_depth_is_no_bool():
 
     with pytest.raises(ValueError, match="layers: expected a non-negative int, got True"):
         EquivariantMLP("2x0e", "2x0e", layers=True)
+
+
+def test_an_irreps_string_e3nn_cannot_read_is_named_by_its_argument():
+    """``as_rep`` names the argument (``irreps_in``, ``rep_out``, ``kernel_hidden``), not the
+    parser's own ``irreps``."""
+    from symgraph.models.fluids import SteerableFluidNet
+
+    with pytest.raises(ValueError, match="irreps_in: expected an e3nn irreps string"):
+        ImplicitSteerableConv("4x9q", "2x0e")
+    with pytest.raises(ValueError, match="rep_out: expected an e3nn irreps string"):
+        EquivariantLinear("2x0e", "1xq")
+    with pytest.raises(ValueError, match="kernel_hidden: expected an e3nn irreps string"):
+        SteerableFluidNet(2, group="C4", kernel_hidden="4x9q")

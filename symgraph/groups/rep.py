@@ -325,4 +325,10 @@ def as_rep(value: str | o3.Irreps | Rep, group: MatrixGroup | str | None, name: 
         return value
     if not isinstance(value, str | o3.Irreps):
         raise TypeError(f"{name}: expected an irreps string, e3nn Irreps or Rep, got {type(value)}")
-    return Rep(value, group)
+    try:
+        return Rep(value, group)
+    except ValueError as err:  # a string e3nn cannot read, named by this argument
+        reason = str(err)
+        if not reason.startswith("irreps: "):
+            raise
+        raise ValueError(f"{name}: {reason.removeprefix('irreps: ')}") from None

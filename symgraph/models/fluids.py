@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from symgraph.caching import tensor_cache
 from symgraph.checks import check_finite, check_tensor
-from symgraph.groups import MatrixGroup, Rep, as_group
+from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
 from symgraph.nn.conv import ImplicitSteerableConv
@@ -230,6 +230,8 @@ class SteerableFluidNet(nn.Module):
         rep_out = Rep(self.layout.irreps, self.group)
         free_names = ("free_hidden", "free_layers", "free_input")
         free = {k: v for k, v in kernel_options.items() if k in free_names}
+        if kernel_hidden is not None:  # named here: the kernels call theirs "hidden"
+            kernel_hidden = as_rep(kernel_hidden, self.group, "kernel_hidden")
         options = {"r_max": radius * 2**0.5, "hidden": kernel_hidden, "layers": kernel_layers}
         options.update({k: v for k, v in kernel_options.items() if k not in free_names})
         self.breaking = None

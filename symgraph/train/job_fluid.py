@@ -349,6 +349,7 @@ RELAXED_ONLY_FLAGS = (
 )
 def fluid(args: argparse.Namespace) -> JobSpec:
     """Smoke-plume forecasting: CNN, equivariant or relaxed-equivariant predictor."""
+    from symgraph.groups import as_group, as_rep
     from symgraph.models.fluids import build_fluid_model, check_stencil
     from symgraph.nn import relaxation_penalty
     from symgraph.train.relaxation_schedule import RelaxationWarmup, relaxed_adam
@@ -373,7 +374,10 @@ def fluid(args: argparse.Namespace) -> JobSpec:
             f"--train-horizon: expected at most --horizon = {args.horizon} frames (the "
             f"targets the windows hold), got {args.train_horizon}"
         )
-    with named_by_flags(_MODEL_FLAGS):  # before simulating: a stencil the grid cannot hold
+    with named_by_flags(_MODEL_FLAGS):  # before simulating: the group, the kernels' irreps,
+        group = as_group(args.group)  # a stencil the grid cannot hold
+        if getattr(args, "kernel_hidden", None):
+            as_rep(args.kernel_hidden, group, "kernel_hidden")
         check_stencil(args.radius, args.grid)
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))

@@ -349,6 +349,8 @@ def test_a_stencil_wider_than_the_grid_is_refused_at_construction():
             "--train-horizon 3 --horizon 2 --grid 8 --simulations 1 --frames 10".split(),
             "fluid: --train-horizon: expected at most --horizon = 2 frames",
         ),
+        (["--kernel-hidden", "4x9q"], "fluid: --kernel-hidden: expected an e3nn irreps string"),
+        (["--group", "C0"], "fluid: --group: unknown group name 'C0'"),
     ],
 )
 def test_fluid_job_names_the_flags_before_writing_anything(tmp_path, capsys, flags, message):
