@@ -7,6 +7,9 @@ type or dtype) with a message of the form
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -19,6 +22,9 @@ __all__ = [
     "check_batch",
     "check_finite",
     "check_parameter_dtype",
+    "is_int",
+    "is_real",
+    "as_number",
 ]
 
 
@@ -26,6 +32,32 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"tensor of shape {list(value.shape)} and dtype {value.dtype}"
     return f"{type(value).__name__} {value!r}"[:200]
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer setting: a Python or numpy integer, never a bool.
+
+    ``numbers.Integral`` covers ``np.int64`` and friends (``np.bool_`` is not one) and leaves
+    out tensors, floats and strings; ``bool`` subclasses ``int`` and is refused explicitly.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real-number setting: a Python or numpy integer or float, never
+    a bool (nor ``np.bool_``), a tensor or a complex number. NaN and inf are reals: range
+    checks stay with the caller."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def as_number(value: Any) -> Any:
+    """``value`` with a numpy number (``np.int64``, ``np.float32`` …) replaced by the equal
+    Python ``int`` or ``float``; anything else (Python numbers, bools, ``None``, tensors) is
+    returned as it is. For storing checked settings, so that attributes, reprs, JSON and
+    cache keys never hold a numpy type."""
+    if not is_real(value):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def check_tensor(value: object, name: str) -> Tensor:

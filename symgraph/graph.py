@@ -11,13 +11,12 @@ distance matrix at a time).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from symgraph.checks import check_batch, check_edge_index, check_positions
+from symgraph.checks import check_batch, check_edge_index, check_positions, is_int, is_real
 
 try:  # optional accelerator, used when present
     import torch_cluster as _torch_cluster
@@ -54,10 +53,13 @@ def _row_chunks(start: int, stop: int, width: int) -> list[tuple[int, int]]:
     return [(a, min(a + rows, stop)) for a in range(start, stop, rows)]
 
 
-def check_max_num_neighbors(value: object) -> None:
-    """``max_num_neighbors`` must be ``None`` or a positive int."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+def check_max_num_neighbors(value: object) -> int | None:
+    """``max_num_neighbors`` must be ``None`` or a positive int (returned as a Python int)."""
+    if value is None:
+        return None
+    if not is_int(value) or value < 1:
         raise ValueError(f"max_num_neighbors: expected a positive int or None, got {value!r}")
+    return int(value)
 
 
 def exact_distances(rows: Tensor, block: Tensor) -> Tensor:
@@ -89,9 +91,10 @@ def radius_graph(
     """
     check_positions(pos, "pos", dims=None)
     batch = check_batch(batch, pos.shape[0])
-    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not r > 0:
+    if not is_real(r) or not r > 0:
         raise ValueError(f"radius_graph: `r` must be a positive number, got {r!r}")
-    check_max_num_neighbors(max_num_neighbors)
+    r = float(r)
+    max_num_neighbors = check_max_num_neighbors(max_num_neighbors)
     if _torch_cluster is not None and pos.device.type != "mps":
         kwargs = {"max_num_neighbors": max_num_neighbors or pos.shape[0]}
         return _torch_cluster.radius_graph(pos, r, batch, loop, **kwargs)
@@ -137,8 +140,9 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
     """
     check_positions(pos, "pos", dims=None)
     batch = check_batch(batch, pos.shape[0])
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"knn_graph: `k` must be a positive int, got {k!r}")
+    k = int(k)
     edges = []
     for start, stop in _graph_ranges(batch, pos.shape[0]):
         block = pos[start:stop]
@@ -189,8 +193,9 @@ def order_by_in_degree(edge_index: Tensor, num_nodes: int) -> DegreeOrder:
         edge_index: ``[2, E]``, messages flowing ``edge_index[0] -> edge_index[1]``.
         num_nodes: N.
     """
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+    if not is_int(num_nodes) or num_nodes < 0:
         raise ValueError(f"num_nodes: expected a non-negative int, got {num_nodes!r}")
+    num_nodes = int(num_nodes)
     edge_index = check_edge_index(edge_index, num_nodes).long()
     degree = torch.bincount(edge_index[1], minlength=num_nodes)
     nodes = torch.argsort(degree, stable=True)

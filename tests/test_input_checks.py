@@ -3,14 +3,39 @@ single name given as a string means that one name."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 import torch
+from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from symgraph.data.transforms import KNNGraph, RadiusGraph, RandomGroupRotation
+from symgraph.data.fluids.config import PlumeConfig
+from symgraph.data.qm9 import QM9
+from symgraph.data.transforms import (
+    KNNGraph,
+    RadiusGraph,
+    RandomGroupRotation,
+    SamplePointsFixed,
+    transform_fingerprint,
+)
 from symgraph.graph import radius_graph
-from symgraph.groups import SO3, Rep
-from symgraph.nn import EquivariantLinear, ImplicitSteerableConv, InvariantReadout, RadialEmbedding
+from symgraph.groups import SO3, C, MatrixGroup, Rep
+from symgraph.models import FluidCNN, SteerableDynamics, SteerablePointNet
+from symgraph.nn import (
+    EquivariantLinear,
+    EquivariantMLP,
+    ImplicitSteerableConv,
+    InvariantReadout,
+    RadialEmbedding,
+    RelaxedGroupConv,
+)
+from symgraph.noether import tailor
+from symgraph.teleport import Teleport
+from symgraph.train import TrainConfig
 
 EDGES = torch.tensor([[0, 1, 2], [1, 2, 3]])
 
@@ -552,3 +577,204 @@ def test_an_irreps_string_e3nn_cannot_read_is_named_by_its_argument():
         EquivariantLinear("2x0e", "1xq")
     with pytest.raises(ValueError, match="kernel_hidden: expected an e3nn irreps string"):
         SteerableFluidNet(2, group="C4", kernel_hidden="4x9q")
+
+
+def _tailored(steps: object, lr: object, horizon: object) -> Tensor:
+    """Predictions of :func:`~symgraph.noether.tailor` on a small pendulum model."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x0 = torch.randn(4, 2)
+    energy = lambda x: x[..., 1] ** 2 + 3 * (1 - torch.cos(x[..., 0]))  # noqa: E731
+    return tailor(model, x0, energy, steps=steps, lr=lr, horizon=horizon).predictions
+
+
+def _conv_output(lmax: object, cutoff: object) -> Tensor:
+    torch.manual_seed(0)
+    conv = ImplicitSteerableConv("2x0e + 1x1o", "2x0e + 1x1o", lmax=lmax, cutoff=cutoff)
+    torch.manual_seed(1)
+    return conv(torch.randn(4, 5), torch.randn(4, 3), EDGES)
+
+
+#: ``name -> build(numpy) -> {attribute: value}``: each public object built with numpy
+#: scalars (``numpy=True``) or the equal Python numbers; the values must be equal and of
+#: the same Python type either way (what a repr, a config.json or a cache key sees).
+NUMPY_SETTINGS: dict[str, Callable[[bool], dict[str, object]]] = {}
+
+
+def _setting(build: Callable[[Callable], dict[str, object]]) -> None:
+    """Register ``build(number)``, where ``number(x)`` is ``x`` or its numpy scalar."""
+
+    def values(numpy: bool) -> dict[str, object]:
+        if not numpy:
+            return build(lambda x: x)
+        return build(lambda x: np.int64(x) if isinstance(x, int) else np.float32(x))
+
+    NUMPY_SETTINGS[build.__name__] = values
+
+
+@_setting
+def radius_graph_transform(n: Callable) -> dict[str, object]:
+    graph = RadiusGraph(n(1.5), max_num_neighbors=n(8))
+    data = graph(Data(pos=torch.arange(18.0).reshape(6, 3) / 4))
+    return {
+        "r": graph.r,
+        "max": graph.max_num_neighbors,
+        "repr": repr(graph),
+        "edges": data.num_edges,
+    }
+
+
+@_setting
+def knn_graph_transform(n: Callable) -> dict[str, object]:
+    graph = KNNGraph(n(3))
+    data = graph(Data(pos=torch.arange(18.0).reshape(6, 3) ** 2))
+    return {"k": graph.k, "edges": data.edge_index.tolist()}
+
+
+@_setting
+def sample_points_fixed(n: Callable) -> dict[str, object]:
+    sample = SamplePointsFixed(n(8), seed=n(3))
+    key = transform_fingerprint(sample)
+    data = sample(Data(pos=torch.arange(15.0).reshape(5, 3)))
+    return {
+        "num_points": sample.num_points,
+        "seed": sample.seed,
+        "key": key,
+        "pos": data.pos.tolist(),
+    }
+
+
+@_setting
+def point_net(n: Callable) -> dict[str, object]:
+    net = SteerablePointNet(n(4), hidden="4x0e + 2x1o", k=n(4), ratio=n(0.5), mlp_hidden=n(8))
+    return {"num_classes": net.num_classes, "k": net.k, "ratio": net.ratio, "tta": net.tta}
+
+
+@_setting
+def implicit_conv(n: Callable) -> dict[str, object]:
+    conv = ImplicitSteerableConv("2x0e", "2x0e", lmax=n(1), cutoff=n(3.0), block_edges=n(64))
+    out = _conv_output(n(1), n(3.0))
+    return {
+        "lmax": conv.kernel.lmax,
+        "cutoff": conv.kernel.cutoff,
+        "block_edges": conv.block_edges,
+        "radial": conv.kernel.radial.num_basis,
+        "out": out.tolist(),
+    }
+
+
+@_setting
+def equivariant_mlp(n: Callable) -> dict[str, object]:
+    mlp = EquivariantMLP("2x0e + 1x1o", "1x0e", layers=n(2))
+    return {"parameters": sum(p.numel() for p in mlp.parameters())}
+
+
+@_setting
+def relaxed_group_conv(n: Callable) -> dict[str, object]:
+    conv = RelaxedGroupConv(n(2), n(3), "C4", hidden=n(8), length_scale=n(0.5))
+    return {"length_scale": conv.length_scale, "in": conv.in_channels, "hidden": conv.hidden}
+
+
+@_setting
+def teleport_hook(n: Callable) -> dict[str, object]:
+    hook = Teleport("every:10", steps=n(2), lr=n(0.25))
+    return {"steps": hook.kwargs["steps"], "lr": hook.kwargs["lr"], "repr": repr(hook)}
+
+
+@_setting
+def tailoring(n: Callable) -> dict[str, object]:
+    return {"predictions": _tailored(n(2), n(0.5), n(3)).tolist()}
+
+
+@_setting
+def fluid_model(n: Callable) -> dict[str, object]:
+    model = FluidCNN(n(2), hidden=n(4), layers=n(2), kernel_size=n(3), scale=n(2.0))
+    return {"scale": model.scale, "frames_in": model.frames_in}
+
+
+@_setting
+def matrix_group(n: Callable) -> dict[str, object]:
+    group = MatrixGroup(discrete=C(n(4)).discrete_generators.float(), atol=n(2.0**-20))
+    return {"atol": group._atol, "order": group.order, "name": C(n(4)).name}
+
+
+@_setting
+def steerable_dynamics(n: Callable) -> dict[str, object]:
+    model = SteerableDynamics(num_layers=n(1), dt=n(0.5), cutoff=n(4.0), species_dim=n(2))
+    return {"dt": model.dt, "cutoff": model.cutoff, "species_dim": model.species_dim}
+
+
+@_setting
+def train_config(n: Callable) -> dict[str, object]:
+    config = TrainConfig(epochs=n(2), batch_size=n(4), seed=n(1), lr=n(0.5))
+    return {"config.json": json.dumps(dataclasses.asdict(config), default=str)}
+
+
+@_setting
+def plume_config(n: Callable) -> dict[str, object]:
+    config = PlumeConfig(size=n(16), dt=n(0.5), walls=n(1), symmetry_breaking=n(0.5))
+    return {"cache key": json.dumps(dataclasses.asdict(config))}
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_SETTINGS))
+def test_numpy_scalars_are_taken_as_python_numbers(name):
+    """Settings given as numpy scalars (``np.int64`` from ``np.arange``, ``np.float32``) work
+    as the equal Python numbers do, and what is stored holds Python ``int``/``float``: the
+    same attributes, reprs, outputs and cache keys."""
+    python, numpy = NUMPY_SETTINGS[name](False), NUMPY_SETTINGS[name](True)
+    assert numpy == python
+    for key, value in numpy.items():
+        assert type(value) is type(python[key]), key
+
+
+def test_qm9_takes_a_numpy_subset_and_cutoff(shared_data, tmp_path):
+    csv = [shared_data / "qm9" / "qm9pack_first200.csv"]
+    python = QM9(tmp_path / "a", source="csv", csv_files=csv, subset=5, cutoff=4.0, log=False)
+    numpy = QM9(
+        tmp_path / "b", source="csv", csv_files=csv, subset=np.int64(5), cutoff=np.float32(4.0),
+        subset_seed=np.int64(0), log=False,
+    )  # fmt: skip
+    assert (type(numpy.subset), type(numpy.cutoff), type(numpy.subset_seed)) == (int, float, int)
+    assert len(numpy) == len(python) == 5
+
+
+#: ``(name, build(bad), message)``: settings that refuse bools (``np.bool_`` too), NaN and
+#: negative numbers and tensors whatever their type, and inf where there is no finite one.
+REFUSALS = [
+    ("RadiusGraph", lambda bad: RadiusGraph(bad), "r: expected a positive finite radius"),
+    ("KNNGraph", lambda bad: KNNGraph(bad), "k: expected a positive int"),
+    ("seed", lambda bad: SamplePointsFixed(4, seed=bad), "seed: expected an int or None"),
+    ("layers", lambda bad: EquivariantMLP("2x0e", "2x0e", layers=bad), "layers: expected"),
+    ("lmax", lambda bad: ImplicitSteerableConv("2x0e", "2x0e", lmax=bad), "lmax: expected"),
+    ("ratio", lambda bad: SteerablePointNet(4, ratio=bad), r"ratio: expected a number in \(0"),
+    ("length_scale", lambda bad: RelaxedGroupConv(2, 2, "C4", length_scale=bad), "length_sc"),
+    ("teleport lr", lambda bad: Teleport("every:10", lr=bad), "lr: expected a positive finite"),
+    ("fluid scale", lambda bad: FluidCNN(2, scale=bad), "scale: expected a positive finite"),
+    ("atol", lambda bad: MatrixGroup(atol=bad), "atol: expected a positive number"),
+    ("dt", lambda bad: SteerableDynamics(dt=bad), "dt: expected a positive finite time step"),
+    ("C(n)", lambda bad: C(bad), r"C\(n\): `n` must be a positive int"),
+    ("qm9 cutoff", lambda bad: QM9(".", cutoff=bad), r"cutoff: expected a positive number \(Å"),
+]
+BAD_NUMBERS = [True, np.bool_(True), np.float32("nan"), np.float32(-1.0), torch.tensor(1.0)]
+
+
+@pytest.mark.parametrize(
+    ("build", "bad", "message"),
+    [
+        pytest.param(build, bad, message, id=f"{name}-{bad!r}")
+        for name, build, message in REFUSALS
+        for bad in [*BAD_NUMBERS, *([] if "cutoff" in name else [np.float64("inf")])]
+    ],
+)
+def test_numpy_bools_nan_inf_negatives_and_tensors_stay_refused(build, bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build(bad)
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(True), np.float32("nan"), np.float32(-1.0)])
+def test_tailor_refuses_bool_nan_and_negative_rates_as_numpy_scalars(bad):
+    """(A tensor rate is allowed: a learned one.)"""
+    with pytest.raises(ValueError, match="lr: expected non-negative finite step sizes"):
+        _tailored(1, bad, 2)
+    with pytest.raises(ValueError, match="lr: expected non-negative finite step sizes"):
+        _tailored(1, [0.1, bad], 2)

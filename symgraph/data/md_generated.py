@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from symgraph.checks import is_int
 from symgraph.data.frames import Trajectory
 
 __all__ = ["cache_name", "generated_trajectories", "mmff_atoms"]
@@ -83,10 +84,11 @@ def generated_trajectories(
 
     if not molecules:
         raise ValueError("molecules: expected at least one g2 molecule name, got none")
-    if isinstance(per_molecule, bool) or not isinstance(per_molecule, int) or per_molecule < 1:
+    if not is_int(per_molecule) or per_molecule < 1:
         raise ValueError(f"per_molecule: expected a positive int, got {per_molecule!r}")
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+    if not is_int(frames) or frames < 2:
         raise ValueError(f"frames: expected an int >= 2, got {frames!r}")
+    per_molecule, frames = int(per_molecule), int(frames)
     folder = None if cache_dir is None else Path(cache_dir)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.transforms import SamplePoints
 
+from symgraph.checks import as_number, is_int
 from symgraph.data.download import fetch_into
 from symgraph.data.transforms import transform_fingerprint
 from symgraph.files import atomic_write
@@ -273,12 +274,12 @@ class ModelNet40(InMemoryDataset):
         if source not in _SOURCES:
             raise ValueError(f"source: expected one of {list(_SOURCES)}, got {source!r}")
         if num_points is not None or source == "off":
-            if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 1:
+            if not is_int(num_points) or num_points < 1:
                 allowed = "a positive int" + (" or None" if source == "resampled" else "")
                 raise ValueError(f"num_points: expected {allowed}, got {num_points!r}")
         root = Path(root).expanduser().resolve()  # PyG joins raw file names onto raw_dir
-        self.split, self.source, self.num_points = split, source, num_points
-        self.allow_missing, self.seed = allow_missing, seed
+        self.split, self.source, self.num_points = split, source, as_number(num_points)
+        self.allow_missing, self.seed = allow_missing, as_number(seed)
         self._raw = self._find_raw_dir(root)
         self.names = self._read_names()
         self.classes = self._select_classes(classes)

@@ -56,7 +56,6 @@ one per element added).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -68,6 +67,7 @@ from rdkit.Geometry import Point3D
 from torch import Tensor
 from torch_geometric.data import Data
 
+from symgraph.checks import is_int, is_real
 from symgraph.graph import radius_graph
 
 __all__ = [
@@ -224,7 +224,7 @@ def _covalent_connectivity(mol: Chem.RWMol, pos: np.ndarray, factor: float) -> N
 
 
 def _check_charge(charge: object, who: str) -> None:
-    if isinstance(charge, bool) or not isinstance(charge, numbers.Integral):
+    if not is_int(charge):
         raise ValueError(f"{who}: `charge` expected an integer total charge, got {charge!r}")
 
 
@@ -321,9 +321,7 @@ def _edges(bonds: np.ndarray, pos: Tensor, cutoff: float | None) -> tuple[Tensor
 
 
 def _check_cutoff(cutoff: float | None, where: str) -> None:
-    if cutoff is not None and (
-        isinstance(cutoff, bool) or not (isinstance(cutoff, numbers.Real) and 0 < cutoff < math.inf)
-    ):
+    if cutoff is not None and not (is_real(cutoff) and 0 < cutoff < math.inf):
         raise ValueError(f"{where}: `cutoff` must be a positive number (Å) or None, got {cutoff!r}")
 
 

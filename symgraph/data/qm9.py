@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
+from symgraph.checks import as_number, is_int, is_real
 from symgraph.data.molecules import DEFAULT_CUTOFF, ELEMENTS, from_geometry
 from symgraph.data.transforms import transform_fingerprint
 from symgraph.files import atomic_write
@@ -156,7 +157,7 @@ _SYMBOL = re.compile(r"'([A-Za-z]+)'")
 
 def target_index(name: str | int) -> int:
     """Column of ``y`` holding target ``name`` (one of :data:`TARGETS`, or an index)."""
-    if isinstance(name, numbers.Integral) and not isinstance(name, bool):
+    if is_int(name):
         name = int(name)
         if 0 <= name < len(TARGETS):
             return name
@@ -395,23 +396,19 @@ class QM9(InMemoryDataset):
     ) -> None:
         if source not in self.SOURCES:
             raise ValueError(f"source: expected one of {self.SOURCES}, got {source!r}")
-        if subset is not None and (
-            isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
-        ):
+        if subset is not None and (not is_int(subset) or subset < 1):
             raise ValueError(f"subset: expected None or a positive int, got {subset!r}")
-        if cutoff is not None and (
-            isinstance(cutoff, bool) or not (isinstance(cutoff, int | float) and cutoff > 0)
-        ):
+        if cutoff is not None and not (is_real(cutoff) and cutoff > 0):
             raise ValueError(f"cutoff: expected a positive number (Å) or None, got {cutoff!r}")
         self._columns = _target_columns(target)
         self.source = source
-        self.subset = subset
+        self.subset = as_number(subset)
         if subset_seed is not None and subset is None:
             raise ValueError(
                 f"subset_seed: used only to draw subset=M molecules, got subset_seed="
                 f"{subset_seed} with subset=None (every molecule, in file order)"
             )
-        self.subset_seed = subset_seed
+        self.subset_seed = as_number(subset_seed)
         self.cutoff = None if cutoff is None else float(cutoff)
         if checksums is not None and source != "csv":
             raise ValueError(f"checksums: only used with source='csv', got source={source!r}")

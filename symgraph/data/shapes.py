@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
+from symgraph.checks import is_int, is_real
 from symgraph.data.modelnet40 import save_atomic
 from symgraph.data.transforms import transform_fingerprint
 
@@ -407,8 +408,8 @@ def sample_shape(
     """
     if name not in _SAMPLERS:
         raise ValueError(f"name: expected one of {list(SHAPE_CLASSES)}, got {name!r}")
-    _check_positive_int(num_points, "num_points")
-    _check_noise(noise)
+    num_points = _check_positive_int(num_points, "num_points")
+    noise = _check_noise(noise)
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     if normalize and num_points < 2:
@@ -425,14 +426,18 @@ def sample_shape(
     return torch.from_numpy(pos).float(), torch.from_numpy(normal).float()
 
 
-def _check_positive_int(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _check_positive_int(value: object, name: str) -> int:
+    """``value`` as a Python int, refused (naming ``name``) unless a positive integer."""
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
 
 
-def _check_noise(noise: object) -> None:
-    if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+def _check_noise(noise: object) -> float:
+    """``noise`` as a float, refused unless a finite number ``>= 0``."""
+    if not is_real(noise) or not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
+    return float(noise)
 
 
 def _select_classes(classes: Sequence[str] | None) -> list[str]:
@@ -487,16 +492,16 @@ class ProceduralShapes(InMemoryDataset):
         pre_transform: Callable[[Data], Data] | None = None,
         force_reload: bool = False,
     ) -> None:
-        _check_positive_int(num_shapes, "num_shapes")
-        _check_positive_int(num_points, "num_points")
+        num_shapes = _check_positive_int(num_shapes, "num_shapes")
+        num_points = _check_positive_int(num_points, "num_points")
         if num_points < 2:  # clouds are normalised to the unit sphere
             raise ValueError(f"num_points: expected at least 2 points per shape, got {num_points}")
-        _check_noise(noise)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        noise = _check_noise(noise)
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
         self.classes = _select_classes(classes)
         self.num_shapes, self.num_points = num_shapes, num_points
-        self.seed, self.noise = seed, float(noise)
+        self.seed, self.noise = int(seed), noise
         super().__init__(None, transform)  # no root: PyG's download/process steps are skipped
         self.pre_transform = pre_transform
         self.cache_path = None if root is None else self._cache_file(Path(root))

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from symgraph.checks import is_int
 from symgraph.data.frames import EV_PER_AMU_A2_PER_FS2, Trajectory
 
 __all__ = [
@@ -341,10 +342,9 @@ def load_md17(
         FileNotFoundError: nothing matching was found (the message says how to download).
         ValueError: an unknown file layout, or frames of different molecules.
     """
-    if max_frames is not None and (
-        isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
-    ):
+    if max_frames is not None and (not is_int(max_frames) or max_frames < 1):
         raise ValueError(f"max_frames: expected None or a positive int, got {max_frames!r}")
+    max_frames = None if max_frames is None else int(max_frames)
     _unit_factor("kcal/mol", energy_unit)  # refuses an unknown unit for every layout
     path = Path(path_or_root)
     if path.is_file():
@@ -680,10 +680,11 @@ def generate_md_trajectory(
     )
     from ase.md.verlet import VelocityVerlet
 
-    if not isinstance(steps, int) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps: expected a positive int, got {steps!r}")
-    if not isinstance(save_every, int) or save_every < 1:
+    if not is_int(save_every) or save_every < 1:
         raise ValueError(f"save_every: expected a positive int, got {save_every!r}")
+    steps, save_every = int(steps), int(save_every)
     if not dt_fs > 0:
         raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
     if not temperature_K >= 0:

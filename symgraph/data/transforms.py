@@ -36,7 +36,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from symgraph.checks import check_batch, check_finite
+from symgraph.checks import check_batch, check_finite, is_int, is_real
 from symgraph.graph import check_max_num_neighbors, knn_graph, radius_graph
 
 __all__ = [
@@ -114,9 +114,9 @@ class _SeededDraws:
     """
 
     def __init__(self, seed: int | None) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not is_int(seed):
             raise TypeError(f"seed: expected an int or None, got {type(seed).__name__} {seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self._generator: torch.Generator | None = None
         self._worker_seed: int | None = None
 
@@ -226,11 +226,12 @@ class SamplePointsFixed(BaseTransform):
         seed: int | None = None,
         keys: Sequence[str] = ("pos", "normal", "x"),
     ) -> None:
-        if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 1:
+        if not is_int(num_points) or num_points < 1:
             raise ValueError(f"num_points: expected a positive int, got {num_points!r}")
-        self.num_points = num_points
-        self.seed = seed
-        self.draws = _SeededDraws(seed)
+        draws = _SeededDraws(seed)
+        self.num_points = int(num_points)
+        self.seed = draws.seed
+        self.draws = draws
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
     def forward(self, data: Data) -> Data:
@@ -278,9 +279,9 @@ class DeduplicatePoints(BaseTransform):
     def __init__(
         self, decimals: int | None = None, keys: Sequence[str] = ("pos", "normal", "x")
     ) -> None:
-        if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int)):
+        if decimals is not None and not is_int(decimals):
             raise ValueError(f"decimals: expected an int or None, got {decimals!r}")
-        self.decimals = decimals
+        self.decimals = None if decimals is None else int(decimals)
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
 
     def forward(self, data: Data) -> Data:
@@ -345,10 +346,11 @@ class RandomGroupRotation(BaseTransform):
                 "group: expected an object with a sample(n, generator=None, dtype=...) "
                 f"method (a symgraph.groups group), got {type(group).__name__}"
             )
+        draws = _SeededDraws(seed)
         self.group = group
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
-        self.seed = seed
-        self.draws = _SeededDraws(seed)
+        self.seed = draws.seed
+        self.draws = draws
         self.store = store
 
     def sample_element(self) -> Tensor:
@@ -399,9 +401,9 @@ class KNNGraph(BaseTransform):
     """
 
     def __init__(self, k: int, loop: bool = False, clip: bool = False) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        if not is_int(k) or k < 1:
             raise ValueError(f"k: expected a positive int, got {k!r}")
-        self.k, self.loop, self.clip = k, loop, clip
+        self.k, self.loop, self.clip = int(k), loop, clip
 
     def forward(self, data: Data) -> Data:
         pos = _get_pos(data, "KNNGraph")
@@ -431,9 +433,9 @@ class RadiusGraph(BaseTransform):
     """
 
     def __init__(self, r: float, loop: bool = False, max_num_neighbors: int | None = 32) -> None:
-        if not isinstance(r, (int, float)) or not r > 0 or r == float("inf"):
+        if not is_real(r) or not r > 0 or r == float("inf"):
             raise ValueError(f"r: expected a positive finite radius, got {r!r}")
-        check_max_num_neighbors(max_num_neighbors)
+        max_num_neighbors = check_max_num_neighbors(max_num_neighbors)
         self.r, self.loop, self.max_num_neighbors = float(r), loop, max_num_neighbors
 
     def forward(self, data: Data) -> Data:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
+from symgraph.checks import is_int
 from symgraph.data.frames import Trajectory
 
 __all__ = ["TrajectoryWindows", "cut_segments", "window_trajectory"]
@@ -53,10 +54,11 @@ class TrajectoryWindows(Dataset):
         ids: Sequence[int] | None = None,
         tag: int = 0,
     ) -> None:
-        if not isinstance(length, int) or length < 1:
+        if not is_int(length) or length < 1:
             raise ValueError(f"length: expected a positive int, got {length!r}")
-        if not isinstance(step, int) or step < 1:
+        if not is_int(step) or step < 1:
             raise ValueError(f"step: expected a positive int, got {step!r}")
+        length, step = int(length), int(step)
         ids = list(range(len(trajectories))) if ids is None else [int(i) for i in ids]
         if len(ids) != len(trajectories):
             raise ValueError(
@@ -139,8 +141,9 @@ def cut_segments(trajectory: Trajectory, frames: int) -> list[Trajectory]:
     E.g. one long MD17 trajectory cut into pieces that can be held out as whole
     trajectories.
     """
-    if not isinstance(frames, int) or frames < 2:
+    if not is_int(frames) or frames < 2:
         raise ValueError(f"frames: expected an int >= 2, got {frames!r}")
+    frames = int(frames)
     count = len(trajectory) // frames
     if count == 0:
         raise ValueError(

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from symgraph.checks import is_int
 from symgraph.groups.matrix_group import MatrixGroup
 
 __all__ = [
@@ -58,13 +59,13 @@ def Mirror() -> MatrixGroup:  # noqa: N802
 
 def C(n: int) -> MatrixGroup:  # noqa: N802
     """Cyclic group of ``n`` rotations about z."""
-    _check_order(n, "C")
+    n = _check_order(n, "C")
     return MatrixGroup(discrete=[_rotation((0, 0, 1), 2 * math.pi / n)], name=f"C({n})")
 
 
 def D(n: int) -> MatrixGroup:  # noqa: N802
     """Dihedral group of order ``2n``: C(n) about z plus the π flip about x."""
-    _check_order(n, "D")
+    n = _check_order(n, "D")
     return MatrixGroup(discrete=[_rotation((0, 0, 1), 2 * math.pi / n), _FLIP_X], name=f"D({n})")
 
 
@@ -149,14 +150,16 @@ def O3() -> MatrixGroup:  # noqa: N802
     return MatrixGroup(discrete=[_INVERSION], lie=[_LX, _LY, _LZ], name="O3")
 
 
-def _check_order(n: object, name: str) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+def _check_order(n: object, name: str) -> int:
+    """``n`` as a Python int, refused unless an order in ``[1, _MAX_ROTATION_ORDER]``."""
+    if not is_int(n) or n < 1:
         raise ValueError(f"{name}(n): `n` must be a positive int, got {n!r}")
     if n > _MAX_ROTATION_ORDER:
         raise ValueError(
             f"{name}(n): `n` at most {_MAX_ROTATION_ORDER} (a finite group's elements are "
             f"listed; use SO2 for the continuous limit), got {n}"
         )
+    return int(n)
 
 
 #: Largest ``n`` of ``C(n)`` and ``D(n)`` (``D(n)`` has ``2n`` elements, within the limit on

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from symgraph.checks import as_number, is_int, is_real
+
 __all__ = ["MatrixGroup", "check_elements"]
 
 _MAX_COMPONENTS = 10_000
@@ -271,11 +273,12 @@ class MatrixGroup:
         name: str | None = None,
         atol: float = 1e-9,
     ) -> None:
-        if isinstance(atol, bool) or not isinstance(atol, int | float) or not 0 < atol < math.inf:
+        if not is_real(atol) or not 0 < atol < math.inf:
             raise ValueError(
                 "atol: expected a positive number (how accurate the generators are, e.g. 1e-6 "
                 f"for float32), got {atol!r}"
             )
+        atol = as_number(atol)
         self.discrete_generators = _as_matrices(discrete, "discrete")
         self.lie_generators = _as_matrices(lie, "lie")
         eye = torch.eye(3, dtype=torch.float64)
@@ -413,8 +416,9 @@ class MatrixGroup:
     ) -> Tensor:
         """``n`` Haar-random elements ``[n, 3, 3]`` (uniform over the elements when finite),
         of ``dtype`` (default: torch's default dtype), computed in float64."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"sample: `n` must be a non-negative int, got {n!r}")
+        n = int(n)
         pick = torch.randint(len(self._components), (n,), generator=generator)
         coset = self._components[pick]
         if self.lie_dim == 3:

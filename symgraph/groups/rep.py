@@ -21,7 +21,7 @@ import torch
 from e3nn import o3
 from torch import Tensor
 
-from symgraph.checks import check_finite
+from symgraph.checks import check_finite, is_int
 from symgraph.groups.matrix_group import MatrixGroup, check_elements
 from symgraph.groups.wigner import wigner_D, wigner_dD
 
@@ -32,7 +32,7 @@ class IrrepBlock:
     """The O(3) irrep ``(l, parity)`` (e3nn's ``"{l}e"``/``"{l}o"``), dimension ``2l + 1``."""
 
     def __init__(self, l: int, parity: int) -> None:
-        if isinstance(l, bool) or not isinstance(l, int) or l < 0:
+        if not is_int(l) or l < 0:
             raise ValueError(f"l: expected a degree l >= 0, got {l!r}")
         if parity not in (1, -1) or isinstance(parity, bool):
             raise ValueError(f"parity: expected 1 (even) or -1 (odd), got {parity!r}")
@@ -193,9 +193,9 @@ class Rep:
     @classmethod
     def regular(cls, group: MatrixGroup, mul: int = 1) -> Rep:
         """``mul`` copies of the regular representation of a finite group."""
-        if isinstance(mul, bool) or not isinstance(mul, int) or mul < 1:
+        if not is_int(mul) or mul < 1:
             raise ValueError(f"mul: expected a positive number of copies, got {mul!r}")
-        return cls(group=group, blocks=[(mul, RegularBlock(group))])
+        return cls(group=group, blocks=[(int(mul), RegularBlock(group))])
 
     @classmethod
     def trivial(cls, group: MatrixGroup, mul: int = 1) -> Rep:
@@ -217,9 +217,9 @@ class Rep:
         return Rep(group=self.group, blocks=self.blocks + other.blocks)
 
     def __rmul__(self, k: int) -> Rep:
-        if not isinstance(k, int) or k < 0:
+        if not is_int(k) or k < 0:
             raise ValueError(f"k * rep: expected a non-negative int k, got {k!r}")
-        return Rep(group=self.group, blocks=self.blocks * k)
+        return Rep(group=self.group, blocks=self.blocks * int(k))
 
     __mul__ = __rmul__
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from symgraph.caching import tensor_cache
-from symgraph.checks import check_finite, check_tensor
+from symgraph.checks import check_finite, check_tensor, is_int
 from symgraph.lattice.spec import Lattice, check_lattice
 
 __all__ = [
@@ -75,8 +75,9 @@ def nodes_to_field(x: Tensor, lattice: Lattice, batch_size: int = 1) -> Tensor:
     x = check_tensor(x, "x")
     if not isinstance(lattice, Lattice):
         raise TypeError(f"lattice: expected a Lattice, got {type(lattice).__name__}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
     rows = batch_size * lattice.num_cells
     if x.dim() != 2 or x.shape[0] != rows:
         raise ValueError(

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from symgraph.checks import is_int
 from symgraph.lattice.spec import Lattice, check_lattice
 from symgraph.lattice.stencil import stencil_offsets
 
@@ -51,9 +52,9 @@ class LatticeGraph(NamedTuple):
 
 
 def _check_batch_size(batch_size: object) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    return batch_size
+    return int(batch_size)
 
 
 def _to_xyz(array_order: Tensor) -> Tensor:

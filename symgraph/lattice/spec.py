@@ -31,8 +31,9 @@ Validity rules (each raises ``ValueError`` with the argument named):
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
+
+from symgraph.checks import is_int, is_real
 
 __all__ = ["Lattice", "check_lattice"]
 
@@ -74,26 +75,26 @@ class Lattice:
         shape = self.shape
         if not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3):
             raise ValueError(f"shape: expected (H, W) or (D, H, W), got {shape!r}")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        if not all(is_int(n) and n > 0 for n in shape):
             raise ValueError(f"shape: expected positive integers, got {tuple(shape)!r}")
         dim = len(shape)
         spacing = _per_axis(self.spacing, dim, "spacing")
-        if not all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in spacing):
+        if not all(is_real(s) for s in spacing):
             raise ValueError(f"spacing: expected positive finite numbers, got {self.spacing!r}")
         spacing = tuple(float(s) for s in spacing)
         if not all(math.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"spacing: expected positive finite numbers, got {spacing!r}")
         radius = _per_axis(self.radius, dim, "radius")
-        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in radius):
+        if not all(is_int(r) and r >= 0 for r in radius):
             raise ValueError(f"radius: expected non-negative integers (cells), got {radius!r}")
         periodic = _per_axis(self.periodic, dim, "periodic")
         if not all(isinstance(p, bool) for p in periodic):
             raise ValueError(f"periodic: expected bools, got {periodic!r}")
         if self.stencil not in _STENCILS:
             raise ValueError(f"stencil: expected one of {_STENCILS}, got {self.stencil!r}")
-        object.__setattr__(self, "shape", tuple(shape))
+        object.__setattr__(self, "shape", tuple(int(n) for n in shape))
         object.__setattr__(self, "spacing", spacing)
-        object.__setattr__(self, "radius", tuple(radius))
+        object.__setattr__(self, "radius", tuple(int(r) for r in radius))
         object.__setattr__(self, "periodic", tuple(periodic))
         self._validate_stencil()
 

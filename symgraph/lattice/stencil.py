@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from symgraph.caching import tensor_cache
-from symgraph.checks import check_tensor
+from symgraph.checks import check_tensor, is_int
 from symgraph.lattice.spec import Lattice, check_lattice
 
 __all__ = ["stencil_offsets", "kernel_index", "stencil_to_kernel", "kernel_to_stencil"]
@@ -39,9 +39,9 @@ def _radii(radius: int | tuple[int, ...], dim: int) -> tuple[int, ...]:
     radii = tuple(radius) if isinstance(radius, (tuple, list)) else (radius,) * dim
     if len(radii) != dim:
         raise ValueError(f"radius: expected one value or {dim} values, got {radii!r}")
-    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in radii):
+    if not all(is_int(r) and r >= 0 for r in radii):
         raise ValueError(f"radius: expected non-negative integers (cells), got {radii!r}")
-    return radii
+    return tuple(int(r) for r in radii)
 
 
 def stencil_offsets(radius: int | tuple[int, ...], dim: int = 2, shape: str = "square") -> Tensor:

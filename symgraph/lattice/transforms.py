@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symgraph.checks import check_tensor
+from symgraph.checks import check_tensor, is_int
 from symgraph.lattice.fields import FieldLayout
 
 __all__ = ["rotation_matrix_90", "rotate_field", "reflect_field"]
@@ -65,8 +65,9 @@ def rotate_field(field: Tensor, k: int = 1, layout: str | FieldLayout | None = N
         the rotated field, same shape.
     """
     field = _check_field(field)
-    if isinstance(k, bool) or not isinstance(k, int):
+    if not is_int(k):
         raise TypeError(f"k: expected an int number of quarter turns, got {k!r}")
+    k = int(k)
     if k % 2 and field.shape[-1] != field.shape[-2]:
         raise ValueError(f"field: a quarter turn needs H == W, got shape {list(field.shape)}")
     layout = _layout(layout, field)

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_batch, check_parameter_dtype, check_positions
+from symgraph.checks import as_number, check_batch, check_parameter_dtype, check_positions, is_int
 from symgraph.graph import radius_graph
 
 __all__ = ["EquivariantDynamics"]
@@ -111,7 +111,7 @@ class EquivariantDynamics(nn.Module):
         for name, value, least in (
             ("num_layers", num_layers, 1), ("num_rbf", num_rbf, 1), ("max_z", max_z, 0)
         ):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_int(value) or value < least:
                 raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
@@ -119,9 +119,10 @@ class EquivariantDynamics(nn.Module):
             raise ValueError(
                 f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
             )
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        if not is_int(hidden) or hidden < 1:
             raise ValueError(f"hidden: expected a positive width, got {hidden!r}")
-        self.dt, self.cutoff, self.max_z = float(dt), cutoff, int(max_z)
+        hidden, num_layers, num_rbf = int(hidden), int(num_layers), int(num_rbf)
+        self.dt, self.cutoff, self.max_z = float(dt), as_number(cutoff), int(max_z)
         self.velocity_scale = float(velocity_scale)
         top = cutoff if cutoff is not None else 5.0
         self.register_buffer("centres", torch.linspace(0.0, top, num_rbf), persistent=False)

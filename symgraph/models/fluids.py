@@ -27,13 +27,12 @@ counts; :func:`rollout` feeds predictions back to forecast several frames.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 
 from symgraph.caching import tensor_cache
-from symgraph.checks import check_finite, check_tensor
+from symgraph.checks import check_finite, check_tensor, is_int, is_real
 from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
@@ -86,15 +85,16 @@ def check_stencil(radius: int, grid: int) -> None:
     Lattice((grid, grid), radius=radius, periodic=True)
 
 
-def _check_positive(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _check_positive(name: str, value: object) -> int:
+    """``value`` as a Python int, refused (naming ``name``) unless a positive integer."""
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check_scale(scale: object) -> float:
     """``scale`` as a float: inputs are divided by it, so it must be positive and finite."""
-    real = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
-    if not (real and math.isfinite(scale) and scale > 0):
+    if not (is_real(scale) and math.isfinite(scale) and scale > 0):
         raise ValueError(
             f"scale: expected a positive finite number (a typical field magnitude), got {scale!r}"
         )
@@ -127,12 +127,13 @@ class FluidCNN(nn.Module):
         scale: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (("frames_in", frames_in), ("hidden", hidden)):
-            _check_positive(name, value)
-        if not isinstance(layers, int) or layers < 2:
+        frames_in = _check_positive("frames_in", frames_in)
+        hidden = _check_positive("hidden", hidden)
+        if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}")
+        layers, kernel_size = int(layers), int(kernel_size)
         self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
         self.frames_in, self.scale = frames_in, _check_scale(scale)
         channels = self.layout.field_channels
@@ -204,10 +205,11 @@ class SteerableFluidNet(nn.Module):
         **kernel_options: object,
     ) -> None:
         super().__init__()
-        _check_positive("frames_in", frames_in)
-        _check_positive("radius", radius)
-        if not isinstance(layers, int) or layers < 2:
+        frames_in = _check_positive("frames_in", frames_in)
+        radius = _check_positive("radius", radius)
+        if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
+        layers = int(layers)
         scale = _check_scale(scale)
         self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
         self.group = as_group(group)
@@ -327,7 +329,7 @@ def build_fluid_model(
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
-    _check_positive("width", width)
+    width = _check_positive("width", width)
     if grid is not None:
         check_stencil(radius, grid)
     if features not in FLUID_FEATURES:
@@ -365,7 +367,7 @@ def rollout(model: nn.Module, frames: Tensor, steps: int) -> Tensor:
     Each prediction becomes the newest input frame of the next step.
     """
     frames = check_tensor(frames, "frames")
-    _check_positive("steps", steps)
+    steps = _check_positive("steps", steps)
     window = frames
     predictions = []
     for _ in range(steps):

@@ -8,12 +8,14 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from symgraph.checks import (
+    as_number,
     check_batch,
     check_edge_attr,
     check_edge_index,
     check_features,
     check_parameter_dtype,
     check_positions,
+    is_int,
 )
 from symgraph.data.molecules import ATOM_FEATURE_DIM, BOND_FEATURE_DIM
 from symgraph.graph import order_by_in_degree
@@ -124,12 +126,14 @@ class SteerableMoleculeNet(nn.Module):
             raise ValueError(f"readout: expected one of {_READOUTS}, got {readout!r}")
         if last_layer not in _LAST_LAYERS:
             raise ValueError(f"last_layer: expected one of {_LAST_LAYERS}, got {last_layer!r}")
-        if not isinstance(num_layers, int) or num_layers < 1:
+        if not is_int(num_layers) or num_layers < 1:
             raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
+        num_layers = int(num_layers)
         self.group = as_group(group)
         self.rep_hidden = Rep(hidden, self.group)
         self.use_edge_attr, self.use_node_attr = use_edge_attr, use_node_attr
-        self.atom_dim, self.edge_dim, self.cutoff = atom_dim, edge_dim, cutoff
+        self.atom_dim, self.edge_dim = as_number(atom_dim), as_number(edge_dim)
+        self.cutoff = as_number(cutoff)
         self.readout, self.dipole, self.num_targets = readout, dipole, num_targets
         self.last_layer = last_layer
         read_blocks = (

@@ -50,7 +50,14 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from symgraph.checks import check_batch, check_features, check_parameter_dtype, check_positions
+from symgraph.checks import (
+    check_batch,
+    check_features,
+    check_parameter_dtype,
+    check_positions,
+    is_int,
+    is_real,
+)
 from symgraph.graph import knn_graph
 from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.models.pooling import farthest_point_sampling, knn_bipartite
@@ -71,8 +78,9 @@ _TTA_SEED = 1234
 def _stage_reps(
     hidden: str | o3.Irreps | Sequence[str | o3.Irreps], stages: int, group: MatrixGroup
 ) -> list[Rep]:
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+    if not is_int(stages) or stages < 1:
         raise ValueError(f"stages: expected a positive int, got {stages!r}")
+    stages = int(stages)
     if isinstance(hidden, (str, o3.Irreps)):
         hidden = [hidden] * stages
     hidden = list(hidden)
@@ -196,19 +204,20 @@ class SteerablePointNet(ExactBufferModule):
         checkpoint: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        if not is_int(num_classes) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        if not is_int(k) or k < 1:
             raise ValueError(f"k: expected a positive int, got {k!r}")
-        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        if not is_real(ratio) or not 0 < ratio <= 1:
             raise ValueError(f"ratio: expected a number in (0, 1], got {ratio!r}")
-        if not isinstance(tta, int) or isinstance(tta, bool) or tta < 0:
+        if not is_int(tta) or tta < 0:
             raise ValueError(f"tta: expected a non-negative int, got {tta!r}")
-        if not isinstance(mlp_hidden, int) or isinstance(mlp_hidden, bool) or mlp_hidden < 1:
+        if not is_int(mlp_hidden) or mlp_hidden < 1:
             raise ValueError(f"mlp_hidden: expected a positive int, got {mlp_hidden!r}")
+        num_classes, mlp_hidden = int(num_classes), int(mlp_hidden)
         self.group = as_group(group)
         self.tta_group = self.group if tta_group is None else as_group(tta_group, "tta_group")
-        self.num_classes, self.k, self.ratio, self.tta = num_classes, k, float(ratio), tta
+        self.num_classes, self.k, self.ratio, self.tta = num_classes, int(k), float(ratio), int(tta)
         self.use_normals = use_normals
         self.rep_input = Rep("3x0e + 2x1o" if use_normals else "2x0e + 1x1o", self.group)
         self.reps = _stage_reps(hidden, stages, self.group)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
-from symgraph.checks import check_batch, check_positions
+from symgraph.checks import check_batch, check_positions, is_int, is_real
 from symgraph.graph import exact_distances
 
 __all__ = ["farthest_point_sampling", "knn_bipartite"]
@@ -54,8 +54,9 @@ def farthest_point_sampling(
     """
     check_positions(pos, "pos")
     batch = check_batch(batch, pos.shape[0])
-    if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+    if not is_real(ratio) or not 0 < ratio <= 1:
         raise ValueError(f"ratio: expected a number in (0, 1], got {ratio!r}")
+    ratio = float(ratio)
     if pos.shape[0] == 0:
         raise ValueError("pos: expected at least one point, got 0")
     dense, mask = _dense(pos, batch)  # [B, n, 3], [B, n]
@@ -110,8 +111,9 @@ def knn_bipartite(
     """
     check_positions(pos_source, "pos_source")
     check_positions(pos_target, "pos_target")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
+    k = int(k)
     if (batch_source is None) != (batch_target is None):
         raise ValueError("batch_source, batch_target: pass both or neither")
     batch_source = check_batch(batch_source, pos_source.shape[0], "batch_source")

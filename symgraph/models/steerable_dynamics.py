@@ -29,7 +29,14 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
-from symgraph.checks import check_batch, check_parameter_dtype, check_positions
+from symgraph.checks import (
+    as_number,
+    check_batch,
+    check_parameter_dtype,
+    check_positions,
+    is_int,
+    is_real,
+)
 from symgraph.graph import order_by_in_degree, radius_graph
 from symgraph.groups import MatrixGroup, Rep, as_group
 from symgraph.models.dynamics import _soft_bound
@@ -53,9 +60,9 @@ def _count(irreps: o3.Irreps, l: int, p: int) -> int:
 
 def _int_at_least(name: str, value: object, least: int = 1) -> int:
     """``value``, refused (naming ``name``) unless an integer ``>= least``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if not is_int(value) or value < least:
         raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
-    return value
+    return int(value)
 
 
 class SteerableDynamics(nn.Module):
@@ -101,20 +108,14 @@ class SteerableDynamics(nn.Module):
     ) -> None:
         super().__init__()
         group = as_group(group)
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
+        if not is_real(dt) or not 0 < dt < math.inf:
             raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
-        _int_at_least("num_layers", num_layers)
-        _int_at_least("max_z", max_z, least=0)
-        _int_at_least("species_dim", species_dim, least=0)
-        if cutoff is not None and (
-            isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not cutoff > 0
-        ):
+        num_layers = _int_at_least("num_layers", num_layers)
+        max_z = _int_at_least("max_z", max_z, least=0)
+        species_dim = _int_at_least("species_dim", species_dim, least=0)
+        if cutoff is not None and (not is_real(cutoff) or not cutoff > 0):
             raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
-        if (
-            isinstance(velocity_scale, bool)
-            or not isinstance(velocity_scale, (int, float))
-            or not 0 < velocity_scale < math.inf
-        ):
+        if not is_real(velocity_scale) or not 0 < velocity_scale < math.inf:
             raise ValueError(
                 f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
             )
@@ -134,7 +135,7 @@ class SteerableDynamics(nn.Module):
                 "hidden: expected irreps with at least one 0e (atom embedding) and one 1o "
                 f"(velocity, outputs) copy, e.g. '16x0e + 8x1o', got {str(irreps)!r}"
             )
-        self.dt, self.cutoff, self.max_z = float(dt), cutoff, int(max_z)
+        self.dt, self.cutoff, self.max_z = float(dt), as_number(cutoff), int(max_z)
         self.velocity_scale = float(velocity_scale)
         self.species_dim = int(species_dim)
         self.embed = nn.Embedding(max_z + 1, scalars)

@@ -19,6 +19,7 @@ from symgraph.checks import (
     check_parameter_dtype,
     check_positions,
     check_tensor,
+    is_int,
 )
 from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.lattice import Lattice, LatticeGraph, cell_positions, lattice_graph
@@ -241,11 +242,9 @@ class ImplicitSteerableConv(MessagePassing):
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.checkpoint = checkpoint
-        if block_edges is not None and (
-            not isinstance(block_edges, int) or isinstance(block_edges, bool) or block_edges < 1
-        ):
+        if block_edges is not None and (not is_int(block_edges) or block_edges < 1):
             raise ValueError(f"block_edges: expected a positive int or None, got {block_edges!r}")
-        self.block_edges = block_edges
+        self.block_edges = None if block_edges is None else int(block_edges)
         self.reset_parameters()
 
     @property

@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 from torch import Tensor
 
+from symgraph.checks import is_int
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.nn.exact_buffers import ExactBufferModule
 
@@ -24,7 +25,7 @@ __all__ = [
 
 def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
     """``"1x1o + 1x2e + …"`` up to ``lmax`` (l ≥ 1; the constant l = 0 is left to biases)."""
-    if not isinstance(lmax, int) or lmax < 1:
+    if not is_int(lmax) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     return Rep(" + ".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(1, lmax + 1)), group)
 
@@ -46,7 +47,7 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
     """
     if rel.dim() != 2 or rel.shape[1] != 3:  # shape only: the layers check values once
         raise ValueError(f"rel: expected shape [N, 3], got {list(rel.shape)}")
-    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
+    if not is_int(lmax) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     norm = edge_length(rel)[:, None]
     unit = rel / norm.clamp_min(torch.finfo(rel.dtype).eps)
@@ -100,14 +101,14 @@ class RadialEmbedding(ExactBufferModule):
 
     def __init__(self, num_basis: int = 8, r_max: float = 5.0) -> None:
         super().__init__()
-        if not isinstance(num_basis, int) or num_basis < 1:
+        if not is_int(num_basis) or num_basis < 1:
             raise ValueError(f"num_basis: expected a positive int, got {num_basis!r}")
         if not r_max > 0:
             raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
-        self.num_basis, self.r_max = num_basis, float(r_max)
-        centres = torch.linspace(0.0, r_max, num_basis, dtype=torch.float64)
+        self.num_basis, self.r_max = int(num_basis), float(r_max)
+        centres = torch.linspace(0.0, self.r_max, self.num_basis, dtype=torch.float64)
         self.register_exact_buffer("centres", centres)  # exact across .float()/.double()
-        self.width = r_max / max(num_basis - 1, 1)
+        self.width = self.r_max / max(self.num_basis - 1, 1)
 
     def forward(self, distance: Tensor) -> Tensor:
         """``distance [E] -> [E, num_basis]``."""

@@ -19,7 +19,6 @@ product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +26,15 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
-from symgraph.checks import check_edge_attr, check_parameter_dtype, check_positions, check_tensor
+from symgraph.checks import (
+    as_number,
+    check_edge_attr,
+    check_parameter_dtype,
+    check_positions,
+    check_tensor,
+    is_int,
+    is_real,
+)
 from symgraph.groups import MatrixGroup, Rep, as_rep
 from symgraph.nn.assembly import JointAssembly
 from symgraph.nn.bilinear import EquivariantBilinear
@@ -70,15 +77,15 @@ class KernelWeights:
 
 
 def _is_positive_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+    return is_real(value) and value > 0
 
 
 def check_radial_settings(lmax: int, num_radial: int, cutoff: float | None, r_max: float) -> None:
     """Raise ``ValueError`` naming ``lmax``, ``num_radial``, ``cutoff`` or ``r_max`` when one
     has the wrong type or range (a bool is no int or number here)."""
-    if isinstance(num_radial, bool) or not isinstance(num_radial, int) or num_radial < 1:
+    if not is_int(num_radial) or num_radial < 1:
         raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
-    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 1:
+    if not is_int(lmax) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
     if cutoff is not None and not _is_positive_number(cutoff):
         raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
@@ -139,11 +146,15 @@ class ImplicitKernel(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("edge_dim", edge_dim), ("node_dim", node_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        if not is_int(layers) or layers < 1:
             raise ValueError(f"layers: expected an int ≥ 1, got {layers!r}")
         check_radial_settings(lmax, num_radial, cutoff, r_max)
+        edge_dim, node_dim, layers, lmax, num_radial = map(
+            int, (edge_dim, node_dim, layers, lmax, num_radial)
+        )
+        cutoff, r_max = None if cutoff is None else as_number(cutoff), as_number(r_max)
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group
         self.rep_in = as_rep(rep_in, group, "rep_in")

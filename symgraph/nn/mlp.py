@@ -5,6 +5,7 @@ from __future__ import annotations
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import is_int
 from symgraph.groups import IrrepBlock, MatrixGroup, Rep, as_rep
 from symgraph.nn.activations import Gate, NormActivation, gate_rep
 from symgraph.nn.bilinear import EquivariantBilinear
@@ -100,7 +101,7 @@ class EquivariantMLP(nn.Module):
             raise ValueError(
                 f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}"
             )
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+        if not is_int(layers) or layers < 0:
             raise ValueError(f"layers: expected a non-negative int, got {layers!r}")
         if group is None and isinstance(rep_in, Rep):
             group = rep_in.group

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_batch, check_parameter_dtype
+from symgraph.checks import as_number, check_batch, check_parameter_dtype, is_real
 from symgraph.groups import IrrepBlock, Rep
 from symgraph.nn.activations import gated_blocks
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -90,9 +90,9 @@ class EquivariantLayerNorm(nn.Module):
 
     def __init__(self, rep: Rep, eps: float = 1e-6) -> None:
         super().__init__()
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        if not is_real(eps) or not eps > 0:
             raise ValueError(f"eps: expected a positive number, got {eps!r}")
-        self.rep, self.eps = check_rep(rep), eps
+        self.rep, self.eps = check_rep(rep), as_number(eps)
         self._gated = set(gated_blocks(rep))
         self.scales = nn.ParameterList([nn.Parameter(torch.ones(m)) for m, _ in rep.blocks])
         self.shifts = nn.ParameterList(

@@ -35,13 +35,12 @@ permuted by ``g → h^{-1} g``).
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from symgraph.checks import check_features, check_parameter_dtype
+from symgraph.checks import check_features, check_parameter_dtype, is_int, is_real
 from symgraph.groups import MatrixGroup, RegularBlock, Rep, as_group
 from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -56,13 +55,13 @@ _REDUCTIONS = ("mean", "max")
 
 
 def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def _is_positive_finite(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf
+    return is_real(value) and 0 < value < math.inf
 
 
 def _finite_group(group: object) -> MatrixGroup:

@@ -44,6 +44,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from symgraph.checks import is_int
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.conv import ImplicitSteerableConv
@@ -130,10 +131,11 @@ class RelaxedImplicitKernel(ImplicitKernel):
             rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial,
             cutoff, r_max,
         )  # fmt: skip
-        if isinstance(free_hidden, bool) or not isinstance(free_hidden, int) or free_hidden < 1:
+        if not is_int(free_hidden) or free_hidden < 1:
             raise ValueError(f"free_hidden: expected a positive int, got {free_hidden!r}")
-        if isinstance(free_layers, bool) or not isinstance(free_layers, int) or free_layers < 1:
+        if not is_int(free_layers) or free_layers < 1:
             raise ValueError(f"free_layers: expected an int ≥ 1, got {free_layers!r}")
+        free_hidden, free_layers = int(free_hidden), int(free_layers)
         if free_input not in FREE_INPUTS:
             raise ValueError(f"free_input: expected one of {FREE_INPUTS}, got {free_input!r}")
         self.free_input = free_input

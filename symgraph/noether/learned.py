@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import check_parameter_dtype
+from symgraph.checks import check_parameter_dtype, is_int
 from symgraph.graph import radius_graph
 from symgraph.noether.frames import Frame
 from symgraph.noether.quantities import ConservedQuantity, centre_of_mass, segment_sum
@@ -131,7 +131,7 @@ class NeuralConservedQuantity(ConservedQuantity):
             ("out_dim", out_dim, 0), ("vector_dim", vector_dim, 0), ("hidden", hidden, 1),
             ("num_layers", num_layers, 0), ("max_z", max_z, 0),
         ):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if not is_int(value) or value < least:
                 raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
         if out_dim < 1 and vector_dim < 1:
             raise ValueError(f"out_dim: expected >= 1 outputs, got {out_dim} (and no vectors)")
@@ -144,8 +144,9 @@ class NeuralConservedQuantity(ConservedQuantity):
         if num_rbf < 1:
             raise ValueError(f"num_rbf: expected at least 1 radial basis function, got {num_rbf}")
         self.out_dim, self.vector_dim = int(out_dim), int(vector_dim)
+        hidden, num_layers = int(hidden), int(num_layers)
         self.dim = self.out_dim + 3 * self.vector_dim
-        self.cutoff = cutoff
+        self.cutoff = None if cutoff is None else float(cutoff)
         self.use_velocities = self.uses_velocities = bool(use_velocities)
         self.velocity_scale = float(velocity_scale)
         self.max_z = int(max_z)

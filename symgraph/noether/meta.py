@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from symgraph.checks import is_int
 from symgraph.noether.frames import Trajectory
 from symgraph.noether.tailoring import ParamSpec, StepFn, TailorResult, rollout, tailor
 
@@ -105,11 +106,11 @@ class MetaTailoring(nn.Module):
         super().__init__()
         if not 0 < inner_lr < math.inf:
             raise ValueError(f"inner_lr: expected a positive finite number, got {inner_lr!r}")
-        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
+        if not is_int(inner_steps) or inner_steps < 0:
             raise ValueError(f"inner_steps: expected an integer >= 0, got {inner_steps!r}")
         self.model = model
         self.g = g
-        self.inner_steps = inner_steps
+        self.inner_steps = int(inner_steps)
         self.params = params
         self.per_sample = per_sample
         self.first_order = first_order

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from symgraph.checks import check_batch, check_positions
+from symgraph.checks import check_batch, check_positions, is_real
 
 __all__ = ["AsePotential", "LennardJones", "PotentialsByMolecule"]
 
@@ -186,11 +186,7 @@ class LennardJones(nn.Module):
     def __init__(self, epsilon: float = 0.01, sigma: float = 1.0) -> None:
         super().__init__()
         for name, value in (("epsilon", epsilon), ("sigma", sigma)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (0 < value < math.inf)
-            ):
+            if not is_real(value) or not (0 < value < math.inf):
                 raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
         self.epsilon = float(epsilon)
         self.sigma = float(sigma)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from symgraph.checks import as_number, is_int, is_real
 from symgraph.noether.frames import Frame, Trajectory
 from symgraph.noether.loss import noether_losses
 
@@ -185,7 +186,7 @@ def rollout(
             private copies, so running statistics (BatchNorm) are not updated. Without
             ``params`` the model is called as it is and updates its buffers as usual.
     """
-    if not isinstance(horizon, int) or horizon < 1:
+    if not is_int(horizon) or horizon < 1:
         raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
     step_fn = step_fn or default_step
     if params is None:
@@ -268,7 +269,7 @@ def tailor(
     Returns:
         :class:`TailorResult` ``(predictions, params, inner_losses)``.
     """
-    if not isinstance(steps, int) or steps < 0:
+    if not is_int(steps) or steps < 0:
         raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
     if steps and torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -278,7 +279,7 @@ def tailor(
         )
     if isinstance(lr, Sequence) and len(lr) == 0:
         raise ValueError("lr: expected a step size or a non-empty sequence of them, got []")
-    rates = [lr] if isinstance(lr, int | float | Tensor) else lr if isinstance(lr, Sequence) else []
+    rates = lr if isinstance(lr, Sequence) else [lr]
     for rate in rates:
         if isinstance(rate, Tensor):
             if rate.dim() != 0:
@@ -289,23 +290,24 @@ def tailor(
                     f"loss), got {float(rate)!r}"
                 )
             continue
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < math.inf:
+        if not is_real(rate) or not 0 <= rate < math.inf:
             raise ValueError(
                 f"lr: expected non-negative finite step sizes (a negative one climbs the "
                 f"loss), got {lr!r}"
             )
-    if max_grad_norm is not None and not (
-        isinstance(max_grad_norm, int | float) and 0 < max_grad_norm < math.inf
-    ):
+    if max_grad_norm is not None and not (is_real(max_grad_norm) and 0 < max_grad_norm < math.inf):
         raise ValueError(
             f"max_grad_norm: expected a positive finite number or None, got {max_grad_norm!r}"
         )
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+    if not is_int(horizon) or horizon < 1:
         raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
     selected = select_parameters(model, params)
     loss_horizon = horizon if loss_horizon is None else loss_horizon
-    if not isinstance(loss_horizon, int) or loss_horizon < 1:
+    if not is_int(loss_horizon) or loss_horizon < 1:
         raise ValueError(f"loss_horizon: expected a positive int, got {loss_horizon!r}")
+    steps, horizon, loss_horizon = int(steps), int(horizon), int(loss_horizon)
+    lr = _plain_rates(lr)
+    max_grad_norm = as_number(max_grad_norm)
     if loss_fn is None:
 
         def per_traj(g_: Callable[[Any], Tensor], trajectory: Any) -> Tensor:
@@ -357,6 +359,14 @@ def tailor(
     raise TypeError(
         f"x0: per_sample=True needs a tensor [B, d] or a Frame, got {type(x0).__name__}"
     )
+
+
+def _plain_rates(lr: float | Tensor | Sequence[float]) -> float | Tensor | Sequence[float]:
+    """``lr`` (checked) with numpy scalars as Python numbers; tensors, which may be learned,
+    stay as they are."""
+    if isinstance(lr, Sequence):
+        return [as_number(rate) for rate in lr]
+    return as_number(lr)
 
 
 def _step(

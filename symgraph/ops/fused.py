@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from symgraph.checks import is_int
 from symgraph.ops.contraction import neighbour_outer_sum
 
 __all__ = ["fused_outer_sum", "outer_sum_csr", "segment_reduce", "triton_available", "use_triton"]
@@ -295,8 +296,9 @@ def segment_reduce(
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce: expected one of {REDUCTIONS}, got {reduce!r}")
-    if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 0:
+    if not is_int(num_segments) or num_segments < 0:
         raise ValueError(f"num_segments: expected an int >= 0, got {num_segments!r}")
+    num_segments = int(num_segments)
     x = _features("x", x, None)
     index = _index("index", index, x.shape[0], num_segments)
     if not _resolve(backend, x):

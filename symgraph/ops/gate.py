@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from symgraph.caching import compile_aware_cache, tensor_cache
+from symgraph.checks import is_int
 
 
 @dataclass(frozen=True)
@@ -243,9 +244,10 @@ def gate(x: Tensor, axis: int, segments: tuple[GateSegment, ...]) -> Tensor:
 
     ``x.shape[axis]`` must be the segments' values and gates, as :class:`Gate` lays them out.
     """
-    if isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < x.dim():
+    if not is_int(axis) or not 0 <= axis < x.dim():
         raise ValueError(f"axis: expected an int in [0, {x.dim()}) for x of {x.dim()} axes, "
                          f"got {axis!r}")  # fmt: skip
+    axis = int(axis)
     width = sum(_split_sizes(segments)[0])
     if x.shape[axis] != width:
         raise ValueError(

@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from symgraph.checks import as_number, is_int
+
 from .base import ParameterSymmetry
 from .detect import DEFAULT_KINDS, check_find_options, find_symmetries
 from .optim_state import running_gradient
@@ -105,9 +107,9 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
     if isinstance(schedule, Iterable):
         steps = set()
         for s in schedule:
-            if isinstance(s, bool) or not isinstance(s, int):
+            if not is_int(s):
                 raise TypeError(f"schedule: expected integer step numbers, got {s!r}")
-            steps.add(s)
+            steps.add(int(s))
         return steps.__contains__
     raise TypeError(
         f"schedule: expected a string, a callable or step numbers, got {type(schedule).__name__}"
@@ -177,14 +179,14 @@ class Teleport:
         self.batch_fn = batch_fn
         self.gradient = gradient
         self.kwargs = dict(
-            steps=steps,
-            lr=lr,
+            steps=int(steps),
+            lr=as_number(lr),
             normalize=normalize,
             rtol=rtol,
             atol=atol,
             optimizer_state=optimizer_state,
             objective=objective,
-            descent_lr=descent_lr,
+            descent_lr=as_number(descent_lr),
         )
         if symmetries is None:
             check_find_options(kinds, find_options)

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from symgraph.checks import as_number, is_int, is_real
+
 from .base import (
     NoSymmetryError,
     ParameterSymmetry,
@@ -308,18 +310,16 @@ def check_search_settings(
 ) -> None:
     """Raise ``ValueError`` naming the first of :func:`teleport`'s search settings that is
     not valid (what :class:`~symgraph.teleport.Teleport` checks at construction)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if not is_int(steps) or steps < 0:
         raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
-    if isinstance(lr, bool) or not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+    if not (is_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     if (
         objective == "descent"
         and descent_lr is not None
-        and not (
-            isinstance(descent_lr, int | float) and math.isfinite(descent_lr) and descent_lr > 0
-        )
+        and not (is_real(descent_lr) and math.isfinite(descent_lr) and descent_lr > 0)
     ):
         raise ValueError(
             f"descent_lr: expected a positive step size (or None: the optimizer's lr) with "
@@ -418,6 +418,7 @@ def teleport(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
     check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
+    steps, lr, descent_lr = int(steps), as_number(lr), as_number(descent_lr)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer or None, got {optimizer!r}")
     if objective == "descent" and descent_lr is None:

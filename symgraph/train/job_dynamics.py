@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from symgraph.checks import is_int, is_real
 from symgraph.data.frames import Frame, Trajectory
 from symgraph.data.md_generated import generated_trajectories, mmff_atoms
 from symgraph.data.trajectories import finite_difference_velocities, load_md17
@@ -165,14 +166,14 @@ class ConservationLoss:
     """
 
     def __init__(self, quantity: nn.Module, weight: float, horizon: int) -> None:
-        if not isinstance(horizon, int) or horizon < 1:
+        if not is_int(horizon) or horizon < 1:
             raise ValueError(f"--noether-horizon: expected a positive int, got {horizon!r}")
-        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        if not is_real(weight) or not math.isfinite(weight) or weight < 0:
             raise ValueError(
                 f"--noether-weight: expected a finite weight >= 0 (a negative one rewards "
                 f"breaking the conservation law), got {weight!r}"
             )
-        self.quantity, self.weight, self.horizon = quantity, float(weight), horizon
+        self.quantity, self.weight, self.horizon = quantity, float(weight), int(horizon)
 
     def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
         x0 = Frame(batch.pos, batch.vel, batch.z, batch.mass, batch.batch)

@@ -39,6 +39,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from symgraph.checks import as_number, is_int
 from symgraph.files import read_json, remove_stale_temporaries, write_json
 from symgraph.train.callbacks import Callback, ExtraLoss
 from symgraph.train.checkpoint import (
@@ -136,15 +137,17 @@ class TrainConfig:
             "num_workers": self.num_workers,
         }
         for name, value in counts.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and not is_int(value):
                 raise TypeError(f"TrainConfig: {name} must be an int, got {value!r}")
+        for name in (*counts, "lr", "weight_decay", "seed", "grad_clip"):  # for config.json
+            setattr(self, name, as_number(getattr(self, name)))
         positive = {"epochs": self.epochs, "batch_size": self.batch_size}
         if self.eval_batch_size is not None:
             positive["eval_batch_size"] = self.eval_batch_size
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(
                 f"TrainConfig: seed must be a non-negative integer (it seeds numpy's "
                 f"SeedSequence), got {self.seed!r}"

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from symgraph.checks import is_int
 from symgraph.files import read_json
 from symgraph.train.checkpoint import load_checkpoint
 from symgraph.train.loop import RUN_FILES
@@ -83,8 +84,9 @@ def predict(
         molecules: ase ``Atoms``, rdkit ``Mol`` (with a 3D conformer) or PyG ``Data``.
         batch_size: molecules per forward pass.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
     if isinstance(molecules, Data) or _is_ase_atoms(molecules) or hasattr(molecules, "GetAtoms"):
         raise TypeError(
             f"molecules: expected a sequence of molecules, got one {type(molecules).__name__}; "

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from symgraph.checks import as_number, is_int, is_real
 from symgraph.nn.relaxed_utils import relaxed_modules, set_relaxation_trainable
 from symgraph.train.callbacks import Callback
 
@@ -39,8 +40,9 @@ def relaxation_parameter_groups(model: nn.Module, lr: float, lr_scale: float) ->
     Raises:
         ValueError: ``lr_scale`` is not a positive finite number.
     """
-    if not (isinstance(lr_scale, (int, float)) and 0 < lr_scale < float("inf")):
+    if not (is_real(lr_scale) and 0 < lr_scale < float("inf")):
         raise ValueError(f"lr_scale: expected a positive finite number, got {lr_scale!r}")
+    lr, lr_scale = as_number(lr), as_number(lr_scale)  # optimizer state holds no numpy
     relaxation = {
         id(p): p for _, module in relaxed_modules(model) for p in module.relaxation_parameters()
     }
@@ -82,9 +84,9 @@ class RelaxationWarmup(Callback):
     """
 
     def __init__(self, epochs: int) -> None:
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        if not is_int(epochs) or epochs < 0:
             raise ValueError(f"epochs: expected an int ≥ 0, got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = int(epochs)
 
     def on_batch_start(self, trainer: Trainer, step: int, batch: Any) -> None:
         set_relaxation_trainable(trainer.model, trainer.epoch >= self.epochs)

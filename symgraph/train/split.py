@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Dataset as PygDataset
+
+from symgraph.checks import is_int
 
 __all__ = ["random_split_indices", "temporal_split_indices", "dataset_indices"]
 
@@ -23,7 +24,7 @@ def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
         raise ValueError("random_split_indices: sizes must name at least one part, got []")
     if any(s < 0 for s in sizes):
         raise ValueError(f"random_split_indices: sizes must be non-negative, got {list(sizes)}")
-    if all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+    if all(is_int(s) for s in sizes):
         counts = [int(s) for s in sizes]
         if sum(counts) > n:
             raise ValueError(
@@ -70,7 +71,7 @@ def temporal_split_indices(
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction: expected a fraction in (0, 1), got {val_fraction!r}")
-    if not isinstance(window_length, int) or window_length < 1:
+    if not is_int(window_length) or window_length < 1:
         raise ValueError(f"window_length: expected a positive integer, got {window_length!r}")
     starts: dict[int, list[int]] = {}
     for series, start in windows:

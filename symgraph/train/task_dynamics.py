@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from symgraph.checks import as_number, is_int
 from symgraph.data.frames import Trajectory
 from symgraph.data.windows import window_trajectory
 from symgraph.noether import (
@@ -98,14 +99,14 @@ class NextStepTask(Task):
         for name, value in (("pos_scale", pos_scale), ("vel_scale", vel_scale)):
             if not value > 0:
                 raise ValueError(f"{name}: expected a positive scale, got {value!r}")
-        if not isinstance(tailor_steps, int) or tailor_steps < 0:
+        if not is_int(tailor_steps) or tailor_steps < 0:
             raise ValueError(f"tailor_steps: expected a non-negative int, got {tailor_steps!r}")
-        if not isinstance(tailor_horizon, int) or tailor_horizon < 1:
+        if not is_int(tailor_horizon) or tailor_horizon < 1:
             raise ValueError(f"tailor_horizon: expected a positive int, got {tailor_horizon!r}")
         self.pos_scale, self.vel_scale = float(pos_scale), float(vel_scale)
         self.quantity, self.energy = quantity, energy
-        self.tailor_steps, self.tailor_lr = tailor_steps, tailor_lr
-        self.tailor_horizon = tailor_horizon
+        self.tailor_steps, self.tailor_lr = int(tailor_steps), as_number(tailor_lr)
+        self.tailor_horizon = int(tailor_horizon)
         base = {
             "loss": "standardised squared error",
             "one_step_mse": "Å²",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from symgraph.checks import is_int
 from symgraph.teleport import (
     DEFAULT_KINDS,
     Teleport,
@@ -149,11 +150,9 @@ class TeleportCallback(Callback):
         if objective not in CALLBACK_OBJECTIVES:
             raise ValueError(f"objective: expected one of {CALLBACK_OBJECTIVES}, got {objective!r}")
         check_search_settings(steps, lr, objective, optimizer_state)
-        if samples is not None and (
-            isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
-        ):
+        if samples is not None and (not is_int(samples) or samples < 1):
             raise ValueError(f"samples: expected a positive integer or None, got {samples!r}")
-        self.samples = samples
+        self.samples = None if samples is None else int(samples)
         self.symmetries = find_symmetries(model, kinds)
         if objective == "min_grad_norm":
             check_min_grad_norm(self.symmetries, dict(model.named_parameters()))

@@ -27,21 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
+
+from symgraph.checks import as_number, is_int, is_real
 
 __all__ = ["PlumeConfig"]
 
 
 def _positive(name: str, value: float) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value > 0):
+    if not (is_real(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
 
 
 def _non_negative(name: str, value: float) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and math.isfinite(value) and value >= 0):
+    if not (is_real(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
 
 
@@ -91,7 +90,7 @@ class PlumeConfig:
 
     def __post_init__(self) -> None:
         n = self.size
-        if not isinstance(n, int) or isinstance(n, bool) or n < 8 or n % 2:
+        if not is_int(n) or n < 8 or n % 2:
             raise ValueError(f"size: expected an even integer >= 8, got {n!r}")
         for name in ("length", "dt", "inflow_radius"):
             _positive(name, getattr(self, name))
@@ -111,15 +110,15 @@ class PlumeConfig:
         for name in ("substeps", "warmup_steps", "walls"):
             value = getattr(self, name)
             low = 1 if name == "substeps" else 0
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if 2 * self.walls >= n:
             raise ValueError(f"walls: expected fewer than {n // 2} cells, got {self.walls}")
         s = self.symmetry_breaking
-        if isinstance(s, bool) or not (isinstance(s, numbers.Real) and 0 <= s <= 1):
+        if not (is_real(s) and 0 <= s <= 1):
             raise ValueError(f"symmetry_breaking: expected a number in [0, 1], got {s!r}")
-        if not isinstance(s, (int, float)):  # numpy scalars: a float, JSON-safe in cache keys
-            object.__setattr__(self, "symmetry_breaking", float(s))
+        for field in dataclasses.fields(self):  # numpy scalars: Python numbers, JSON-safe
+            object.__setattr__(self, field.name, as_number(getattr(self, field.name)))
         pos = tuple(self.inflow_position)
         if len(pos) != 2 or not all(math.isfinite(float(p)) for p in pos):
             raise ValueError(f"inflow_position: expected finite (x, y), got {pos!r}")

@@ -52,7 +52,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import os
 import tempfile
 import warnings
@@ -62,6 +61,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from symgraph.checks import as_number, is_int, is_real
 from symgraph.data.fluids.config import PlumeConfig
 from symgraph.data.fluids.solver import simulate_plumes
 
@@ -85,9 +85,10 @@ DEFAULT_BASE = PlumeConfig(initial_vorticity=1.0, walls=2, substeps=4, warmup_st
 
 
 def _positive_int(name: str, value: object, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    """``value`` as a Python int, refused (naming ``name``) unless an integer ``>= low``."""
+    if not is_int(value) or value < low:
         raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 class SmokePlumeDataset(Dataset):
@@ -141,12 +142,13 @@ class SmokePlumeDataset(Dataset):
             )
         if fields not in _FIELDS:
             raise ValueError(f"fields: expected one of {tuple(_FIELDS)}, got {fields!r}")
-        _positive_int("num_train_simulations", num_train_simulations)
-        _positive_int("num_domain_simulations", num_domain_simulations)
-        _positive_int("input_frames", input_frames)
-        _positive_int("target_frames", target_frames)
-        _positive_int("stride", stride)
-        _positive_int("future_frames", future_frames)
+        num_train_simulations = _positive_int("num_train_simulations", num_train_simulations)
+        num_domain_simulations = _positive_int("num_domain_simulations", num_domain_simulations)
+        input_frames = _positive_int("input_frames", input_frames)
+        target_frames = _positive_int("target_frames", target_frames)
+        stride = _positive_int("stride", stride)
+        future_frames = _positive_int("future_frames", future_frames)
+        frames = as_number(frames)  # checked by the solver; a Python int in the cache key
         window = input_frames + target_frames
         if future_frames < window or frames - future_frames < window:
             raise ValueError(
@@ -154,10 +156,9 @@ class SmokePlumeDataset(Dataset):
                 f"({future_frames}) must each hold one window of {window} frames, "
                 f"got frames={frames}, future_frames={future_frames}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        if not is_int(seed):
             raise ValueError(f"seed: expected an integer, got {seed!r}")
-        real = isinstance(inflow_distance, numbers.Real) and not isinstance(inflow_distance, bool)
-        if not (real and 0 < inflow_distance < 0.5):
+        if not (is_real(inflow_distance) and 0 < inflow_distance < 0.5):
             raise ValueError(
                 f"inflow_distance: expected a fraction in (0, 0.5), got {inflow_distance!r}"
             )

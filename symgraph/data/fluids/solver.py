@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from symgraph.checks import is_int
 from symgraph.data.fluids.config import PlumeConfig
 
 __all__ = ["PlumeSolver", "simulate_plume", "simulate_plumes", "spectral_divergence"]
@@ -229,8 +230,9 @@ class PlumeSolver:
         Raises:
             RuntimeError: when the run blows up (CFL number above 1 or non-finite values).
         """
-        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        if not is_int(frames) or frames < 1:
             raise ValueError(f"frames: expected a positive integer, got {frames!r}")
+        frames = int(frames)
         b, n = len(self.configs), self.n
         w0 = self._initial(initial_vorticity, "initial_vorticity", generator)
         r0 = self._initial(initial_density, "initial_density", None)
