@@ -194,6 +194,7 @@ def test_degenerate_sizes_are_refused_at_construction():
         (dict(cutoff=True), "cutoff: expected a positive number or None, got True"),
         (dict(r_max=0), "r_max: expected a positive number, got 0"),
         (dict(r_max=None), "r_max: expected a positive number, got None"),
+        (dict(r_max=True), "r_max: expected a positive number, got True"),
     ],
 )
 def test_kernel_settings_of_the_wrong_type_are_named(setting, message):
@@ -511,6 +512,9 @@ def test_equivariance_error_of_an_empty_output_is_refused():
         ValueError, match=r"args: the module's output has no entries \(shape \[0, 3\]"
     ):
         equivariance_error(linear, SO3(), [torch.randn(0, 6)], [linear.rep_in], linear.rep_out)
+    nothing = lambda x: linear(x)[:, :0]  # noqa: E731  (nodes, but no output entries)
+    with pytest.raises(ValueError, match=r"the module's output has no entries \(shape \[2, 0\]"):
+        equivariance_error(nothing, SO3(), [torch.randn(2, 6)], [linear.rep_in], "0x0e")
     assert (
         equivariance_error(linear, SO3(), [torch.randn(2, 6)], [linear.rep_in], linear.rep_out)
         < 1e-5
@@ -533,6 +537,7 @@ def test_layer_norm_of_an_empty_representation_is_the_identity():
         (dict(cutoff=True), "cutoff: expected a positive number or None, got True"),
         (dict(cutoff="5"), "cutoff: expected a positive number or None, got '5'"),
         (dict(r_max=None), "r_max: expected a positive number, got None"),
+        (dict(r_max=True), "r_max: expected a positive number, got True"),
     ],
 )
 def test_relaxed_steerable_settings_of_the_wrong_type_are_named(setting, message):

@@ -28,6 +28,7 @@ def load_qm9_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Modu
     """The trained model (eval mode) and its task (target statistics) from a qm9 run folder."""
     from symgraph.data.qm9 import target_index
     from symgraph.train.job_qm9 import build_qm9_model
+    from symgraph.train.jobs import get_job
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / RUN_FILES["config"])
@@ -35,7 +36,7 @@ def load_qm9_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[nn.Modu
         raise ValueError(f"run_dir: expected a run of the qm9 job, got job {config.get('job')!r}")
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint: expected 'best' or 'last', got {checkpoint!r}")
-    args = argparse.Namespace(**config["args"])
+    args = argparse.Namespace(**get_job("qm9").saved_args(config["args"]))
     state = load_checkpoint(run_dir / RUN_FILES["best" if checkpoint == "best" else "checkpoint"])
     model = build_qm9_model(args)
     model.load_state_dict(state["model"])

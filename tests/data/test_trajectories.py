@@ -257,8 +257,9 @@ def test_given_dt_overrides_the_md17_default(shared_data):
     water = shared_data / "md" / "water_dft_pbc" / "data_1"
     assert load_md17(water, max_frames=3).dt is None
     assert load_md17(water, dt=1.0, max_frames=3).dt == 1.0
-    with pytest.raises(ValueError, match="dt: expected a positive time step in fs, got -1.0"):
-        load_md17(water, dt=-1.0, max_frames=3)
+    for bad in (-1.0, 0.0):  # a zero dt is refused, not taken for "no dt"
+        with pytest.raises(ValueError, match=f"dt: expected a positive time step in fs, got {bad}"):
+            load_md17(water, dt=bad, max_frames=3)
 
 
 def test_generated_trajectory_records_the_steps_it_integrated():

@@ -269,6 +269,20 @@ def test_blocks_that_are_no_permutations_are_left_to_the_other_solvers(name, tex
     )
 
 
+@pytest.mark.parametrize(("name", "text"), [("D3", "regular"), ("Octahedral", "regular*0e")])
+def test_permutation_images_say_where_each_coordinate_goes(name, text):
+    """``images[g, j]`` is the coordinate ``ρ(g)`` sends ``e_j`` to (not where it comes from:
+    in a non-abelian group the two differ)."""
+    from symgraph.groups import basis as basis_module
+
+    group = group_from_name(name)
+    block, elements = _block(text, group), group.elements()
+    images = basis_module._permutations(block, elements)
+    assert images is not None and images.shape == (len(elements), block.dim)
+    eye = torch.eye(block.dim, dtype=torch.float64)
+    assert torch.equal(block.rho(elements), eye[images].transpose(1, 2))  # column j: e_{images[j]}
+
+
 def test_regular_products_of_the_octahedral_group_are_solved():
     """``regular ⊗ regular -> regular`` of O (576 maps of 24 × 576) took 75 s and 4 GB
     through averaging; the orbits give it in 0.2 s, and the bilinear layer on two regular

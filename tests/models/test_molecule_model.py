@@ -86,6 +86,7 @@ def test_last_layer_outputs_only_what_the_readout_reads(group, dipole, read):
     assert model.convs[-1].rep_out == sg.nn.gate_rep(model.rep_read)
     assert model.convs[0].rep_out == sg.nn.gate_rep(model.rep_hidden)
     assert model.node_features(molecules()).shape[1] == model.rep_read.dim
+    assert f"hidden={model.rep_hidden.short()}, read={model.rep_read.short()}," in repr(model)
     assert idle_parameters(model) == []
     full = SteerableMoleculeNet(**options, last_layer="full")
     assert full.rep_read == full.rep_hidden

@@ -201,6 +201,10 @@ def test_qm9_job_builds_what_the_flags_say(first200, tmp_path):
     assert task.target_index == TARGETS.index("gap")
     assert task.unit_scale == 1000.0 and task.unit_name == "meV"
     assert build_qm9_model(qm9_args(first200, tmp_path, "--target", "U0")).readout == "sum"
+    hidden = ("--hidden", "8x0e + 2x1o")  # its 1o is not read under O(3)
+    trimmed = build_qm9_model(qm9_args(first200, tmp_path, *hidden))
+    full = build_qm9_model(qm9_args(first200, tmp_path, *hidden, "--last-layer", "full"))
+    assert trimmed.rep_read.short() == "8x0e" and full.rep_read == full.rep_hidden
 
 
 def test_split_counts_may_hold_a_zero_and_an_empty_split_is_a_usage_error(
@@ -313,7 +317,10 @@ def test_predict_builds_graphs_with_the_wrapped_models_cutoff():
 
 def test_old_run_folders_keep_their_full_last_layer(first200, tmp_path, capsys):
     """A run folder made before ``--last-layer`` (no ``last_layer`` in config.json) holds a
-    full last layer: it evaluates and resumes as one, and resuming it trimmed is refused."""
+    full last layer: it evaluates, loads for predict and resumes as one, and resuming it
+    trimmed is refused."""
+    from symgraph.train.predict import load_qm9_run
+
     run = tmp_path / "run"
 
     def command(epochs: int, *flags: str) -> list[str]:
@@ -327,6 +334,8 @@ def test_old_run_folders_keep_their_full_last_layer(first200, tmp_path, capsys):
     path.write_text(json.dumps(config))
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
+    model, _ = load_qm9_run(run, "last")  # predict's loader builds the full layer too
+    assert model.last_layer == "full"
     assert main(command(2, "--resume")) == 2  # the last layer is trimmed by default now
     assert "--last-layer 'full' (now 'readout')" in capsys.readouterr().err
     assert main(command(2, "--last-layer", "full", "--resume")) == 0

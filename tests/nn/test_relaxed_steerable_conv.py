@@ -264,7 +264,8 @@ def test_relaxed_convolutions_take_graphs_without_edges(num_nodes):
 def test_messages_are_the_bilinear_map_of_the_harmonics_and_the_features():
     """``K(r) f = B(c(r))(Y(r), f)``: every basis triple of an output block contributes, as in
     the :class:`~symgraph.nn.EquivariantBilinear` with the edge's coefficients as weights."""
-    conv = RelaxedSteerableConv("1x0e + 1x1o", "2x0e + 1x1o", C(4), lmax=2).double()
+    # two copies in and out: each triple's coefficients are laid out [mul_out, mul_in, n]
+    conv = RelaxedSteerableConv("2x0e + 2x1o", "2x0e + 3x1o", C(4), lmax=2).double()
     _relax(conv)
     rel = torch.randn(3, 3, dtype=F64)
     f = torch.randn(3, conv.rep_in.dim, dtype=F64)

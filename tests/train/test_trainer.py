@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from symgraph.train import Callback, ClassificationTask, RegressionTask, TrainConfig, Trainer
-from symgraph.train.checkpoint import load_checkpoint
+from symgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from symgraph.train.toy import ToyGCN
 
 
@@ -282,31 +282,37 @@ class RecordRates(Callback):
         self.rates.append(trainer.optimizer.param_groups[0]["lr"])
 
 
+def per_step_trainer(splits, run_dir, callbacks, resume=False, batch_size=7, schedule=None):
+    """Two epochs under a per-step scheduler (default: the rate halves every step)."""
+    train, val, test = splits
+    schedule = schedule or (lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
+    return Trainer(
+        ToyGCN(4, 8),
+        RegressionTask.from_dataset(train),
+        train,
+        val,
+        test,
+        run_dir,
+        TrainConfig(
+            epochs=2,
+            batch_size=batch_size,
+            lr=1e-2,
+            checkpoint_every=1,
+            progress=False,
+            scheduler_interval="step",
+        ),
+        scheduler=schedule,
+        callbacks=callbacks,
+        resume=resume,
+    )
+
+
 def test_per_step_schedule_records_the_rate_the_epoch_trained_with(toy_splits, tmp_path):
     """With scheduler_interval="step", metrics.csv's lr is the rate of the epoch's last step,
     not the one the scheduler moved on to for the next epoch; also after a resume."""
 
     def per_step(run_dir, callbacks, resume=False):
-        train, val, test = toy_splits
-        return Trainer(
-            ToyGCN(4, 8),
-            RegressionTask.from_dataset(train),
-            train,
-            val,
-            test,
-            run_dir,
-            TrainConfig(
-                epochs=2,
-                batch_size=7,
-                lr=1e-2,
-                checkpoint_every=1,
-                progress=False,
-                scheduler_interval="step",
-            ),
-            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
-            callbacks=callbacks,
-            resume=resume,
-        )
+        return per_step_trainer(toy_splits, run_dir, callbacks, resume)
 
     recorder = RecordRates()
     per_step(tmp_path / "straight", [recorder]).fit()
@@ -316,6 +322,30 @@ def test_per_step_schedule_records_the_rate_the_epoch_trained_with(toy_splits, t
         per_step(tmp_path / "crashed", [CrashAtEpochEnd()]).fit()
     per_step(tmp_path / "crashed", [Callback()], resume=True).fit()
     assert [float(r["lr"]) for r in read_rows(tmp_path / "crashed/metrics.csv")] == rates
+
+
+def test_a_last_step_at_rate_zero_is_recorded_as_zero(toy_splits, tmp_path):
+    """A warmup from 0 over one-step epochs: the first epoch trained at rate 0, which is what
+    metrics.csv says (not the next epoch's rate)."""
+    warmup = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: float(step))  # noqa: E731
+    recorder = RecordRates()
+    per_step_trainer(toy_splits, tmp_path, [recorder], batch_size=32, schedule=warmup).fit()
+    assert recorder.rates == [0.0, 1e-2]
+    assert [float(r["lr"]) for r in read_rows(tmp_path / "metrics.csv")] == [0.0, 1e-2]
+
+
+def test_a_checkpoint_without_step_lr_resumes(toy_splits, tmp_path):
+    """A checkpoint written before ``step_lr`` was kept resumes; the epoch it ended in then
+    reports the optimiser's rate, as metrics.csv did before."""
+    with pytest.raises(Crash):
+        per_step_trainer(toy_splits, tmp_path, [CrashAtEpochEnd()]).fit()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["step_lr"]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    resumed = per_step_trainer(toy_splits, tmp_path, [Callback()], resume=True)
+    resumed.fit()
+    rates = [float(r["lr"]) for r in read_rows(tmp_path / "metrics.csv")]
+    assert rates == [1e-2 / 2**5, 1e-2 / 2**9]  # 5 steps an epoch: the rate after the 5th
 
 
 class MLP(nn.Module):
