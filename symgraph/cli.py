@@ -158,11 +158,15 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
-    """``[TeleportCallback]`` with ``--teleport``, else ``[]``; finds the symmetries now."""
+    """``[TeleportCallback]`` with ``--teleport``, else ``[]``; finds the symmetries now.
+
+    Settings the callback refuses together or for this model (``--teleport-gradient
+    optimizer`` without ``--teleport-objective min_grad_norm``, or ``min_grad_norm`` with
+    symmetries it cannot use) are a usage error, raised before the run folder is written."""
     if args.teleport is None:
         return []
-    return [
-        TeleportCallback(
+    try:
+        callback = TeleportCallback(
             model,
             args.teleport,
             steps=args.teleport_steps,
@@ -173,7 +177,11 @@ def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> lis
             samples=args.teleport_samples,
             gradient=args.teleport_gradient,
         )
-    ]
+    except NoSymmetryError:
+        raise
+    except ValueError as err:
+        raise UsageError(f"--teleport: {err}") from err
+    return [callback]
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:

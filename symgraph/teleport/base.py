@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "uncompiled",
     "ParamSlice",
     "ParameterSymmetry",
     "TeleportContext",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 Params = dict[str, Tensor]
+
+
+def uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile``d ``model`` wraps (same parameter objects, named without
+    the ``_orig_mod.`` prefix), else ``model``: teleportation differentiates the loss twice,
+    which compiled graphs do not support, and finds and names symmetries on this module."""
+    wrapped = getattr(model, "_orig_mod", None)
+    return wrapped if isinstance(wrapped, torch.nn.Module) else model
 
 
 class NoSymmetryError(ValueError):

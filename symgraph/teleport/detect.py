@@ -38,7 +38,7 @@ from torch import nn
 
 from . import builtins as _builtins  # noqa: F401  (fills the registry)
 from . import gated as _gated  # noqa: F401  (registers the "gated" rule)
-from .base import NoSymmetryError, ParameterSymmetry, ParamSlice
+from .base import NoSymmetryError, ParameterSymmetry, ParamSlice, uncompiled
 from .builtins import NORM_SCALE_TYPES, _initialised
 from .registry import (
     RuleFn,
@@ -403,7 +403,8 @@ def find_symmetries(
     """The parameter-space symmetries of ``model`` found by the rules ``kinds``.
 
     Args:
-        model: any ``torch.nn.Module``.
+        model: any ``torch.nn.Module`` (a ``torch.compile``d one: the module it wraps, its
+            parameter names without ``_orig_mod.``).
         kinds: rule names (default ``("rescale", "norm", "gated")``; add ``"linear"`` for
             the data-free GL(d) action across linear chains, ``"gl"`` for the
             data-dependent one; user rules from :func:`register_rule`).
@@ -419,6 +420,7 @@ def find_symmetries(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    model = uncompiled(model)
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     rules = registered_rules()
     check_find_options(kinds, options)  # names every unknown kind and option

@@ -137,6 +137,11 @@ class Teleport:
             optimizer's running mean of past gradients (no backward pass; needs the
             ``optimizer`` in the call and a momentum/first-moment state).
 
+    Under data parallelism (several processes, each with its own batch) every process
+    would teleport on its own batch and the replicas would drift apart: teleport on one
+    rank and broadcast the parameters and optimizer state to the others, as
+    ``symgraph train --teleport`` does (:class:`~symgraph.train.TeleportCallback`).
+
     Attributes:
         history: ``(step, TeleportResult)`` for every teleport made.
         seconds: total wall-clock time spent teleporting.
@@ -161,7 +166,9 @@ class Teleport:
         gradient: str = "batch",
         **find_options: Any,
     ) -> None:
-        check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
+        check_search_settings(
+            steps, lr, objective, optimizer_state, descent_lr, rtol=rtol, atol=atol
+        )
         self.schedule = parse_schedule(schedule)
         self.spec = schedule if isinstance(schedule, str) else repr(schedule)
         if loss_fn is not None and not callable(loss_fn):
@@ -182,8 +189,8 @@ class Teleport:
             steps=int(steps),
             lr=as_number(lr),
             normalize=normalize,
-            rtol=rtol,
-            atol=atol,
+            rtol=as_number(rtol),
+            atol=as_number(atol),
             optimizer_state=optimizer_state,
             objective=objective,
             descent_lr=as_number(descent_lr),

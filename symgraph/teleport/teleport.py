@@ -37,6 +37,7 @@ from .base import (
     ParameterSymmetry,
     TeleportContext,
     TeleportRefusedWarning,
+    uncompiled,
 )
 from .detect import DEFAULT_KINDS, find_symmetries
 from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
@@ -307,6 +308,9 @@ def check_search_settings(
     objective: object,
     optimizer_state: object,
     descent_lr: object = None,
+    *,
+    rtol: object = None,
+    atol: object = None,
 ) -> None:
     """Raise ``ValueError`` naming the first of :func:`teleport`'s search settings that is
     not valid (what :class:`~symgraph.teleport.Teleport` checks at construction)."""
@@ -329,6 +333,12 @@ def check_search_settings(
         raise ValueError(
             f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
         )
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (is_real(value) and math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"{name}: expected a non-negative finite tolerance (or None: the default of "
+                f"the parameters' dtype), got {value!r}"
+            )
 
 
 def teleport(
@@ -352,7 +362,10 @@ def teleport(
     """Teleport ``model`` in place to a point of its symmetry orbit with a steeper gradient.
 
     Args:
-        model: the model; its trainable parameters are the ``w`` of the paper.
+        model: the model; its trainable parameters are the ``w`` of the paper. A
+            ``torch.compile``d model is teleported through the module it wraps (same
+            parameters): ``loss_fn`` then runs eagerly, as compiled graphs have no double
+            backward.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
         batch: anything ``loss_fn`` accepts (a tensor tuple, a PyG ``Batch``, ``None``).
         steps: gradient-ascent steps on the group coordinates (``0``: only measure).
@@ -415,9 +428,10 @@ def teleport(
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    model = uncompiled(model)  # the loss is differentiated twice: eagerly
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
-    check_search_settings(steps, lr, objective, optimizer_state, descent_lr)
+    check_search_settings(steps, lr, objective, optimizer_state, descent_lr, rtol=rtol, atol=atol)
     steps, lr, descent_lr = int(steps), as_number(lr), as_number(descent_lr)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer or None, got {optimizer!r}")

@@ -179,6 +179,10 @@ def test_hook_checks_its_settings_at_construction():
         Teleport("every:1000", _loss, optimizer_state="transfrom")
     with pytest.raises(ValueError, match="descent_lr: expected a positive step size"):
         Teleport("every:1000", _loss, objective="descent", descent_lr=-1.0)
+    with pytest.raises(ValueError, match="rtol: expected a non-negative finite tolerance"):
+        Teleport("every:1000", _loss, rtol=-1e-4)
+    with pytest.raises(ValueError, match="atol: expected a non-negative finite tolerance"):
+        Teleport("every:1000", _loss, atol=float("nan"))
     with pytest.raises(TypeError, match=r"options: .* got unknown \['stpes'\]"):
         Teleport("every:1000", _loss, stpes=3)
     with pytest.raises(TypeError, match="find_options: used only to find symmetries"):

@@ -74,6 +74,25 @@ def test_teleport_increases_gradient_norm_and_keeps_loss():
     assert max(result.objective) == pytest.approx(result.grad_norm_sq_after)
 
 
+def test_a_compiled_model_is_teleported_through_the_module_it_wraps():
+    """Compiled graphs have no double backward (torch raised "does not support double
+    backward"): teleport, find_symmetries and the hook use the wrapped module, whose
+    parameters the compiled model shares, and the two stay one model."""
+    from symgraph.teleport import Teleport
+
+    model, batch = _mlp(), _data()
+    compiled = torch.compile(model, backend="aot_eager")
+    names = [s.param_names for s in find_symmetries(compiled)]
+    assert names == [s.param_names for s in find_symmetries(model)]
+    loss0 = value(mse, compiled, batch)
+    result = teleport(compiled, mse, batch, steps=5, lr=0.2)
+    assert result.accepted and result.moved
+    assert value(mse, compiled, batch) == pytest.approx(loss0, rel=1e-10)
+    torch.testing.assert_close(compiled(batch[0]), model(batch[0]))
+    hook = Teleport("every:1", mse, steps=2, lr=0.2)
+    assert hook(compiled, batch, step=1).accepted
+
+
 def test_teleport_on_pyg_gnn(graph):
     x, edge_index = graph(num_nodes=30, num_edges=90)
     torch.manual_seed(0)
@@ -702,6 +721,19 @@ def test_the_loss_check_scales_rtol_by_the_loss_and_adds_atol():
                 model, _loss_with_a_small_leak(eps), _data(), steps=5, lr=0.2, rtol=rtol, atol=atol
             )
         assert result.accepted is accepted, (rtol, atol, result.message)
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"), [("rtol", -1e-4), ("atol", float("nan")), ("rtol", "loose"), ("atol", True)]
+)
+def test_a_bad_tolerance_is_refused_before_anything_moves(option, bad):
+    """A negative or NaN tolerance would refuse every teleport with a warning; a string failed
+    in ``float()`` without naming the argument."""
+    model = _mlp()
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match=f"{option}: expected a non-negative finite tolerance"):
+        teleport(model, mse, _data(), **{option: bad})
+    assert_bit_identical(model, saved)
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,36 @@ def test_cli_rejects_bad_teleport_flags(tmp_path, capsys, flags, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--teleport-gradient", "optimizer"],
+            "--teleport: gradient: 'optimizer' is used only with objective='min_grad_norm'",
+        ),
+        (
+            ["--teleport-objective", "min_grad_norm", "--teleport-kinds", "rescale,linear"],
+            "--teleport: symmetries: objective='min_grad_norm' needs exact diagonal actions",
+        ),
+    ],
+)
+def test_cli_refuses_teleport_settings_the_callback_refuses(
+    tmp_path, capsys, monkeypatch, flags, message
+):
+    """Settings refused together, or for this model (a linear chain: GL(8) is not diagonal),
+    are a usage error (exit 2, no run folder), as a model without symmetry is, not a
+    traceback; the callback refuses them before training."""
+    toy = get_job("toy")
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 1))
+    job = Job("chain", lambda args: replace(toy(args), model=model), toy.arguments)
+    monkeypatch.setitem(JOBS, "chain", job)
+    out = tmp_path / "run"
+    argv = ["train", "chain", "--out", str(out), *TOY, "--teleport", "every:2", *flags]
+    assert main(argv) == 2
+    assert f"symgraph: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 class PlainGCN(nn.Module):
     """One convolution and a sum: no symmetry that detection can see."""
 
