@@ -127,7 +127,8 @@ class TeleportCallback(Callback):
         NoSymmetryError: ``model`` has no symmetry of ``kinds`` (the message lists what was
             searched).
         ValueError: a bad schedule, ``steps``, ``lr``, ``kinds``, ``optimizer_state``,
-            ``objective``, ``samples`` or ``gradient``, or ``"min_grad_norm"`` with a
+            ``objective``, ``samples`` or ``gradient`` (``"optimizer"`` with a teleport
+            before the first step), or ``"min_grad_norm"`` with a
             symmetry it cannot use (found by ``kinds`` such as ``"norm"`` or ``"linear"``;
             :func:`symgraph.teleport.teleport.check_min_grad_norm`).
     """
@@ -165,6 +166,12 @@ class TeleportCallback(Callback):
             objective=objective,
             gradient=gradient,
         )
+        if gradient == "optimizer" and self.teleporter.due(0):
+            raise ValueError(
+                f"schedule: {schedule!r} teleports before the first optimiser step, when the "
+                "optimiser holds no running gradient for gradient='optimizer' to read; start "
+                "at step 1 or later"
+            )
         named = dict(model.named_parameters())
         touched = {n for sym in self.symmetries for n in sym.param_names}
         #: names of the parameters a teleport may change, in the model's order

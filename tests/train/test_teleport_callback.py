@@ -320,6 +320,11 @@ def test_cli_rejects_bad_teleport_flags(tmp_path, capsys, flags, message):
             ["--teleport-objective", "min_grad_norm", "--teleport-kinds", "rescale,linear"],
             "--teleport: symmetries: objective='min_grad_norm' needs exact diagonal actions",
         ),
+        (
+            "--teleport-objective min_grad_norm --teleport-gradient optimizer --teleport-kinds "
+            "rescale --teleport at:0,3".split(),
+            "--teleport: schedule: 'at:0,3' teleports before the first optimiser step",
+        ),
     ],
 )
 def test_cli_refuses_teleport_settings_the_callback_refuses(
