@@ -53,21 +53,19 @@ def noisy_penalty(model, batch):
     return weight * sum(p.square().sum() for p in model.parameters())
 
 
+def toy_trainer(splits, run_dir, config: TrainConfig, unit_name: str = "", **options) -> Trainer:
+    """A ToyGCN trainer on ``splits``, its target statistics from the training split."""
+    train, val, test = splits
+    task = RegressionTask.from_dataset(train, unit_name=unit_name)
+    return Trainer(ToyGCN(4, 8), task, train, val, test, run_dir, config, **options)
+
+
 def make_trainer(splits, run_dir, *, callbacks=(), resume=False, every=1, epochs=3):
     torch.manual_seed(123)
-    train, val, test = splits
-    return Trainer(
-        ToyGCN(4, 8),
-        RegressionTask.from_dataset(train, unit_name="a.u."),
-        train,
-        val,
-        test,
-        run_dir,
-        TrainConfig(epochs=epochs, batch_size=7, seed=3, checkpoint_every=every, progress=False),
-        callbacks=callbacks,
-        extra_losses=[noisy_penalty],
-        resume=resume,
-    )
+    config = TrainConfig(epochs=epochs, batch_size=7, seed=3, checkpoint_every=every,
+                         progress=False)  # fmt: skip
+    return toy_trainer(splits, run_dir, config, "a.u.", callbacks=callbacks,
+                       extra_losses=[noisy_penalty], resume=resume)  # fmt: skip
 
 
 def read_rows(path):
@@ -206,25 +204,14 @@ def test_resume_rejects_other_split_or_seed(straight_run, toy_splits):
 
 def rate_trainer(splits, run_dir, *, lr, weight_decay=0.0, scheduler="cosine", resume=False):
     torch.manual_seed(123)
-    train, val, test = splits
     factories = {
         "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3),
         "step": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
         None: None,
     }
-    return Trainer(
-        ToyGCN(4, 8),
-        RegressionTask.from_dataset(train),
-        train,
-        val,
-        test,
-        run_dir,
-        TrainConfig(
-            epochs=3, batch_size=7, seed=3, lr=lr, weight_decay=weight_decay, progress=False
-        ),  # fmt: skip
-        scheduler=factories[scheduler],
-        resume=resume,
-    )
+    config = TrainConfig(epochs=3, batch_size=7, seed=3, lr=lr, weight_decay=weight_decay,
+                         progress=False)  # fmt: skip
+    return toy_trainer(splits, run_dir, config, scheduler=factories[scheduler], resume=resume)
 
 
 def test_resume_takes_new_rates_and_keeps_the_schedule(toy_splits, tmp_path):
@@ -284,27 +271,11 @@ class RecordRates(Callback):
 
 def per_step_trainer(splits, run_dir, callbacks, resume=False, batch_size=7, schedule=None):
     """Two epochs under a per-step scheduler (default: the rate halves every step)."""
-    train, val, test = splits
     schedule = schedule or (lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
-    return Trainer(
-        ToyGCN(4, 8),
-        RegressionTask.from_dataset(train),
-        train,
-        val,
-        test,
-        run_dir,
-        TrainConfig(
-            epochs=2,
-            batch_size=batch_size,
-            lr=1e-2,
-            checkpoint_every=1,
-            progress=False,
-            scheduler_interval="step",
-        ),
-        scheduler=schedule,
-        callbacks=callbacks,
-        resume=resume,
-    )
+    config = TrainConfig(epochs=2, batch_size=batch_size, lr=1e-2, checkpoint_every=1,
+                         progress=False, scheduler_interval="step")  # fmt: skip
+    return toy_trainer(splits, run_dir, config, scheduler=schedule, callbacks=callbacks,
+                       resume=resume)  # fmt: skip
 
 
 def test_per_step_schedule_records_the_rate_the_epoch_trained_with(toy_splits, tmp_path):
