@@ -34,6 +34,7 @@ only run forward, to check the loss.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -145,6 +146,8 @@ class Teleport:
     Attributes:
         history: ``(step, TeleportResult)`` for every teleport made.
         seconds: total wall-clock time spent teleporting.
+        step_count: the internal step counter (the next call's step when none is passed);
+            :meth:`state_dict` keeps it, the history and the time across restarts.
     """
 
     def __init__(
@@ -291,6 +294,27 @@ class Teleport:
         self.history.clear()
         self.seconds = 0.0
         self._found = weakref.WeakKeyDictionary()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule, step counter, time spent and history (results as dicts): save it
+        with a training loop's checkpoint, so that a resumed loop counts on where it was."""
+        return {
+            "schedule": self.spec,
+            "step_count": self.step_count,
+            "seconds": self.seconds,
+            "history": [(step, dataclasses.asdict(result)) for step, result in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; refused when it was saved under another schedule."""
+        if state.get("schedule") != self.spec:
+            raise ValueError(
+                f"state: saved by a hook with schedule {state.get('schedule')!r}, this one has "
+                f"{self.spec!r}"
+            )
+        self.step_count = int(state["step_count"])
+        self.seconds = float(state["seconds"])
+        self.history = [(int(step), TeleportResult(**result)) for step, result in state["history"]]
 
     def __repr__(self) -> str:
         return f"Teleport({self.spec!r}, steps={self.kwargs['steps']}, lr={self.kwargs['lr']})"

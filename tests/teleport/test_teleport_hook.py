@@ -79,6 +79,29 @@ def test_hook_in_plain_loop_teleports_on_schedule():
     assert tp.step_count == 8
 
 
+def test_hook_state_survives_a_restart(tmp_path):
+    """``state_dict`` through a checkpoint file: a new hook counts on from the saved step,
+    teleports on the same steps and keeps the history; another schedule is refused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    batch = (torch.randn(32, 3, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64))
+    first = Teleport("every:3", _loss, steps=2, lr=0.1)
+    for _ in range(5):
+        first(model, batch)
+    torch.save(first.state_dict(), tmp_path / "hook.pt")
+    second = Teleport("every:3", _loss, steps=2, lr=0.1)
+    second.load_state_dict(torch.load(tmp_path / "hook.pt", weights_only=True))
+    assert second.step_count == 5 and second.seconds == first.seconds
+    assert [(s, r.accepted, r.loss_before) for s, r in second.history] == [
+        (s, r.accepted, r.loss_before) for s, r in first.history
+    ]
+    assert second(model, batch) is None  # step 5: not due
+    assert second(model, batch).accepted  # step 6 is
+    assert [step for step, _ in second.history] == [3, 6]
+    with pytest.raises(ValueError, match="state: saved by a hook with schedule 'every:3'"):
+        Teleport("every:4", _loss).load_state_dict(first.state_dict())
+
+
 def test_hook_teleports_on_its_own_batch_only_when_due():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).double()
