@@ -330,6 +330,7 @@ def build_fluid_model(
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
     width = _check_positive("width", width)
+    radius = _check_positive("radius", radius)  # all kinds: a 1x1 stencil couples no cells
     if grid is not None:
         check_stencil(radius, grid)
     if features not in FLUID_FEATURES:

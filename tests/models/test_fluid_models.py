@@ -337,6 +337,13 @@ def test_a_stencil_wider_than_the_grid_is_refused_at_construction():
     build_fluid_model("conv", 3, width=4, layers=2, radius=3, grid=8)  # 7 cells fit
 
 
+@pytest.mark.parametrize("kind", ["conv", "equivariant", "relaxed"])
+def test_every_model_kind_refuses_a_stencil_of_one_cell(kind):
+    """Radius 0 couples no cells; the steerable models refused it and the CNN became 1x1."""
+    with pytest.raises(ValueError, match="radius: expected a positive integer, got 0"):
+        build_fluid_model(kind, 3, width=4, layers=2, radius=0)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
