@@ -45,7 +45,7 @@ from torch import nn
 
 from symgraph.checks import as_number, is_int
 
-from .base import ParameterSymmetry
+from .base import ParameterSymmetry, uncompiled
 from .detect import DEFAULT_KINDS, check_find_options, find_symmetries
 from .optim_state import running_gradient
 from .teleport import LossFn, TeleportResult, check_search_settings, teleport
@@ -256,6 +256,7 @@ class Teleport:
             raise ValueError(
                 "loss_fn: expected a loss function (here or in Teleport(...)), got None"
             )
+        model = uncompiled(model)  # names as teleport and find_symmetries see them
         drawing = 0.0
         if self.batch_fn is not None:
             start = time.perf_counter()

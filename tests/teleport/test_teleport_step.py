@@ -91,6 +91,12 @@ def test_a_compiled_model_is_teleported_through_the_module_it_wraps():
     torch.testing.assert_close(compiled(batch[0]), model(batch[0]))
     hook = Teleport("every:1", mse, steps=2, lr=0.2)
     assert hook(compiled, batch, step=1).accepted
+    optimizer = torch.optim.Adam(compiled.parameters(), lr=1e-3)
+    optimizer.zero_grad()
+    mse(compiled, batch).backward()
+    optimizer.step()
+    running = Teleport("every:1", mse, objective="min_grad_norm", gradient="optimizer")
+    assert running(compiled, batch, optimizer, step=1).accepted  # names of the wrapped module
 
 
 def test_teleport_on_pyg_gnn(graph):
