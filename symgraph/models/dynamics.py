@@ -26,10 +26,40 @@ import math
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import as_number, check_batch, check_parameter_dtype, check_positions, is_int
+from symgraph.checks import (
+    as_number,
+    check_batch,
+    check_parameter_dtype,
+    check_positions,
+    is_int,
+    is_real,
+)
 from symgraph.graph import radius_graph
 
 __all__ = ["EquivariantDynamics"]
+
+
+def check_step_settings(
+    dt: object, cutoff: object, velocity_scale: object
+) -> tuple[float, float | None, float]:
+    """``(dt, cutoff, velocity_scale)`` of a dynamics model as Python numbers, each refused
+    (named) unless positive (``dt`` and ``velocity_scale`` finite; ``cutoff`` may be None)."""
+    if not is_real(dt) or not 0 < dt < math.inf:
+        raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
+    if cutoff is not None and (not is_real(cutoff) or not cutoff > 0):
+        raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
+    if not is_real(velocity_scale) or not 0 < velocity_scale < math.inf:
+        raise ValueError(
+            f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
+        )
+    return float(dt), as_number(cutoff), float(velocity_scale)
+
+
+def int_at_least(name: str, value: object, least: int = 1) -> int:
+    """``value`` as a Python int, refused (naming ``name``) unless an integer ``>= least``."""
+    if not is_int(value) or value < least:
+        raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
+    return int(value)
 
 
 def _mlp(dims: list[int], last_scale: float = 1.0) -> nn.Sequential:
@@ -106,24 +136,13 @@ class EquivariantDynamics(nn.Module):
         velocity_scale: float = 0.01,
     ) -> None:
         super().__init__()
-        if not 0 < dt < math.inf:
-            raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
-        for name, value, least in (
-            ("num_layers", num_layers, 1), ("num_rbf", num_rbf, 1), ("max_z", max_z, 0)
-        ):  # fmt: skip
-            if not is_int(value) or value < least:
-                raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
-        if cutoff is not None and not cutoff > 0:
-            raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
-        if not 0 < velocity_scale < math.inf:
-            raise ValueError(
-                f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
-            )
+        self.dt, self.cutoff, self.velocity_scale = check_step_settings(dt, cutoff, velocity_scale)
+        num_layers = int_at_least("num_layers", num_layers)
+        num_rbf = int_at_least("num_rbf", num_rbf)
+        self.max_z = max_z = int_at_least("max_z", max_z, least=0)
         if not is_int(hidden) or hidden < 1:
             raise ValueError(f"hidden: expected a positive width, got {hidden!r}")
-        hidden, num_layers, num_rbf = int(hidden), int(num_layers), int(num_rbf)
-        self.dt, self.cutoff, self.max_z = float(dt), as_number(cutoff), int(max_z)
-        self.velocity_scale = float(velocity_scale)
+        hidden = int(hidden)
         top = cutoff if cutoff is not None else 5.0
         self.register_buffer("centres", torch.linspace(0.0, top, num_rbf), persistent=False)
         self.width = top / max(num_rbf - 1, 1)

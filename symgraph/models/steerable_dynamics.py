@@ -23,23 +23,18 @@ lines.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.checks import (
-    as_number,
     check_batch,
     check_parameter_dtype,
     check_positions,
-    is_int,
-    is_real,
 )
 from symgraph.graph import order_by_in_degree, radius_graph
-from symgraph.groups import MatrixGroup, Rep, as_group
-from symgraph.models.dynamics import _soft_bound
+from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
+from symgraph.models.dynamics import _soft_bound, check_step_settings, int_at_least
 from symgraph.nn import EquivariantLinear, Gate, ImplicitSteerableConv, gate_rep
 
 __all__ = ["SteerableDynamics"]
@@ -56,13 +51,6 @@ def _soft_bound_vector(v: Tensor, bound: float = 10.0) -> Tensor:
 
 def _count(irreps: o3.Irreps, l: int, p: int) -> int:
     return sum(mul for mul, ir in irreps if ir.l == l and ir.p == p)
-
-
-def _int_at_least(name: str, value: object, least: int = 1) -> int:
-    """``value``, refused (naming ``name``) unless an integer ``>= least``."""
-    if not is_int(value) or value < least:
-        raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
-    return int(value)
 
 
 class SteerableDynamics(nn.Module):
@@ -108,26 +96,12 @@ class SteerableDynamics(nn.Module):
     ) -> None:
         super().__init__()
         group = as_group(group)
-        if not is_real(dt) or not 0 < dt < math.inf:
-            raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
-        num_layers = _int_at_least("num_layers", num_layers)
-        max_z = _int_at_least("max_z", max_z, least=0)
-        species_dim = _int_at_least("species_dim", species_dim, least=0)
-        if cutoff is not None and (not is_real(cutoff) or not cutoff > 0):
-            raise ValueError(f"cutoff: expected a positive distance in Å or None, got {cutoff!r}")
-        if not is_real(velocity_scale) or not 0 < velocity_scale < math.inf:
-            raise ValueError(
-                f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
-            )
-        if not isinstance(hidden, (str, o3.Irreps)):
-            raise TypeError(
-                f"hidden: expected an irreps string or e3nn Irreps, got {type(hidden).__name__}"
-            )
+        self.dt, self.cutoff, self.velocity_scale = check_step_settings(dt, cutoff, velocity_scale)
+        num_layers = int_at_least("num_layers", num_layers)
+        max_z = int_at_least("max_z", max_z, least=0)
+        species_dim = int_at_least("species_dim", species_dim, least=0)
         self.group = group
-        try:
-            self.rep_hidden = Rep(hidden, group)
-        except ValueError as err:  # Rep names its own argument "irreps"
-            raise ValueError(f"hidden: {str(err).partition(': ')[2]}") from err
+        self.rep_hidden = as_rep(hidden, group, "hidden")
         irreps = self.rep_hidden.irreps
         scalars, vectors = _count(irreps, 0, 1), _count(irreps, 1, -1)
         if not scalars or not vectors:
@@ -135,9 +109,7 @@ class SteerableDynamics(nn.Module):
                 "hidden: expected irreps with at least one 0e (atom embedding) and one 1o "
                 f"(velocity, outputs) copy, e.g. '16x0e + 8x1o', got {str(irreps)!r}"
             )
-        self.dt, self.cutoff, self.max_z = float(dt), as_number(cutoff), int(max_z)
-        self.velocity_scale = float(velocity_scale)
-        self.species_dim = int(species_dim)
+        self.max_z, self.species_dim = max_z, species_dim
         self.embed = nn.Embedding(max_z + 1, scalars)
         self.species = nn.Embedding(max_z + 1, species_dim) if species_dim else None
         self.rep_in = Rep(f"{scalars + 1}x0e + 1x1o", group)
