@@ -27,11 +27,18 @@ it on its next step: Adam's bias correction restarts, so its first step is about
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["update_optimizer_state", "running_gradient", "OPTIMIZER_STATE_MODES"]
+__all__ = [
+    "update_optimizer_state",
+    "plan_optimizer_state",
+    "OptimizerStateUpdate",
+    "running_gradient",
+    "OPTIMIZER_STATE_MODES",
+]
 
 OPTIMIZER_STATE_MODES = ("transform", "reset", "keep")
 _FIRST_MOMENTS = {"exp_avg", "momentum_buffer", "grad_avg"}
@@ -62,35 +69,70 @@ def update_optimizer_state(
         parameter name -> what was done (``"transformed"``, ``"reset"``, ``"kept"``,
         ``"no state"``).
     """
+    return plan_optimizer_state(optimizer, params, factors, mode).apply()
+
+
+@dataclass
+class OptimizerStateUpdate:
+    """An update of ``optimizer.state`` computed but not yet applied.
+
+    The new moments are separate tensors, so until :meth:`apply` the optimizer is
+    untouched, and :meth:`apply` only rebinds state entries: a teleport interrupted
+    before it leaves the optimizer as it was.
+    """
+
+    optimizer: torch.optim.Optimizer
+    replaced: list[tuple[Tensor, dict[str, Tensor]]]
+    reset: list[Tensor]
+    done: dict[str, str]
+
+    def apply(self) -> dict[str, str]:
+        """Write the update into ``optimizer.state``; returns what was done by name."""
+        for param in self.reset:
+            self.optimizer.state.pop(param, None)
+        for param, entries in self.replaced:
+            self.optimizer.state[param].update(entries)
+        return dict(self.done)
+
+
+def plan_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, torch.nn.Parameter],
+    factors: Mapping[str, Tensor | None],
+    mode: str = "transform",
+) -> OptimizerStateUpdate:
+    """:func:`update_optimizer_state`'s update, computed without changing the optimizer."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {optimizer!r}")
     if mode not in OPTIMIZER_STATE_MODES:
         raise ValueError(f"mode: expected one of {OPTIMIZER_STATE_MODES}, got {mode!r}")
     normalised = _normalised_entries(optimizer)
-    done: dict[str, str] = {}
+    update = OptimizerStateUpdate(optimizer, [], [], {})
     for name, factor in factors.items():
         param = params[name]
         state = optimizer.state.get(param)
         if not state:
-            done[name] = "no state"
+            update.done[name] = "no state"
             continue
         if mode == "keep":
-            done[name] = "kept"
+            update.done[name] = "kept"
             continue
         if mode == "reset" or factor is None or not _transformable(state, param):
-            del optimizer.state[param]
-            done[name] = "reset"
+            update.reset.append(param)
+            update.done[name] = "reset"
             continue
+        entries: dict[str, Tensor] = {}
         with torch.no_grad():
             for key, value in state.items():
                 if key in normalised or value is None:
                     continue
                 if key in _FIRST_MOMENTS:
-                    value.div_(factor)
+                    entries[key] = (value / factor).to(value.dtype)
                 elif key in _SECOND_MOMENTS:
-                    value.div_(factor * factor)
-        done[name] = "transformed"
-    return done
+                    entries[key] = (value / (factor * factor)).to(value.dtype)
+        update.replaced.append((param, entries))
+        update.done[name] = "transformed"
+    return update
 
 
 def _normalised_entries(optimizer: torch.optim.Optimizer) -> set[str]:

@@ -40,7 +40,7 @@ from .base import (
     uncompiled,
 )
 from .detect import DEFAULT_KINDS, find_symmetries
-from .optim_state import OPTIMIZER_STATE_MODES, update_optimizer_state
+from .optim_state import OPTIMIZER_STATE_MODES, plan_optimizer_state
 from .symmetries import RescaleSymmetry
 
 __all__ = [
@@ -600,31 +600,43 @@ def teleport(
     with torch.no_grad():
         new = transformed(best_thetas)
         saved = {n: named[n].detach().clone() for n in touched}
-        for n in touched:
-            named[n].copy_(new[n])
-        loss_after = float(evaluator.loss(None))
-    tolerance = atol + rtol * abs(loss_before)
-    if not (math.isfinite(loss_after) and abs(loss_after - loss_before) <= tolerance):
+
+    def restore() -> None:
         with torch.no_grad():
             for n in touched:
                 named[n].copy_(saved[n])
+
+    # Until the optimizer's update is applied, any exception (a KeyboardInterrupt in the
+    # loss check included) puts the weights back, so weights and moments stay consistent.
+    try:
+        with torch.no_grad():
+            for n in touched:
+                named[n].copy_(new[n])
+            loss_after = float(evaluator.loss(None))
+        tolerance = atol + rtol * abs(loss_before)
+        accepted = math.isfinite(loss_after) and abs(loss_after - loss_before) <= tolerance
+        state_update = None
+        if accepted and optimizer is not None:
+            factors: dict[str, Tensor | None] = {}
+            for sym, theta in zip(symmetries, best_thetas):
+                got = sym.elementwise_factors(theta, saved)
+                for n in sym.param_names:
+                    if got is None or n not in got or factors.get(n, 0) is None:
+                        factors[n] = None
+                    else:
+                        factors[n] = got[n] if n not in factors else factors[n] * got[n]
+            state_update = plan_optimizer_state(optimizer, named, factors, optimizer_state)
+    except BaseException:
+        restore()
+        raise
+    if not accepted:
+        restore()
         return unchanged(
             f"teleport refused: the loss moved from {loss_before:.6g} to {loss_after:.6g} "
             f"(|change| {abs(loss_after - loss_before):.3g} > tolerance {tolerance:.3g}); "
             f"weights restored. Symmetries: {', '.join(names)}"
         )
-
-    done: dict[str, str] = {}
-    if optimizer is not None:
-        factors: dict[str, Tensor | None] = {}
-        for sym, theta in zip(symmetries, best_thetas):
-            got = sym.elementwise_factors(theta, saved)
-            for n in sym.param_names:
-                if got is None or n not in got or factors.get(n, 0) is None:
-                    factors[n] = None
-                else:
-                    factors[n] = got[n] if n not in factors else factors[n] * got[n]
-        done = update_optimizer_state(optimizer, named, factors, optimizer_state)
+    done = {} if state_update is None else state_update.apply()
     return TeleportResult(
         True,
         True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import warnings
 
 import pytest
@@ -158,6 +159,62 @@ def test_refused_teleport_leaves_model_and_optimizer_bit_identical():
     assert_bit_identical(model, saved)
     for k, v in optimizer.state[model[4].weight].items():
         assert torch.equal(v, saved_state[k])
+
+
+class _Interrupt(KeyboardInterrupt):
+    """Raised by a test to stand for Ctrl-C at a chosen point."""
+
+
+@pytest.mark.parametrize("where", ["final loss check", "optimizer update"])
+def test_an_interrupt_before_the_teleport_is_committed_leaves_model_and_optimizer_as_they_were(
+    where, monkeypatch
+):
+    """Ctrl-C in the final loss check (after the new weights are written) or while the new
+    moments are computed puts the weights back and leaves the optimizer untouched."""
+    teleport_module = importlib.import_module("symgraph.teleport.teleport")
+
+    def trained():
+        model, batch = _mlp(), _data()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(2):
+            optimizer.zero_grad()
+            mse(model, batch).backward()
+            optimizer.step()
+        return model, batch, optimizer
+
+    model, batch, optimizer = trained()
+    calls = []
+    result = teleport(
+        model, lambda m, b: calls.append(1) or mse(m, b), batch, steps=3, optimizer=optimizer
+    )
+    assert result.moved and set(result.optimizer_state.values()) == {"transformed"}
+
+    model, batch, optimizer = trained()
+    saved = snapshot(model)
+    saved_state = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    seen = []
+
+    def loss_fn(m, b):
+        seen.append(1)
+        if where == "final loss check" and len(seen) == len(calls):
+            raise _Interrupt
+        return mse(m, b)
+
+    if where == "optimizer update":
+
+        def interrupted(*args, **kwargs):
+            raise _Interrupt
+
+        monkeypatch.setattr(teleport_module, "plan_optimizer_state", interrupted)
+    with pytest.raises(_Interrupt):
+        teleport(model, loss_fn, batch, steps=3, optimizer=optimizer)
+    assert len(seen) == len(calls)  # the interrupt came after the last loss evaluation
+    assert_bit_identical(model, saved)
+    assert set(optimizer.state) == set(saved_state)
+    for p, state in optimizer.state.items():
+        assert state.keys() == saved_state[p].keys()
+        for k, v in state.items():
+            assert torch.equal(v, saved_state[p][k])
 
 
 @pytest.mark.parametrize("objective", ["grad_norm", "min_grad_norm", "min_norm"])
