@@ -246,6 +246,25 @@ def test_models_and_relaxed_layers_name_a_dtype_mismatch():
         relaxed(torch.randn(4, 2, dtype=torch.float64), pos.float(), EDGES)
 
 
+@pytest.mark.parametrize("kind", ["steerable", "group"])
+def test_relaxed_layers_refuse_positions_in_another_dtype_like_the_implicit_conv(kind):
+    """float64 positions (or offsets) into a float32 layer were rounded silently."""
+    from symgraph.nn import RelaxedSteerableConv
+
+    if kind == "steerable":
+        relaxed = RelaxedSteerableConv("2x0e", "2x0e", cutoff=3.0)
+    else:
+        relaxed = RelaxedGroupConv(1, 1, "C4")
+    x, pos = torch.randn(4, relaxed.rep_in.dim), torch.randn(4, 3)
+    with pytest.raises(TypeError, match=r"pos: expected dtype torch.float32 .* got torch.float64"):
+        relaxed(x, pos.double(), EDGES)
+    offsets = torch.randn(EDGES.shape[1], 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"offsets: expected dtype torch.float32"):
+        relaxed(x, pos, EDGES, offsets)
+    assert relaxed(x, pos, EDGES, offsets.float()).dtype == torch.float32
+    assert relaxed.double()(x.double(), pos.double(), EDGES).dtype == torch.float64
+
+
 def test_kernel_bilinear_and_point_net_inputs_are_checked():
     from symgraph.models import SteerablePointNet
     from symgraph.nn import EquivariantBilinear, ImplicitKernel

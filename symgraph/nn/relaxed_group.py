@@ -219,7 +219,10 @@ class RelaxedGroupConv(ExactBufferModule):
         pos, edge_index = check_graph(pos, edge_index)
         num_nodes = pos.shape[0]
         x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
-        rel = relative_positions(pos, edge_index, offsets).to(x)
+        # like the implicit conv, positions in another dtype than the weights are refused
+        # (a float64 pos would otherwise be rounded silently to float32)
+        rel = relative_positions(pos, edge_index, offsets)
+        rel = check_parameter_dtype(rel, self, "pos" if offsets is None else "offsets").to(x)
         src, dst = edge_index[0], edge_index[1]
         layout = EdgeLayout.from_receivers(dst, num_nodes)
         # h^{-1} r for every element h: [|G|, E, 3]

@@ -224,7 +224,10 @@ class RelaxedSteerableConv(ExactBufferModule):
         pos, edge_index = check_graph(pos, edge_index)
         num_nodes = pos.shape[0]
         x = check_parameter_dtype(check_features(x, self.rep_in.dim, "x", num_nodes), self, "x")
-        rel = relative_positions(pos, edge_index, offsets).to(x)
+        # like the implicit conv, positions in another dtype than the weights are refused
+        # (a float64 pos would otherwise be rounded silently to float32)
+        rel = relative_positions(pos, edge_index, offsets)
+        rel = check_parameter_dtype(rel, self, "pos" if offsets is None else "offsets").to(x)
         src, dst = edge_index[0], edge_index[1]
         messages = self.messages(rel, x[src])
         out = x.new_zeros(num_nodes, self.rep_out.dim).index_add(0, dst, messages)

@@ -85,7 +85,7 @@ def relative_positions(pos: Tensor, edge_index: Tensor, offsets: Tensor | None) 
     Args:
         pos: ``[N, 3]`` node positions (checked; ``edge_index`` must already be checked).
         edge_index: ``[2, E]`` int64.
-        offsets: ``None`` or a finite floating tensor ``[E, 3]``.
+        offsets: ``None`` or a finite floating tensor ``[E, 3]`` (kept in its dtype).
     """
     if offsets is None:
         return pos[edge_index[0]] - pos[edge_index[1]]
@@ -98,7 +98,7 @@ def relative_positions(pos: Tensor, edge_index: Tensor, offsets: Tensor | None) 
         )
     if not offsets.is_floating_point():
         raise TypeError(f"offsets: expected a floating-point tensor, got dtype {offsets.dtype}")
-    return check_finite(offsets, "offsets").to(pos)
+    return check_finite(offsets, "offsets").to(pos.device)
 
 
 def check_graph(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
