@@ -324,8 +324,10 @@ def _check_resumed_settings(args: argparse.Namespace) -> None:
     saved = read_json(path)
     if saved.get("job") not in (None, args.job):
         raise ResumeError(f"--resume: {args.out} holds a {saved['job']!r} run, not {args.job!r}")
-    before = get_job(args.job).saved_args(saved.get("args", {}))
-    now = json.loads(json.dumps(vars(args), default=str))  # as config.json stores them
+    job = get_job(args.job)
+    before = job.absolute_paths(job.saved_args(saved.get("args", {})))
+    # as config.json stores them
+    now = json.loads(json.dumps(job.absolute_paths(vars(args)), default=str))
     changed = sorted(
         key for key in before.keys() & now.keys()
         if key not in RESUMABLE_CHANGES and before[key] != now[key]
@@ -376,7 +378,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any] | None:
             callbacks=[*spec.callbacks, *_teleport_callbacks(args, spec.model)],
             extra_losses=spec.extra_losses,
             split=spec.split_indices(),
-            run_config={"job": args.job, "args": vars(args)},
+            run_config={"job": args.job, "args": get_job(args.job).absolute_paths(vars(args))},
             dist=dist,
             resume=args.resume,
         )

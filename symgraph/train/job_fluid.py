@@ -343,6 +343,7 @@ RELAXED_ONLY_FLAGS = (
         arg(
             "--data-root",
             default=None,
+            path=True,
             help="cache folder of the simulations (default: simulate in memory)",
         ),
     ],

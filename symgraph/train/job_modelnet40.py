@@ -121,10 +121,11 @@ def build_pointnet(args: argparse.Namespace, num_classes: int):
     arguments=[
         arg("--dataset", default="procedural", choices=["procedural", "modelnet40"],
             help="procedural shapes (no download) or ModelNet40 (default procedural)"),
-        arg("--root", default="data/modelnet40", help="ModelNet40 folder (--dataset modelnet40)"),
+        arg("--root", default="data/modelnet40", path=True,
+            help="ModelNet40 folder (--dataset modelnet40)"),
         arg("--source", default="resampled", choices=["resampled", "off"],
             help="ModelNet40 format: PointNet++ resampled txt files or PyG's OFF meshes"),
-        arg("--cache", default=None,
+        arg("--cache", default=None, path=True,
             help="folder for ModelNet40's processed files (default ROOT/processed)"),
         arg("--classes", nargs="*", default=None, help="restrict to these class names"),
         arg("--num-points", type=int, default=1024, help="points per shape (default 1024)"),

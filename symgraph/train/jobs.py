@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import importlib
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -110,10 +111,20 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class Argument:
-    """One ``parser.add_argument(*flags, **kwargs)`` call."""
+    """One ``parser.add_argument(*flags, **kwargs)`` call; ``path``: its value names a file
+    or folder (or a list of them)."""
 
     flags: tuple[str, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    path: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed namespace that holds the flag's value."""
+        if "dest" in self.kwargs:
+            return self.kwargs["dest"]
+        flag = next((f for f in self.flags if f.startswith("--")), self.flags[0])
+        return flag.lstrip("-").replace("-", "_")
 
 
 def int_at_least(minimum: int, expected: str, maximum: int | None = None) -> Callable[[str], int]:
@@ -156,11 +167,12 @@ positive_float = _finite_float(allow_zero=False)
 non_negative_float = _finite_float(allow_zero=True)
 
 
-def arg(*flags: str, **kwargs: Any) -> Argument:
-    """Declare a job flag with ``argparse.add_argument``'s signature."""
+def arg(*flags: str, path: bool = False, **kwargs: Any) -> Argument:
+    """Declare a job flag with ``argparse.add_argument``'s signature; ``path=True`` for a
+    flag naming files or folders, which a run folder records as absolute paths."""
     if not flags or not all(flag.startswith("-") for flag in flags):
         raise ValueError(f"arg: job flags must be optional ('--name'), got {flags}")
-    return Argument(flags, kwargs)
+    return Argument(flags, kwargs, path)
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,21 @@ class Job:
         """The settings of a run folder (``config.json``'s ``args``), the flags it
         predates filled in from :attr:`predated`."""
         return {**self.predated, **saved}
+
+    def absolute_paths(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``args`` with the values of the job's path flags made absolute (relative ones are
+        read from the current folder), so that a run folder names its data wherever it is
+        evaluated, resumed or predicted from."""
+        out = dict(args)
+        for argument in self.arguments:
+            value = out.get(argument.dest)
+            if not argument.path or value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                out[argument.dest] = [os.path.abspath(v) for v in value]
+            else:
+                out[argument.dest] = os.path.abspath(value)
+        return out
 
     def __call__(self, args: argparse.Namespace) -> JobSpec:
         spec = self.build(args)

@@ -365,3 +365,38 @@ def test_take_subset_of_a_short_plain_dataset():
     assert [len(cut.train), len(cut.val), len(cut.test)] == [4, 3, 2]
     assert [float(cut.val[i][0]) for i in range(len(cut.val))] == [0.0, 1.0, 2.0]
     assert cut.split_indices() == {"train": [0, 1, 2, 3], "val": [0, 1, 2], "test": [0, 1]}
+
+
+def test_a_run_folder_names_its_data_wherever_it_is_evaluated_from(tmp_path, monkeypatch, capsys):
+    """A relative --root is recorded as an absolute path: evaluating or resuming from another
+    folder reads the run's data instead of building it again where it runs."""
+    from symgraph.train.jobs import Job, arg, load_jobs
+
+    load_jobs()
+    toy = JOBS["toy"]
+    roots = []
+
+    def build(args):
+        roots.append(args.root)
+        return toy.build(args)
+
+    arguments = (*toy.arguments, arg("--root", default="data", path=True), arg("--tag"))
+    monkeypatch.setitem(JOBS, "toy-root", Job("toy-root", build, arguments, "toy with a root"))
+    train_dir, other_dir = tmp_path / "train-here", tmp_path / "elsewhere"
+    train_dir.mkdir()
+    other_dir.mkdir()
+    out = tmp_path / "run"
+    monkeypatch.chdir(train_dir)
+    run(capsys, ["train", "toy-root", "--epochs", "1", "--out", str(out), *TOY, "--tag", "a/b"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["root"] == str(train_dir / "data")
+    assert config["args"]["tag"] == "a/b"  # a flag that names no path is kept as given
+    monkeypatch.chdir(other_dir)
+    run(capsys, ["evaluate", str(out)])
+    assert roots == ["data", str(train_dir / "data")]
+    argv = ["train", "toy-root", "--epochs", "2", "--out", str(out), *TOY, "--tag", "a/b"]
+    assert main([*argv, "--resume"]) == 2  # from here, "data" is another folder
+    assert f"--root {str(train_dir / 'data')!r} (now {str(other_dir / 'data')!r})" in (
+        capsys.readouterr().err
+    )
+    run(capsys, [*argv, "--resume", "--root", str(train_dir / "data")])
