@@ -323,9 +323,11 @@ def changed_flags(args: argparse.Namespace, job: str, flags: Sequence[str]) -> l
     """Those of ``flags`` (job ``job``'s own, ``"--free-hidden"`` …) whose value in ``args``
     differs from their default; a flag missing from ``args`` (a run folder that predates
     it) counts as its default. For refusing flags that the chosen setting would not read."""
-    defaults = {a.flags[0]: a.kwargs.get("default") for a in JOBS[job].arguments}
+    arguments = {a.flags[0]: a for a in JOBS[job].arguments}
+    defaults = {a.dest: a.kwargs.get("default") for a in arguments.values()}
+    # path flags compare as the absolute paths a run folder records
+    values = JOBS[job].absolute_paths({**defaults, **vars(args)})
+    defaults = JOBS[job].absolute_paths(defaults)
     return [
-        flag
-        for flag in flags
-        if getattr(args, flag.lstrip("-").replace("-", "_"), defaults[flag]) != defaults[flag]
+        flag for flag in flags if values[arguments[flag].dest] != defaults[arguments[flag].dest]
     ]

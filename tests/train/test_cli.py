@@ -370,7 +370,7 @@ def test_take_subset_of_a_short_plain_dataset():
 def test_a_run_folder_names_its_data_wherever_it_is_evaluated_from(tmp_path, monkeypatch, capsys):
     """A relative --root is recorded as an absolute path: evaluating or resuming from another
     folder reads the run's data instead of building it again where it runs."""
-    from symgraph.train.jobs import Job, arg, load_jobs
+    from symgraph.train.jobs import Job, arg, changed_flags, load_jobs
 
     load_jobs()
     toy = JOBS["toy"]
@@ -391,6 +391,8 @@ def test_a_run_folder_names_its_data_wherever_it_is_evaluated_from(tmp_path, mon
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["root"] == str(train_dir / "data")
     assert config["args"]["tag"] == "a/b"  # a flag that names no path is kept as given
+    # the recorded root is the default's folder: a check of changed flags still says so
+    assert changed_flags(argparse.Namespace(**config["args"]), "toy-root", ["--root"]) == []
     monkeypatch.chdir(other_dir)
     run(capsys, ["evaluate", str(out)])
     assert roots == ["data", str(train_dir / "data")]
