@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data.data import BaseData
 
+from symgraph.checks import is_int
 from symgraph.groups import MatrixGroup, Rep
 
 __all__ = ["equivariance_error", "transform", "equivariance_error_per_element"]
@@ -84,6 +85,8 @@ def equivariance_error_per_element(
         raise ValueError(
             f"arg_specs: expected one spec per argument ({len(args)}), got {len(arg_specs)}"
         )
+    if not is_int(num_elements) or num_elements < 1:  # 0 would leave no error to report
+        raise ValueError(f"num_elements: expected a positive int, got {num_elements!r}")
     with torch.no_grad():
         reference = module(*args)
         if reference.numel() == 0:  # an error of 0/0: nothing would be tested
@@ -124,7 +127,7 @@ def equivariance_error(
         arg_specs: per argument, how it transforms (see :data:`Spec`).
         out_spec: how the output transforms: a Rep, ``"pos"``/``"vector"``, or ``None``
             (invariant output).
-        num_elements: Haar samples for continuous groups.
+        num_elements: Haar samples for continuous groups (a positive int).
         translate: also translate ``"pos"`` arguments by a random vector.
 
     Returns:

@@ -32,9 +32,11 @@ from symgraph.nn import (
     InvariantReadout,
     RadialEmbedding,
     RelaxedGroupConv,
+    default_kernel_hidden,
 )
 from symgraph.noether import tailor
 from symgraph.teleport import Teleport
+from symgraph.testing import equivariance_error
 from symgraph.train import TrainConfig
 
 EDGES = torch.tensor([[0, 1, 2], [1, 2, 3]])
@@ -120,6 +122,31 @@ def test_readout_names_batch_and_num_graphs():
     with pytest.raises(ValueError, match=r"num_graphs: expected at least batch.max\(\) \+ 1 = 3"):
         readout(x, torch.tensor([0, 0, 1, 2]), num_graphs=2)
     assert readout(x, torch.tensor([0, 0, 1, 1]), num_graphs=3).shape[0] == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_equivariance_error_names_a_bad_number_of_elements(bad):
+    """0 used to fail inside ``torch.stack`` (no element, no error to report), and the
+    other values as ``sample``'s ``n``, an argument the caller never passed."""
+    group, rep = SO3(), Rep("2x0e + 1x1o", SO3())
+    layer = EquivariantLinear(rep, rep)
+    with pytest.raises(ValueError, match="num_elements: expected a positive int"):
+        equivariance_error(layer, group, [torch.randn(3, rep.dim)], [rep], rep, num_elements=bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lmax": -1}, "lmax: expected an int >= 0"),
+        ({"lmax": 2.0}, "lmax: expected an int >= 0"),
+        ({"lmax": 2, "scalars": 0}, "scalars: expected an int >= 1"),
+        ({"lmax": 2, "mul": 0}, "mul: expected an int >= 1"),
+    ],
+)
+def test_default_kernel_hidden_refuses_what_it_would_silently_change(kwargs, message):
+    """``lmax=-1`` gave ``"8x0e"`` and ``mul=0`` one copy of every ``l`` (``max(0 // l, 1)``)."""
+    with pytest.raises(ValueError, match=message):
+        default_kernel_hidden(**kwargs)
 
 
 def test_molecule_model_checks_atom_rows_against_positions():

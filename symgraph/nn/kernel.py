@@ -99,7 +99,15 @@ def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:
     Linear maps and gates never create irrep types that their input lacks under O(3), so
     hidden channels of other types (e.g. ``1e``) would stay zero; the types ``Y_l`` carry are
     the ones the kernel basis is made of (radial profiles times spherical harmonics).
+
+    Args:
+        lmax: highest degree ``l`` (a non-negative int; 0: scalars only).
+        scalars: copies of ``0e`` (a positive int).
+        mul: copies of ``1o``; degree ``l`` gets ``max(mul // l, 1)`` (a positive int).
     """
+    for name, value, low in (("lmax", lmax, 0), ("scalars", scalars, 1), ("mul", mul, 1)):
+        if not is_int(value) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     parts = [f"{scalars}x0e"]
     for l in range(1, lmax + 1):
         parts.append(f"{max(mul // l, 1)}x{l}{'e' if l % 2 == 0 else 'o'}")
