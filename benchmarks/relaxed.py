@@ -111,6 +111,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--frames-in", str(args.frames_in), "--horizon", str(args.horizon),
         "--train-horizon", str(args.train_horizon), "--width", str(widths(args)[model]),
         "--domain-split", args.domain_split, "--fields", args.fields,
+        "--field-scale", args.field_scale,
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--scheduler", "cosine",
@@ -379,6 +380,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the training and domain inflows sit (see SmokePlumeDataset)",
     )
     parser.add_argument("--fields", default="velocity", choices=("velocity", "velocity+density"))
+    parser.add_argument(
+        "--field-scale",
+        default="per-field",
+        choices=("per-field", "shared"),
+        help="the fluid job's --field-scale (shared: the normalisation of the session 11-12 "
+        "velocity+density runs)",
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -4,7 +4,8 @@ Every model maps the last ``T`` frames ``[B, T, C, H, W]`` of a field with a
 :class:`~symgraph.lattice.FieldLayout` (velocity ``"1x1o"`` -> channels ``(u, v)``; with
 density ``"1x1o + 1x0e"``) to the next frame ``[B, C, H, W]``, as a residual update of the
 last frame on the scale ``scale`` (a typical field magnitude: inputs are divided by it,
-updates multiplied):
+updates multiplied; one number for all channels, or one per field of the layout, e.g.
+``(velocity, density)`` scales for ``"1x1o + 1x0e"``, see :func:`field_scales`):
 
 - :class:`FluidCNN` -- ``conv``: plain ``torch.nn.Conv2d`` layers (circular padding) and
   SiLU, the baseline without symmetry;
@@ -27,6 +28,7 @@ counts; :func:`rollout` feeds predictions back to forecast several frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +47,9 @@ __all__ = [
     "SteerableFluidNet",
     "build_fluid_model",
     "check_stencil",
+    "field_channels",
+    "field_scales",
+    "rescale_fields",
     "rollout",
     "FLUID_MODELS",
     "FLUID_FEATURES",
@@ -92,13 +97,83 @@ def _check_positive(name: str, value: object) -> int:
     return int(value)
 
 
-def _check_scale(scale: object) -> float:
+def _check_scale(scale: object, name: str = "scale") -> float:
     """``scale`` as a float: inputs are divided by it, so it must be positive and finite."""
     if not (is_real(scale) and math.isfinite(scale) and scale > 0):
         raise ValueError(
-            f"scale: expected a positive finite number (a typical field magnitude), got {scale!r}"
+            f"{name}: expected a positive finite number (a typical field magnitude), got {scale!r}"
         )
     return float(scale)
+
+
+#: ``((channels, scale), ...)``: consecutive blocks of field channels and their scale.
+FieldScales = tuple[tuple[slice, float], ...]
+
+
+def field_scales(scale: float | Sequence[float], layout: FieldLayout | str) -> FieldScales:
+    """The field channels each scale of ``scale`` applies to, checked.
+
+    Args:
+        scale: one positive number for every channel, or one per field of ``layout`` in its
+            order (``(velocity, density)`` for ``"1x1o + 1x0e"``). The channels of a vector
+            field share one scale (a per-component scale would not commute with rotations);
+            fields of different units (velocity, density) need their own.
+        layout: the field layout of one frame (``FieldLayout`` or its irreps string).
+
+    Returns:
+        ``((channels, scale), ...)``: a slice of the ``C`` field channels and its scale per
+        block, covering ``0 .. C - 1`` in order (one block for a single number).
+    """
+    fields = field_channels(layout)
+    if is_real(scale):
+        return ((slice(0, fields[-1].stop), _check_scale(scale)),)
+    irreps = _layout(layout).irreps
+    if isinstance(scale, (str, bytes)) or not isinstance(scale, Sequence):
+        raise TypeError(
+            f"scale: expected a positive finite number (a typical field magnitude) or a "
+            f"sequence of one per field of '{irreps}', got {type(scale).__name__} {scale!r}"
+        )
+    if len(scale) != len(fields):
+        raise ValueError(
+            f"scale: expected one number per field of '{irreps}' ({len(fields)}), "
+            f"got {len(scale)}: {list(scale)!r}"
+        )
+    return tuple(
+        (channels, _check_scale(value, f"scale[{index}]"))
+        for index, (channels, value) in enumerate(zip(fields, scale))
+    )
+
+
+def _layout(layout: FieldLayout | str) -> FieldLayout:
+    return layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
+
+
+def field_channels(layout: FieldLayout | str) -> tuple[slice, ...]:
+    """The channels ``[C]`` of each field of ``layout`` in a frame ``[C, H, W]``, in order:
+    ``(slice(0, 2), slice(2, 3))`` for velocity and density ``"1x1o + 1x0e"``."""
+    layout = _layout(layout)
+    fields, start = [], 0
+    for irrep, _ in layout.groups:
+        width = 1 if irrep.startswith("0") else layout.dim
+        fields.append(slice(start, start + width))
+        start += width
+    return tuple(fields)
+
+
+def _given_scale(scales: FieldScales, scale: object) -> float | tuple[float, ...]:
+    """``scale`` as checked by :func:`field_scales`: a float, or a tuple per field."""
+    return scales[0][1] if is_real(scale) else tuple(value for _, value in scales)
+
+
+def rescale_fields(x: Tensor, scales: FieldScales, inverse: bool = False) -> Tensor:
+    """Divide the field channels of ``x [..., C, H, W]`` by their scales (multiply with
+    ``inverse=True``); ``scales`` from :func:`field_scales`."""
+    if len(scales) == 1:
+        return x * scales[0][1] if inverse else x / scales[0][1]
+    parts = [x[..., channels, :, :] for channels, _ in scales]
+    if inverse:
+        return torch.cat([part * value for part, (_, value) in zip(parts, scales)], dim=-3)
+    return torch.cat([part / value for part, (_, value) in zip(parts, scales)], dim=-3)
 
 
 class FluidCNN(nn.Module):
@@ -111,7 +186,7 @@ class FluidCNN(nn.Module):
         layers: number of convolutions (at least 2).
         kernel_size: odd kernel size.
         scale: typical field magnitude, positive (inputs are divided by it, updates
-            multiplied).
+            multiplied), or one per field of ``layout`` (see :func:`field_scales`).
 
     Shapes:
         ``frames [B, T, C, H, W] -> [B, C, H, W]``.
@@ -124,7 +199,7 @@ class FluidCNN(nn.Module):
         hidden: int = 32,
         layers: int = 4,
         kernel_size: int = 3,
-        scale: float = 1.0,
+        scale: float | Sequence[float] = 1.0,
     ) -> None:
         super().__init__()
         frames_in = _check_positive("frames_in", frames_in)
@@ -134,8 +209,10 @@ class FluidCNN(nn.Module):
         if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}")
         layers, kernel_size = int(layers), int(kernel_size)
-        self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
-        self.frames_in, self.scale = frames_in, _check_scale(scale)
+        self.layout = _layout(layout)
+        self.frames_in, self._scales = frames_in, field_scales(scale, self.layout)
+        #: the checked ``scale``: one float, or a tuple of one per field
+        self.scale = _given_scale(self._scales, scale)
         channels = self.layout.field_channels
         widths = [frames_in * channels] + [hidden] * (layers - 1) + [channels]
         self.convs = nn.ModuleList(
@@ -145,12 +222,12 @@ class FluidCNN(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         frames = _check_frames(frames, self.layout, self.frames_in)
-        h = frames.flatten(1, 2) / self.scale
+        h = rescale_fields(frames, self._scales).flatten(1, 2)
         for index, conv in enumerate(self.convs):
             h = conv(h)
             if index < len(self.convs) - 1:
                 h = torch.nn.functional.silu(h)
-        return frames[:, -1] + self.scale * h
+        return frames[:, -1] + rescale_fields(h, self._scales, inverse=True)
 
 
 @tensor_cache(maxsize=8)
@@ -173,7 +250,7 @@ class SteerableFluidNet(nn.Module):
         radius: stencil radius in cells (kernel size ``2 radius + 1``).
         relaxed: use :class:`RelaxedImplicitSteerableConv` layers.
         scale: typical field magnitude, positive (inputs are divided by it, updates
-            multiplied).
+            multiplied), or one per field of ``layout`` (see :func:`field_scales`).
         kernel_hidden: hidden representation of every kernel MLP (the convolutions'
             ``hidden``; default :func:`~symgraph.nn.kernel.default_kernel_hidden`). Most of
             the parameters sit in the kernel heads, whose size grows with it.
@@ -198,7 +275,7 @@ class SteerableFluidNet(nn.Module):
         group: MatrixGroup | str = "C4",
         radius: int = 1,
         relaxed: bool = False,
-        scale: float = 1.0,
+        scale: float | Sequence[float] = 1.0,
         kernel_hidden: str | None = None,
         kernel_layers: int = 2,
         breaking: str | Rep | None = None,
@@ -210,10 +287,12 @@ class SteerableFluidNet(nn.Module):
         if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
         layers = int(layers)
-        scale = _check_scale(scale)
-        self.layout = layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
+        self.layout = _layout(layout)
+        self._scales = field_scales(scale, self.layout)
+        #: the checked ``scale``: one float, or a tuple of one per field
+        self.scale = _given_scale(self._scales, scale)
         self.group = as_group(group)
-        self.frames_in, self.radius, self.relaxed, self.scale = frames_in, radius, relaxed, scale
+        self.frames_in, self.radius, self.relaxed = frames_in, radius, relaxed
         # node features of T frames, grouped by irrep: "1x1o + 1x0e" -> "Tx1o + Tx0e"
         columns, parts = [], []
         size = {"0e": 1, "0o": 1, "1o": 3, "1e": 3}
@@ -267,7 +346,7 @@ class SteerableFluidNet(nn.Module):
         batch, _, _, height, width = frames.shape
         lattice = self.lattice(height, width)
         graph = _cached_graph(lattice, batch, frames.dtype, str(frames.device))
-        nodes = self.layout.to_nodes(frames.flatten(0, 1) / self.scale)  # [B*T*N, node_dim]
+        nodes = self.layout.to_nodes(rescale_fields(frames, self._scales).flatten(0, 1))
         nodes = nodes.reshape(batch, self.frames_in, lattice.num_cells, -1).transpose(1, 2)
         h = nodes.reshape(batch * lattice.num_cells, -1)[:, self._columns]
         for index, conv in enumerate(self.convs):
@@ -277,7 +356,7 @@ class SteerableFluidNet(nn.Module):
             if index < len(self.gates):
                 h = self.gates[index](h)
         update = self.layout.to_field(h, lattice, batch)
-        return frames[:, -1] + self.scale * update
+        return frames[:, -1] + rescale_fields(update, self._scales, inverse=True)
 
 
 def build_fluid_model(
@@ -289,7 +368,7 @@ def build_fluid_model(
     layers: int = 4,
     group: MatrixGroup | str = "C4",
     radius: int = 1,
-    scale: float = 1.0,
+    scale: float | Sequence[float] = 1.0,
     free_input: str = "position",
     features: str = "irreps",
     kernel_hidden: str | None = None,
@@ -314,7 +393,8 @@ def build_fluid_model(
     channel-mixing matrix per layer); ``free_hidden`` is the width ``H`` of that pathway's
     features (``"position"`` and ``"radial"``; its head has ``H`` times the parameters of
     a channel-mixing matrix). ``kernel_hidden`` and ``kernel_layers`` size the steerable
-    models' kernel MLPs (see :class:`SteerableFluidNet`).
+    models' kernel MLPs (see :class:`SteerableFluidNet`). ``scale`` normalises the fields:
+    one typical magnitude, or one per field of ``layout`` (:func:`field_scales`).
 
     ``relaxation`` (``relaxed`` only, one of :data:`FLUID_RELAXATIONS`) says how the relaxed
     model breaks the symmetry: ``"kernel"`` (default) through the non-equivariant pathways

@@ -74,7 +74,8 @@ class TailorResult(NamedTuple):
 
     Attributes:
         predictions: rollout with the tailored weights, frame 0 being ``x0``: a tensor
-            ``[T + 1, B, d]`` or a :class:`Trajectory` of ``T + 1`` frames.
+            ``[T + 1, B, d]`` or a :class:`Trajectory` of ``T + 1`` frames (its ``dt`` the
+            model's own, as in :func:`rollout`).
         params: the tailored parameters by name (only the selected ones). With
             ``per_sample=True`` each has a leading axis ``[B, ...]``, one copy per sample.
         inner_losses: Noether loss before each inner step, ``[steps]`` (or ``[B, steps]``
@@ -150,7 +151,8 @@ def default_step(call: Callable[..., Any], state: Any) -> Any:
     )
 
 
-def _stack(states: list[Any]) -> Tensor | Trajectory:
+def _stack(states: list[Any], dt: float | None = None) -> Tensor | Trajectory:
+    """Tensor states as ``[T, ...]``, frames as a :class:`Trajectory` ``dt`` fs apart."""
     if isinstance(states[0], Tensor):
         return torch.stack(states)
     if isinstance(states[0], Frame):
@@ -161,8 +163,30 @@ def _stack(states: list[Any]) -> Tensor | Trajectory:
             first.z,
             first.mass,
             first.batch,
+            dt=dt,
         )
     return states  # type: ignore[return-value]
+
+
+def _time_step(model: nn.Module, x0: Any, dt: object) -> float | None:
+    """The time step a rollout of ``model`` from ``x0`` advances by: ``dt``, else the
+    model's own ``dt`` attribute (a positive finite number), else ``None``."""
+    own = getattr(model, "dt", None)
+    own = float(own) if is_real(own) and 0 < own < math.inf else None
+    if dt is None:
+        return own
+    if not (is_real(dt) and 0 < dt < math.inf):
+        raise ValueError(f"dt: expected a positive finite time step in fs, got {dt!r}")
+    if not isinstance(x0, Frame):
+        raise ValueError(
+            f"dt: only a rollout of Frames returns a Trajectory, which carries a time step; "
+            f"got x0 of type {type(x0).__name__}"
+        )
+    if own is not None and float(dt) != own:
+        raise ValueError(
+            f"dt: the model steps by its own dt = {own:g} fs, got dt={dt!r} (leave dt out)"
+        )
+    return float(dt)
 
 
 def _module_state(model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -178,16 +202,33 @@ def rollout(
     horizon: int,
     params: dict[str, Tensor] | None = None,
     step_fn: StepFn | None = None,
+    *,
+    dt: float | None = None,
 ) -> Tensor | Trajectory:
     """Roll ``model`` out for ``horizon`` steps from ``x0``: ``[T + 1, ...]`` or a Trajectory.
 
     Args:
+        model: the one-step predictor (see :func:`default_step`).
+        x0: initial state: a tensor ``[B, d]``, a :class:`Frame` (``B`` molecules of ``N``
+            atoms) or any state ``step_fn`` takes.
+        horizon: prediction steps ``T``.
         params: parameters to substitute (by name) for this call only; the buffers are then
             private copies, so running statistics (BatchNorm) are not updated. Without
             ``params`` the model is called as it is and updates its buffers as usual.
+        step_fn: ``step_fn(call, state) -> next_state`` for custom states.
+        dt: the time step (fs) of one prediction, which the :class:`Trajectory` of a Frame
+            rollout carries as its ``dt``; default: the model's own ``dt`` (that of
+            :class:`~symgraph.models.dynamics.EquivariantDynamics` and
+            :class:`~symgraph.models.steerable_dynamics.SteerableDynamics`), ``None`` for a
+            model without one. A ``dt`` other than the model's is refused.
+
+    Returns:
+        ``[T + 1, B, d]`` for tensors, a :class:`Trajectory` of ``T + 1`` frames for Frames
+        (``positions [T + 1, N, 3]``), else the list of states; frame 0 is ``x0``.
     """
     if not is_int(horizon) or horizon < 1:
         raise ValueError(f"horizon: expected a positive int, got {horizon!r}")
+    dt = _time_step(model, x0, dt)
     step_fn = step_fn or default_step
     if params is None:
         call: Callable[..., Any] = model
@@ -200,7 +241,7 @@ def rollout(
     states = [x0]
     for _ in range(horizon):
         states.append(step_fn(call, states[-1]))
-    return _stack(states)
+    return _stack(states, dt)
 
 
 def _clip(grads: list[Tensor], max_norm: float | None, per_sample: bool = False) -> list[Tensor]:
@@ -352,7 +393,7 @@ def tailor(
         preds = [r.predictions for r in results]
         frames = [Frame.cat([p.frame(t) for p in preds]) for t in range(horizon + 1)]
         return TailorResult(
-            _stack(frames),
+            _stack(frames, preds[0].dt),
             {k: torch.stack([r.params[k] for r in results]) for k in selected},
             torch.stack([r.inner_losses for r in results]),
         )

@@ -15,7 +15,10 @@ training simulations' past, and reports:
   inflow positions), each also per forecast step, ``future_rmse_h1`` ... (RMSE vs horizon).
 
 The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
-units of the RMS of the training simulations' past (the frames training reads); relaxed
+units of the RMS of the training simulations' past (the frames training reads), which also
+scales the models' inputs and updates: with ``--fields velocity+density`` one RMS per field
+(velocity and density have different units; ``--field-scale shared``: one RMS over both, as
+runs made before the flag were trained and are evaluated); relaxed
 models add ``--relaxation-weight`` times :func:`symgraph.nn.relaxation_penalty`, and may
 slow their non-equivariant pathway down (``--relaxation-lr-scale``, ``--relaxation-warmup``;
 see :mod:`symgraph.train.relaxation_schedule`). Everything else -- run folder, checkpoints,
@@ -26,7 +29,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +49,9 @@ from symgraph.train.jobs import (
 )
 from symgraph.train.split import random_split_indices, temporal_split_indices
 from symgraph.train.tasks import Task
+
+if TYPE_CHECKING:
+    from symgraph.lattice import FieldLayout
 
 __all__ = ["FluidRolloutTask", "TaggedWindows", "fluid", "build_fluid_datasets", "SPLIT_TAGS"]
 
@@ -71,31 +78,42 @@ class FluidRolloutTask(Task):
     """Rollout loss and RMSE-vs-horizon metrics of a next-frame predictor.
 
     Batches are ``(inputs [B, T, C, H, W], targets [B, S, C, H, W], tag [B])``. Metrics are
-    per window -- the RMSE over the forecast frames, channels and cells (``*_rmse``) and
-    per forecast step (``*_rmse_h<k>``) -- grouped by tag (``rmse`` for untagged windows,
-    ``future_rmse``, ``domain_rmse``); the trainer averages them over windows.
+    per window -- the RMSE over the forecast frames, channels and cells (``*_rmse``, in the
+    fields' own units) and per forecast step (``*_rmse_h<k>``) -- grouped by tag (``rmse``
+    for untagged windows, ``future_rmse``, ``domain_rmse``), and ``loss``, the mean squared
+    error in units of ``scale``; the trainer averages them over windows.
 
     Args:
         horizon: frames forecast by the metrics (at most ``S``).
         train_horizon: frames forecast by the training loss (at most ``horizon``).
-        scale: the fields' RMS; the loss is the squared error in these units.
+        scale: the fields' RMS, one number or one per field of ``layout`` (see
+            :func:`symgraph.models.fluids.field_scales`); the loss is the squared error in
+            these units.
         unit: name of the field unit, for ``units``.
+        layout: the field layout of a frame (``"1x1o"``: velocity; ``"1x1o + 1x0e"``: velocity
+            and density); needed only to place a per-field ``scale``.
     """
 
     monitor = "rmse"
     mode = "min"
 
     def __init__(
-        self, horizon: int, train_horizon: int = 1, scale: float = 1.0, unit: str = ""
+        self,
+        horizon: int,
+        train_horizon: int = 1,
+        scale: float | Sequence[float] = 1.0,
+        unit: str = "",
+        layout: FieldLayout | str = "1x1o",
     ) -> None:
+        from symgraph.models.fluids import field_scales
+
         if not 1 <= train_horizon <= horizon:
             raise ValueError(
                 f"train_horizon: expected 1 <= train_horizon <= horizon={horizon}, "
                 f"got {train_horizon}"
             )
-        if not scale > 0:
-            raise ValueError(f"scale: expected a positive number, got {scale!r}")
-        self.horizon, self.train_horizon, self.scale = horizon, train_horizon, float(scale)
+        self.horizon, self.train_horizon = horizon, train_horizon
+        self.scales = field_scales(scale, layout)
         names = ["rmse"] + [f"{group}_rmse" for group in SPLIT_TAGS]
         self.units = {"loss": "squared error / scale^2"}
         for name in names:
@@ -113,15 +131,21 @@ class FluidRolloutTask(Task):
             )
         return rollout(model, inputs, steps), targets[:, :steps], tag
 
+    def _scaled_error(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``[B, S]`` mean squared error of each forecast frame in units of ``scale``."""
+        from symgraph.models.fluids import rescale_fields
+
+        return rescale_fields(pred - target, self.scales).square().flatten(2).mean(dim=2)
+
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
         pred, target, _ = self._rollout(model, batch, self.train_horizon)
-        return ((pred - target) / self.scale).square().mean(), pred.shape[0]
+        return self._scaled_error(pred, target).mean(), pred.shape[0]
 
     def metrics(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         pred, target, tag = self._rollout(model, batch, self.horizon)
         squared = (pred - target).square().flatten(2).mean(dim=2)  # [B, horizon]
         groups = {"rmse": tag < 0, **{f"{g}_rmse": tag == t for g, t in SPLIT_TAGS.items()}}
-        out = {"loss": squared.mean(dim=1) / self.scale**2}
+        out = {"loss": self._scaled_error(pred, target).mean(dim=1)}
         for name, members in groups.items():
             if bool(members.any()):
                 rows = squared[members]
@@ -179,11 +203,20 @@ def _grid_size(text: str) -> int:
     return size
 
 
-def _field_rms(dataset: Dataset) -> float:
+def _field_rms(dataset: Dataset, per_field: bool = False) -> float | tuple[float, ...]:
     """RMS of the fields ``dataset`` (a SmokePlumeDataset) reads: for the training split, the
-    past of its simulations (their future frames are the ``future`` test split)."""
+    past of its simulations (their future frames are the ``future`` test split).
+
+    One RMS over all channels, or with ``per_field`` one per field of ``dataset.layout``
+    (the components of the velocity together, the density alone)."""
+    from symgraph.models.fluids import field_channels
+
     first, last = dataset.frame_range
-    return float(dataset.data[:, first:last].double().square().mean().sqrt())
+    past = dataset.data[:, first:last].double()  # [S, T, C, H, W]
+    if not per_field:
+        return float(past.square().mean().sqrt())
+    fields = field_channels(dataset.layout)
+    return tuple(float(past[:, :, channels].square().mean().sqrt()) for channels in fields)
 
 
 #: Flags read by the relaxed model only: another value than their default with a strict
@@ -196,7 +229,8 @@ RELAXED_ONLY_FLAGS = (
 
 @register_job(
     "fluid",
-    predated={"val_split": "random"},  # the validation split before --val-split existed
+    # the validation split before --val-split existed; one RMS before --field-scale
+    predated={"val_split": "random", "field_scale": "shared"},
     arguments=[
         arg(
             "--model",
@@ -341,6 +375,14 @@ RELAXED_ONLY_FLAGS = (
             help="fields fed and forecast (default velocity)",
         ),
         arg(
+            "--field-scale",
+            default="per-field",
+            choices=("per-field", "shared"),
+            help="normalisation of the fields (model inputs and updates, loss): the RMS of "
+            "each field, velocity and density apart (per-field), or one RMS over all "
+            "channels (shared, as runs made before this flag) (default per-field)",
+        ),
+        arg(
             "--data-root",
             default=None,
             path=True,
@@ -383,7 +425,8 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))
     data = build_fluid_datasets(args)
-    scale = _field_rms(data["train"])
+    per_field = getattr(args, "field_scale", "shared") == "per-field"  # older runs: shared
+    scale = _field_rms(data["train"], per_field)
     val_split = getattr(args, "val_split", "random")  # runs from before the flag: random
     if val_split == "time":  # each simulation's latest windows; training reads T + S frames
         windows_of = [data["train"].window(i) for i in range(len(data["train"]))]
@@ -409,7 +452,9 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     extra = [lambda m, _batch: weight * relaxation_penalty(m)] if relaxed else []
     return JobSpec(
         model=model,
-        task=FluidRolloutTask(args.horizon, args.train_horizon, scale, "L / time"),
+        task=FluidRolloutTask(
+            args.horizon, args.train_horizon, scale, "L / time", data["train"].layout
+        ),
         train=Subset(windows, train_idx),
         val=Subset(windows, val_idx),
         test=test,

@@ -165,15 +165,17 @@ def test_config_rejects_zero_steps_and_sizes_infinite_rates_and_bools(field, val
 
 
 def test_config_walls_and_inflow_bounds():
-    """Walls must leave an interior (``2 walls < size``); the inflow lies in ``[-L/2, L/2)``."""
+    """Walls must leave an interior (``2 walls < size``); the inflow lies in the closed
+    square ``[-L/2, L/2]^2`` (both edges: their polar angles, hence forces, differ)."""
     assert PlumeConfig(size=8, walls=3).walls == 3
     with pytest.raises(ValueError, match="walls"):
         PlumeConfig(size=8, walls=4)
     assert PlumeConfig(inflow_position=(-0.5, -0.5)).inflow_position == (-0.5, -0.5)
+    assert PlumeConfig(inflow_position=(0.5, 0.5)).inflow_position == (0.5, 0.5)
+    with pytest.raises(ValueError, match=r"inflow_position: expected \(x, y\) in \[-0.5, 0.5\]"):
+        PlumeConfig(inflow_position=(0.51, 0.0))
     with pytest.raises(ValueError, match="inflow_position"):
-        PlumeConfig(inflow_position=(0.5, 0.0))
-    with pytest.raises(ValueError, match="inflow_position"):
-        PlumeConfig(inflow_position=(0.0, 0.5))
+        PlumeConfig(inflow_position=(0.0, -0.51))
 
 
 def test_config_stability_bound_uses_the_diagonal_wavenumber_and_both_diffusivities():
@@ -191,14 +193,46 @@ def test_config_stability_bound_uses_the_diagonal_wavenumber_and_both_diffusivit
         PlumeConfig(diffusivity=1.2 * limit)
 
 
-def test_rotation_wraps_onto_the_domain_and_takes_negative_turns():
-    """An inflow turned onto ``x = L/2`` wraps to ``-L/2``; ``k = -1`` is ``k = 3``."""
+def test_rotation_keeps_edge_inflows_on_their_edge_and_takes_negative_turns():
+    """An inflow turned onto ``x = L/2`` stays there (wrapped to ``-L/2`` its polar angle,
+    hence the force, would turn by a half turn); ``k = -1`` is ``k = 3``."""
     cfg = PlumeConfig(inflow_position=(0.0, -0.5))
-    assert cfg.rotated(1).inflow_position == (-0.5, 0.0)  # (0.5, 0) wrapped
+    assert cfg.rotated(1).inflow_position == (0.5, 0.0)
+    assert cfg.rotated(2).inflow_position == (0.0, 0.5)
     off_axis = PlumeConfig(inflow_position=(0.1, -0.3))
     assert off_axis.rotated(-1).inflow_position == pytest.approx((-0.3, -0.1))
     assert off_axis.rotated(-1) == off_axis.rotated(3)
     assert off_axis.rotated(4) == off_axis
+    with pytest.raises(TypeError, match="k: expected an integer number of quarter turns, got 1.5"):
+        off_axis.rotated(1.5)
+
+
+@pytest.mark.parametrize("position", [(0.0, -0.5), (-0.5, -0.5), (0.5, 0.2), (0.1, -0.3)])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rotated_config_turns_the_force_with_it_also_on_the_edge(position, k):
+    """For ``s = 0`` the force of the rotated config is the rotated force, wherever the
+    inflow sits (an inflow on the edge or in a corner included)."""
+    cfg = PlumeConfig(inflow_position=position)
+    c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
+    fx, fy = cfg.force()
+    assert cfg.rotated(k).force() == pytest.approx((c * fx - s * fy, s * fx + c * fy), abs=1e-12)
+
+
+@pytest.mark.parametrize(("position", "k"), [((0.0, -0.5), 1), ((-0.5, -0.5), 2)])
+def test_rotated_config_with_an_edge_inflow_commutes_with_the_dynamics(position, k):
+    """Simulating the rotated config from the rotated state gives the rotated fields, also
+    for an inflow on the domain's edge or corner (before: its force turned the wrong way)."""
+    cfg = SMALL.replace(inflow_position=position)
+    (vel_a, rho_a), (vel_b, rho_b) = _rotated_run(cfg, 20, k)
+    assert _rel(vel_a, vel_b) < 1e-10 and _rel(rho_a, rho_b) < 1e-10
+
+
+def test_a_centre_inflow_has_polar_angle_zero_after_any_turn():
+    """Signed zeros are dropped: ``(-0.0, 0.0)`` (a turned centre) is the centre, angle 0."""
+    centre = PlumeConfig(inflow_position=(0.0, 0.0))
+    for k in range(4):
+        assert centre.rotated(k).inflow_angle == 0.0
+    assert math.copysign(1.0, PlumeConfig(inflow_position=(-0.0, 0.3)).inflow_position[0]) == 1.0
 
 
 # --------------------------------------------------------------------------- dataset

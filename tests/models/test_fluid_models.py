@@ -451,3 +451,150 @@ def test_kernel_radial_range_reaches_the_stencil_corners():
     cnn = build_fluid_model("conv", 3, width=4, layers=3, radius=2)
     assert [c.out_channels for c in cnn.convs] == [8, 8, 2]
     assert all(c.kernel_size == (5, 5) for c in cnn.convs)
+
+
+VD = "1x1o + 1x0e"  # velocity (u, v) and density
+
+
+def per_field(x: torch.Tensor, velocity: float, density: float) -> torch.Tensor:
+    """``x [..., 3, H, W]`` with the velocity channels times ``velocity``, the density times
+    ``density``."""
+    factors = torch.tensor([velocity, velocity, density], dtype=x.dtype)[:, None, None]
+    return x * factors
+
+
+@pytest.mark.parametrize("kind", ["conv", "equivariant", "relaxed"])
+def test_per_field_scales_make_predictors_independent_of_the_fields_units(kind):
+    """With one scale per field, a model of scales ``(a, b)`` on velocities times ``a`` and
+    densities times ``b`` predicts what the model of scales ``(1, 1)`` predicts, each field
+    in its own unit: a change of the density unit does not reach the velocity."""
+    torch.manual_seed(0)
+    unit = build_fluid_model(kind, 3, VD, width=4, layers=2, scale=(1.0, 1.0)).double()
+    torch.manual_seed(0)
+    scaled = build_fluid_model(kind, 3, VD, width=4, layers=2, scale=(0.5, 300.0)).double()
+    assert scaled.scale == (0.5, 300.0)
+    x = frames(VD, dtype=torch.float64)
+    with torch.no_grad():
+        expected, out = per_field(unit(x), 0.5, 300.0), scaled(per_field(x, 0.5, 300.0))
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["equivariant", "relaxed"])
+def test_per_field_scales_keep_the_steerable_models_equivariant(kind):
+    """The velocity's two components share their scale: the model still commutes with
+    quarter turns of the grid."""
+    torch.manual_seed(0)
+    model = build_fluid_model(kind, 3, VD, width=4, layers=2, scale=(0.1, 2.0)).double()
+    x = frames(VD, dtype=torch.float64)
+    for k in (1, 2, 3):
+        assert commutation_error(model, x, VD, k) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("scale", "error", "message"),
+    [
+        ((1.0,), ValueError, r"scale: expected one number per field of '1x1o\+1x0e' \(2\), got 1"),
+        ((1.0, 0.0), ValueError, r"scale\[1\]: expected a positive finite number"),
+        ("1.0", TypeError, r"scale: expected a positive finite number .* or a sequence of one"),
+        (torch.ones(2), TypeError, r"scale: expected .* per field of '1x1o\+1x0e', got Tensor"),
+    ],
+)
+def test_bad_per_field_scales_are_named(scale, error, message):
+    with pytest.raises(error, match=message):
+        build_fluid_model("conv", 3, VD, width=4, layers=2, scale=scale)
+
+
+def test_fluid_job_scales_velocity_and_density_by_their_own_rms():
+    """``_field_rms(per_field=True)``: the RMS of the velocity components together and of the
+    density, over the training past; the shared RMS mixes both."""
+    from symgraph.data.fluids import PlumeConfig, SmokePlumeDataset
+    from symgraph.train.job_fluid import _field_rms
+
+    options = dict(num_train_simulations=2, num_domain_simulations=1, frames=12,
+                   future_frames=5, input_frames=2, target_frames=1, fields="velocity+density",
+                   base_config=PlumeConfig(size=16))  # fmt: skip
+    train = SmokePlumeDataset(split="train", **options)
+    past = train.data[:, :7].double()
+    velocity, density = _field_rms(train, per_field=True)
+    assert velocity == pytest.approx(float(past[:, :, :2].square().mean().sqrt()), rel=1e-12)
+    assert density == pytest.approx(float(past[:, :, 2].square().mean().sqrt()), rel=1e-12)
+    shared = _field_rms(train)
+    assert shared == pytest.approx(((2 * velocity**2 + density**2) / 3) ** 0.5, rel=1e-12)
+
+
+def test_fluid_rollout_task_weighs_each_field_by_its_own_scale():
+    """Per-field scales: the loss is the mean squared error of each channel in units of its
+    field's scale; the RMSE metrics stay in the fields' own units."""
+    from torch import nn
+
+    from symgraph.train.job_fluid import FluidRolloutTask
+
+    class Zero(nn.Module):
+        def forward(self, window):
+            return torch.zeros_like(window[:, -1])
+
+    inputs = torch.zeros(1, 2, 3, 2, 2)
+    targets = per_field(torch.ones(1, 1, 3, 2, 2), 2.0, 8.0)  # velocity 2, density 8
+    batch = (inputs, targets, torch.tensor([-1]))
+    task = FluidRolloutTask(horizon=1, scale=(1.0, 4.0), layout=VD)
+    loss, _ = task.loss(Zero(), batch)
+    assert float(loss) == pytest.approx((2 * 2**2 + (8 / 4) ** 2) / 3)
+    metrics = task.metrics(Zero(), batch)
+    assert metrics["loss"].tolist() == pytest.approx([float(loss)])
+    assert metrics["rmse"].tolist() == pytest.approx([((2 * 4 + 64) / 3) ** 0.5])
+    with pytest.raises(ValueError, match=r"scale: expected one number per field of '1x1o'"):
+        FluidRolloutTask(horizon=1, scale=(1.0, 4.0))
+
+
+def _fluid_args(*flags: str):
+    from symgraph.cli import build_parser
+    from symgraph.train.jobs import load_jobs
+
+    small = ["--grid", "8", "--simulations", "1", "--domain-simulations", "1", "--frames",
+             "10", "--future-frames", "3", "--frames-in", "2", "--horizon", "1", "--width",
+             "4", "--layers", "2", "--model", "conv"]  # fmt: skip
+    return build_parser(load_jobs()).parse_args(["train", "fluid", *small, *flags])
+
+
+def test_fluid_job_normalises_velocity_and_density_per_field_by_default():
+    """``--fields velocity+density``: the model and the loss use one RMS per field, unless
+    ``--field-scale shared``; for velocity alone both are the one velocity RMS."""
+    from symgraph.train.job_fluid import _field_rms
+    from symgraph.train.jobs import get_job
+
+    spec = get_job("fluid")(_fluid_args("--fields", "velocity+density"))
+    plumes = spec.train.dataset.dataset
+    assert spec.model.scale == _field_rms(plumes, per_field=True)
+    assert [value for _, value in spec.task.scales] == list(spec.model.scale)
+    flags = ("--fields", "velocity+density", "--field-scale", "shared")
+    shared = get_job("fluid")(_fluid_args(*flags))
+    assert shared.model.scale == _field_rms(plumes)
+    velocity = get_job("fluid")(_fluid_args())
+    assert velocity.model.scale == (_field_rms(velocity.train.dataset.dataset),)
+
+
+def test_fluid_runs_from_before_per_field_scales_evaluate_as_trained(tmp_path, capsys):
+    """A velocity+density run folder without ``field_scale`` in config.json was trained with
+    one shared RMS: evaluate rebuilds it so (the per-field model would predict otherwise)."""
+    from symgraph.train.jobs import get_job
+
+    out = tmp_path / "run"
+    flags = ["--fields", "velocity+density", "--grid", "8", "--simulations", "1",
+             "--domain-simulations", "1", "--frames", "12", "--future-frames", "4",
+             "--frames-in", "1", "--horizon", "1", "--width", "4", "--layers", "2",
+             "--model", "conv", "--epochs", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert symgraph_main(["train", "fluid", *flags, "--field-scale", "shared"]) == 0
+    trained = json.loads(capsys.readouterr().out)["metrics"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"].pop("field_scale") == "shared"
+    (out / "config.json").write_text(json.dumps(config))
+    assert get_job("fluid").saved_args(config["args"])["field_scale"] == "shared"
+    assert symgraph_main(["evaluate", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    assert evaluated == pytest.approx(trained, rel=1e-6)
+    config["args"]["field_scale"] = "per-field"  # the same weights read per field: not so
+    (out / "config.json").write_text(json.dumps(config))
+    assert symgraph_main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["future_rmse"] != pytest.approx(
+        trained["future_rmse"], rel=1e-6
+    )

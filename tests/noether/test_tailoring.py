@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from symgraph.noether import ScaleShift, noether_loss, rollout, select_parameters, tailor
+from symgraph.noether import (
+    Frame,
+    ScaleShift,
+    noether_loss,
+    rollout,
+    select_parameters,
+    tailor,
+)
 
 
 def energy(x: torch.Tensor) -> torch.Tensor:
@@ -298,3 +305,62 @@ def test_per_sample_refuses_batch_norm_without_running_statistics():
     model.eval()
     with pytest.raises(ValueError, match="batch statistics"):
         tailor(model, torch.randn(4, 2), energy, steps=1, lr=1e-2, horizon=2, per_sample=True)
+
+
+def _molecules() -> Frame:
+    """Two molecules (3 and 2 atoms) in float64."""
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    vel = 0.01 * torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    return Frame(pos, vel, torch.tensor([6, 1, 1, 8, 1]), batch=torch.tensor([0, 0, 0, 1, 1]))
+
+
+def _kinetic(frame: Frame) -> torch.Tensor:
+    """Kinetic energy per molecule ``[B, 1]``."""
+    per_atom = 0.5 * frame.mass * frame.vel.square().sum(-1)
+    return torch.zeros(frame.num_graphs, 1, dtype=per_atom.dtype).index_add(
+        0, frame.batch_index(), per_atom[:, None]
+    )
+
+
+@pytest.mark.parametrize("kind", ["egnn", "steerable"])
+def test_frame_rollouts_carry_the_models_time_step(kind):
+    """A rollout of Frames is a Trajectory ``model.dt`` fs apart, plain or tailored (shared
+    or per molecule), so it can be compared with, sliced and scored like MD trajectories."""
+    from symgraph.models.dynamics import EquivariantDynamics
+    from symgraph.models.steerable_dynamics import SteerableDynamics
+
+    torch.manual_seed(0)
+    if kind == "egnn":
+        model = EquivariantDynamics(hidden=8, num_layers=1, dt=0.5).double()
+    else:
+        model = SteerableDynamics("O3", "4x0e + 2x1o", num_layers=1, dt=0.5).double()
+    x0 = _molecules()
+    assert rollout(model, x0, 3).dt == 0.5
+    assert rollout(model, x0, 2, dt=0.5)[::2].dt == 1.0
+    for per_sample in (False, True):
+        result = tailor(model, x0, _kinetic, steps=1, lr=1e-4, horizon=2, per_sample=per_sample)
+        assert len(result.predictions) == 3 and result.predictions.dt == 0.5
+
+
+def test_rollout_dt_of_a_model_without_one_and_bad_dt_values():
+    """A model without ``dt`` gives ``dt=None`` unless one is passed; a ``dt`` that is not
+    positive, contradicts the model's, or comes with tensor states is refused by name."""
+    from symgraph.models.dynamics import EquivariantDynamics
+
+    class Drift(nn.Module):
+        def forward(self, pos, vel, z, batch):
+            return pos + vel, vel
+
+    x0 = _molecules()
+    assert rollout(Drift(), x0, 2).dt is None
+    assert rollout(Drift(), x0, 2, dt=2.0).dt == 2.0
+    with pytest.raises(ValueError, match="dt: expected a positive finite time step in fs, got 0"):
+        rollout(Drift(), x0, 2, dt=0)
+    with pytest.raises(ValueError, match="dt: expected a positive finite time step in fs"):
+        rollout(Drift(), x0, 2, dt=True)
+    model = EquivariantDynamics(hidden=8, num_layers=1, dt=0.5).double()
+    with pytest.raises(ValueError, match="dt: the model steps by its own dt = 0.5 fs, got dt=1.0"):
+        rollout(model, x0, 2, dt=1.0)
+    with pytest.raises(ValueError, match="dt: only a rollout of Frames .* got x0 of type Tensor"):
+        rollout(Plain(), torch.randn(3, 2), 2, dt=1.0)

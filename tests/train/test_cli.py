@@ -243,19 +243,23 @@ def test_resume_refuses_a_run_folder_of_another_job(tmp_path, monkeypatch, capsy
 
 
 def test_resume_reads_flags_a_run_predates_as_their_old_value(tmp_path, monkeypatch, capsys):
-    """A fluid run folder from before --val-split used the random split: resuming it with
-    today's default (time) is refused by name, not silently switched."""
+    """A fluid run folder from before --val-split used the random split (and, from before
+    --field-scale, one shared RMS): resuming it with today's defaults (time, per-field) is
+    refused by name, not silently switched."""
     from symgraph.train.jobs import get_job, load_jobs
 
     load_jobs()
-    assert get_job("fluid").saved_args({"seed": 3}) == {"val_split": "random", "seed": 3}
+    before = {"val_split": "random", "field_scale": "shared", "seed": 3}
+    assert get_job("fluid").saved_args({"seed": 3}) == before
     assert get_job("fluid").saved_args({"val_split": "time"})["val_split"] == "time"
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"job": "fluid", "args": {}}))
     monkeypatch.setattr("symgraph.cli.Trainer", lambda *a, **k: pytest.fail("trained"))
     assert main(["train", "fluid", "--out", str(out), "--resume"]) == 2
-    assert "trained with --val-split 'random' (now 'time')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--field-scale 'shared' (now 'per-field')" in err
+    assert "--val-split 'random' (now 'time')" in err
 
 
 def test_evaluate_last_checkpoint_and_split_check(tmp_path, capsys):

@@ -58,7 +58,9 @@ class PlumeConfig:
         drag: linear damping rate of the vorticity (keeps a periodic run bounded).
         density_decay: linear decay rate of the smoke (likewise).
         buoyancy: force per unit density ``|F|`` (before the breaking blend).
-        inflow_position: ``(x, y)`` of the source relative to the domain centre.
+        inflow_position: ``(x, y)`` of the source relative to the domain centre, in the
+            closed square ``[-L/2, L/2]^2``: the edges ``x = -L/2`` and ``x = L/2`` hold the
+            same source (periodic domain) but different polar angles, hence forces.
         inflow_radius: standard deviation of the Gaussian source.
         inflow_rate: peak smoke added per unit time at the source centre.
         buoyancy_angle: symmetric force direction relative to the inflow's polar angle.
@@ -123,12 +125,13 @@ class PlumeConfig:
         if len(pos) != 2 or not all(math.isfinite(float(p)) for p in pos):
             raise ValueError(f"inflow_position: expected finite (x, y), got {pos!r}")
         half = self.length / 2
-        if not all(-half <= float(p) < half for p in pos):
+        if not all(-half <= float(p) <= half for p in pos):
             raise ValueError(
-                f"inflow_position: expected (x, y) in [-{half}, {half}) (domain centred at 0), "
+                f"inflow_position: expected (x, y) in [-{half}, {half}] (domain centred at 0), "
                 f"got {pos!r}"
             )
-        object.__setattr__(self, "inflow_position", (float(pos[0]), float(pos[1])))
+        # + 0.0: no signed zeros (atan2 would turn (-0.0, 0.0) by a half turn)
+        object.__setattr__(self, "inflow_position", (float(pos[0]) + 0.0, float(pos[1]) + 0.0))
         # explicit RK3 on the linear terms: keep (nu k_max^2 + drag) dt inside its region
         k_max = 2 * math.pi / self.length * (n / 3) * math.sqrt(2)
         stiff = max(self.viscosity, self.diffusivity) * k_max**2 + max(
@@ -163,16 +166,25 @@ class PlumeConfig:
     def rotated(self, k: int = 1) -> PlumeConfig:
         """The same setup turned by ``k * 90`` degrees about the centre (inflow moved).
 
-        The global ``gravity_angle`` does not turn: it is the part that breaks symmetry.
+        The inflow turns exactly, ``(x, y) -> (-y, x)`` per quarter turn, and stays in the
+        closed square ``[-L/2, L/2]^2``: an inflow on the edge stays on the edge it is
+        turned onto, it is not wrapped to the opposite one. The source itself would be the
+        same there (the domain is periodic), but its polar angle, which sets the symmetric
+        part of the force, would change by a half turn. For ``symmetry_breaking = 0``
+        simulating the rotated config therefore gives the rotated fields
+        (:func:`symgraph.lattice.rotate_field` of the velocity ``"1x1o"`` and the density)
+        from the rotated initial state, for every inflow but the centre, whose force
+        direction (``phi = 0``) does not turn. The global ``gravity_angle`` does not turn
+        either: it is the part that breaks symmetry.
+
+        Args:
+            k: quarter turns, counterclockwise (negative: clockwise).
         """
+        if not is_int(k):
+            raise TypeError(f"k: expected an integer number of quarter turns, got {k!r}")
         x, y = self.inflow_position
         for _ in range(int(k) % 4):
             x, y = -y, x
-        half = self.length / 2
-        if x >= half:  # keep inside [-L/2, L/2) (periodic)
-            x -= self.length
-        if y >= half:
-            y -= self.length
         return dataclasses.replace(self, inflow_position=(x, y))
 
     def replace(self, **changes: object) -> PlumeConfig:
