@@ -43,6 +43,15 @@ def is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_int(value: object, name: str, least: int = 1) -> int:
+    """``value`` as a Python int, refused (``ValueError`` naming ``name``) unless an integer
+    setting (:func:`is_int`) ``>= least``."""
+    if not is_int(value) or value < least:
+        expected = "a positive int" if least == 1 else f"an int >= {least}"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return int(value)
+
+
 def is_real(value: object) -> bool:
     """Whether ``value`` is a real-number setting: a Python or numpy integer or float, never
     a bool (nor ``np.bool_``), a tensor or a complex number. NaN and inf are reals: range

@@ -3,6 +3,8 @@ fool it); shape, range and dtype checks refuse what they should and name the arg
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from symgraph.checks import (
     check_edge_index,
     check_features,
     check_finite,
+    check_int,
     check_parameter_dtype,
     check_positions,
 )
@@ -98,3 +101,15 @@ def test_parameter_dtype_is_enforced_except_under_autocast():
         check_parameter_dtype(x, layer, "x")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert check_parameter_dtype(x, layer, "x") is x
+
+
+def test_check_int_returns_a_python_int_and_names_what_it_refuses():
+    import numpy as np
+
+    assert check_int(3, "n") == 3 and type(check_int(np.int64(3), "n")) is int
+    assert check_int(0, "n", least=0) == 0
+    for bad in (0, -1, 2.0, True, "3", torch.tensor(3)):
+        with pytest.raises(ValueError, match=re.escape(f"n: expected a positive int, got {bad!r}")):
+            check_int(bad, "n")
+    with pytest.raises(ValueError, match="max_z: expected an int >= 0, got -1"):
+        check_int(-1, "max_z", least=0)

@@ -337,9 +337,9 @@ def test_dynamics_breaking_input_and_relaxed_kernel_sizes_are_named():
     from symgraph.nn import RelaxedImplicitSteerableConv, SymmetryBreakingInput
 
     for options, message in (
-        (dict(num_rbf=-1), "num_rbf: expected an integer >= 1, got -1"),
-        (dict(num_layers=0), "num_layers: expected an integer >= 1, got 0"),
-        (dict(max_z=-1), "max_z: expected an integer >= 0, got -1"),
+        (dict(num_rbf=-1), "num_rbf: expected a positive int, got -1"),
+        (dict(num_layers=0), "num_layers: expected a positive int, got 0"),
+        (dict(max_z=-1), "max_z: expected an int >= 0, got -1"),
         (dict(dt=float("inf")), "dt: expected a positive finite time step"),
     ):
         with pytest.raises(ValueError, match=message):

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
-from symgraph.checks import is_int, is_real
+from symgraph.checks import check_int, is_int, is_real
 from symgraph.data.modelnet40 import save_atomic
 from symgraph.data.transforms import transform_fingerprint
 
@@ -408,7 +408,7 @@ def sample_shape(
     """
     if name not in _SAMPLERS:
         raise ValueError(f"name: expected one of {list(SHAPE_CLASSES)}, got {name!r}")
-    num_points = _check_positive_int(num_points, "num_points")
+    num_points = check_int(num_points, "num_points")
     noise = _check_noise(noise)
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
@@ -424,13 +424,6 @@ def sample_shape(
     if noise > 0:
         pos = pos + noise * rng.normal(size=pos.shape)
     return torch.from_numpy(pos).float(), torch.from_numpy(normal).float()
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    """``value`` as a Python int, refused (naming ``name``) unless a positive integer."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_noise(noise: object) -> float:
@@ -492,8 +485,8 @@ class ProceduralShapes(InMemoryDataset):
         pre_transform: Callable[[Data], Data] | None = None,
         force_reload: bool = False,
     ) -> None:
-        num_shapes = _check_positive_int(num_shapes, "num_shapes")
-        num_points = _check_positive_int(num_points, "num_points")
+        num_shapes = check_int(num_shapes, "num_shapes")
+        num_points = check_int(num_points, "num_points")
         if num_points < 2:  # clouds are normalised to the unit sphere
             raise ValueError(f"num_points: expected at least 2 points per shape, got {num_points}")
         noise = _check_noise(noise)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from symgraph.checks import (
     as_number,
     check_batch,
+    check_int,
     check_parameter_dtype,
     check_positions,
     is_int,
@@ -53,13 +54,6 @@ def check_step_settings(
             f"velocity_scale: expected a positive typical speed in Å/fs, got {velocity_scale!r}"
         )
     return float(dt), as_number(cutoff), float(velocity_scale)
-
-
-def int_at_least(name: str, value: object, least: int = 1) -> int:
-    """``value`` as a Python int, refused (naming ``name``) unless an integer ``>= least``."""
-    if not is_int(value) or value < least:
-        raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
-    return int(value)
 
 
 def _mlp(dims: list[int], last_scale: float = 1.0) -> nn.Sequential:
@@ -137,9 +131,9 @@ class EquivariantDynamics(nn.Module):
     ) -> None:
         super().__init__()
         self.dt, self.cutoff, self.velocity_scale = check_step_settings(dt, cutoff, velocity_scale)
-        num_layers = int_at_least("num_layers", num_layers)
-        num_rbf = int_at_least("num_rbf", num_rbf)
-        self.max_z = max_z = int_at_least("max_z", max_z, least=0)
+        num_layers = check_int(num_layers, "num_layers")
+        num_rbf = check_int(num_rbf, "num_rbf")
+        self.max_z = max_z = check_int(max_z, "max_z", least=0)
         if not is_int(hidden) or hidden < 1:
             raise ValueError(f"hidden: expected a positive width, got {hidden!r}")
         hidden = int(hidden)

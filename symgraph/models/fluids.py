@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from symgraph.caching import tensor_cache
-from symgraph.checks import check_finite, check_tensor, is_int, is_real
+from symgraph.checks import check_finite, check_int, check_tensor, is_int, is_real
 from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
@@ -85,16 +85,9 @@ def _check_frames(frames: object, layout: FieldLayout, frames_in: int) -> Tensor
 def check_stencil(radius: int, grid: int) -> None:
     """Refuse a stencil of ``radius`` cells that the periodic ``grid x grid`` lattice of the
     models cannot hold (it would wrap onto itself): :class:`Lattice` checks it."""
-    _check_positive("radius", radius)
-    _check_positive("grid", grid)
+    check_int(radius, "radius")
+    check_int(grid, "grid")
     Lattice((grid, grid), radius=radius, periodic=True)
-
-
-def _check_positive(name: str, value: object) -> int:
-    """``value`` as a Python int, refused (naming ``name``) unless a positive integer."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_scale(scale: object, name: str = "scale") -> float:
@@ -202,8 +195,8 @@ class FluidCNN(nn.Module):
         scale: float | Sequence[float] = 1.0,
     ) -> None:
         super().__init__()
-        frames_in = _check_positive("frames_in", frames_in)
-        hidden = _check_positive("hidden", hidden)
+        frames_in = check_int(frames_in, "frames_in")
+        hidden = check_int(hidden, "hidden")
         if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
         if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -282,8 +275,8 @@ class SteerableFluidNet(nn.Module):
         **kernel_options: object,
     ) -> None:
         super().__init__()
-        frames_in = _check_positive("frames_in", frames_in)
-        radius = _check_positive("radius", radius)
+        frames_in = check_int(frames_in, "frames_in")
+        radius = check_int(radius, "radius")
         if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
         layers = int(layers)
@@ -409,8 +402,8 @@ def build_fluid_model(
     """
     if kind not in FLUID_MODELS:
         raise ValueError(f"kind: expected one of {FLUID_MODELS}, got {kind!r}")
-    width = _check_positive("width", width)
-    radius = _check_positive("radius", radius)  # all kinds: a 1x1 stencil couples no cells
+    width = check_int(width, "width")
+    radius = check_int(radius, "radius")  # all kinds: a 1x1 stencil couples no cells
     if grid is not None:
         check_stencil(radius, grid)
     if features not in FLUID_FEATURES:
@@ -448,7 +441,7 @@ def rollout(model: nn.Module, frames: Tensor, steps: int) -> Tensor:
     Each prediction becomes the newest input frame of the next step.
     """
     frames = check_tensor(frames, "frames")
-    steps = _check_positive("steps", steps)
+    steps = check_int(steps, "steps")
     window = frames
     predictions = []
     for _ in range(steps):

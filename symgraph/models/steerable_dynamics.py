@@ -29,12 +29,13 @@ from torch import Tensor, nn
 
 from symgraph.checks import (
     check_batch,
+    check_int,
     check_parameter_dtype,
     check_positions,
 )
 from symgraph.graph import order_by_in_degree, radius_graph
 from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
-from symgraph.models.dynamics import _soft_bound, check_step_settings, int_at_least
+from symgraph.models.dynamics import _soft_bound, check_step_settings
 from symgraph.nn import EquivariantLinear, Gate, ImplicitSteerableConv, gate_rep
 
 __all__ = ["SteerableDynamics"]
@@ -97,9 +98,9 @@ class SteerableDynamics(nn.Module):
         super().__init__()
         group = as_group(group)
         self.dt, self.cutoff, self.velocity_scale = check_step_settings(dt, cutoff, velocity_scale)
-        num_layers = int_at_least("num_layers", num_layers)
-        max_z = int_at_least("max_z", max_z, least=0)
-        species_dim = int_at_least("species_dim", species_dim, least=0)
+        num_layers = check_int(num_layers, "num_layers")
+        max_z = check_int(max_z, "max_z", least=0)
+        species_dim = check_int(species_dim, "species_dim", least=0)
         self.group = group
         self.rep_hidden = as_rep(hidden, group, "hidden")
         irreps = self.rep_hidden.irreps

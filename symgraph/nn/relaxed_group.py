@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from symgraph.checks import check_features, check_parameter_dtype, is_int, is_real
+from symgraph.checks import check_features, check_int, check_parameter_dtype, is_real
 from symgraph.groups import MatrixGroup, RegularBlock, Rep, as_group
 from symgraph.nn.embedding import cosine_cutoff, edge_length
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -52,12 +52,6 @@ __all__ = ["RelaxedGroupConv", "GroupPooling"]
 
 _AGGREGATIONS = ("add", "mean")
 _REDUCTIONS = ("mean", "max")
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 def _is_positive_finite(value: object) -> bool:
@@ -119,11 +113,11 @@ class RelaxedGroupConv(ExactBufferModule):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.num_filter_banks = _positive_int(num_filter_banks, "num_filter_banks")
-        self.hidden = _positive_int(hidden, "hidden")
-        self.kernel_layers = _positive_int(kernel_layers, "kernel_layers")
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.out_channels = check_int(out_channels, "out_channels")
+        self.num_filter_banks = check_int(num_filter_banks, "num_filter_banks")
+        self.hidden = check_int(hidden, "hidden")
+        self.kernel_layers = check_int(kernel_layers, "kernel_layers")
         self.group = group = _finite_group(group)
         if not _is_positive_finite(length_scale):
             raise ValueError(
@@ -263,7 +257,7 @@ class GroupPooling(nn.Module):
 
     def __init__(self, channels: int, group: MatrixGroup | str, reduce: str = "mean") -> None:
         super().__init__()
-        self.channels = _positive_int(channels, "channels")
+        self.channels = check_int(channels, "channels")
         self.group = group = _finite_group(group)
         if reduce not in _REDUCTIONS:
             raise ValueError(f"reduce: expected one of {_REDUCTIONS}, got {reduce!r}")

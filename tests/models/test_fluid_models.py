@@ -209,7 +209,7 @@ def test_bad_input_names_the_argument():
         build_fluid_model("equivariant", 3, group="SO2", features="regular")
     with pytest.raises(ValueError, match=r"hidden: expected an irreps string or a Rep of C\(4\)"):
         SteerableFluidNet(3, "1x1o", Rep("2x0e", group_from_name("D4")))
-    with pytest.raises(ValueError, match="steps: expected a positive integer"):
+    with pytest.raises(ValueError, match="steps: expected a positive int, got 0"):
         rollout(model, frames(), 0)
 
 
@@ -340,7 +340,7 @@ def test_a_stencil_wider_than_the_grid_is_refused_at_construction():
 @pytest.mark.parametrize("kind", ["conv", "equivariant", "relaxed"])
 def test_every_model_kind_refuses_a_stencil_of_one_cell(kind):
     """Radius 0 couples no cells; the steerable models refused it and the CNN became 1x1."""
-    with pytest.raises(ValueError, match="radius: expected a positive integer, got 0"):
+    with pytest.raises(ValueError, match="radius: expected a positive int, got 0"):
         build_fluid_model(kind, 3, width=4, layers=2, radius=0)
 
 

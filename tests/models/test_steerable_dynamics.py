@@ -229,10 +229,10 @@ def test_bad_inputs_and_settings_are_named():
         SteerableDynamics(3)
     for setting, message in [
         (dict(dt=0.0), "dt: expected a positive finite time step"),
-        (dict(num_layers=0), "num_layers: expected an integer >= 1, got 0"),
+        (dict(num_layers=0), "num_layers: expected a positive int, got 0"),
         (dict(cutoff=-1.0), "cutoff: expected a positive distance"),
         (dict(velocity_scale=math.inf), "velocity_scale: expected a positive typical speed"),
-        (dict(species_dim=-1), "species_dim: expected an integer >= 0, got -1"),
+        (dict(species_dim=-1), "species_dim: expected an int >= 0, got -1"),
     ]:
         with pytest.raises(ValueError, match=message):
             SteerableDynamics(**setting)

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from symgraph.checks import as_number, is_int, is_real
+from symgraph.checks import as_number, check_int, is_int, is_real
 from symgraph.data.fluids.config import PlumeConfig
 from symgraph.data.fluids.solver import simulate_plumes
 
@@ -82,13 +82,6 @@ _FORMAT_VERSION = 1
 #: default simulation settings: 64 x 64, a solid frame of 2 cells, 100 warm-up steps and
 #: 4 solver steps (0.04 time units) per frame.
 DEFAULT_BASE = PlumeConfig(initial_vorticity=1.0, walls=2, substeps=4, warmup_steps=100)
-
-
-def _positive_int(name: str, value: object, low: int = 1) -> int:
-    """``value`` as a Python int, refused (naming ``name``) unless an integer ``>= low``."""
-    if not is_int(value) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class SmokePlumeDataset(Dataset):
@@ -142,12 +135,12 @@ class SmokePlumeDataset(Dataset):
             )
         if fields not in _FIELDS:
             raise ValueError(f"fields: expected one of {tuple(_FIELDS)}, got {fields!r}")
-        num_train_simulations = _positive_int("num_train_simulations", num_train_simulations)
-        num_domain_simulations = _positive_int("num_domain_simulations", num_domain_simulations)
-        input_frames = _positive_int("input_frames", input_frames)
-        target_frames = _positive_int("target_frames", target_frames)
-        stride = _positive_int("stride", stride)
-        future_frames = _positive_int("future_frames", future_frames)
+        num_train_simulations = check_int(num_train_simulations, "num_train_simulations")
+        num_domain_simulations = check_int(num_domain_simulations, "num_domain_simulations")
+        input_frames = check_int(input_frames, "input_frames")
+        target_frames = check_int(target_frames, "target_frames")
+        stride = check_int(stride, "stride")
+        future_frames = check_int(future_frames, "future_frames")
         frames = as_number(frames)  # checked by the solver; a Python int in the cache key
         window = input_frames + target_frames
         if future_frames < window or frames - future_frames < window:
