@@ -5,15 +5,18 @@ every discrete generator ``h`` and ``dρ_b(A) W = W dρ_a(A)`` for every Lie gen
 form the nullspace of a stacked constraint matrix (the method of Finzi, Welling and
 Wilson, 2021). When a finite group permutes the coordinates of both blocks (regular
 representations, their products, ``0e``), the maps are spanned by the indicators of the
-orbits of index pairs, read off directly. Another large block of a finite group is
-instead the image of the group average ``|G|⁻¹ Σ_g ρ_b(g) W ρ_a(g)⁻¹``, far cheaper than an SVD
-of ``(d_a d_b)²`` entries. Each span is solved once per distinct ``(G, a, b)`` and
-cached. A map between direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients
-for every block pair, so even large representations cost only a few small solves.
+orbits of index pairs, read off directly; when it permutes those of one block only, a map
+is determined by one row (or column) per orbit of that block's coordinates, any vector
+that the orbit's stabiliser fixes. Another large block of a finite group is instead the
+image of the group average ``|G|⁻¹ Σ_g ρ_b(g) W ρ_a(g)⁻¹``, far cheaper than an SVD of
+``(d_a d_b)²`` entries. Each span is solved once per distinct ``(G, a, b)`` and cached.
+A map between direct sums is a choice of ``[mul_b, mul_a, n_ab]`` coefficients for every
+block pair, so even large representations cost only a few small solves.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -95,10 +98,10 @@ def _solve_by_averaging(group: MatrixGroup, block_in: Block, block_out: Block) -
     return basis
 
 
-def _permutations(block: Block, elements: Tensor) -> Tensor | None:
-    """``[|G|, d]`` images ``ρ(g) e_j = e_{images[g, j]}``, or ``None`` when some ``ρ(g)`` is
-    not a permutation matrix (regular blocks, their products and ``0e`` are)."""
-    rho = block.rho(elements)
+def _permutations(rho: Tensor) -> Tensor | None:
+    """``[|G|, d]`` images ``ρ(g) e_j = e_{images[g, j]}`` of ``rho [|G|, d, d]``, or ``None``
+    when some ``ρ(g)`` is not a permutation matrix (regular blocks, their products and ``0e``
+    are)."""
     ones = rho == 1
     if not bool((ones | (rho == 0)).all()):
         return None
@@ -109,20 +112,26 @@ def _permutations(block: Block, elements: Tensor) -> Tensor | None:
 
 def _solve_by_orbits(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor | None:
     """The canonical basis (:func:`_canonical`) of Hom_G(block_in, block_out) when G acts
-    on both blocks by permutation matrices, else ``None``.
+    on at least one block by permutation matrices, else ``None``.
 
-    ``W`` is equivariant exactly when it is constant on each orbit of the index pairs
-    ``(i, j) -> (π_out(g) i, π_in(g) j)``, so the normalised orbit indicators span the
-    maps. Their supports are disjoint; in the order of their first entries they are
-    already the reduced row echelon form and its Gram–Schmidt basis, i.e. the basis the
-    other solvers reach through averaging and a reduced row echelon form (75 s and 4 GB for
-    ``regular ⊗ regular -> regular`` of the octahedral group, against 0.2 s here), found
-    from ``|G| d_in d_out`` integers."""
+    When both blocks are permuted, ``W`` is equivariant exactly when it is constant on each
+    orbit of the index pairs ``(i, j) -> (π_out(g) i, π_in(g) j)``, so the normalised orbit
+    indicators span the maps. Their supports are disjoint; in the order of their first
+    entries they are already the reduced row echelon form and its Gram–Schmidt basis, i.e.
+    the basis the other solvers reach through averaging and a reduced row echelon form (75 s
+    and 4 GB for ``regular ⊗ regular -> regular`` of the octahedral group, against 0.2 s
+    here), found from ``|G| d_in d_out`` integers. When only one block is permuted,
+    :func:`_solve_by_row_orbits` or :func:`_solve_by_column_orbits` solve one small
+    stabiliser problem per orbit of its coordinates."""
     elements = group.elements()
-    images_in = _permutations(block_in, elements)
-    images_out = None if images_in is None else _permutations(block_out, elements)
-    if images_out is None:
+    rho_in, rho_out = block_in.rho(elements), block_out.rho(elements)
+    images_in, images_out = _permutations(rho_in), _permutations(rho_out)
+    if images_in is None and images_out is None:
         return None
+    if images_in is None:
+        return _solve_by_row_orbits(images_out, rho_in)
+    if images_out is None:
+        return _solve_by_column_orbits(images_in, rho_out)
     d_out, d_in = block_out.dim, block_in.dim
     pairs = images_out[:, :, None] * d_in + images_in[:, None, :]  # [|G|, d_out, d_in]
     # the orbit of a pair is its images under every element: name it by its smallest
@@ -133,6 +142,112 @@ def _solve_by_orbits(group: MatrixGroup, block_in: Block, block_out: Block) -> T
     columns = torch.arange(d_out * d_in)
     basis[orbit_of, columns] = size.rsqrt()[orbit_of]
     return basis.reshape(-1, d_out, d_in)
+
+
+def _orbits(images: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The orbits of the points ``0..d-1`` permuted by ``images [|G|, d]``
+    (``g·j = images[g, j]``), each as ``(points [m], cosets [m], stabiliser [|G|/m])``:
+    its points in increasing order (the first, ``x0``, names the orbit), for each point
+    ``x`` the index of the first element with ``g·x0 = x`` (the identity for ``x0``: the
+    elements start with it), and the indices of the elements fixing ``x0``. In increasing
+    order of ``x0``."""
+    count = len(images)
+    elements = torch.arange(count)
+    orbits = []
+    for x0 in torch.unique(images.amin(dim=0)).tolist():  # an orbit's smallest point
+        targets = images[:, x0]
+        points = torch.unique(targets)  # sorted
+        first = torch.full((images.shape[1],), count).scatter_reduce(
+            0, targets, elements, reduce="amin"
+        )
+        orbits.append((points, first[points], elements[targets == x0]))
+    return orbits
+
+
+def _fixed_space(rho: Tensor) -> Tensor:
+    """Orthonormal rows ``[k, d]`` spanning the vectors that every ``ρ(h)`` of
+    ``rho [|H|, d, d]`` fixes, ``H`` a subgroup acting orthogonally: the image of the
+    orthogonal projector ``|H|⁻¹ Σ_h ρ(h)`` (symmetric: ``ρ(h)ᵀ = ρ(h⁻¹)``), the
+    eigenvectors of its eigenvalues 1."""
+    projector = rho.mean(dim=0)
+    values, vectors = torch.linalg.eigh((projector + projector.T) / 2)  # ascending
+    ones = values > 0.5
+    if not float(torch.where(ones, values - 1, values).abs().max()) < 1e-6:
+        raise ValueError(
+            "a stabiliser's average has eigenvalues other than 0 and 1 "
+            f"({values.tolist()}): its representation is not orthogonal"
+        )
+    return vectors[:, ones].T
+
+
+def _solve_by_row_orbits(images_out: Tensor, rho_in: Tensor) -> Tensor:
+    """The canonical basis ``[n, d_out, d_in]`` of the maps ``W`` with
+    ``W ρ_in(g) = P(g) W``, where ``P(g) e_x = e_{images_out[g, x]}`` permutes the output
+    coordinates and ``rho_in [|G|, d_in, d_in]`` is orthogonal.
+
+    Row ``x`` of ``P(g) W`` is row ``g⁻¹·x`` of ``W``, so ``W_{g·x} = W_x ρ_in(g)ᵀ``: the rows
+    of one orbit follow from its first, ``W_{x0}``, which the stabiliser of ``x0`` must fix,
+    and any such row extends to the orbit. The rows of distinct orbits are independent. In
+    row-major order ``W_{x0}`` comes first in its orbit and the extension ``w -> W`` is
+    ``√m`` times an isometry (``ρ_in`` orthogonal, ``m`` points), so the orbit's canonical
+    basis is the extension of the canonical basis of the fixed rows, over ``√m``; the
+    orbits' bases in the order of their ``x0`` are the canonical basis of the whole span."""
+    d_out, d_in = images_out.shape[1], rho_in.shape[1]
+    bases = []
+    for points, cosets, stabiliser in _orbits(images_out):
+        rows = _canonical(_fixed_space(rho_in[stabiliser]))  # [k, d_in]
+        if len(rows):
+            basis = torch.zeros(len(rows), d_out, d_in, dtype=torch.float64)
+            extended = torch.einsum("ka,xba->kxb", rows, rho_in[cosets])  # W_x = W_{x0} ρ(g)ᵀ
+            basis[:, points] = extended / math.sqrt(len(points))
+            bases.append(basis)
+    return torch.cat(bases) if bases else torch.zeros(0, d_out, d_in, dtype=torch.float64)
+
+
+def _solve_by_column_orbits(images_in: Tensor, rho_out: Tensor) -> Tensor:
+    """The canonical basis ``[n, d_out, d_in]`` of the maps ``W`` with
+    ``W P(g) = ρ_out(g) W``, where ``P(g) e_x = e_{images_in[g, x]}`` permutes the input
+    coordinates and ``rho_out [|G|, d_out, d_out]`` is orthogonal.
+
+    Column ``g·x`` of ``W`` is ``ρ_out(g)`` times column ``x``: the columns of one orbit
+    follow from its first, ``c``, which the stabiliser of ``x0`` must fix, through the
+    extension ``c -> W``, ``√m`` times an isometry. An orbit's columns interleave with other
+    orbits' in row-major order, so its pivots are found on its own columns (on the
+    shortest prefix that holds them all). With ``C [k, k]`` the pivot columns of the fixed
+    vectors' extensions, the reduced row echelon rows are the extensions of ``C⁻¹ c``, and
+    Gram–Schmidt of those, extended, over ``√m``, is the orbit's canonical basis. The
+    supports are disjoint: the rows of all orbits, sorted by their pivots' places in ``W``,
+    are the canonical basis of the whole span."""
+    d_out, d_in = rho_out.shape[1], images_in.shape[1]
+    bases, pivots = [], []
+    for points, cosets, stabiliser in _orbits(images_in):
+        fixed = _fixed_space(rho_out[stabiliser])  # [k, d_out]
+        if len(fixed):
+            m = len(points)
+            columns = torch.einsum("ka,xba->kbx", fixed, rho_out[cosets]).reshape(len(fixed), -1)
+            pivot = _pivot_columns(columns)  # of the [k, d_out * m] rows, (i, x) row-major
+            first = torch.linalg.solve(columns[:, pivot], fixed)  # C⁻¹ c: the echelon's x0
+            rows = _gram_schmidt(first)
+            basis = torch.zeros(len(fixed), d_out, d_in, dtype=torch.float64)
+            basis[:, :, points] = torch.einsum("ka,xba->kbx", rows, rho_out[cosets]) / math.sqrt(m)
+            bases.append(basis)
+            pivots.append(pivot // m * d_in + points[pivot % m])  # the pivot's place in W
+    if not bases:
+        return torch.zeros(0, d_out, d_in, dtype=torch.float64)
+    return torch.cat(bases)[torch.argsort(torch.cat(pivots))]
+
+
+def _pivot_columns(rows: Tensor) -> Tensor:
+    """The columns ``[n]`` of the leading 1s of the reduced row echelon form of
+    ``rows [n, D]`` (full row rank), i.e. the first ``n`` independent columns: found on the
+    shortest prefix of doubling width that holds ``n`` of them, which spares the elimination
+    of the ``D`` columns."""
+    width = rows.shape[0]
+    while True:
+        _, pivots = _reduced_row_echelon(rows[:, :width])
+        if len(pivots) == rows.shape[0] or width >= rows.shape[1]:
+            return pivots
+        width *= 2
 
 
 def _solve_by_constraints(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
@@ -163,7 +278,8 @@ def _null_space(constraints: Tensor) -> Tensor:
     An SVD of ``C``; should LAPACK's divide-and-conquer SVD not converge (it can fail on
     large constraint systems, e.g. a regular representation of the icosahedral group in a
     bilinear map), the SVD of the square ``R`` of ``C = QR`` (same singular values and right
-    vectors), and failing that the eigenvectors of ``RᵀR`` (singular values squared).
+    vectors), and failing that the eigenvectors ``v`` of ``RᵀR``, whose singular values are
+    ``‖R v‖``.
     """
     try:
         _, s, vh = torch.linalg.svd(constraints, full_matrices=False)  # rows >= columns
@@ -172,9 +288,11 @@ def _null_space(constraints: Tensor) -> Tensor:
         try:
             _, s, vh = torch.linalg.svd(r)
         except torch.linalg.LinAlgError:
-            values, vectors = torch.linalg.eigh(r.T @ r)  # ascending
-            s = values.clamp_min(0).sqrt().flip(0)
-            vh = vectors.flip(1).T
+            _, vectors = torch.linalg.eigh(r.T @ r)
+            # ‖R v‖, not √λ: the square root of an eigenvalue's rounding (~1e-16 λ_max)
+            # is ~1e-8 σ_max, which would count null vectors as part of the rank
+            s, order = (r @ vectors).norm(dim=0).sort(descending=True)
+            vh = vectors[:, order].T
     rank = int((s > _NULL_TOL * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
     return vh[rank:]
 
@@ -187,12 +305,14 @@ def _commutator_rows(r_in: Tensor, r_out: Tensor, eye_in: Tensor, eye_out: Tenso
     return (left - right).reshape(k * d_out * d_in, d_out * d_in)
 
 
-def _reduced_row_echelon(rows: Tensor, tol: float = _NULL_TOL) -> Tensor:
+def _reduced_row_echelon(rows: Tensor, tol: float = _NULL_TOL) -> tuple[Tensor, Tensor]:
     """The reduced row echelon form of ``rows [n, D]`` (full row rank): the one basis of
     their span with a leading 1 in each row, in increasing columns, and zeros above and
-    below it. It depends only on the span, not on which basis came in."""
+    below it. It depends only on the span, not on which basis came in. Returns it
+    ``[n, D]`` and the columns ``[n]`` of its leading 1s."""
     r = rows.clone()
     n, row = r.shape[0], 0
+    pivots = []
     for col in range(r.shape[1]):
         if row == n:
             break
@@ -205,23 +325,31 @@ def _reduced_row_echelon(rows: Tensor, tol: float = _NULL_TOL) -> Tensor:
         factors = r[:, col].clone()
         factors[row] = 0.0
         r -= factors[:, None] * r[row]
+        pivots.append(col)
         row += 1
-    return r[:row]
+    return r[:row], torch.tensor(pivots, dtype=torch.long)
+
+
+def _gram_schmidt(rows: Tensor) -> Tensor:
+    """Gram–Schmidt of ``rows [n, D]`` (linearly independent) in their order: QR with a
+    positive diagonal, entries below 1e-14 set to zero. ``[n, D]`` orthonormal rows."""
+    q, r = torch.linalg.qr(rows.T)  # [D, n] orthonormal columns, in the rows' order
+    q = q * torch.sign(torch.diagonal(r))  # R's diagonal positive: Gram–Schmidt's own signs
+    q[q.abs() < 1e-14] = 0.0
+    return q.T
 
 
 def _canonical(basis: Tensor) -> Tensor:
-    """The orthonormal basis of the span of ``basis [n, d_out, d_in]`` that depends only on
-    the span: Gram–Schmidt (QR, positive diagonal) of its reduced row echelon form. An SVD's
-    null vectors are any rotation of each other, and that rotation moves with rounding
-    (another BLAS, another machine); the layers store only coefficients on this basis, so
-    a saved model must find the same basis when it is loaded."""
+    """The orthonormal basis of the span of ``basis [n, ...]`` (each element flattened, e.g.
+    ``[n, d_out, d_in]``) that depends only on the span: Gram–Schmidt (QR, positive
+    diagonal) of its reduced row echelon form. An SVD's null vectors are any rotation of
+    each other, and that rotation moves with rounding (another BLAS, another machine); the
+    layers store only coefficients on this basis, so a saved model must find the same basis
+    when it is loaded."""
     if basis.shape[0] == 0:
         return basis
-    echelon = _reduced_row_echelon(basis.reshape(basis.shape[0], -1))
-    q, r = torch.linalg.qr(echelon.T)  # [D, n] orthonormal columns, in the echelon's order
-    q = q * torch.sign(torch.diagonal(r))  # R's diagonal positive: Gram–Schmidt's own signs
-    q[q.abs() < 1e-14] = 0.0
-    return q.T.reshape(-1, *basis.shape[1:]).contiguous()
+    echelon, _ = _reduced_row_echelon(basis.reshape(basis.shape[0], -1))
+    return _gram_schmidt(echelon).reshape(-1, *basis.shape[1:]).contiguous()
 
 
 def block_hom_basis(group: MatrixGroup, block_in: Block, block_out: Block) -> Tensor:
