@@ -246,8 +246,10 @@ def test_representation_helpers_want_a_rep_and_counts_are_checked():
 def test_empty_representations_and_widths_are_refused():
     from symgraph.models import SteerablePointNet
 
-    with pytest.raises(ValueError, match="rep_in: expected a non-empty representation"):
+    with pytest.raises(ValueError, match="irreps_in: expected a non-empty representation"):
         ImplicitSteerableConv("0x0e", "2x0e")
+    with pytest.raises(ValueError, match="irreps_out: expected a non-empty representation"):
+        ImplicitSteerableConv("2x0e", "")
     with pytest.raises(ValueError, match="hidden: expected a non-empty representation"):
         ImplicitSteerableConv("2x0e", "2x0e", hidden="0x0e")
     with pytest.raises(ValueError, match="mlp_hidden: expected a positive int, got 0"):

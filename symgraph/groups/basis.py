@@ -79,6 +79,8 @@ def _solve_by_averaging(group: MatrixGroup, block_in: Block, block_out: Block) -
     d_out, d_in = block_out.dim, block_in.dim
     if n == 0:
         return torch.zeros(0, d_out, d_in, dtype=torch.float64)
+    if n == d_out * d_in:  # every map is equivariant (the trivial group, or one acting so)
+        return torch.eye(n, dtype=torch.float64).reshape(n, d_out, d_in)
     draws = torch.Generator().manual_seed(0)
     samples = torch.randn(
         n + _AVERAGING_OVERSAMPLE, d_out, d_in, generator=draws, dtype=torch.float64

@@ -15,6 +15,7 @@ All blocks are orthogonal representations, so the dual of a representation is it
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable
 
 import torch
@@ -74,15 +75,29 @@ class RegularBlock:
         self.key = ("regular", group.key)
         elements = group.elements()
         self._elements = elements
+        # the distance between two elements is that of one from the identity (the Frobenius
+        # norm is invariant), so the closest two lie this far apart
+        others = (elements[1:] - torch.eye(3, dtype=torch.float64)).flatten(1).norm(dim=1)
+        self._separation = float(others.min()) if len(others) else math.inf
         # cayley[a, b] = index of elements[a] @ elements[b]
         self._cayley = self.element_index(elements[:, None] @ elements[None, :])
 
     def element_index(self, g: Tensor) -> Tensor:
-        """Index into ``group.elements()`` of each matrix in ``g [..., 3, 3]``."""
+        """Index into ``group.elements()`` of each matrix in ``g [..., 3, 3]``.
+
+        Each matrix must lie within ``1e-4`` of an element (float32, float64), or within the
+        rounding of its dtype in half precision."""
+        tolerance = max(1e-4, 8 * torch.finfo(g.dtype).eps)
+        if not tolerance < self._separation / 2:
+            raise ValueError(
+                f"g: {g.dtype} cannot tell the elements of {self.group.name} apart (the closest "
+                f"two are {self._separation:.1e} apart, its rounding up to {tolerance:.1e}); "
+                "expected elements in float32 or float64"
+            )
         flat = g.reshape(-1, 9).to(torch.float64)
         dist = torch.cdist(flat, self._elements.reshape(-1, 9).to(flat.device))
         best, index = dist.min(dim=1)
-        if bool((best > 1e-4).any()):
+        if bool((best > tolerance).any()):
             raise ValueError(
                 f"g: expected elements of {self.group.name}, got a matrix at distance "
                 f"{float(best.max()):.2e} from every element"
@@ -146,6 +161,27 @@ def _parse_irreps(text: str) -> tuple[tuple[int, IrrepBlock], ...]:
     return tuple((mul, IrrepBlock(ir.l, ir.p)) for mul, ir in irreps)
 
 
+def _check_block_group(block: Block, group: MatrixGroup) -> None:
+    """Raise unless ``block`` is a representation of ``group``: O(3) irreps restrict to every
+    G ≤ O(3), but the regular representation of a finite group H only to subgroups of H
+    (its matrices are defined on H's elements)."""
+    if isinstance(block, ProductBlock):
+        for _, inner in (*block.rep_a.blocks, *block.rep_b.blocks):
+            _check_block_group(inner, group)
+    elif isinstance(block, RegularBlock) and block.group != group:
+        if group.is_finite:
+            elements = group.elements()
+            distance = torch.cdist(elements.reshape(-1, 9), block._elements.reshape(-1, 9))
+            inside = bool((distance.min(dim=1).values <= 1e-6).all())
+        else:
+            inside = False
+        if not inside:
+            raise ValueError(
+                f"group: expected a subgroup of {block.group.name} (its regular representation "
+                f"is defined only on its elements), got {group!r}"
+            )
+
+
 def _group_or_default(group: MatrixGroup | str | None) -> MatrixGroup:
     """``group`` as a MatrixGroup (:func:`~symgraph.groups.catalog.as_group`), ``None`` as O(3)."""
     from symgraph.groups.catalog import O3, as_group
@@ -186,21 +222,32 @@ class Rep:
             blocks = _parse_irreps(
                 str(o3.Irreps(irreps)) if isinstance(irreps, o3.Irreps) else irreps
             )
+        blocks = tuple(blocks)
+        for mul, block in blocks:
+            if not is_int(mul) or mul < 0:
+                raise ValueError(
+                    f"blocks: expected non-negative int multiplicities, got {mul!r} for {block!r}"
+                )
+            _check_block_group(block, self.group)
         self.blocks: tuple[tuple[int, Block], ...] = tuple((int(m), b) for m, b in blocks if m > 0)
         self.dim = sum(m * b.dim for m, b in self.blocks)
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def regular(cls, group: MatrixGroup, mul: int = 1) -> Rep:
-        """``mul`` copies of the regular representation of a finite group."""
+    def regular(cls, group: MatrixGroup | str, mul: int = 1) -> Rep:
+        """``mul`` copies of the regular representation of a finite group (or its catalog
+        name, ``"C4"`` …)."""
+        group = _group_or_default(group)
         if not is_int(mul) or mul < 1:
             raise ValueError(f"mul: expected a positive number of copies, got {mul!r}")
         return cls(group=group, blocks=[(int(mul), RegularBlock(group))])
 
     @classmethod
-    def trivial(cls, group: MatrixGroup, mul: int = 1) -> Rep:
-        """``mul`` invariant scalars (``"{mul}x0e"``)."""
-        return cls(f"{mul}x0e", group)
+    def trivial(cls, group: MatrixGroup | str, mul: int = 1) -> Rep:
+        """``mul`` invariant scalars (``"{mul}x0e"``) of ``group`` (or its catalog name)."""
+        if not is_int(mul) or mul < 0:
+            raise ValueError(f"mul: expected a non-negative number of scalars, got {mul!r}")
+        return cls(f"{int(mul)}x0e", group)
 
     # ---------------------------------------------------------------- algebra
     def _check_same_group(self, other: Rep, what: str) -> None:

@@ -16,7 +16,20 @@ from torch import Tensor
 
 from symgraph.caching import tensor_cache
 
-__all__ = ["wigner_D", "wigner_dD"]
+__all__ = ["MAX_DEGREE", "wigner_D", "wigner_dD"]
+
+#: Highest degree ``l`` whose Wigner matrices are available: e3nn's spherical harmonics, which
+#: fix them, stop at ``l = 12``.
+MAX_DEGREE = 12
+
+
+def _check_degree(l: int) -> None:
+    """Raise ``ValueError`` naming ``l`` when it is above :data:`MAX_DEGREE`."""
+    if l > MAX_DEGREE:
+        raise ValueError(
+            f"l: expected an O(3) irrep of degree l <= {MAX_DEGREE} (Wigner matrices are fitted "
+            f"to e3nn's spherical harmonics, which stop at l = {MAX_DEGREE}), got l = {l}"
+        )
 
 
 @tensor_cache(maxsize=None)
@@ -41,6 +54,7 @@ def wigner_D(l: int, parity: int, g: Tensor) -> Tensor:
 
     Improper elements act as ``D_l(det(g) g)`` times ``parity``, e3nn's convention.
     """
+    _check_degree(l)
     if l == 0:
         det = _det(g)
         value = torch.where(det < 0, torch.full_like(det, float(parity)), torch.ones_like(det))
@@ -61,6 +75,7 @@ def wigner_dD(l: int, a: Tensor) -> Tensor:
 
     ``wigner_dD(l, A) = d/dt wigner_D(l, p, expm(t A))`` at ``t = 0`` (parity plays no part).
     """
+    _check_degree(l)
     if l == 0:
         return torch.zeros(a.shape[0], 1, 1, dtype=a.dtype, device=a.device)
     points, pinv, jac = _fit(l)

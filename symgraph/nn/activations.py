@@ -12,11 +12,13 @@ Which rule applies to a block of a representation:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from symgraph.checks import check_parameter_dtype
+from symgraph.checks import as_number, check_parameter_dtype, is_real
 from symgraph.groups import IrrepBlock, RegularBlock, Rep
 from symgraph.nn.linear import check_rep
 from symgraph.ops.gate import GateSegment, gate
@@ -109,8 +111,9 @@ class Gate(nn.Module):
 class NormActivation(nn.Module):
     """Norm nonlinearity: each non-scalar copy ``v`` becomes ``v · sigmoid(|v| + b)``.
 
-    ``|v|`` is computed as ``sqrt(|v|² + eps)`` so the map is smooth at 0. One learned bias
-    ``b`` per copy. Scalars and regular blocks use the pointwise activations.
+    ``|v|`` is computed as ``sqrt(|v|² + eps)`` so the map is smooth at 0 (``eps > 0``;
+    ``eps = 0`` takes the exact norm). One learned bias ``b`` per copy. Scalars and regular
+    blocks use the pointwise activations.
 
     Shapes:
         ``x [..., rep.dim] -> [..., rep.dim]``.
@@ -118,8 +121,10 @@ class NormActivation(nn.Module):
 
     def __init__(self, rep: Rep, eps: float = 1e-8) -> None:
         super().__init__()
+        if not is_real(eps) or not 0 <= eps < math.inf:
+            raise ValueError(f"eps: expected a finite number >= 0, got {eps!r}")
         self.rep = self.rep_in = check_rep(rep)
-        self.eps = eps
+        self.eps = as_number(eps)
         self._gated = set(gated_blocks(rep))
         num = sum(rep.blocks[i][0] for i in self._gated)
         self.bias = nn.Parameter(torch.zeros(num))

@@ -228,6 +228,11 @@ class ImplicitSteerableConv(MessagePassing):
             group = irreps_in.group
         self.rep_in = as_rep(irreps_in, group, "irreps_in")
         self.rep_out = as_rep(irreps_out, self.rep_in.group, "irreps_out")
+        for name, rep in (("irreps_in", self.rep_in), ("irreps_out", self.rep_out)):
+            if rep.dim == 0:
+                raise ValueError(
+                    f"{name}: expected a non-empty representation, got {rep.short()!r}"
+                )
         self.group = self.rep_in.group
         self.kernel = self.kernel_class(
             self.rep_in, self.rep_out, edge_dim=edge_dim, node_dim=node_dim, hidden=hidden,

@@ -11,9 +11,11 @@ from torch import Tensor
 
 from symgraph.checks import is_int
 from symgraph.groups import MatrixGroup, Rep
+from symgraph.groups.wigner import MAX_DEGREE
 from symgraph.nn.exact_buffers import ExactBufferModule
 
 __all__ = [
+    "check_lmax",
     "spherical_harmonics_rep",
     "direction_embedding",
     "direction_embedding_rows",
@@ -23,10 +25,21 @@ __all__ = [
 ]
 
 
-def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
-    """``"1x1o + 1x2e + …"`` up to ``lmax`` (l ≥ 1; the constant l = 0 is left to biases)."""
+def check_lmax(lmax: object) -> None:
+    """Raise ``ValueError`` naming ``lmax`` unless it is an int in ``[1, MAX_DEGREE]`` (12: the
+    highest degree of e3nn's spherical harmonics)."""
     if not is_int(lmax) or lmax < 1:
         raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
+    if lmax > MAX_DEGREE:
+        raise ValueError(
+            f"lmax: expected at most {MAX_DEGREE} (e3nn's spherical harmonics stop at "
+            f"l = {MAX_DEGREE}), got {lmax!r}"
+        )
+
+
+def spherical_harmonics_rep(lmax: int, group: MatrixGroup) -> Rep:
+    """``"1x1o + 1x2e + …"`` up to ``lmax`` (l ≥ 1; the constant l = 0 is left to biases)."""
+    check_lmax(lmax)
     return Rep(" + ".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(1, lmax + 1)), group)
 
 
@@ -47,8 +60,7 @@ def direction_embedding(rel: Tensor, lmax: int) -> Tensor:
     """
     if rel.dim() != 2 or rel.shape[1] != 3:  # shape only: the layers check values once
         raise ValueError(f"rel: expected shape [N, 3], got {list(rel.shape)}")
-    if not is_int(lmax) or lmax < 1:
-        raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
+    check_lmax(lmax)
     norm = edge_length(rel)[:, None]
     unit = rel / norm.clamp_min(torch.finfo(rel.dtype).eps)
     sh = o3.spherical_harmonics(list(range(1, lmax + 1)), unit, normalize=False)

@@ -40,6 +40,7 @@ from symgraph.nn.assembly import JointAssembly
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.embedding import (
     RadialEmbedding,
+    check_lmax,
     cosine_cutoff,
     direction_embedding,
     direction_embedding_rows,
@@ -85,8 +86,7 @@ def check_radial_settings(lmax: int, num_radial: int, cutoff: float | None, r_ma
     has the wrong type or range (a bool is no int or number here)."""
     if not is_int(num_radial) or num_radial < 1:
         raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
-    if not is_int(lmax) or lmax < 1:
-        raise ValueError(f"lmax: expected an int ≥ 1, got {lmax!r}")
+    check_lmax(lmax)
     if cutoff is not None and not _is_positive_number(cutoff):
         raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
     if not _is_positive_number(r_max):
@@ -128,7 +128,7 @@ class ImplicitKernel(nn.Module):
         hidden: the hidden representation ρ_h of the kernel MLP (default:
             :func:`default_kernel_hidden` of ``lmax``).
         layers: number of hidden (linear + gate) layers, at least 1.
-        lmax: highest spherical-harmonic degree of the direction embedding.
+        lmax: highest spherical-harmonic degree of the direction embedding (1 to 12).
         num_radial: size of the Gaussian radial basis.
         cutoff: radius where the kernel vanishes smoothly (``None``: no envelope).
         r_max: range of the radial basis when ``cutoff`` is ``None``.

@@ -49,7 +49,7 @@ class InvariantBias(nn.Module):
 
     def __init__(self, rep: Rep) -> None:
         super().__init__()
-        self.rep = rep
+        self.rep = check_rep(rep)
         self.biases = nn.ParameterList()
         self.block_indices: list[int] = []  # the block of rep that each bias belongs to
         slices = rep.slices()
@@ -74,6 +74,14 @@ class InvariantBias(nn.Module):
         return self.assembly(list(self.biases), like)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x [..., rep.dim] -> [..., rep.dim]``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a tensor [..., {self.rep.dim}], got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.rep.dim:
+            raise ValueError(
+                f"x: expected last dimension {self.rep.dim} (= dim of {self.rep.short()}), "
+                f"got {list(x.shape)}"
+            )
         return x + self.vector(x) if self.dim else x
 
     def extra_repr(self) -> str:

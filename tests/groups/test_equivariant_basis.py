@@ -606,3 +606,13 @@ def test_exact_generators_are_kept_as_given():
         again = sg.groups.MatrixGroup(discrete=group.discrete_generators, atol=1e-6)
         assert torch.equal(again.discrete_generators, group.discrete_generators)
         assert torch.equal(again.elements(), group.elements())
+
+
+@pytest.mark.parametrize("name", ["C1", "Trivial", "Inversion"])
+def test_a_group_under_which_every_map_is_equivariant_gives_the_whole_space(name):
+    """Averaging a large block (17 x 17 = 289 unknowns) of a group under which every map is
+    equivariant read a singular value past the end of the spectrum (IndexError)."""
+    group = sg.groups.group_from_name(name)
+    basis = equivariant_basis(Rep("8e", group), Rep("8e", group)).to_dense()  # [n, 17, 17]
+    assert basis.shape == (17 * 17, 17, 17)
+    torch.testing.assert_close(basis.reshape(289, 289), torch.eye(289, dtype=torch.float64))

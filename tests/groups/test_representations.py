@@ -251,3 +251,59 @@ def test_elements_of_the_wrong_shape_or_dtype_are_refused():
         TypeError, match="g: expected a floating-point tensor, got dtype torch.int64"
     ):
         rep.rho(torch.eye(3, dtype=torch.long).expand(2, 3, 3))
+
+
+def test_a_regular_representation_moves_only_to_subgroups_of_its_group():
+    """Its matrices are defined on its group's elements: restricting to a subgroup works, a
+    larger or continuous group is refused at once (not later, inside a layer's solve)."""
+    c4, d4 = group_from_name("C4"), group_from_name("D4")
+    restricted = Rep(Rep.regular(d4), c4)  # C4 ≤ D4: two copies of C4's regular rep
+    g, h = c4.elements().repeat_interleave(4, 0), c4.elements().repeat(4, 1, 1)
+    assert restricted.dim == 8
+    assert torch.equal(restricted.rho(g @ h), restricted.rho(g) @ restricted.rho(h))
+    assert sg.equivariant_basis(restricted, restricted).dim == 16
+    for larger in (d4, sg.groups.SO2()):
+        with pytest.raises(ValueError, match=r"group: expected a subgroup of C\(4\)"):
+            Rep(Rep.regular(c4), larger)
+    product = Rep.regular(c4) @ Rep("1o", c4)
+    with pytest.raises(ValueError, match=r"group: expected a subgroup of C\(4\).*got D\(4\)"):
+        Rep(product, d4)
+
+
+def test_block_multiplicities_must_be_non_negative_ints():
+    from symgraph.groups import IrrepBlock
+
+    vector = IrrepBlock(1, -1)
+    assert Rep(group="SO3", blocks=[(0, vector), (2, vector)]).short() == "2x1o"
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"blocks: expected non-negative int .*got {bad}"):
+            Rep(group="SO3", blocks=[(bad, vector)])
+
+
+def test_regular_and_trivial_take_group_names_and_check_their_count():
+    assert Rep.regular("C4", 2) == Rep.regular(group_from_name("C4"), 2)
+    assert Rep.trivial("SO3", 3) == Rep("3x0e", "SO3") and Rep.trivial("SO3", 0).dim == 0
+    for bad in (-2, 1.5):
+        with pytest.raises(ValueError, match=f"mul: expected a non-negative number .*got {bad}"):
+            Rep.trivial("SO3", bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_regular_representation_in_half_precision(dtype):
+    """Elements that ``sample`` gives in half precision are recognised, as O(3) irreps'."""
+    group = sg.groups.Icosahedral()
+    g = group.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rep = Rep.regular(group)
+    assert torch.equal(rep.rho(g.to(dtype)), rep.rho(g).to(dtype))
+    with pytest.raises(ValueError, match=rf"g: {dtype} cannot tell the elements of C\(1000\)"):
+        Rep.regular(sg.groups.C(1000)).rho(torch.eye(3, dtype=dtype)[None])
+
+
+def test_degrees_beyond_e3nn_spherical_harmonics_are_refused_by_name():
+    rep = Rep("0e + 13o")
+    g = sg.groups.O3().sample(1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"l: expected an O\(3\) irrep of degree l <= 12.*l = 13"):
+        rep.rho(g)
+    with pytest.raises(ValueError, match="l = 13"):
+        rep.drho(torch.zeros(1, 3, 3, dtype=torch.float64))
+    assert Rep("12e").rho(g).shape == (1, 25, 25)

@@ -301,3 +301,30 @@ def test_reset_parameters_resets_the_bilinear_projection():
     for name, value in mlp.named_parameters():
         if value.numel():
             assert not torch.all(value == 3.0), name
+
+
+def test_invariant_bias_checks_its_rep_and_input_width():
+    from symgraph.nn import InvariantBias
+
+    with pytest.raises(TypeError, match="rep: expected a symgraph Rep"):
+        InvariantBias("2x0e + 1o")
+    bias = InvariantBias(Rep("2x0e + 1o", "SO2"))
+    with pytest.raises(ValueError, match=r"x: expected last dimension 5 .*got \[3, 4\]"):
+        bias(torch.zeros(3, 4))
+    assert bias(torch.zeros(3, 5)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf"), True, "1e-8"])
+def test_norm_activation_refuses_a_negative_eps(eps):
+    """``sqrt(|v|² + eps)`` is NaN for copies shorter than ``sqrt(-eps)`` when eps < 0."""
+    from symgraph.nn import NormActivation
+
+    with pytest.raises(ValueError, match="eps: expected a finite number >= 0"):
+        NormActivation(Rep("0e + 1o", "O3"), eps=eps)
+
+
+def test_lmax_beyond_e3nn_spherical_harmonics_is_refused_by_name():
+    from symgraph.nn import ImplicitSteerableConv
+
+    with pytest.raises(ValueError, match="lmax: expected at most 12 .*got 13"):
+        ImplicitSteerableConv("2x0e", "1o", lmax=13)
