@@ -130,14 +130,24 @@ def _solve_by_orbits(group: MatrixGroup, block_in: Block, block_out: Block) -> T
     images_in, images_out = _permutations(rho_in), _permutations(rho_out)
     if images_in is None and images_out is None:
         return None
+    if images_in is not None and images_out is not None:
+        return _solve_by_pair_orbits(images_in, images_out)
     if images_in is None:
-        return _solve_by_row_orbits(images_out, rho_in)
-    if images_out is None:
-        return _solve_by_column_orbits(images_in, rho_out)
-    d_out, d_in = block_out.dim, block_in.dim
+        basis = _solve_by_row_orbits(images_out, rho_in)
+    else:
+        basis = _solve_by_column_orbits(images_in, rho_out)
+    # as in _gram_schmidt: rounding of ρ (its identity included) is no entry of the basis
+    basis[basis.abs() < 1e-14] = 0.0
+    return basis
+
+
+def _solve_by_pair_orbits(images_in: Tensor, images_out: Tensor) -> Tensor:
+    """The normalised indicators ``[n, d_out, d_in]`` of the orbits of index pairs, when G
+    permutes both blocks (``images_in [|G|, d_in]``, ``images_out [|G|, d_out]``)."""
+    d_out, d_in = images_out.shape[1], images_in.shape[1]
     pairs = images_out[:, :, None] * d_in + images_in[:, None, :]  # [|G|, d_out, d_in]
     # the orbit of a pair is its images under every element: name it by its smallest
-    first = pairs.reshape(len(elements), -1).amin(dim=0)
+    first = pairs.reshape(len(pairs), -1).amin(dim=0)
     orbits, orbit_of = torch.unique(first, sorted=True, return_inverse=True)
     size = torch.bincount(orbit_of, minlength=len(orbits)).to(torch.float64)
     basis = torch.zeros(len(orbits), d_out * d_in, dtype=torch.float64)
