@@ -274,6 +274,7 @@ def tailor(
     reduction: str = "sum",
     loss_fn: Callable[[Callable[[Any], Tensor], Any], Tensor] | None = None,
     max_grad_norm: float | None = None,
+    dt: float | None = None,
 ) -> TailorResult:
     """Tailor ``model`` to ``x0`` with the Noether loss of ``g``, then predict.
 
@@ -306,6 +307,8 @@ def tailor(
             Noether loss (``reference``/``reduction`` are then unused).
         max_grad_norm: clip the inner gradient to this global norm (differentiably; per
             sample when ``per_sample``).
+        dt: the time step (fs) of one prediction, carried by the predicted
+            :class:`Trajectory` of a Frame (see :func:`rollout`; default: the model's own).
 
     Returns:
         :class:`TailorResult` ``(predictions, params, inner_losses)``.
@@ -347,6 +350,7 @@ def tailor(
     if not is_int(loss_horizon) or loss_horizon < 1:
         raise ValueError(f"loss_horizon: expected a positive int, got {loss_horizon!r}")
     steps, horizon, loss_horizon = int(steps), int(horizon), int(loss_horizon)
+    dt = _time_step(model, x0, dt)
     lr = _plain_rates(lr)
     max_grad_norm = as_number(max_grad_norm)
     if loss_fn is None:
@@ -371,7 +375,7 @@ def tailor(
         max_grad_norm=max_grad_norm,
     )
     if not per_sample:
-        return _tailor_shared(model, x0, selected, expand=None, **kwargs)
+        return _tailor_shared(model, x0, selected, expand=None, dt=dt, **kwargs)
     if isinstance(x0, Tensor):
         if x0.dim() != 2:
             raise ValueError(
@@ -386,10 +390,12 @@ def tailor(
                 "model.eval() or use per_sample=False"
             )
         if loss_fn is None and _only_scale_shift(model, selected):
-            return _tailor_shared(model, x0, selected, expand=x0.shape[0], **kwargs)
+            return _tailor_shared(model, x0, selected, expand=x0.shape[0], dt=dt, **kwargs)
         return _tailor_vmap(model, x0, selected, **kwargs)
     if isinstance(x0, Frame):
-        results = [_tailor_shared(model, f, selected, expand=None, **kwargs) for f in x0.split()]
+        results = [
+            _tailor_shared(model, f, selected, expand=None, dt=dt, **kwargs) for f in x0.split()
+        ]
         preds = [r.predictions for r in results]
         frames = [Frame.cat([p.frame(t) for p in preds]) for t in range(horizon + 1)]
         return TailorResult(
@@ -481,9 +487,11 @@ def _tailor_shared(
     step_fn: StepFn | None,
     loss_fn: Callable[..., Tensor],
     max_grad_norm: float | None,
+    dt: float | None,
 ) -> TailorResult:
     """Inner steps on one shared copy of the parameters (``expand=B``: one copy per sample
-    of a ``[B, d]`` batch, for elementwise layers whose weights broadcast over it)."""
+    of a ``[B, d]`` batch, for elementwise layers whose weights broadcast over it); the
+    predictions step by ``dt`` (see :func:`rollout`)."""
     names = list(selected)
     if expand is None:
         current = dict(selected)
@@ -517,7 +525,7 @@ def _tailor_shared(
                 lambda p: loss_fn(g, rollout(model, x0, loss_horizon, p, step_fn)),
             )
         losses.append(per_traj.detach() if expand is not None else loss.detach())
-    pred = rollout(model, x0, horizon, current, step_fn)
+    pred = rollout(model, x0, horizon, current, step_fn, dt=dt if isinstance(x0, Frame) else None)
     if not losses:  # no step: the selected parameters themselves, copied (never aliased)
         current = _copies(current, create_graph)
         ref = pred if isinstance(pred, Tensor) else getattr(pred, "positions", torch.zeros(0))

@@ -349,12 +349,23 @@ def test_rollout_dt_of_a_model_without_one_and_bad_dt_values():
     from symgraph.models.dynamics import EquivariantDynamics
 
     class Drift(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.speed = nn.Parameter(torch.ones((), dtype=torch.float64))
+
         def forward(self, pos, vel, z, batch):
-            return pos + vel, vel
+            return pos + self.speed * vel, vel
 
     x0 = _molecules()
     assert rollout(Drift(), x0, 2).dt is None
     assert rollout(Drift(), x0, 2, dt=2.0).dt == 2.0
+    for per_sample in (False, True):  # tailor passes its dt on to the predictions
+        tailored = tailor(Drift(), x0, _kinetic, steps=0, horizon=2, per_sample=per_sample)
+        assert tailored.predictions.dt is None
+        tailored = tailor(Drift(), x0, _kinetic, steps=0, horizon=2, per_sample=per_sample, dt=2.0)
+        assert tailored.predictions.dt == 2.0
+    with pytest.raises(ValueError, match="dt: only a rollout of Frames"):
+        tailor(Plain(), torch.randn(3, 2), _kinetic, steps=0, horizon=2, dt=1.0)
     with pytest.raises(ValueError, match="dt: expected a positive finite time step in fs, got 0"):
         rollout(Drift(), x0, 2, dt=0)
     with pytest.raises(ValueError, match="dt: expected a positive finite time step in fs"):
