@@ -265,6 +265,32 @@ def _raw_rows(path: Path, expected_sha256: str | None) -> Iterator[tuple[int, tu
         yield reader.line_num, tuple(row[i] for i in where)
 
 
+def _unique_rows(
+    files: Sequence[tuple[Path, str | None]],
+) -> list[tuple[Path, int, tuple[str, ...]]]:
+    """``(path, line, fields)`` of every row of ``files`` (``(path, sha256 or None)``), in
+    order; a file without rows, or a molecule (``Index``) listed twice, raises ``ValueError``
+    naming the files and lines (overlapping files would repeat molecules across splits)."""
+    rows: list[tuple[Path, int, tuple[str, ...]]] = []
+    seen: dict[str, tuple[Path, int]] = {}
+    for path, sha in files:
+        before = len(rows)
+        for line, fields in _raw_rows(path, sha):
+            index = fields[0].strip()
+            if index in seen:
+                first, first_line = seen[index]
+                raise ValueError(
+                    f"QM9 file {str(path)!r}: line {line} repeats molecule Index {index} of "
+                    f"{str(first)!r}, line {first_line}; pass files that do not overlap "
+                    "(a repeated molecule would sit in several splits)"
+                )
+            seen[index] = (path, line)
+            rows.append((path, line, fields))
+        if len(rows) == before:
+            raise _corrupt(path, "a header line but no molecule rows")
+    return rows
+
+
 def _parse(path: Path, line: int, fields: tuple[str, ...]) -> QM9Record:
     index, smiles, n_atoms, elements, xyz, *targets = fields
     try:
@@ -522,9 +548,7 @@ class QM9(InMemoryDataset):
             files = [(folder / f, QM9PACK_SHA256[f]) for f in QM9PACK_FILES]
         else:
             files = [(p, self.checksums.get(p.name)) for p in self.csv_files]
-        rows = [
-            (path, line, fields) for path, sha in files for line, fields in _raw_rows(path, sha)
-        ]
+        rows = _unique_rows(files)
         for i in self._choose(len(rows)):
             yield record_to_data(_parse(*rows[i]), self.cutoff)
 

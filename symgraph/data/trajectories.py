@@ -33,7 +33,10 @@ and reports its energy drift (:func:`energy_drift`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,37 @@ def _unit_factor(native: str, energy_unit: str) -> tuple[float, str]:
     return (KCAL_PER_MOL_IN_EV if native == "kcal/mol" else 1.0), "eV"
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Re-raise what numpy raises on an unreadable npz / npy (an empty or truncated file,
+    a damaged member) as ``ValueError`` naming ``path``."""
+    try:
+        yield
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"{path}: could not be read as a numpy file ({type(err).__name__}: {err}); "
+            "the file looks empty, truncated or corrupt"
+        ) from err
+
+
+def _check_finite(source: str, **arrays: np.ndarray | None) -> None:
+    """Refuse NaN/inf in the per-frame ``arrays`` (``[T, ...]``), naming ``source``, the
+    array and the first frames holding one."""
+    for name, values in arrays.items():
+        if values is None or np.size(values) == 0:
+            continue
+        values = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            frames = np.flatnonzero(bad)
+            raise ValueError(
+                f"{source}: expected finite {name}, got NaN/inf in {frames.size} frame(s) "
+                f"(first {frames[:5].tolist()}); the file looks corrupt"
+            )
+
+
 def _from_arrays(
     z: np.ndarray,
     pos: np.ndarray,
@@ -102,16 +136,28 @@ def _from_arrays(
 ) -> Trajectory:
     factor, unit = _unit_factor(native_unit, energy_unit)
     sl = slice(None, max_frames)
-    energies = None if energy is None else _tensor(np.reshape(energy, (len(energy),)), dtype)
-    return Trajectory(
-        positions=_tensor(pos[sl], dtype),
-        z=torch.as_tensor(np.asarray(z, dtype=np.int64)),
-        energies=None if energies is None else energies[sl] * factor,
-        forces=None if force is None else _tensor(force[sl], dtype) * factor,
-        dt=dt,
-        energy_unit=unit,
-        info=info,
-    )
+    source = str(info.get("source", "arrays"))
+    pos = np.asarray(pos)[sl]
+    energy = None if energy is None else np.asarray(energy)[sl]
+    force = None if force is None else np.asarray(force)[sl]
+    try:
+        _check_finite(source, positions=pos, energies=energy, forces=force)
+        if energy is not None and energy.size != len(energy):
+            raise ValueError(f"energies: expected one per frame, got shape {list(energy.shape)}")
+        energies = None if energy is None else _tensor(energy.reshape(len(energy)), dtype)
+        return Trajectory(
+            positions=_tensor(pos, dtype),
+            z=torch.as_tensor(np.asarray(z, dtype=np.int64)),
+            energies=None if energies is None else energies * factor,
+            forces=None if force is None else _tensor(force, dtype) * factor,
+            dt=dt,
+            energy_unit=unit,
+            info=info,
+        )
+    except ValueError as err:
+        if str(err).startswith(source):
+            raise
+        raise ValueError(f"{source}: {err}") from err
 
 
 def _single_z(z: np.ndarray, path: Path, key: str) -> np.ndarray:
@@ -129,7 +175,7 @@ def _single_z(z: np.ndarray, path: Path, key: str) -> np.ndarray:
 def _load_npz(
     path: Path, energy_unit: str, dtype: torch.dtype, dt: float | None, max_frames: int | None
 ) -> Trajectory:
-    with np.load(path, allow_pickle=False) as data:
+    with _reading(path), np.load(path, allow_pickle=False) as data:
         keys = set(data.files)
         info: dict[str, Any] = {"source": str(path)}
         if {"R", "z"} <= keys:
@@ -195,7 +241,7 @@ def load_padded_molecules(
     ``qm7x_250_small.npz``: ``R``, ``E``, ``F`` in Å / eV); padding atoms are dropped.
     """
     path = Path(path)
-    with np.load(path) as data:
+    with _reading(path), np.load(path, allow_pickle=False) as data:
         if "z" not in data.files or data["z"].ndim != 2 or "R" not in data.files:
             raise ValueError(
                 f"{path}: expected padded arrays z [T, Nmax] and R [T, Nmax, 3], got keys "
@@ -232,6 +278,11 @@ def _deepmd_system(path: Path) -> tuple[Any, ...]:
     if not type_map_file.is_file():
         raise ValueError(f"{path}: DeePMD system without type_map.raw (element symbols)")
     symbols = type_map_file.read_text().split()
+    if types.size and not 0 <= types.min() <= types.max() < len(symbols):
+        raise ValueError(
+            f"{path / 'type.raw'}: expected types in [0, {len(symbols)}) (the {len(symbols)} "
+            f"symbols of type_map.raw), got values in [{types.min()}, {types.max()}]"
+        )
     z = np.array([_z_of(symbols[t]) for t in types], dtype=np.int64)
     sets = sorted(p for p in path.glob("set.*") if p.is_dir())
     if not sets:
@@ -239,15 +290,33 @@ def _deepmd_system(path: Path) -> tuple[Any, ...]:
     n = len(z)
     pos, energy, force, box = [], [], [], []
     for s in sets:
-        coord = np.load(s / "coord.npy")
-        pos.append(coord.reshape(-1, n, 3))
-        t = pos[-1].shape[0]
-        energy.append(np.load(s / "energy.npy").reshape(t) if (s / "energy.npy").exists() else None)
-        force.append(
-            np.load(s / "force.npy").reshape(t, n, 3) if (s / "force.npy").exists() else None
-        )
-        box.append(np.load(s / "box.npy").reshape(t, 3, 3) if (s / "box.npy").exists() else None)
+        coord = _deepmd_array(s / "coord.npy", (-1, n, 3))
+        t = coord.shape[0]
+        pos.append(coord)
+        energy.append(_deepmd_array(s / "energy.npy", (t,), optional=True))
+        force.append(_deepmd_array(s / "force.npy", (t, n, 3), optional=True))
+        box.append(_deepmd_array(s / "box.npy", (t, 3, 3), optional=True))
     return z, pos, energy, force, box
+
+
+def _deepmd_array(path: Path, shape: tuple[int, ...], optional: bool = False) -> np.ndarray | None:
+    """One array of a DeePMD ``set.*`` folder reshaped to ``shape`` (``-1``: the frames),
+    checked finite; ``None`` when ``optional`` and absent. Errors name the file."""
+    if optional and not path.exists():
+        return None
+    with _reading(path):
+        values = np.load(path, allow_pickle=False)
+    try:
+        values = values.reshape(shape)
+    except ValueError as err:
+        frames = "frames" if shape[0] == -1 else f"{shape[0]} frames (as coord.npy)"
+        raise ValueError(
+            f"{path}: expected {frames} of {int(np.prod(shape[1:]))} values each, got "
+            f"{values.size} values (shape {list(values.shape)}); the file looks truncated "
+            "or belongs to another system"
+        ) from err
+    _check_finite(str(path), values=values)
+    return values
 
 
 def load_deepmd(

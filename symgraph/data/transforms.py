@@ -120,6 +120,15 @@ class _SeededDraws:
         self._generator: torch.Generator | None = None
         self._worker_seed: int | None = None
 
+    def __getstate__(self) -> dict[str, int | None]:
+        """The seed only, not the draws made so far: a pickled transform (its
+        :func:`transform_fingerprint`, the cache key of a ``pre_transform``) must not
+        change once the transform has been used; a copy draws anew from the seed."""
+        return {"seed": self.seed}
+
+    def __setstate__(self, state: dict[str, int | None]) -> None:
+        self.__init__(state["seed"])
+
     def generator(self) -> torch.Generator | None:
         """The generator to draw from now (``None``: torch's global RNG, unseeded)."""
         if self.seed is None:

@@ -17,6 +17,7 @@ Item fields (``n`` atoms, ``L`` = ``length``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,11 @@ from symgraph.checks import is_int
 from symgraph.data.frames import Trajectory
 
 __all__ = ["TrajectoryWindows", "cut_segments", "window_trajectory"]
+
+
+def _same_dt(a: float | None, b: float | None) -> bool:
+    """Equal time steps (to rounding: ``0.1 * 3`` and ``0.3``), or both ``None``."""
+    return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9))
 
 
 class TrajectoryWindows(Dataset):
@@ -41,9 +47,14 @@ class TrajectoryWindows(Dataset):
             ``0, 1, ...``).
         tag: an integer stored in every item's ``tag`` (e.g. to mark an evaluation group).
 
+    Attributes:
+        dt: the time between consecutive frames (fs) shared by every trajectory, or
+            ``None`` when they give none.
+
     Raises:
-        ValueError: a trajectory without velocities, with several molecules, or shorter
-            than ``length + 1`` frames.
+        ValueError: a trajectory without velocities, with several molecules, shorter
+            than ``length + 1`` frames, or with another ``dt`` than ``trajectories[0]``
+            (items do not carry their time step, so one step must mean one ``dt``).
     """
 
     def __init__(
@@ -77,7 +88,14 @@ class TrajectoryWindows(Dataset):
                     f"trajectories[{i}]: expected at least length + 1 = {length + 1} frames, "
                     f"got {len(traj)}"
                 )
+            if not _same_dt(traj.dt, trajectories[0].dt):
+                raise ValueError(
+                    f"trajectories[{i}]: expected dt={trajectories[0].dt} fs as "
+                    f"trajectories[0], got dt={traj.dt} (windows of different time steps "
+                    "cannot share one dataset; resample them, e.g. traj[::k], first)"
+                )
         self.trajectories = list(trajectories)
+        self.dt = self.trajectories[0].dt if self.trajectories else None
         self.length, self.step, self.ids, self.tag = length, step, ids, int(tag)
         self.index = [
             (i, start)

@@ -22,6 +22,7 @@ from symgraph.data.transforms import (
     RandomGroupRotation,
     SamplePointsFixed,
     normals_as_features,
+    transform_fingerprint,
 )
 from symgraph.groups.catalog import O3, SO3, C
 
@@ -351,3 +352,21 @@ def test_knn_self_loop_comes_first_among_coinciding_points() -> None:
     edges = KNNGraph(4, loop=True)(upsampled).edge_index
     loops = edges[0] == edges[1]
     assert int(loops.sum()) == 64 and torch.unique(edges[1][loops]).numel() == 64
+
+
+def test_a_used_seeded_pre_transform_keeps_its_cache_key(tmp_path) -> None:
+    """One seeded pre_transform for a train and a test set: its draws for the first set
+    must not change the second set's cache key, or a later run (a fresh transform) misses
+    that cache and rebuilds the test set with other points."""
+    fresh = transform_fingerprint(SamplePointsFixed(16, seed=0))
+    used = SamplePointsFixed(16, seed=0)
+    first = used(_cloud(40))
+    assert transform_fingerprint(used) == fresh
+    assert transform_fingerprint(SamplePointsFixed(16, seed=1)) != fresh
+    again = SamplePointsFixed(16, seed=0)(_cloud(40))
+    torch.testing.assert_close(again.pos, first.pos)  # a fresh copy draws from the seed
+    shared = SamplePointsFixed(8, seed=0)
+    sets = [ProceduralShapes(4, 32, seed=s, root=tmp_path, pre_transform=shared) for s in (0, 1)]
+    rerun = ProceduralShapes(4, 32, seed=1, root=tmp_path, pre_transform=SamplePointsFixed(8, 0))
+    assert rerun.cache_path == sets[1].cache_path
+    torch.testing.assert_close(rerun._data.pos, sets[1]._data.pos)

@@ -506,3 +506,19 @@ def test_checksums_are_case_insensitive(first200_csv, tmp_path):
     assert len(list(read_qm9_csv(first200_csv, expected_sha256=upper))) == 200
     options = dict(source="csv", csv_files=[first200_csv], subset=2, log=False)
     assert len(QM9(tmp_path, checksums={FIRST200: upper}, **options)) == 2
+
+
+def test_overlapping_files_and_repeated_molecules_are_refused(first200_csv, shared_data, tmp_path):
+    """The first-200 sample and the 12k sample share 11 molecules: read together they would
+    repeat them (one copy in train, one in test); a header-only file names the file."""
+    subset12k = shared_data / "qm9" / "qm9pack_subset12k_part1.csv.gz"
+    with pytest.raises(ValueError, match=r"part1\.csv\.gz.*repeats molecule Index 2 of .*first200"):
+        QM9(tmp_path / "a", source="csv", csv_files=[first200_csv, subset12k], subset=3, log=False)
+    with pytest.raises(
+        ValueError, match=r"line 2 repeats molecule Index 1 of .*first200\.csv', line 2"
+    ):
+        QM9(tmp_path / "b", source="csv", csv_files=[first200_csv, first200_csv], log=False)
+    header = tmp_path / "header.csv"
+    header.write_text(first200_csv.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(ValueError, match=r"header\.csv.*a header line but no molecule rows"):
+        QM9(tmp_path / "c", source="csv", csv_files=[header], log=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -290,3 +292,46 @@ def test_a_lone_atom_is_refused_before_the_force_field(capfd):
     ):
         generate_md_trajectory(Atoms("H", positions=[[0.0, 0.0, 0.0]]), steps=4)
     assert "Violation" not in capfd.readouterr().err
+
+
+def test_corrupt_npz_files_are_refused_naming_the_file(shared_data, tmp_path):
+    """A NaN coordinate or energy, frames that do not line up, an empty or truncated file:
+    ``ValueError`` naming the file (a NaN used to load silently)."""
+    source = shared_data / "md" / "md17" / "md17_ethanol_dft_first2000.npz"
+    with np.load(source) as data:
+        arrays = {k: data[k][:20] if data[k].ndim > 1 else data[k] for k in ("z", "R", "E", "F")}
+    positions = arrays["R"].copy()
+    positions[5, 2, 1] = np.nan
+    nan = tmp_path / "md17_nan.npz"
+    np.savez(nan, **{**arrays, "R": positions})
+    with pytest.raises(ValueError, match=r"md17_nan\.npz: expected finite positions.*first \[5\]"):
+        load_md17(nan)
+    assert len(load_md17(nan, max_frames=5)) == 5  # the frames before it are fine
+    short = tmp_path / "md17_short.npz"
+    np.savez(short, **{**arrays, "E": arrays["E"][:19]})
+    with pytest.raises(ValueError, match=r"md17_short\.npz: energies: expected shape \[20\]"):
+        load_md17(short)
+    raw = source.read_bytes()
+    for name, content in (("md17_empty.npz", b""), ("md17_cut.npz", raw[: len(raw) // 2])):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}: could not be read.*truncated"):
+            load_md17(tmp_path / name)
+
+
+def test_corrupt_deepmd_sets_are_refused_naming_the_file(shared_data, tmp_path):
+    system = tmp_path / "water"
+    shutil.copytree(shared_data / "md" / "water_dft_pbc" / "data_0", system)
+    coord = system / "set.000" / "coord.npy"
+    good = np.load(coord)
+    bad = good.copy()
+    bad[3, 10] = np.nan
+    np.save(coord, bad)
+    with pytest.raises(ValueError, match=r"coord\.npy: expected finite values.*first \[3\]"):
+        load_deepmd(system)
+    np.save(coord, good)
+    np.save(system / "set.000" / "energy.npy", np.zeros(len(good) - 1))
+    with pytest.raises(ValueError, match=r"energy\.npy: expected 80 frames \(as coord\.npy\)"):
+        load_deepmd(system)
+    (system / "type.raw").write_text("0 1 2\n")
+    with pytest.raises(ValueError, match=r"type\.raw: expected types in \[0, 2\)"):
+        load_deepmd(system)

@@ -113,3 +113,15 @@ def test_pieces_need_at_least_two_frames():
     with pytest.raises(ValueError, match="frames: expected an int >= 2, got 1"):
         cut_segments(traj(6, 2, 0), 1)
     assert [len(p) for p in cut_segments(traj(5, 2, 0), 2)] == [2, 2]
+
+
+def test_windows_refuse_trajectories_of_different_time_steps():
+    """Items carry no time step: 0.5 fs MD17 frames beside 2 fs generated ones would train
+    one "next frame" on two different steps."""
+    a, b = traj(7, 3, 0), traj(9, 5, 1)
+    fine = TrajectoryWindows([a, b[::1]], length=2)
+    assert fine.dt == 2.0
+    with pytest.raises(ValueError, match=r"trajectories\[1\]: expected dt=2.0 fs .* got dt=4.0"):
+        TrajectoryWindows([a, b[::2]], length=2)
+    thirds = [Trajectory(a.positions, a.velocities, a.z, dt=dt) for dt in (0.1 * 3, 0.3)]
+    assert TrajectoryWindows(thirds, length=1).dt == pytest.approx(0.3)  # rounding is fine
