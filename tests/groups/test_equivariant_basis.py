@@ -507,6 +507,24 @@ def test_icosahedral_regular_vector_products():
     assert _largest(basis_module._canonical(orbits) - orbits) < 1e-12
 
 
+@pytest.mark.parametrize("side", ["in", "out"])
+def test_one_sided_orbit_bases_keep_exact_zeros(side):
+    """Rounding of ``ρ`` (the Wigner fit's identity included, ~1e-16) is no entry of the
+    basis, as in the canonical form: C4 fixes the z axis, so its maps between the regular
+    representation and a vector split exactly into those through z and those through the
+    xy plane (a z row of 1e-16 in the planar maps gave a breaking input along z a penalty
+    of 1e-33 instead of 0)."""
+    group = group_from_name("C4")
+    regular, vector = Rep.regular(group), Rep("1o", group)
+    if side == "in":
+        through = equivariant_basis(regular, vector).to_dense()  # [n, 3, 4]
+    else:
+        through = equivariant_basis(vector, regular).to_dense().transpose(1, 2)
+    z = through[:, 2].ne(0).any(dim=1)
+    plane = through[:, :2].ne(0).flatten(1).any(dim=1)
+    assert int(z.sum()) == 1 and int(plane.sum()) == 2 and not bool((z & plane).any())
+
+
 def test_fixed_space_refuses_a_representation_that_is_not_orthogonal():
     """The stabilisers' averages are orthogonal projectors only for orthogonal
     representations (every block here is one): anything else is refused, not solved."""

@@ -307,3 +307,14 @@ def test_degrees_beyond_e3nn_spherical_harmonics_are_refused_by_name():
     with pytest.raises(ValueError, match="l = 13"):
         rep.drho(torch.zeros(1, 3, 3, dtype=torch.float64))
     assert Rep("12e").rho(g).shape == (1, 25, 25)
+
+
+@pytest.mark.parametrize("name", ["C1", "Trivial"])
+def test_regular_representation_of_a_one_element_group(name):
+    """One element, nothing to tell apart: its regular representation is the 1 x 1
+    identity, in every precision."""
+    group = group_from_name(name)
+    rep = Rep.regular(group)
+    for dtype in (torch.float64, torch.float16):
+        g = group.elements().to(dtype)
+        assert rep.dim == 1 and torch.equal(rep.rho(g), torch.ones(1, 1, 1, dtype=dtype))

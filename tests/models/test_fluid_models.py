@@ -573,6 +573,19 @@ def test_fluid_job_normalises_velocity_and_density_per_field_by_default():
     assert velocity.model.scale == (_field_rms(velocity.train.dataset.dataset),)
 
 
+def test_fluid_job_reads_arguments_without_field_scale_as_one_shared_rms():
+    """Arguments from before ``--field-scale`` (no ``field_scale`` attribute) build the model
+    those runs trained: one RMS over velocity and density."""
+    from symgraph.train.job_fluid import _field_rms
+    from symgraph.train.jobs import get_job
+
+    args = _fluid_args("--fields", "velocity+density")
+    del args.field_scale
+    spec = get_job("fluid")(args)
+    assert spec.model.scale == _field_rms(spec.train.dataset.dataset)
+    assert len(spec.task.scales) == 1
+
+
 def test_fluid_runs_from_before_per_field_scales_evaluate_as_trained(tmp_path, capsys):
     """A velocity+density run folder without ``field_scale`` in config.json was trained with
     one shared RMS: evaluate rebuilds it so (the per-field model would predict otherwise)."""

@@ -328,3 +328,13 @@ def test_lmax_beyond_e3nn_spherical_harmonics_is_refused_by_name():
 
     with pytest.raises(ValueError, match="lmax: expected at most 12 .*got 13"):
         ImplicitSteerableConv("2x0e", "1o", lmax=13)
+
+
+def test_invariant_bias_names_a_scalar_or_an_input_that_is_no_tensor():
+    from symgraph.nn import InvariantBias
+
+    bias = InvariantBias(Rep("2x0e + 1o", "SO2"))
+    with pytest.raises(ValueError, match=r"x: expected last dimension 5 .*got \[\]"):
+        bias(torch.tensor(1.0))
+    with pytest.raises(TypeError, match=r"x: expected a tensor \[\.\.\., 5\], got list"):
+        bias([0.0] * 5)

@@ -375,3 +375,22 @@ def test_rollout_dt_of_a_model_without_one_and_bad_dt_values():
         rollout(model, x0, 2, dt=1.0)
     with pytest.raises(ValueError, match="dt: only a rollout of Frames .* got x0 of type Tensor"):
         rollout(Plain(), torch.randn(3, 2), 2, dt=1.0)
+
+
+@pytest.mark.parametrize("own", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_models_dt_that_is_no_positive_finite_time_step_is_not_its_own(own):
+    """Only a positive finite ``model.dt`` is a time step: any other value rolls out as a
+    model without one (``dt=None`` unless one is passed, and then any one is accepted)."""
+
+    class Drift(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dt = own
+            self.speed = nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def forward(self, pos, vel, z, batch):
+            return pos + self.speed * vel, vel
+
+    x0 = _molecules()
+    assert rollout(Drift(), x0, 2).dt is None
+    assert rollout(Drift(), x0, 2, dt=2.0).dt == 2.0

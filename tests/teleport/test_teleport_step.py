@@ -861,3 +861,60 @@ def test_update_optimizer_state_checks_its_mode():
     params = dict(model.named_parameters())
     with pytest.raises(ValueError, match="mode: expected one of .*, got 'magic'"):
         update_optimizer_state(optimizer, params, {"0.weight": None}, mode="magic")
+
+
+def test_a_planned_optimizer_update_changes_nothing_until_it_is_applied():
+    """``plan_optimizer_state`` computes new moments beside the old ones: the optimizer is
+    as it was until ``apply``, which then divides the moments by the factors."""
+    from symgraph.teleport.optim_state import plan_optimizer_state
+
+    model, batch = _mlp(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mse(model, batch).backward()
+    optimizer.step()
+    weight = model[0].weight
+    before = {k: v.clone() for k, v in optimizer.state[weight].items()}
+    factor = torch.full((16, 1), 2.0, dtype=torch.float64)
+    update = plan_optimizer_state(optimizer, dict(model.named_parameters()), {"0.weight": factor})
+    for k, v in optimizer.state[weight].items():
+        assert torch.equal(v, before[k]), k
+    assert update.apply() == {"0.weight": "transformed"}
+    state = optimizer.state[weight]
+    assert torch.equal(state["exp_avg"], before["exp_avg"] / 2)
+    assert torch.equal(state["exp_avg_sq"], before["exp_avg_sq"] / 4)
+    assert torch.equal(state["step"], before["step"])
+
+
+def test_transported_moments_keep_their_dtype_under_factors_of_another():
+    """float64 factors on float32 moments: the moments stay float32, as the optimizer's step
+    expects."""
+    from symgraph.teleport import update_optimizer_state
+
+    model, batch = _mlp().float(), _data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mse(model, (batch[0].float(), batch[1].float())).backward()
+    optimizer.step()
+    weight = model[0].weight
+    before = {k: v.clone() for k, v in optimizer.state[weight].items()}
+    factor = torch.full((16, 1), 2.0, dtype=torch.float64)
+    params = dict(model.named_parameters())
+    assert update_optimizer_state(optimizer, params, {"0.weight": factor}) == {
+        "0.weight": "transformed"
+    }
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert optimizer.state[weight][key].dtype == torch.float32, key
+    torch.testing.assert_close(optimizer.state[weight]["exp_avg"], before["exp_avg"] / 2)
+
+
+def test_a_loss_that_the_orbit_leaves_exactly_unchanged_passes_a_zero_tolerance():
+    """The loss may move by at most ``atol + rtol·|L|``, bounds included: with both 0, a
+    teleport that keeps the loss bit for bit is accepted."""
+
+    def flat_loss(model, batch):  # the value 1.0 everywhere, the gradient that of the MSE
+        loss = mse(model, batch)
+        return 1.0 + (loss - loss.detach())
+
+    model = _mlp()
+    result = teleport(model, flat_loss, _data(), steps=3, lr=0.2, rtol=0.0, atol=0.0)
+    assert result.moved and result.accepted, result.message
+    assert result.loss_after == result.loss_before == 1.0

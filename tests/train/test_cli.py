@@ -406,3 +406,65 @@ def test_a_run_folder_names_its_data_wherever_it_is_evaluated_from(tmp_path, mon
         capsys.readouterr().err
     )
     run(capsys, [*argv, "--resume", "--root", str(train_dir / "data")])
+
+
+def test_a_flags_namespace_attribute_is_the_one_argparse_gives():
+    """``Argument.dest``: the first long flag, dashes as underscores, or an explicit dest."""
+    from symgraph.train.jobs import arg
+
+    for argument, dest in (
+        (arg("--data-root"), "data_root"),
+        (arg("-r", "--data-root"), "data_root"),
+        (arg("-r"), "r"),
+        (arg("--data-root", dest="root"), "root"),
+    ):
+        parser = argparse.ArgumentParser()
+        assert parser.add_argument(*argument.flags, **argument.kwargs).dest == dest
+        assert argument.dest == dest
+
+
+def test_path_flags_are_made_absolute_and_compared_as_such(tmp_path, monkeypatch):
+    """Each path of a path flag (one or a list) is read from the current folder; other flags
+    are kept as given. ``changed_flags`` compares the absolute paths, so ``./data`` is the
+    default ``data``."""
+    from symgraph.train.jobs import Job, arg, changed_flags
+
+    arguments = (
+        arg("--root", default="data", path=True),
+        arg("--csv", nargs="*", default=None, path=True),
+        arg("--tag", default="a/b"),
+    )
+    job = Job("paths", lambda args: None, arguments, "path flags")
+    monkeypatch.setitem(JOBS, "paths", job)
+    monkeypatch.chdir(tmp_path)
+    given = {"root": "data", "csv": ["a.csv", "/srv/b.csv"], "tag": "c/d", "epochs": 2}
+    assert job.absolute_paths(given) == {
+        "root": str(tmp_path / "data"),
+        "csv": [str(tmp_path / "a.csv"), "/srv/b.csv"],
+        "tag": "c/d",
+        "epochs": 2,
+    }
+    flags = ["--root", "--tag"]
+    namespace = argparse.Namespace
+    assert changed_flags(namespace(root="./data", csv=None, tag="a/b"), "paths", flags) == []
+    assert changed_flags(namespace(root="data", tag="c/d"), "paths", flags) == ["--tag"]
+    assert changed_flags(namespace(root="elsewhere"), "paths", flags) == ["--root"]
+
+
+def test_resume_reads_a_relative_path_an_older_run_folder_recorded(tmp_path, monkeypatch, capsys):
+    """Run folders made before path flags were recorded as absolute hold the relative path:
+    resuming from the folder it was trained in reads it as the same data."""
+    from symgraph.train.jobs import Job, arg, load_jobs
+
+    load_jobs()
+    toy = JOBS["toy"]
+    arguments = (*toy.arguments, arg("--root", default="data", path=True))
+    monkeypatch.setitem(JOBS, "toy-root", Job("toy-root", toy.build, arguments, "toy, root"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    run(capsys, ["train", "toy-root", "--epochs", "1", "--out", str(out), *TOY])
+    config = json.loads((out / "config.json").read_text())
+    config["args"]["root"] = "data"  # as recorded before
+    (out / "config.json").write_text(json.dumps(config))
+    run(capsys, ["train", "toy-root", "--epochs", "2", "--out", str(out), *TOY, "--resume"])
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
