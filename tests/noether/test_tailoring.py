@@ -343,18 +343,21 @@ def test_frame_rollouts_carry_the_models_time_step(kind):
         assert len(result.predictions) == 3 and result.predictions.dt == 0.5
 
 
+class Drift(nn.Module):
+    """A one-step model of Frames without a ``dt`` of its own: ``pos + speed · vel``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.speed = nn.Parameter(torch.ones((), dtype=torch.float64))
+
+    def forward(self, pos, vel, z, batch):
+        return pos + self.speed * vel, vel
+
+
 def test_rollout_dt_of_a_model_without_one_and_bad_dt_values():
     """A model without ``dt`` gives ``dt=None`` unless one is passed; a ``dt`` that is not
     positive, contradicts the model's, or comes with tensor states is refused by name."""
     from symgraph.models.dynamics import EquivariantDynamics
-
-    class Drift(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.speed = nn.Parameter(torch.ones((), dtype=torch.float64))
-
-        def forward(self, pos, vel, z, batch):
-            return pos + self.speed * vel, vel
 
     x0 = _molecules()
     assert rollout(Drift(), x0, 2).dt is None
@@ -382,15 +385,11 @@ def test_a_models_dt_that_is_no_positive_finite_time_step_is_not_its_own(own):
     """Only a positive finite ``model.dt`` is a time step: any other value rolls out as a
     model without one (``dt=None`` unless one is passed, and then any one is accepted)."""
 
-    class Drift(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.dt = own
-            self.speed = nn.Parameter(torch.ones((), dtype=torch.float64))
-
-        def forward(self, pos, vel, z, batch):
-            return pos + self.speed * vel, vel
+    def with_dt() -> Drift:
+        model = Drift()
+        model.dt = own
+        return model
 
     x0 = _molecules()
-    assert rollout(Drift(), x0, 2).dt is None
-    assert rollout(Drift(), x0, 2, dt=2.0).dt == 2.0
+    assert rollout(with_dt(), x0, 2).dt is None
+    assert rollout(with_dt(), x0, 2, dt=2.0).dt == 2.0
