@@ -101,6 +101,8 @@ class FieldLayout:
         field_channels: channels of the grid field (a vector counts ``dim``).
         node_dim: size of a node feature (a vector counts 3).
         node_columns: ``[field_channels]`` node-feature column of each field channel.
+        field_slices: the grid-field channels of each field (channel group), in order:
+            ``(slice(0, 2), slice(2, 3))`` for velocity and density ``"1x1o + 1x0e"``.
     """
 
     def __init__(self, spec: str | object, dim: int = 2) -> None:
@@ -116,6 +118,7 @@ class FieldLayout:
             ) from err
         columns: list[int] = []
         kinds: list[tuple[str, int]] = []  # per channel group: (irrep, first column)
+        slices: list[slice] = []  # per channel group: its grid-field channels
         col = 0
         for mul, ir in irreps:
             if ir.l > 1:
@@ -125,12 +128,10 @@ class FieldLayout:
                 )
             for _ in range(mul):
                 kinds.append((str(ir), col))
-                if ir.l == 0:
-                    columns.append(col)
-                    col += 1
-                else:
-                    columns.extend(range(col, col + dim))
-                    col += 3
+                width = 1 if ir.l == 0 else dim
+                slices.append(slice(len(columns), len(columns) + width))
+                columns.extend(range(col, col + width))
+                col += 1 if ir.l == 0 else 3
         self.spec = str(spec)
         self.dim = dim
         self.irreps = str(irreps)
@@ -138,6 +139,7 @@ class FieldLayout:
         self.node_dim = col
         self.field_channels = len(columns)
         self.node_columns = torch.tensor(columns, dtype=torch.long)
+        self.field_slices = tuple(slices)
 
     def __repr__(self) -> str:
         return f"FieldLayout({self.irreps!r}, dim={self.dim})"

@@ -47,7 +47,6 @@ __all__ = [
     "SteerableFluidNet",
     "build_fluid_model",
     "check_stencil",
-    "field_channels",
     "field_scales",
     "rescale_fields",
     "rollout",
@@ -117,7 +116,7 @@ def field_scales(scale: float | Sequence[float], layout: FieldLayout | str) -> F
         ``((channels, scale), ...)``: a slice of the ``C`` field channels and its scale per
         block, covering ``0 .. C - 1`` in order (one block for a single number).
     """
-    fields = field_channels(layout)
+    fields = _layout(layout).field_slices
     if is_real(scale):
         return ((slice(0, fields[-1].stop), _check_scale(scale)),)
     irreps = _layout(layout).irreps
@@ -139,18 +138,6 @@ def field_scales(scale: float | Sequence[float], layout: FieldLayout | str) -> F
 
 def _layout(layout: FieldLayout | str) -> FieldLayout:
     return layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
-
-
-def field_channels(layout: FieldLayout | str) -> tuple[slice, ...]:
-    """The channels ``[C]`` of each field of ``layout`` in a frame ``[C, H, W]``, in order:
-    ``(slice(0, 2), slice(2, 3))`` for velocity and density ``"1x1o + 1x0e"``."""
-    layout = _layout(layout)
-    fields, start = [], 0
-    for irrep, _ in layout.groups:
-        width = 1 if irrep.startswith("0") else layout.dim
-        fields.append(slice(start, start + width))
-        start += width
-    return tuple(fields)
 
 
 def _given_scale(scales: FieldScales, scale: object) -> float | tuple[float, ...]:

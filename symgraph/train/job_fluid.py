@@ -209,13 +209,13 @@ def _field_rms(dataset: Dataset, per_field: bool = False) -> float | tuple[float
 
     One RMS over all channels, or with ``per_field`` one per field of ``dataset.layout``
     (the components of the velocity together, the density alone)."""
-    from symgraph.models.fluids import field_channels
+    from symgraph.lattice import FieldLayout
 
     first, last = dataset.frame_range
     past = dataset.data[:, first:last].double()  # [S, T, C, H, W]
     if not per_field:
         return float(past.square().mean().sqrt())
-    fields = field_channels(dataset.layout)
+    fields = FieldLayout(dataset.layout).field_slices
     return tuple(float(past[:, :, channels].square().mean().sqrt()) for channels in fields)
 
 

@@ -611,3 +611,11 @@ def test_fluid_runs_from_before_per_field_scales_evaluate_as_trained(tmp_path, c
     assert json.loads(capsys.readouterr().out)["metrics"]["future_rmse"] != pytest.approx(
         trained["future_rmse"], rel=1e-6
     )
+
+
+def test_field_layouts_give_the_channels_of_each_field():
+    """Per-field scales read these: a vector takes ``dim`` channels of the grid field, a
+    scalar one, in the order of the irreps."""
+    assert FieldLayout("1x1o + 1x0e").field_slices == (slice(0, 2), slice(2, 3))
+    assert FieldLayout("1x0e + 2x1o").field_slices == (slice(0, 1), slice(1, 3), slice(3, 5))
+    assert FieldLayout("1x1o + 1x0e", dim=3).field_slices == (slice(0, 3), slice(3, 4))
