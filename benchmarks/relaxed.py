@@ -172,6 +172,11 @@ def train(model: str, breaking: float, seed: int, args: argparse.Namespace) -> d
         "domain_rmse": metrics["domain_rmse"],
         "horizon_future": [metrics[f"future_rmse_h{k}"] for k in range(1, args.horizon + 1)],
         "horizon_domain": [metrics[f"domain_rmse_h{k}"] for k in range(1, args.horizon + 1)],
+        "per_field": {  # --fields velocity+density: each field's RMSE, in its own units
+            key: value
+            for key, value in metrics.items()
+            if key.endswith(("_rmse_velocity", "_rmse_density"))
+        },
         "parameters": config["num_parameters"],
         "relaxation": sum(s * s for s in strengths),
         "strengths": strengths,
@@ -209,6 +214,27 @@ def summary(rows: list[dict], key: str) -> tuple[float, float]:
     values = torch.tensor([row[key] for row in rows], dtype=torch.float64)
     std = float(values.std()) if len(values) > 1 else 0.0
     return float(values.mean()), std
+
+
+def print_per_field(rows_by_model: list[list[dict]]) -> None:
+    """With ``--fields velocity+density``: each model's future and domain RMSE per field, in
+    the field's own units (mean ± std over seeds); nothing for velocity alone."""
+    keys = sorted(
+        {key for rows in rows_by_model for row in rows for key in row.get("per_field", {})}
+    )
+    if not keys or not all(
+        set(row.get("per_field", {})) == set(keys) for rows in rows_by_model for row in rows
+    ):
+        return
+    print("\n| model | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for rows in rows_by_model:
+        cells = []
+        for key in keys:
+            values = torch.tensor([row["per_field"][key] for row in rows], dtype=torch.float64)
+            std = float(values.std()) if len(values) > 1 else 0.0
+            cells.append(f"{float(values.mean()):.5f} ± {std:.5f}")
+        print(f"| {rows[0]['model']} | " + " | ".join(cells) + " |")
 
 
 def print_paired(
@@ -555,6 +581,7 @@ def report(
             f"{domain[0]:.5f} ± {domain[1]:.5f} | {summary(rows, 'relaxation')[0]:.3g} | "
             f"{summary(rows, 'wall_s')[0]:.0f} |"
         )
+    print_per_field([[runs[m, breaking, seed] for seed in seeds] for m in models])
     print_paired(runs, breaking, seeds, models)
     print_sweep(sweep)
     if all(_by_model(rows, "relaxed") for rows in sweep.values()):

@@ -14,6 +14,9 @@ training simulations' past, and reports:
 - test: ``future_rmse`` (the training simulations' future) and ``domain_rmse`` (unseen
   inflow positions), each also per forecast step, ``future_rmse_h1`` ... (RMSE vs horizon).
 
+With ``--fields velocity+density`` these RMSEs pool both fields, whose units differ; each
+field's own RMSE is reported beside them (``rmse_velocity``, ``future_rmse_density``, ...).
+
 The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
 units of the RMS of the training simulations' past (the frames training reads), which also
 scales the models' inputs and updates: with ``--fields velocity+density`` one RMS per field
@@ -53,8 +56,17 @@ from symgraph.train.tasks import Task
 if TYPE_CHECKING:
     from symgraph.lattice import FieldLayout
 
-__all__ = ["FluidRolloutTask", "TaggedWindows", "fluid", "build_fluid_datasets", "SPLIT_TAGS"]
+__all__ = [
+    "FluidRolloutTask",
+    "TaggedWindows",
+    "fluid",
+    "build_fluid_datasets",
+    "SPLIT_TAGS",
+    "FIELD_UNITS",
+]
 
+#: The unit of each field the plumes hold (the solver's density has no physical unit).
+FIELD_UNITS = {"velocity": "L / time", "density": "solver units"}
 #: tags of the evaluation groups; untagged (``-1``) items report plain ``rmse``.
 SPLIT_TAGS = {"future": 0, "domain": 1}
 _SPLITS = ("train", "future", "domain")
@@ -81,7 +93,9 @@ class FluidRolloutTask(Task):
     per window -- the RMSE over the forecast frames, channels and cells (``*_rmse``, in the
     fields' own units) and per forecast step (``*_rmse_h<k>``) -- grouped by tag (``rmse``
     for untagged windows, ``future_rmse``, ``domain_rmse``), and ``loss``, the mean squared
-    error in units of ``scale``; the trainer averages them over windows.
+    error in units of ``scale``; the trainer averages them over windows. With several
+    ``field_names``, ``*_rmse`` pools fields of different units, so each field also gets
+    its own RMSE over the forecast frames, ``*_rmse_<field>`` (``future_rmse_density``).
 
     Args:
         horizon: frames forecast by the metrics (at most ``S``).
@@ -89,9 +103,12 @@ class FluidRolloutTask(Task):
         scale: the fields' RMS, one number or one per field of ``layout`` (see
             :func:`symgraph.models.fluids.field_scales`); the loss is the squared error in
             these units.
-        unit: name of the field unit, for ``units``.
+        unit: name of the field unit, for ``units``; with several fields, one per field in
+            the order of ``field_names`` (``("L / time", "density")``).
         layout: the field layout of a frame (``"1x1o"``: velocity; ``"1x1o + 1x0e"``: velocity
-            and density); needed only to place a per-field ``scale``.
+            and density); needed to place a per-field ``scale`` and per-field metrics.
+        field_names: one name per field of ``layout`` (``("velocity", "density")``), for the
+            per-field metrics; default none (no per-field metrics).
     """
 
     monitor = "rmse"
@@ -102,8 +119,9 @@ class FluidRolloutTask(Task):
         horizon: int,
         train_horizon: int = 1,
         scale: float | Sequence[float] = 1.0,
-        unit: str = "",
+        unit: str | Sequence[str] = "",
         layout: FieldLayout | str = "1x1o",
+        field_names: Sequence[str] = (),
     ) -> None:
         from symgraph.models.fluids import field_scales
 
@@ -114,11 +132,15 @@ class FluidRolloutTask(Task):
             )
         self.horizon, self.train_horizon = horizon, train_horizon
         self.scales = field_scales(scale, layout)
-        names = ["rmse"] + [f"{group}_rmse" for group in SPLIT_TAGS]
+        self.fields = _named_fields(layout, field_names)
+        units = _field_units(unit, [name for name, _ in self.fields])
+        pooled = units[0] if len(set(units)) == 1 else "mixed units"  # see *_rmse_<field>
         self.units = {"loss": "squared error / scale^2"}
-        for name in names:
-            self.units[name] = unit
-            self.units.update({f"{name}_h{k}": unit for k in range(1, horizon + 1)})
+        for name in ["rmse"] + [f"{group}_rmse" for group in SPLIT_TAGS]:
+            self.units[name] = pooled
+            self.units.update({f"{name}_h{k}": pooled for k in range(1, horizon + 1)})
+            if len(self.fields) > 1:
+                self.units.update({f"{name}_{f}": u for (f, _), u in zip(self.fields, units)})
 
     def _rollout(self, model: nn.Module, batch: Any, steps: int) -> tuple[Tensor, Tensor, Tensor]:
         from symgraph.models.fluids import rollout
@@ -151,7 +173,41 @@ class FluidRolloutTask(Task):
                 rows = squared[members]
                 out[name] = rows.mean(dim=1).sqrt()
                 out.update({f"{name}_h{k + 1}": rows[:, k].sqrt() for k in range(self.horizon)})
+                if len(self.fields) > 1:
+                    errors = (pred - target)[members]  # [b, horizon, C, H, W]
+                    for field, channels in self.fields:
+                        field_squared = errors[:, :, channels].square().flatten(1).mean(dim=1)
+                        out[f"{name}_{field}"] = field_squared.sqrt()
         return out
+
+
+def _named_fields(layout: FieldLayout | str, names: Sequence[str]) -> tuple[tuple[str, slice], ...]:
+    """``((name, channels), ...)``: each field of ``layout`` (a 2D layout when a string) with
+    its grid channels; one unnamed field of all channels when ``names`` is empty."""
+    from symgraph.lattice import FieldLayout
+
+    fields = (layout if isinstance(layout, FieldLayout) else FieldLayout(layout)).field_slices
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise TypeError(f"field_names: expected a sequence of names, got {names!r}")
+    if not names:
+        return (("", slice(0, fields[-1].stop)),)
+    if len(names) != len(fields) or len(set(names)) != len(names):
+        raise ValueError(
+            f"field_names: expected {len(fields)} distinct names, one per field of the "
+            f"layout, got {list(names)!r}"
+        )
+    return tuple(zip(names, fields))
+
+
+def _field_units(unit: str | Sequence[str], names: Sequence[str]) -> list[str]:
+    """One unit per field ``names``: ``unit`` itself, or repeated when a single string."""
+    if isinstance(unit, str):
+        return [unit] * len(names)
+    if len(unit) != len(names):
+        raise ValueError(
+            f"unit: expected one unit string, or one per field {list(names)!r}, got {unit!r}"
+        )
+    return list(unit)
 
 
 #: Library arguments of the datasets and the model, by the flag that sets them.
@@ -447,14 +503,20 @@ def fluid(args: argparse.Namespace) -> JobSpec:
             relaxation=getattr(args, "relaxation", "kernel"),
             breaking=getattr(args, "breaking", "1x1o"),
         )  # fmt: skip
+    fields = data["train"].fields.split("+")  # ("velocity", "density")
     weight = float(args.relaxation_weight)
     relaxed = args.model == "relaxed"
     extra = [lambda m, _batch: weight * relaxation_penalty(m)] if relaxed else []
     return JobSpec(
         model=model,
         task=FluidRolloutTask(
-            args.horizon, args.train_horizon, scale, "L / time", data["train"].layout
-        ),
+            args.horizon,
+            args.train_horizon,
+            scale,
+            [FIELD_UNITS[f] for f in fields],
+            data["train"].layout,
+            fields,
+        ),  # fmt: skip
         train=Subset(windows, train_idx),
         val=Subset(windows, val_idx),
         test=test,

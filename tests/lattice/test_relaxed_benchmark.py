@@ -159,3 +159,24 @@ def test_only_the_relaxed_model_gets_the_relaxed_settings(load_script):
     for model in set(bench.MODELS) - {"relaxed"}:
         flags = bench.job_flags(args, model, 0.5, 0)
         assert not {"--relaxation-weight", "--free-input", "--breaking"} & set(flags)
+
+
+def test_per_field_table_only_when_every_run_has_per_field_rmse(load_script, capsys):
+    """``--fields velocity+density`` runs print each field's RMSE per model; velocity-only
+    runs (no per-field metrics) and rows saved before the metrics existed print none."""
+    bench = load_script("benchmarks/relaxed.py")
+
+    def row(model, velocity, density):
+        fields = {"future_rmse_velocity": velocity, "future_rmse_density": density}
+        return {"model": model, "per_field": fields}
+
+    bench.print_per_field(
+        [[row("conv", 1.0, 10.0), row("conv", 3.0, 30.0)], [row("relaxed", 2.0, 5.0)]]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert "| model | future_rmse_density | future_rmse_velocity |" in lines
+    assert "| conv | 20.00000 ± 14.14214 | 2.00000 ± 1.41421 |" in lines
+    assert "| relaxed | 5.00000 ± 0.00000 | 2.00000 ± 0.00000 |" in lines
+    bench.print_per_field([[{"model": "conv", "per_field": {}}]])
+    bench.print_per_field([[row("conv", 1.0, 2.0), {"model": "conv"}]])
+    assert capsys.readouterr().out == ""

@@ -546,6 +546,61 @@ def test_fluid_rollout_task_weighs_each_field_by_its_own_scale():
         FluidRolloutTask(horizon=1, scale=(1.0, 4.0))
 
 
+def test_fluid_rollout_task_reports_each_field_in_its_own_units():
+    """With field names, every RMSE group also reports each field's own RMSE over the
+    forecast frames (``rmse_density`` does not pool velocity), each with its own unit;
+    without names, or for one field, there are none."""
+    from torch import nn
+
+    from symgraph.train.job_fluid import FluidRolloutTask
+
+    class Zero(nn.Module):
+        def forward(self, window):
+            return torch.zeros_like(window[:, -1])
+
+    inputs = torch.zeros(2, 2, 3, 2, 2)
+    targets = torch.cat(
+        [
+            per_field(torch.ones(1, 2, 3, 2, 2), 2.0, 8.0),
+            per_field(torch.ones(1, 2, 3, 2, 2), 1.0, 3.0),
+        ]
+    )
+    targets[1, 1, 2] = 5.0  # window 1, second frame: density 5
+    batch = (inputs, targets, torch.tensor([-1, 0]))
+    task = FluidRolloutTask(
+        horizon=2, scale=(1.0, 4.0), unit=("L / time", "solver units"), layout=VD,
+        field_names=("velocity", "density"),
+    )  # fmt: skip
+    metrics = task.metrics(Zero(), batch)
+    assert metrics["rmse_velocity"].tolist() == pytest.approx([2.0])
+    assert metrics["rmse_density"].tolist() == pytest.approx([8.0])
+    assert metrics["future_rmse_velocity"].tolist() == pytest.approx([1.0])
+    assert metrics["future_rmse_density"].tolist() == pytest.approx([((9 + 25) / 2) ** 0.5])
+    assert "domain_rmse_density" not in metrics  # no domain windows in the batch
+    assert task.units["future_rmse_density"] == "solver units"
+    assert task.units["rmse_velocity"] == "L / time"
+    assert task.units["rmse"] == "mixed units"
+    unnamed = FluidRolloutTask(horizon=2, scale=(1.0, 4.0), unit="L / time", layout=VD)
+    assert not [k for k in unnamed.metrics(Zero(), batch) if k.endswith(("_velocity", "_density"))]
+    assert unnamed.units["rmse"] == "L / time"
+    with pytest.raises(ValueError, match=r"field_names: expected 2 distinct names"):
+        FluidRolloutTask(horizon=1, layout=VD, field_names=("velocity",))
+    with pytest.raises(ValueError, match=r"unit: expected one unit string, or one per field"):
+        FluidRolloutTask(horizon=1, unit=("L / time",), layout=VD, field_names=("v", "d"))
+
+
+def test_fluid_job_reports_velocity_and_density_rmse_apart():
+    """``--fields velocity+density``: the job's task names both fields and their units."""
+    from symgraph.train.jobs import get_job
+
+    task = get_job("fluid")(_fluid_args("--fields", "velocity+density")).task
+    assert [name for name, _ in task.fields] == ["velocity", "density"]
+    assert task.units["domain_rmse_velocity"] == "L / time"
+    assert task.units["domain_rmse_density"] == "solver units"
+    velocity = get_job("fluid")(_fluid_args()).task
+    assert len(velocity.fields) == 1 and velocity.units["rmse"] == "L / time"
+
+
 def _fluid_args(*flags: str):
     from symgraph.cli import build_parser
     from symgraph.train.jobs import load_jobs
