@@ -29,8 +29,16 @@ _OBJECTS = ("atoms", "calculator_object")
 def cache_name(
     molecule: str, frames: int, dt_fs: float, save_every: int, temperature_K: float, seed: int
 ) -> str:
-    """File name of one cached trajectory, e.g. ``CH3OH-101f-0.5fs-x4-300K-seed7.pt``."""
-    return f"{molecule}-{frames}f-{dt_fs:g}fs-x{save_every}-{temperature_K:g}K-seed{seed}.pt"
+    """File name of one cached trajectory, e.g. ``CH3OH-101f-0.5fs-x4-300K-seed7.pt``; the
+    time step and temperature are written in full (``repr``), so runs that differ in them
+    never share a file."""
+    dt, temperature = _exact(dt_fs), _exact(temperature_K)
+    return f"{molecule}-{frames}f-{dt}fs-x{save_every}-{temperature}K-seed{seed}.pt"
+
+
+def _exact(value: float) -> str:
+    """The shortest text that reads back as ``value``: ``0.5``, ``300``, ``1e-05``."""
+    return repr(float(value)).removesuffix(".0")
 
 
 def _save(path: Path, traj: Trajectory) -> None:

@@ -196,10 +196,16 @@ def _lookup(name: str, argument: str) -> MatrixGroup:
     if factory is not None:
         return factory()
     order = name[2:-1] if name[1:2] == "(" and name.endswith(")") else name[1:]  # C(4) or C4
-    if name[:1] in ("C", "D") and order.isdigit() and int(order) > 0:
+    if name[:1] in ("C", "D") and _is_order(order):
         return (C if name[0] == "C" else D)(int(order))
     valid = ", ".join([*GROUPS, *ALIASES, "C<n>", "D<n>"])
     raise ValueError(f"{argument}: unknown group name {name!r}; expected one of {valid}")
+
+
+def _is_order(text: str) -> bool:
+    """Whether ``text`` writes a group order as the catalog names do: ASCII digits, no
+    leading zero (``"4"``, not ``"04"`` or ``"0"``)."""
+    return text.isascii() and text.isdigit() and not text.startswith("0")
 
 
 def as_group(group: MatrixGroup | str, name: str = "group") -> MatrixGroup:

@@ -125,3 +125,15 @@ def test_windows_refuse_trajectories_of_different_time_steps():
         TrajectoryWindows([a, b[::2]], length=2)
     thirds = [Trajectory(a.positions, a.velocities, a.z, dt=dt) for dt in (0.1 * 3, 0.3)]
     assert TrajectoryWindows(thirds, length=1).dt == pytest.approx(0.3)  # rounding is fine
+
+
+def test_generated_trajectory_cache_names_tell_every_time_step_and_temperature_apart():
+    """Cached files are named by the exact time step and temperature: values that agree to
+    six digits no longer share (and silently reuse) one file; round values keep the names
+    older caches have."""
+    from symgraph.data.md_generated import cache_name
+
+    assert cache_name("CH3OH", 101, 0.5, 4, 300.0, 7) == "CH3OH-101f-0.5fs-x4-300K-seed7.pt"
+    assert cache_name("H2O", 3, 1, 1, 1e-05, 0) == "H2O-3f-1fs-x1-1e-05K-seed0.pt"
+    assert cache_name("H2O", 3, 0.5, 1, 300, 0) != cache_name("H2O", 3, 0.5000001, 1, 300, 0)
+    assert cache_name("H2O", 3, 0.5, 1, 300, 0) != cache_name("H2O", 3, 0.5, 1, 300.0000001, 0)
