@@ -288,6 +288,7 @@ def _deepmd_system(path: Path) -> tuple[Any, ...]:
     if not sets:
         raise ValueError(f"{path}: DeePMD system without set.*/ directories")
     n = len(z)
+    periodic = not (path / "nopbc").exists()  # DeePMD-kit's marker of a non-periodic system
     pos, energy, force, box = [], [], [], []
     for s in sets:
         coord = _deepmd_array(s / "coord.npy", (-1, n, 3))
@@ -295,8 +296,9 @@ def _deepmd_system(path: Path) -> tuple[Any, ...]:
         pos.append(coord)
         energy.append(_deepmd_array(s / "energy.npy", (t,), optional=True))
         force.append(_deepmd_array(s / "force.npy", (t, n, 3), optional=True))
-        box.append(_deepmd_array(s / "box.npy", (t, 3, 3), optional=True))
-    return z, pos, energy, force, box
+        # a non-periodic system's box.npy (zeros, as dpdata writes it) is not a cell
+        box.append(_deepmd_array(s / "box.npy", (t, 3, 3), optional=True) if periodic else None)
+    return z, pos, energy, force, box, periodic
 
 
 def _deepmd_array(path: Path, shape: tuple[int, ...], optional: bool = False) -> np.ndarray | None:
@@ -325,7 +327,13 @@ def load_deepmd(
     """A DeePMD "npy system" directory (or a directory of systems with the same atoms).
 
     Frames of all ``set.*`` folders are concatenated (they are snapshots: ``dt`` is None);
-    ``cells`` holds the periodic box rows. Units: Å, eV, eV/Å.
+    ``cells`` holds the periodic box rows, ``None`` for systems that DeePMD-kit's ``nopbc``
+    file marks as non-periodic (their ``box.npy`` is ignored, as DeePMD-kit does), which
+    ``info["pbc"]`` records. Units: Å, eV, eV/Å.
+
+    Raises:
+        ValueError: systems of different atoms, or periodic and non-periodic systems
+            together.
     """
     path = Path(path)
     systems = (
@@ -335,14 +343,19 @@ def load_deepmd(
     )
     if not systems:
         raise ValueError(f"{path}: expected a DeePMD system (type.raw, set.*/) or a folder of them")
-    z0, pos, energy, force, box = None, [], [], [], []
+    z0, pbc0, pos, energy, force, box = None, None, [], [], [], []
     for system in systems:
-        z, p, e, f, b = _deepmd_system(system)
+        z, p, e, f, b, pbc = _deepmd_system(system)
         if z0 is not None and not np.array_equal(z, z0):
             raise ValueError(
                 f"{system}: atoms (type.raw) differ from {systems[0]}; load systems separately"
             )
-        z0 = z
+        if pbc0 is not None and pbc != pbc0:
+            raise ValueError(
+                f"{system}: {'periodic' if pbc else 'non-periodic (nopbc)'}, but {systems[0]} "
+                f"is {'periodic' if pbc0 else 'non-periodic (nopbc)'}; load systems separately"
+            )
+        z0, pbc0 = z, pbc
         pos += p
         energy += e
         force += f
@@ -361,7 +374,7 @@ def load_deepmd(
         forces=cat(force),
         cells=cat(box),
         energy_unit="eV",
-        info={"source": str(path), "systems": [str(s) for s in systems], "pbc": True},
+        info={"source": str(path), "systems": [str(s) for s in systems], "pbc": pbc0},
     )
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from symgraph.checks import is_int
 from symgraph.noether.frames import Trajectory
+from symgraph.noether.metrics import check_time_steps
 from symgraph.noether.tailoring import ParamSpec, StepFn, TailorResult, rollout, tailor
 
 __all__ = ["MetaTailoring", "trajectory_mse"]
@@ -29,7 +30,8 @@ def trajectory_mse(
     """Mean squared error of frames ``1..T`` (frame 0 is the given initial state).
 
     Tensors: ``[T + 1, B, d]`` each. Trajectories: positions plus ``velocity_weight``
-    times velocities (when both have velocities).
+    times velocities (when both have velocities); when both carry a ``dt`` (a rollout
+    carries its model's), it must be the same.
     """
     if isinstance(prediction, Tensor) and isinstance(target, Tensor):
         if prediction.shape != target.shape:
@@ -44,6 +46,7 @@ def trajectory_mse(
                 f"target: expected positions of shape {list(prediction.positions.shape)}, "
                 f"got {list(target.positions.shape)}"
             )
+        check_time_steps(prediction, target, "target")
         loss = ((prediction.positions[1:] - target.positions[1:]) ** 2).mean()
         if velocity_weight and prediction.velocities is not None and target.velocities is not None:
             dv = prediction.velocities[1:] - target.velocities[1:]

@@ -4,10 +4,14 @@ Every function takes :class:`~symgraph.noether.frames.Trajectory` objects of ``B
 molecules packed as a batch (``positions [T, N, 3]``, ``batch [N]``) and returns one value
 per molecule (and per frame for the series), so that a batch of held-out trajectories is
 scored in one call. Units follow :mod:`symgraph.noether.frames` (Å, Å/fs, eV).
+
+A prediction and its truth must have the same shape and, when both carry a ``dt`` (a
+rollout carries its model's), the same time step; otherwise ``ValueError``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +22,14 @@ from symgraph.noether.frames import Trajectory
 from symgraph.noether.loss import quantity_series
 from symgraph.noether.tailoring import rollout
 
-__all__ = ["atom_counts", "one_step_mse", "position_rmse", "quantity_drift", "squared_errors"]
+__all__ = [
+    "atom_counts",
+    "check_time_steps",
+    "one_step_mse",
+    "position_rmse",
+    "quantity_drift",
+    "squared_errors",
+]
 
 
 def atom_counts(trajectory: Trajectory) -> Tensor:
@@ -41,8 +52,22 @@ def _check_pair(prediction: Trajectory, truth: Trajectory, velocities: bool) -> 
             f"truth: expected positions of shape {list(prediction.positions.shape)} (as the "
             f"prediction), got {list(truth.positions.shape)}"
         )
+    check_time_steps(prediction, truth)
     if velocities and (prediction.velocities is None or truth.velocities is None):
         raise ValueError("truth: expected velocities in the prediction and the truth, got None")
+
+
+def check_time_steps(prediction: Trajectory, truth: Trajectory, name: str = "truth") -> None:
+    """Refuse, naming ``name``, a ``truth`` whose ``dt`` differs from the prediction's
+    (to rounding) when both carry one: frame ``t`` of one is another time of the other."""
+    a, b = prediction.dt, truth.dt
+    if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-9):
+        raise ValueError(
+            f"{name}: expected frames dt={a:g} fs apart (as the prediction, e.g. the model's "
+            f"own time step), got dt={b:g} fs; frame t of one would be compared with another "
+            f"time of the other (resample the {name}, e.g. {name}[::k], or use a model of "
+            "its dt)"
+        )
 
 
 def position_rmse(prediction: Trajectory, truth: Trajectory) -> Tensor:
@@ -96,6 +121,7 @@ def one_step_mse(
         truth.z,
         truth.masses,
         truth.batch,
+        dt=step.dt,
     )
     pos, vel = squared_errors(predicted, targets)
     return pos.mean(0), vel.mean(0)

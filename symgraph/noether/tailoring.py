@@ -245,14 +245,21 @@ def rollout(
 
 
 def _clip(grads: list[Tensor], max_norm: float | None, per_sample: bool = False) -> list[Tensor]:
-    """Scale ``grads`` to global norm <= ``max_norm`` (per leading index if ``per_sample``)."""
+    """Scale ``grads`` to global norm <= ``max_norm`` (per leading index if ``per_sample``).
+
+    The norm is :func:`torch.linalg.vector_norm`, whose derivative at a zero gradient is 0
+    (that of ``sqrt`` of the sum of squares is infinite), so the second-order
+    meta-gradient stays finite when an inner gradient vanishes (e.g. the angular momentum
+    of a lone atom).
+    """
     if max_norm is None:
         return grads
     if per_sample:
-        sq = sum((g * g).reshape(g.shape[0], -1).sum(-1) for g in grads)  # [B]
-        factor = torch.clamp(max_norm / (torch.sqrt(sq) + 1e-12), max=1.0)
+        flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
+        norm = torch.linalg.vector_norm(flat, dim=1)  # [B]
+        factor = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
         return [g * factor.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
-    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
     factor = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
     return [g * factor for g in grads]
 

@@ -335,3 +335,36 @@ def test_corrupt_deepmd_sets_are_refused_naming_the_file(shared_data, tmp_path):
     (system / "type.raw").write_text("0 1 2\n")
     with pytest.raises(ValueError, match=r"type\.raw: expected types in \[0, 2\)"):
         load_deepmd(system)
+
+
+def _deepmd_molecule(folder, nopbc: bool) -> None:
+    """A 3-atom water DeePMD system of 4 frames, as dpdata writes a gas-phase one (a
+    ``nopbc`` marker file and a ``box.npy`` of zeros)."""
+    (folder / "set.000").mkdir(parents=True)
+    np.savetxt(folder / "type.raw", [0, 1, 1], fmt="%d")
+    (folder / "type_map.raw").write_text("O\nH\n")
+    np.save(folder / "set.000" / "coord.npy", np.random.default_rng(0).normal(size=(4, 9)))
+    box = np.zeros((4, 9)) if nopbc else np.tile(9.0 * np.eye(3).ravel(), (4, 1))
+    np.save(folder / "set.000" / "box.npy", box)
+    np.save(folder / "set.000" / "energy.npy", np.zeros(4))
+    if nopbc:
+        (folder / "nopbc").write_text("")
+
+
+def test_deepmd_nopbc_systems_have_no_cells(tmp_path):
+    """DeePMD-kit's ``nopbc`` marks a non-periodic system: its zero box is no cell, so
+    angular momentum (refused under periodic cells) applies to it."""
+    from symgraph.noether import AngularMomentum
+
+    _deepmd_molecule(tmp_path / "gas" / "a", nopbc=True)
+    gas = load_deepmd(tmp_path / "gas" / "a")
+    assert gas.cells is None and gas.info["pbc"] is False
+    moving = Trajectory(
+        gas.positions, finite_difference_velocities(gas.positions, 1.0), gas.z, cells=gas.cells
+    )
+    assert quantity_series(AngularMomentum(), moving).shape == (4, 1, 3)
+    _deepmd_molecule(tmp_path / "gas" / "b", nopbc=False)
+    periodic = load_deepmd(tmp_path / "gas" / "b")
+    assert periodic.cells.shape == (4, 3, 3) and periodic.info["pbc"] is True
+    with pytest.raises(ValueError, match=r"b: periodic, but .*a is non-periodic \(nopbc\)"):
+        load_deepmd(tmp_path / "gas")

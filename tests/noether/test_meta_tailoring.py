@@ -109,6 +109,22 @@ def test_trajectory_mse_skips_frame_zero_and_weights_velocities():
         torch.testing.assert_close(trajectory_mse(moved, truth, velocity_weight=weight), want)
 
 
+def test_a_target_of_another_time_step_is_refused():
+    """A model stepping 1 fs trained on frames 2 fs apart would learn the wrong physics."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    positions = torch.randn(4, 3, 3, dtype=torch.float64)
+    target = Trajectory(positions, torch.zeros_like(positions), torch.tensor([6, 1, 8]), dt=2.0)
+    model = EquivariantDynamics(hidden=8, num_layers=1, dt=1.0).double()
+    meta = MetaTailoring(model, LinearMomentum(), inner_lr=1e-4)
+    opt = torch.optim.SGD(meta.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="target: expected frames dt=1 fs apart .* got dt=2 fs"):
+        meta.training_step(target, opt)
+    assert meta.training_step(replace(target, dt=1.0), opt)["task"] > 0
+    assert meta.training_step(replace(target, dt=None), opt)["task"] > 0  # snapshots: unchecked
+
+
 def test_first_order_meta_training_leaves_g_alone():
     """Without the second-order term, the tailored rollout depends on g only through a
     detached inner gradient: the outer step moves θ but not φ."""

@@ -57,6 +57,24 @@ def test_errors_are_per_molecule():
     assert float(one_step_mse(model, moved)[0][1]) > 0
 
 
+def test_predictions_of_another_time_step_are_refused():
+    """A model stepping 0.5 fs scored against frames 2 fs apart compares different times."""
+    from dataclasses import replace
+
+    from symgraph.noether import rollout
+
+    truth = replace(free_particles(3, 5, 0), dt=2.0)
+    with pytest.raises(ValueError, match="truth: expected frames dt=0.5 fs apart .* got dt=2"):
+        one_step_mse(Ballistic(0.5), truth)
+    with pytest.raises(ValueError, match="truth: expected frames dt=0.5 fs apart .* got dt=2"):
+        position_rmse(rollout(Ballistic(0.5), truth.frame(0), 4), truth)
+    # the same time step (to rounding), or one side without any, is scored as before
+    assert float(one_step_mse(Ballistic(2.0), truth)[0][0]) < 1e-20
+    assert one_step_mse(Ballistic(0.1 * 3), replace(truth, dt=0.3))[0].shape == (1,)
+    plain = rollout(Ballistic(0.5), truth.frame(0), 4)
+    assert position_rmse(plain, replace(truth, dt=None)).shape == (5, 1)
+
+
 def test_quantity_drift_and_known_quantities():
     truth = stack_trajectories([free_particles(3, 4, 0), free_particles(4, 4, 1)])
     p = quantity_drift(LinearMomentum(), truth)

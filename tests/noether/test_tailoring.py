@@ -127,6 +127,49 @@ def test_per_sample_matches_one_at_a_time(create_graph):
         assert model.net[0].weight.grad is not None
 
 
+@pytest.mark.parametrize("per_sample, params", [(False, None), (True, None), (True, "scale_shift")])
+def test_clipped_meta_gradient_is_finite_when_an_inner_gradient_vanishes(per_sample, params):
+    """A conserved quantity the rollout keeps exactly has a zero inner gradient; clipping
+    it must not make the second-order gradient NaN (the derivative of the norm at 0)."""
+    model = Plain().double()
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+    res = tailor(
+        model,
+        x0,
+        lambda x: 0.0 * x.sum(-1),  # constant, but connected to the parameters
+        steps=1,
+        lr=1e-2,
+        params=params,
+        horizon=2,
+        create_graph=True,
+        per_sample=per_sample,
+        max_grad_norm=1.0,
+    )
+    res.predictions.square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(g.isfinite().all()) for g in grads)
+
+
+def test_clipped_meta_gradient_of_a_lone_atoms_angular_momentum_is_finite():
+    """The angular momentum of a one-atom molecule is 0 whatever the model predicts."""
+    from symgraph.models.dynamics import EquivariantDynamics
+    from symgraph.noether import AngularMomentum
+
+    torch.manual_seed(0)
+    model = EquivariantDynamics(hidden=8, num_layers=1).double()
+    x0 = Frame(
+        torch.randn(1, 3, dtype=torch.float64),
+        0.01 * torch.randn(1, 3, dtype=torch.float64),
+        torch.tensor([8]),
+    )
+    res = tailor(
+        model, x0, AngularMomentum(), steps=1, lr=1e-2, horizon=2, create_graph=True,
+        max_grad_norm=1.0,
+    )  # fmt: skip
+    res.predictions.positions.square().sum().backward()
+    assert all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
+
+
 def test_parameter_selection():
     model = Plain()
     assert set(select_parameters(model, "scale_shift")) == {"net.2.weight", "net.2.bias"}
