@@ -368,7 +368,7 @@ def part_b(
     quick: bool, seed: int, model_factory: Callable[[float], nn.Module] = default_model_factory
 ) -> dict:
     """Molecular rollouts: no tailoring vs known quantities vs a meta-learned invariant g."""
-    from symgraph.data.trajectories import MMFFCalculator, generate_md_trajectory
+    from symgraph.data.md_simulation import MMFFCalculator, generate_md_trajectory
 
     t0 = time.perf_counter()
     save_every, dt_fs = 4, 0.5

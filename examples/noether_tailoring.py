@@ -24,11 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from symgraph.data.trajectories import (  # noqa: E402
-    MMFFCalculator,
-    generate_md_trajectory,
-    stack_trajectories,
-)
+from symgraph.data.md_simulation import MMFFCalculator, generate_md_trajectory  # noqa: E402
+from symgraph.data.trajectories import stack_trajectories  # noqa: E402
 from symgraph.models.dynamics import EquivariantDynamics  # noqa: E402
 from symgraph.noether import (  # noqa: E402
     AngularMomentum,

@@ -3,6 +3,7 @@
 from symgraph.data import fluids
 from symgraph.data.frames import Frame, Trajectory
 from symgraph.data.md_generated import generated_trajectories
+from symgraph.data.md_simulation import MMFFCalculator, energy_drift, generate_md_trajectory
 from symgraph.data.modelnet40 import ModelNet40
 from symgraph.data.molecules import (
     ATOM_FEATURE_DIM,
@@ -13,14 +14,7 @@ from symgraph.data.molecules import (
 )
 from symgraph.data.qm9 import QM9
 from symgraph.data.shapes import ProceduralShapes
-from symgraph.data.trajectories import (
-    MD17,
-    MMFFCalculator,
-    energy_drift,
-    generate_md_trajectory,
-    load_deepmd,
-    load_md17,
-)
+from symgraph.data.trajectories import MD17, load_deepmd, load_md17
 from symgraph.data.transforms import (
     DeduplicatePoints,
     KNNGraph,

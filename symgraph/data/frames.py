@@ -1,9 +1,10 @@
 """Frames and trajectories of molecules: the states of dynamics data and models.
 
-Units throughout :mod:`symgraph.data.trajectories`, :mod:`symgraph.noether` and the dynamics
-job: positions in Å, velocities in Å/fs, masses in atomic mass units (amu), energies in eV
-(loaders record the unit in :attr:`Trajectory.energy_unit`), time in fs; kinetic energies
-``½ m v²`` convert from amu·Å²/fs² to eV with :data:`EV_PER_AMU_A2_PER_FS2`.
+Units throughout :mod:`symgraph.data.trajectories`, :mod:`symgraph.data.md_simulation`,
+:mod:`symgraph.noether` and the dynamics job: positions in Å, velocities in Å/fs, masses in
+atomic mass units (amu), energies in eV (loaders record the unit in
+:attr:`Trajectory.energy_unit`), time in fs; kinetic energies ``½ m v²`` convert from
+amu·Å²/fs² to eV with :data:`EV_PER_AMU_A2_PER_FS2`.
 
 A :class:`Frame` is one state of ``B`` molecules packed as a PyG batch::
 

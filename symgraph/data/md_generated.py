@@ -1,6 +1,6 @@
 """Sets of MMFF94 NVE trajectories made by the library, cached on disk.
 
-:func:`generated_trajectories` runs :func:`~symgraph.data.trajectories.generate_md_trajectory`
+:func:`generated_trajectories` runs :func:`~symgraph.data.md_simulation.generate_md_trajectory`
 for several molecules and seeds (rdkit MMFF94 forces, ase velocity Verlet, relaxed start,
 zero total momentum and angular momentum) and keeps each trajectory in ``cache_dir`` as a
 ``.pt`` file named after its settings, so that a second call with the same settings only
@@ -78,7 +78,7 @@ def generated_trajectories(
             drawn with seed ``seed * 10000 + k``.
         frames: frames per trajectory (``(frames - 1) * save_every`` integration steps).
         dt_fs, save_every, temperature_K: as in
-            :func:`~symgraph.data.trajectories.generate_md_trajectory`; frames are
+            :func:`~symgraph.data.md_simulation.generate_md_trajectory`; frames are
             ``dt_fs * save_every`` fs apart.
         seed: seed of the whole set.
         cache_dir: folder of the cached trajectories (created); ``None``: no cache.
@@ -88,7 +88,7 @@ def generated_trajectories(
         ``info`` holds ``molecule``, ``seed``, ``smiles`` and the generator's
         ``energy_drift`` report.
     """
-    from symgraph.data.trajectories import generate_md_trajectory
+    from symgraph.data.md_simulation import generate_md_trajectory
 
     if not molecules:
         raise ValueError("molecules: expected at least one g2 molecule name, got none")
@@ -135,7 +135,7 @@ def mmff_atoms(trajectory: Trajectory, frame: int = 0) -> Any:
     """
     from ase import Atoms
 
-    from symgraph.data.trajectories import MMFFCalculator, mol_from_atoms
+    from symgraph.data.md_simulation import MMFFCalculator, mol_from_atoms
 
     if trajectory.num_graphs != 1:
         raise ValueError(f"trajectory: expected one molecule, got {trajectory.num_graphs}")

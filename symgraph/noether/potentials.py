@@ -3,7 +3,7 @@
 All follow PyG's energy-model signature ``model(z [N], pos [N, 3], batch [N]) -> [B]``:
 
 - :class:`AsePotential` wraps any ase calculator (rdkit MMFF94 from
-  :mod:`symgraph.data.trajectories`, EMT, ...) as a differentiable torch function: the
+  :mod:`symgraph.data.md_simulation`, EMT, ...) as a differentiable torch function: the
   energy comes from the calculator, its gradient is minus the calculator's forces. It is
   differentiable once (enough for tailoring, not for second-order meta-gradients).
 - :class:`PotentialsByMolecule` dispatches each molecule of a batch of different molecules

@@ -47,7 +47,7 @@ def test_md17_dft_trajectory(shared_data):
 def test_finite_difference_velocities_are_the_verlet_velocities():
     """Velocity Verlet's positions: the central difference is the stored velocity (to
     rounding), so a wrong divisor or a half-step shift cannot pass."""
-    from symgraph.data.trajectories import generate_md_trajectory
+    from symgraph.data.md_simulation import generate_md_trajectory
 
     traj = generate_md_trajectory("H2O", steps=40, dt_fs=0.5, seed=2, save_every=1)
     estimate = finite_difference_velocities(traj.positions, traj.dt)
@@ -221,7 +221,7 @@ def test_finite_difference_velocities_of_two_frames():
 def test_energy_drift_report():
     """Drift is the final deviation from E(0), the fluctuation the largest one, both and the
     standard deviation divided by the number of atoms."""
-    from symgraph.data.trajectories import energy_drift
+    from symgraph.data.md_simulation import energy_drift
 
     energies = torch.tensor([0.0, 3.0, 1.0], dtype=torch.float64)
     traj = Trajectory(
@@ -266,7 +266,7 @@ def test_given_dt_overrides_the_md17_default(shared_data):
 
 def test_generated_trajectory_records_the_steps_it_integrated():
     """``steps`` not a multiple of ``save_every``: the steps integrated are recorded."""
-    from symgraph.data.trajectories import generate_md_trajectory
+    from symgraph.data.md_simulation import generate_md_trajectory
 
     traj = generate_md_trajectory("H2O", steps=10, dt_fs=0.5, seed=0, save_every=4)
     assert len(traj) == 3 and traj.dt == 2.0
@@ -285,7 +285,7 @@ def test_a_lone_atom_is_refused_before_the_force_field(capfd):
     """MD needs at least two atoms; rdkit would abort with a C++ trace on one."""
     from ase import Atoms
 
-    from symgraph.data.trajectories import generate_md_trajectory
+    from symgraph.data.md_simulation import generate_md_trajectory
 
     with pytest.raises(
         ValueError, match=r"atoms_or_name: expected a molecule of at least 2 atoms, got H \(1 atom"

@@ -72,7 +72,7 @@ def test_generated_set_is_cached_and_its_force_field_rebuilt(tmp_path):
 def test_generated_set_reads_its_cache_and_checks_counts(tmp_path, monkeypatch):
     """Each trajectory has ``frames`` frames and its own seed in ``info``; a second call reads
     the files without integrating; bad counts and a multi-molecule trajectory are refused."""
-    import symgraph.data.trajectories as trajectories
+    import symgraph.data.md_simulation as md_simulation
 
     made = generated_trajectories(["H2O"], 2, 3, seed=2, cache_dir=tmp_path)
     assert [t.positions.shape[0] for t in made] == [3, 3]
@@ -81,7 +81,7 @@ def test_generated_set_reads_its_cache_and_checks_counts(tmp_path, monkeypatch):
     def no_integration(*args, **kwargs):
         raise AssertionError("integrated: the cache was not read or a bad count was accepted")
 
-    monkeypatch.setattr(trajectories, "generate_md_trajectory", no_integration)
+    monkeypatch.setattr(md_simulation, "generate_md_trajectory", no_integration)
     read = generated_trajectories(["H2O"], 2, 3, seed=2, cache_dir=tmp_path)
     assert torch.equal(read[1].positions, made[1].positions)
     atoms = mmff_atoms(read[1], frame=2)

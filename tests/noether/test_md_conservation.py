@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from symgraph.data.trajectories import MMFFCalculator, energy_drift, generate_md_trajectory
+from symgraph.data.md_simulation import MMFFCalculator, energy_drift, generate_md_trajectory
 from symgraph.noether import (
     AngularMomentum,
     AsePotential,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ase.build import molecule
 
-from symgraph.data.trajectories import MMFFCalculator
+from symgraph.data.md_simulation import MMFFCalculator
 from symgraph.noether import AsePotential, LennardJones
 
 
