@@ -5,8 +5,8 @@ Both builders follow torch-cluster's conventions, so they are drop-in replacemen
 ``edge_index[1]`` is the centre node and ``edge_index[0]`` its neighbour, i.e. messages
 flow ``edge_index[0] -> edge_index[1]`` (PyG's ``source_to_target``). ``radius_graph``
 uses ``torch_cluster`` when it is importable; otherwise, and always in ``knn_graph``,
-distances are computed in chunks so that memory stays bounded (``chunk_size`` rows of the
-distance matrix at a time).
+distances are computed in chunks of rows so that memory stays bounded (about 2^24 entries of
+the distance matrix at a time).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
     batched path.
 
     Args:
-        pos: ``[N, 3]`` positions.
+        pos: ``[N, 3]`` (or ``[N, D]``) positions.
         k: neighbours per node (positive int).
         batch: ``[N]`` sorted graph index, or ``None``.
         loop: count the node itself as a neighbour (always one of its ``k``, even when

@@ -18,7 +18,17 @@ __all__ = ["rotation_matrix_90", "rotate_field", "reflect_field"]
 
 
 def rotation_matrix_90(k: int, dim: int = 2, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``[dim, dim]`` rotation by ``k * 90`` degrees counter-clockwise about z (x -> y)."""
+    """``[dim, dim]`` rotation by ``k * 90`` degrees counter-clockwise about z (x -> y).
+
+    Args:
+        k: number of quarter turns (an int; any sign).
+        dim: 2 (the ``(x, y)`` plane) or 3 (``z`` fixed).
+        dtype: of the matrix.
+    """
+    if not is_int(k):
+        raise TypeError(f"k: expected an int number of quarter turns, got {k!r}")
+    if not is_int(dim) or dim not in (2, 3):
+        raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
     k = int(k) % 4
     c, s = ((1, 0), (0, 1), (-1, 0), (0, -1))[k]
     m = torch.eye(dim, dtype=dtype)

@@ -115,8 +115,8 @@ class RadialEmbedding(ExactBufferModule):
         super().__init__()
         if not is_int(num_basis) or num_basis < 1:
             raise ValueError(f"num_basis: expected a positive int, got {num_basis!r}")
-        if not r_max > 0:
-            raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
+        if not r_max > 0 or not math.isfinite(r_max):
+            raise ValueError(f"r_max: expected a finite positive number, got {r_max!r}")
         self.num_basis, self.r_max = int(num_basis), float(r_max)
         centres = torch.linspace(0.0, self.r_max, self.num_basis, dtype=torch.float64)
         self.register_exact_buffer("centres", centres)  # exact across .float()/.double()

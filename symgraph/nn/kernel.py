@@ -19,6 +19,7 @@ product per row segment (:class:`~symgraph.ops.gate.GateFunction`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,7 +84,8 @@ def _is_positive_number(value: object) -> bool:
 
 def check_radial_settings(lmax: int, num_radial: int, cutoff: float | None, r_max: float) -> None:
     """Raise ``ValueError`` naming ``lmax``, ``num_radial``, ``cutoff`` or ``r_max`` when one
-    has the wrong type or range (a bool is no int or number here)."""
+    has the wrong type or range (a bool is no int or number here; an infinite ``cutoff`` or
+    ``r_max`` would spread the radial basis' centres to infinity and make it NaN)."""
     if not is_int(num_radial) or num_radial < 1:
         raise ValueError(f"num_radial: expected a positive int, got {num_radial!r}")
     check_lmax(lmax)
@@ -91,6 +93,12 @@ def check_radial_settings(lmax: int, num_radial: int, cutoff: float | None, r_ma
         raise ValueError(f"cutoff: expected a positive number or None, got {cutoff!r}")
     if not _is_positive_number(r_max):
         raise ValueError(f"r_max: expected a positive number, got {r_max!r}")
+    for name, value in (("cutoff", cutoff), ("r_max", r_max)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(
+                f"{name}: expected a finite distance (the radial basis spans [0, {name}]; "
+                f"cutoff=None means no envelope), got {value!r}"
+            )
 
 
 def default_kernel_hidden(lmax: int, scalars: int = 8, mul: int = 4) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symgraph.checks import as_number, check_batch, check_parameter_dtype, is_real
+from symgraph.checks import as_number, check_batch, check_parameter_dtype, is_int, is_real
 from symgraph.groups import IrrepBlock, Rep
 from symgraph.nn.activations import gated_blocks
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -61,6 +61,8 @@ class InvariantReadout(ExactBufferModule):
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         batch = check_batch(batch, x.shape[0], "batch", require_sorted=False)
         needed = int(batch.max()) + 1 if batch.numel() else int(single)
+        if num_graphs is not None and not is_int(num_graphs):
+            raise ValueError(f"num_graphs: expected an int or None, got {num_graphs!r}")
         if num_graphs is not None and num_graphs < needed:
             raise ValueError(
                 f"num_graphs: expected at least batch.max() + 1 = {needed}, got {num_graphs}"

@@ -253,6 +253,21 @@ def test_reflecting_the_grid_commutes_with_vector_mapping(axis):
     assert torch.allclose(reflected[perm], layout.to_nodes(field) @ d.T, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((1.5,), TypeError, "k: expected an int number of quarter turns, got 1.5"),
+        ((True,), TypeError, "k: expected an int number of quarter turns, got True"),
+        ((1, 4), ValueError, "dim: expected 2 or 3, got 4"),
+        ((1, 1), ValueError, "dim: expected 2 or 3, got 1"),
+    ],
+)
+def test_rotation_matrix_90_refuses_fractional_turns_and_other_dimensions(args, error, message):
+    """``k=1.5`` was truncated to a quarter turn and ``dim=4`` gave a 4x4 matrix, silently."""
+    with pytest.raises(error, match=message):
+        rotation_matrix_90(*args)
+
+
 def test_quarter_turns_count_modulo_four():
     field = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     for k in range(-4, 9):

@@ -244,6 +244,19 @@ def test_repr_is_informative():
     assert "ImplicitSteerableConv" in text and "group=SO2" in text and "edge_dim=3" in text
 
 
+@pytest.mark.parametrize("num_graphs", [3.0, "3", True])
+def test_readout_names_num_graphs_when_it_is_no_int(num_graphs):
+    """A float ``num_graphs`` was refused under another name (``num_segments``), a string
+    with a bare ``TypeError`` from a comparison, and ``True`` was taken as 1."""
+    readout = sg.nn.InvariantReadout(sg.Rep("2x0e + 1x1o", group_from_name("O3")))
+    x, batch = torch.randn(4, 5), torch.tensor([0, 0, 1, 1])
+    one_graph = torch.zeros(4, dtype=torch.long)  # where True would pass as 1
+    message = f"num_graphs: expected an int or None, got {num_graphs!r}"
+    with pytest.raises(ValueError, match=message):
+        readout(x, one_graph if num_graphs is True else batch, num_graphs)
+    assert readout(x, batch, 3).shape == (3, 2)
+
+
 @pytest.mark.parametrize("name", ["SO2", "O3", "D4", "Octahedral"])
 def test_readout_and_layer_norm_are_equivariant(name):
     group = group_from_name(name)
@@ -368,6 +381,17 @@ def test_cutoff_must_be_positive_and_sets_the_radial_range():
         assert kernel.radial.r_max == 1.5
         outputs.append(kernel(rel))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("setting", [dict(cutoff=float("inf")), dict(r_max=float("inf"))])
+def test_infinite_cutoff_or_radial_range_is_refused(setting):
+    """An infinite ``cutoff`` (read as "no cutoff") or ``r_max`` was accepted and spread the
+    radial basis' centres to infinity: every edge's message, hence the output, was NaN."""
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"{name}: expected a finite distance .* got inf"):
+        ImplicitSteerableConv("0e", "0e", **setting)
+    with pytest.raises(ValueError, match="r_max: expected a finite positive number, got inf"):
+        sg.nn.RadialEmbedding(4, float("inf"))
 
 
 def test_embedding_puts_sender_attributes_before_receiver_attributes():

@@ -310,3 +310,17 @@ def test_fast_path_matches_message_passing_on_any_lattice(lattice, aggr, self_lo
     conv = make_conv("C4", aggr)
     _, slow, fast = both_paths(conv, lattice, batch, torch.float64, self_loops)
     assert relative_error(fast, slow) < 1e-12
+
+
+def test_lattice_helpers_refuse_an_integer_dtype():
+    """An integer ``dtype`` truncated the offsets of a lattice of spacing 0.5 to zero (and
+    so evaluated the kernel at the centre for every tap), silently."""
+    lattice = Lattice((4, 4), spacing=0.5)
+    message = "dtype: expected a floating-point torch dtype, got torch.int64"
+    with pytest.raises(TypeError, match=message):
+        stencil_relative_positions(lattice, dtype=torch.long)
+    kernel = ImplicitSteerableConv("0e", "0e").kernel
+    with pytest.raises(TypeError, match=message):
+        lattice_weight(kernel, lattice, dtype=torch.long)
+    with pytest.raises(TypeError, match=message):
+        lattice_degree(lattice, dtype=torch.long)
