@@ -44,6 +44,7 @@ from .registry import (
     RuleFn,
     Stage,
     container_stages,
+    has_forward_hooks,
     input_slices,
     is_linear_passthrough,
     is_passthrough,
@@ -152,7 +153,7 @@ def rescale_rule(
 
 
 def _norm_scale_kind(module: nn.Module) -> str | None:
-    if not isinstance(module, nn.Module):
+    if not isinstance(module, nn.Module) or has_forward_hooks(module, after=False):
         return None
     forward = type(module).forward
     for cls in type(module).__mro__:
@@ -222,6 +223,8 @@ def _gl_linear(module: object) -> bool:
 
 
 def _gl_neutral(module: nn.Module) -> bool:
+    if has_forward_hooks(module):
+        return False
     if type(module) is nn.Identity:
         return True
     return type(module) is nn.Dropout and module.p == 0
@@ -253,13 +256,14 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
                 continue
             if _gl_neutral(module):
                 continue
-            if type(module) is nn.LeakyReLU and first is not None and slope is None:
+            leaky = type(module) is nn.LeakyReLU and not has_forward_hooks(module)
+            if leaky and first is not None and slope is None:
                 slope = float(module.negative_slope)
                 if slope <= 0:
                     first = None
                 continue
             if isinstance(module, nn.Module) and _gl_linear(module):
-                if first is not None:
+                if first is not None and not has_forward_hooks(module, after=False):
                     fname, fmod = first
                     if _pair_held(params, fname, fmod, name) and (fname, name) not in found:
                         act = "LeakyReLU" if slope is not None else "identity"
@@ -273,7 +277,8 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
                             max_norm=max_norm,
                             order=pos.get(fname, 0),
                         )
-                first, slope = (name, module), None
+                hooked = has_forward_hooks(module, before=False)
+                first, slope = (None if hooked else (name, module)), None
                 continue
             first, slope = None, None
     return list(found.values())
@@ -281,7 +286,10 @@ def gl_rule(model: nn.Module, *, max_norm: float = 0.5, **_: object):
 
 def _linear_end(module: nn.Module, prefix: str, last: bool) -> tuple[str, nn.Module] | None:
     """The linear layer at ``module``'s output (``last``) or input end, reached through
-    linear operations on samples only (or ``None``)."""
+    linear operations on samples only (or ``None``; also when hooks on that side of a module
+    on the way may replace the value)."""
+    if has_forward_hooks(module, before=not last, after=last):
+        return None
     if _gl_linear(module):
         return prefix, module
     inner = linear_wrapped(module, prefix, last)
@@ -386,7 +394,8 @@ def describe_search(model: nn.Module, kinds: Iterable[str]) -> str:
         f"{', '.join(tables['rules'])}. A symmetry needs a chain layer -> pass-through* -> "
         f"layer inside one such container (e.g. Linear -> ReLU -> Linear in an "
         f"nn.Sequential); activations called functionally in a custom forward are not "
-        f"visible. Declare your own with symgraph.teleport.register_rule / "
+        f"visible, and a module with forward hooks (which may replace its input or "
+        f"output) breaks the chain. Declare your own with symgraph.teleport.register_rule / "
         f"register_container / register_channel_map / register_linear_passthrough, or pass "
         f"symmetries=[...] to teleport()."
     )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .base import ParamSlice
-from .registry import container_stages, register_rule
+from .registry import container_stages, has_forward_hooks, register_rule
 from .symmetries import RescaleSymmetry
 
 __all__ = ["gated_rule"]
@@ -36,8 +36,16 @@ def _gated_layer(module: object) -> bool:
     )
 
 
+def _hooked_within(module: nn.Module) -> bool:
+    """Whether a submodule of ``module`` (not itself) has forward hooks."""
+    return any(has_forward_hooks(m) for m in module.modules() if m is not module)
+
+
 def _readers(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
-    """The equivariant linear maps that read ``module``'s input, with their names."""
+    """The equivariant linear maps that read ``module``'s input, with their names (none
+    when a forward pre-hook of ``module``, or a hook inside it, may change that input)."""
+    if has_forward_hooks(module, after=False) or _hooked_within(module):
+        return []
     from symgraph.nn.linear import EquivariantLinear
     from symgraph.nn.mlp import EquivariantMLPLayer
 
@@ -90,6 +98,8 @@ def gated_rule(
         for (name_a, a), (name_b, b) in zip(stages, stages[1:]):
             if a is None or b is None or not _gated_layer(a):
                 continue
+            if has_forward_hooks(a, before=False) or _hooked_within(a):
+                continue  # a hook may change the gated output
             readers = [(n, m) for n, m in _readers(b, name_b) if _same_blocks(m.rep_in, a.rep_out)]
             units = _units(a)
             if not readers or not units:

@@ -35,6 +35,7 @@ only run forward, to check the loss.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +59,14 @@ Schedule = str | Callable[[int], bool] | Iterable[int]
 GRADIENT_SOURCES = ("batch", "optimizer")
 
 
+def _ascii_int(text: str) -> int:
+    """``int(text)`` for ASCII digits with an optional ``-`` only (``int`` also takes other
+    scripts' digits, ``"٥"``, and underscores, ``"1_0"``); ``ValueError`` otherwise."""
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(f"expected an integer in ASCII digits, got {text!r}")
+    return int(text)
+
+
 def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
     """Turn a schedule into ``step -> bool``.
 
@@ -72,7 +81,7 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
             return lambda step: False
         if spec.startswith("at:"):
             try:
-                steps = {int(s) for s in spec[3:].split(",") if s}
+                steps = {_ascii_int(s) for s in spec[3:].split(",") if s}
             except ValueError:
                 steps = None
             if steps and min(steps) < 0:
@@ -84,10 +93,10 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
         if spec.startswith("every:"):
             parts = spec[6:].split(",")
             try:
-                every = int(parts[0])
+                every = _ascii_int(parts[0])
                 until = None
                 if len(parts) == 2 and parts[1].startswith("until:"):
-                    until = int(parts[1][6:])
+                    until = _ascii_int(parts[1][6:])
                 elif len(parts) != 1:
                     raise ValueError
             except ValueError:
@@ -115,6 +124,20 @@ def parse_schedule(schedule: Schedule) -> Callable[[int], bool]:
     raise TypeError(
         f"schedule: expected a string, a callable or step numbers, got {type(schedule).__name__}"
     )
+
+
+def _schedule_label(schedule: Schedule) -> str:
+    """A label of ``schedule`` that is the same in every process (what :meth:`Teleport.
+    state_dict` saves and :meth:`Teleport.load_state_dict` compares): the string itself, the
+    step numbers as ``"at:i,j,..."``, or a callable's qualified name (its ``repr`` holds a
+    memory address, which a restarted process would not match)."""
+    if isinstance(schedule, str):
+        return schedule
+    if callable(schedule):
+        module = getattr(schedule, "__module__", None) or type(schedule).__module__
+        qualname = getattr(schedule, "__qualname__", None) or type(schedule).__qualname__
+        return f"callable:{module}.{qualname}"
+    return "at:" + ",".join(str(int(s)) for s in sorted(set(schedule)))
 
 
 class Teleport:
@@ -172,8 +195,10 @@ class Teleport:
         check_search_settings(
             steps, lr, objective, optimizer_state, descent_lr, rtol=rtol, atol=atol
         )
+        if isinstance(schedule, Iterable) and not isinstance(schedule, str | bytes):
+            schedule = list(schedule)  # a generator is read once, for the label and the steps
         self.schedule = parse_schedule(schedule)
-        self.spec = schedule if isinstance(schedule, str) else repr(schedule)
+        self.spec = _schedule_label(schedule)
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn: expected a callable (model, batch) -> loss, got {loss_fn!r}")
         if batch_fn is not None and not callable(batch_fn):

@@ -23,7 +23,10 @@ tables, filled for PyTorch and PyG in :mod:`symgraph.teleport.builtins`, and ope
   symmetries``, the unit :func:`~symgraph.teleport.find_symmetries` runs (``kinds``).
 
 A table entry for a class applies to its subclasses only if they do not override
-``forward`` (a changed ``forward`` may break the assumed data flow).
+``forward`` (a changed ``forward`` may break the assumed data flow). Forward hooks change the
+data flow too: a module whose forward pre-hooks may replace its input absorbs no input scale
+(nor do the modules on the way to its input-side parameters), one whose forward hooks may
+replace its output provides no output scale, and a hooked module passes nothing through.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "output_slices",
     "is_passthrough",
     "is_linear_passthrough",
+    "has_forward_hooks",
     "linear_wrapped",
     "container_stages",
     "registered_rules",
@@ -168,22 +172,50 @@ def _lookup(table: dict[type, T], module: object) -> T | None:
     return None
 
 
+def has_forward_hooks(module: object, *, before: bool = True, after: bool = True) -> bool:
+    """Whether ``module`` has forward pre-hooks (``before``: they may replace its input) or
+    forward hooks (``after``: they may replace its output), which detection cannot see
+    through (e.g. an activation clipped by a hook is not positively homogeneous)."""
+    if not isinstance(module, nn.Module):
+        return False
+    return bool((before and module._forward_pre_hooks) or (after and module._forward_hooks))
+
+
+def _hooked_inside(module: nn.Module, prefix: str, slices: list[ParamSlice]) -> bool:
+    """Whether a submodule of ``module`` on the way to a parameter of ``slices`` has forward
+    hooks (e.g. a hook on a ``GCNConv``'s inner ``lin``)."""
+    for sl in slices:
+        if prefix and not sl.name.startswith(f"{prefix}."):
+            continue
+        rel = sl.name[len(prefix) + 1 :] if prefix else sl.name
+        sub: object = module
+        for part in rel.split(".")[:-1]:
+            sub = getattr(sub, "_modules", {}).get(part)
+            if has_forward_hooks(sub):
+                return True
+    return False
+
+
 def is_passthrough(module: nn.Module) -> bool:
-    """Whether ``module`` commutes with positive per-channel scales."""
+    """Whether ``module`` commutes with positive per-channel scales (never with hooks)."""
     predicate = _lookup(_PASSTHROUGH, module)
-    return bool(predicate is not None and predicate(module))
+    return bool(predicate is not None and not has_forward_hooks(module) and predicate(module))
 
 
 def is_linear_passthrough(module: nn.Module) -> bool:
-    """Whether ``module`` is linear and acts on samples only (commutes with every ``g``)."""
+    """Whether ``module`` is linear and acts on samples only (commutes with every ``g``;
+    never with hooks)."""
     predicate = _lookup(_LINEAR_PASSTHROUGH, module)
-    return bool(predicate is not None and predicate(module))
+    return bool(predicate is not None and not has_forward_hooks(module) and predicate(module))
 
 
 def linear_wrapped(module: nn.Module, prefix: str, last: bool) -> Stage | None:
-    """The inner stage holding ``module``'s output (``last``) or input end, or ``None``."""
+    """The inner stage holding ``module``'s output (``last``) or input end, or ``None``
+    (also when hooks on that side of ``module`` may replace the value)."""
     fn = _lookup(_LINEAR_WRAPPERS, module)
-    return fn(module, prefix, last) if fn is not None else None
+    if fn is None or has_forward_hooks(module, before=not last, after=last):
+        return None
+    return fn(module, prefix, last)
 
 
 def container_stages(module: nn.Module, prefix: str) -> list[Stage] | None:
@@ -204,9 +236,12 @@ def _edge_stage(stages: list[Stage], last: bool) -> Stage | None:
 
 def input_slices(module: nn.Module, prefix: str) -> list[ParamSlice] | None:
     """Slices that absorb a positive scale of ``module``'s input channels (or ``None``)."""
+    if has_forward_hooks(module, after=False):
+        return None
     fn = _lookup(_INPUTS, module)
     if fn is not None:
-        return fn(module, prefix)
+        got = fn(module, prefix)
+        return None if got and _hooked_inside(module, prefix, got) else got
     stages = container_stages(module, prefix)
     if stages:
         edge = _edge_stage(stages, last=False)
@@ -217,9 +252,12 @@ def input_slices(module: nn.Module, prefix: str) -> list[ParamSlice] | None:
 
 def output_slices(module: nn.Module, prefix: str) -> list[ParamSlice] | None:
     """Slices that scale ``module``'s output channels by a positive factor (or ``None``)."""
+    if has_forward_hooks(module, before=False):
+        return None
     fn = _lookup(_OUTPUTS, module)
     if fn is not None:
-        return fn(module, prefix)
+        got = fn(module, prefix)
+        return None if got and _hooked_inside(module, prefix, got) else got
     stages = container_stages(module, prefix)
     if stages:
         edge = _edge_stage(stages, last=True)

@@ -27,7 +27,18 @@ def test_parse_schedule_strings():
 
 @pytest.mark.parametrize(
     "bad",
-    ["every:0", "every:x", "sometimes", "at:", "every:5,since:3", "at:-1,3", "every:10,until:5"],
+    [
+        "every:0",
+        "every:x",
+        "sometimes",
+        "at:",
+        "every:5,since:3",
+        "at:-1,3",
+        "every:10,until:5",
+        "every:\u0665",  # an Arabic-Indic five: int() takes it, a schedule does not
+        "at:1_0",
+        "every:5,until:1\uff10",
+    ],
 )
 def test_parse_schedule_rejects_bad_specs(bad):
     with pytest.raises(ValueError, match="schedule"):
@@ -100,6 +111,35 @@ def test_hook_state_survives_a_restart(tmp_path):
     assert [step for step, _ in second.history] == [3, 6]
     with pytest.raises(ValueError, match="state: saved by a hook with schedule 'every:3'"):
         Teleport("every:4", _loss).load_state_dict(first.state_dict())
+
+
+def _every_third(step):
+    return step > 0 and step % 3 == 0
+
+
+def test_hook_state_with_a_callable_or_step_list_schedule_loads_in_a_new_hook():
+    """A schedule given as a function or as step numbers (a generator too) is saved under a
+    label that a restarted process reproduces (not a repr holding a memory address)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    batch = (torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+    builders = [
+        lambda: lambda step: step > 0 and step % 3 == 0,  # a fresh function object each
+        lambda: _every_third,
+        lambda: (k for k in (6, 3)),
+        lambda: [3, 6, 3],
+    ]
+    for build in builders:
+        first = Teleport(build(), _loss, steps=1)
+        for _ in range(4):
+            first(model, batch)
+        second = Teleport(build(), _loss, steps=1)
+        second.load_state_dict(first.state_dict())
+        assert second.step_count == 4 and [s for s, _ in second.history] == [3]
+    assert Teleport((k for k in (6, 3)), _loss).spec == "at:3,6"
+    assert Teleport((k for k in (6, 3)), _loss).due(6)  # the generator is read once
+    with pytest.raises(ValueError, match="state: saved by a hook with schedule"):
+        Teleport(_every_third, _loss).load_state_dict(Teleport([3], _loss).state_dict())
 
 
 def test_hook_teleports_on_its_own_batch_only_when_due():

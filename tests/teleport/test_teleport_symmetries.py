@@ -843,3 +843,94 @@ def test_declared_slices_are_checked_against_the_model():
         tp.teleport(model, loss, batch, symmetries=[wrong_dim])
     single = RescaleSymmetry("h", up, [ParamSlice("2.weight", 1)], 8)
     assert tp.teleport(model, loss, batch, steps=1, symmetries=single).symmetries == ("h",)
+
+
+def _clip(module, args, out):
+    return out.clamp(max=0.5)
+
+
+def _shift(module, args):
+    return (args[0] + 1.0,)
+
+
+def _plain3(middle: nn.Module) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(3, 4), middle, nn.Linear(4, 2)).double()
+
+
+def _nested_hooked() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Sequential(nn.Linear(3, 4), nn.ReLU()), nn.ReLU(), nn.Linear(4, 2)
+    ).double()
+
+
+def _gcn_sequential() -> pyg_nn.Sequential:
+    return pyg_nn.Sequential(
+        "x, edge_index",
+        [(pyg_nn.GCNConv(4, 6), "x, edge_index -> x"), nn.ReLU(), nn.Linear(6, 2)],
+    ).double()
+
+
+# (model, kind, stage, hook side, whether the symmetry survives): a forward hook may replace
+# a module's output, a pre-hook its input, so e.g. an activation clipped by a hook is not
+# positively homogeneous; a hook on the far side (a pre-hook on the first layer, a forward
+# hook on the last) changes nothing the symmetry touches
+_HOOKED = {
+    "rescale-first-post": (lambda: _plain3(nn.ReLU()), "rescale", "0", "post", False),
+    "rescale-act-post": (lambda: _plain3(nn.ReLU()), "rescale", "1", "post", False),
+    "rescale-act-pre": (lambda: _plain3(nn.ReLU()), "rescale", "1", "pre", False),
+    "rescale-second-pre": (lambda: _plain3(nn.ReLU()), "rescale", "2", "pre", False),
+    "rescale-first-pre": (lambda: _plain3(nn.ReLU()), "rescale", "0", "pre", True),
+    "rescale-second-post": (lambda: _plain3(nn.ReLU()), "rescale", "2", "post", True),
+    "rescale-nested-post": (_nested_hooked, "rescale", "0", "post", False),
+    "rescale-gcn-inner": (_gcn_sequential, "rescale", "module_0.lin", "post", False),
+    "gl-act-post": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "1", "post", False),
+    "gl-first-post": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "0", "post", False),
+    "gl-second-pre": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "2", "pre", False),
+    "linear-between-post": (lambda: _plain3(nn.Identity()), "linear", "1", "post", False),
+    "linear-first-post": (lambda: _plain3(nn.Identity()), "linear", "0", "post", False),
+    "linear-second-pre": (lambda: _plain3(nn.Identity()), "linear", "2", "pre", False),
+    "norm-pre": (lambda: _plain3(nn.LayerNorm(4, eps=0.0)), "norm", "1", "pre", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOOKED))
+def test_forward_hooks_that_may_change_the_chain_break_it(case):
+    """A hook the detector cannot see through hides the symmetry, and the message says so;
+    the output of such a model would change under the action (a clipping hook: teleport's
+    loss check may pass on the teleport batch and the model still change elsewhere)."""
+    build, kind, stage, side, survives = _HOOKED[case]
+    torch.manual_seed(0)
+    assert find_symmetries(build(), kinds=kind)  # found without the hook
+    model = build()
+    module = model.get_submodule(stage)
+    if side == "pre":
+        module.register_forward_pre_hook(_shift)
+    else:
+        module.register_forward_hook(_clip)
+    found = find_symmetries(model, kinds=kind, raise_if_empty=False)
+    assert bool(found) is survives, found
+    if not survives:
+        with pytest.raises(NoSymmetryError, match="forward hooks"):
+            find_symmetries(model, kinds=kind)
+
+
+def test_hooked_symmetries_that_survive_are_exact(check_invariant):
+    """A pre-hook on the first layer and a forward hook on the last leave the rescaling."""
+    torch.manual_seed(0)
+    model = _plain3(nn.ReLU())
+    model[0].register_forward_pre_hook(_shift)
+    model[2].register_forward_hook(_clip)
+    syms = find_symmetries(model, kinds="rescale")
+    check_invariant(model, (torch.randn(7, 3, dtype=torch.float64),), syms)
+
+
+def test_hooks_inside_a_gated_layer_hide_its_copy_scales():
+    torch.manual_seed(0)
+    model = EquivariantMLP(
+        "4x0e + 2x1o", "1x0e + 1x1o", hidden="8x0e + 4x1o + 2x2e", layers=2,
+        group=group_from_name("O3"),
+    ).double()  # fmt: skip
+    assert len(find_symmetries(model, kinds="gated")) == 2
+    layer = next(m for m in model.modules() if isinstance(m, EquivariantMLPLayer))
+    layer.activation.register_forward_hook(_clip)
+    assert len(find_symmetries(model, kinds="gated", raise_if_empty=False)) == 1
