@@ -73,7 +73,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
 from symgraph.cli import main as symgraph_main  # noqa: E402
-from symgraph.groups import group_from_name  # noqa: E402
 from symgraph.nn import SymmetryBreakingInput  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -125,6 +124,24 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
     ]  # fmt: skip
 
 
+def learned_strengths(run: Path) -> list[float]:
+    """The relaxation strength ``s`` of each relaxed layer of a run's best model, and of its
+    learned symmetry-breaking input (``--relaxation input``), as the layers measure them
+    (``relaxation_penalty`` is their ``Σ s²``); the job rebuilds the model from the run's
+    ``config.json``, reading the cached simulations."""
+    from symgraph.nn import RelaxedImplicitKernel
+    from symgraph.train.jobs import get_job
+
+    job = get_job("fluid")
+    config = json.loads((run / "config.json").read_text())
+    model = job(argparse.Namespace(**job.saved_args(config["args"]))).model
+    state = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(state)
+    relaxed = (RelaxedImplicitKernel, SymmetryBreakingInput)
+    with torch.no_grad():
+        return [float(m.strength) for m in model.modules() if isinstance(m, relaxed)]
+
+
 def train(model: str, breaking: float, seed: int, args: argparse.Namespace) -> dict:
     """Train one run; its test metrics, parameter count, wall time and learned relaxation.
 
@@ -155,14 +172,7 @@ def train(model: str, breaking: float, seed: int, args: argparse.Namespace) -> d
         epochs = {int(row["epoch"]): row for row in csv.DictReader(handle)}
     val_rmse = float(epochs[int(test["best_epoch"])]["val_rmse"])
     config = json.loads((run / "config.json").read_text())
-    state = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["model"]
-    strengths = [  # s = ‖V‖_F / sqrt(C_out) of each relaxed layer's free head
-        float(v.norm() / v.shape[0] ** 0.5) for k, v in state.items() if k.endswith("head.free")
-    ]
-    if "breaking.value" in state:  # --relaxation input: s = ‖b − P b‖ of the learned input
-        breaking_input = SymmetryBreakingInput(args.breaking_irreps, group_from_name(args.group))
-        breaking_input.value.data.copy_(state["breaking.value"])
-        strengths.append(float(breaking_input.strength.detach()))
+    strengths = learned_strengths(run) if model == "relaxed" else []
     return {
         "model": model,
         "breaking": breaking,

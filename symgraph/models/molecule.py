@@ -13,6 +13,7 @@ from symgraph.checks import (
     check_edge_attr,
     check_edge_index,
     check_features,
+    check_int,
     check_parameter_dtype,
     check_positions,
     is_int,
@@ -92,7 +93,7 @@ class SteerableMoleculeNet(nn.Module):
         atom_dim: width of ``data.x``.
         edge_dim: width of ``data.edge_attr``.
         use_edge_attr, use_node_attr: feed bond types / atom features to the kernels.
-        num_targets: scalar outputs per molecule.
+        num_targets: scalar outputs per molecule (a positive int; unused with ``dipole``).
         readout: ``"sum"`` or ``"mean"`` over atoms.
         dipole: predict the dipole vector ``[B, 3]`` instead of scalars.
         kernel_hidden, lmax, num_radial: the kernel MLP (see :class:`ImplicitKernel`).
@@ -129,6 +130,8 @@ class SteerableMoleculeNet(nn.Module):
         if not is_int(num_layers) or num_layers < 1:
             raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
         num_layers = int(num_layers)
+        num_targets = check_int(num_targets, "num_targets")
+        atom_dim = check_int(atom_dim, "atom_dim")
         self.group = as_group(group)
         self.rep_hidden = Rep(hidden, self.group)
         self.use_edge_attr, self.use_node_attr = use_edge_attr, use_node_attr
@@ -254,5 +257,5 @@ class SteerableMoleculeNet(nn.Module):
             f"{self.__class__.__name__}(group={self.group.name}, hidden={self.rep_hidden.short()}, "
             f"read={self.rep_read.short()}, layers={len(self.convs)}, cutoff={self.cutoff}, "
             f"edge_attr={self.use_edge_attr}, node_attr={self.use_node_attr}, "
-            f"readout={self.readout}, dipole={self.dipole})"
+            f"readout={self.readout}, num_targets={self.num_targets}, dipole={self.dipole})"
         )

@@ -102,8 +102,9 @@ def knn_bipartite(
         pos_source: ``[N, 3]`` source positions.
         pos_target: ``[M, 3]`` target positions.
         k: neighbours per target (positive int).
-        batch_source, batch_target: sorted cloud indices ``[N]`` / ``[M]`` (both or neither);
-            every cloud must have at least one source point.
+        batch_source, batch_target: sorted cloud indices ``[N]`` / ``[M]`` (both or neither;
+            gaps allowed); every cloud with target points must have at least one source
+            point.
 
     Returns:
         ``edge_index [2, E]`` with ``edge_index[0]`` indexing sources and ``edge_index[1]``
@@ -120,7 +121,11 @@ def knn_bipartite(
     batch_target = check_batch(batch_target, pos_target.shape[0], "batch_target")
     source, source_mask = _dense(pos_source, batch_source)
     target, target_mask = _dense(pos_target, batch_target)
-    if target.shape[0] > source.shape[0] or not bool(source_mask[: target.shape[0]].any(1).all()):
+    # clouds without target points (a gap in batch_target) need no source points
+    has_targets = target_mask.any(1)
+    if target.shape[0] > source.shape[0] or not bool(
+        source_mask[: target.shape[0]].any(1)[has_targets].all()
+    ):
         raise ValueError("pos_source: every cloud with target points needs source points")
     source = source[: target.shape[0]]
     dist = exact_distances(target, source)

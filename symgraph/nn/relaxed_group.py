@@ -241,7 +241,8 @@ class RelaxedGroupConv(ExactBufferModule):
         return (
             f"{self.in_channels} -> {self.out_channels}, group={self.group.name}, {kind}, "
             f"num_filter_banks={self.num_filter_banks}, hidden={self.hidden}, "
-            f"kernel_layers={self.kernel_layers}, cutoff={self.cutoff}, aggr={self.aggr}"
+            f"kernel_layers={self.kernel_layers}, length_scale={self.length_scale}, "
+            f"cutoff={self.cutoff}, aggr={self.aggr}, bias={self.bias is not None}"
         )
 
 

@@ -9,12 +9,17 @@ from a plain MLP of the *raw* relative position ``x`` (its Cartesian components,
 invariants), its length and the scalar attributes, so it can depend on directions in a way
 no group element explains. The MLP's features ``u(x, e) ∈ (−1, 1)^H`` (tanh, times the same
 cutoff envelope) meet the input features through an unconstrained bilinear head ``V
-[C_out, H, C_in]``. As ``u`` is bounded, the size of ``V`` alone sets how far the layer is
-from equivariance: its *strength* is ``s = ‖V‖_F / sqrt(C_out)`` (about the output scale of
-the free pathway relative to an equivariant head of unit scale).
+[C_out, H, C_in]``. As ``u`` is bounded, the size of ``V`` sets how far the layer is from
+equivariance: its *strength* is ``s = ‖V_⊥‖_F / sqrt(C_out)`` (about the output scale of the
+free pathway relative to an equivariant head of unit scale), with ``V_⊥`` the part of ``V``
+that can break the symmetry: all of ``V`` for ``free_input="position"``; for ``"radial"`` and
+``"constant"``, whose features ``u`` are invariant, ``V`` minus its projection onto the
+equivariant maps (each ``V[:, h, :]`` projected onto ``Hom_G(ρ_in, ρ_out)``), since
+``u_h(|x|) V[:, h, :]`` with an equivariant ``V[:, h, :]`` is an equivariant kernel -- the
+free pathway then only adds to ``K_G`` and costs nothing.
 
 ``V`` starts at 0 -- the layer is then exactly equivariant and ``relaxation_penalty() =
-s²`` is 0 -- and, being a linear parameter, gets the gradient of the symmetry-breaking
+s²`` is exactly 0 -- and, being a linear parameter, gets the gradient of the symmetry-breaking
 part of the data from the first step (as ``φ`` of :class:`~symgraph.nn.RelaxedSteerableConv`);
 the penalty decides how far it may grow.
 
@@ -45,10 +50,11 @@ from e3nn import o3
 from torch import Tensor, nn
 
 from symgraph.checks import is_int
-from symgraph.groups import MatrixGroup, Rep
+from symgraph.groups import MatrixGroup, Rep, equivariant_basis
 from symgraph.nn.bilinear import EquivariantBilinear
 from symgraph.nn.conv import ImplicitSteerableConv
 from symgraph.nn.embedding import cosine_cutoff, edge_length
+from symgraph.nn.exact_buffers import ExactBufferModule
 from symgraph.nn.kernel import HiddenFunction, ImplicitKernel, KernelWeights
 
 __all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv", "FREE_INPUTS"]
@@ -57,14 +63,28 @@ __all__ = ["RelaxedImplicitKernel", "RelaxedImplicitSteerableConv", "FREE_INPUTS
 FREE_INPUTS = ("position", "radial", "constant")
 
 
-class _RelaxedHead(nn.Module):
-    """The heads of both pathways side by side: ``[C_out, A + H, C_in]``."""
+class _RelaxedHead(ExactBufferModule):
+    """The heads of both pathways side by side: ``[C_out, A + H, C_in]``.
 
-    def __init__(self, equivariant: EquivariantBilinear, free_hidden: int) -> None:
+    With ``invariant_features`` (the free features ``u`` are G-invariant), the components
+    of ``V`` in ``Hom_G(ρ_in, ρ_out)`` are equivariant and left out of :meth:`breaking_part`.
+    """
+
+    def __init__(
+        self, equivariant: EquivariantBilinear, free_hidden: int, invariant_features: bool
+    ) -> None:
         super().__init__()
         self.equivariant = equivariant
         dim_out, dim_in = equivariant.rep_out.dim, equivariant.rep_b.dim
         self.free = nn.Parameter(torch.zeros(dim_out, free_hidden, dim_in))
+        # per block pair of Hom_G(ρ_in, ρ_out): (slice_out, slice_in, mul_out, mul_in) and
+        # its orthonormal basis [n, d_out, d_in] (exact buffer _hom_<index>)
+        self._hom_pairs: list[tuple[slice, slice, int, int]] = []
+        if invariant_features:
+            hom = equivariant_basis(equivariant.rep_b, equivariant.rep_out)
+            for index, pair in enumerate(hom.pairs):
+                self.register_exact_buffer(f"_hom_{index}", pair.basis)
+                self._hom_pairs.append((pair.slice_out, pair.slice_in, pair.mul_out, pair.mul_in))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -72,9 +92,29 @@ class _RelaxedHead(nn.Module):
         self.equivariant.reset_parameters()
         nn.init.zeros_(self.free)
 
+    def breaking_part(self) -> Tensor:
+        """``V_⊥ [C_out, H, C_in]``: ``V`` less its equivariant components (those in
+        ``Hom_G(ρ_in, ρ_out)`` per hidden channel) when the free features are invariant,
+        else ``V`` itself. Exactly 0 when ``V`` is."""
+        free = self.free
+        if not self._hom_pairs:
+            return free
+        hidden = free.shape[1]
+        equivariant = torch.zeros_like(free)
+        for index, (s_out, s_in, mul_out, mul_in) in enumerate(self._hom_pairs):
+            basis = self.exact_buffer_as(f"_hom_{index}", free)  # [n, d_out, d_in]
+            block = free[s_out, :, s_in].reshape(
+                mul_out, basis.shape[1], hidden, mul_in, basis.shape[2]
+            )
+            coefficients = torch.einsum("kab,uahvb->uhvk", basis, block)
+            projected = torch.einsum("uhvk,kab->uahvb", coefficients, basis)
+            equivariant[s_out, :, s_in] = projected.reshape(-1, hidden, mul_in * basis.shape[2])
+        return free - equivariant
+
     def strength(self) -> Tensor:
-        """``s = ‖V‖_F / sqrt(C_out)``: the size of the free head per output channel."""
-        return self.free.norm() / math.sqrt(self.free.shape[0])
+        """``s = ‖V_⊥‖_F / sqrt(C_out)``: the size of the symmetry-breaking part of the free
+        head per output channel."""
+        return self.breaking_part().norm() / math.sqrt(self.free.shape[0])
 
     def weight_tensor(self, like: Tensor | None = None) -> Tensor:
         """``[W̃, V]`` concatenated along the hidden axis: ``[C_out, A + H, C_in]``."""
@@ -87,7 +127,9 @@ class _RelaxedHead(nn.Module):
 
 class RelaxedImplicitKernel(ImplicitKernel):
     """``K_G(x, e) + K_free(x, e)``: an :class:`ImplicitKernel` with a learned relaxation
-    (its strength ``s = ‖V‖_F / √C_out`` is measured from ``K_free``'s head ``V``).
+    (its strength ``s = ‖V_⊥‖_F / √C_out`` is measured from the symmetry-breaking part
+    ``V_⊥`` of ``K_free``'s head ``V``: all of ``V``, or for ``free_input="radial"`` and
+    ``"constant"`` the part outside ``Hom_G(ρ_in, ρ_out)``; see the module docs).
 
     Args:
         rep_in, rep_out, group, edge_dim, node_dim, hidden, layers, lmax, num_radial, cutoff,
@@ -150,7 +192,9 @@ class RelaxedImplicitKernel(ImplicitKernel):
                 width = free_hidden
             body[-1] = nn.Tanh()
             self.free_body = nn.Sequential(*body)
-        self.head = _RelaxedHead(self.head, free_hidden)
+        self.head = _RelaxedHead(
+            self.head, free_hidden, invariant_features=free_input != "position"
+        )
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -161,12 +205,14 @@ class RelaxedImplicitKernel(ImplicitKernel):
     # ------------------------------------------------------------------ relaxation
     @property
     def strength(self) -> Tensor:
-        """The relaxation strength ``s = ‖V‖_F / sqrt(C_out)`` (0 at initialisation)."""
+        """The relaxation strength ``s = ‖V_⊥‖_F / sqrt(C_out)`` (0 at initialisation)."""
         return self.head.strength()
 
     def relaxation_penalty(self) -> Tensor:
-        """``s² = ‖V‖²_F / C_out``: zero exactly when the non-equivariant pathway is off."""
-        return self.head.free.square().sum() / self.head.free.shape[0]
+        """``s² = ‖V_⊥‖²_F / C_out``: zero when the non-equivariant pathway is off (exactly
+        at ``V = 0``; for ``"radial"`` and ``"constant"`` also, up to rounding, whenever
+        every ``V[:, h, :]`` is an equivariant map, which leaves the layer equivariant)."""
+        return self.head.breaking_part().square().sum() / self.head.free.shape[0]
 
     def relaxation_parameters(self) -> list[nn.Parameter]:
         """The free head ``V`` and the free MLP (freeze them for the strict layer)."""

@@ -180,3 +180,31 @@ def test_per_field_table_only_when_every_run_has_per_field_rmse(load_script, cap
     bench.print_per_field([[{"model": "conv", "per_field": {}}]])
     bench.print_per_field([[row("conv", 1.0, 2.0), {"model": "conv"}]])
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("free_input", ["position", "constant"])
+def test_learned_strengths_are_the_layers_own(load_script, tmp_path, free_input):
+    """The benchmark reads each relaxed layer's strength from the rebuilt model: ‖V‖/√C_out
+    for ``position``; for ``constant`` (invariant free features) only the part of ``V``
+    outside the equivariant maps, so less than ‖V‖/√C_out."""
+    import torch
+
+    from symgraph.cli import main as symgraph_main
+
+    bench = load_script("benchmarks/relaxed.py")
+    run = tmp_path / "run"
+    flags = ["--grid", "8", "--simulations", "1", "--domain-simulations", "1", "--frames", "10",
+             "--future-frames", "3", "--frames-in", "1", "--horizon", "1", "--width", "4",
+             "--layers", "2", "--epochs", "1", "--lr", "0.05", "--no-progress",
+             "--data-root", str(tmp_path / "data"), "--free-input", free_input]  # fmt: skip
+    assert symgraph_main(["train", "fluid", "--model", "relaxed", "--out", str(run), *flags]) == 0
+    strengths = bench.learned_strengths(run)
+    state = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["model"]
+    whole = [
+        float(v.norm() / v.shape[0] ** 0.5) for k, v in state.items() if k.endswith("head.free")
+    ]
+    assert len(strengths) == len(whole) == 2 and min(whole) > 0
+    if free_input == "position":
+        assert strengths == pytest.approx(whole, rel=1e-6)
+    else:
+        assert all(0 < s < w for s, w in zip(strengths, whole))

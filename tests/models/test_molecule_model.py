@@ -163,6 +163,14 @@ def test_bad_input():
         SteerableMoleculeNet(group="SO4")
     with pytest.raises(ValueError, match=r"last_layer: expected one of \('readout', 'full'\)"):
         SteerableMoleculeNet(last_layer="scalars")
+    # num_targets=0 gave predictions [B, 0]; 2.5, True and -1 failed inside torch.empty
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_targets: expected a positive int"):
+            SteerableMoleculeNet(hidden="4x0e", num_layers=1, num_targets=bad)
+    with pytest.raises(ValueError, match="atom_dim: expected a positive int"):
+        SteerableMoleculeNet(hidden="4x0e", num_layers=1, atom_dim=2.0)
+    three = SteerableMoleculeNet(hidden="4x0e", num_layers=1, num_targets=3)
+    assert "num_targets=3," in repr(three)
     model = SteerableMoleculeNet(hidden="4x0e", num_layers=1)
     batch = molecules()
     batch.x = batch.x[:, :5]

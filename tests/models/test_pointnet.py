@@ -153,6 +153,21 @@ def test_knn_bipartite_with_a_cloud_smaller_than_k() -> None:
         assert set(src[dst == t].tolist()) == set(dist.topk(5, largest=False).indices.tolist())
 
 
+def test_knn_bipartite_after_sampling_a_batch_with_an_empty_cloud() -> None:
+    """Cloud 1 of ``batch`` has no points (a gap, e.g. from filtering a batch): it needs no
+    sources, as it has no targets, and the other clouds match their separate graphs."""
+    pos, _, _ = clouds(num=1, points=12)
+    batch = torch.tensor([0] * 6 + [2] * 6)
+    index, new_batch = farthest_point_sampling(pos, 0.5, batch)
+    assert new_batch.tolist() == [0, 0, 0, 2, 2, 2]
+    src, dst = knn_bipartite(pos, pos[index], 2, batch, new_batch)
+    for t, point in enumerate(index.tolist()):
+        dist = (pos - pos[point]).norm(dim=1).masked_fill(batch != batch[point], math.inf)
+        assert set(src[dst == t].tolist()) == set(dist.topk(2, largest=False).indices.tolist())
+    with pytest.raises(ValueError, match="every cloud with target points needs source"):
+        knn_bipartite(pos[:6], pos[index], 2, batch[:6], new_batch)
+
+
 # --------------------------------------------------------------------------- tta
 def test_test_time_augmentation_averages_over_the_group() -> None:
     model = small_model("Trivial", tta=3, tta_group="C4")

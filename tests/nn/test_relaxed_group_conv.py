@@ -282,6 +282,9 @@ def test_cutoff_must_be_a_positive_number():
 def test_repr_and_reset():
     conv = RelaxedGroupConv(2, 3, D(4), lifting=True)
     assert "D(4)" in repr(conv) and "lifting" in repr(conv)
+    # the kernel's length scale and the bias were missing
+    shown = repr(RelaxedGroupConv(2, 3, D(4), length_scale=2.5, bias=False))
+    assert "length_scale=2.5," in shown and "bias=False" in shown
     _relax(conv)
     conv.reset_parameters()
     assert _penalty(conv) == 0.0

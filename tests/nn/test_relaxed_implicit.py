@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from symgraph.graph import radius_graph
-from symgraph.groups import group_from_name
+from symgraph.groups import equivariant_basis, group_from_name
 from symgraph.nn import ImplicitSteerableConv
 from symgraph.nn.relaxed_implicit import RelaxedImplicitKernel, RelaxedImplicitSteerableConv
 from symgraph.nn.relaxed_utils import (
@@ -58,10 +58,53 @@ def test_exact_at_initialisation_broken_after_perturbing(group_name, free_input)
     with torch.no_grad():
         conv.kernel.head.free.normal_(std=0.1)
     free = conv.kernel.head.free
-    expected = float(free.detach().square().sum()) / free.shape[0]
-    assert float(relaxation_penalty(conv).detach()) == pytest.approx(expected)
-    assert float(conv.strength.detach()) == pytest.approx(expected**0.5)
-    assert expected > 0 and error(conv, group_name) > 1e-3
+    whole = float(free.detach().square().sum()) / free.shape[0]
+    penalty = float(relaxation_penalty(conv).detach())
+    if free_input == "position":
+        assert penalty == pytest.approx(whole)
+    else:  # the equivariant components of V (e.g. 0e -> 0e) are not counted
+        assert 0 < penalty < whole
+    assert float(conv.strength.detach()) == pytest.approx(penalty**0.5)
+    assert error(conv, group_name) > 1e-3
+
+
+def random_equivariant_heads(kernel: RelaxedImplicitKernel) -> torch.Tensor:
+    """``V [C_out, H, C_in]`` with every ``V[:, h, :]`` a random map in Hom_G(ρ_in, ρ_out)."""
+    hom = equivariant_basis(kernel.rep_in, kernel.rep_out)
+    free = kernel.head.free
+    maps = [hom.matrix(torch.randn(hom.dim, dtype=free.dtype)) for _ in range(free.shape[1])]
+    return torch.stack(maps, dim=1)
+
+
+@pytest.mark.parametrize("free_input", ["radial", "constant"])
+@pytest.mark.parametrize("group_name", ["C4", "D4", "SO2", "O3"])
+def test_invariant_free_features_with_an_equivariant_head_cost_nothing(group_name, free_input):
+    """With invariant free features ``u``, a free head made of equivariant maps leaves the
+    layer equivariant: it is no relaxation, so neither penalty nor strength count it (both
+    counted all of ``V``: a strictly equivariant layer reported a symmetry breaking)."""
+    torch.manual_seed(0)
+    conv = make_conv(group_name, free_input)
+    equivariant = random_equivariant_heads(conv.kernel)
+    with torch.no_grad():
+        conv.kernel.head.free.copy_(equivariant)
+    assert float(equivariant.square().sum()) > 1.0
+    assert error(conv, group_name) < 1e-10
+    assert float(relaxation_penalty(conv).detach()) < 1e-20
+    assert float(conv.strength.detach()) < 1e-10
+    # a symmetry-breaking part on top is counted alone, whatever the equivariant part
+    breaking = torch.randn_like(equivariant)
+    with torch.no_grad():
+        conv.kernel.head.free.copy_(breaking)
+    alone = float(relaxation_penalty(conv).detach())
+    with torch.no_grad():
+        conv.kernel.head.free.add_(equivariant)
+    assert alone > 0.1 and float(relaxation_penalty(conv).detach()) == pytest.approx(alone)
+    assert error(conv, group_name) > 1e-3
+    # the penalty's gradient only moves V out of the equivariant maps' way
+    conv.kernel.head.free.grad = None
+    relaxation_penalty(conv).backward()
+    grad = conv.kernel.head.free.grad
+    assert abs(float((grad * equivariant).sum())) < 1e-10 * float(grad.norm() * equivariant.norm())
 
 
 def test_initial_layer_computes_the_strict_layer():
