@@ -157,6 +157,25 @@ def _add_teleport_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_teleport_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--teleport-*`` flags without ``--teleport``: nothing would read them, and the
+    run would train without teleporting."""
+    if args.teleport is not None:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_teleport_arguments(parser)
+    unread = [
+        f"--{dest.replace('_', '-')}"
+        for dest, default in vars(parser.parse_args([])).items()
+        if dest != "teleport" and getattr(args, dest, default) != default
+    ]
+    if unread:
+        raise UsageError(
+            f"{', '.join(unread)}: read with --teleport only, which is not given (add "
+            "--teleport SCHEDULE, or leave them out)"
+        )
+
+
 def _teleport_callbacks(args: argparse.Namespace, model: torch.nn.Module) -> list[Callback]:
     """``[TeleportCallback]`` with ``--teleport``, else ``[]``; finds the symmetries now.
 
@@ -345,8 +364,10 @@ def _check_resumed_settings(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train; the test metrics on rank 0, ``None`` on the other ranks."""
-    if args.resume:
-        _check_resumed_settings(args)
+    if args.resume and (Path(args.out) / RUN_FILES["config"]).exists():
+        _check_resumed_settings(args)  # the run's own settings, as it was started with them
+    else:
+        _check_teleport_flags(args)
     retain_freed_memory()
     dist = init_distributed(args.device)
     try:
@@ -403,6 +424,14 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     except KeyError as err:
         raise UsageError(f"{run_dir / RUN_FILES['config']}: {err.args[0]}") from err
     saved = argparse.Namespace(**saved_args)
+    if args.device is None:  # the run's device, which this machine may lack (CUDA)
+        try:
+            _device(saved.device)
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(
+                f"{run_dir} was trained with --device {saved.device}, which this machine "
+                f"cannot use ({err}); evaluate it with --device cpu or auto"
+            ) from err
     saved.device = args.device or saved.device
     dist = init_distributed(saved.device)
     try:

@@ -254,6 +254,10 @@ def test_empty_representations_and_widths_are_refused():
         ImplicitSteerableConv("2x0e", "2x0e", hidden="0x0e")
     with pytest.raises(ValueError, match="mlp_hidden: expected a positive int, got 0"):
         SteerablePointNet(4, mlp_hidden=0)
+    # nn.Dropout takes NaN, and the first training forward raised far from the cause
+    for dropout in (float("nan"), -0.1, 1.0):
+        with pytest.raises(ValueError, match=r"dropout: expected a probability in \[0, 1\)"):
+            SteerablePointNet(4, dropout=dropout)
 
 
 def test_frame_names_the_dtype_of_integer_positions():

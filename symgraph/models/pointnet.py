@@ -175,7 +175,7 @@ class SteerablePointNet(ExactBufferModule):
         kernel_hidden, kernel_layers, lmax, num_radial: the kernel MLPs
             (:class:`~symgraph.nn.ImplicitKernel`).
         mlp_hidden: width of the classification MLP.
-        dropout: dropout before the last layer of the MLP.
+        dropout: dropout probability before the last layer of the MLP, in ``[0, 1)``.
         checkpoint: recompute kernel activations in backward (less memory, slower).
 
     Shapes:
@@ -214,6 +214,8 @@ class SteerablePointNet(ExactBufferModule):
             raise ValueError(f"tta: expected a non-negative int, got {tta!r}")
         if not is_int(mlp_hidden) or mlp_hidden < 1:
             raise ValueError(f"mlp_hidden: expected a positive int, got {mlp_hidden!r}")
+        if not is_real(dropout) or not 0 <= dropout < 1:  # nn.Dropout takes NaN
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         num_classes, mlp_hidden = int(num_classes), int(mlp_hidden)
         self.group = as_group(group)
         self.tta_group = self.group if tta_group is None else as_group(tta_group, "tta_group")

@@ -247,11 +247,13 @@ def _split(groups: list[list[Trajectory]], sizes: Sequence[float], seed: int) ->
     """Train / val / test trajectory ids, split within each group (molecule)."""
     parts: list[list[int]] = [[], [], []]
     offset = 0
-    counts = [int(s) if s >= 1 else float(s) for s in sizes]
+    # counts when every size is a whole number (not 1.9 read as 1), else fractions
+    whole = all(float(s).is_integer() for s in sizes) and max(sizes) >= 1
+    counts = [int(s) for s in sizes] if whole else [float(s) for s in sizes]
     for m, group in enumerate(groups):
-        for name, part, chosen in zip(
-            ("train", "val", "test"), parts, random_split_indices(len(group), counts, seed)
-        ):
+        with named_by_flags({"random_split_indices": "--split"}):
+            chosen_parts = random_split_indices(len(group), counts, seed)
+        for name, part, chosen in zip(("train", "val", "test"), parts, chosen_parts):
             if not chosen:
                 molecule = group[0].info.get("molecule", f"number {m}")
                 raise ValueError(

@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from symgraph.checks import as_number, is_int
+from symgraph.checks import as_number, is_int, is_real
 from symgraph.files import read_json, remove_stale_temporaries, write_json
 from symgraph.train.callbacks import Callback, ExtraLoss
 from symgraph.train.checkpoint import (
@@ -93,7 +93,8 @@ class TrainConfig:
     Attributes:
         epochs: epochs to train in total (a resumed run continues up to this number).
         batch_size: the global batch size (split across ranks under torchrun).
-        lr, weight_decay: of the default optimiser (Adam) when none is given.
+        lr, weight_decay: of the default optimiser (Adam) when none is given; finite,
+            ``lr > 0`` and ``weight_decay >= 0``.
         seed: seeds the random states and the data order.
         checkpoint_every: also checkpoint every this many optimiser steps (0: only at the
             end of each epoch); a kill then loses at most that many steps.
@@ -156,6 +157,15 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig: checkpoint_every must be >= 0 (0: each epoch only), "
                 f"got {self.checkpoint_every}"
+            )
+        # Adam accepts a rate of inf, and the run turns into NaN one step later
+        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig: lr must be a finite number > 0, got {self.lr!r}")
+        if not (is_real(self.weight_decay) and math.isfinite(self.weight_decay)) or (
+            self.weight_decay < 0
+        ):
+            raise ValueError(
+                f"TrainConfig: weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig: grad_clip must be > 0 or None, got {self.grad_clip}")

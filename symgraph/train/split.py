@@ -22,8 +22,10 @@ __all__ = ["random_split_indices", "temporal_split_indices", "dataset_indices"]
 def _part_sizes(n: int, sizes: Sequence[float] | Sequence[int]) -> list[int]:
     if len(sizes) == 0:
         raise ValueError("random_split_indices: sizes must name at least one part, got []")
-    if any(s < 0 for s in sizes):
-        raise ValueError(f"random_split_indices: sizes must be non-negative, got {list(sizes)}")
+    if not all(math.isfinite(s) and s >= 0 for s in sizes):  # NaN passed `s < 0`
+        raise ValueError(
+            f"random_split_indices: sizes must be finite and non-negative, got {list(sizes)}"
+        )
     if all(is_int(s) for s in sizes):
         counts = [int(s) for s in sizes]
         if sum(counts) > n:

@@ -17,6 +17,7 @@ training split.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torch_geometric.data.data import BaseData
 
+from symgraph.checks import is_real
 from symgraph.train.loader import make_loader
 from symgraph.train.sampler import GlobalBatchSampler
 
@@ -128,8 +130,15 @@ class RegressionTask(Task):
         self.target_index = target_index
         self.mean = torch.as_tensor(mean, dtype=torch.float32)
         self.std = torch.as_tensor(std, dtype=torch.float32)
-        if not torch.all(self.std > 0):
-            raise ValueError(f"RegressionTask: std must be > 0, got {self.std.tolist()}")
+        if not torch.all(torch.isfinite(self.mean)):
+            raise ValueError(f"RegressionTask: mean must be finite, got {self.mean.tolist()}")
+        if not torch.all((self.std > 0) & torch.isfinite(self.std)):
+            raise ValueError(f"RegressionTask: std must be > 0 and finite, got {self.std.tolist()}")
+        # a negative scale would make the MAE negative, and best.pt the worst epoch
+        if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
+            raise ValueError(
+                f"RegressionTask: unit_scale must be a finite number > 0, got {unit_scale!r}"
+            )
         self.unit_scale = float(unit_scale)
         self.unit_name = unit_name
         self.units = {"mae": unit_name, "loss": "standardised squared error"}
@@ -154,6 +163,14 @@ class RegressionTask(Task):
         sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle=False)
         targets = torch.cat([probe.target(batch) for batch in make_loader(dataset, sampler)])
         targets = targets.double()
+        bad = ~torch.isfinite(targets)
+        if bad.any():
+            rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().reshape(-1)
+            raise ValueError(
+                f"RegressionTask.from_dataset: target {target_index} holds NaN or inf on "
+                f"{len(rows)} of the {len(targets)} training items (the first at position "
+                f"{int(rows[0])} of the split); clean or drop them"
+            )
         std = targets.std(dim=0, unbiased=False)
         if not torch.all(std > 0):
             raise ValueError(

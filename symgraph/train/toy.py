@@ -19,7 +19,14 @@ from torch_geometric.nn import GCNConv, global_add_pool
 
 from symgraph.graph import radius_graph
 from symgraph.teleport import register_container
-from symgraph.train.jobs import JobSpec, arg, int_at_least, positive_int, register_job
+from symgraph.train.jobs import (
+    JobSpec,
+    arg,
+    int_at_least,
+    positive_float,
+    positive_int,
+    register_job,
+)
 from symgraph.train.split import random_split_indices
 from symgraph.train.tasks import RegressionTask
 
@@ -94,7 +101,7 @@ register_container(ToyGCN, _toy_gcn_stages)
             help="dataset size (default 256)",
         ),
         arg("--hidden", type=positive_int, default=32, help="hidden width of the GCN (default 32)"),
-        arg("--radius", type=float, default=0.5, help="edge cutoff (default 0.5)"),
+        arg("--radius", type=positive_float, default=0.5, help="edge cutoff (default 0.5)"),
     ],
 )
 def toy(args: argparse.Namespace) -> JobSpec:

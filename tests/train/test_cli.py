@@ -132,6 +132,8 @@ def test_cuda_without_cuda_is_a_usage_error(tmp_path, capsys):
         (["--subset", "-3"], "argument --subset: expected a positive integer"),
         (["--hidden", "0"], "argument --hidden: expected a positive integer"),
         (["--num-graphs", "8"], "argument --num-graphs: expected at least 10 graphs"),
+        (["--radius", "nan"], "argument --radius: expected a positive finite number, got 'nan'"),
+        (["--radius", "-1"], "argument --radius: expected a positive finite number, got '-1'"),
         (["--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:K, got 'gpu'"),
         (["--lr", "-1"], "argument --lr: expected a positive finite number, got '-1'"),
         (["--weight-decay", "-0.1"], "argument --weight-decay: expected a non-negative"),
@@ -339,6 +341,22 @@ def test_evaluate_device_flag_overrides_the_runs(tmp_path, monkeypatch, capsys):
     run(capsys, ["evaluate", str(out), "--device", "cpu"])
     run(capsys, ["evaluate", str(out)])
     assert devices == ["cpu", "auto"]
+
+
+def test_evaluate_a_cuda_run_where_cuda_is_missing_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """A run trained with --device cuda, evaluated on a machine without CUDA, ended in a
+    RuntimeError traceback; it is a usage error that says to pass --device."""
+    out = tmp_path / "run"
+    run(capsys, ["train", "toy", "--epochs", "1", "--out", str(out), *TOY, "--device", "cpu"])
+    config = json.loads((out / "config.json").read_text())
+    config["args"]["device"] = "cuda"
+    (out / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"symgraph: error: {out} was trained with --device cuda, which this machine" in err
+    assert err.rstrip().endswith("evaluate it with --device cpu or auto")
+    assert run(capsys, ["evaluate", str(out), "--device", "cpu"])["checkpoint"] == "best.pt"
 
 
 def test_scheduler_flag_builds_the_documented_schedules():

@@ -168,6 +168,16 @@ def test_next_step_scales_are_rms_changes_per_coordinate():
     assert task.vel_scale == pytest.approx(math.sqrt((2 * 0.25 + 3 * 0.01) / 15), rel=1e-12)
 
 
+@pytest.mark.parametrize("name", ["pos_scale", "vel_scale"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0])
+def test_next_step_scales_must_be_positive_and_finite(name, value):
+    """An infinite scale made that error count zero in the loss, silently."""
+    from symgraph.train.task_dynamics import NextStepTask
+
+    with pytest.raises(ValueError, match=f"{name}: expected a positive finite scale"):
+        NextStepTask(**{name: value})
+
+
 def test_next_step_loss_and_metrics_of_a_known_drift():
     """Loss and rollout metrics of a model that drifts by ``d`` per step from still truth:
     frame ``t`` is off by ``t d`` (and the velocity by ``t e``)."""
@@ -259,6 +269,20 @@ def test_data_errors_name_the_flags(tmp_path, capsys, monkeypatch, flags, messag
     argv = ["train", "dynamics", *flags, "--data-root", str(tmp_path / "c")]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert f"symgraph: error: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "split, message",
+    [(["1.9", "1", "1"], "--split: fractions [1.9, 1.0, 1.0] sum to 3.9 > 1"),
+     (["nan", "1", "1"], "--split: sizes must be finite and non-negative, got [nan, 1.0, 1.0]")],
+)  # fmt: skip
+def test_split_counts_are_whole_numbers_and_finite(tmp_path, capsys, split, message):
+    """``--split 1.9 1 1`` trained on one trajectory (1.9 read as the count 1) and NaN
+    failed with "cannot convert float NaN to integer"; both are refused naming --split."""
+    argv = ["train", "dynamics", *TINY, "--split", *split, "--data-root", str(tmp_path / "c")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert f"symgraph: error: dynamics: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_horizon_must_leave_a_frame_to_start_from(tmp_path, capsys):

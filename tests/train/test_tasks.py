@@ -65,6 +65,32 @@ def test_regression_state_roundtrip_and_errors():
         RegressionTask(0).loss(Constant(torch.zeros(2)), batch)
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"mean": float("nan")}, "mean must be finite"),
+     ({"mean": [0.0, float("inf")]}, "mean must be finite"),
+     ({"std": float("inf")}, "std must be > 0 and finite"),
+     ({"unit_scale": -1000.0}, "unit_scale must be a finite number > 0, got -1000.0"),
+     ({"unit_scale": 0.0}, "unit_scale must be a finite number > 0"),
+     ({"unit_scale": float("nan")}, "unit_scale must be a finite number > 0")],
+)  # fmt: skip
+def test_regression_refuses_statistics_and_scales_that_give_nonsense(settings, message):
+    """A NaN or inf statistic makes every MAE NaN; a negative unit_scale makes it negative,
+    so that the trainer (mode "min") would keep the worst epoch as best.pt."""
+    with pytest.raises(ValueError, match=f"RegressionTask: {message}"):
+        RegressionTask(**settings)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_training_targets_are_named_as_such(bad):
+    """A NaN target made the std NaN and the message said the target was constant."""
+    y = torch.tensor([[1.0, 2.0], [3.0, 5.0], [4.0, 1.0], [2.0, 3.0]])
+    y[2, 1] = bad
+    with pytest.raises(ValueError, match="target 1 holds NaN or inf on 1 of the 4 training items"):
+        RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), y), target_index=1)
+    assert RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), y), 0).mean.item() == 2.5
+
+
 def test_regression_on_graph_batches(toy_splits):
     train, _, _ = toy_splits
     task = RegressionTask.from_dataset(train)

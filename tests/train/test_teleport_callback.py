@@ -344,6 +344,27 @@ def test_cli_refuses_teleport_settings_the_callback_refuses(
     assert not out.exists()
 
 
+def test_cli_refuses_teleport_flags_without_teleport(tmp_path, capsys):
+    """Without --teleport nothing reads the --teleport-* flags: the run trained without
+    teleporting while its config.json recorded the search settings; now a usage error."""
+    out = tmp_path / "run"
+    flags = ["--teleport-objective", "min_grad_norm", "--teleport-samples", "24"]
+    assert main(["train", "toy", "--out", str(out), *TOY, *flags]) == 2
+    assert (
+        "symgraph: error: --teleport-objective, --teleport-samples: read with --teleport only"
+    ) in capsys.readouterr().err
+    assert not out.exists()
+    # their default values, written out, are what a run without --teleport has anyway
+    defaults = ["--teleport-steps", "10", "--teleport-kinds", "rescale,norm,gated"]
+    assert main(["train", "toy", "--out", str(out), *TOY, "--epochs", "1", *defaults]) == 0
+    # a run folder made before the refusal, with such a flag, still resumes with its settings
+    config = json.loads((out / "config.json").read_text())
+    config["args"]["teleport_steps"] = 3
+    (out / "config.json").write_text(json.dumps(config))
+    older = ["--epochs", "2", "--teleport-steps", "3", "--resume"]
+    assert main(["train", "toy", "--out", str(out), *TOY, *older]) == 0
+
+
 class PlainGCN(nn.Module):
     """One convolution and a sum: no symmetry that detection can see."""
 

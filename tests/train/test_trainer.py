@@ -382,6 +382,18 @@ def test_config_validation():
         TrainConfig(scheduler_interval="batch")
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [("lr", float("inf")), ("lr", float("nan")), ("lr", 0.0), ("lr", -1e-3), ("lr", "1e-3"),
+     ("weight_decay", float("inf")), ("weight_decay", -0.1), ("weight_decay", None)],
+)  # fmt: skip
+def test_config_refuses_rates_that_cannot_train(name, value):
+    """Adam takes lr=inf or weight_decay=inf and the run fails with a NaN loss a step
+    later, after its run folder is written; the config refuses them up front."""
+    with pytest.raises(ValueError, match=f"TrainConfig: {name} must be a finite number"):
+        TrainConfig(**{name: value})
+
+
 def test_csv_records_keep_every_column_and_refuse_unknown_keys(tmp_path):
     """``write_metrics_csv``: the header is the union of the rows' keys in first-seen order
     (a metric that appears later still gets its column); ``write_csv`` refuses a row with a
