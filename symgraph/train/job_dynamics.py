@@ -296,6 +296,34 @@ def _check_model_flags(args: argparse.Namespace, names: Sequence[str]) -> str:
     return kind
 
 
+#: Flags read only with another setting: ``flag -> (reads it?, what that setting is)``.
+_DEPENDENT_FLAGS: dict[str, tuple[Callable[[argparse.Namespace, Sequence[str]], bool], str]] = {
+    "--noether-horizon": (lambda args, names: bool(names), "--noether"),
+    "--noether-weight": (
+        lambda args, names: any(n in KNOWN_QUANTITIES for n in names),
+        "a known quantity in --noether",
+    ),
+    "--meta-inner-lr": (lambda args, names: "learned" in names, "--noether learned"),
+    "--tailor-lr": (lambda args, names: bool(args.tailor_steps), "--tailor-steps > 0"),
+    "--tailor-horizon": (lambda args, names: bool(args.tailor_steps), "--tailor-steps > 0"),
+}
+
+
+def _check_dependent_flags(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Refuse a flag set away from its default where nothing reads it (the run would
+    silently train without it, while config.json records it)."""
+    unread = [
+        (flag, needs)
+        for flag, (read, needs) in _DEPENDENT_FLAGS.items()
+        if not read(args, names) and changed_flags(args, "dynamics", (flag,))
+    ]
+    if unread:
+        raise ValueError(
+            "; ".join(f"{flag}: read only with {needs}" for flag, needs in unread)
+            + " (leave unread flags at their defaults)"
+        )
+
+
 def _predictor(args: argparse.Namespace, kind: str, dt: float, speed: float) -> nn.Module:
     """The next-frame predictor ``--model`` names, its refusals naming the flags."""
     if kind == "egnn":
@@ -387,13 +415,14 @@ def _model(
             help="tailoring rate, or comma-separated rates of a line search "
             "(default 1e-4,1e-3,1e-2,1e-1)"),
         arg("--tailor-horizon", type=int, default=20,
-            help="rollout steps of the tailoring loss, at most --horizon (default 20)"),
+            help="rollout steps of the tailoring loss, capped at --horizon (default 20)"),
     ],
 )  # fmt: skip
 def dynamics(args: argparse.Namespace) -> JobSpec:
     """Molecular dynamics forecasting with Noether conservation losses and tailoring."""
     names = parse_noether(args.noether)
     kind = _check_model_flags(args, names)
+    _check_dependent_flags(args, names)
     known = [n for n in names if n in KNOWN_QUANTITIES]
     if args.tailor_steps and not names:
         raise ValueError("--tailor-steps: tailoring needs conserved quantities; pass --noether")

@@ -285,6 +285,25 @@ def test_split_counts_are_whole_numbers_and_finite(tmp_path, capsys, split, mess
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--tailor-lr", "0.1"], "--tailor-lr: read only with --tailor-steps > 0"),
+     (["--tailor-horizon", "3"], "--tailor-horizon: read only with --tailor-steps > 0"),
+     (["--noether-horizon", "2"], "--noether-horizon: read only with --noether"),
+     (["--noether", "learned", "--noether-weight", "2"],
+      "--noether-weight: read only with a known quantity in --noether"),
+     (["--noether", "momentum", "--meta-inner-lr", "0.1"],
+      "--meta-inner-lr: read only with --noether learned")],
+)  # fmt: skip
+def test_flags_nothing_reads_are_refused(tmp_path, capsys, flags, message):
+    """A flag set where its setting is off was silently ignored while config.json recorded
+    it; it is refused before any data is made."""
+    argv = ["train", "dynamics", *TINY, *flags, "--data-root", str(tmp_path / "c")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert f"symgraph: error: dynamics: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "c").exists()
+
+
 def test_horizon_must_leave_a_frame_to_start_from(tmp_path, capsys):
     """--horizon equal to --frames leaves no window of horizon + 1 frames: a usage error."""
     argv = ["train", "dynamics", *TINY, "--horizon", "12", "--data-root", str(tmp_path / "c")]
@@ -304,7 +323,8 @@ def test_dynamics_job_builds_what_the_flags_say(tmp_path):
     from symgraph.train.job_dynamics import build_trajectories
     from symgraph.train.jobs import get_job, load_jobs
 
-    flags = ["--noether", "momentum,learned", "--noether-horizon", "3", "--tailor-horizon", "2"]
+    flags = ["--noether", "momentum,learned", "--noether-horizon", "3", "--tailor-steps", "1",
+             "--tailor-horizon", "2"]  # fmt: skip
     argv = ["train", "dynamics", *TINY, *flags, "--data-root", str(tmp_path / "cache")]
     args = build_parser(load_jobs()).parse_args(argv)
     spec = get_job("dynamics")(args)
