@@ -224,7 +224,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser, job: str) -> None:
         "--scheduler",
         choices=("none", "cosine", "plateau"),
         default="none",
-        help="learning-rate schedule per epoch (plateau: halve after 5 epochs without progress)",
+        help="learning-rate schedule per epoch (plateau: halve once 6 epochs in a row bring "
+        "no progress, as ReduceLROnPlateau with patience 5)",
     )
     group.add_argument(
         "--grad-clip", type=positive_float, default=None, help="max global gradient norm"
