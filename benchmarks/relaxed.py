@@ -110,7 +110,7 @@ def job_flags(args: argparse.Namespace, model: str, breaking: float, seed: int) 
         "--frames-in", str(args.frames_in), "--horizon", str(args.horizon),
         "--train-horizon", str(args.train_horizon), "--width", str(widths(args)[model]),
         "--domain-split", args.domain_split, "--fields", args.fields,
-        "--field-scale", args.field_scale,
+        "--field-scale", args.field_scale, "--scale-frames", args.scale_frames,
         "--layers", str(args.layers), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
         "--scheduler", "cosine",
@@ -422,6 +422,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("per-field", "shared"),
         help="the fluid job's --field-scale (shared: the normalisation of the session 11-12 "
         "velocity+density runs)",
+    )
+    parser.add_argument(
+        "--scale-frames",
+        default="past",
+        choices=("train", "past"),
+        help="the fluid job's --scale-frames: the RMS over the training simulations' whole "
+        "past (past, the normalisation of the results in RESULTS.md; with --val-split random "
+        "the validation windows share frames with training anyway) or over the frames the "
+        "training windows read (train)",
     )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)

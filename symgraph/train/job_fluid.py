@@ -18,7 +18,10 @@ With ``--fields velocity+density`` these RMSEs pool both fields, whose units dif
 field's own RMSE is reported beside them (``rmse_velocity``, ``future_rmse_density``, ...).
 
 The training loss is the mean squared error of a rollout of ``--train-horizon`` frames, in
-units of the RMS of the training simulations' past (the frames training reads), which also
+units of the RMS of the frames training reads (the first ``--frames-in`` +
+``--train-horizon`` frames of the training windows: neither the validation windows' frames
+nor the future; ``--scale-frames past``: the training simulations' whole past, validation
+frames included, as runs made before the flag), which also
 scales the models' inputs and updates: with ``--fields velocity+density`` one RMS per field
 (velocity and density have different units; ``--field-scale shared``: one RMS over both, as
 runs made before the flag were trained and are evaluated); relaxed
@@ -259,20 +262,34 @@ def _grid_size(text: str) -> int:
     return size
 
 
-def _field_rms(dataset: Dataset, per_field: bool = False) -> float | tuple[float, ...]:
+def _field_rms(
+    dataset: Dataset, per_field: bool = False, read_by: tuple[Sequence[int], int] | None = None
+) -> float | tuple[float, ...]:
     """RMS of the fields ``dataset`` (a SmokePlumeDataset) reads: for the training split, the
     past of its simulations (their future frames are the ``future`` test split).
 
     One RMS over all channels, or with ``per_field`` one per field of ``dataset.layout``
-    (the components of the velocity together, the density alone)."""
+    (the components of the velocity together, the density alone). ``read_by = (windows,
+    read)``: only the frames covered by the first ``read`` frames of those windows (indices
+    into ``dataset``), each counted once -- the frames training reads, not the validation
+    windows' later ones."""
     from symgraph.lattice import FieldLayout
 
-    first, last = dataset.frame_range
-    past = dataset.data[:, first:last].double()  # [S, T, C, H, W]
+    if read_by is None:
+        first, last = dataset.frame_range
+        frames = dataset.data[:, first:last].flatten(0, 1)  # [S * T, C, H, W]
+    else:
+        windows, read = read_by
+        used = torch.zeros(dataset.data.shape[:2], dtype=torch.bool)  # [S, T]
+        for index in windows:
+            simulation, start = dataset.window(index)
+            used[simulation, start : start + read] = True
+        frames = dataset.data[used]  # [F, C, H, W]
+    frames = frames.double()
     if not per_field:
-        return float(past.square().mean().sqrt())
+        return float(frames.square().mean().sqrt())
     fields = FieldLayout(dataset.layout).field_slices
-    return tuple(float(past[:, :, channels].square().mean().sqrt()) for channels in fields)
+    return tuple(float(frames[:, channels].square().mean().sqrt()) for channels in fields)
 
 
 #: Flags read by the relaxed model only: another value than their default with a strict
@@ -285,8 +302,9 @@ RELAXED_ONLY_FLAGS = (
 
 @register_job(
     "fluid",
-    # the validation split before --val-split existed; one RMS before --field-scale
-    predated={"val_split": "random", "field_scale": "shared"},
+    # the validation split before --val-split existed; one RMS before --field-scale; that
+    # RMS over the whole past (validation frames included) before --scale-frames
+    predated={"val_split": "random", "field_scale": "shared", "scale_frames": "past"},
     arguments=[
         arg(
             "--model",
@@ -439,6 +457,15 @@ RELAXED_ONLY_FLAGS = (
             "channels (shared, as runs made before this flag) (default per-field)",
         ),
         arg(
+            "--scale-frames",
+            default="train",
+            choices=("train", "past"),
+            help="frames the field RMS of --field-scale is taken over: those the training "
+            "windows read (train), or the whole past of the training simulations, the "
+            "validation windows' frames included (past, as runs made before this flag) "
+            "(default train)",
+        ),
+        arg(
             "--data-root",
             default=None,
             path=True,
@@ -481,15 +508,17 @@ def fluid(args: argparse.Namespace) -> JobSpec:
     lr_scale = float(getattr(args, "relaxation_lr_scale", 1.0))
     warmup = int(getattr(args, "relaxation_warmup", 0))
     data = build_fluid_datasets(args)
-    per_field = getattr(args, "field_scale", "shared") == "per-field"  # older runs: shared
-    scale = _field_rms(data["train"], per_field)
+    read = args.frames_in + args.train_horizon  # the frames of a window training reads
     val_split = getattr(args, "val_split", "random")  # runs from before the flag: random
-    if val_split == "time":  # each simulation's latest windows; training reads T + S frames
+    if val_split == "time":  # each simulation's latest windows
         windows_of = [data["train"].window(i) for i in range(len(data["train"]))]
-        read = args.frames_in + args.train_horizon
         train_idx, val_idx = temporal_split_indices(windows_of, read, 0.1)
     else:
         train_idx, val_idx = random_split_indices(len(data["train"]), [0.9, 0.1], seed=args.seed)
+    per_field = getattr(args, "field_scale", "shared") == "per-field"  # older runs: shared
+    scale_frames = getattr(args, "scale_frames", "past")  # older runs: the whole past
+    read_by = (train_idx, read) if scale_frames == "train" else None
+    scale = _field_rms(data["train"], per_field, read_by)
     windows = TaggedWindows(data["train"])
     test = ConcatDataset([TaggedWindows(data[g], t) for g, t in SPLIT_TAGS.items()])
     with named_by_flags(_MODEL_FLAGS):

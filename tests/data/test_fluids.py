@@ -589,3 +589,33 @@ def test_spectral_divergence_drops_the_nyquist_modes_of_both_axes():
     v = nyquist[:, None] * wave[None, :]
     div = spectral_divergence(torch.stack([u, v]), 1.0)
     assert float(div.abs().max()) < 1e-12
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def test_ocean_currents_refuse_an_integer_dtype(tmp_path):
+    """An integer ``dtype`` would truncate the velocities (|u| < 2.5 m/s) to -2 .. 2."""
+    np.save(tmp_path / "frames.npy", np.full((2, 2, 4, 4), 0.7, dtype=np.float32))
+    with pytest.raises(TypeError, match="dtype: expected a floating-point torch.dtype"):
+        load_ocean_currents(tmp_path / "frames.npy", dtype=torch.int32)
+    half = load_ocean_currents(tmp_path / "frames.npy", dtype=torch.float16)
+    assert half.dtype == torch.float16
+
+
+@pytest.mark.parametrize("position", [0.1, (0.1,), (0.1, "a"), (0.1, None)])
+def test_config_names_an_inflow_position_that_is_not_a_pair_of_numbers(position):
+    with pytest.raises(ValueError, match="inflow_position: expected finite"):
+        PlumeConfig(inflow_position=position)
+
+
+@pytest.mark.parametrize("bad_range", [2.0, (1.0,), (1.0, 2.0, 3.0), ("a", 2.0)])
+def test_dataset_names_a_buoyancy_range_that_is_not_a_pair(bad_range):
+    with pytest.raises(ValueError, match=r"buoyancy_range: expected a pair \(low, high\)"):
+        SmokePlumeDataset(**TINY, buoyancy_range=bad_range)
+
+
+@pytest.mark.parametrize("length", [0.0, -1.0, float("nan"), "1"])
+def test_spectral_divergence_refuses_a_side_that_is_not_positive(length):
+    with pytest.raises(ValueError, match="length: expected a positive finite side L"):
+        spectral_divergence(torch.zeros(2, 8, 8), length)

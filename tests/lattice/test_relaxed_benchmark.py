@@ -208,3 +208,15 @@ def test_learned_strengths_are_the_layers_own(load_script, tmp_path, free_input)
         assert strengths == pytest.approx(whole, rel=1e-6)
     else:
         assert all(0 < s < w for s, w in zip(strengths, whole))
+
+
+def test_the_scale_frames_reach_every_run_and_its_recorded_options(load_script):
+    """The job's --scale-frames is passed on (default past: the normalisation of the recorded
+    results, whatever the job's default), and recorded with the options of the runs."""
+    bench = load_script("benchmarks/relaxed.py")
+    for argv, expected in (([], "past"), (["--scale-frames", "train"], "train")):
+        args = bench.parse_args(argv)
+        assert args.scale_frames == expected
+        for model in bench.MODELS:
+            flags = bench.job_flags(args, model, 0.5, 0)
+            assert flags[flags.index("--scale-frames") + 1] == expected

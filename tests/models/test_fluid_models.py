@@ -619,13 +619,49 @@ def test_fluid_job_normalises_velocity_and_density_per_field_by_default():
 
     spec = get_job("fluid")(_fluid_args("--fields", "velocity+density"))
     plumes = spec.train.dataset.dataset
-    assert spec.model.scale == _field_rms(plumes, per_field=True)
+    assert spec.model.scale == _field_rms(plumes, True, _read_by(spec))
     assert [value for _, value in spec.task.scales] == list(spec.model.scale)
     flags = ("--fields", "velocity+density", "--field-scale", "shared")
     shared = get_job("fluid")(_fluid_args(*flags))
-    assert shared.model.scale == _field_rms(plumes)
+    assert shared.model.scale == _field_rms(plumes, False, _read_by(shared))
     velocity = get_job("fluid")(_fluid_args())
-    assert velocity.model.scale == (_field_rms(velocity.train.dataset.dataset),)
+    assert velocity.model.scale == (
+        _field_rms(velocity.train.dataset.dataset, False, _read_by(velocity)),
+    )
+
+
+def _read_by(spec):
+    """The training windows of a ``_fluid_args`` job and the frames training reads of each
+    (``--frames-in 2`` + ``--train-horizon 1``)."""
+    return spec.train.indices, 3
+
+
+def test_fluid_job_scale_leaves_out_the_validation_frames():
+    """The RMS that scales the models and the loss covers the frames the training windows
+    read, not the later frames of the validation windows (nor the future); ``--scale-frames
+    past`` and runs from before the flag take the whole past, as they were trained."""
+    from symgraph.train.job_fluid import _field_rms
+    from symgraph.train.jobs import get_job
+
+    spec = get_job("fluid")(_fluid_args("--frames", "14", "--future-frames", "3"))
+    plumes = spec.train.dataset.dataset
+    read = {
+        f for i in spec.train.indices for f in range(plumes.window(i)[1], plumes.window(i)[1] + 3)
+    }
+    later = {
+        f for i in spec.val.indices for f in range(plumes.window(i)[1], plumes.window(i)[1] + 3)
+    }
+    assert read == set(range(8)) and later == set(range(8, 11))  # the 11 past frames
+    expected = float(plumes.data[:, :8].double().square().mean().sqrt())
+    assert spec.model.scale == pytest.approx((expected,), rel=1e-12)
+    assert _field_rms(plumes) != pytest.approx(expected, rel=1e-3)  # the past is not it
+    past = get_job("fluid")(_fluid_args("--frames", "14", "--future-frames", "3",
+                                        "--scale-frames", "past"))  # fmt: skip
+    assert past.model.scale == (_field_rms(plumes),)
+    args = _fluid_args("--frames", "14", "--future-frames", "3")
+    del args.scale_frames
+    assert get_job("fluid")(args).model.scale == (_field_rms(plumes),)
+    assert get_job("fluid").saved_args({})["scale_frames"] == "past"
 
 
 def test_fluid_job_reads_arguments_without_field_scale_as_one_shared_rms():
@@ -635,7 +671,7 @@ def test_fluid_job_reads_arguments_without_field_scale_as_one_shared_rms():
     from symgraph.train.jobs import get_job
 
     args = _fluid_args("--fields", "velocity+density")
-    del args.field_scale
+    del args.field_scale, args.scale_frames  # nor --scale-frames, added later: the whole past
     spec = get_job("fluid")(args)
     assert spec.model.scale == _field_rms(spec.train.dataset.dataset)
     assert len(spec.task.scales) == 1

@@ -251,7 +251,7 @@ def test_resume_reads_flags_a_run_predates_as_their_old_value(tmp_path, monkeypa
     from symgraph.train.jobs import get_job, load_jobs
 
     load_jobs()
-    before = {"val_split": "random", "field_scale": "shared", "seed": 3}
+    before = {"val_split": "random", "field_scale": "shared", "scale_frames": "past", "seed": 3}
     assert get_job("fluid").saved_args({"seed": 3}) == before
     assert get_job("fluid").saved_args({"val_split": "time"})["val_split"] == "time"
     out = tmp_path / "run"
@@ -262,6 +262,7 @@ def test_resume_reads_flags_a_run_predates_as_their_old_value(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "--field-scale 'shared' (now 'per-field')" in err
     assert "--val-split 'random' (now 'time')" in err
+    assert "--scale-frames 'past' (now 'train')" in err
 
 
 def test_evaluate_last_checkpoint_and_split_check(tmp_path, capsys):

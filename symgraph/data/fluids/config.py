@@ -121,8 +121,12 @@ class PlumeConfig:
             raise ValueError(f"symmetry_breaking: expected a number in [0, 1], got {s!r}")
         for field in dataclasses.fields(self):  # numpy scalars: Python numbers, JSON-safe
             object.__setattr__(self, field.name, as_number(getattr(self, field.name)))
-        pos = tuple(self.inflow_position)
-        if len(pos) != 2 or not all(math.isfinite(float(p)) for p in pos):
+        try:
+            pos = tuple(self.inflow_position)
+            finite = len(pos) == 2 and all(math.isfinite(float(p)) for p in pos)
+        except (TypeError, ValueError):  # not a sequence, or not of numbers
+            pos, finite = self.inflow_position, False
+        if not finite:
             raise ValueError(f"inflow_position: expected finite (x, y), got {pos!r}")
         half = self.length / 2
         if not all(-half <= float(p) <= half for p in pos):

@@ -155,7 +155,12 @@ class SmokePlumeDataset(Dataset):
             raise ValueError(
                 f"inflow_distance: expected a fraction in (0, 0.5), got {inflow_distance!r}"
             )
-        low, high = (float(b) for b in buoyancy_range)
+        try:
+            low, high = (float(b) for b in buoyancy_range)
+        except (TypeError, ValueError) as err:  # not a pair of numbers
+            raise ValueError(
+                f"buoyancy_range: expected a pair (low, high) of numbers, got {buoyancy_range!r}"
+            ) from err
         if not (0 <= low <= high and math.isfinite(high)):
             raise ValueError(f"buoyancy_range: expected 0 <= low <= high, got {buoyancy_range!r}")
         base = base_config if base_config is not None else DEFAULT_BASE

@@ -46,8 +46,14 @@ def load_ocean_currents(path: str | Path, dtype: torch.dtype = torch.float32) ->
 
     Raises:
         FileNotFoundError: nothing at ``path``.
+        TypeError: ``dtype`` is not a floating-point dtype (velocities would be truncated).
         ValueError: the array is not ``[T, 2, H, W]``, or holds NaN/inf.
     """
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype: expected a floating-point torch.dtype (torch.float32, torch.float64...), "
+            f"got {dtype!r}"
+        )
     file = _resolve(path)
     if file.suffix == ".npy":
         array = np.load(file, allow_pickle=False)
