@@ -102,7 +102,10 @@ class SmokePlumeDataset(Dataset):
         base_config: every other parameter (grid, ``dt``, viscosity, warm-up...), default
             :data:`DEFAULT_BASE`; its inflow position, ``buoyancy`` and
             ``symmetry_breaking`` are overridden.
-        seed: seed of every random choice.
+        seed: seed of every random choice. One stream draws the training and the domain
+            simulations in turn, so changing ``num_train_simulations`` changes every
+            simulation, the domain test set's included (a sweep over data sizes compares
+            different test sets; keep the domain set with its own dataset of fixed counts).
         force_reload: regenerate even when a cache file exists.
     """
 
