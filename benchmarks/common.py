@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 _STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _status_kib(field: str) -> int | None:
@@ -38,33 +39,43 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _reset_peak() -> None:
+def _reset_peak() -> bool:
+    """Collect garbage, hand freed heap memory back and reset ``VmHWM`` to the current
+    resident set; returns whether the reset took (without it ``VmHWM`` is the process's
+    lifetime peak, which an earlier measurement may have set)."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        _CLEAR_REFS.write_text("5")
     except OSError:
-        pass
+        return False
+    return True
 
 
 def timed_peak(fn: Callable[[], object]) -> tuple[float, float, object]:
     """``(seconds, peak extra resident memory in MiB, result)`` of one CPU call of ``fn``,
-    timed without instrumentation (for calls too slow to repeat for each measure)."""
-    _reset_peak()
+    timed without instrumentation (for calls too slow to repeat for each measure); the
+    memory is NaN where the peak cannot be reset (see :func:`peak_memory_mib`)."""
+    reset = _reset_peak()
     before = _status_kib("VmRSS")
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM")
-    mib = float("nan") if before is None or peak is None else max(peak - before, 0) / 1024
-    return seconds, mib, result
+    if not reset or before is None or peak is None:
+        return seconds, float("nan"), result
+    return seconds, max(peak - before, 0) / 1024, result
 
 
 def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float:
-    """Peak extra memory (MiB) while running ``fn`` once."""
+    """Peak extra memory (MiB) while running ``fn`` once.
+
+    On CPU: NaN where ``/proc/self/status`` or the reset of its high-water mark
+    (``/proc/self/clear_refs``) is unavailable, rather than a peak left by earlier work.
+    """
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -72,11 +83,11 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    _reset_peak()
+    reset = _reset_peak()
     before = _status_kib("VmRSS")
     fn()
     peak = _status_kib("VmHWM")
-    if before is None or peak is None:
+    if not reset or before is None or peak is None:
         return float("nan")
     return max(peak - before, 0) / 1024
 

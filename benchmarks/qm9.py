@@ -12,13 +12,20 @@ the best validation MAE seen at the end of each epoch. SteerableMoleculeNet runs
 only) gives SchNet the same cutoff. DimeNet++ runs PyG's blocks on symgraph's radius graph
 with torch-only triplets (PyG's own forward needs torch-cluster and torch-sparse, which do
 not install here without a long compile).
+
+The table goes to ``benchmarks/out/qm9_<targets>_<tag>[_quick].md``, headed by its command
+line; the tag digests every option but ``--root``, so runs side by side never overwrite each
+other.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ from symgraph.models import SteerableMoleculeNet  # noqa: E402
 from symgraph.train.split import random_split_indices  # noqa: E402
 
 INTENSIVE = ("mu", "homo", "lumo", "gap")
+OUT = Path(__file__).resolve().parent / "out"
 
 
 class SchNetAdapter(nn.Module):
@@ -141,6 +149,18 @@ OURS_LR = 5e-3
 keeps ``--lr``'s 2e-3, its own best of 1e-3, 2e-3 and 5e-3)."""
 
 
+MODEL_NAMES = (
+    "SteerableMoleculeNet",
+    "SchNet (PyG)",
+    "DimeNet++ (PyG)",
+    "SchNet (PyG), 4 Å cutoff",
+    "ours: no edge attributes",
+    "ours: + bond types",
+    "ours: + bond and atom types",
+)
+"""Every contender :func:`models_for` builds (the last four: the ablation, first target only)."""
+
+
 def models_for(
     target: str, ablation: bool, ours: dict | None = None, only: list[str] | None = None
 ) -> dict[str, nn.Module]:
@@ -222,6 +242,14 @@ def train_for(model, splits, index, budget_s, batch_size, lr, scale, schedule="c
     }
 
 
+def options_tag(args: argparse.Namespace) -> str:
+    """Eight hex digits naming the run's options (all but ``--root``, which only places the
+    processed data), so that runs side by side with other seeds, models or settings write
+    different tables, and a rerun of the same options replaces its own."""
+    options = {key: value for key, value in vars(args).items() if key != "root"}
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="QM9: ours vs SchNet vs DimeNet++")
     parser.add_argument("--quick", action="store_true", help="small split, homo only, 60 s each")
@@ -257,6 +285,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="learning rate of SteerableMoleculeNet and its ablation (the others use --lr)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.models or ()) - set(MODEL_NAMES))
+    if unknown:
+        parser.error(f"--models: expected names among {list(MODEL_NAMES)}, got {unknown}")
     retain_freed_memory()  # every model trains without page-faulting its intermediates
     split = args.split or ([2000, 200, 500] if args.quick else [10000, 1000, 2000])
     targets = args.targets or (["homo"] if args.quick else ["homo", "gap", "U0", "mu"])
@@ -306,9 +337,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     table = "\n".join(lines)
     print("\n" + table)
-    out = Path(__file__).resolve().parent / "out"
-    path = result_path(out, "qm9", ".md", args.quick, "-".join(targets))
-    write_result(path, table + "\n")
+    path = result_path(OUT, "qm9", ".md", args.quick, f"{'-'.join(targets)}_{options_tag(args)}")
+    command = shlex.join(["python", "benchmarks/qm9.py", *(sys.argv[1:] if argv is None else argv)])
+    write_result(path, f"Command: `{command}`\n\n{table}\n")
     print(f"table: {path}")
     return rows
 

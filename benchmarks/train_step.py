@@ -25,6 +25,7 @@ its ``foreach`` implementation and its per-tensor loop (torch's default on the C
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 from pathlib import Path
@@ -49,6 +50,21 @@ def dense_head(model: SteerableMoleculeNet) -> SteerableMoleculeNet:
     return model
 
 
+def draw_batches(dataset, batch_size: int, steps: int) -> list:
+    """``steps`` random batches of ``dataset``, drawn as training epochs draw them (their
+    sizes vary from step to step, and so do the blocks the allocator hands out): the epoch
+    is reshuffled and drawn again while fewer than ``steps`` batches are out."""
+    from torch_geometric.loader import DataLoader
+
+    if len(dataset) == 0:
+        raise ValueError("dataset: expected at least one molecule, got none")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    batches: list = []
+    while len(batches) < steps:
+        batches.extend(itertools.islice(loader, steps - len(batches)))
+    return batches
+
+
 def step_function(model, batches, index):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
 
@@ -61,6 +77,14 @@ def step_function(model, batches, index):
 
     return run
 
+
+#: The contenders of a training step, in the table's order (``--models`` picks among them).
+MODEL_NAMES = (
+    "SteerableMoleculeNet, dense head",
+    "SteerableMoleculeNet",
+    "SteerableMoleculeNet, full last layer",
+    "SchNet (PyG)",
+)
 
 #: Adam implementations compared by ``--adam``: keyword arguments of ``torch.optim.Adam``.
 ADAM_VARIANTS = {
@@ -149,22 +173,26 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     )  # fmt: skip
     parser.add_argument("--adam", action="store_true", help="time the optimiser step alone")
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "steps", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: expected a positive int, "
+                         f"got {getattr(args, flag)}")  # fmt: skip
+    unknown = sorted(set(args.models or ()) - set(MODEL_NAMES))
+    if unknown:
+        parser.error(f"--models: expected names among {list(MODEL_NAMES)}, got {unknown}")
     if args.adam:
         return adam_table(steps=10 * args.steps, rounds=args.rounds)
     if not args.default_allocator:
         retain_freed_memory()
-    from torch_geometric.loader import DataLoader
-
     if args.qm9pack_subset:
         dataset = QM9(args.root, source="qm9pack", subset=args.qm9pack_subset, subset_seed=0)
     else:
         csv = [Path(p) for p in args.csv] if args.csv else [SHARED_CSV]
         dataset = QM9(args.root, source="csv", csv_files=csv)
     torch.manual_seed(0)
-    # random batches of the first 2,000 molecules, as a training epoch draws them (their
-    # sizes vary from step to step, and so do the blocks the allocator hands out)
-    loader = DataLoader(dataset[:2000], batch_size=args.batch_size, shuffle=True)
-    batches = [batch for _, batch in zip(range(args.steps), loader)]
+    # random batches of the first 2,000 molecules: exactly --steps of them, which the
+    # per-step figures divide by (a loader of fewer batches is drawn again)
+    batches = draw_batches(dataset[:2000], args.batch_size, args.steps)
     index = target_index("homo")
     models = {
         "SteerableMoleculeNet, dense head": dense_head(SteerableMoleculeNet(readout="mean")),

@@ -104,3 +104,47 @@ def test_adam_variants_of_the_step_benchmark_take_the_same_step(load_script):
     results = step.main(["--adam", "--steps", "1", "--rounds", "1"])
     assert set(results) == set(step.ADAM_MODELS)
     assert all(set(r) == set(step.ADAM_VARIANTS) for r in results.values())
+
+
+def test_train_step_benchmark_runs_the_steps_it_divides_by(
+    load_script, shared_data, tmp_path, monkeypatch
+):
+    """``--steps`` beyond one epoch of the sample (200 molecules: 4 batches of 64) still runs
+    that many steps per round, since the per-step figures divide by it; unknown contenders
+    are refused, not skipped."""
+    step = load_script("benchmarks/train_step.py")
+    csv = shared_data / "qm9" / "qm9pack_first200.csv"
+    drawn = []
+
+    def recording(model, batches, index, original=step.step_function):
+        drawn.append(len(batches))
+        return original(model, batches, index)
+
+    monkeypatch.setattr(step, "step_function", recording)
+    flags = ["--csv", str(csv), "--root", str(tmp_path / "r"), "--rounds", "1"]
+    results = step.main([*flags, "--steps", "9", "--batch-size", "64", "--models", "SchNet (PyG)"])
+    assert drawn == [9] and set(results) == {"SchNet (PyG)"}
+    with pytest.raises(SystemExit):
+        step.main([*flags, "--models", "SchNet"])
+    with pytest.raises(SystemExit):
+        step.main([*flags, "--steps", "0"])
+
+
+def test_qm9_benchmark_runs_side_by_side_keep_their_own_tables(
+    bench, shared_data, tmp_path, monkeypatch
+):
+    """Two runs that differ only in ``--init-seed`` (as the side-by-side commands of
+    RESULTS.md) write two tables, each headed by its command; a misspelt model is refused."""
+    monkeypatch.setattr(bench, "OUT", tmp_path / "out", raising=False)
+    csv = shared_data / "qm9" / "qm9pack_first200.csv"
+    flags = ["--csv", str(csv), "--root", str(tmp_path / "r"), "--targets", "homo", "--split",
+             "40", "10", "10", "--budget-s", "0.01", "--models", "SchNet (PyG)"]  # fmt: skip
+    for seed in ("0", "1"):
+        bench.main([*flags, "--init-seed", seed])
+    tables = sorted((tmp_path / "out").glob("qm9_homo_*.md"))
+    assert len(tables) == 2
+    heads = [path.read_text().splitlines()[0] for path in tables]
+    assert sorted(head.split("--init-seed ")[1] for head in heads) == ["0`", "1`"]
+    assert all("--models 'SchNet (PyG)'" in head for head in heads)
+    with pytest.raises(SystemExit):
+        bench.main([*flags[:-2], "--models", "SchNet"])

@@ -1,0 +1,24 @@
+"""The benchmarks' shared measuring tools (``benchmarks/common.py``): what they report where
+they cannot measure."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def common(load_script):
+    return load_script("benchmarks/common.py")
+
+
+def test_peak_memory_is_nan_where_the_high_water_mark_cannot_be_reset(
+    common, monkeypatch, tmp_path
+):
+    """Without the reset, ``VmHWM`` is the process's lifetime peak: a small call measured
+    after a large one would read the large one's peak, so the tools report NaN instead."""
+    monkeypatch.setattr(common, "_CLEAR_REFS", tmp_path / "absent" / "clear_refs", raising=False)
+    assert math.isnan(common.peak_memory_mib(lambda: sum(range(10))))
+    _, mib, result = common.timed_peak(lambda: 45)
+    assert math.isnan(mib) and result == 45
