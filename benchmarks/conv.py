@@ -122,18 +122,27 @@ def bench(num_nodes: int, k: int, channels: int, repeats: int, max_gib: float) -
     return [dict(N=num_nodes, k=k, C=channels, dim=dim, **r) for r in rows]
 
 
+def _config(text: str) -> tuple[int, int, int]:
+    """``--configs`` item ``"N,k,C"``: three positive ints."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N,k,C (three positive ints), got {text!r}")
+    num_nodes, k, channels = (int(p) for p in parts)
+    return num_nodes, k, channels
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description="ImplicitSteerableConv vs NNConv vs e3nn")
     parser.add_argument("--quick", action="store_true", help="only N=4000, k=16, C=32")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip NNConv above this")
     parser.add_argument(
-        "--configs", nargs="*", default=None, metavar="N,k,C",
+        "--configs", nargs="*", default=None, metavar="N,k,C", type=_config,
         help="only these configurations, e.g. 4000,16,32 16000,16,32",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.configs:
-        grid = [tuple(int(v) for v in c.split(",")) for c in args.configs]
+        grid = args.configs
     elif args.quick:
         grid = [(4000, 16, 32)]
     else:

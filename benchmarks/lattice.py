@@ -125,15 +125,22 @@ def run(size: int, batch: int, rounds: int, mp_rounds: int, device: str = "cpu")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="64x64, batch 2")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--mp-rounds", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="64x64, batch 2, 3 rounds, 1 message-passing round (unless given)",
+    )  # fmt: skip
+    parser.add_argument("--size", type=int, default=None, help="lattice side (default 128)")
+    parser.add_argument("--batches", default=None, help="comma-separated (default 1,8)")
+    parser.add_argument("--rounds", type=int, default=None, help="default 15")
+    parser.add_argument("--mp-rounds", type=int, default=None, help="default 3")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
-    if args.quick:
-        args.size, args.batches, args.rounds, args.mp_rounds = 64, "2", 3, 1
+    # --quick changes the defaults only: an option given explicitly is kept
+    defaults = (64, "2", 3, 1) if args.quick else (128, "1,8", 15, 3)
+    given = (args.size, args.batches, args.rounds, args.mp_rounds)
+    args.size, args.batches, args.rounds, args.mp_rounds = (
+        default if value is None else value for value, default in zip(given, defaults)
+    )
     start = time.perf_counter()
     results = [
         run(args.size, int(b), args.rounds, args.mp_rounds, args.device)

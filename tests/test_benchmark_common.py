@@ -3,6 +3,7 @@ they cannot measure."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
@@ -22,3 +23,12 @@ def test_peak_memory_is_nan_where_the_high_water_mark_cannot_be_reset(
     assert math.isnan(common.peak_memory_mib(lambda: sum(range(10))))
     _, mib, result = common.timed_peak(lambda: 45)
     assert math.isnan(mib) and result == 45
+
+
+def test_conv_benchmark_configs_are_three_positive_ints(load_script):
+    """``--configs 4000,16`` failed with a bare unpacking error; it is a usage error now."""
+    conv = load_script("benchmarks/conv.py")
+    assert conv._config("4000,16,32") == (4000, 16, 32)
+    for bad in ("4000,16", "4000,16,32,1", "4000,0,32", "a,b,c", "4000,-16,32"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected N,k,C"):
+            conv._config(bad)
