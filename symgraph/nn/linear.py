@@ -82,6 +82,7 @@ class InvariantBias(nn.Module):
                 f"x: expected last dimension {self.rep.dim} (= dim of {self.rep.short()}), "
                 f"got {list(x.shape)}"
             )
+        check_parameter_dtype(x, self, "x")  # x + bias would promote float32 x silently
         return x + self.vector(x) if self.dim else x
 
     def extra_repr(self) -> str:

@@ -338,3 +338,16 @@ def test_invariant_bias_names_a_scalar_or_an_input_that_is_no_tensor():
         bias(torch.tensor(1.0))
     with pytest.raises(TypeError, match=r"x: expected a tensor \[\.\.\., 5\], got list"):
         bias([0.0] * 5)
+
+
+def test_invariant_bias_refuses_input_of_another_dtype_than_its_parameters():
+    """float32 input to a float64 bias came back float64 (promoted silently); every other
+    layer refuses it, naming the dtypes."""
+    from symgraph.nn import InvariantBias
+
+    bias = InvariantBias(Rep("2x0e + 1o", "SO2")).double()
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float64 .*got torch.float32"):
+        bias(torch.zeros(3, 5))
+    assert bias(torch.zeros(3, 5, dtype=torch.float64)).dtype == torch.float64
+    no_invariants = InvariantBias(Rep("1o", "SO3"))  # no parameters: any dtype passes through
+    assert no_invariants(torch.zeros(2, 3, dtype=torch.float16)).dtype == torch.float16
