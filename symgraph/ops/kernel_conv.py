@@ -35,6 +35,7 @@ from symgraph.ops.sparse_head import (
     group_weights,
     grouped_head,
     scatter_group_grads,
+    uncovered_blocks,
 )
 
 __all__ = ["fused_implicit_convolution"]
@@ -51,12 +52,12 @@ class _Block:
     k: int  # slots per receiver (largest in-degree of the block)
     slot: Tensor | None  # [e] padded slot of each edge, None when every receiver has k edges
     degree: Tensor  # [n]
+    senders: Tensor  # [n·k] sender of each slot; empty slots read the zero row N
 
 
 @dataclass(frozen=True)
 class _Plan:
     blocks: tuple[_Block, ...]
-    src: Tensor  # [E] senders, sorted by receiver
     segments: tuple[tuple[GateSegment, ...], ...]
     num_nodes: int
     mean: bool
@@ -121,8 +122,7 @@ def fused_implicit_convolution(
         src, dst, embedding = src[order], dst[order], embedding[:, order]
         envelope = None if envelope is None else envelope[order]
     plan = _Plan(
-        blocks=_blocks(dst, layout, block_edges or default_block_edges(x.device)),
-        src=src,
+        blocks=_blocks(src, dst, layout, block_edges or default_block_edges(x.device)),
         segments=tuple(layer.segments for layer in layers),
         num_nodes=layout.num_nodes,
         mean=mean,
@@ -140,9 +140,10 @@ def _ascending(degree: Tensor) -> bool:
     return degree.numel() < 2 or bool((degree[1:] >= degree[:-1]).all())
 
 
-def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, ...]:
+def _blocks(src: Tensor, dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, ...]:
     """Consecutive receivers, each block holding about ``block_edges`` slots (receivers ×
-    its largest in-degree; receivers are sorted by degree unless the graph is regular)."""
+    its largest in-degree; receivers are sorted by degree unless the graph is regular);
+    ``src, dst [E]`` sorted by receiver."""
     degree = layout.degree
     degrees = degree.tolist()
     ptr = [0, *torch.cumsum(degree, 0).tolist()]
@@ -159,34 +160,29 @@ def _blocks(dst: Tensor, layout: EdgeLayout, block_edges: int) -> tuple[_Block, 
         e0, e1 = ptr[n0], ptr[n1]
         block_degree = degree[n0:n1]
         k = max(degrees[n0:n1]) if e1 > e0 else 0
-        slot = None
+        slot, senders = None, src[e0:e1]
         if e1 > e0 and not bool((block_degree == k).all()):
             local = dst[e0:e1] - n0
             first = torch.cumsum(block_degree, 0) - block_degree  # first edge of each receiver
             rank = torch.arange(e1 - e0, device=dst.device) - first[local]
             slot = local * k + rank
-        blocks.append(_Block(n0, n1, e0, e1, k, slot, block_degree))
+            # empty slots read row N of the node features, a row of zeros
+            senders = src.new_full(((n1 - n0) * k,), layout.num_nodes).index_copy_(0, slot, senders)
+        blocks.append(_Block(n0, n1, e0, e1, k, slot, block_degree, senders))
         n0 = n1
     return tuple(blocks)
 
 
-def _padded(values: Tensor, block: _Block, out: Tensor | None = None) -> Tensor:
-    """``[e, F] -> [n, k, F]`` (zero slots where a receiver has fewer than k edges; written
-    into ``out`` when given and needed)."""
+def _slot_features(x_aligned: Tensor, block: _Block, out: Tensor | None = None) -> Tensor:
+    """The senders' features in the receivers' slots, ``[n, k, B']``, zero in empty slots:
+    one gather of ``x_aligned [N + 1, B']`` (:func:`_aligned_features`, whose last row is
+    zero) by :attr:`_Block.senders` (written into ``out [n·k, B']`` when given)."""
     n = block.node_stop - block.node_start
-    if block.slot is None:
-        return values.reshape(n, block.k, values.shape[1])
     if out is None:
-        out = values.new_zeros(n * block.k, values.shape[1]).index_copy(0, block.slot, values)
+        gathered = x_aligned.index_select(0, block.senders)
     else:
-        out = out.zero_().index_copy_(0, block.slot, values)
-    return out.reshape(n, block.k, values.shape[1])
-
-
-def _unpadded(values: Tensor, block: _Block) -> Tensor:
-    """``[n, k, F] -> [e, F]``, the inverse of :func:`_padded` on occupied slots."""
-    flat = values.reshape(-1, values.shape[-1])
-    return flat if block.slot is None else flat.index_select(0, block.slot)
+        gathered = torch.index_select(x_aligned, 0, block.senders, out=out)
+    return gathered.view(n, block.k, x_aligned.shape[1])
 
 
 def _receiver_major(h: Tensor, block: _Block, out: Tensor | None = None) -> Tensor:
@@ -219,8 +215,9 @@ def _head_matrix(head: Tensor) -> Tensor:
 
 
 def _aligned_features(x: Tensor) -> Tensor:
-    """``x [N, B] -> [N, B']`` with zero columns up to the aligned width."""
-    return F.pad(x, (0, _aligned(x.shape[1]) - x.shape[1]))
+    """``x [N, B] -> [N + 1, B']``: zero columns up to the aligned width and a row of zeros
+    (row N, which the empty slots of padded blocks read)."""
+    return F.pad(x, (0, _aligned(x.shape[1]) - x.shape[1], 0, 1))
 
 
 def _block_sums(
@@ -234,25 +231,25 @@ def _block_sums(
 ):
     """One block's node sums before the head: ``(h_pre, saved layers, H [n, A', k],
     fp [n, k, B'], S [n, A', B'])`` with ``S = H fp`` (see :func:`hidden_forward`; autograd when
-    ``workspace`` is None). ``H`` views the feature-major hidden features, so the MLP's
-    output is never transposed."""
+    ``workspace`` is None). The MLP's output stays feature-major ``[A', e]``; ``H`` is one
+    copy of it receiver by receiver (a view of it with autograd)."""
     e0, e1 = block.edge_start, block.edge_stop
     n, k = block.node_stop - block.node_start, block.k
     rows = _aligned(sum(seg.length for seg in plan.segments[-1]))  # A': zero rows after A
     h_pre, saved = hidden_forward(layers, plan.segments, embedding[:, e0:e1], workspace, rows)
-    src = plan.src[e0:e1]
     if workspace is None:
         h = h_pre if envelope is None else h_pre * envelope[e0:e1]
         hr = _receiver_major(F.pad(h, (0, 0, 0, _aligned(h.shape[0]) - h.shape[0])), block)
-        fp = _padded(x_aligned.index_select(0, src), block)
+        fp = _slot_features(x_aligned, block)
         return h_pre, saved, hr, fp, torch.bmm(hr, fp)
     h = h_pre
     if envelope is not None:
         h = torch.mul(h_pre, envelope[e0:e1], out=workspace.get("h", *h_pre.shape))
     width_a, width_b = h.shape[0], x_aligned.shape[1]
     hr = _receiver_major(h, block, workspace.get("hs", width_a, n * k))
-    f_edges = torch.index_select(x_aligned, 0, src, out=workspace.get("f", e1 - e0, width_b))
-    fp = _padded(f_edges, block, workspace.get("fp", n * k, width_b))
+    # a contiguous copy: the batched products with H (here and in backward) run faster on it
+    hr = workspace.get("hr", n, width_a, k).copy_(hr)
+    fp = _slot_features(x_aligned, block, workspace.get("fp", n * k, width_b))
     summed = torch.bmm(hr, fp, out=workspace.get("s", n, width_a, width_b))
     return h_pre, saved, hr, fp, summed
 
@@ -349,14 +346,17 @@ class _KernelConvFunction(torch.autograd.Function):
                 )
             if grad_x is not None:
                 df = torch.bmm(hr.transpose(1, 2), d_summed, out=workspace.get("df", *fp.shape))
-                grad_x.index_add_(0, plan.src[e0:e1], _unpadded(df, block))
-            dh = torch.bmm(d_summed, fp.transpose(1, 2), out=workspace.get("dh", *hr.shape))
+                # empty slots (df = 0 there: hr is zero) add into the zero row N
+                grad_x.index_add_(0, block.senders, df.view(n * block.k, -1))
+            # dL/dH [n, A', k], computed transposed (fp as stored is the left operand: faster)
+            dh_t = workspace.get("dh", n, block.k, hr.shape[1])
+            torch.bmm(fp, d_summed.transpose(1, 2), out=dh_t)
             dy = workspace.get("dy", num_a, e1 - e0)  # [A, e]
             if block.slot is None:
-                dy.view(num_a, n, block.k).copy_(dh[:, :num_a].permute(1, 0, 2))
+                dy.view(num_a, n, block.k).copy_(dh_t[:, :, :num_a].permute(2, 0, 1))
             else:
                 slots = workspace.get("hs", num_a, n, block.k)
-                slots.copy_(dh[:, :num_a].permute(1, 0, 2))
+                slots.copy_(dh_t[:, :, :num_a].permute(2, 0, 1))
                 torch.index_select(slots.view(num_a, -1), 1, block.slot, out=dy)
             if envelope is not None:
                 if grad_env is not None:
@@ -374,7 +374,7 @@ class _KernelConvFunction(torch.autograd.Function):
             grad_head = grad_head[:, :num_a, :num_b]
         else:
             grad_head = scatter_group_grads(grad_weights, plan.groups, tuple(head.shape), head)
-        grad_x = None if grad_x is None else grad_x[:, : x.shape[1]]
+        grad_x = None if grad_x is None else grad_x[: x.shape[0], : x.shape[1]]
         grad_params = [g if need else None for g, need in zip(grad_params, needs[4:], strict=True)]
         return None, grad_emb, grad_env, grad_x, grad_head, *grad_params
 
@@ -394,9 +394,12 @@ def _grouped_backward(
     scratch = workspace.get("g", n * max(g.size for g in groups))
     for group, grads in zip(groups, grad_weights, strict=True):
         rows = gathered_sums(summed, group, scratch[: n * group.size].view(n, group.size))
+        rows_t = rows.T
         for span, grad in zip(group.spans, grads, strict=True):
-            grad.addmm_(rows.T, dout[:, span])
-    d_summed = workspace.get("s", *summed.shape).zero_()
+            grad.addmm_(rows_t, dout[:, span])
+    d_summed = workspace.get("s", *summed.shape)
+    for a, b in uncovered_blocks(groups, summed.shape[1], summed.shape[2]):
+        d_summed[:, a, b] = 0  # the groups below write every other entry
     for group, matrices in zip(groups, weights, strict=True):
         d_rows = scratch[: n * group.size].view(n, group.size)
         for number, (span, matrix) in enumerate(zip(group.spans, matrices, strict=True)):

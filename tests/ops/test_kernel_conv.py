@@ -154,6 +154,28 @@ def test_gradcheck_and_double_backward():
         assert torch.autograd.gradgradcheck(layer, (x, pos))
 
 
+def test_double_backward_on_a_padded_graph():
+    """Second derivatives where receivers have fewer edges than their block's slots (the
+    empty slots read a row of zeros appended to the node features), with receivers that
+    are not in order of in-degree."""
+    gen = torch.Generator().manual_seed(5)
+    conv = make_conv("2x0e + 1x1o", "1x0e + 1x1o", cutoff=2.0, block_edges=12)
+    src = torch.tensor([1, 2, 3, 0, 0, 1, 2, 4, 5, 0])
+    dst = torch.tensor([0, 0, 0, 1, 2, 2, 5, 5, 5, 4])  # in-degrees 3, 1, 2, 0, 1, 3
+    edge_index = torch.stack([src, dst])
+    assert EdgeLayout.from_receivers(dst, 6).choose("auto") == "padded"
+    pos = torch.randn(6, 3, generator=gen, dtype=F64, requires_grad=True)
+    x = torch.randn(6, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
+
+    def layer(features, positions):
+        return conv(features, positions, edge_index)
+
+    for checkpoint in (True, False):
+        conv.checkpoint = checkpoint
+        assert torch.autograd.gradcheck(layer, (x, pos))
+        assert torch.autograd.gradgradcheck(layer, (x, pos))
+
+
 def test_scatter_layout_is_refused_by_name():
     conv = make_conv("2x0e", "2x0e")
     dst = torch.tensor([0] * 40 + [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16])

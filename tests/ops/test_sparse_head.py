@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,13 +11,14 @@ from symgraph.graph import radius_graph
 from symgraph.groups import group_from_name
 from symgraph.models import SteerableMoleculeNet
 from symgraph.nn import ImplicitSteerableConv, RelaxedImplicitSteerableConv
-from symgraph.ops import EdgeLayout, fused_implicit_convolution
+from symgraph.ops import EdgeLayout, fused_implicit_convolution, kernel_conv
 from symgraph.ops.sparse_head import (
     MAX_DENSITY,
     MAX_PRODUCTS,
     group_weights,
     head_groups,
     scatter_group_grads,
+    uncovered_blocks,
 )
 
 F64 = torch.float64
@@ -135,3 +138,99 @@ def test_grouping_thresholds_are_inclusive_and_contained_spans_merge():
     a, b = slice(0, 2), slice(0, 3)
     (group,) = head_groups([(slice(0, 4), a, b), (slice(1, 2), a, b)], (20, 4, 5))
     assert group.spans == (slice(0, 4),)
+
+
+def _holed_conv() -> ImplicitSteerableConv:
+    """A layer whose head groups leave holes: under O(3), ``0e ⊗ 2e`` and ``2e ⊗ 0e`` reach
+    no output block of ``3x0e + 2x1o``."""
+    conv = ImplicitSteerableConv(
+        "2x2e + 2x0e", "3x0e + 2x1o", group=group_from_name("O3"), cutoff=2.0,
+        hidden="2x0e + 2x1o + 1x2e",
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        for parameter in conv.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return conv
+
+
+@pytest.mark.parametrize("holed", [False, True])
+def test_group_weights_are_the_head_blocks_as_matrices(holed):
+    """Each matrix is ``head[span, a, b]`` as ``[|a|, |b|, |span|]`` flattened row-major to
+    ``[|a|·|b|, |span|]``, for the QM9 layer and for groups with holes."""
+    conv = _holed_conv() if holed else SteerableMoleculeNet().convs[0]
+    groups = conv.kernel.head_groups
+    assert groups is not None
+    head = torch.randn(conv.kernel.assemble(torch.zeros(1)).head.shape, dtype=F64)
+    got = group_weights(head, groups)
+    assert [len(matrices) for matrices in got] == [len(g.spans) for g in groups]
+    for group, matrices in zip(groups, got, strict=True):
+        for span, matrix in zip(group.spans, matrices, strict=True):
+            block = head[span, group.a, group.b].permute(1, 2, 0)
+            torch.testing.assert_close(matrix, block.reshape(group.size, -1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("holed", [False, True])
+def test_uncovered_blocks_tile_the_plane_with_the_groups(holed):
+    """Groups and uncovered blocks together cover every entry of the aligned ``[A', B']``
+    plane exactly once; the QM9 layer leaves only its alignment padding uncovered."""
+    conv = _holed_conv() if holed else SteerableMoleculeNet().convs[0]
+    groups = conv.kernel.head_groups
+    rows = -(-conv.kernel.rep_hidden.dim // 8) * 8
+    cols = -(-conv.kernel.rep_in.dim // 8) * 8
+    count = torch.zeros(rows, cols, dtype=torch.long)
+    for group in groups:
+        count[group.a, group.b] += 1
+    blocks = uncovered_blocks(groups, rows, cols)
+    for a, b in blocks:
+        count[a, b] += 1
+    assert bool((count == 1).all())
+    num_a, num_b = conv.kernel.rep_hidden.dim, conv.kernel.rep_in.dim
+    if holed:  # a hole: a block within the unpadded [A, B]
+        assert any(a.stop <= num_a and b.stop <= num_b for a, b in blocks)
+    else:
+        assert all(a.start >= num_a or b.start >= num_b for a, b in blocks)
+
+
+def test_block_sparse_head_ignores_stale_workspace_memory(monkeypatch):
+    """The backward writes ``dL/dS`` group by group and zeroes only the entries no group
+    writes (holes and alignment padding): workspace buffers that start full of NaN, as
+    reused memory may, still give the dense head's output and gradients, over several
+    node blocks of a padded graph, with intermediates kept and recomputed."""
+
+    class StaleWorkspace(kernel_conv.Workspace):
+        def get(self, key: str, *shape: int) -> torch.Tensor:
+            fresh = key not in self.buffers or self.buffers[key].numel() < math.prod(shape)
+            view = super().get(key, *shape)
+            if fresh:
+                self.buffers[key].fill_(float("nan"))
+            return view
+
+    monkeypatch.setattr(kernel_conv, "Workspace", StaleWorkspace)
+    gen = torch.Generator().manual_seed(6)
+    conv = _holed_conv()
+    kernel = conv.kernel
+    num_nodes = 40
+    pos = torch.randn(num_nodes, 3, generator=gen, dtype=F64, requires_grad=True)
+    src, dst = radius_graph(pos.detach(), 2.0)
+    x = torch.randn(num_nodes, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
+    layout = EdgeLayout.from_receivers(dst, num_nodes)
+    assert layout.choose("auto") == "padded"
+    inputs = [x, pos, *kernel.parameters()]
+    weights = torch.randn(num_nodes, conv.rep_out.dim, generator=gen, dtype=F64)
+
+    def convolve(groups, keep):
+        assembled = kernel.assemble(x)
+        rel = pos[src] - pos[dst]
+        out = fused_implicit_convolution(
+            assembled.layers, assembled.head, x, src, dst, kernel.embed_feature_major(rel),
+            kernel.envelope(rel), layout, block_edges=48, keep_activations=keep,
+            head_groups=groups,
+        )  # fmt: skip
+        return out, torch.autograd.grad((out * weights).sum(), inputs)
+
+    for keep in (False, True):
+        dense, expected = convolve(None, keep)
+        sparse, got = convolve(kernel.head_groups, keep)
+        torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-12)
+        for value, reference in zip(got, expected, strict=True):
+            torch.testing.assert_close(value, reference, rtol=0, atol=1e-11)
