@@ -32,3 +32,12 @@ def test_conv_benchmark_configs_are_three_positive_ints(load_script):
     for bad in ("4000,16", "4000,16,32,1", "4000,0,32", "a,b,c", "4000,-16,32"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected N,k,C"):
             conv._config(bad)
+
+
+def test_peak_memory_is_never_negative(common, monkeypatch):
+    """``VmHWM`` is updated lazily and may read below the ``VmRSS`` read just before the
+    call: the extra memory is then 0, not negative."""
+    monkeypatch.setattr(common, "_reset_peak", lambda: True)
+    monkeypatch.setattr(common, "_status_kib", {"VmRSS": 4096, "VmHWM": 2048}.get)
+    assert common.peak_memory_mib(lambda: None) == 0.0
+    assert common.timed_peak(lambda: 7)[1:] == (0.0, 7)

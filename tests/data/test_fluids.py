@@ -603,7 +603,7 @@ def test_ocean_currents_refuse_an_integer_dtype(tmp_path):
     assert half.dtype == torch.float16
 
 
-@pytest.mark.parametrize("position", [0.1, (0.1,), (0.1, "a"), (0.1, None)])
+@pytest.mark.parametrize("position", [0.1, (0.1,), (0.1, "a"), (0.1, None), (0.1, 0.2, 0.3)])
 def test_config_names_an_inflow_position_that_is_not_a_pair_of_numbers(position):
     with pytest.raises(ValueError, match="inflow_position: expected finite"):
         PlumeConfig(inflow_position=position)
@@ -615,7 +615,7 @@ def test_dataset_names_a_buoyancy_range_that_is_not_a_pair(bad_range):
         SmokePlumeDataset(**TINY, buoyancy_range=bad_range)
 
 
-@pytest.mark.parametrize("length", [0.0, -1.0, float("nan"), "1"])
+@pytest.mark.parametrize("length", [0.0, -1.0, float("nan"), float("inf"), "1"])
 def test_spectral_divergence_refuses_a_side_that_is_not_positive(length):
     with pytest.raises(ValueError, match="length: expected a positive finite side L"):
         spectral_divergence(torch.zeros(2, 8, 8), length)

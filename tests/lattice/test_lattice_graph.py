@@ -260,6 +260,7 @@ def test_reflecting_the_grid_commutes_with_vector_mapping(axis):
         ((True,), TypeError, "k: expected an int number of quarter turns, got True"),
         ((1, 4), ValueError, "dim: expected 2 or 3, got 4"),
         ((1, 1), ValueError, "dim: expected 2 or 3, got 1"),
+        ((1, 2.0), ValueError, "dim: expected 2 or 3, got 2.0"),
     ],
 )
 def test_rotation_matrix_90_refuses_fractional_turns_and_other_dimensions(args, error, message):

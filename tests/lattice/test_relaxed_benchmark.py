@@ -126,6 +126,8 @@ def test_runs_of_one_model_are_reported_and_plotted(load_script, tmp_path, capsy
     bench.OUT = tmp_path
     result = _result(0.5, [0, 1], [0, 1])
     result["table"] = [row for row in result["table"] if row["model"] == "relaxed"]
+    for row in result["table"]:  # as --fields velocity+density runs hold them
+        row["per_field"] = {"future_rmse_velocity": 1.0}
     path = tmp_path / "relaxed_only.json"
     path.write_text(json.dumps(result))
     runs, sweep, breaking = bench.merge([path])
@@ -134,6 +136,7 @@ def test_runs_of_one_model_are_reported_and_plotted(load_script, tmp_path, capsy
     assert any(line.startswith("| relaxed | 10 |") for line in lines)
     assert not any(line.startswith(("| conv |", "| equivariant |")) for line in lines)
     assert not any(line.startswith("| relaxed minus |") for line in lines)
+    assert "| relaxed | 1.00000 ± 0.00000 |" in lines  # the per-field table
     assert (tmp_path / "relaxation_vs_breaking_only.png").stat().st_size > 0
 
     assert bench.parse_args(["--models", "relaxed,conv"]).models == ("conv", "relaxed")
@@ -220,3 +223,52 @@ def test_the_scale_frames_reach_every_run_and_its_recorded_options(load_script):
         for model in bench.MODELS:
             flags = bench.job_flags(args, model, 0.5, 0)
             assert flags[flags.index("--scale-frames") + 1] == expected
+
+
+@pytest.mark.parametrize("model", ["relaxed", "conv"])
+def test_train_keeps_each_fields_rmse_and_the_relaxed_layers_strengths(
+    load_script, tmp_path, monkeypatch, model
+):
+    """A run's row holds both fields' own RMSEs, and for the relaxed model the strengths its
+    layers report (their squares summed: the relaxation); a strict model has none."""
+    from pathlib import Path
+
+    bench = load_script("benchmarks/relaxed.py")
+    monkeypatch.setattr(bench, "OUT", tmp_path, raising=False)
+    metrics = {"future_rmse": 1.0, "domain_rmse": 2.0, "future_rmse_h1": 1.0,
+               "domain_rmse_h1": 2.0, "future_rmse_velocity": 0.5, "future_rmse_density": 3.0,
+               "domain_rmse_velocity": 0.7, "domain_rmse_density": 4.0}  # fmt: skip
+
+    def fake_main(argv):
+        run = Path(argv[argv.index("--out") + 1])
+        run.mkdir(parents=True)
+        (run / "test.json").write_text(json.dumps({"metrics": metrics, "best_epoch": 1}))
+        (run / "metrics.csv").write_text("epoch,val_rmse\n1,0.25\n")
+        (run / "config.json").write_text(json.dumps({"num_parameters": 10}))
+        return 0
+
+    monkeypatch.setattr(bench, "symgraph_main", fake_main)
+    monkeypatch.setattr(bench, "learned_strengths", lambda run: [0.5, 2.0])
+    args = bench.parse_args(["--quick", "--fields", "velocity+density"])
+    args.horizon = 1  # the metrics above
+    row = bench.train(model, 0.5, 0, args)
+    assert row["per_field"] == {k: v for k, v in metrics.items() if k.endswith(("y", "d"))}
+    assert row["val_rmse"] == 0.25
+    if model == "relaxed":
+        assert row["strengths"] == [0.5, 2.0] and row["relaxation"] == pytest.approx(4.25)
+    else:
+        assert row["strengths"] == [] and row["relaxation"] == 0
+
+
+def test_learned_strengths_read_the_learned_breaking_input(load_script, tmp_path):
+    """``--relaxation input``: no free head, one strength, that of the learned input."""
+    from symgraph.cli import main as symgraph_main
+
+    bench = load_script("benchmarks/relaxed.py")
+    run = tmp_path / "run"
+    flags = ["--grid", "8", "--simulations", "1", "--domain-simulations", "1", "--frames", "10",
+             "--future-frames", "3", "--frames-in", "1", "--horizon", "1", "--width", "4",
+             "--layers", "2", "--epochs", "1", "--lr", "0.05", "--no-progress",
+             "--data-root", str(tmp_path / "data"), "--relaxation", "input"]  # fmt: skip
+    assert symgraph_main(["train", "fluid", "--model", "relaxed", "--out", str(run), *flags]) == 0
+    assert len(bench.learned_strengths(run)) == 1

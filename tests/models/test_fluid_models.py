@@ -585,6 +585,10 @@ def test_fluid_rollout_task_reports_each_field_in_its_own_units():
     assert unnamed.units["rmse"] == "L / time"
     with pytest.raises(ValueError, match=r"field_names: expected 2 distinct names"):
         FluidRolloutTask(horizon=1, layout=VD, field_names=("velocity",))
+    with pytest.raises(ValueError, match=r"field_names: expected 2 distinct names"):
+        FluidRolloutTask(horizon=1, layout=VD, field_names=("velocity", "velocity"))
+    with pytest.raises(TypeError, match=r"field_names: expected a sequence of names"):
+        FluidRolloutTask(horizon=1, layout=VD, field_names="vd")
     with pytest.raises(ValueError, match=r"unit: expected one unit string, or one per field"):
         FluidRolloutTask(horizon=1, unit=("L / time",), layout=VD, field_names=("v", "d"))
 
@@ -599,6 +603,10 @@ def test_fluid_job_reports_velocity_and_density_rmse_apart():
     assert task.units["domain_rmse_density"] == "solver units"
     velocity = get_job("fluid")(_fluid_args()).task
     assert len(velocity.fields) == 1 and velocity.units["rmse"] == "L / time"
+    assert sorted(velocity.units) == sorted(  # one field: no per-field keys
+        ["loss", "rmse", "rmse_h1", "future_rmse", "future_rmse_h1", "domain_rmse",
+         "domain_rmse_h1"]
+    )  # fmt: skip
 
 
 def _fluid_args(*flags: str):

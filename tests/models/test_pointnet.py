@@ -166,6 +166,9 @@ def test_knn_bipartite_after_sampling_a_batch_with_an_empty_cloud() -> None:
         assert set(src[dst == t].tolist()) == set(dist.topk(2, largest=False).indices.tolist())
     with pytest.raises(ValueError, match="every cloud with target points needs source"):
         knn_bipartite(pos[:6], pos[index], 2, batch[:6], new_batch)
+    # the gap in the sources: cloud 1 has targets (one, fewer than cloud 2's) and no source
+    with pytest.raises(ValueError, match="every cloud with target points needs source"):
+        knn_bipartite(pos, pos[:4], 1, batch, torch.tensor([0, 1, 2, 2]))
 
 
 # --------------------------------------------------------------------------- tta

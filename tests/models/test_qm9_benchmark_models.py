@@ -148,3 +148,25 @@ def test_qm9_benchmark_runs_side_by_side_keep_their_own_tables(
     assert all("--models 'SchNet (PyG)'" in head for head in heads)
     with pytest.raises(SystemExit):
         bench.main([*flags[:-2], "--models", "SchNet"])
+
+
+def test_qm9_table_tag_digests_every_option_but_the_data_root(bench):
+    """``--root`` only places the processed data: a rerun elsewhere replaces its table; any
+    other option (here ``--seed``) names another table."""
+    import argparse
+
+    tag = bench.options_tag(argparse.Namespace(root="a", seed=0, quick=True))
+    assert bench.options_tag(argparse.Namespace(root="b", seed=0, quick=True)) == tag
+    assert bench.options_tag(argparse.Namespace(root="a", seed=1, quick=True)) != tag
+    assert bench.options_tag(argparse.Namespace(root="a", seed=0, quick=False)) != tag
+
+
+def test_train_step_batches_of_an_empty_sample_are_refused(load_script):
+    """No molecule gives no batch however often the epoch is drawn again: refused, where the
+    drawing loop would never end."""
+    step = load_script("benchmarks/train_step.py")
+    with pytest.raises(ValueError, match="dataset: expected at least one molecule, got none"):
+        step.draw_batches([], batch_size=4, steps=3)
+    data = [Data(x=torch.zeros(1, 1)) for _ in range(3)]
+    batches = step.draw_batches(data, batch_size=2, steps=5)  # an epoch is 2 batches
+    assert [b.num_graphs for b in batches] == [2, 1, 2, 1, 2]

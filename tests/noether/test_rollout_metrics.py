@@ -68,6 +68,8 @@ def test_predictions_of_another_time_step_are_refused():
         one_step_mse(Ballistic(0.5), truth)
     with pytest.raises(ValueError, match="truth: expected frames dt=0.5 fs apart .* got dt=2"):
         position_rmse(rollout(Ballistic(0.5), truth.frame(0), 4), truth)
+    with pytest.raises(ValueError, match="truth: expected frames dt=0.5 fs apart .* got dt=0.501"):
+        position_rmse(rollout(Ballistic(0.5), truth.frame(0), 4), replace(truth, dt=0.501))
     # the same time step (to rounding), or one side without any, is scored as before
     assert float(one_step_mse(Ballistic(2.0), truth)[0][0]) < 1e-20
     assert one_step_mse(Ballistic(0.1 * 3), replace(truth, dt=0.3))[0].shape == (1,)

@@ -870,6 +870,13 @@ def _gcn_sequential() -> pyg_nn.Sequential:
     ).double()
 
 
+def _gcn_reader() -> pyg_nn.Sequential:
+    return pyg_nn.Sequential(
+        "x, edge_index",
+        [(nn.Linear(3, 4), "x -> x"), nn.ReLU(), (pyg_nn.GCNConv(4, 2), "x, edge_index -> x")],
+    ).double()
+
+
 # (model, kind, stage, hook side, whether the symmetry survives): a forward hook may replace
 # a module's output, a pre-hook its input, so e.g. an activation clipped by a hook is not
 # positively homogeneous; a hook on the far side (a pre-hook on the first layer, a forward
@@ -886,6 +893,8 @@ _HOOKED = {
     "gl-act-post": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "1", "post", False),
     "gl-first-post": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "0", "post", False),
     "gl-second-pre": (lambda: _plain3(nn.LeakyReLU(0.1)), "gl", "2", "pre", False),
+    "gl-identity-post": (lambda: _plain3(nn.Identity()), "gl", "1", "post", False),
+    "rescale-gcn-reader-inner": (_gcn_reader, "rescale", "module_2.lin", "pre", False),
     "linear-between-post": (lambda: _plain3(nn.Identity()), "linear", "1", "post", False),
     "linear-first-post": (lambda: _plain3(nn.Identity()), "linear", "0", "post", False),
     "linear-second-pre": (lambda: _plain3(nn.Identity()), "linear", "2", "pre", False),
@@ -934,3 +943,41 @@ def test_hooks_inside_a_gated_layer_hide_its_copy_scales():
     layer = next(m for m in model.modules() if isinstance(m, EquivariantMLPLayer))
     layer.activation.register_forward_hook(_clip)
     assert len(find_symmetries(model, kinds="gated", raise_if_empty=False)) == 1
+
+
+def test_linear_wrapped_sees_no_inner_end_behind_a_hook_on_that_side():
+    """A GINConv's output end is its inner ``nn``, unless a forward hook may replace the
+    output; a pre-hook hides the input end only."""
+    from symgraph.teleport.registry import linear_wrapped
+
+    conv = pyg_nn.GINConv(nn.Sequential(nn.Linear(6, 5)), aggr="add")
+    assert linear_wrapped(conv, "c", last=True) == ("c.nn", conv.nn)
+    assert linear_wrapped(conv, "c", last=False) == ("c.nn", conv.nn)
+    handle = conv.register_forward_hook(_clip)
+    assert linear_wrapped(conv, "c", last=True) is None
+    assert linear_wrapped(conv, "c", last=False) == ("c.nn", conv.nn)
+    handle.remove()
+    conv.register_forward_pre_hook(_shift)
+    assert linear_wrapped(conv, "c", last=True) == ("c.nn", conv.nn)
+    assert linear_wrapped(conv, "c", last=False) is None
+
+
+@pytest.mark.parametrize(
+    "stage, side, left",
+    [("net.1", "pre", ["gated copies net.1 -> net.2"]),  # may change what net.1 reads
+     ("net.1.linear", "post", []),  # inside the reader (and inside the next gated layer)
+     ("net.0.linear.bias", "post", ["gated copies net.1 -> net.2"])],  # deep inside net.0
+)  # fmt: skip
+def test_hooks_on_or_inside_the_reader_of_a_gated_layer_hide_its_copy_scales(stage, side, left):
+    torch.manual_seed(0)
+    model = EquivariantMLP(
+        "4x0e + 2x1o", "1x0e + 1x1o", hidden="8x0e + 4x1o + 2x2e", layers=2,
+        group=group_from_name("O3"),
+    ).double()  # fmt: skip
+    module = model.get_submodule(stage)
+    if side == "pre":
+        module.register_forward_pre_hook(_shift)
+    else:
+        module.register_forward_hook(_clip)
+    found = find_symmetries(model, kinds="gated", raise_if_empty=False)
+    assert [s.name for s in found] == left

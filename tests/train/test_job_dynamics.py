@@ -169,7 +169,7 @@ def test_next_step_scales_are_rms_changes_per_coordinate():
 
 
 @pytest.mark.parametrize("name", ["pos_scale", "vel_scale"])
-@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0, "1", True])
 def test_next_step_scales_must_be_positive_and_finite(name, value):
     """An infinite scale made that error count zero in the loss, silently."""
     from symgraph.train.task_dynamics import NextStepTask

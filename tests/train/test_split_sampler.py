@@ -35,12 +35,20 @@ def test_split_counts_and_partial_fractions():
         ([0.5, 0.5005], "sum to"),
         ([40, 20], "sum to"),
         ([-1, 2], "non-negative"),
+        ([float("inf"), 0], "finite and non-negative"),
+        ([0.5, float("inf")], "finite and non-negative"),
         ([], "at least"),
     ],  # fmt: skip
 )
 def test_split_rejects_bad_sizes(sizes, match):
     with pytest.raises(ValueError, match=match):
         random_split_indices(50, sizes, seed=0)
+
+
+def test_split_allows_empty_parts():
+    """A part of size 0 (no validation set, say) is a valid request, as a count or a fraction."""
+    assert [len(p) for p in random_split_indices(50, [10, 0, 5], seed=0)] == [10, 0, 5]
+    assert [len(p) for p in random_split_indices(50, [0.5, 0.0], seed=0)] == [25, 0]
 
 
 def test_split_fractions_floor_exactly_and_numpy_counts_are_counts():

@@ -72,7 +72,10 @@ def test_regression_state_roundtrip_and_errors():
      ({"std": float("inf")}, "std must be > 0 and finite"),
      ({"unit_scale": -1000.0}, "unit_scale must be a finite number > 0, got -1000.0"),
      ({"unit_scale": 0.0}, "unit_scale must be a finite number > 0"),
-     ({"unit_scale": float("nan")}, "unit_scale must be a finite number > 0")],
+     ({"unit_scale": float("nan")}, "unit_scale must be a finite number > 0"),
+     ({"unit_scale": float("inf")}, "unit_scale must be a finite number > 0"),
+     ({"unit_scale": "1000"}, "unit_scale must be a finite number > 0"),
+     ({"unit_scale": True}, "unit_scale must be a finite number > 0")],
 )  # fmt: skip
 def test_regression_refuses_statistics_and_scales_that_give_nonsense(settings, message):
     """A NaN or inf statistic makes every MAE NaN; a negative unit_scale makes it negative,
@@ -89,6 +92,18 @@ def test_non_finite_training_targets_are_named_as_such(bad):
     with pytest.raises(ValueError, match="target 1 holds NaN or inf on 1 of the 4 training items"):
         RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), y), target_index=1)
     assert RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), y), 0).mean.item() == 2.5
+
+
+def test_non_finite_targets_are_counted_per_item_and_the_first_is_named():
+    """All columns (``target_index=None``): an item with two bad columns counts once, and the
+    message names the first bad item of the split."""
+    y = torch.tensor([[1.0, 2.0], [3.0, 5.0], [4.0, 1.0], [2.0, 3.0]])
+    y[1] = float("nan")
+    y[3, 0] = float("inf")
+    with pytest.raises(
+        ValueError, match=r"on 2 of the 4 training items \(the first at position 1 of the split\)"
+    ):
+        RegressionTask.from_dataset(TensorDataset(torch.zeros(4, 1), y))
 
 
 def test_regression_on_graph_batches(toy_splits):

@@ -365,6 +365,17 @@ def test_cli_refuses_teleport_flags_without_teleport(tmp_path, capsys):
     assert main(["train", "toy", "--out", str(out), *TOY, *older]) == 0
 
 
+def test_a_resume_that_starts_the_run_refuses_teleport_flags_without_teleport(tmp_path, capsys):
+    """``--resume`` with no run in ``--out`` starts one: its flags are checked as a new run's."""
+    out = tmp_path / "run"
+    argv = ["train", "toy", "--out", str(out), *TOY, "--teleport-samples", "24", "--resume"]
+    assert main(argv) == 2
+    assert (
+        "symgraph: error: --teleport-samples: read with --teleport only"
+    ) in capsys.readouterr().err
+    assert not out.exists()
+
+
 class PlainGCN(nn.Module):
     """One convolution and a sum: no symmetry that detection can see."""
 
