@@ -191,6 +191,21 @@ def test_uncovered_blocks_tile_the_plane_with_the_groups(holed):
         assert all(a.start >= num_a or b.start >= num_b for a, b in blocks)
 
 
+def test_uncovered_blocks_do_not_bridge_a_covered_band():
+    """Uncovered runs of the same columns above and below a fully covered band stay two
+    rectangles (merging them would cover the band's group a second time)."""
+    from symgraph.ops.sparse_head import HeadGroup
+
+    band = HeadGroup(a=slice(2, 4), b=slice(0, 4), spans=(slice(0, 1),))
+    corner = HeadGroup(a=slice(6, 7), b=slice(3, 4), spans=(slice(0, 1),))
+    blocks = uncovered_blocks((band, corner), 8, 4)
+    count = torch.zeros(8, 4, dtype=torch.long)
+    for a, b in [(band.a, band.b), (corner.a, corner.b), *blocks]:
+        count[a, b] += 1
+    assert bool((count == 1).all())
+    assert (slice(0, 2), slice(0, 4)) in blocks
+
+
 def test_block_sparse_head_ignores_stale_workspace_memory(monkeypatch):
     """The backward writes ``dL/dS`` group by group and zeroes only the entries no group
     writes (holes and alignment padding): workspace buffers that start full of NaN, as
