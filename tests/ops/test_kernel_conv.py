@@ -144,6 +144,12 @@ def test_gradcheck_and_double_backward():
     pos = torch.randn(8, 3, generator=gen, dtype=F64, requires_grad=True)
     edge_index = knn_graph(pos.detach(), 3)
     x = torch.randn(8, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
+    _check_second_derivatives(conv, x, pos, edge_index)
+
+
+def _check_second_derivatives(conv, x, pos, edge_index) -> None:
+    """gradcheck and gradgradcheck of ``conv`` in ``x`` and ``pos``, with and without
+    recomputing the kernel in backward."""
 
     def layer(features, positions):
         return conv(features, positions, edge_index)
@@ -166,14 +172,7 @@ def test_double_backward_on_a_padded_graph():
     assert EdgeLayout.from_receivers(dst, 6).choose("auto") == "padded"
     pos = torch.randn(6, 3, generator=gen, dtype=F64, requires_grad=True)
     x = torch.randn(6, conv.rep_in.dim, generator=gen, dtype=F64, requires_grad=True)
-
-    def layer(features, positions):
-        return conv(features, positions, edge_index)
-
-    for checkpoint in (True, False):
-        conv.checkpoint = checkpoint
-        assert torch.autograd.gradcheck(layer, (x, pos))
-        assert torch.autograd.gradgradcheck(layer, (x, pos))
+    _check_second_derivatives(conv, x, pos, edge_index)
 
 
 def test_scatter_layout_is_refused_by_name():
