@@ -60,9 +60,14 @@ def transform(value, spec: Spec, g: Tensor, shift: Tensor | None) -> object:
 
 
 def _elements(group: MatrixGroup, num: int, generator: torch.Generator | None) -> Tensor:
+    """All elements ``[order, 3, 3]`` of a finite group; else ``max(num, num_components)``
+    Haar samples ``[M, 3, 3]`` cycling through the components (``stratified``), so that
+    every component is tried: left to chance, the samples of O(3) may all be rotations, and
+    a layer wrong under reflections would pass."""
     if group.is_finite:
         return group.elements()
-    return group.sample(num, generator=generator, dtype=torch.float64)
+    count = max(num, group.num_components)
+    return group.sample(count, generator=generator, dtype=torch.float64, stratified=True)
 
 
 def equivariance_error_per_element(
@@ -79,7 +84,8 @@ def equivariance_error_per_element(
 
     Returns:
         ``(elements [M, 3, 3], errors [M])``; all elements for finite groups, else
-        ``num_elements`` Haar samples.
+        ``max(num_elements, group.num_components)`` Haar samples cycling through the
+        components (O(3): rotations and improper rotations alternate).
     """
     if len(args) != len(arg_specs):
         raise ValueError(
@@ -127,7 +133,8 @@ def equivariance_error(
         arg_specs: per argument, how it transforms (see :data:`Spec`).
         out_spec: how the output transforms: a Rep, ``"pos"``/``"vector"``, or ``None``
             (invariant output).
-        num_elements: Haar samples for continuous groups (a positive int).
+        num_elements: Haar samples for continuous groups (a positive int; at least one
+            per connected component is used, e.g. a rotation and a reflection for O(3)).
         translate: also translate ``"pos"`` arguments by a random vector.
 
     Returns:

@@ -347,10 +347,11 @@ def mol_to_graph(
     z = torch.tensor([a.GetAtomicNum() for a in _atoms(mol)], dtype=torch.long)
     if isinstance(pos, Tensor):
         pos = pos.detach().cpu().numpy()
-    pos = torch.from_numpy(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
-    if pos.shape[0] != z.shape[0]:
+    pos = torch.from_numpy(np.asarray(pos, dtype=np.float32))
+    if pos.shape != (z.shape[0], 3):  # a reshape would take a transposed [3, N] silently
         raise ValueError(
-            f"mol_to_graph: `pos` expected {z.shape[0]} rows (one per atom), got {pos.shape[0]}"
+            f"mol_to_graph: `pos` expected shape [{z.shape[0]}, 3] (one row per atom), got "
+            f"{list(pos.shape)}"
         )
     if not np.isfinite(pos.numpy()).all():
         raise ValueError("mol_to_graph: `pos` holds NaN/inf coordinates")

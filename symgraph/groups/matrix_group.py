@@ -413,13 +413,22 @@ class MatrixGroup:
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        stratified: bool = False,
     ) -> Tensor:
         """``n`` Haar-random elements ``[n, 3, 3]`` (uniform over the elements when finite),
-        of ``dtype`` (default: torch's default dtype), computed in float64."""
+        of ``dtype`` (default: torch's default dtype), computed in float64.
+
+        With ``stratified``, element ``i`` is uniform on the ``i mod num_components``-th
+        coset of the identity component instead of on the whole group, so ``n >=
+        num_components`` samples try every component (for O(3), rotations and improper
+        rotations alternate; for a finite group, the elements in turn)."""
         if not is_int(n) or n < 0:
             raise ValueError(f"sample: `n` must be a non-negative int, got {n!r}")
         n = int(n)
-        pick = torch.randint(len(self._components), (n,), generator=generator)
+        if stratified:
+            pick = torch.arange(n) % len(self._components)
+        else:
+            pick = torch.randint(len(self._components), (n,), generator=generator)
         coset = self._components[pick]
         if self.lie_dim == 3:
             g0 = _haar_so3(n, generator)

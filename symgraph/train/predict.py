@@ -60,11 +60,13 @@ def to_graph(molecule: object, cutoff: float) -> Data:
     if _is_ase_atoms(molecule):
         return from_ase(molecule, cutoff=cutoff)
     if type(molecule).__module__.startswith("rdkit") and hasattr(molecule, "GetAtoms"):
-        implicit = sum(atom.GetNumImplicitHs() for atom in molecule.GetAtoms())
-        if implicit:
+        # hydrogens that are no atoms: implicit ones, and the explicit counts that readers
+        # keep on e.g. stereocentres and [nH] when they remove the H atoms
+        missing = sum(a.GetNumImplicitHs() + a.GetNumExplicitHs() for a in molecule.GetAtoms())
+        if missing:
             raise ValueError(
-                f"molecules: an rdkit Mol with {implicit} implicit hydrogens (file readers drop "
-                "them by default); the model was trained on all atoms: add them with "
+                f"molecules: an rdkit Mol with {missing} hydrogens that are not atoms (file "
+                "readers drop them by default); the model was trained on all atoms: add them with "
                 "Chem.AddHs(mol, addCoords=True)"
             )
         return from_rdkit(molecule, cutoff=cutoff)

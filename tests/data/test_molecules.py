@@ -267,3 +267,16 @@ def test_2d_conformer_is_refused():
     AllChem.Compute2DCoords(mol)
     with pytest.raises(ValueError, match="2D, expected 3D"):
         from_rdkit(mol)
+
+
+def test_mol_to_graph_refuses_transposed_positions():
+    """``[3, N]`` positions hold 3N numbers, as many as ``[N, 3]``: a reshape would have
+    scrambled the coordinates without a word."""
+    from symgraph.data.molecules import mol_to_graph
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("C"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    pos = mol.GetConformer().GetPositions()
+    with pytest.raises(ValueError, match=r"`pos` expected shape \[5, 3\] .* got \[3, 5\]"):
+        mol_to_graph(mol, pos.T)
+    np.testing.assert_allclose(mol_to_graph(mol, pos).pos.numpy(), pos, atol=1e-6)

@@ -253,3 +253,20 @@ def test_elements_take_the_requested_dtype():
     assert single.dtype == torch.float32
     assert torch.equal(single, group.elements().float())
     assert group.elements().dtype == torch.float64
+
+
+def test_stratified_samples_take_the_components_in_turn():
+    """``sample(n, stratified=True)``: element i lies in the (i mod k)-th component, so O(3)
+    alternates rotations and improper rotations; the elements stay in the group."""
+    gen = torch.Generator().manual_seed(0)
+    o3 = sg.groups.O3()
+    g = o3.sample(6, generator=gen, dtype=torch.float64, stratified=True)
+    assert torch.linalg.det(g).round().tolist() == [1.0, -1.0] * 3
+    torch.testing.assert_close(
+        g @ g.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(6, 3, 3)
+    )
+    assert sg.groups.SO3().sample(3, generator=gen, stratified=True).shape == (3, 3, 3)
+    c4 = sg.groups.C(4)
+    torch.testing.assert_close(
+        c4.sample(8, stratified=True, dtype=torch.float64), c4.elements().repeat(2, 1, 1)
+    )

@@ -60,8 +60,25 @@ def test_train_evaluate_predict(first200, tmp_path):
     AllChem.EmbedMolecule(with_h, randomSeed=0)
     heavy = Chem.RemoveHs(with_h)  # what rdkit's file readers give by default
     assert predict((model, task), [with_h]).shape == (1,)
-    with pytest.raises(ValueError, match="implicit hydrogens .* Chem.AddHs"):
+    with pytest.raises(ValueError, match="hydrogens that are not atoms .* Chem.AddHs"):
         predict((model, task), [heavy])
+
+
+def test_predict_refuses_hydrogens_kept_only_as_explicit_counts():
+    """A reader that drops the H atoms keeps those of stereocentres as explicit counts, not
+    implicit ones: such a molecule (no implicit H left) must not pass without its hydrogens."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from symgraph.train.predict import to_graph
+
+    with_h = Chem.AddHs(Chem.MolFromSmiles("F[C@H]1O[C@@H]1F"))
+    AllChem.EmbedMolecule(with_h, randomSeed=1)
+    read = Chem.MolFromMolBlock(Chem.MolToMolBlock(with_h))  # removeHs=True, as SDF readers
+    assert sum(a.GetNumImplicitHs() for a in read.GetAtoms()) == 0
+    with pytest.raises(ValueError, match="with 2 hydrogens that are not atoms .* Chem.AddHs"):
+        to_graph(read, 5.0)
+    assert to_graph(with_h, 5.0).z.tolist().count(1) == 2
 
 
 def test_kill_and_resume_loses_nothing(first200, tmp_path, monkeypatch):
