@@ -37,7 +37,7 @@ from torch_geometric.transforms import SamplePoints
 
 from symgraph.checks import as_number, is_int
 from symgraph.data.download import fetch_into
-from symgraph.data.transforms import transform_fingerprint
+from symgraph.data.transforms import fresh_hook, transform_fingerprint
 from symgraph.files import atomic_write
 
 __all__ = [
@@ -298,8 +298,8 @@ class ModelNet40(InMemoryDataset):
                 )
         # Set before PyG's __init__, which reads processed_dir (and the cache key).
         self.pre_transform, self.pre_filter = pre_transform, pre_filter
-        proc_root = Path(processed_dir).expanduser() if processed_dir else root / "processed"
-        self._processed = proc_root / f"{source}_{split}_{self._cache_key()}"
+        self._proc_root = Path(processed_dir).expanduser() if processed_dir else root / "processed"
+        self._processed = self._processed_folder()
         super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload)
         self.load(self.processed_paths[1])
         meta = json.loads(Path(self.processed_paths[0]).read_text())
@@ -376,6 +376,10 @@ class ModelNet40(InMemoryDataset):
             parts.append((path.name, stat.st_size, stat.st_mtime_ns))
         return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
+    def _processed_folder(self) -> Path:
+        """The cache folder of this configuration and of the shape files now on disk."""
+        return self._proc_root / f"{self.source}_{self.split}_{self._cache_key()}"
+
     def _shape_files(self) -> list[Path]:
         """The shape files :meth:`process` would read (no warnings)."""
         if self.source == "resampled":
@@ -427,6 +431,9 @@ class ModelNet40(InMemoryDataset):
             self._raw.rmdir()
         os.replace(parent / "ModelNet40", self._raw)
         shutil.rmtree(parent / "__MACOSX", ignore_errors=True)
+        # the cache key counts the shape files, which were absent when it was made: without
+        # this the next run would find other files, miss this cache and sample every mesh again
+        self._processed = self._processed_folder()
 
     # ----------------------------------------------------------------- process
     def _resampled_items(self) -> tuple[list[tuple[str, int, Path]], int, int]:
@@ -482,6 +489,7 @@ class ModelNet40(InMemoryDataset):
         else:
             items, listed, num_missing = self._off_items()
         data_list, shape_ids, fixed = [], [], 0
+        pre_filter, pre_transform = fresh_hook(self.pre_filter), fresh_hook(self.pre_transform)
         for shape_id, label, path in items:
             if self.source == "resampled":
                 pos, normal, bad = read_resampled_file(path, self.num_points)
@@ -490,10 +498,10 @@ class ModelNet40(InMemoryDataset):
                 seed = (self.seed * 1_000_003 + zlib.crc32(shape_id.encode())) % (2**63)
                 pos, normal = _sample_mesh(read_off(path), self.num_points, seed, path)
             data = Data(pos=pos, normal=normal, y=torch.tensor([label], dtype=torch.long))
-            if self.pre_filter is not None and not self.pre_filter(data):
+            if pre_filter is not None and not pre_filter(data):
                 continue
-            if self.pre_transform is not None:
-                data = self.pre_transform(data)
+            if pre_transform is not None:
+                data = pre_transform(data)
             data_list.append(data)
             shape_ids.append(shape_id)
         if not data_list:

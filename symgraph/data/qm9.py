@@ -28,7 +28,8 @@ Report an MAE in :data:`REPORT_UNITS` by multiplying with :data:`REPORT_FACTOR` 
 energy targets: eV -> meV).
 
 The processed cache (``root/processed/qm9_<source>_<hash>.pt``, the hash covering every
-setting that changes its content, ``pre_transform`` and ``pre_filter`` by their ``repr``)
+setting that changes its content, ``pre_transform`` and ``pre_filter`` by
+:func:`~symgraph.data.transforms.transform_fingerprint`)
 is written to a temporary file in the same folder and moved into place with
 ``os.replace``: an interrupted run leaves no half-built cache.
 """
@@ -57,7 +58,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from symgraph.checks import as_number, is_int, is_real
 from symgraph.data.molecules import DEFAULT_CUTOFF, ELEMENTS, from_geometry
-from symgraph.data.transforms import transform_fingerprint
+from symgraph.data.transforms import fresh_hook, transform_fingerprint
 from symgraph.files import atomic_write
 
 __all__ = [
@@ -464,12 +465,14 @@ class QM9(InMemoryDataset):
 
     def process(self) -> None:
         data_list, methods = [], {}
+        # copies in the state the cache key describes (a seeded transform draws afresh)
+        pre_filter, pre_transform = fresh_hook(self.pre_filter), fresh_hook(self.pre_transform)
         for data, method in self._molecules():
             methods[method] = methods.get(method, 0) + 1
-            if self.pre_filter is not None and not self.pre_filter(data):
+            if pre_filter is not None and not pre_filter(data):
                 continue
-            if self.pre_transform is not None:
-                data = self.pre_transform(data)
+            if pre_transform is not None:
+                data = pre_transform(data)
             data_list.append(data)
         if not data_list:
             raise ValueError("QM9: no molecule left to store (check `subset` and `pre_filter`)")

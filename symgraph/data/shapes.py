@@ -42,7 +42,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from symgraph.checks import check_int, is_int, is_real
 from symgraph.data.modelnet40 import save_atomic
-from symgraph.data.transforms import transform_fingerprint
+from symgraph.data.transforms import fresh_hook, transform_fingerprint
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -526,14 +526,14 @@ class ProceduralShapes(InMemoryDataset):
         return root / "processed" / f"procedural_shapes_{digest}.pt"
 
     def _generate(self) -> list[Data]:
-        data_list = []
+        data_list, pre_transform = [], fresh_hook(self.pre_transform)
         for i in range(self.num_shapes):
             label = i % len(self.classes)
             rng = np.random.default_rng([self.seed, i])
             pos, normal = sample_shape(self.classes[label], self.num_points, rng, noise=self.noise)
             data = Data(pos=pos, normal=normal, y=torch.tensor([label]))
-            if self.pre_transform is not None:
-                data = self.pre_transform(data)
+            if pre_transform is not None:
+                data = pre_transform(data)
             data_list.append(data)
         return data_list
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import pickle
 import types
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from symgraph.graph import check_max_num_neighbors, knn_graph, radius_graph
 
 __all__ = [
     "transform_fingerprint",
+    "fresh_hook",
     "NORMAL_IRREPS",
     "GroupSampler",
     "NormalizeUnitSphere",
@@ -499,18 +501,55 @@ class NormalsAsFeatures(BaseTransform):
 def transform_fingerprint(hook: Any) -> str:
     """A cache key for a ``pre_transform``/``pre_filter``: its type and a hash of its pickled
     state when it pickles (``repr`` often leaves out arguments, e.g. PyG's
-    ``RadiusGraph(2.0, loop=True)`` prints as ``RadiusGraph(r=2.0)``); for lambdas and local
-    functions, which do not pickle, a hash of their code, defaults and closure (their
-    ``repr`` holds a memory address, which would make a new cache in every process); else
-    the ``repr``."""
+    ``RadiusGraph(2.0, loop=True)`` prints as ``RadiusGraph(r=2.0)``); else the ``repr``.
+
+    Plain functions (lambdas, local and module-level ones, also inside a transform's state,
+    e.g. a ``Compose`` list) count by a hash of their code, defaults and closure, the same
+    in every process: not by their ``repr``, which holds a memory address, nor by their
+    name, which pickle stores in their place, so that editing a function's body makes a new
+    cache instead of silently reusing the old one. Values a function reads from its module's
+    globals are not part of the key."""
+    if inspect.isfunction(hook):
+        return _function_key(hook)
     try:
-        state = hashlib.sha256(pickle.dumps(hook)).hexdigest()
+        buffer = io.BytesIO()
+        _CodePickler(buffer).dump(hook)
     except Exception:
-        if inspect.isfunction(hook):
-            return f"function {hook.__module__}.{hook.__qualname__}:{_function_state(hook)}"
         return repr(hook)
     kind = type(hook)
-    return f"{kind.__module__}.{kind.__qualname__}:{state}"
+    return f"{kind.__module__}.{kind.__qualname__}:{hashlib.sha256(buffer.getvalue()).hexdigest()}"
+
+
+def fresh_hook(hook: Any) -> Any:
+    """``hook`` in the state its :func:`transform_fingerprint` describes, for a dataset to
+    process with: a copy through pickle, so a seeded transform draws from its seed again
+    instead of on from where earlier calls left it (a ``pre_transform`` shared by a train
+    and a test set would otherwise give the second set other points under the same cache
+    key than a fresh transform does); ``hook`` itself when it does not pickle."""
+    try:
+        return pickle.loads(pickle.dumps(hook))
+    except Exception:
+        return hook
+
+
+class _CodePickler(pickle.Pickler):
+    """A pickler for cache keys: a plain function is written as its :func:`_function_key`
+    (what it computes), not as a reference to its name, and a tensor as its dtype, shape
+    and a hash of its bytes (torch pickles a storage under its memory address, which
+    differs between two equal tensors and between processes)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if inspect.isfunction(obj):
+            return str, (_function_key(obj),)
+        if isinstance(obj, torch.Tensor):
+            data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()
+            return str, (f"tensor {obj.dtype} {list(obj.shape)} {digest}",)
+        return NotImplemented
+
+
+def _function_key(function: Any) -> str:
+    return f"function {function.__module__}.{function.__qualname__}:{_function_state(function)}"
 
 
 def _function_state(function: Any) -> str:

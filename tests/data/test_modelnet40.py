@@ -442,3 +442,49 @@ def test_blank_lines_do_not_count_towards_num_points(tmp_path):
     pos, normal, _ = read_resampled_file(path, 2)
     assert pos[:, 0].tolist() == [0.0, 1.0] and normal.shape == (2, 3)
     assert read_resampled_file(path)[0].shape == (3, 3)
+
+
+def test_a_shared_seeded_pre_transform_gives_each_set_what_its_cache_key_says(
+    mn_root: Path, tmp_path: Path
+) -> None:
+    """One seeded SamplePointsFixed as the pre_transform of the train and the test set: the
+    test set must get the points a fresh transform gives (its cache key is the same either
+    way), not points that depend on the draws the train set used up first, so a machine
+    that builds only the test cache gets the same test set."""
+    from symgraph.data.transforms import SamplePointsFixed
+
+    shared = SamplePointsFixed(256, seed=0)
+    ModelNet40(mn_root, "train", processed_dir=tmp_path / "a", pre_transform=shared)
+    after_train = ModelNet40(mn_root, "test", processed_dir=tmp_path / "a", pre_transform=shared)
+    alone = ModelNet40(
+        mn_root, "test", processed_dir=tmp_path / "b", pre_transform=SamplePointsFixed(256, 0)
+    )
+    assert Path(after_train.processed_dir).name == Path(alone.processed_dir).name
+    torch.testing.assert_close(after_train._data.pos, alone._data.pos, rtol=0, atol=0)
+    torch.testing.assert_close(after_train._data.normal, alone._data.normal, rtol=0, atol=0)
+
+
+def test_the_first_run_after_the_off_download_caches_under_the_files_it_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache key counts the shape files found. The first run downloads them: its cache
+    must be keyed by the fetched files, or the next run misses it and samples every mesh
+    again (minutes for the 12,311 ModelNet40 meshes), leaving an orphaned cache behind."""
+    import symgraph.data.modelnet40 as modelnet40
+
+    fetched = []
+
+    def fake_fetch(url: str, parent: Path) -> None:
+        fetched.append(url)
+        for cls in ("cone", "cup"):
+            folder = Path(parent) / "ModelNet40" / cls / "train"
+            folder.mkdir(parents=True)
+            (folder / f"{cls}_0001.off").write_text(TETRA)
+
+    monkeypatch.setattr(modelnet40, "fetch_into", fake_fetch)
+    options = dict(source="off", num_points=16, classes=["cone", "cup"])
+    first = ModelNet40(tmp_path, "train", **options)
+    second = ModelNet40(tmp_path, "train", **options)
+    assert fetched == [modelnet40.OFF_URL] and len(second) == 2
+    assert second.processed_dir == first.processed_dir
+    assert len(list((tmp_path / "processed").iterdir())) == 1

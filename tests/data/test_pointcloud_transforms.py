@@ -370,3 +370,54 @@ def test_a_used_seeded_pre_transform_keeps_its_cache_key(tmp_path) -> None:
     rerun = ProceduralShapes(4, 32, seed=1, root=tmp_path, pre_transform=SamplePointsFixed(8, 0))
     assert rerun.cache_path == sets[1].cache_path
     torch.testing.assert_close(rerun._data.pos, sets[1]._data.pos)
+
+
+def _keep_first_classes(data: Data) -> Data:
+    """A module-level pre_transform (pickle stores it by name only)."""
+    return Data(pos=data.pos, normal=data.normal, y=data.y.clamp(max=1))
+
+
+def test_editing_a_named_pre_transform_makes_a_new_cache(tmp_path) -> None:
+    """A module-level function pickles as its name: edited between two runs (here: its code
+    swapped in place), the cache key must change, or the old cache is silently reused with
+    the old function's result. The same holds for a function inside a Compose."""
+    original = _keep_first_classes.__code__
+    before = transform_fingerprint(_keep_first_classes)
+    in_compose = transform_fingerprint(Compose([_keep_first_classes]))
+    first = ProceduralShapes(6, 8, root=tmp_path, pre_transform=_keep_first_classes)
+    assert first._data.y.tolist() == [0, 1, 1, 1, 1, 1]
+    try:
+        _keep_first_classes.__code__ = (lambda data: Data(pos=data.pos, y=data.y + 10)).__code__
+        assert transform_fingerprint(_keep_first_classes) != before
+        assert transform_fingerprint(Compose([_keep_first_classes])) != in_compose
+        edited = ProceduralShapes(6, 8, root=tmp_path, pre_transform=_keep_first_classes)
+        assert edited.cache_path != first.cache_path
+        assert edited._data.y.tolist() == [10, 11, 12, 13, 14, 15]
+    finally:
+        _keep_first_classes.__code__ = original
+    assert transform_fingerprint(_keep_first_classes) == before  # the same code, the same key
+    assert transform_fingerprint(Compose([lambda d: d])) == transform_fingerprint(
+        Compose([lambda d: d])
+    )  # a lambda inside a transform: by its code, not its address
+
+
+def test_transforms_holding_tensors_have_one_key_in_every_process():
+    """torch pickles a tensor's storage under its memory address: a transform holding a
+    group (tensors) got a new cache key for every instance and process, so its cache was
+    never reused. The key hashes the tensors' bytes instead."""
+    import subprocess
+    import sys
+
+    from symgraph.data.transforms import RandomGroupRotation, transform_fingerprint
+    from symgraph.groups import O3, SO3
+
+    key = transform_fingerprint(RandomGroupRotation(SO3(), keys="pos", seed=0))
+    assert key == transform_fingerprint(RandomGroupRotation(SO3(), keys="pos", seed=0))
+    assert key != transform_fingerprint(RandomGroupRotation(O3(), keys="pos", seed=0))
+    code = (
+        "from symgraph.data.transforms import RandomGroupRotation, transform_fingerprint\n"
+        "from symgraph.groups import SO3\n"
+        "print(transform_fingerprint(RandomGroupRotation(SO3(), keys='pos', seed=0)))"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == key

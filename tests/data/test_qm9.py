@@ -180,6 +180,23 @@ def test_transforms_whose_repr_hides_an_argument_get_their_own_cache(first200_cs
     assert second._data.edge_attr.shape[1] == 1 < first._data.edge_attr.shape[1]
 
 
+def test_a_used_seeded_pre_transform_processes_what_a_fresh_one_does(first200_csv, tmp_path):
+    """The same cache key must mean the same molecules: a seeded pre_transform that already
+    drew (e.g. for another subset) processes from its seed, like a fresh one."""
+    from symgraph.data.transforms import RandomGroupRotation
+    from symgraph.groups import SO3
+
+    options = dict(source="csv", csv_files=[first200_csv], subset=5, log=False)
+    shared = RandomGroupRotation(SO3(), keys="pos", seed=0)
+    QM9(tmp_path / "a", pre_transform=shared, **{**options, "subset": 3})
+    used = QM9(tmp_path / "b", pre_transform=shared, **options)
+    fresh = QM9(
+        tmp_path / "c", pre_transform=RandomGroupRotation(SO3(), keys="pos", seed=0), **options
+    )
+    assert Path(used.processed_paths[0]).name == Path(fresh.processed_paths[0]).name
+    torch.testing.assert_close(used._data.pos, fresh._data.pos, rtol=0, atol=0)
+
+
 def _scaled_targets(factor: float):
     """A fresh lambda (another object, another address) on every call."""
     return lambda data: Data(**{**data.to_dict(), "y": data.y * factor})

@@ -230,3 +230,18 @@ def test_noise_gets_its_own_cache(tmp_path: Path) -> None:
     noisy = ProceduralShapes(4, 64, noise=0.05, root=tmp_path)
     assert noisy.cache_path != clean.cache_path
     assert not torch.equal(noisy[0].pos, clean[0].pos)
+
+
+def test_a_used_seeded_pre_transform_generates_what_a_fresh_one_does(tmp_path) -> None:
+    """The same cache key must mean the same shapes: a seeded pre_transform used before
+    (e.g. for the training set) generates the set from its seed, like a fresh one."""
+    from symgraph.data.transforms import SamplePointsFixed
+
+    shared = SamplePointsFixed(8, seed=0)
+    ProceduralShapes(4, 32, seed=0, pre_transform=shared)
+    used = ProceduralShapes(4, 32, seed=1, root=tmp_path / "a", pre_transform=shared)
+    fresh = ProceduralShapes(
+        4, 32, seed=1, root=tmp_path / "b", pre_transform=SamplePointsFixed(8, 0)
+    )
+    assert used.cache_path.name == fresh.cache_path.name
+    torch.testing.assert_close(used._data.pos, fresh._data.pos, rtol=0, atol=0)
