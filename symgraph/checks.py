@@ -7,6 +7,7 @@ type or dtype) with a message of the form
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -57,6 +58,12 @@ def is_real(value: object) -> bool:
     a bool (nor ``np.bool_``), a tensor or a complex number. NaN and inf are reals: range
     checks stay with the caller."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_real(value: object) -> bool:
+    """Whether ``value`` is a real number (see :func:`is_real`) that is neither NaN nor
+    infinite."""
+    return is_real(value) and math.isfinite(value)
 
 
 def as_number(value: Any) -> Any:

@@ -113,3 +113,20 @@ def test_check_int_returns_a_python_int_and_names_what_it_refuses():
             check_int(bad, "n")
     with pytest.raises(ValueError, match="max_z: expected an int >= 0, got -1"):
         check_int(-1, "max_z", least=0)
+
+
+def test_is_finite_real_accepts_only_finite_real_numbers():
+    import numpy as np
+
+    from symgraph.checks import is_finite_real
+
+    assert all(is_finite_real(v) for v in (0, -2, 1.5, np.float32(3.0), np.int64(4)))
+    for bad in (float("nan"), float("inf"), -float("inf"), True, "1", None, 1j, torch.tensor(1.0)):
+        assert not is_finite_real(bad), bad
+
+
+def test_same_time_step_is_equality_to_rounding_and_none_only_equals_none():
+    from symgraph.data.frames import same_time_step
+
+    assert same_time_step(0.1 * 3, 0.3) and same_time_step(None, None)
+    assert not same_time_step(0.5, 0.501) and not same_time_step(0.5, None)

@@ -20,6 +20,7 @@ A :class:`Trajectory` is ``T`` frames of the same atoms: ``positions [T, N, 3]``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -30,10 +31,18 @@ from torch import Tensor
 
 from symgraph.checks import check_batch, check_tensor
 
-__all__ = ["EV_PER_AMU_A2_PER_FS2", "Frame", "Trajectory", "as_frame", "default_masses"]
+__all__ = [
+    "EV_PER_AMU_A2_PER_FS2", "Frame", "Trajectory", "as_frame", "default_masses", "same_time_step",
+]  # fmt: skip
 
 #: 1 amu·Å²/fs² in eV (= 1 / ase.units.fs², ≈ 103.6427), ase's CODATA constants.
 EV_PER_AMU_A2_PER_FS2 = 1.0 / _ase_units.fs**2
+
+
+def same_time_step(a: float | None, b: float | None) -> bool:
+    """Whether two frame spacings ``dt`` (fs) are equal to rounding (``0.1 * 3`` and
+    ``0.3``); ``None`` (no time step, e.g. snapshots) equals only ``None``."""
+    return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9))
 
 
 def default_masses(z: Tensor, dtype: torch.dtype | None = None) -> Tensor:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
-from symgraph.checks import check_int, is_int, is_real
+from symgraph.checks import check_int, is_finite_real, is_int
 from symgraph.data.modelnet40 import save_atomic
 from symgraph.data.transforms import fresh_hook, transform_fingerprint
 
@@ -428,7 +428,7 @@ def sample_shape(
 
 def _check_noise(noise: object) -> float:
     """``noise`` as a float, refused unless a finite number ``>= 0``."""
-    if not is_real(noise) or not math.isfinite(noise) or noise < 0:
+    if not is_finite_real(noise) or noise < 0:
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     return float(noise)
 

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from symgraph.checks import is_int
-from symgraph.data.frames import Trajectory
+from symgraph.data.frames import Trajectory, same_time_step
 
 __all__ = [
     "KCAL_PER_MOL_IN_EV",
@@ -592,7 +592,7 @@ def stack_trajectories(trajectories: Sequence[Trajectory]) -> Trajectory:
             raise TypeError(f"trajectories[{i}]: expected a Trajectory, got {type(tr).__name__}")
         if len(tr) != t:
             raise ValueError(f"trajectories[{i}]: expected {t} frames, got {len(tr)}")
-        if tr.dt != first.dt:
+        if not same_time_step(tr.dt, first.dt):
             raise ValueError(
                 f"trajectories[{i}]: expected dt={first.dt} as trajectories[0], got {tr.dt}"
             )

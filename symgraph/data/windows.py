@@ -17,7 +17,6 @@ Item fields (``n`` atoms, ``L`` = ``length``)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -25,14 +24,9 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
 from symgraph.checks import is_int
-from symgraph.data.frames import Trajectory
+from symgraph.data.frames import Trajectory, same_time_step
 
 __all__ = ["TrajectoryWindows", "cut_segments", "window_trajectory"]
-
-
-def _same_dt(a: float | None, b: float | None) -> bool:
-    """Equal time steps (to rounding: ``0.1 * 3`` and ``0.3``), or both ``None``."""
-    return a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9))
 
 
 class TrajectoryWindows(Dataset):
@@ -88,7 +82,7 @@ class TrajectoryWindows(Dataset):
                     f"trajectories[{i}]: expected at least length + 1 = {length + 1} frames, "
                     f"got {len(traj)}"
                 )
-            if not _same_dt(traj.dt, trajectories[0].dt):
+            if not same_time_step(traj.dt, trajectories[0].dt):
                 raise ValueError(
                     f"trajectories[{i}]: expected dt={trajectories[0].dt} fs as "
                     f"trajectories[0], got dt={traj.dt} (windows of different time steps "

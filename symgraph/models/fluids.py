@@ -27,14 +27,13 @@ counts; :func:`rollout` feeds predictions back to forecast several frames.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from symgraph.caching import tensor_cache
-from symgraph.checks import check_finite, check_int, check_tensor, is_int, is_real
+from symgraph.checks import check_finite, check_int, check_tensor, is_finite_real, is_int, is_real
 from symgraph.groups import MatrixGroup, Rep, as_group, as_rep
 from symgraph.lattice import FieldLayout, Lattice, LatticeGraph, lattice_graph
 from symgraph.nn.activations import Gate, gate_rep
@@ -91,7 +90,7 @@ def check_stencil(radius: int, grid: int) -> None:
 
 def _check_scale(scale: object, name: str = "scale") -> float:
     """``scale`` as a float: inputs are divided by it, so it must be positive and finite."""
-    if not (is_real(scale) and math.isfinite(scale) and scale > 0):
+    if not (is_finite_real(scale) and scale > 0):
         raise ValueError(
             f"{name}: expected a positive finite number (a typical field magnitude), got {scale!r}"
         )

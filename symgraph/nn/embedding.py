@@ -9,7 +9,7 @@ import torch
 from e3nn import o3
 from torch import Tensor
 
-from symgraph.checks import is_int
+from symgraph.checks import is_finite_real, is_int
 from symgraph.groups import MatrixGroup, Rep
 from symgraph.groups.wigner import MAX_DEGREE
 from symgraph.nn.exact_buffers import ExactBufferModule
@@ -115,7 +115,7 @@ class RadialEmbedding(ExactBufferModule):
         super().__init__()
         if not is_int(num_basis) or num_basis < 1:
             raise ValueError(f"num_basis: expected a positive int, got {num_basis!r}")
-        if not r_max > 0 or not math.isfinite(r_max):
+        if not (is_finite_real(r_max) and r_max > 0):
             raise ValueError(f"r_max: expected a finite positive number, got {r_max!r}")
         self.num_basis, self.r_max = int(num_basis), float(r_max)
         centres = torch.linspace(0.0, self.r_max, self.num_basis, dtype=torch.float64)

@@ -11,13 +11,13 @@ rollout carries its model's), the same time step; otherwise ``ValueError``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from symgraph.data.frames import same_time_step
 from symgraph.noether.frames import Trajectory
 from symgraph.noether.loss import quantity_series
 from symgraph.noether.tailoring import rollout
@@ -61,7 +61,7 @@ def check_time_steps(prediction: Trajectory, truth: Trajectory, name: str = "tru
     """Refuse, naming ``name``, a ``truth`` whose ``dt`` differs from the prediction's
     (to rounding) when both carry one: frame ``t`` of one is another time of the other."""
     a, b = prediction.dt, truth.dt
-    if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-9):
+    if a is not None and b is not None and not same_time_step(a, b):
         raise ValueError(
             f"{name}: expected frames dt={a:g} fs apart (as the prediction, e.g. the model's "
             f"own time step), got dt={b:g} fs; frame t of one would be compared with another "

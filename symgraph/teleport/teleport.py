@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from symgraph.checks import as_number, is_int, is_real
+from symgraph.checks import as_number, is_finite_real, is_int
 
 from .base import (
     NoSymmetryError,
@@ -316,14 +316,14 @@ def check_search_settings(
     not valid (what :class:`~symgraph.teleport.Teleport` checks at construction)."""
     if not is_int(steps) or steps < 0:
         raise ValueError(f"steps: expected a non-negative integer, got {steps!r}")
-    if not (is_real(lr) and math.isfinite(lr) and lr > 0):
+    if not (is_finite_real(lr) and lr > 0):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     if (
         objective == "descent"
         and descent_lr is not None
-        and not (is_real(descent_lr) and math.isfinite(descent_lr) and descent_lr > 0)
+        and not (is_finite_real(descent_lr) and descent_lr > 0)
     ):
         raise ValueError(
             f"descent_lr: expected a positive step size (or None: the optimizer's lr) with "
@@ -334,7 +334,7 @@ def check_search_settings(
             f"optimizer_state: expected one of {OPTIMIZER_STATE_MODES}, got {optimizer_state!r}"
         )
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (is_real(value) and math.isfinite(value) and value >= 0):
+        if value is not None and not (is_finite_real(value) and value >= 0):
             raise ValueError(
                 f"{name}: expected a non-negative finite tolerance (or None: the default of "
                 f"the parameters' dtype), got {value!r}"

@@ -60,14 +60,13 @@ held-out window on all chosen quantities (known ones and ``g_φ``), rates ``--ta
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from symgraph.checks import is_int, is_real
+from symgraph.checks import is_finite_real, is_int
 from symgraph.data.frames import Frame, Trajectory
 from symgraph.data.md_generated import generated_trajectories, mmff_atoms
 from symgraph.data.trajectories import finite_difference_velocities, load_md17
@@ -168,7 +167,7 @@ class ConservationLoss:
     def __init__(self, quantity: nn.Module, weight: float, horizon: int) -> None:
         if not is_int(horizon) or horizon < 1:
             raise ValueError(f"--noether-horizon: expected a positive int, got {horizon!r}")
-        if not is_real(weight) or not math.isfinite(weight) or weight < 0:
+        if not is_finite_real(weight) or weight < 0:
             raise ValueError(
                 f"--noether-weight: expected a finite weight >= 0 (a negative one rewards "
                 f"breaking the conservation law), got {weight!r}"

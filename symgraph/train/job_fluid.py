@@ -168,7 +168,8 @@ class FluidRolloutTask(Task):
 
     def metrics(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         pred, target, tag = self._rollout(model, batch, self.horizon)
-        squared = (pred - target).square().flatten(2).mean(dim=2)  # [B, horizon]
+        error = pred - target  # [B, horizon, C, H, W]
+        squared = error.square().flatten(2).mean(dim=2)  # [B, horizon]
         groups = {"rmse": tag < 0, **{f"{g}_rmse": tag == t for g, t in SPLIT_TAGS.items()}}
         out = {"loss": self._scaled_error(pred, target).mean(dim=1)}
         for name, members in groups.items():
@@ -177,7 +178,7 @@ class FluidRolloutTask(Task):
                 out[name] = rows.mean(dim=1).sqrt()
                 out.update({f"{name}_h{k + 1}": rows[:, k].sqrt() for k in range(self.horizon)})
                 if len(self.fields) > 1:
-                    errors = (pred - target)[members]  # [b, horizon, C, H, W]
+                    errors = error[members]
                     for field, channels in self.fields:
                         field_squared = errors[:, :, channels].square().flatten(1).mean(dim=1)
                         out[f"{name}_{field}"] = field_squared.sqrt()

@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from symgraph.checks import as_number, is_int, is_real
+from symgraph.checks import as_number, is_finite_real, is_int
 from symgraph.files import read_json, remove_stale_temporaries, write_json
 from symgraph.train.callbacks import Callback, ExtraLoss
 from symgraph.train.checkpoint import (
@@ -159,11 +159,9 @@ class TrainConfig:
                 f"got {self.checkpoint_every}"
             )
         # Adam accepts a rate of inf, and the run turns into NaN one step later
-        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+        if not (is_finite_real(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig: lr must be a finite number > 0, got {self.lr!r}")
-        if not (is_real(self.weight_decay) and math.isfinite(self.weight_decay)) or (
-            self.weight_decay < 0
-        ):
+        if not (is_finite_real(self.weight_decay)) or (self.weight_decay < 0):
             raise ValueError(
                 f"TrainConfig: weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )

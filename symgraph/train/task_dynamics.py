@@ -23,7 +23,6 @@ conserved quantity ``g_φ``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from symgraph.checks import as_number, is_int, is_real
+from symgraph.checks import as_number, is_finite_real, is_int
 from symgraph.data.frames import Trajectory
 from symgraph.data.windows import window_trajectory
 from symgraph.noether import (
@@ -98,7 +97,7 @@ class NextStepTask(Task):
         tailor_horizon: int = 20,
     ) -> None:
         for name, value in (("pos_scale", pos_scale), ("vel_scale", vel_scale)):
-            if not (is_real(value) and 0 < value < math.inf):  # inf: that error counts 0
+            if not (is_finite_real(value) and value > 0):  # inf: that error counts 0
                 raise ValueError(f"{name}: expected a positive finite scale, got {value!r}")
         if not is_int(tailor_steps) or tailor_steps < 0:
             raise ValueError(f"tailor_steps: expected a non-negative int, got {tailor_steps!r}")

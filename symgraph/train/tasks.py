@@ -17,7 +17,6 @@ training split.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torch_geometric.data.data import BaseData
 
-from symgraph.checks import is_real
+from symgraph.checks import is_finite_real
 from symgraph.train.loader import make_loader
 from symgraph.train.sampler import GlobalBatchSampler
 
@@ -135,7 +134,7 @@ class RegressionTask(Task):
         if not torch.all((self.std > 0) & torch.isfinite(self.std)):
             raise ValueError(f"RegressionTask: std must be > 0 and finite, got {self.std.tolist()}")
         # a negative scale would make the MAE negative, and best.pt the worst epoch
-        if not (is_real(unit_scale) and math.isfinite(unit_scale) and unit_scale > 0):
+        if not (is_finite_real(unit_scale) and unit_scale > 0):
             raise ValueError(
                 f"RegressionTask: unit_scale must be a finite number > 0, got {unit_scale!r}"
             )

@@ -29,18 +29,18 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from symgraph.checks import as_number, is_int, is_real
+from symgraph.checks import as_number, is_finite_real, is_int, is_real
 
 __all__ = ["PlumeConfig"]
 
 
 def _positive(name: str, value: float) -> None:
-    if not (is_real(value) and math.isfinite(value) and value > 0):
+    if not (is_finite_real(value) and value > 0):
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
 
 
 def _non_negative(name: str, value: float) -> None:
-    if not (is_real(value) and math.isfinite(value) and value >= 0):
+    if not (is_finite_real(value) and value >= 0):
         raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from symgraph.checks import is_int, is_real
+from symgraph.checks import is_finite_real, is_int
 from symgraph.data.fluids.config import PlumeConfig
 
 __all__ = ["PlumeSolver", "simulate_plume", "simulate_plumes", "spectral_divergence"]
@@ -58,7 +58,7 @@ def spectral_divergence(velocity: Tensor, length: float = 1.0) -> Tensor:
         raise ValueError(
             f"velocity: expected [..., 2, N, N] (u, v channels), got {list(velocity.shape)}"
         )
-    if not (is_real(length) and math.isfinite(length) and length > 0):
+    if not (is_finite_real(length) and length > 0):
         raise ValueError(f"length: expected a positive finite side L, got {length!r}")
     n = velocity.shape[-1]
     ky, kx = _wavenumbers(n, length, velocity.dtype, velocity.device)
