@@ -66,6 +66,14 @@ def is_finite_real(value: object) -> bool:
     return is_real(value) and math.isfinite(value)
 
 
+def check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """``dtype`` if it is a floating-point ``torch.dtype`` (an integer one would truncate
+    values such as ``0.5`` to ``0``), else a ``TypeError`` naming ``name``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating-point torch dtype, got {dtype!r}")
+    return dtype
+
+
 def as_number(value: Any) -> Any:
     """``value`` with a numpy number (``np.int64``, ``np.float32`` …) replaced by the equal
     Python ``int`` or ``float``; anything else (Python numbers, bools, ``None``, tensors) is

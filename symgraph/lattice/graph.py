@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from symgraph.checks import is_int
+from symgraph.checks import check_float_dtype, is_int
 from symgraph.lattice.spec import Lattice, check_lattice
 from symgraph.lattice.stencil import stencil_offsets
 
@@ -85,8 +85,7 @@ def cell_positions(
     (square grids) and reflections ``x -> -x``, ``y -> -y`` permute the nodes.
     """
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
+    check_float_dtype(dtype)
     index = cell_index(lattice, device).to(torch.float64)
     centre = torch.tensor([(n - 1) / 2 for n in lattice.shape], dtype=torch.float64)
     spacing = torch.tensor(lattice.spacing, dtype=torch.float64)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symgraph.caching import compile_aware_cache, tensor_cache
-from symgraph.checks import check_tensor
+from symgraph.checks import check_float_dtype, check_tensor
 from symgraph.lattice import Lattice, stencil_offsets, stencil_to_kernel
 from symgraph.lattice.spec import check_lattice
 
@@ -60,14 +60,6 @@ def _offsets(lattice: Lattice, self_loops: bool) -> Tensor:
     return offsets if self_loops else offsets[offsets.abs().sum(1) > 0]
 
 
-def _check_dtype(dtype: object) -> torch.dtype:
-    """``dtype`` if it is a floating torch dtype (an integer one would truncate offsets
-    such as ``0.5`` to ``0``), else a ``TypeError`` naming ``dtype``."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
-    return dtype
-
-
 def stencil_relative_positions(
     lattice: Lattice,
     dtype: torch.dtype = torch.float32,
@@ -79,7 +71,7 @@ def stencil_relative_positions(
     the spacing, axes flipped from array order ``(y, x)``/``(z, y, x)``; ``z = 0`` in 2D. These
     are exactly the ``offsets`` of :func:`symgraph.lattice.lattice_graph`.
     """
-    return _relative_positions(check_lattice(lattice), _check_dtype(dtype), device).clone()
+    return _relative_positions(check_lattice(lattice), check_float_dtype(dtype), device).clone()
 
 
 @tensor_cache(maxsize=64)
@@ -138,7 +130,7 @@ def lattice_weight(
         ``[C_out, C_in, kH, kW]`` (2D) or ``[C_out, C_in, kD, kH, kW]`` (3D), zero where the
         stencil has no offset, for :func:`lattice_convolution`.
     """
-    rel = _relative_positions(check_lattice(lattice), _check_dtype(dtype), device)
+    rel = _relative_positions(check_lattice(lattice), check_float_dtype(dtype), device)
     values = check_tensor(kernel(rel), "kernel(rel)")
     if values.dim() != 3 or values.shape[0] != rel.shape[0]:
         raise ValueError(
@@ -331,7 +323,7 @@ def lattice_degree(
     centre when ``not self_loops``) whose neighbour exists -- all of them on periodic axes,
     fewer within ``radius`` of a bounded edge.
     """
-    lattice, dtype = check_lattice(lattice), _check_dtype(dtype)
+    lattice, dtype = check_lattice(lattice), check_float_dtype(dtype)
     taps = torch.ones(_offsets(lattice, True).shape[0], dtype=dtype, device=device)
     if not self_loops:
         taps = taps * (_offsets(lattice, True).abs().sum(1) > 0).to(taps)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from symgraph.checks import check_float_dtype
+
 __all__ = ["load_ocean_currents", "OCEAN_SAMPLE_NAMES"]
 
 OCEAN_SAMPLE_NAMES = ("ocean_current_sample.npy", "ocean_current_sample.pt")
@@ -49,11 +51,7 @@ def load_ocean_currents(path: str | Path, dtype: torch.dtype = torch.float32) ->
         TypeError: ``dtype`` is not a floating-point dtype (velocities would be truncated).
         ValueError: the array is not ``[T, 2, H, W]``, or holds NaN/inf.
     """
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(
-            f"dtype: expected a floating-point torch.dtype (torch.float32, torch.float64...), "
-            f"got {dtype!r}"
-        )
+    check_float_dtype(dtype)
     file = _resolve(path)
     if file.suffix == ".npy":
         array = np.load(file, allow_pickle=False)
