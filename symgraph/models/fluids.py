@@ -46,6 +46,7 @@ __all__ = [
     "SteerableFluidNet",
     "build_fluid_model",
     "check_stencil",
+    "as_field_layout",
     "field_scales",
     "rescale_fields",
     "rollout",
@@ -115,10 +116,10 @@ def field_scales(scale: float | Sequence[float], layout: FieldLayout | str) -> F
         ``((channels, scale), ...)``: a slice of the ``C`` field channels and its scale per
         block, covering ``0 .. C - 1`` in order (one block for a single number).
     """
-    fields = _layout(layout).field_slices
+    fields = as_field_layout(layout).field_slices
     if is_real(scale):
         return ((slice(0, fields[-1].stop), _check_scale(scale)),)
-    irreps = _layout(layout).irreps
+    irreps = as_field_layout(layout).irreps
     if isinstance(scale, (str, bytes)) or not isinstance(scale, Sequence):
         raise TypeError(
             f"scale: expected a positive finite number (a typical field magnitude) or a "
@@ -135,7 +136,8 @@ def field_scales(scale: float | Sequence[float], layout: FieldLayout | str) -> F
     )
 
 
-def _layout(layout: FieldLayout | str) -> FieldLayout:
+def as_field_layout(layout: FieldLayout | str) -> FieldLayout:
+    """``layout`` as a :class:`FieldLayout` (an irreps string: of a 2D lattice)."""
     return layout if isinstance(layout, FieldLayout) else FieldLayout(layout, dim=2)
 
 
@@ -188,7 +190,7 @@ class FluidCNN(nn.Module):
         if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd positive integer, got {kernel_size!r}")
         layers, kernel_size = int(layers), int(kernel_size)
-        self.layout = _layout(layout)
+        self.layout = as_field_layout(layout)
         self.frames_in, self._scales = frames_in, field_scales(scale, self.layout)
         #: the checked ``scale``: one float, or a tuple of one per field
         self.scale = _given_scale(self._scales, scale)
@@ -266,7 +268,7 @@ class SteerableFluidNet(nn.Module):
         if not is_int(layers) or layers < 2:
             raise ValueError(f"layers: expected an integer >= 2, got {layers!r}")
         layers = int(layers)
-        self.layout = _layout(layout)
+        self.layout = as_field_layout(layout)
         self._scales = field_scales(scale, self.layout)
         #: the checked ``scale``: one float, or a tuple of one per field
         self.scale = _given_scale(self._scales, scale)

@@ -188,9 +188,9 @@ class FluidRolloutTask(Task):
 def _named_fields(layout: FieldLayout | str, names: Sequence[str]) -> tuple[tuple[str, slice], ...]:
     """``((name, channels), ...)``: each field of ``layout`` (a 2D layout when a string) with
     its grid channels; one unnamed field of all channels when ``names`` is empty."""
-    from symgraph.lattice import FieldLayout
+    from symgraph.models.fluids import as_field_layout
 
-    fields = (layout if isinstance(layout, FieldLayout) else FieldLayout(layout)).field_slices
+    fields = as_field_layout(layout).field_slices
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise TypeError(f"field_names: expected a sequence of names, got {names!r}")
     if not names:
