@@ -239,11 +239,8 @@ def print_per_field(rows_by_model: list[list[dict]]) -> None:
     print("\n| model | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for rows in rows_by_model:
-        cells = []
-        for key in keys:
-            values = torch.tensor([row["per_field"][key] for row in rows], dtype=torch.float64)
-            std = float(values.std()) if len(values) > 1 else 0.0
-            cells.append(f"{float(values.mean()):.5f} ± {std:.5f}")
+        fields = [row["per_field"] for row in rows]
+        cells = ["{:.5f} ± {:.5f}".format(*summary(fields, key)) for key in keys]
         print(f"| {rows[0]['model']} | " + " | ".join(cells) + " |")
 
 
