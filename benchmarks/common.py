@@ -83,13 +83,7 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    reset = _reset_peak()
-    before = _status_kib("VmRSS")
-    fn()
-    peak = _status_kib("VmHWM")
-    if not reset or before is None or peak is None:
-        return float("nan")
-    return max(peak - before, 0) / 1024
+    return timed_peak(fn)[1]
 
 
 def measure(

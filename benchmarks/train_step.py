@@ -39,6 +39,7 @@ from qm9 import SchNetAdapter  # noqa: E402
 from symgraph.allocator import retain_freed_memory  # noqa: E402
 from symgraph.data.qm9 import QM9, target_index  # noqa: E402
 from symgraph.models import SteerableMoleculeNet  # noqa: E402
+from symgraph.train.jobs import positive_int  # noqa: E402
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared/data/qm9/qm9pack_subset12k_part1.csv.gz"
 
@@ -162,9 +163,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         "--qm9pack-subset", type=int, default=0,
         help="molecules of full QM9 from qm9pack instead of CSVs (as benchmarks/qm9.py loads)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20, help="steps per contender per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument(
+        "--steps", type=positive_int, default=20, help="steps per contender per round"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--default-allocator", action="store_true")
     parser.add_argument(
         "--models", nargs="*", default=None,
@@ -173,10 +176,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     )  # fmt: skip
     parser.add_argument("--adam", action="store_true", help="time the optimiser step alone")
     args = parser.parse_args(argv)
-    for flag in ("batch_size", "steps", "rounds"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')}: expected a positive int, "
-                         f"got {getattr(args, flag)}")  # fmt: skip
     unknown = sorted(set(args.models or ()) - set(MODEL_NAMES))
     if unknown:
         parser.error(f"--models: expected names among {list(MODEL_NAMES)}, got {unknown}")
