@@ -161,7 +161,7 @@ class TrainConfig:
         # Adam accepts a rate of inf, and the run turns into NaN one step later
         if not (is_finite_real(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig: lr must be a finite number > 0, got {self.lr!r}")
-        if not (is_finite_real(self.weight_decay)) or (self.weight_decay < 0):
+        if not (is_finite_real(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(
                 f"TrainConfig: weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )
